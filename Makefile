@@ -1,0 +1,57 @@
+# StreamSpace — the two commands: `make run` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export STREAMSPACE_DATA_DIR ?= $(CURDIR)/.streamspace
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PG_URL ?= postgres://postgres@127.0.0.1:5432/streamspace
+REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: run test venv lint check test-sqlite test-postgres services bench clean
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	@scripts/bootstrap.sh
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -e .
+	@touch $@
+
+venv: $(BIN)/.installed
+
+## run: the whole product on SQLite with the in-memory channel layer, on http://127.0.0.1:8000
+run: venv
+	$(BIN)/python manage.py migrate --noinput -v0
+	$(BIN)/python manage.py seed_demo
+	$(BIN)/python manage.py collectstatic --noinput -v0
+	@echo "StreamSpace on http://$(HOST):$(PORT)/  (API docs: /api/docs/, admin: /admin/, health: /healthz)"
+	$(BIN)/daphne -b $(HOST) -p $(PORT) streamspace.asgi:application
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+check: venv
+	$(BIN)/python manage.py check
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+services:
+	scripts/ensure-services.sh
+
+## test: lint, Django checks, then the suite on SQLite and on PostgreSQL + Redis
+test: lint check services test-sqlite test-postgres
+
+test-sqlite: venv
+	STREAMSPACE_DATA_DIR=$(CURDIR)/.streamspace/test-sqlite $(BIN)/pytest -m "not postgres" -q
+
+test-postgres: venv services
+	STREAMSPACE_DATA_DIR=$(CURDIR)/.streamspace/test-pg DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) \
+		$(BIN)/pytest -q
+
+bench: venv services
+	$(BIN)/python bench/api_bench.py
+
+clean:
+	rm -rf $(VENV) .streamspace

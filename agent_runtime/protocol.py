@@ -1,0 +1,189 @@
+"""The agent <-> control-plane protocol (ARCHITECTURE §4): one source of truth.
+
+Every frame is a JSON text message ``{"type": str, "id": str, "ts": float, "payload": {...}}``.
+Payloads are strict msgspec structs: unknown types, missing fields and wrong types are
+rejected with :class:`ProtocolError` (the hub answers with an ``error`` frame). This module
+must not import Django: the agent and the control plane both use it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+import msgspec
+
+MAX_FRAME_BYTES = 1024 * 1024  # larger frames close the socket (1009)
+PROTOCOL_VERSION = "1"
+
+Platform = Literal["docker", "kubernetes", "local"]
+SessionStateName = Literal[
+    "pending", "starting", "running", "hibernating", "hibernated", "waking", "stopping", "stopped", "failed"
+]
+Action = Literal["start_session", "stop_session", "hibernate_session", "wake_session"]
+
+
+class ProtocolError(ValueError):
+    """A frame that does not follow the protocol; ``code`` goes into the ``error`` frame."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Payload(msgspec.Struct, forbid_unknown_fields=False, omit_defaults=True):
+    """Base of every payload. Unknown extra fields are ignored (forward compatibility)."""
+
+
+class Capacity(Payload):
+    cpu_millicores: int = 0
+    memory_mb: int = 0
+    sessions: int = 0
+
+
+class InventoryItem(Payload):
+    session_id: str
+    state: SessionStateName
+    streaming_ready: bool = False
+    streaming_port: int | None = None
+    endpoint: str | None = None
+
+
+# --- agent -> control plane ----------------------------------------------------------------
+class Register(Payload):
+    agent_id: str
+    instance_id: str
+    platform: Platform
+    version: str
+    hostname: str
+    is_leader: bool
+    capacity: Capacity = msgspec.field(default_factory=Capacity)
+    sessions: list[InventoryItem] = msgspec.field(default_factory=list)
+
+
+class Heartbeat(Payload):
+    is_leader: bool
+    active_sessions: int = 0
+    capacity: Capacity = msgspec.field(default_factory=Capacity)
+
+
+class Ack(Payload):
+    command_id: str
+
+
+class Result(Payload):
+    command_id: str
+    ok: bool
+    error: str | None = None
+    data: dict[str, Any] | None = None
+
+
+class SessionStatus(Payload):
+    session_id: str
+    state: SessionStateName
+    streaming_ready: bool = False
+    streaming_port: int | None = None
+    endpoint: str | None = None
+    message: str | None = None
+
+
+class Leader(Payload):
+    is_leader: bool
+
+
+# --- control plane -> agent ----------------------------------------------------------------
+class Registered(Payload):
+    heartbeat_interval_s: float
+    instance_id: str
+
+
+class Command(Payload):
+    command_id: str
+    action: str  # validated by the agent so that an unknown action gets a failed ``result``
+    session_id: str
+    spec: dict[str, Any] = msgspec.field(default_factory=dict)
+    attempt: int = 1
+
+
+class TunnelOpen(Payload):
+    stream_id: str
+    session_id: str
+    port: int
+    url: str = ""  # the replica's tunnel URL (POD_URL + /api/v1/agents/tunnel/<stream_id>)
+
+
+class Error(Payload):
+    code: str
+    message: str
+
+
+AGENT_MESSAGES: dict[str, type[Payload]] = {
+    "register": Register,
+    "heartbeat": Heartbeat,
+    "ack": Ack,
+    "result": Result,
+    "session_status": SessionStatus,
+    "leader": Leader,
+}
+CONTROL_PLANE_MESSAGES: dict[str, type[Payload]] = {
+    "registered": Registered,
+    "command": Command,
+    "tunnel_open": TunnelOpen,
+    "error": Error,
+}
+_TYPE_OF: dict[type[Payload], str] = {cls: name for name, cls in {**AGENT_MESSAGES, **CONTROL_PLANE_MESSAGES}.items()}
+
+
+class Envelope(msgspec.Struct):
+    type: str
+    id: str = ""
+    ts: float = 0.0
+    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Frame(msgspec.Struct):
+    """A decoded, validated frame."""
+
+    type: str
+    id: str
+    ts: float
+    payload: Any
+
+
+_envelope_decoder = msgspec.json.Decoder(Envelope)
+_encoder = msgspec.json.Encoder()
+
+
+def decode(raw: str | bytes, registry: dict[str, type[Payload]]) -> Frame:
+    """Parse and validate one frame against ``registry`` (AGENT_MESSAGES or CONTROL_PLANE_MESSAGES)."""
+    if len(raw) > MAX_FRAME_BYTES:
+        raise ProtocolError("frame_too_large", f"frames are limited to {MAX_FRAME_BYTES} bytes")
+    try:
+        envelope = _envelope_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError("bad_frame", f"not a valid frame envelope: {exc}") from None
+    schema = registry.get(envelope.type)
+    if schema is None:
+        raise ProtocolError("unknown_type", f"unknown message type {envelope.type!r}")
+    try:
+        payload = msgspec.convert(envelope.payload, schema)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError("invalid_payload", f"{envelope.type}: {exc}") from None
+    return Frame(type=envelope.type, id=envelope.id, ts=envelope.ts, payload=payload)
+
+
+def encode(payload: Payload, *, frame_id: str | None = None) -> str:
+    """Serialise a payload struct into a frame (JSON text)."""
+    envelope = {
+        "type": _TYPE_OF[type(payload)],
+        "id": frame_id or uuid.uuid4().hex,
+        "ts": time.time(),
+        "payload": msgspec.to_builtins(payload),
+    }
+    return _encoder.encode(envelope).decode("utf-8")
+
+
+def to_dict(payload: Payload) -> dict[str, Any]:
+    return msgspec.to_builtins(payload)

@@ -1,0 +1,66 @@
+"""Plugins and the log of webhook deliveries (ARCHITECTURE §7-8)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class PluginType(models.TextChoices):
+    EXTENSION = "extension"
+    WEBHOOK = "webhook"
+    INTEGRATION = "integration"
+    THEME = "theme"
+
+
+class Plugin(models.Model):
+    name = models.SlugField(max_length=64, unique=True)
+    display_name = models.CharField(max_length=120, blank=True)
+    type = models.CharField(max_length=16, choices=PluginType.choices)
+    version = models.CharField(max_length=32, blank=True)
+    enabled = models.BooleanField(default=True, db_index=True)
+    config = models.JSONField(default=dict, blank=True, help_text="Non-secret configuration.")
+    # Secret values (webhook secret, SMTP password...) encrypted at rest with a key from settings.
+    secrets_encrypted = models.TextField(blank=True)
+    events = models.JSONField(default=list, blank=True, help_text="Subscribed event names; empty = none.")
+    installed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.type})"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class WebhookDelivery(models.Model):
+    """One delivery attempt. Retries of one event share ``delivery_id``."""
+
+    delivery_id = models.UUIDField(default=uuid.uuid4, db_index=True)
+    plugin = models.ForeignKey(Plugin, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=64)
+    payload = models.JSONField(default=dict)
+    attempt = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    response_code = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.event} -> {self.plugin.name} #{self.attempt} ({self.status})"

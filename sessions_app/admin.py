@@ -1,0 +1,70 @@
+from django.contrib import admin
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
+from django.contrib.auth.models import Group
+
+from sessions_app.models import GroupQuota, Session, Template, UserQuota
+
+
+@admin.register(Template)
+class TemplateAdmin(admin.ModelAdmin):
+    list_display = ("display_name", "slug", "category", "platform", "image", "enabled")
+    list_filter = ("enabled", "category", "platform")
+    search_fields = ("slug", "display_name", "description")
+    prepopulated_fields = {"slug": ("display_name",)}
+
+
+@admin.register(Session)
+class SessionAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "name",
+        "user",
+        "template",
+        "state",
+        "agent",
+        "streaming_ready",
+        "last_activity",
+        "created_at",
+    )
+    list_filter = ("state", "platform", "streaming_ready")
+    search_fields = ("id", "name", "user__username")
+    list_select_related = ("user", "template", "agent")
+    raw_id_fields = ("user",)
+    filter_horizontal = ("shared_with",)
+    # State changes go through the state machine (services), not through this form.
+    readonly_fields = (
+        "state",
+        "state_changed_at",
+        "streaming_ready",
+        "streaming_port",
+        "endpoint",
+        "created_at",
+        "updated_at",
+    )
+
+
+@admin.register(UserQuota)
+class UserQuotaAdmin(admin.ModelAdmin):
+    list_display = ("user", "max_sessions", "max_cpu_millicores", "max_memory_mb")
+    search_fields = ("user__username",)
+    raw_id_fields = ("user",)
+
+
+class GroupQuotaInline(admin.StackedInline):
+    model = GroupQuota
+    can_delete = True
+    extra = 0
+    max_num = 1
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(DjangoGroupAdmin):
+    inlines = [GroupQuotaInline]
+
+
+@admin.register(GroupQuota)
+class GroupQuotaAdmin(admin.ModelAdmin):
+    list_display = ("group", "max_sessions", "max_cpu_millicores", "max_memory_mb", "idle_timeout_s")

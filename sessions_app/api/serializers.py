@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from sessions_app.models import Platform, Session, Template
+from streamspace.api.strict import StrictFieldsMixin
+
+MAX_CPU = 64_000
+MAX_MEMORY = 262_144
+MAX_IDLE = 7 * 24 * 3600
+
+
+class TemplateSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    class Meta:
+        model = Template
+        fields = [
+            "slug",
+            "display_name",
+            "description",
+            "category",
+            "icon",
+            "image",
+            "command",
+            "default_cpu_millicores",
+            "default_memory_mb",
+            "streaming_port",
+            "env",
+            "volume_mounts",
+            "tags",
+            "idle_timeout_s",
+            "enabled",
+            "platform",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_at", "updated_at"]
+        extra_kwargs = {
+            "default_cpu_millicores": {"max_value": MAX_CPU},
+            "default_memory_mb": {"max_value": MAX_MEMORY},
+            "idle_timeout_s": {"max_value": MAX_IDLE},
+        }
+
+    def validate_command(self, value: Any) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(arg, str) and len(arg) <= 4096 for arg in value):
+            raise serializers.ValidationError("Must be a list of strings (argv).")
+        return value
+
+    def validate_env(self, value: Any) -> dict[str, str]:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) and len(v) <= 8192 for k, v in value.items()
+        ):
+            raise serializers.ValidationError("Must be an object of string values.")
+        return value
+
+    def validate_tags(self, value: Any) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(tag, str) and len(tag) <= 64 for tag in value):
+            raise serializers.ValidationError("Must be a list of short strings.")
+        return value
+
+    def validate_volume_mounts(self, value: Any) -> list[dict[str, Any]]:
+        if not isinstance(value, list):
+            raise serializers.ValidationError("Must be a list of mounts.")
+        for mount in value:
+            if not (
+                isinstance(mount, dict)
+                and isinstance(mount.get("name"), str)
+                and isinstance(mount.get("mount_path"), str)
+                and mount["mount_path"].startswith("/")
+            ):
+                raise serializers.ValidationError('Each mount needs "name" and an absolute "mount_path".')
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        platform = attrs.get("platform", getattr(self.instance, "platform", ""))
+        image = attrs.get("image", getattr(self.instance, "image", ""))
+        command = attrs.get("command", getattr(self.instance, "command", []))
+        if platform == Platform.LOCAL and not command:
+            raise serializers.ValidationError({"command": "A local template needs a command."})
+        if platform != Platform.LOCAL and not image:
+            raise serializers.ValidationError({"image": "A container template needs an image."})
+        return attrs
+
+
+class ResourcesSerializer(StrictFieldsMixin, serializers.Serializer):
+    cpu_millicores = serializers.IntegerField(min_value=50, max_value=MAX_CPU, required=False)
+    memory_mb = serializers.IntegerField(min_value=64, max_value=MAX_MEMORY, required=False)
+
+
+class SessionCreateSerializer(StrictFieldsMixin, serializers.Serializer):
+    template = serializers.SlugField(max_length=64)
+    name = serializers.CharField(max_length=120, required=False, allow_blank=False)
+    resources = ResourcesSerializer(required=False)
+    persistent_home = serializers.BooleanField(required=False, default=True)
+    idle_timeout_s = serializers.IntegerField(min_value=60, max_value=MAX_IDLE, required=False)
+
+
+class SessionSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.username", read_only=True)
+    template = serializers.CharField(source="template.slug", read_only=True)
+    agent_id = serializers.SerializerMethodField()
+    resources = serializers.SerializerMethodField()
+    viewer_path = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Session
+        fields = [
+            "id",
+            "name",
+            "user",
+            "template",
+            "state",
+            "platform",
+            "agent_id",
+            "resources",
+            "persistent_home",
+            "idle_timeout_s",
+            "streaming_ready",
+            "streaming_port",
+            "last_activity",
+            "created_at",
+            "updated_at",
+            "state_changed_at",
+            "status_message",
+            "viewer_path",
+        ]
+        read_only_fields = fields
+
+    def get_agent_id(self, obj: Session) -> str | None:
+        return obj.agent.agent_id if obj.agent_id else None
+
+    def get_resources(self, obj: Session) -> dict[str, int]:
+        return {"cpu_millicores": obj.cpu_millicores, "memory_mb": obj.memory_mb}
+
+
+class ViewerUrlSerializer(serializers.Serializer):
+    url = serializers.CharField()
+    expires_in = serializers.IntegerField()
+
+
+class QuotaLimitsSerializer(StrictFieldsMixin, serializers.Serializer):
+    max_sessions = serializers.IntegerField(min_value=0, max_value=10_000, allow_null=True, required=False)
+    max_cpu_millicores = serializers.IntegerField(min_value=0, max_value=10_000_000, allow_null=True, required=False)
+    max_memory_mb = serializers.IntegerField(min_value=0, max_value=100_000_000, allow_null=True, required=False)

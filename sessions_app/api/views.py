@@ -1,0 +1,209 @@
+"""Sessions and catalog API. Thin: parse, authorise, call a service, serialise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q, QuerySet
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from sessions_app import services
+from sessions_app.api.representation import represent, represent_one, session_rows
+from sessions_app.api.serializers import (
+    SessionCreateSerializer,
+    SessionSerializer,
+    TemplateSerializer,
+    ViewerUrlSerializer,
+)
+from sessions_app.models import Session, SessionState, Template
+from sessions_app.viewer import viewer_url
+from streamspace.api.errors import Conflict, ServiceError
+from streamspace.api.permissions import ReadAnyWriteOperator, is_operator
+from streamspace.audit.services import record
+
+
+class TemplateListView(generics.ListCreateAPIView):
+    """The catalog. Everyone sees enabled templates; operators also see disabled ones and edit."""
+
+    serializer_class = TemplateSerializer
+    permission_classes = [ReadAnyWriteOperator]
+    pagination_class = None
+
+    def get_queryset(self) -> QuerySet[Template]:
+        queryset = Template.objects.all()
+        if not is_operator(self.request.user):
+            queryset = queryset.filter(enabled=True)
+        category = self.request.query_params.get("category")
+        if category:
+            queryset = queryset.filter(category=category)
+        return queryset
+
+    def perform_create(self, serializer: TemplateSerializer) -> None:
+        template = serializer.save()
+        record("template.create", actor=self.request.user, target=template, request=self.request)
+
+
+class TemplateDetailView(generics.RetrieveUpdateDestroyAPIView):
+    serializer_class = TemplateSerializer
+    permission_classes = [ReadAnyWriteOperator]
+    lookup_field = "slug"
+    http_method_names = ["get", "patch", "delete", "head", "options"]
+
+    def get_queryset(self) -> QuerySet[Template]:
+        if is_operator(self.request.user):
+            return Template.objects.all()
+        return Template.objects.filter(enabled=True)
+
+    def perform_update(self, serializer: TemplateSerializer) -> None:
+        template = serializer.save()
+        record(
+            "template.update",
+            actor=self.request.user,
+            target=template,
+            request=self.request,
+            details={"fields": sorted(serializer.validated_data)},
+        )
+
+    def perform_destroy(self, instance: Template) -> None:
+        if instance.sessions.exists():
+            raise Conflict("Sessions were launched from this template; disable it instead.", code="template_in_use")
+        record("template.delete", actor=self.request.user, target=instance, request=self.request)
+        instance.delete()
+
+
+def session_queryset() -> QuerySet[Session]:
+    return Session.objects.select_related("user", "template", "agent")
+
+
+def _visible_sessions(request: Request, *, manage: bool) -> QuerySet[Session]:
+    """Sessions the caller may see: own, every one for operators, shared ones when not managing."""
+    queryset = session_queryset()
+    user = request.user
+    if is_operator(user):
+        return queryset
+    if manage:
+        return queryset.filter(user=user)
+    return queryset.filter(Q(user=user) | Q(shared_with=user)).distinct()
+
+
+def _session_for(request: Request, session_id: Any, *, manage: bool) -> Session:
+    """The session, or 404 for anyone who may not see it (so ids cannot be probed)."""
+    return get_object_or_404(_visible_sessions(request, manage=manage), pk=session_id)
+
+
+class SessionListView(generics.GenericAPIView):
+    serializer_class = SessionSerializer
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("all", bool, description="Operators: every user's sessions."),
+            OpenApiParameter("state", str, enum=SessionState.values),
+            OpenApiParameter("page", int),
+            OpenApiParameter("page_size", int),
+        ],
+        responses=SessionSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        """The caller's sessions, newest first (operators: ``?all=1`` for everyone's)."""
+        queryset = session_queryset()
+        if not (request.query_params.get("all") in ("1", "true") and is_operator(request.user)):
+            queryset = queryset.filter(user=request.user)
+        state = request.query_params.get("state")
+        if state:
+            if state not in SessionState.values:
+                raise ServiceError(f"Unknown state {state!r}.", code="invalid")
+            queryset = queryset.filter(state=state)
+        page = self.paginate_queryset(session_rows(queryset))
+        return self.get_paginated_response([represent(row) for row in page])
+
+    @extend_schema(request=SessionCreateSerializer, responses={202: SessionSerializer})
+    def post(self, request: Request) -> Response:
+        """Launch a session from a template. Answers 202 with the ``pending`` session."""
+        body = SessionCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        template = Template.objects.filter(slug=data["template"], enabled=True).first()
+        if template is None:
+            raise ServiceError(f"No enabled template {data['template']!r}.", code="unknown_template")
+        resources = data.get("resources") or {}
+        session = services.launch_session(
+            request.user,
+            template,
+            cpu_millicores=resources.get("cpu_millicores"),
+            memory_mb=resources.get("memory_mb"),
+            persistent_home=data["persistent_home"],
+            idle_timeout_s=data.get("idle_timeout_s"),
+            name=data.get("name"),
+            request=request,
+        )
+        return Response(represent_one(session.pk), status=status.HTTP_202_ACCEPTED)
+
+
+class SessionDetailView(APIView):
+    @extend_schema(responses=SessionSerializer)
+    def get(self, request: Request, session_id: Any) -> Response:
+        row = session_rows(_visible_sessions(request, manage=False).filter(pk=session_id)).first()
+        if row is None:
+            raise Http404
+        return Response(represent(row))
+
+    @extend_schema(responses={202: SessionSerializer})
+    def delete(self, request: Request, session_id: Any) -> Response:
+        """Stop the session and remove its workload (the home volume is kept)."""
+        session = services.stop_session(
+            _session_for(request, session_id, manage=True), actor=request.user, request=request
+        )
+        return Response(represent_one(session.pk), status=status.HTTP_202_ACCEPTED)
+
+
+class _SessionActionView(APIView):
+    action_name = ""
+
+    @extend_schema(request=None, responses={202: SessionSerializer})
+    def post(self, request: Request, session_id: Any) -> Response:
+        session = _session_for(request, session_id, manage=True)
+        action = getattr(services, f"{self.action_name}_session")
+        session = action(session, actor=request.user, request=request)
+        return Response(represent_one(session.pk), status=status.HTTP_202_ACCEPTED)
+
+
+class SessionHibernateView(_SessionActionView):
+    """Scale the session to zero; its home is kept. 409 unless running."""
+
+    action_name = "hibernate"
+
+
+class SessionWakeView(_SessionActionView):
+    """Bring a hibernated session back (quota re-checked)."""
+
+    action_name = "wake"
+
+
+class SessionHeartbeatView(APIView):
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request: Request, session_id: Any) -> Response:
+        """Mark the session as in use so the idle sweep leaves it running."""
+        session = _session_for(request, session_id, manage=False)
+        services.record_activity(session)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SessionViewerUrlView(APIView):
+    @extend_schema(responses=ViewerUrlSerializer)
+    def get(self, request: Request, session_id: Any) -> Response:
+        """A short-lived URL for the session viewer, bound to this session and caller."""
+        session = _session_for(request, session_id, manage=False)
+        if session.state in (SessionState.STOPPING, SessionState.STOPPED, SessionState.FAILED):
+            raise Conflict(
+                f"The session is {session.state}.", code="session_not_viewable", extra={"state": session.state}
+            )
+        return Response(
+            {"url": viewer_url(session.id, request.user.pk), "expires_in": settings.STREAMSPACE_VIEWER_TOKEN_TTL_S}
+        )

@@ -1,0 +1,153 @@
+"""The catalog (Template), sessions and quotas."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+
+class Platform(models.TextChoices):
+    DOCKER = "docker", "Docker"
+    KUBERNETES = "kubernetes", "Kubernetes"
+    LOCAL = "local", "Local processes"
+
+
+class Template(models.Model):
+    """A catalog entry: what a session runs and with which defaults."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    display_name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    category = models.CharField(max_length=64, blank=True, db_index=True)
+    icon = models.CharField(max_length=300, blank=True, help_text="Image URL or a short emoji.")
+    image = models.CharField(
+        max_length=300,
+        blank=True,
+        validators=[RegexValidator(r"^[a-z0-9][a-z0-9._/:@-]*$", "Not a container image reference.")],
+    )
+    command = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Local backend only: argv list; {port} and {home} are substituted.",
+    )
+    default_cpu_millicores = models.PositiveIntegerField(default=1000, validators=[MinValueValidator(50)])
+    default_memory_mb = models.PositiveIntegerField(default=1024, validators=[MinValueValidator(64)])
+    streaming_port = models.PositiveIntegerField(
+        default=8080, validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
+    env = models.JSONField(default=dict, blank=True)
+    volume_mounts = models.JSONField(default=list, blank=True, help_text='[{"name", "mount_path", "read_only"}]')
+    tags = models.JSONField(default=list, blank=True)
+    idle_timeout_s = models.PositiveIntegerField(null=True, blank=True, help_text="Overrides the site default.")
+    enabled = models.BooleanField(default=True, db_index=True)
+    platform = models.CharField(
+        max_length=16,
+        choices=Platform.choices,
+        blank=True,
+        help_text="Empty: any platform that can run the image (docker or kubernetes).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["category", "display_name"]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+
+class SessionState(models.TextChoices):
+    PENDING = "pending"
+    STARTING = "starting"
+    RUNNING = "running"
+    HIBERNATING = "hibernating"
+    HIBERNATED = "hibernated"
+    WAKING = "waking"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+# States in which a session exists on an agent (counts toward max_sessions).
+ACTIVE_STATES = (
+    SessionState.PENDING,
+    SessionState.STARTING,
+    SessionState.RUNNING,
+    SessionState.HIBERNATING,
+    SessionState.HIBERNATED,
+    SessionState.WAKING,
+    SessionState.STOPPING,
+)
+# States in which a session holds CPU and memory (a hibernated session is scaled to zero).
+RESOURCE_STATES = tuple(s for s in ACTIVE_STATES if s != SessionState.HIBERNATED)
+
+
+class Session(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=120)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="stream_sessions")
+    template = models.ForeignKey(Template, on_delete=models.PROTECT, related_name="sessions")
+    state = models.CharField(max_length=16, choices=SessionState.choices, default=SessionState.PENDING, db_index=True)
+    platform = models.CharField(max_length=16, choices=Platform.choices, blank=True)
+    agent = models.ForeignKey(
+        "agents_app.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions"
+    )
+    cpu_millicores = models.PositiveIntegerField()
+    memory_mb = models.PositiveIntegerField()
+    persistent_home = models.BooleanField(default=True)
+    idle_timeout_s = models.PositiveIntegerField()
+    streaming_ready = models.BooleanField(default=False)
+    streaming_port = models.PositiveIntegerField(null=True, blank=True)
+    endpoint = models.CharField(max_length=300, blank=True, help_text="host:port the control plane can reach.")
+    status_message = models.CharField(max_length=500, blank=True)
+    last_activity = models.DateTimeField()
+    state_changed_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    shared_with = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="shared_sessions")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["user", "state"]),
+            models.Index(fields=["state", "last_activity"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.state})"
+
+    @property
+    def viewer_path(self) -> str:
+        return f"/api/v1/http/{self.id}/"
+
+
+class QuotaLimits(models.Model):
+    """Limits shared by user and group quotas; ``None`` means "not set here"."""
+
+    max_sessions = models.PositiveIntegerField(null=True, blank=True)
+    max_cpu_millicores = models.PositiveIntegerField(null=True, blank=True)
+    max_memory_mb = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class UserQuota(QuotaLimits):
+    """A user's overrides, and the row locked while the user launches a session."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota")
+
+    def __str__(self) -> str:
+        return f"quota of {self.user}"
+
+
+class GroupQuota(QuotaLimits):
+    group = models.OneToOneField(Group, on_delete=models.CASCADE, related_name="quota")
+    idle_timeout_s = models.PositiveIntegerField(null=True, blank=True, help_text="Overrides the template's.")
+
+    def __str__(self) -> str:
+        return f"quota of group {self.group}"

@@ -1,0 +1,101 @@
+"""Effective quotas and usage.
+
+A user's effective limit is resolved **per limit** (``max_sessions``, ``max_cpu_millicores``,
+``max_memory_mb``):
+
+1. the user's own override (``UserQuota``), when set;
+2. else the strictest (smallest) value among the groups the user belongs to that set it;
+3. else the site default, ``settings.STREAMSPACE_DEFAULT_QUOTA``.
+
+Usage: every session that is not ``stopped``/``failed`` counts toward ``max_sessions``; CPU and
+memory count only while a session holds them, i.e. in every active state except
+``hibernated`` (scaled to zero). Waking a session checks CPU and memory again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Q, Sum
+
+from sessions_app.models import ACTIVE_STATES, RESOURCE_STATES, GroupQuota, Session, UserQuota
+
+LIMITS = ("max_sessions", "max_cpu_millicores", "max_memory_mb")
+
+
+@dataclass(frozen=True)
+class EffectiveQuota:
+    max_sessions: int
+    max_cpu_millicores: int
+    max_memory_mb: int
+    sources: dict[str, str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Usage:
+    sessions: int
+    cpu_millicores: int
+    memory_mb: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def effective_quota(user: Any) -> EffectiveQuota:
+    """Resolve the user's limits (see module docstring for the order)."""
+    override = UserQuota.objects.filter(user=user).first()
+    group_quotas = list(GroupQuota.objects.filter(group__user=user).select_related("group"))
+    values: dict[str, int] = {}
+    sources: dict[str, str] = {}
+    for limit in LIMITS:
+        own = getattr(override, limit, None) if override else None
+        if own is not None:
+            values[limit], sources[limit] = own, "user"
+            continue
+        candidates = [(getattr(q, limit), q.group.name) for q in group_quotas if getattr(q, limit) is not None]
+        if candidates:
+            value, group_name = min(candidates)
+            values[limit], sources[limit] = value, f"group:{group_name}"
+            continue
+        values[limit], sources[limit] = settings.STREAMSPACE_DEFAULT_QUOTA[limit], "default"
+    return EffectiveQuota(sources=sources, **values)
+
+
+def usage(user: Any, *, exclude_session_id: Any = None) -> Usage:
+    """What the user's sessions hold now (one aggregate query)."""
+    sessions = Session.objects.filter(user=user)
+    if exclude_session_id is not None:
+        sessions = sessions.exclude(pk=exclude_session_id)
+    holding = Q(state__in=RESOURCE_STATES)
+    totals = sessions.aggregate(
+        sessions=Count("id", filter=Q(state__in=ACTIVE_STATES)),
+        cpu=Sum("cpu_millicores", filter=holding),
+        memory=Sum("memory_mb", filter=holding),
+    )
+    return Usage(sessions=totals["sessions"] or 0, cpu_millicores=totals["cpu"] or 0, memory_mb=totals["memory"] or 0)
+
+
+def lock_user_quota(user: Any) -> UserQuota:
+    """Lock the user's quota row for the rest of the transaction (created on first use).
+
+    Every launch and wake of one user serialises on this row, so concurrent requests cannot
+    both see room under the limit.
+    """
+    UserQuota.objects.get_or_create(user=user)
+    return UserQuota.objects.select_for_update().get(user=user)
+
+
+def exceeded(quota: EffectiveQuota, current: Usage, *, sessions: int, cpu: int, memory: int) -> str | None:
+    """Name of the first limit that adding the given amounts would exceed, or None."""
+    if current.sessions + sessions > quota.max_sessions:
+        return "max_sessions"
+    if current.cpu_millicores + cpu > quota.max_cpu_millicores:
+        return "max_cpu_millicores"
+    if current.memory_mb + memory > quota.max_memory_mb:
+        return "max_memory_mb"
+    return None

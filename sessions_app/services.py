@@ -1,0 +1,203 @@
+"""Session lifecycle: launch, stop, hibernate, wake, activity.
+
+Views, consumers and tasks call these functions; they own the rules. Every change is
+audited, every agent command is a durable row created in the same transaction as the state
+change (``agents_app.services.enqueue_command``), and the frame goes out on commit.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agents_app import services as agents
+from agents_app.models import CommandAction
+from sessions_app import quotas
+from sessions_app.models import GroupQuota, Session, SessionState, Template
+from sessions_app.state import IllegalTransition, transition
+from streamspace.api.errors import Forbidden, ServiceError
+from streamspace.audit.services import record
+
+S = SessionState
+
+
+class QuotaExceeded(Forbidden):
+    code = "quota_exceeded"
+
+
+def policy_idle_timeout(user: Any, template: Template) -> int:
+    """The longest idle time allowed: the user's groups (strictest), else template, else site."""
+    group_values = [
+        v for v in GroupQuota.objects.filter(group__user=user).values_list("idle_timeout_s", flat=True) if v is not None
+    ]
+    if group_values:
+        return min(group_values)
+    if template.idle_timeout_s is not None:
+        return template.idle_timeout_s
+    return settings.STREAMSPACE_DEFAULT_IDLE_TIMEOUT_S
+
+
+def start_spec(session: Session) -> dict[str, Any]:
+    """What the agent needs to start (or re-create) the session's workload."""
+    template = session.template
+    return {
+        "image": template.image,
+        "command": list(template.command or []),
+        "env": dict(template.env or {}),
+        "cpu_millicores": session.cpu_millicores,
+        "memory_mb": session.memory_mb,
+        "persistent_home": session.persistent_home,
+        "streaming_port": template.streaming_port,
+        "volume_mounts": list(template.volume_mounts or []),
+        "user": session.user.get_username(),
+        "template": template.slug,
+    }
+
+
+def _quota_refusal(
+    user: Any, limit: str, quota: quotas.EffectiveQuota, current: quotas.Usage, request: Any, template: Template | None
+) -> QuotaExceeded:
+    details = {
+        "limit": limit,
+        "quota": quota.as_dict(),
+        "usage": current.as_dict(),
+        "template": template.slug if template else None,
+    }
+    record("quota.exceeded", actor=user, target=user, request=request, details=details)
+    return QuotaExceeded(
+        f"Launching this would exceed your {limit.replace('_', ' ')} quota ({getattr(quota, limit)}).",
+        extra={"limit": limit, "quota": quota.as_dict(), "usage": current.as_dict()},
+    )
+
+
+def launch_session(
+    user: Any,
+    template: Template,
+    *,
+    cpu_millicores: int | None = None,
+    memory_mb: int | None = None,
+    persistent_home: bool = True,
+    idle_timeout_s: int | None = None,
+    name: str | None = None,
+    request: Any = None,
+) -> Session:
+    """Create a ``pending`` session for ``user`` and queue its ``start_session`` command.
+
+    Raises ``QuotaExceeded`` (403) if the session would exceed any of the user's limits,
+    ``Unavailable`` (503, ``no_agent``) if no agent could ever serve the template's platform,
+    ``ServiceError`` (400, ``template_disabled``) for a disabled template.
+    """
+    if not template.enabled:
+        raise ServiceError(f"The template {template.slug} is disabled.", code="template_disabled")
+    cpu = cpu_millicores or template.default_cpu_millicores
+    memory = memory_mb or template.default_memory_mb
+    policy = policy_idle_timeout(user, template)
+    idle = policy if idle_timeout_s is None else min(idle_timeout_s, policy)
+    agent = agents.select_agent(template.platform)
+    refusal = None
+    with transaction.atomic():
+        quotas.lock_user_quota(user)
+        quota, current = quotas.effective_quota(user), quotas.usage(user)
+        limit = quotas.exceeded(quota, current, sessions=1, cpu=cpu, memory=memory)
+        if limit is None:
+            now = timezone.now()
+            session = Session.objects.create(
+                name=name or template.display_name,
+                user=user,
+                template=template,
+                state=S.PENDING,
+                platform=agent.platform,
+                agent=agent,
+                cpu_millicores=cpu,
+                memory_mb=memory,
+                persistent_home=persistent_home,
+                idle_timeout_s=idle,
+                last_activity=now,
+                state_changed_at=now,
+            )
+            record(
+                "session.create",
+                actor=user,
+                target=session,
+                request=request,
+                details={
+                    "template": template.slug,
+                    "agent": agent.agent_id,
+                    "cpu_millicores": cpu,
+                    "memory_mb": memory,
+                },
+            )
+            agents.enqueue_command(session, CommandAction.START, start_spec(session))
+    if limit is not None:
+        refusal = _quota_refusal(user, limit, quota, current, request, template)
+        raise refusal
+    return session
+
+
+def stop_session(session: Session, *, actor: Any = None, request: Any = None) -> Session:
+    """Stop and remove the session's workload (its home volume is kept). Idempotent."""
+    with transaction.atomic():
+        session = Session.objects.select_for_update().get(pk=session.pk)
+        if session.state in (S.STOPPING, S.STOPPED):
+            return session
+        transition(session, S.STOPPING, message="Stopping")
+        record("session.stop", actor=actor, target=session, request=request)
+        agents.enqueue_command(session, CommandAction.STOP, {"delete_home": False})
+    return session
+
+
+def hibernate_session(session: Session, *, actor: Any = None, request: Any = None, reason: str = "user") -> Session:
+    """Scale a running session to zero, keeping its home. Idempotent while hibernating."""
+    with transaction.atomic():
+        session = Session.objects.select_for_update().get(pk=session.pk)
+        if session.state in (S.HIBERNATING, S.HIBERNATED):
+            return session
+        transition(session, S.HIBERNATING, message="Hibernating")
+        record("session.hibernate", actor=actor, target=session, request=request, details={"reason": reason})
+        agents.enqueue_command(session, CommandAction.HIBERNATE, {})
+    return session
+
+
+def wake_session(session: Session, *, actor: Any = None, request: Any = None) -> Session:
+    """Bring a hibernated session back; CPU and memory quota are checked again."""
+    refusal_args = None
+    with transaction.atomic():
+        session = Session.objects.select_for_update().get(pk=session.pk)
+        if session.state in (S.WAKING, S.RUNNING):
+            return session
+        if session.state != S.HIBERNATED:
+            raise IllegalTransition(
+                f"A session cannot go from {session.state} to waking.",
+                extra={"state": session.state, "target": S.WAKING},
+            )
+        quotas.lock_user_quota(session.user)
+        quota = quotas.effective_quota(session.user)
+        current = quotas.usage(session.user, exclude_session_id=session.pk)
+        limit = quotas.exceeded(quota, current, sessions=0, cpu=session.cpu_millicores, memory=session.memory_mb)
+        if limit is None:
+            transition(session, S.WAKING, message="Waking up", last_activity=timezone.now())
+            record("session.wake", actor=actor, target=session, request=request)
+            agents.enqueue_command(session, CommandAction.WAKE, start_spec(session))
+        else:
+            refusal_args = (limit, quota, current)
+    if refusal_args:
+        raise _quota_refusal(session.user, *refusal_args, request, session.template)
+    return session
+
+
+def record_activity(session: Session, *, now: Any = None) -> bool:
+    """Mark the session as used; writes at most once per ``STREAMSPACE_ACTIVITY_WRITE_INTERVAL_S``.
+
+    Returns True if a write happened. The conditional UPDATE makes the throttle hold across
+    replicas without a cache.
+    """
+    now = now or timezone.now()
+    threshold = now - timedelta(seconds=settings.STREAMSPACE_ACTIVITY_WRITE_INTERVAL_S)
+    written = Session.objects.filter(pk=session.pk, last_activity__lt=threshold).update(last_activity=now)
+    if written:
+        session.last_activity = now
+    return bool(written)

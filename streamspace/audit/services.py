@@ -1,0 +1,51 @@
+"""Writing the audit log. Every service that changes something calls :func:`record`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamspace.audit.models import AuditEvent
+
+
+def client_ip(request: Any) -> str | None:
+    """The client address as daphne saw it (proxies are trusted only via settings)."""
+    if request is None:
+        return None
+    meta = getattr(request, "META", {})
+    return meta.get("REMOTE_ADDR") or None
+
+
+def record(
+    action: str,
+    *,
+    actor: Any = None,
+    actor_repr: str = "",
+    target: Any = None,
+    target_type: str = "",
+    target_id: str = "",
+    request: Any = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Write one :class:`AuditEvent`.
+
+    ``actor`` is a user (or None for the system); ``target`` a model instance whose type and
+    primary key are recorded, or give ``target_type``/``target_id`` directly.
+    """
+    if actor is not None and not getattr(actor, "is_authenticated", False):
+        actor = None
+    if target is not None:
+        target_type = target_type or target._meta.model_name
+        target_id = target_id or str(target.pk)
+    user_agent = ""
+    if request is not None:
+        user_agent = getattr(request, "META", {}).get("HTTP_USER_AGENT", "")[:512]
+    return AuditEvent.objects.create(
+        actor=actor,
+        actor_repr=actor_repr or (actor.get_username() if actor is not None else "system"),
+        action=action,
+        target_type=target_type,
+        target_id=str(target_id),
+        ip=client_ip(request),
+        user_agent=user_agent,
+        details=details or {},
+    )

@@ -1,0 +1,33 @@
+"""Protocol routing. Browser-facing sockets check Origin; the agent endpoint does not
+(agents are not browsers: they authenticate with their token, ARCHITECTURE §9)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.auth import AuthMiddlewareStack
+from channels.routing import ProtocolTypeRouter, URLRouter
+from channels.security.websocket import AllowedHostsOriginValidator
+from django.urls import URLPattern
+
+
+def agent_websocket_urlpatterns() -> list[URLPattern]:
+    from agents_app.routing import websocket_urlpatterns
+
+    return websocket_urlpatterns
+
+
+def browser_websocket_urlpatterns() -> list[URLPattern]:
+    return []
+
+
+def build_application(http_app: Any) -> ProtocolTypeRouter:
+    browser = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(browser_websocket_urlpatterns())))
+    agents = URLRouter(agent_websocket_urlpatterns())
+
+    async def websocket_router(scope: dict, receive: Any, send: Any) -> None:
+        if scope.get("path", "").startswith("/api/v1/agents/"):
+            return await agents(scope, receive, send)
+        return await browser(scope, receive, send)
+
+    return ProtocolTypeRouter({"http": http_app, "websocket": websocket_router})

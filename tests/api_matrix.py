@@ -1,0 +1,49 @@
+"""The table of every API endpoint and the least role that may call it.
+
+Used by the anonymous/forbidden tests and the malformed-input tests, so a new endpoint that
+is not listed here fails ``test_every_route_is_in_the_matrix``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ANY = "any"  # no authentication needed
+USER = "user"
+OPERATOR = "operator"
+ADMIN = "admin"
+ROLE_RANK = {USER: 0, OPERATOR: 1, ADMIN: 2}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str  # {session}, {slug}, {user}, {agent} are filled by the fixture
+    role: str
+
+
+ENDPOINTS = [
+    Endpoint("post", "/api/v1/auth/login", ANY),
+    Endpoint("post", "/api/v1/auth/refresh", ANY),
+    Endpoint("get", "/api/v1/users/me", USER),
+    Endpoint("get", "/api/v1/templates", USER),
+    Endpoint("post", "/api/v1/templates", OPERATOR),
+    Endpoint("get", "/api/v1/templates/{slug}", USER),
+    Endpoint("patch", "/api/v1/templates/{slug}", OPERATOR),
+    Endpoint("delete", "/api/v1/templates/{slug}", OPERATOR),
+    Endpoint("get", "/api/v1/sessions", USER),
+    Endpoint("post", "/api/v1/sessions", USER),
+    Endpoint("get", "/api/v1/sessions/{session}", USER),
+    Endpoint("delete", "/api/v1/sessions/{session}", USER),
+    Endpoint("post", "/api/v1/sessions/{session}/hibernate", USER),
+    Endpoint("post", "/api/v1/sessions/{session}/wake", USER),
+    Endpoint("post", "/api/v1/sessions/{session}/heartbeat", USER),
+    Endpoint("get", "/api/v1/sessions/{session}/viewer-url", USER),
+    Endpoint("get", "/api/v1/users/me/quota", USER),
+    Endpoint("get", "/api/v1/users/{user}/quota", ADMIN),
+    Endpoint("put", "/api/v1/users/{user}/quota", ADMIN),
+    Endpoint("get", "/api/v1/agents", OPERATOR),
+    Endpoint("post", "/api/v1/agents", ADMIN),
+    Endpoint("get", "/api/v1/agents/{agent}", OPERATOR),
+    Endpoint("get", "/api/v1/audit", ADMIN),
+]
