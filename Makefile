@@ -43,8 +43,11 @@ services:
 ## test: lint, Django checks, then the suite on SQLite and on PostgreSQL + Redis
 test: lint check services test-sqlite test-postgres
 
+# The SQLite pass runs everything that needs no real service; tests marked postgres, docker,
+# slow (multi-process) or browser run in the production-topology pass only.
 test-sqlite: venv
-	STREAMSPACE_DATA_DIR=$(CURDIR)/.streamspace/test-sqlite $(BIN)/pytest -m "not postgres" -q
+	STREAMSPACE_DATA_DIR=$(CURDIR)/.streamspace/test-sqlite \
+		$(BIN)/pytest -m "not postgres and not docker and not slow and not browser" -q
 
 test-postgres: venv services
 	STREAMSPACE_DATA_DIR=$(CURDIR)/.streamspace/test-pg DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) \
