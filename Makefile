@@ -26,8 +26,7 @@ run: venv
 	$(BIN)/python manage.py migrate --noinput -v0
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py collectstatic --noinput -v0
-	@echo "StreamSpace on http://$(HOST):$(PORT)/  (API docs: /api/docs/, admin: /admin/, health: /healthz)"
-	$(BIN)/daphne -b $(HOST) -p $(PORT) streamspace.asgi:application
+	HOST=$(HOST) PORT=$(PORT) scripts/run-dev.sh
 
 lint: venv
 	$(BIN)/ruff check .

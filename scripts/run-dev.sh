@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make run`: the control plane (daphne), a local agent and the in-process job runner, as one
+# foreground command. Ctrl-C (or any of them exiting) stops all of them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+HOST=${HOST:-127.0.0.1}
+PORT=${PORT:-8000}
+DATA=${STREAMSPACE_DATA_DIR:-$PWD/.streamspace}
+pids=()
+cleanup() { trap - INT TERM EXIT; for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait || true; }
+trap cleanup INT TERM EXIT
+
+$BIN/daphne -b "$HOST" -p "$PORT" streamspace.asgi:application &
+pids+=($!)
+
+# The local agent: its token is re-issued on every start (tokens are stored hashed).
+if $BIN/python manage.py help ensure_local_agent >/dev/null 2>&1 && [ -x $BIN/streamspace-agent ]; then
+  $BIN/python manage.py ensure_local_agent --token-file "$DATA/local-agent.token" >/dev/null
+  AGENT_TOKEN=$(cat "$DATA/local-agent.token") $BIN/streamspace-agent --platform local \
+    --control-plane "http://$HOST:$PORT" --agent-id local &
+  pids+=($!)
+fi
+
+# Periodic jobs (idle sweep, command sweep, ...) in-process when no Celery broker is configured.
+if [ -z "${REDIS_URL:-}" ] && $BIN/python manage.py help run_jobs >/dev/null 2>&1; then
+  $BIN/python manage.py run_jobs &
+  pids+=($!)
+fi
+
+echo "StreamSpace on http://$HOST:$PORT/  (API docs /api/docs/, admin /admin/, health /healthz)"
+wait -n
