@@ -16,8 +16,10 @@ from django.utils import timezone
 
 from agents_app import services as agents
 from agents_app.models import CommandAction
+from plugins_app import events
 from sessions_app import quotas
 from sessions_app.models import GroupQuota, Session, SessionState, Template
+from sessions_app.notify import session_changed
 from sessions_app.state import IllegalTransition, transition
 from streamspace.api.errors import Forbidden, ServiceError
 from streamspace.audit.services import record
@@ -68,6 +70,7 @@ def _quota_refusal(
         "template": template.slug if template else None,
     }
     record("quota.exceeded", actor=user, target=user, request=request, details=details)
+    events.emit("quota.exceeded", actor=user, data=details)
     return QuotaExceeded(
         f"Launching this would exceed your {limit.replace('_', ' ')} quota ({getattr(quota, limit)}).",
         extra={"limit": limit, "quota": quota.as_dict(), "usage": current.as_dict()},
@@ -98,7 +101,6 @@ def launch_session(
     policy = policy_idle_timeout(user, template)
     idle = policy if idle_timeout_s is None else min(idle_timeout_s, policy)
     agent = agents.select_agent(template.platform)
-    refusal = None
     with transaction.atomic():
         quotas.lock_user_quota(user)
         quota, current = quotas.effective_quota(user), quotas.usage(user)
@@ -132,9 +134,10 @@ def launch_session(
                 },
             )
             agents.enqueue_command(session, CommandAction.START, start_spec(session))
+            session_id, user_id = session.pk, user.pk
+            transaction.on_commit(lambda: session_changed(session_id, user_id, None, S.PENDING, actor=user))
     if limit is not None:
-        refusal = _quota_refusal(user, limit, quota, current, request, template)
-        raise refusal
+        raise _quota_refusal(user, limit, quota, current, request, template)
     return session
 
 
@@ -144,7 +147,7 @@ def stop_session(session: Session, *, actor: Any = None, request: Any = None) ->
         session = Session.objects.select_for_update().get(pk=session.pk)
         if session.state in (S.STOPPING, S.STOPPED):
             return session
-        transition(session, S.STOPPING, message="Stopping")
+        transition(session, S.STOPPING, message="Stopping", actor=actor)
         record("session.stop", actor=actor, target=session, request=request)
         agents.enqueue_command(session, CommandAction.STOP, {"delete_home": False})
     return session
@@ -156,7 +159,7 @@ def hibernate_session(session: Session, *, actor: Any = None, request: Any = Non
         session = Session.objects.select_for_update().get(pk=session.pk)
         if session.state in (S.HIBERNATING, S.HIBERNATED):
             return session
-        transition(session, S.HIBERNATING, message="Hibernating")
+        transition(session, S.HIBERNATING, message="Hibernating", actor=actor)
         record("session.hibernate", actor=actor, target=session, request=request, details={"reason": reason})
         agents.enqueue_command(session, CommandAction.HIBERNATE, {})
     return session
@@ -179,7 +182,7 @@ def wake_session(session: Session, *, actor: Any = None, request: Any = None) ->
         current = quotas.usage(session.user, exclude_session_id=session.pk)
         limit = quotas.exceeded(quota, current, sessions=0, cpu=session.cpu_millicores, memory=session.memory_mb)
         if limit is None:
-            transition(session, S.WAKING, message="Waking up", last_activity=timezone.now())
+            transition(session, S.WAKING, message="Waking up", actor=actor, last_activity=timezone.now())
             record("session.wake", actor=actor, target=session, request=request)
             agents.enqueue_command(session, CommandAction.WAKE, start_spec(session))
         else:

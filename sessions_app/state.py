@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from sessions_app.models import Session, SessionState
@@ -32,7 +33,9 @@ def can_transition(current: str, target: str) -> bool:
     return target in TRANSITIONS.get(current, frozenset())
 
 
-def transition(session: Session, target: str, *, message: str | None = None, **fields: Any) -> Session:
+def transition(
+    session: Session, target: str, *, message: str | None = None, actor: Any = None, **fields: Any
+) -> Session:
     """Move ``session`` to ``target`` if the machine allows it from its current state.
 
     The write is a compare-and-set on the state column, so two writers racing on the same
@@ -60,4 +63,8 @@ def transition(session: Session, target: str, *, message: str | None = None, **f
         )
     for key, value in values.items():
         setattr(session, key, value)
+    from sessions_app.notify import session_changed
+
+    session_id, user_id = session.pk, session.user_id
+    transaction.on_commit(lambda: session_changed(session_id, user_id, current, target, actor=actor))
     return session

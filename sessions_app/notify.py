@@ -1,0 +1,53 @@
+"""What happens after a session changes state: one explicit place, called on commit.
+
+- the portal gets the new session object over its per-user Channels group (live progress);
+- the event bus gets ``session.*`` events for plugins and webhooks.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+log = logging.getLogger(__name__)
+
+# previous state -> new state -> event name (ARCHITECTURE §8)
+_EVENTS = {
+    ("pending", "running"): "session.started",
+    ("starting", "running"): "session.started",
+    ("waking", "running"): "session.woken",
+}
+_EVENTS_BY_TARGET = {"hibernated": "session.hibernated", "stopped": "session.stopped", "failed": "session.failed"}
+
+
+def user_group(user_id: Any) -> str:
+    """The Channels group of one user's browser sockets."""
+    return f"user.{user_id}"
+
+
+def event_for(previous: str, target: str) -> str | None:
+    return _EVENTS.get((previous, target)) or _EVENTS_BY_TARGET.get(target)
+
+
+def session_changed(session_id: Any, user_id: Any, previous: str | None, target: str, *, actor: Any = None) -> None:
+    """Broadcast the session to its owner's sockets and emit the matching event.
+
+    Failures here never undo the state change (it is committed); they are logged.
+    """
+    from plugins_app import events
+    from sessions_app.api.representation import represent_one
+
+    try:
+        body = represent_one(session_id)
+    except Exception:  # the session was deleted meanwhile
+        return
+    try:
+        async_to_sync(get_channel_layer().group_send)(user_group(user_id), {"type": "session.update", "session": body})
+    except Exception:
+        log.exception("could not broadcast session %s", session_id)
+    name = "session.created" if previous is None else event_for(previous, target)
+    if name:
+        events.emit(name, actor=actor, data={"session": body, "previous_state": previous})
