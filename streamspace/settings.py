@@ -198,7 +198,16 @@ STREAMSPACE_DEFAULT_IDLE_TIMEOUT_S = envint("STREAMSPACE_DEFAULT_IDLE_TIMEOUT_S"
 STREAMSPACE_VIEWER_TOKEN_TTL_S = envint("STREAMSPACE_VIEWER_TOKEN_TTL_S", 120, minimum=5)
 STREAMSPACE_ACTIVITY_WRITE_INTERVAL_S = envint("STREAMSPACE_ACTIVITY_WRITE_INTERVAL_S", 30, minimum=0)
 POD_NAME = envstr("POD_NAME", socket.gethostname())
+# Agent hub (ARCHITECTURE §4): heartbeat interval told to agents, ack timeout before re-send.
+AGENT_HEARTBEAT_INTERVAL_S = envint("AGENT_HEARTBEAT_INTERVAL_S", 10, minimum=1)
+AGENT_COMMAND_ACK_TIMEOUT_S = envint("AGENT_COMMAND_ACK_TIMEOUT_S", 30, minimum=1)
+AGENT_HEARTBEAT_DB_WRITE_S = envint("AGENT_HEARTBEAT_DB_WRITE_S", 60, minimum=0)
 POD_URL = envstr("POD_URL")
+
+# --- Secrets at rest (streamspace/crypto.py) -------------------------------------------
+# Comma-separated Fernet keys or passphrases; the first encrypts, all decrypt (rotation).
+# Empty → derived from SECRET_KEY (development; `manage.py check --deploy` warns).
+STREAMSPACE_ENCRYPTION_KEY = envstr("STREAMSPACE_ENCRYPTION_KEY")
 
 # --- I18N, static ----------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
