@@ -70,3 +70,25 @@ def send_pending_commands(agent_pk: int) -> int:
             continue
         sent += 1
     return sent
+
+
+TUNNEL_MESSAGE_TYPE = "agent.tunnel_open"
+
+
+def request_tunnel(agent_pk: int, *, stream_id: str, session_id: str, port: int, url: str) -> bool:
+    """Ask the agent's leader to open a tunnel to a session port (ARCHITECTURE §6).
+
+    Returns False when no leader is connected. The agent dials the session and connects its
+    tunnel socket to ``url`` (the replica serving the browser); no bytes ride the layer.
+    """
+    leader = leader_instance(agent_pk)
+    if leader is None:
+        return False
+    async_to_sync(get_channel_layer().send)(
+        leader.channel_name,
+        {
+            "type": TUNNEL_MESSAGE_TYPE,
+            "payload": {"stream_id": stream_id, "session_id": session_id, "port": port, "url": url},
+        },
+    )
+    return True

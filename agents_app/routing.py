@@ -1,3 +1,7 @@
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-websocket_urlpatterns: list[URLPattern] = []
+from agents_app.consumers import AgentConsumer
+
+websocket_urlpatterns: list[URLPattern] = [
+    path("api/v1/agents/connect", AgentConsumer.as_asgi()),
+]

@@ -204,3 +204,75 @@ def record_activity(session: Session, *, now: Any = None) -> bool:
     if written:
         session.last_activity = now
     return bool(written)
+
+
+# --- driven by the agent (session_status frames, results, inventory) ----------------------
+
+# What an agent-reported state means for the state machine, by current state.
+_AGENT_REPORTS: dict[str, dict[str, str]] = {
+    S.STARTING: {S.PENDING: S.STARTING},
+    S.RUNNING: {S.PENDING: S.RUNNING, S.STARTING: S.RUNNING, S.WAKING: S.RUNNING},
+    S.HIBERNATED: {S.HIBERNATING: S.HIBERNATED},
+    S.STOPPED: {S.STOPPING: S.STOPPED},
+}
+# A workload that vanished while the session should be up is a failure, not a stop.
+_UNEXPECTED_STOP = (S.PENDING, S.STARTING, S.RUNNING, S.WAKING, S.HIBERNATING, S.HIBERNATED)
+
+
+def apply_agent_status(
+    session: Session,
+    state: str,
+    *,
+    streaming_ready: bool = False,
+    streaming_port: int | None = None,
+    endpoint: str | None = None,
+    message: str | None = None,
+) -> bool:
+    """Apply an agent's ``session_status`` report. Returns True if the session changed.
+
+    Reports arrive out of order and more than once (re-sent commands, reconnects), so one
+    that does not fit the current state is ignored rather than refused; a ``running``
+    report for a running session only refreshes the streaming fields.
+    """
+    fields: dict[str, Any] = {}
+    if state == S.RUNNING:
+        fields = {"streaming_ready": streaming_ready, "streaming_port": streaming_port}
+        if endpoint is not None:
+            fields["endpoint"] = endpoint[:300]
+    with transaction.atomic():
+        session = Session.objects.select_for_update().get(pk=session.pk)
+        current = session.state
+        target = _AGENT_REPORTS.get(state, {}).get(current)
+        if state == S.FAILED and current not in (S.STOPPED, S.FAILED):
+            target = S.FAILED
+        elif state == S.STOPPED and current in _UNEXPECTED_STOP:
+            target, message = S.FAILED, message or "The session's workload stopped on the agent."
+        if target is not None:
+            transition(session, target, message=message if message is not None else "", **fields)
+            return True
+        if current == state == S.RUNNING:
+            changed = {k: v for k, v in fields.items() if getattr(session, k) != v}
+            if message is not None and message != session.status_message:
+                changed["status_message"] = message[:500]
+            if changed:
+                Session.objects.filter(pk=session.pk).update(**changed, updated_at=timezone.now())
+                session_id, user_id = session.pk, session.user_id
+                transaction.on_commit(lambda: session_changed(session_id, user_id, S.RUNNING, S.RUNNING))
+                return True
+            return False
+        if message and state == current and message != session.status_message:
+            Session.objects.filter(pk=session.pk).update(status_message=message[:500], updated_at=timezone.now())
+            session_id, user_id = session.pk, session.user_id
+            transaction.on_commit(lambda: session_changed(session_id, user_id, current, current))
+            return True
+    return False
+
+
+def fail_session(session: Session, message: str) -> bool:
+    """Mark the session failed (a command failed, or the agent lost it). Idempotent."""
+    with transaction.atomic():
+        session = Session.objects.select_for_update().get(pk=session.pk)
+        if session.state in (S.FAILED, S.STOPPED):
+            return False
+        transition(session, S.FAILED, message=message)
+    return True

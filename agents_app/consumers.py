@@ -1,0 +1,250 @@
+"""The agent hub: one WebSocket per agent instance at ``/api/v1/agents/connect``.
+
+Protocol in ``agent_runtime/protocol.py`` (ARCHITECTURE §4). The consumer parses frames,
+keeps the Redis registry fresh and calls ``agents_app.hub`` for everything that touches the
+database. A bad frame gets an ``error`` frame and never affects another connection; a frame
+over 1 MiB closes this socket with 1009.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from agent_runtime import protocol
+from agents_app import dispatch, hub, registry
+from agents_app import services as agent_services
+from agents_app.models import AgentCommand, CommandState
+
+log = logging.getLogger(__name__)
+
+REGISTER_TIMEOUT_S = 10.0
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_BAD_REGISTER = 4400
+CLOSE_FORBIDDEN = 4403
+
+
+def bearer_token(scope: dict[str, Any]) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            kind, _, token = value.decode("latin-1").partition(" ")
+            if kind.lower() == "bearer":
+                return token.strip()
+    return ""
+
+
+def _emit(event: str, data: dict[str, Any]) -> None:
+    from plugins_app import events
+
+    events.emit(event, actor=None, data=data)
+
+
+class AgentConsumer(AsyncWebsocketConsumer):
+    agent = None
+    instance = None
+    is_leader = False
+    _last_db_heartbeat = 0.0
+    _register_timer: asyncio.Task | None = None
+
+    # --- connection lifecycle -------------------------------------------------------------
+    async def connect(self) -> None:
+        self.agent = await database_sync_to_async(agent_services.agent_for_token)(bearer_token(self.scope))
+        if self.agent is None:
+            await self.close(code=CLOSE_UNAUTHORIZED)  # before accept: the handshake is refused (403)
+            return
+        await self.accept()
+        self._register_timer = asyncio.ensure_future(self._require_register())
+
+    async def _require_register(self) -> None:
+        await asyncio.sleep(REGISTER_TIMEOUT_S)
+        if self.instance is None:
+            await self.send_error("register_timeout", "send register as the first frame")
+            await self.close(code=CLOSE_BAD_REGISTER)
+
+    async def disconnect(self, code: int) -> None:
+        if self._register_timer is not None:
+            self._register_timer.cancel()
+        if self.instance is None:
+            return
+        instance, agent = self.instance, self.agent
+        await database_sync_to_async(hub.disconnect_instance)(instance.pk, self.channel_name)
+        try:
+            await registry.unregister_instance(
+                platform=agent.platform, agent_id=agent.agent_id, instance_id=instance.instance_id
+            )
+        except Exception:  # Redis down: the keys expire on their own
+            log.exception("registry cleanup failed for %s/%s", agent.agent_id, instance.instance_id)
+        await database_sync_to_async(_emit)(
+            "agent.disconnected",
+            {
+                "agent_id": agent.agent_id,
+                "instance_id": instance.instance_id,
+                "was_leader": self.is_leader,
+                "code": code,
+            },
+        )
+
+    # --- frames from the agent ------------------------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        raw: str | bytes | None = text_data if text_data is not None else bytes_data
+        if raw is None:
+            return
+        size = len(raw) if isinstance(raw, bytes) or len(raw) * 4 <= protocol.MAX_FRAME_BYTES else len(raw.encode())
+        if size > protocol.MAX_FRAME_BYTES:
+            await self.close(code=1009)
+            return
+        try:
+            frame = protocol.decode(raw, protocol.AGENT_MESSAGES)
+        except protocol.ProtocolError as exc:
+            await self.send_error(exc.code, exc.message, reply_to=None)
+            if self.instance is None:
+                await self.close(code=CLOSE_BAD_REGISTER)
+            return
+        if self.instance is None and frame.type != "register":
+            await self.send_error("not_registered", "the first frame must be register", reply_to=frame.id)
+            await self.close(code=CLOSE_BAD_REGISTER)
+            return
+        try:
+            await getattr(self, f"on_{frame.type}")(frame)
+        except Exception:
+            log.exception("hub failed on %s frame from %s", frame.type, self.agent.agent_id)
+            await self.send_error(
+                "internal_error", f"the control plane could not process {frame.type}", reply_to=frame.id
+            )
+
+    async def on_register(self, frame: protocol.Frame) -> None:
+        hello: protocol.Register = frame.payload
+        agent = self.agent
+        if hello.agent_id != agent.agent_id or hello.platform != agent.platform:
+            await self.send_error(
+                "agent_mismatch", f"this token belongs to {agent.agent_id} ({agent.platform})", reply_to=frame.id
+            )
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.instance = await database_sync_to_async(hub.connect_instance)(
+            agent, hello, pod=settings.POD_NAME, channel_name=self.channel_name
+        )
+        self.is_leader = hello.is_leader
+        await registry.register_instance(
+            platform=agent.platform,
+            agent_id=agent.agent_id,
+            instance_id=hello.instance_id,
+            pod=settings.POD_NAME,
+            channel=self.channel_name,
+            is_leader=hello.is_leader,
+            metadata={
+                "agent_id": agent.agent_id,
+                "platform": agent.platform,
+                "version": hello.version,
+                "hostname": hello.hostname,
+                "capacity": protocol.to_dict(hello.capacity),
+            },
+        )
+        await self.send_frame(
+            protocol.Registered(
+                heartbeat_interval_s=float(settings.AGENT_HEARTBEAT_INTERVAL_S), instance_id=hello.instance_id
+            )
+        )
+        await database_sync_to_async(_emit)(
+            "agent.connected",
+            {
+                "agent_id": agent.agent_id,
+                "instance_id": hello.instance_id,
+                "is_leader": hello.is_leader,
+                "pod": settings.POD_NAME,
+            },
+        )
+        if hello.is_leader:
+            await database_sync_to_async(hub.reconcile_inventory)(agent, hello.sessions)
+            await self._take_over()
+
+    async def on_heartbeat(self, frame: protocol.Frame) -> None:
+        beat: protocol.Heartbeat = frame.payload
+        if beat.is_leader != self.is_leader:
+            await self._leadership(beat.is_leader)
+        await registry.heartbeat(
+            platform=self.agent.platform,
+            agent_id=self.agent.agent_id,
+            instance_id=self.instance.instance_id,
+            pod=settings.POD_NAME,
+            channel=self.channel_name,
+            is_leader=self.is_leader,
+        )
+        now = time.monotonic()
+        if now - self._last_db_heartbeat >= settings.AGENT_HEARTBEAT_DB_WRITE_S:
+            self._last_db_heartbeat = now
+            await database_sync_to_async(hub.record_heartbeat)(self.instance.pk, beat)
+
+    async def on_ack(self, frame: protocol.Frame) -> None:
+        await database_sync_to_async(hub.acknowledge)(self.agent, frame.payload.command_id)
+
+    async def on_result(self, frame: protocol.Frame) -> None:
+        command = await database_sync_to_async(hub.complete)(self.agent, frame.payload)
+        if command is None:
+            await self.send_error("unknown_command", f"no command {frame.payload.command_id}", reply_to=frame.id)
+
+    async def on_session_status(self, frame: protocol.Frame) -> None:
+        try:
+            await database_sync_to_async(hub.apply_status)(self.agent, frame.payload)
+        except hub.UnknownSession:
+            await self.send_error(
+                "unknown_session", f"no session {frame.payload.session_id} on this agent", reply_to=frame.id
+            )
+
+    async def on_leader(self, frame: protocol.Frame) -> None:
+        await self._leadership(frame.payload.is_leader)
+
+    async def _leadership(self, is_leader: bool) -> None:
+        changed = await database_sync_to_async(hub.set_leader)(self.agent, self.instance.pk, is_leader)
+        self.is_leader = is_leader
+        await registry.heartbeat(
+            platform=self.agent.platform,
+            agent_id=self.agent.agent_id,
+            instance_id=self.instance.instance_id,
+            pod=settings.POD_NAME,
+            channel=self.channel_name,
+            is_leader=is_leader,
+        )
+        if changed:
+            await database_sync_to_async(_emit)(
+                "agent.leader_changed",
+                {"agent_id": self.agent.agent_id, "instance_id": self.instance.instance_id, "is_leader": is_leader},
+            )
+        if is_leader:
+            await self._take_over()
+
+    async def _take_over(self) -> None:
+        """As the new leader: unacked commands go back to pending, then everything pending is sent."""
+        await database_sync_to_async(hub.requeue_unacked)(self.agent)
+        await database_sync_to_async(dispatch.send_pending_commands)(self.agent.pk)
+
+    # --- messages from the channel layer (any replica) ------------------------------------
+    async def agent_command(self, event: dict[str, Any]) -> None:
+        payload = event["payload"]
+        if not self.is_leader:
+            # Leadership moved after the sender looked it up: hand the command back.
+            await database_sync_to_async(self._return_command)(payload["command_id"])
+            return
+        await self.send_frame(protocol.Command(**payload))
+
+    def _return_command(self, command_id: str) -> None:
+        AgentCommand.objects.filter(pk=command_id, state=CommandState.SENT).update(state=CommandState.PENDING)
+        dispatch.send_pending_commands(self.agent.pk)
+
+    async def agent_tunnel_open(self, event: dict[str, Any]) -> None:
+        await self.send_frame(protocol.TunnelOpen(**event["payload"]))
+
+    # --- helpers -----------------------------------------------------------------------------
+    async def send_frame(self, payload: protocol.Payload) -> None:
+        await self.send(text_data=protocol.encode(payload))
+
+    async def send_error(self, code: str, message: str, *, reply_to: str | None = None) -> None:
+        await self.send(
+            text_data=protocol.encode(protocol.Error(code=code, message=message[:1000]), frame_id=reply_to or None)
+        )

@@ -1,0 +1,197 @@
+"""The agent registry in Redis (ARCHITECTURE §4), kept by the hub consumers.
+
+Keys (TTL refreshed by heartbeats, so a crashed replica's entries expire on their own):
+
+- ``streamspace:agents:{platform}:{agent_id}`` → agent metadata (JSON string)
+- ``streamspace:agents:connections:{agent_id}`` → hash ``instance_id`` → ``{"pod", "channel", "is_leader"}``
+- ``streamspace:agents:heartbeats:{agent_id}`` → hash ``instance_id`` → last heartbeat (epoch seconds)
+
+Redis 7.0 has no per-field TTL, so readers treat an instance whose heartbeat is older than
+``STALE_AFTER_INTERVALS`` heartbeat intervals as gone, and the stale-instance sweep deletes
+its fields. Without ``REDIS_URL`` (the single-process embedded default) the same interface is
+served from process memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from django.conf import settings
+
+PREFIX = "streamspace:agents"
+STALE_AFTER_INTERVALS = 3
+
+
+def ttl_s() -> int:
+    return int(settings.AGENT_HEARTBEAT_INTERVAL_S * STALE_AFTER_INTERVALS)
+
+
+def meta_key(platform: str, agent_id: str) -> str:
+    return f"{PREFIX}:{platform}:{agent_id}"
+
+
+def connections_key(agent_id: str) -> str:
+    return f"{PREFIX}:connections:{agent_id}"
+
+
+def heartbeats_key(agent_id: str) -> str:
+    return f"{PREFIX}:heartbeats:{agent_id}"
+
+
+class MemoryRegistryStore:
+    """Process-local stand-in for Redis hashes/strings with TTLs (embedded default only)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.expiry: dict[str, float] = {}
+
+    def _alive(self, key: str) -> bool:
+        deadline = self.expiry.get(key)
+        if deadline is not None and deadline < time.monotonic():
+            self.values.pop(key, None)
+            self.expiry.pop(key, None)
+        return key in self.values
+
+    def set(self, key: str, value: str, ttl: int) -> None:
+        self.values[key] = value
+        self.expiry[key] = time.monotonic() + ttl
+
+    def get(self, key: str) -> Any:
+        return self.values.get(key) if self._alive(key) else None
+
+    def hset(self, key: str, field: str, value: str, ttl: int) -> None:
+        if not self._alive(key):
+            self.values[key] = {}
+        self.values[key][field] = value
+        self.expiry[key] = time.monotonic() + ttl
+
+    def hdel(self, key: str, field: str) -> None:
+        if self._alive(key):
+            self.values[key].pop(field, None)
+            if not self.values[key]:
+                self.values.pop(key)
+
+    def hgetall(self, key: str) -> dict[str, str]:
+        return dict(self.values[key]) if self._alive(key) else {}
+
+
+_memory = MemoryRegistryStore()
+_clients: dict[int, Any] = {}
+
+
+def _redis() -> Any:
+    """One asyncio Redis client per event loop (tests run many loops; daphne runs one)."""
+    import redis.asyncio as aioredis
+
+    loop = asyncio.get_running_loop()
+    client = _clients.get(id(loop))
+    if client is None:
+        client = aioredis.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=5)
+        _clients[id(loop)] = client
+    return client
+
+
+def _sync_redis() -> Any:
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=5)
+
+
+async def register_instance(
+    *, platform: str, agent_id: str, instance_id: str, pod: str, channel: str, is_leader: bool, metadata: dict[str, Any]
+) -> None:
+    """Record a connected instance (on ``register``)."""
+    ttl, now = ttl_s(), time.time()
+    conn = json.dumps({"pod": pod, "channel": channel, "is_leader": is_leader})
+    meta = json.dumps(metadata)
+    if not settings.REDIS_URL:
+        _memory.set(meta_key(platform, agent_id), meta, ttl)
+        _memory.hset(connections_key(agent_id), instance_id, conn, ttl)
+        _memory.hset(heartbeats_key(agent_id), instance_id, str(now), ttl)
+        return
+    async with _redis().pipeline(transaction=False) as pipe:
+        pipe.set(meta_key(platform, agent_id), meta, ex=ttl)
+        pipe.hset(connections_key(agent_id), instance_id, conn)
+        pipe.expire(connections_key(agent_id), ttl)
+        pipe.hset(heartbeats_key(agent_id), instance_id, now)
+        pipe.expire(heartbeats_key(agent_id), ttl)
+        await pipe.execute()
+
+
+async def heartbeat(*, platform: str, agent_id: str, instance_id: str, pod: str, channel: str, is_leader: bool) -> None:
+    """Refresh the instance's heartbeat and every TTL (one pipelined round trip)."""
+    ttl, now = ttl_s(), time.time()
+    conn = json.dumps({"pod": pod, "channel": channel, "is_leader": is_leader})
+    if not settings.REDIS_URL:
+        _memory.hset(heartbeats_key(agent_id), instance_id, str(now), ttl)
+        _memory.hset(connections_key(agent_id), instance_id, conn, ttl)
+        meta = _memory.get(meta_key(platform, agent_id))
+        if meta is not None:
+            _memory.set(meta_key(platform, agent_id), meta, ttl)
+        return
+    async with _redis().pipeline(transaction=False) as pipe:
+        pipe.hset(heartbeats_key(agent_id), instance_id, now)
+        pipe.expire(heartbeats_key(agent_id), ttl)
+        pipe.hset(connections_key(agent_id), instance_id, conn)
+        pipe.expire(connections_key(agent_id), ttl)
+        pipe.expire(meta_key(platform, agent_id), ttl)
+        await pipe.execute()
+
+
+async def unregister_instance(*, platform: str, agent_id: str, instance_id: str) -> None:
+    """Remove the instance on a clean disconnect; the agent's keys go with its last instance."""
+    if not settings.REDIS_URL:
+        _memory.hdel(connections_key(agent_id), instance_id)
+        _memory.hdel(heartbeats_key(agent_id), instance_id)
+        if not _memory.hgetall(connections_key(agent_id)):
+            _memory.values.pop(meta_key(platform, agent_id), None)
+        return
+    client = _redis()
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hdel(connections_key(agent_id), instance_id)
+        pipe.hdel(heartbeats_key(agent_id), instance_id)
+        pipe.hlen(connections_key(agent_id))
+        results = await pipe.execute()
+    if results[-1] == 0:
+        await client.delete(meta_key(platform, agent_id))
+
+
+def connections(agent_id: str) -> dict[str, dict[str, Any]]:
+    """Live instances of an agent (sync; for services and the API): ``instance_id → info``.
+
+    Instances whose last heartbeat is older than the stale limit are left out.
+    """
+    if settings.REDIS_URL:
+        client = _sync_redis()
+        try:
+            raw_conns = client.hgetall(connections_key(agent_id))
+            raw_beats = client.hgetall(heartbeats_key(agent_id))
+        finally:
+            client.close()
+    else:
+        raw_conns = _memory.hgetall(connections_key(agent_id))
+        raw_beats = _memory.hgetall(heartbeats_key(agent_id))
+    limit = time.time() - ttl_s()
+    live: dict[str, dict[str, Any]] = {}
+    for instance_id, raw in raw_conns.items():
+        beat = float(raw_beats.get(instance_id, 0))
+        if beat >= limit:
+            live[instance_id] = {**json.loads(raw), "last_heartbeat": beat}
+    return live
+
+
+def forget_instance(agent_id: str, instance_id: str) -> None:
+    """Delete a stale instance's fields (the stale-instance sweep; sync)."""
+    if not settings.REDIS_URL:
+        _memory.hdel(connections_key(agent_id), instance_id)
+        _memory.hdel(heartbeats_key(agent_id), instance_id)
+        return
+    client = _sync_redis()
+    try:
+        client.hdel(connections_key(agent_id), instance_id)
+        client.hdel(heartbeats_key(agent_id), instance_id)
+    finally:
+        client.close()
