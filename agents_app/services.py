@@ -96,3 +96,97 @@ def send_pending(agent_pk: int) -> int:
 
 def pending_count(agent: Agent) -> int:
     return agent.commands.filter(state__in=[CommandState.PENDING, CommandState.SENT]).count()
+
+
+# --- sweeps (scheduled by the job runner / Celery beat) -------------------------------------
+
+
+def requeue_unacked_commands(timeout_s: float) -> int:
+    """Commands ``sent`` longer than ``timeout_s`` ago without an ack go back to ``pending``
+    and are sent again to the current leader (agents de-duplicate by command id)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    cutoff = timezone.now() - timedelta(seconds=timeout_s)
+    stale = AgentCommand.objects.filter(state=CommandState.SENT, sent_at__lt=cutoff)
+    agent_pks = set(stale.values_list("agent_id", flat=True))
+    count = stale.update(state=CommandState.PENDING)
+    for agent_pk in agent_pks:
+        send_pending(agent_pk)
+    return count
+
+
+def expire_old_commands(max_age_s: float) -> int:
+    """Commands not finished after ``max_age_s`` become ``expired``; their sessions fail if
+    they were waiting on them (a start nobody ever executed must not stay pending forever)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sessions_app.services import fail_session
+
+    cutoff = timezone.now() - timedelta(seconds=max_age_s)
+    old = AgentCommand.objects.filter(
+        state__in=[CommandState.PENDING, CommandState.SENT, CommandState.ACKED], created_at__lt=cutoff
+    ).select_related("session")
+    expired = 0
+    for command in old:
+        if AgentCommand.objects.filter(pk=command.pk, state=command.state).update(
+            state=CommandState.EXPIRED, completed_at=timezone.now(), error="expired"
+        ):
+            expired += 1
+            if command.session is not None:
+                fail_session(command.session, f"{command.action} was not completed by the agent in time.")
+    return expired
+
+
+def fail_stuck_sessions(max_age_s: float) -> int:
+    """Sessions stuck in a transitional state (starting, stopping, ...) longer than
+    ``max_age_s`` become ``failed`` so users see a reason instead of a spinner."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sessions_app.models import Session, SessionState
+    from sessions_app.services import fail_session
+
+    transitional = [
+        SessionState.PENDING,
+        SessionState.STARTING,
+        SessionState.HIBERNATING,
+        SessionState.WAKING,
+        SessionState.STOPPING,
+    ]
+    cutoff = timezone.now() - timedelta(seconds=max_age_s)
+    stuck = Session.objects.filter(state__in=transitional, state_changed_at__lt=cutoff)
+    return sum(
+        fail_session(session, f"Stuck in {session.state} for more than {int(max_age_s)} s.") for session in stuck
+    )
+
+
+def sweep_stale_instances(heartbeat_interval_s: float) -> int:
+    """Instances without a heartbeat for 3 intervals are marked offline (and dropped from the
+    registry); a leader among them surfaces as ``agent.leader_changed``."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents_app import registry
+    from plugins_app import events
+
+    cutoff = timezone.now() - timedelta(seconds=heartbeat_interval_s * registry.STALE_AFTER_INTERVALS)
+    stale = list(AgentInstance.objects.filter(connected=True, last_heartbeat__lt=cutoff).select_related("agent"))
+    for instance in stale:
+        live = registry.connections(instance.agent.agent_id)
+        if instance.instance_id in live:
+            continue  # the database mirror is rate-limited; Redis says it is alive
+        AgentInstance.objects.filter(pk=instance.pk).update(
+            connected=False, is_leader=False, disconnected_at=timezone.now()
+        )
+        registry.forget_instance(instance.agent.agent_id, instance.instance_id)
+        data = {"agent_id": instance.agent.agent_id, "instance_id": instance.instance_id, "reason": "stale"}
+        events.emit("agent.disconnected", data=data)
+        if instance.is_leader:
+            events.emit("agent.leader_changed", data={**data, "is_leader": False})
+    return len(stale)
