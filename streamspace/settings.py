@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "sessions_app",
     "agents_app",
     "plugins_app",
+    "streamspace.portal",  # web portal + operator panel (templates/portal/)
 ]
 
 MIDDLEWARE = [
@@ -86,6 +87,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "streamspace.portal.context_processors.portal",  # theme + navigation for base.html
             ],
         },
     },
@@ -208,6 +210,47 @@ POD_URL = envstr("POD_URL")
 # Comma-separated Fernet keys or passphrases; the first encrypts, all decrypt (rotation).
 # Empty → derived from SECRET_KEY (development; `manage.py check --deploy` warns).
 STREAMSPACE_ENCRYPTION_KEY = envstr("STREAMSPACE_ENCRYPTION_KEY")
+
+# --- Background jobs (Celery) and plugins (streamspace/celery.py, plugins_app) ----------
+# With a broker (CELERY_BROKER_URL, else REDIS_URL) run `celery -A streamspace worker -B`.
+# Without one, tasks run eagerly in-process and `manage.py run_jobs` (started by `make run`)
+# runs the same periodic jobs on the same schedule.
+CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", REDIS_URL)
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = "streamspace"
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# An unacked (acks_late) message is handed to another worker after this long.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT_S", 300, minimum=5)}
+CELERY_TIMEZONE = "UTC"
+STREAMSPACE_IDLE_SWEEP_INTERVAL_S = envint("STREAMSPACE_IDLE_SWEEP_INTERVAL_S", 30, minimum=1)
+STREAMSPACE_IDLE_SWEEP_BATCH = envint("STREAMSPACE_IDLE_SWEEP_BATCH", 500, minimum=1)
+# Hibernated sessions older than this are stopped (0 = never).
+STREAMSPACE_HIBERNATED_MAX_AGE_S = envint("STREAMSPACE_HIBERNATED_MAX_AGE_S", 0, minimum=0)
+# Sessions stuck in a transition (pending, starting, hibernating, waking, stopping) this long fail.
+STREAMSPACE_STUCK_SESSION_S = envint("STREAMSPACE_STUCK_SESSION_S", 900, minimum=10)
+AGENT_COMMAND_MAX_AGE_S = envint("AGENT_COMMAND_MAX_AGE_S", 3600, minimum=10)
+STREAMSPACE_QUOTA_RECONCILE_S = envint("STREAMSPACE_QUOTA_RECONCILE_S", 3600, minimum=10)
+# name -> (Celery task, interval in seconds): the beat schedule and `run_jobs` both read it.
+STREAMSPACE_PERIODIC_JOBS = {
+    "idle-sweep": ("sessions_app.tasks.idle_sweep", STREAMSPACE_IDLE_SWEEP_INTERVAL_S),
+    "command-sweep": ("agents_app.tasks.command_sweep", 30),
+    "stale-agent-sweep": ("agents_app.tasks.stale_agent_sweep", 30),
+    "quota-reconcile": ("sessions_app.tasks.reconcile_quotas", STREAMSPACE_QUOTA_RECONCILE_S),
+    "webhook-dispatch": ("plugins_app.tasks.dispatch_due_deliveries", 5),
+    "audit-prune": ("streamspace.jobs.prune_audit_log", 86400),
+}
+CELERY_BEAT_SCHEDULE = {
+    name: {"task": task, "schedule": float(interval)} for name, (task, interval) in STREAMSPACE_PERIODIC_JOBS.items()
+}
+WEBHOOK_RETRY_BASE_S = envint("WEBHOOK_RETRY_BASE_S", 30, minimum=0)
+WEBHOOK_MAX_ATTEMPTS = envint("WEBHOOK_MAX_ATTEMPTS", 6, minimum=1)
+WEBHOOK_TIMEOUT_S = envint("WEBHOOK_TIMEOUT_S", 10, minimum=1)
+# Loopback/private hosts webhooks may reach anyway (SSRF guard), e.g. 127.0.0.1.
+WEBHOOK_ALLOWED_HOSTS = envlist("WEBHOOK_ALLOWED_HOSTS", [])
+STREAMSPACE_THEME_CACHE_S = envint("STREAMSPACE_THEME_CACHE_S", 60, minimum=0)
 
 # --- I18N, static ----------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -1,0 +1,1 @@
+"""The server-rendered web portal (catalog, sessions, viewer) and the operator panel."""
