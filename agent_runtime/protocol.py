@@ -33,7 +33,7 @@ class ProtocolError(ValueError):
         self.message = message
 
 
-class Payload(msgspec.Struct, forbid_unknown_fields=False, omit_defaults=True):
+class Payload(msgspec.Struct, forbid_unknown_fields=False):
     """Base of every payload. Unknown extra fields are ignored (forward compatibility)."""
 
 

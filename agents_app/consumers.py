@@ -16,6 +16,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.utils import timezone
 
 from agent_runtime import protocol
 from agents_app import dispatch, hub, registry
@@ -127,6 +128,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             )
             await self.close(code=CLOSE_FORBIDDEN)
             return
+        took_over_at = timezone.now()
         self.instance = await database_sync_to_async(hub.connect_instance)(
             agent, hello, pod=settings.POD_NAME, channel_name=self.channel_name
         )
@@ -162,7 +164,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         )
         if hello.is_leader:
             await database_sync_to_async(hub.reconcile_inventory)(agent, hello.sessions)
-            await self._take_over()
+            await self._take_over(took_over_at)
 
     async def on_heartbeat(self, frame: protocol.Frame) -> None:
         beat: protocol.Heartbeat = frame.payload
@@ -201,6 +203,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await self._leadership(frame.payload.is_leader)
 
     async def _leadership(self, is_leader: bool) -> None:
+        took_over_at = timezone.now()
         changed = await database_sync_to_async(hub.set_leader)(self.agent, self.instance.pk, is_leader)
         self.is_leader = is_leader
         await registry.heartbeat(
@@ -217,11 +220,11 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 {"agent_id": self.agent.agent_id, "instance_id": self.instance.instance_id, "is_leader": is_leader},
             )
         if is_leader:
-            await self._take_over()
+            await self._take_over(took_over_at)
 
-    async def _take_over(self) -> None:
+    async def _take_over(self, took_over_at: Any) -> None:
         """As the new leader: unacked commands go back to pending, then everything pending is sent."""
-        await database_sync_to_async(hub.requeue_unacked)(self.agent)
+        await database_sync_to_async(hub.requeue_unacked)(self.agent, sent_before=took_over_at)
         await database_sync_to_async(dispatch.send_pending_commands)(self.agent.pk)
 
     # --- messages from the channel layer (any replica) ------------------------------------

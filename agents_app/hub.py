@@ -76,9 +76,15 @@ def set_leader(agent: Agent, instance_pk: int, is_leader: bool) -> bool:
     return bool(changed)
 
 
-def requeue_unacked(agent: Agent) -> int:
-    """Return every sent-but-unacked command of the agent to ``pending`` (leader (re)connect)."""
-    return AgentCommand.objects.filter(agent=agent, state=CommandState.SENT).update(state=CommandState.PENDING)
+def requeue_unacked(agent: Agent, *, sent_before: Any) -> int:
+    """Return the agent's sent-but-unacked commands to ``pending`` (a leader (re)connects).
+
+    Only commands sent before ``sent_before`` (the moment leadership was taken): one sent to
+    the new leader after that is already where it belongs.
+    """
+    return AgentCommand.objects.filter(agent=agent, state=CommandState.SENT, sent_at__lt=sent_before).update(
+        state=CommandState.PENDING
+    )
 
 
 def acknowledge(agent: Agent, command_id: str) -> bool:

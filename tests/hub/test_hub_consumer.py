@@ -1,0 +1,353 @@
+"""The agent hub over WebsocketCommunicator: every message type, auth, malformed frames."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from agents_app import registry
+from agents_app.models import AgentCommand, AgentInstance, CommandState
+from sessions_app.models import Session, SessionState
+from tests.hub.conftest import AgentClient, frame, launch
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+
+def get(model, **filters):
+    return database_sync_to_async(lambda: model.objects.get(**filters))()
+
+
+async def test_bad_token_is_refused(hub_agent):
+    agent, _ = hub_agent
+    client = AgentClient(agent, "wrong-token", "i-1")
+    assert not await client.connect()
+
+
+async def test_missing_token_is_refused(hub_agent):
+    from channels.testing import WebsocketCommunicator
+
+    from streamspace.asgi import application
+
+    comm = WebsocketCommunicator(application, "/api/v1/agents/connect")
+    connected, _ = await comm.connect(timeout=5)
+    assert not connected
+
+
+async def test_no_origin_needed_for_agents(make_client):
+    # Agents are not browsers: no Origin header, still accepted (ARCHITECTURE §9).
+    assert (await make_client().register())["heartbeat_interval_s"] == settings.AGENT_HEARTBEAT_INTERVAL_S
+
+
+async def test_register_creates_instance_and_registry_entries(make_client, hub_agent):
+    agent, _ = hub_agent
+    client = make_client("inst-a")
+    registered = await client.register()
+    assert registered["instance_id"] == "inst-a"
+    instance = await get(AgentInstance, agent=agent, instance_id="inst-a")
+    assert instance.connected and instance.is_leader and instance.pod == settings.POD_NAME
+    assert instance.hostname == "test-host" and instance.capacity["sessions"] == 10
+    live = await database_sync_to_async(registry.connections)(agent.agent_id)
+    assert live["inst-a"]["pod"] == settings.POD_NAME and live["inst-a"]["is_leader"] is True
+    assert live["inst-a"]["channel"]
+    await client.close()
+    assert await database_sync_to_async(registry.connections)(agent.agent_id) == {}
+    instance = await get(AgentInstance, pk=instance.pk)
+    assert not instance.connected and not instance.is_leader and instance.disconnected_at
+
+
+async def test_first_frame_must_be_register(make_client):
+    client = make_client()
+    assert await client.connect()
+    await client.send("heartbeat", is_leader=True)
+    error = await client.recv_type("error")
+    assert error["code"] == "not_registered"
+    assert (await client.comm.receive_output(timeout=2))["type"] == "websocket.close"
+
+
+async def test_register_for_another_agent_is_refused(make_client):
+    client = make_client()
+    assert await client.connect()
+    await client.send(
+        "register",
+        agent_id="someone-else",
+        instance_id="x",
+        platform="docker",
+        version="1",
+        hostname="h",
+        is_leader=True,
+    )
+    assert (await client.recv_type("error"))["code"] == "agent_mismatch"
+    close = await client.comm.receive_output(timeout=2)
+    assert close == {"type": "websocket.close", "code": 4403}
+
+
+@pytest.mark.parametrize(
+    "raw,code",
+    [
+        ("{not json", "bad_frame"),
+        ("[1, 2]", "bad_frame"),
+        (json.dumps({"payload": {}}), "bad_frame"),
+        (frame("launch_missiles"), "unknown_type"),
+        (frame("ack"), "invalid_payload"),
+        (frame("ack", command_id=42), "invalid_payload"),
+        (frame("heartbeat", is_leader="yes"), "invalid_payload"),
+        (frame("session_status", session_id="x", state="dancing"), "invalid_payload"),
+        (frame("result", command_id="c", ok="maybe"), "invalid_payload"),
+        (frame("leader"), "invalid_payload"),
+    ],
+)
+async def test_malformed_frames_get_error_and_connection_survives(make_client, raw, code):
+    client = make_client()
+    await client.register()
+    await client.send_raw(raw)
+    assert (await client.recv_type("error"))["code"] == code
+    # Still connected and served.
+    await client.send("session_status", session_id="00000000-0000-0000-0000-000000000000", state="running")
+    assert (await client.recv_type("error"))["code"] == "unknown_session"
+    await client.close()
+
+
+async def test_oversized_frame_closes_with_1009(make_client):
+    client = make_client()
+    await client.register()
+    await client.send_raw("x" * (2 * 1024 * 1024))
+    assert await client.comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 1009}
+
+
+async def test_bad_frame_does_not_affect_another_connection(make_client, hub_agent, db):
+    from agents_app.models import Agent
+    from agents_app.tokens import hash_token
+
+    other = await database_sync_to_async(Agent.objects.create)(
+        agent_id=hub_agent[0].agent_id + "-b", platform="local", token_hash=hash_token("other-token")
+    )
+    good, bad = make_client("good"), make_client("bad", (other, "other-token"))
+    await good.register()
+    await bad.register()
+    await bad.send_raw("x" * (2 * 1024 * 1024))
+    await good.send("heartbeat", is_leader=True, active_sessions=0)
+    await good.send("session_status", session_id="nope", state="running")
+    assert (await good.recv_type("error"))["code"] == "unknown_session"
+    await good.close()
+
+
+async def test_command_round_trip_drives_the_session(make_client, hub_agent, alice, template):
+    agent, _ = hub_agent
+    client = make_client()
+    await client.register()
+    session = await launch(alice, template)
+    assert session.agent_id == agent.pk
+    command = await client.recv_type("command")
+    assert command["action"] == "start_session" and command["session_id"] == str(session.pk)
+    assert command["spec"]["image"] == template.image and command["attempt"] == 1
+    assert (await get(AgentCommand, pk=command["command_id"])).state == CommandState.SENT
+
+    await client.send("ack", command_id=command["command_id"])
+    await client.send("session_status", session_id=str(session.pk), state="starting", message="creating container")
+    await client.send(
+        "session_status",
+        session_id=str(session.pk),
+        state="running",
+        streaming_ready=True,
+        streaming_port=8080,
+        endpoint="10.0.0.5:8080",
+    )
+    await client.send("result", command_id=command["command_id"], ok=True, data={"container": "abc"})
+    await client.send("heartbeat", is_leader=True, active_sessions=1)
+    # The hub answers unknown sessions; use that as a barrier that every frame above is processed.
+    await client.send("session_status", session_id="barrier", state="running")
+    assert (await client.recv_type("error"))["code"] == "unknown_session"
+
+    stored = await get(Session, pk=session.pk)
+    assert stored.state == SessionState.RUNNING and stored.streaming_ready and stored.streaming_port == 8080
+    assert stored.endpoint == "10.0.0.5:8080" and stored.status_message == ""
+    done = await get(AgentCommand, pk=command["command_id"])
+    assert done.state == CommandState.SUCCEEDED and done.result == {"container": "abc"} and done.acked_at
+
+
+async def test_failed_start_fails_the_session(make_client, alice, template):
+    client = make_client()
+    await client.register()
+    session = await launch(alice, template)
+    command = await client.recv_type("command")
+    await client.send("ack", command_id=command["command_id"])
+    await client.send("result", command_id=command["command_id"], ok=False, error="image not found")
+    await client.send("session_status", session_id="barrier", state="running")
+    await client.recv_type("error")
+    stored = await get(Session, pk=session.pk)
+    assert stored.state == SessionState.FAILED and "image not found" in stored.status_message
+    assert (await get(AgentCommand, pk=command["command_id"])).state == CommandState.FAILED
+
+
+async def test_result_for_unknown_command_is_an_error(make_client):
+    client = make_client()
+    await client.register()
+    await client.send("result", command_id="00000000-0000-0000-0000-000000000000", ok=True)
+    assert (await client.recv_type("error"))["code"] == "unknown_command"
+
+
+async def test_commands_wait_for_a_leader(make_client, alice, template):
+    session = await launch(alice, template)  # no instance connected yet
+    command = await get(AgentCommand, session=session)
+    assert command.state == CommandState.PENDING
+    client = make_client()
+    await client.register()
+    delivered = await client.recv_type("command")
+    assert delivered["command_id"] == str(command.pk)
+
+
+async def test_follower_never_receives_commands(make_client, alice, template):
+    follower, leader = make_client("follower"), make_client("leader")
+    await follower.register(is_leader=False)
+    await leader.register(is_leader=True)
+    await launch(alice, template)
+    await launch(alice, template)
+    assert (await leader.recv_type("command"))["action"] == "start_session"
+    assert (await leader.recv_type("command"))["action"] == "start_session"
+    assert await follower.nothing(0.5)
+
+
+async def test_leader_change_moves_unacked_commands(make_client, alice, template, hub_agent):
+    old, new = make_client("old"), make_client("new")
+    await old.register(is_leader=True)
+    await new.register(is_leader=False)
+    session = await launch(alice, template)
+    first = await old.recv_type("command")  # sent, never acked
+    await old.send("leader", is_leader=False)
+    await new.send("leader", is_leader=True)
+    resent = await new.recv_type("command")
+    assert resent["command_id"] == first["command_id"] and resent["attempt"] == 2
+    instances = await database_sync_to_async(
+        lambda: dict(AgentInstance.objects.filter(agent=hub_agent[0]).values_list("instance_id", "is_leader"))
+    )()
+    assert instances == {"old": False, "new": True}
+    live = await database_sync_to_async(registry.connections)(hub_agent[0].agent_id)
+    assert live["new"]["is_leader"] and not live["old"]["is_leader"]
+    # The next command goes to the new leader only.
+    await database_sync_to_async(lambda: None)()
+    from sessions_app.services import stop_session
+
+    await database_sync_to_async(stop_session)(session)
+    assert (await new.recv_type("command"))["action"] == "stop_session"
+    assert await old.nothing(0.3)
+
+
+async def test_leadership_via_heartbeat(make_client, alice, template):
+    a, b = make_client("a"), make_client("b")
+    await a.register(is_leader=True)
+    await b.register(is_leader=False)
+    await a.send("heartbeat", is_leader=False)
+    await b.send("heartbeat", is_leader=True)
+    await b.send("session_status", session_id="barrier", state="running")
+    await b.recv_type("error")
+    await launch(alice, template)
+    assert (await b.recv_type("command"))["action"] == "start_session"
+    assert await a.nothing(0.3)
+
+
+async def test_inventory_reconciliation(make_client, hub_agent, alice, template):
+    from django.utils import timezone
+
+    agent, _ = hub_agent
+
+    def make(state):
+        now = timezone.now()
+        return Session.objects.create(
+            name=state,
+            user=alice,
+            template=template,
+            agent=agent,
+            state=state,
+            cpu_millicores=100,
+            memory_mb=100,
+            idle_timeout_s=60,
+            last_activity=now,
+            state_changed_at=now,
+        )
+
+    lost = await database_sync_to_async(make)("running")
+    kept = await database_sync_to_async(make)("running")
+    asleep = await database_sync_to_async(make)("hibernated")
+    woke = await database_sync_to_async(make)("waking")
+    inventory = [
+        {"session_id": str(kept.pk), "state": "running", "streaming_ready": True, "streaming_port": 8080},
+        {"session_id": str(asleep.pk), "state": "hibernated"},
+        {"session_id": str(woke.pk), "state": "running", "streaming_ready": True, "streaming_port": 8080},
+        {"session_id": "11111111-1111-1111-1111-111111111111", "state": "running"},
+    ]
+    client = make_client()
+    await client.register(sessions=inventory)
+    await client.send("session_status", session_id="barrier", state="running")
+    await client.recv_type("error")
+    states = await database_sync_to_async(lambda: {s.pk: s.state for s in Session.objects.filter(agent=agent)})()
+    assert states[lost.pk] == "failed" and states[kept.pk] == "running"
+    assert states[asleep.pk] == "hibernated" and states[woke.pk] == "running"
+    from streamspace.audit.models import AuditEvent
+
+    event = await get(AuditEvent, action="agent.unknown_sessions")
+    assert event.details["session_ids"] == ["11111111-1111-1111-1111-111111111111"]
+
+
+async def test_follower_inventory_is_not_reconciled(make_client, hub_agent, alice, template):
+    from django.utils import timezone
+
+    agent, _ = hub_agent
+    now = timezone.now()
+    running = await database_sync_to_async(Session.objects.create)(
+        name="r",
+        user=alice,
+        template=template,
+        agent=agent,
+        state="running",
+        cpu_millicores=1,
+        memory_mb=1,
+        idle_timeout_s=60,
+        last_activity=now,
+        state_changed_at=now,
+    )
+    client = make_client()
+    await client.register(is_leader=False)
+    await client.send("session_status", session_id="barrier", state="running")
+    await client.recv_type("error")
+    assert (await get(Session, pk=running.pk)).state == "running"
+
+
+async def test_stop_result_marks_stopped(make_client, alice, template):
+    client = make_client()
+    await client.register()
+    session = await launch(alice, template)
+    start = await client.recv_type("command")
+    await client.send(
+        "session_status", session_id=str(session.pk), state="running", streaming_ready=True, streaming_port=8080
+    )
+    await client.send("result", command_id=start["command_id"], ok=True)
+    from sessions_app.services import stop_session
+
+    await client.send("session_status", session_id="barrier", state="running")
+    await client.recv_type("error")
+    await database_sync_to_async(stop_session)(session)
+    stop = await client.recv_type("command")
+    assert stop["action"] == "stop_session"
+    await client.send("result", command_id=stop["command_id"], ok=True)
+    await client.send("session_status", session_id="barrier", state="running")
+    await client.recv_type("error")
+    assert (await get(Session, pk=session.pk)).state == "stopped"
+
+
+async def test_tunnel_request_reaches_the_leader(make_client, hub_agent):
+    from agents_app.dispatch import request_tunnel
+
+    agent, _ = hub_agent
+    assert not await database_sync_to_async(request_tunnel)(
+        agent.pk, stream_id="s1", session_id="x", port=8080, url="ws://cp/api/v1/agents/tunnel/s1"
+    )
+    client = make_client()
+    await client.register()
+    assert await database_sync_to_async(request_tunnel)(
+        agent.pk, stream_id="s1", session_id="x", port=8080, url="ws://cp/api/v1/agents/tunnel/s1"
+    )
+    opened = await client.recv_type("tunnel_open")
+    assert opened == {"stream_id": "s1", "session_id": "x", "port": 8080, "url": "ws://cp/api/v1/agents/tunnel/s1"}
