@@ -9,7 +9,6 @@ import pytest
 import redis
 from django.conf import settings
 
-
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
 
