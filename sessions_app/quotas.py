@@ -99,3 +99,27 @@ def exceeded(quota: EffectiveQuota, current: Usage, *, sessions: int, cpu: int, 
     if current.memory_mb + memory > quota.max_memory_mb:
         return "max_memory_mb"
     return None
+
+
+def set_user_overrides(
+    user: Any, limits: dict[str, int | None], *, actor: Any = None, request: Any = None
+) -> UserQuota:
+    """Replace the user's quota overrides (``None`` falls back to groups/site) and audit it."""
+    from django.db import transaction
+
+    from streamspace.audit.services import record
+
+    with transaction.atomic():
+        quota = lock_user_quota(user)
+        before = {limit: getattr(quota, limit) for limit in LIMITS}
+        for limit in LIMITS:
+            setattr(quota, limit, limits.get(limit))
+        quota.save()
+        record(
+            "quota.change",
+            actor=actor,
+            target=user,
+            request=request,
+            details={"before": before, "after": {limit: getattr(quota, limit) for limit in LIMITS}},
+        )
+    return quota

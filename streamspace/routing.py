@@ -18,7 +18,9 @@ def agent_websocket_urlpatterns() -> list[URLPattern]:
 
 
 def browser_websocket_urlpatterns() -> list[URLPattern]:
-    return []
+    from streamspace.portal.routing import websocket_urlpatterns as portal
+
+    return [*portal]
 
 
 def build_application(http_app: Any) -> ProtocolTypeRouter:

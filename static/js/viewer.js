@@ -1,0 +1,154 @@
+/* StreamSpace session viewer: loads the session through the control plane's proxy with a
+   fresh short-lived viewer URL, follows the session's state live, shows a reconnect screen
+   when the stream or the session goes away, and keeps the session marked active. */
+(function () {
+  "use strict";
+
+  var HEARTBEAT_MS = 60000;
+
+  function initViewer(root) {
+    var Live = window.StreamSpaceLive;
+    var frame = root.querySelector("[data-frame]");
+    var overlay = root.querySelector("[data-overlay]");
+    var title = root.querySelector("[data-overlay-title]");
+    var text = root.querySelector("[data-overlay-text]");
+    var reconnect = root.querySelector("[data-reconnect]");
+    var back = root.querySelector("[data-overlay-back]");
+    var data = document.getElementById("session-data");
+    var session = data ? JSON.parse(data.textContent) : { state: root.dataset.state };
+    var loaded = false;
+
+    function showOverlay(heading, message, options) {
+      options = options || {};
+      title.textContent = heading;
+      text.textContent = message || "";
+      reconnect.hidden = !options.reconnect;
+      back.hidden = !options.back;
+      overlay.hidden = false;
+      root.dataset.overlay = options.reason || "busy";
+    }
+
+    function hideOverlay() { overlay.hidden = true; root.dataset.overlay = ""; }
+
+    function setBadge(state) {
+      root.querySelectorAll("[data-state-badge]").forEach(function (badge) {
+        badge.className = "state state--" + state;
+        badge.textContent = state;
+      });
+    }
+
+    function load() {
+      showOverlay("Connecting…", "Opening a secure connection to your session.");
+      return fetch(root.dataset.viewerUrlEndpoint, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+        .then(function (response) {
+          return response.json().then(function (body) { return { ok: response.ok, body: body }; });
+        })
+        .then(function (result) {
+          if (!result.ok) {
+            showOverlay("Cannot open the session", result.body.detail || "The session is not available.", { back: true, reason: "error" });
+            return;
+          }
+          loaded = true;
+          frame.src = result.body.url;
+        })
+        .catch(function () {
+          showOverlay("Connection lost", "Could not reach the server.", { reconnect: true, back: true, reason: "disconnected" });
+        });
+    }
+
+    frame.addEventListener("load", function () {
+      if (!loaded) return;
+      // The proxy is same-origin; an error answer (session unreachable) is JSON, not the app.
+      var failed = false;
+      try {
+        var doc = frame.contentDocument;
+        var body = doc && doc.body ? doc.body.textContent.trim() : "";
+        failed = doc && doc.contentType === "application/json" && /"code"/.test(body);
+      } catch (e) { failed = false; }
+      if (failed) {
+        showOverlay("The stream dropped", "The session did not answer.", { reconnect: true, back: true, reason: "disconnected" });
+      } else {
+        hideOverlay();
+      }
+    });
+
+    function apply(next) {
+      var previous = session.state;
+      session = next;
+      root.dataset.state = next.state;
+      setBadge(next.state);
+      if (next.state === "running") {
+        if (!loaded || previous !== "running") load();
+      } else if (next.state === "hibernating" || next.state === "hibernated") {
+        loaded = false;
+        frame.removeAttribute("src");
+        showOverlay("Hibernated", "The session is asleep. Wake it to continue.", { reconnect: true, back: true, reason: "hibernated" });
+        reconnect.textContent = "Wake";
+      } else if (next.state === "waking" || next.state === "starting" || next.state === "pending") {
+        showOverlay("Waking up…", next.status_message || "Your session is starting.");
+      } else if (next.state === "stopping" || next.state === "stopped" || next.state === "failed") {
+        loaded = false;
+        frame.removeAttribute("src");
+        showOverlay("Session " + next.state, next.status_message || "", { back: true, reason: next.state });
+      }
+    }
+
+    reconnect.addEventListener("click", function () {
+      if (session.state === "hibernated" || session.state === "hibernating") {
+        var form = document.createElement("form");
+        form.action = "/sessions/" + root.dataset.sessionId + "/wake";
+        var token = document.createElement("input");
+        token.name = "csrfmiddlewaretoken";
+        token.value = window.StreamSpaceCsrf();
+        form.appendChild(token);
+        reconnect.textContent = "Reconnect";
+        showOverlay("Waking up…", "Your session is starting.");
+        window.StreamSpacePostAction(form).then(function (result) {
+          if (result.ok) apply(result.body);
+          else showOverlay("Cannot wake the session", result.body.detail, { back: true, reason: "error" });
+        });
+        return;
+      }
+      load();
+    });
+
+    root.querySelector("[data-fullscreen]").addEventListener("click", function (event) {
+      if (document.fullscreenElement) document.exitFullscreen();
+      else if (root.requestFullscreen) root.requestFullscreen();
+    });
+    document.addEventListener("fullscreenchange", function () {
+      root.querySelector("[data-fullscreen]").setAttribute("aria-pressed", document.fullscreenElement ? "true" : "false");
+    });
+
+    root.querySelectorAll("form[data-action]").forEach(function (form) {
+      form.addEventListener("submit", function (event) {
+        event.preventDefault();
+        window.StreamSpacePostAction(form).then(function (result) {
+          if (result.ok) apply(result.body);
+          else showOverlay("The action failed", result.body.detail, { back: true, reason: "error" });
+        });
+      });
+    });
+
+    Live.on(function (frame_) {
+      if (frame_.type === "session.update" && frame_.session && frame_.session.id === root.dataset.sessionId) {
+        apply(frame_.session);
+      }
+    });
+    Live.watch(root.dataset.sessionId);
+
+    setInterval(function () {
+      if (document.visibilityState !== "visible" || session.state !== "running") return;
+      fetch(root.dataset.heartbeatEndpoint, {
+        method: "POST", credentials: "same-origin", headers: { "X-CSRFToken": window.StreamSpaceCsrf() }
+      }).catch(function () {});
+    }, HEARTBEAT_MS);
+
+    apply(session);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var root = document.querySelector("[data-viewer]");
+    if (root) initViewer(root);
+  });
+})();

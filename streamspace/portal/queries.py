@@ -1,0 +1,106 @@
+"""Read-side queries behind the portal's pages (bounded query counts, values()-level rows).
+
+Every page calls one function here (or a service); views only choose the function and the
+template. Each function documents how many queries it issues so the query-count tests and
+the benchmark keep it honest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from sessions_app import quotas
+from sessions_app.api.representation import represent, session_rows
+from sessions_app.models import ACTIVE_STATES, Session, Template
+
+# Sessions in these states are shown under "My sessions"; stopped/failed are history.
+LIVE_STATES = tuple(ACTIVE_STATES)
+
+
+@dataclass(frozen=True)
+class QuotaMeter:
+    label: str
+    used: int
+    limit: int
+    unit: str = ""
+
+    @property
+    def percent(self) -> int:
+        if self.limit <= 0:
+            return 100 if self.used else 0
+        return min(100, round(100 * self.used / self.limit))
+
+
+def quota_meters(user: Any) -> list[QuotaMeter]:
+    """The user's usage against their effective limits (3 queries)."""
+    quota, used = quotas.effective_quota(user), quotas.usage(user)
+    return [
+        QuotaMeter("Sessions", used.sessions, quota.max_sessions),
+        QuotaMeter("CPU", used.cpu_millicores, quota.max_cpu_millicores, "millicores"),
+        QuotaMeter("Memory", used.memory_mb, quota.max_memory_mb, "MB"),
+    ]
+
+
+def catalog(*, search: str = "", category: str = "") -> tuple[list[Template], list[str]]:
+    """Enabled templates matching the filters, and every category that has one (2 queries)."""
+    templates = Template.objects.filter(enabled=True).only(
+        "slug",
+        "display_name",
+        "description",
+        "category",
+        "icon",
+        "tags",
+        "platform",
+        "default_cpu_millicores",
+        "default_memory_mb",
+    )
+    if search:
+        templates = templates.filter(
+            Q(display_name__icontains=search) | Q(description__icontains=search) | Q(slug__icontains=search)
+        )
+    if category:
+        templates = templates.filter(category=category)
+    categories = (
+        Template.objects.filter(enabled=True)
+        .exclude(category="")
+        .order_by("category")
+        .values_list("category", flat=True)
+        .distinct()
+    )
+    return list(templates), list(categories)
+
+
+def user_sessions(user: Any, *, include_history: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+    """The user's sessions as API session objects, newest first (1 query)."""
+    queryset: QuerySet[Session] = Session.objects.filter(user=user)
+    if not include_history:
+        queryset = queryset.filter(state__in=LIVE_STATES)
+    return [represent(row) for row in session_rows(queryset.select_related(None))[:limit]]
+
+
+def visible_session(user: Any, session_id: Any) -> Session | None:
+    """The session if ``user`` may view it (owner, share, operator), else None (1 query)."""
+    queryset = Session.objects.select_related("template", "user")
+    if not getattr(user, "is_operator", False):
+        queryset = queryset.filter(Q(user=user) | Q(shared_with=user)).distinct()
+    return queryset.filter(pk=session_id).first()
+
+
+def managed_session(user: Any, session_id: Any) -> Session | None:
+    """The session if ``user`` may change it (owner or operator), else None (1 query)."""
+    queryset = Session.objects.select_related("template", "user")
+    if not getattr(user, "is_operator", False):
+        queryset = queryset.filter(user=user)
+    return queryset.filter(pk=session_id).first()
+
+
+def visible_session_body(user: Any, session_id: Any) -> dict[str, Any] | None:
+    """The API session object if ``user`` may view the session, else None (1 query)."""
+    queryset: QuerySet[Session] = Session.objects.filter(pk=session_id)
+    if not getattr(user, "is_operator", False):
+        queryset = queryset.filter(Q(user=user) | Q(shared_with=user))
+    row = session_rows(queryset).first()
+    return represent(row) if row else None

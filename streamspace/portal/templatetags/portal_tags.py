@@ -1,0 +1,35 @@
+"""Small presentation filters for the portal templates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django import template
+from django.utils import timezone
+
+register = template.Library()
+
+
+@register.filter
+def age(value: datetime | None) -> str:
+    """How long ago, compact and precise for recent times: ``4 s``, ``3 min``, ``2 h``, ``5 d``."""
+    if not value:
+        return "—"
+    seconds = max(0, int((timezone.now() - value).total_seconds()))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} d"
+
+
+@register.filter
+def get_item(mapping: Any, key: Any) -> Any:
+    """``mapping[key]`` in a template (None when absent)."""
+    try:
+        return mapping[key]
+    except (KeyError, IndexError, TypeError):
+        return None
