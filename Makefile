@@ -11,12 +11,13 @@ REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 
 .PHONY: run test venv lint check test-sqlite test-postgres services bench clean
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml tests/example_plugin/pyproject.toml
 	@scripts/bootstrap.sh
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip install -q --no-deps -e tests/example_plugin
 	@touch $@
 
 venv: $(BIN)/.installed
@@ -38,6 +39,8 @@ check: venv
 
 services:
 	scripts/ensure-services.sh
+	scripts/ensure-docker.sh
+	scripts/ensure-browser.sh
 
 ## test: lint, Django checks, then the suite on SQLite and on PostgreSQL + Redis
 test: lint check services test-sqlite test-postgres

@@ -15,12 +15,10 @@ $BIN/daphne -b "$HOST" -p "$PORT" streamspace.asgi:application &
 pids+=($!)
 
 # The local agent: its token is re-issued on every start (tokens are stored hashed).
-if $BIN/python manage.py help ensure_local_agent >/dev/null 2>&1 && [ -x $BIN/streamspace-agent ]; then
-  $BIN/python manage.py ensure_local_agent --token-file "$DATA/local-agent.token" >/dev/null
-  AGENT_TOKEN=$(cat "$DATA/local-agent.token") $BIN/streamspace-agent --platform local \
-    --control-plane "http://$HOST:$PORT" --agent-id local &
-  pids+=($!)
-fi
+$BIN/python manage.py ensure_local_agent --token-file "$DATA/local-agent.token" >/dev/null
+AGENT_TOKEN=$(cat "$DATA/local-agent.token") $BIN/streamspace-agent --platform local \
+  --control-plane "http://$HOST:$PORT" --agent-id local &
+pids+=($!)
 
 # Periodic jobs (idle sweep, command sweep, ...) in-process when no Celery broker is configured.
 if [ -z "${REDIS_URL:-}" ] && $BIN/python manage.py help run_jobs >/dev/null 2>&1; then

@@ -1,0 +1,231 @@
+"""Docker backend: one container per session on any Docker-compatible engine (``DOCKER_HOST``).
+
+The blocking Docker SDK runs in a small thread pool (dockerspawner's ``self.docker(...)``),
+never on the event loop. Containers are found again by name and labels, so an agent restart
+loses nothing: ``inventory`` lists the containers labelled ``streamspace.managed-by=<agent>``.
+
+Options (``--backend-option key=value`` or env ``STREAMSPACE_DOCKER_<KEY>``):
+``network`` (default ``streamspace``), ``publish_host`` (default ``127.0.0.1``; ``none`` to
+rely on the network and report ``<container>:<port>``), ``home_mount_path`` (default
+``/home/user``), ``stop_timeout`` (seconds, default 10), ``pull`` (``missing`` or ``never``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from agent_runtime.backends import docker_objects as objects
+from agent_runtime.backends.base import Backend, BackendError, SessionSpec, http_answers
+from agent_runtime.protocol import InventoryItem
+
+log = logging.getLogger(__name__)
+
+
+class DockerBackend(Backend):
+    platform = "docker"
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        try:
+            import docker  # noqa: F401  (optional dependency: pip install streamspace-agent[docker])
+        except ImportError as exc:
+            raise BackendError("the docker backend needs the 'docker' package (pip install docker)") from exc
+        opts = self.options
+        self.network = opts.get("network", objects.DEFAULT_NETWORK)
+        publish = opts.get("publish_host", "127.0.0.1")
+        self.publish_host = None if publish.lower() in ("", "none", "false") else publish
+        self.home_mount_path = opts.get("home_mount_path", objects.DEFAULT_HOME_MOUNT)
+        self.stop_timeout = int(float(opts.get("stop_timeout", "10")))
+        self.pull = opts.get("pull", "missing")
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="docker")
+        self._client: Any = None
+        self._network_ready = False
+
+    # --- plumbing -----------------------------------------------------------------------
+    async def _run(self, fn, *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking Docker SDK call in the pool; API errors become BackendError."""
+        import docker.errors
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        except docker.errors.NotFound:
+            raise
+        except docker.errors.APIError as exc:
+            raise BackendError(f"docker: {exc.explanation or exc}") from None
+        except docker.errors.DockerException as exc:
+            raise BackendError(f"docker: {exc}") from None
+
+    def _docker(self) -> Any:
+        if self._client is None:
+            import docker
+
+            self._client = docker.from_env()
+        return self._client
+
+    async def client(self) -> Any:
+        return await self._run(self._docker)
+
+    async def _container(self, session_id: str) -> Any | None:
+        import docker.errors
+
+        client = await self.client()
+        try:
+            return await self._run(client.containers.get, objects.container_name(session_id))
+        except docker.errors.NotFound:
+            return None
+
+    async def _ensure_network(self) -> None:
+        if self._network_ready:
+            return
+        import docker.errors
+
+        client = await self.client()
+        try:
+            await self._run(client.networks.get, self.network)
+        except docker.errors.NotFound:
+            try:
+                await self._run(
+                    client.networks.create,
+                    self.network,
+                    driver="bridge",
+                    labels={objects.LABEL_MANAGED_BY: self.agent_id},
+                    check_duplicate=True,
+                )
+            except BackendError as exc:  # created concurrently by another agent replica
+                if "already exists" not in str(exc):
+                    raise
+        self._network_ready = True
+
+    async def _ensure_image(self, image: str) -> None:
+        import docker.errors
+
+        client = await self.client()
+        try:
+            await self._run(client.images.get, image)
+            return
+        except docker.errors.NotFound:
+            if self.pull == "never":
+                raise BackendError(f"image {image} is not present on this Docker host (pulling is off)") from None
+        log.info("pulling image", extra={"image": image})
+        try:
+            await self._run(client.images.pull, image)
+        except (BackendError, docker.errors.NotFound) as exc:
+            raise BackendError(f"image {image} is not on this host and cannot be pulled: {exc}") from None
+
+    async def _item(self, session_id: str, container: Any | None) -> InventoryItem:
+        if container is None:
+            return InventoryItem(session_id=session_id, state="stopped")
+        attrs = container.attrs
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        port = int(labels.get(objects.LABEL_PORT, "8080"))
+        state = objects.state_of(attrs)
+        if state != "running":
+            return InventoryItem(session_id=session_id, state=state, streaming_port=port)
+        if self.publish_host:
+            endpoint = objects.published_endpoint(attrs, port)
+        else:
+            endpoint = f"{objects.container_name(session_id)}:{port}"
+        ready = False
+        if endpoint and self.publish_host:
+            host, _, host_port = endpoint.rpartition(":")
+            ready = await http_answers(host, int(host_port), timeout=1.0)
+        return InventoryItem(
+            session_id=session_id, state="running", streaming_ready=ready, streaming_port=port, endpoint=endpoint
+        )
+
+    async def _reload(self, container: Any) -> Any:
+        await self._run(container.reload)
+        return container
+
+    # --- contract -----------------------------------------------------------------------
+    async def start(self, session_id: str, spec: SessionSpec) -> InventoryItem:
+        config = objects.container_config(
+            session_id,
+            spec,
+            agent_id=self.agent_id,
+            network=self.network,
+            publish_host=self.publish_host,
+            home_mount_path=self.home_mount_path,
+        )
+        container = await self._container(session_id)
+        if container is None:
+            await self._ensure_network()
+            await self._ensure_image(config["image"])
+            client = await self.client()
+            try:
+                container = await self._run(client.containers.create, **config)
+            except BackendError as exc:
+                if "Conflict" not in str(exc) and "already in use" not in str(exc):
+                    raise
+                container = await self._container(session_id)  # created concurrently: take it
+                if container is None:
+                    raise
+            log.info("container created", extra={"session_id": session_id, "container": config["name"]})
+        if container.status != "running":
+            await self._run(container.start)
+        return await self._item(session_id, await self._reload(container))
+
+    async def wake(self, session_id: str, spec: SessionSpec) -> InventoryItem:
+        return await self.start(session_id, spec)
+
+    async def hibernate(self, session_id: str) -> InventoryItem:
+        container = await self._container(session_id)
+        if container is None:
+            raise BackendError(f"session {session_id} has no container on this host")
+        if container.status in ("running", "restarting", "paused"):
+            await self._run(container.stop, timeout=self.stop_timeout)
+        return await self._item(session_id, await self._reload(container))
+
+    async def stop(self, session_id: str, spec: SessionSpec) -> InventoryItem:
+        import docker.errors
+
+        container = await self._container(session_id)
+        home_volume = None
+        if container is not None:
+            home_volume = ((container.attrs.get("Config") or {}).get("Labels") or {}).get(objects.LABEL_HOME)
+            with contextlib.suppress(docker.errors.NotFound):
+                await self._run(container.remove, force=True)
+            log.info("container removed", extra={"session_id": session_id})
+        if spec.delete_home:
+            await self._delete_volume(home_volume or (objects.home_volume_name(spec.user) if spec.user else None))
+        return InventoryItem(session_id=session_id, state="stopped")
+
+    async def _delete_volume(self, name: str | None) -> None:
+        import docker.errors
+
+        if not name:
+            return
+        client = await self.client()
+        try:
+            volume = await self._run(client.volumes.get, name)
+            await self._run(volume.remove)
+        except docker.errors.NotFound:
+            pass
+        except BackendError as exc:  # still mounted by another of the user's sessions: keep it
+            log.warning("home volume kept", extra={"volume": name, "reason": str(exc)})
+
+    async def status(self, session_id: str) -> InventoryItem:
+        return await self._item(session_id, await self._container(session_id))
+
+    async def inventory(self) -> list[InventoryItem]:
+        client = await self.client()
+        containers = await self._run(
+            client.containers.list, all=True, filters={"label": f"{objects.LABEL_MANAGED_BY}={self.agent_id}"}
+        )
+        items = []
+        for container in containers:
+            session_id = ((container.attrs.get("Config") or {}).get("Labels") or {}).get(objects.LABEL_SESSION)
+            if session_id:
+                items.append(self._item(session_id, container))
+        return sorted(await asyncio.gather(*items), key=lambda item: item.session_id)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._run(self._client.close)
+        self._pool.shutdown(wait=False)

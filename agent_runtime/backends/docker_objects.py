@@ -1,0 +1,150 @@
+"""Pure builders for the Docker backend's objects (kubespawner ``objects.py`` style).
+
+No I/O here: these functions turn a session spec into the keyword arguments of the Docker
+SDK, so they can be unit-tested as plain dicts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from agent_runtime.backends.base import BackendError, SessionSpec
+
+LABEL_SESSION = "streamspace.session-id"
+LABEL_USER = "streamspace.user"
+LABEL_TEMPLATE = "streamspace.template"
+LABEL_MANAGED_BY = "streamspace.managed-by"
+LABEL_PORT = "streamspace.streaming-port"
+LABEL_HOME = "streamspace.home-volume"
+DEFAULT_NETWORK = "streamspace"
+DEFAULT_HOME_MOUNT = "/home/user"
+
+# The distribution reference grammar (docker/distribution reference/regexp.go), simplified:
+# [registry[:port]/]path[/path...][:tag][@digest]; lower-case path components.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?)"
+_REFERENCE = re.compile(
+    rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{{32,}})?$"
+)
+_VOLUME_SAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
+
+
+def container_name(session_id: str) -> str:
+    return f"streamspace-{session_id}"
+
+
+def home_volume_name(username: str) -> str:
+    """``streamspace-home-<username>``, with characters Docker refuses in names replaced."""
+    cleaned = _VOLUME_SAFE.sub("_", username).strip("._-")
+    if not cleaned:
+        raise BackendError(f"username {username!r} cannot name a Docker volume")
+    return f"streamspace-home-{cleaned}"
+
+
+def validate_image(image: str) -> str:
+    if not image:
+        raise BackendError("spec is missing 'image' (the docker backend runs a container image)")
+    if len(image) > 255 or not _REFERENCE.match(image):
+        raise BackendError(f"{image!r} is not a valid container image reference")
+    return image
+
+
+def session_labels(session_id: str, spec: SessionSpec, agent_id: str) -> dict[str, str]:
+    labels = {
+        LABEL_SESSION: session_id,
+        LABEL_USER: spec.user,
+        LABEL_TEMPLATE: spec.template,
+        LABEL_MANAGED_BY: agent_id,
+        LABEL_PORT: str(spec.streaming_port),
+    }
+    if spec.persistent_home:
+        labels[LABEL_HOME] = home_volume_name(spec.require_user())
+    return labels
+
+
+def volumes(spec: SessionSpec, home_mount_path: str = DEFAULT_HOME_MOUNT) -> dict[str, dict[str, str]]:
+    """Named volumes to mount: the user's home (only with ``persistent_home``) and the template's."""
+    mounts: dict[str, dict[str, str]] = {}
+    if spec.persistent_home:
+        mounts[home_volume_name(spec.require_user())] = {
+            "bind": spec.home_mount_path or home_mount_path,
+            "mode": "rw",
+        }
+    for mount in spec.volume_mounts:
+        if not mount.mount_path.startswith("/"):
+            raise BackendError(f"volume mount path {mount.mount_path!r} must be absolute")
+        mounts[_VOLUME_SAFE.sub("_", mount.name)] = {
+            "bind": mount.mount_path,
+            "mode": "ro" if mount.read_only else "rw",
+        }
+    return mounts
+
+
+def container_config(
+    session_id: str,
+    spec: SessionSpec,
+    *,
+    agent_id: str,
+    network: str = DEFAULT_NETWORK,
+    publish_host: str | None = "127.0.0.1",
+    home_mount_path: str = DEFAULT_HOME_MOUNT,
+) -> dict[str, Any]:
+    """Keyword arguments for ``client.containers.create`` (docker SDK) for one session.
+
+    ``publish_host`` publishes the session port on that host address with a random host port
+    (the control plane then reaches it at ``publish_host:<port>``); ``None`` leaves it reachable
+    only on ``network`` as ``<container name>:<streaming_port>``.
+    """
+    image = validate_image(spec.image)
+    port_key = f"{spec.streaming_port}/tcp"
+    config: dict[str, Any] = {
+        "image": image,
+        "name": container_name(session_id),
+        "hostname": f"ss-{session_id[:12]}",
+        "labels": session_labels(session_id, spec, agent_id),
+        "environment": {
+            **spec.env,
+            "STREAMSPACE_SESSION_ID": session_id,
+            "STREAMSPACE_USER": spec.user,
+            "STREAMSPACE_STREAMING_PORT": str(spec.streaming_port),
+        },
+        "network": network,
+        "volumes": volumes(spec, home_mount_path),
+        "detach": True,
+        "init": True,  # reap zombies and forward SIGTERM, whatever the image's PID 1 is
+        "restart_policy": {"Name": "no"},  # the agent decides what runs (hibernate = stopped)
+        "ports": {port_key: (publish_host, None)} if publish_host else {},
+    }
+    if spec.command:
+        config["command"] = list(spec.command)
+    if spec.cpu_millicores:
+        config["nano_cpus"] = spec.cpu_millicores * 1_000_000
+    if spec.memory_mb:
+        config["mem_limit"] = f"{spec.memory_mb}m"
+        config["memswap_limit"] = f"{spec.memory_mb}m"  # no swap beyond the limit
+    return config
+
+
+def published_endpoint(attrs: dict[str, Any], streaming_port: int) -> str | None:
+    """``host:port`` from a container's ``NetworkSettings.Ports`` (inspect output), if published."""
+    bindings = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{streaming_port}/tcp") or []
+    for binding in bindings:
+        host, port = binding.get("HostIp") or "127.0.0.1", binding.get("HostPort")
+        if port:
+            if host in ("0.0.0.0", "::", ""):
+                host = "127.0.0.1"
+            return f"{host}:{port}"
+    return None
+
+
+def state_of(attrs: dict[str, Any]) -> str:
+    """Map Docker's container state to a session state."""
+    status = (attrs.get("State") or {}).get("Status", "")
+    if status in ("running", "restarting", "paused"):
+        return "running"
+    if status in ("created", "exited"):
+        return "hibernated"
+    if status == "removing":
+        return "stopping"
+    return "failed"

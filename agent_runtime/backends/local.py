@@ -1,0 +1,260 @@
+"""Local backend: each session is a child process on this host (``make run``, development).
+
+A template's ``command`` is an argv list; ``{python}`` becomes this interpreter,
+``{port}`` a free loopback port and ``{home}`` the session's home directory (per user under
+``<data dir>/homes/`` when ``persistent_home``, else per session and removed on stop).
+Every session runs in its own process group (``start_new_session``) so that terminate
+reaches its children too, and outlives the agent: a small JSON state file records pids
+(with their kernel start time, so a recycled pid is never mistaken for a session), and a
+restarted agent reports them in its inventory instead of starting them again.
+
+CPU and memory limits are not enforced here; use the docker or kubernetes backend for that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from agent_runtime.backends.base import Backend, BackendError, SessionSpec, http_answers
+from agent_runtime.protocol import InventoryItem
+
+log = logging.getLogger(__name__)
+
+TERMINATE_GRACE_S = 5.0
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def safe_name(value: str) -> str:
+    """A file-system-safe form of a username or session id."""
+    cleaned = _SAFE_NAME.sub("_", value).strip("._") or "_"
+    return cleaned[:64]
+
+
+def substitute(argv: list[str], *, port: int, home: Path) -> list[str]:
+    """Fill ``{python}``, ``{port}`` and ``{home}`` into a template command (pure)."""
+    values = {"{python}": sys.executable, "{port}": str(port), "{home}": str(home)}
+    result = []
+    for arg in argv:
+        for key, value in values.items():
+            arg = arg.replace(key, value)
+        result.append(arg)
+    return result
+
+
+def free_port(preferred: int | None = None) -> int:
+    """A loopback TCP port nobody listens on (``preferred`` if it is still free)."""
+    candidates = [preferred, 0] if preferred else [0]
+    for candidate in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise BackendError("no free loopback port")
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), None if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # the command name may contain spaces
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+class LocalBackend(Backend):
+    platform = "local"
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.root = self.data_dir / "local-backend"
+        self.state_path = self.root / "state.json"
+        self.logs_dir = self.root / "logs"
+        self.homes_dir = self.data_dir / "homes"
+        self._lock = asyncio.Lock()
+        self._children: dict[int, asyncio.subprocess.Process] = {}
+
+    # --- state file ---------------------------------------------------------------------
+    def _load(self) -> dict[str, dict[str, Any]]:
+        try:
+            return json.loads(self.state_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            log.exception(
+                "local backend state file is unreadable; starting empty", extra={"path": str(self.state_path)}
+            )
+            return {}
+
+    def _save(self, state: dict[str, dict[str, Any]]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.state_path)
+
+    # --- helpers ------------------------------------------------------------------------
+    def _home_for(self, session_id: str, spec: SessionSpec) -> Path:
+        if spec.persistent_home:
+            return self.homes_dir / safe_name(spec.require_user())
+        return self.root / "sessions" / safe_name(session_id) / "home"
+
+    @staticmethod
+    def _alive(record: dict[str, Any]) -> bool:
+        pid = record.get("pid")
+        return bool(pid) and process_start_time(pid) == record.get("pid_start")
+
+    async def _item(self, session_id: str, record: dict[str, Any] | None) -> InventoryItem:
+        if record is None:
+            return InventoryItem(session_id=session_id, state="stopped")
+        port = record.get("port")
+        if record["state"] == "hibernated":
+            return InventoryItem(session_id=session_id, state="hibernated", streaming_port=port)
+        if not self._alive(record):
+            return InventoryItem(session_id=session_id, state="failed", streaming_port=port)
+        ready = await http_answers("127.0.0.1", port, timeout=1.0)
+        return InventoryItem(
+            session_id=session_id,
+            state="running",
+            streaming_ready=ready,
+            streaming_port=port,
+            endpoint=f"127.0.0.1:{port}",
+        )
+
+    async def _spawn(self, session_id: str, spec: SessionSpec, preferred_port: int | None) -> dict[str, Any]:
+        if not spec.command:
+            raise BackendError("the local backend runs a template's 'command' (an argv list), and this one has none")
+        home = self._home_for(session_id, spec)
+        home.mkdir(parents=True, exist_ok=True)
+        port = free_port(preferred_port)
+        argv = substitute(spec.command, port=port, home=home)
+        env = {
+            **os.environ,
+            **spec.env,
+            "HOME": str(home),
+            "PORT": str(port),
+            "STREAMSPACE_SESSION_ID": session_id,
+        }
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.logs_dir / f"{safe_name(session_id)}.log"
+        with open(log_path, "ab") as log_file:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    cwd=home,
+                    env=env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,  # own process group: terminate reaches its children
+                )
+            except OSError as exc:
+                raise BackendError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
+        self._children[proc.pid] = proc
+        asyncio.get_running_loop().create_task(self._reap(proc))
+        log.info("session process started", extra={"session_id": session_id, "pid": proc.pid, "port": port})
+        return {
+            "pid": proc.pid,
+            "pid_start": process_start_time(proc.pid),
+            "port": port,
+            "home": str(home),
+            "log": str(log_path),
+            "state": "running",
+            "spec": _spec_dict(spec),
+            "started_at": time.time(),
+        }
+
+    async def _reap(self, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        self._children.pop(proc.pid, None)
+        log.info("session process exited", extra={"pid": proc.pid, "returncode": code})
+
+    async def _terminate(self, record: dict[str, Any]) -> None:
+        if not self._alive(record):
+            return
+        pid = record["pid"]
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + TERMINATE_GRACE_S
+        while time.monotonic() < deadline:
+            child = self._children.get(pid)
+            if child is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(child.wait()), 0.05)
+            else:
+                await asyncio.sleep(0.05)
+            if not self._alive(record):
+                break
+        _signal_group(pid, signal.SIGKILL)  # stragglers in the group, or the leader itself
+
+    # --- contract -----------------------------------------------------------------------
+    async def start(self, session_id: str, spec: SessionSpec) -> InventoryItem:
+        async with self._lock:
+            state = self._load()
+            record = state.get(session_id)
+            if record is not None and record["state"] == "running" and self._alive(record):
+                return await self._item(session_id, record)
+            preferred = record.get("port") if record else None
+            state[session_id] = await self._spawn(session_id, spec, preferred)
+            self._save(state)
+            return await self._item(session_id, state[session_id])
+
+    async def wake(self, session_id: str, spec: SessionSpec) -> InventoryItem:
+        return await self.start(session_id, spec)
+
+    async def hibernate(self, session_id: str) -> InventoryItem:
+        async with self._lock:
+            state = self._load()
+            record = state.get(session_id)
+            if record is None:
+                raise BackendError(f"session {session_id} does not exist on this agent")
+            await self._terminate(record)
+            record["state"] = "hibernated"
+            self._save(state)
+            return await self._item(session_id, record)
+
+    async def stop(self, session_id: str, spec: SessionSpec) -> InventoryItem:
+        async with self._lock:
+            state = self._load()
+            record = state.pop(session_id, None)
+            if record is not None:
+                await self._terminate(record)
+                session_dir = self.root / "sessions" / safe_name(session_id)
+                shutil.rmtree(session_dir, ignore_errors=True)
+                if spec.delete_home and record.get("home"):
+                    shutil.rmtree(record["home"], ignore_errors=True)
+                self._save(state)
+            return InventoryItem(session_id=session_id, state="stopped")
+
+    async def status(self, session_id: str) -> InventoryItem:
+        return await self._item(session_id, self._load().get(session_id))
+
+    async def inventory(self) -> list[InventoryItem]:
+        state = self._load()
+        return list(await asyncio.gather(*(self._item(sid, record) for sid, record in sorted(state.items()))))
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _spec_dict(spec: SessionSpec) -> dict[str, Any]:
+    import msgspec
+
+    return msgspec.to_builtins(spec)
