@@ -39,13 +39,20 @@ class Plugin(models.Model):
 
 
 class DeliveryStatus(models.TextChoices):
-    PENDING = "pending"
+    PENDING = "pending"  # waiting for ``next_attempt_at``
+    SENDING = "sending"  # claimed by a worker until ``claimed_until``
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
 
 class WebhookDelivery(models.Model):
-    """One delivery attempt. Retries of one event share ``delivery_id``."""
+    """One delivery attempt. Retries of one event share ``delivery_id``.
+
+    An attempt row is created ``pending``; a worker claims it (``sending`` until
+    ``claimed_until``), then records the outcome and, after a failure, creates the next
+    attempt's row. A worker killed mid-attempt leaves a claim that expires, and the
+    attempt is made again with the same ``delivery_id`` (receivers de-duplicate on it).
+    """
 
     delivery_id = models.UUIDField(default=uuid.uuid4, db_index=True)
     plugin = models.ForeignKey(Plugin, on_delete=models.CASCADE, related_name="deliveries")
@@ -57,10 +64,18 @@ class WebhookDelivery(models.Model):
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="Last handed to the task queue.")
+    manual = models.BooleanField(default=False, help_text="A redelivery asked for by an admin (not retried).")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["-created_at"]
+        ordering = ["-created_at", "-attempt"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_due")]
 
     def __str__(self) -> str:
         return f"{self.event} -> {self.plugin.name} #{self.attempt} ({self.status})"

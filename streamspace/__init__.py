@@ -2,4 +2,7 @@
 
 from streamspace.celery import app as celery_app
 
-__all__ = ("celery_app",)
+# The version extension plugins declare their bounds against (plugins_app.registry).
+__version__ = "1.0.0"
+
+__all__ = ("__version__", "celery_app")

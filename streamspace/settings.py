@@ -87,6 +87,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "plugins_app.context_processors.theme",
                 "streamspace.portal.context_processors.portal",  # theme + navigation for base.html
             ],
         },
@@ -152,7 +153,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "account_login"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -190,6 +191,150 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# --- Identity and security (streamspace/accounts: allauth, MFA, SSO, tokens, lockout) ----
+import shutil as _shutil  # noqa: E402
+
+from streamspace.accounts import conf as _idconf  # noqa: E402
+
+INSTALLED_APPS += [
+    "allauth",
+    "allauth.account",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "rest_framework_simplejwt.token_blacklist",
+    "mozilla_django_oidc",
+    "djangosaml2",
+    "corsheaders",
+    "axes",  # keep last: its checks look at the backends and middleware above
+]
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.common.CommonMiddleware"), "corsheaders.middleware.CorsMiddleware")
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.contrib.sessions.middleware.SessionMiddleware") + 1,
+    "djangosaml2.middleware.SamlSessionMiddleware",
+)
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.contrib.messages.middleware.MessageMiddleware") + 1,
+    "allauth.account.middleware.AccountMiddleware",
+)
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("allauth.account.middleware.AccountMiddleware") + 1,
+    "streamspace.accounts.middleware.MfaEnrolmentMiddleware",
+)
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")
+TEMPLATES[0]["OPTIONS"]["context_processors"].append("streamspace.accounts.context_processors.identity")
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out clients before any check
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+    "streamspace.accounts.oidc.OIDCBackend",  # inert unless OIDC_ENABLED
+    "streamspace.accounts.saml.SAMLBackend",  # inert unless a verified SAML assertion is passed
+]
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
+    "streamspace.accounts.authentication.StreamSpaceJWTAuthentication",
+    "streamspace.accounts.authentication.ApiTokenAuthentication",
+    "streamspace.accounts.authentication.StreamSpaceSessionAuthentication",
+]
+SIMPLE_JWT.update({"ROTATE_REFRESH_TOKENS": True, "BLACKLIST_AFTER_ROTATION": True})
+
+# Local accounts (django-allauth). Self sign-up is off unless STREAMSPACE_SIGNUP_ENABLED.
+STREAMSPACE_SIGNUP_ENABLED = envbool("STREAMSPACE_SIGNUP_ENABLED", False)
+ACCOUNT_ADAPTER = "streamspace.accounts.adapter.AccountAdapter"
+ACCOUNT_LOGIN_METHODS = {"username", "email"}
+ACCOUNT_SIGNUP_FIELDS = ["username*", "email*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = envstr("ACCOUNT_EMAIL_VERIFICATION", "optional")
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
+ACCOUNT_RATE_LIMITS = {"login_failed": False}  # one lockout policy for every login path: axes
+ACCOUNT_PREVENT_ENUMERATION = True
+LOGIN_REDIRECT_URL = "/"
+ACCOUNT_LOGOUT_REDIRECT_URL = "/accounts/login/"
+EMAIL_HOST = envstr("EMAIL_HOST")
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = envint("EMAIL_PORT", 587, minimum=1)
+EMAIL_HOST_USER = envstr("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = envstr("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", True)
+DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "StreamSpace <noreply@localhost>")
+
+# Second factor (django-otp): none | staff (admins and operators) | all.
+STREAMSPACE_MFA_REQUIRED = _idconf.parse_mfa_policy(envstr("STREAMSPACE_MFA_REQUIRED", "none"))
+OTP_TOTP_ISSUER = envstr("OTP_TOTP_ISSUER", "StreamSpace")
+
+# Login lockout (django-axes): per submitted username + client address, so the answer is the
+# same whether or not the account exists and one attacker cannot lock everyone out.
+AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # successes are in the audit log
+AXES_USERNAME_CALLABLE = "streamspace.accounts.security.username_from"
+AXES_CLIENT_IP_CALLABLE = "streamspace.audit.services.client_ip"
+AXES_LOCKOUT_CALLABLE = "streamspace.accounts.security.lockout_response"
+AXES_VERBOSE = False
+
+# CORS: closed unless origins are listed (API only).
+CORS_ALLOWED_ORIGINS = envlist("CORS_ALLOWED_ORIGINS", [])
+CORS_URLS_REGEX = r"^/api/.*$"
+
+# OpenID Connect (mozilla-django-oidc; names per ARCHITECTURE §2). Hidden unless configured.
+OIDC_OP_DISCOVERY_URL = envstr("OIDC_OP_DISCOVERY_URL")
+OIDC_OP_AUTHORIZATION_ENDPOINT = envstr("OIDC_OP_AUTHORIZATION_ENDPOINT")
+OIDC_OP_TOKEN_ENDPOINT = envstr("OIDC_OP_TOKEN_ENDPOINT")
+OIDC_OP_USER_ENDPOINT = envstr("OIDC_OP_USER_ENDPOINT")
+OIDC_OP_JWKS_ENDPOINT = envstr("OIDC_OP_JWKS_ENDPOINT")
+OIDC_RP_CLIENT_ID = envstr("OIDC_RP_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = envstr("OIDC_RP_CLIENT_SECRET")
+OIDC_RP_SIGN_ALGO = envstr("OIDC_RP_SIGN_ALGO", "RS256")
+OIDC_RP_SCOPES = envstr("OIDC_RP_SCOPES", "openid email profile")
+OIDC_GROUPS_CLAIM = envstr("OIDC_GROUPS_CLAIM", "groups")
+OIDC_USERNAME_CLAIM = envstr("OIDC_USERNAME_CLAIM", "preferred_username")
+OIDC_EMAIL_CLAIM = envstr("OIDC_EMAIL_CLAIM", "email")
+OIDC_ROLE_MAP = _idconf.parse_role_map("OIDC_ROLE_MAP", envstr("OIDC_ROLE_MAP"))
+OIDC_PROVIDER_NAME = envstr("OIDC_PROVIDER_NAME", "single sign-on")
+OIDC_USE_PKCE = envbool("OIDC_USE_PKCE", True)
+OIDC_TIMEOUT = envint("OIDC_TIMEOUT", 10, minimum=1)
+OIDC_AUTHENTICATE_CLASS = "streamspace.accounts.oidc.OIDCLoginView"
+OIDC_CALLBACK_CLASS = "streamspace.accounts.oidc.OIDCCallbackView"
+LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/"
+OIDC_ENABLED = bool(OIDC_RP_CLIENT_ID and (OIDC_OP_DISCOVERY_URL or OIDC_OP_AUTHORIZATION_ENDPOINT))
+
+# SAML 2.0 (djangosaml2 + xmlsec1). Hidden unless IdP metadata is configured.
+SAML_IDP_METADATA_URL = envstr("SAML_IDP_METADATA_URL")
+SAML_IDP_METADATA_FILE = envstr("SAML_IDP_METADATA_FILE")
+SAML_SP_ENTITY_ID = envstr("SAML_SP_ENTITY_ID")
+SAML_ENABLED = bool(SAML_IDP_METADATA_URL or SAML_IDP_METADATA_FILE)
+SAML_ATTRIBUTE_MAP = _idconf.DEFAULT_SAML_ATTRIBUTE_MAP | _idconf.parse_json_map(
+    "SAML_ATTRIBUTE_MAP", envstr("SAML_ATTRIBUTE_MAP")
+)
+SAML_ROLE_MAP = _idconf.parse_role_map("SAML_ROLE_MAP", envstr("SAML_ROLE_MAP"))
+SAML_PROVIDER_NAME = envstr("SAML_PROVIDER_NAME", "SAML single sign-on")
+SAML_CONFIG_LOADER = "streamspace.accounts.saml.config_loader"
+SAML_ACS_FAILURE_RESPONSE_FUNCTION = "streamspace.accounts.saml.acs_failure"
+SAML_CREATE_UNKNOWN_USER = True
+SAML_ATTRIBUTE_MAPPING: dict[str, tuple[str, ...]] = {}  # mapping is ours (SAML_ATTRIBUTE_MAP)
+SAML_SESSION_COOKIE_NAME = "saml_session"
+SAML_CSP_HANDLER = ""  # CSP is set by the portal/proxy, not per SAML view
+SAML_CONFIG = (
+    _idconf.saml_config(
+        base_url=envstr("STREAMSPACE_PUBLIC_URL", "http://127.0.0.1:8000"),
+        sp_entity_id=SAML_SP_ENTITY_ID,
+        idp_metadata_url=SAML_IDP_METADATA_URL,
+        idp_metadata_file=SAML_IDP_METADATA_FILE,
+        sp_key_file=envstr("SAML_SP_KEY_FILE"),
+        sp_cert_file=envstr("SAML_SP_CERT_FILE"),
+        xmlsec_binary=_shutil.which("xmlsec1") or "/usr/bin/xmlsec1",
+        debug=DEBUG,
+    )
+    if SAML_ENABLED
+    else {}
+)
+
+# Audit retention (streamspace.audit.services.prune, `manage.py prune_audit`).
+AUDIT_RETENTION_DAYS = envint("AUDIT_RETENTION_DAYS", 365, minimum=1)
+
 # --- Product settings ------------------------------------------------------------------
 STREAMSPACE_DEFAULT_QUOTA = {
     "max_sessions": envint("STREAMSPACE_DEFAULT_MAX_SESSIONS", 3, minimum=0),
@@ -205,6 +350,21 @@ AGENT_HEARTBEAT_INTERVAL_S = envint("AGENT_HEARTBEAT_INTERVAL_S", 10, minimum=1)
 AGENT_COMMAND_ACK_TIMEOUT_S = envint("AGENT_COMMAND_ACK_TIMEOUT_S", 30, minimum=1)
 AGENT_HEARTBEAT_DB_WRITE_S = envint("AGENT_HEARTBEAT_DB_WRITE_S", 60, minimum=0)
 POD_URL = envstr("POD_URL")
+
+# --- Session proxy (sessions_app/proxy, ARCHITECTURE §6) --------------------------------
+# How long a proxy authorization (cookie -> user -> right on a session) is reused in-process.
+STREAMSPACE_PROXY_AUTH_CACHE_S = envint("STREAMSPACE_PROXY_AUTH_CACHE_S", 5, minimum=0)
+# Lifetime of the viewer cookie set after a viewer token was accepted.
+STREAMSPACE_VIEWER_COOKIE_TTL_S = envint("STREAMSPACE_VIEWER_COOKIE_TTL_S", 12 * 3600, minimum=60)
+STREAMSPACE_PROXY_CONNECT_TIMEOUT_S = envint("STREAMSPACE_PROXY_CONNECT_TIMEOUT_S", 5, minimum=1)
+# Longest wait for upstream bytes (response headers or the next body chunk): 504 / abort after.
+STREAMSPACE_PROXY_READ_TIMEOUT_S = envint("STREAMSPACE_PROXY_READ_TIMEOUT_S", 120, minimum=1)
+# Longest wait for the next request-body chunk from the client (slow uploads): 408 after.
+STREAMSPACE_PROXY_BODY_TIMEOUT_S = envint("STREAMSPACE_PROXY_BODY_TIMEOUT_S", 60, minimum=1)
+# How long the browser-side replica waits for the agent's tunnel socket.
+STREAMSPACE_PROXY_TUNNEL_TIMEOUT_S = envint("STREAMSPACE_PROXY_TUNNEL_TIMEOUT_S", 10, minimum=1)
+# Largest WebSocket message relayed from a session (bytes).
+STREAMSPACE_PROXY_WS_MAX_MESSAGE = envint("STREAMSPACE_PROXY_WS_MAX_MESSAGE", 16 * 1024 * 1024, minimum=1024)
 
 # --- Secrets at rest (streamspace/crypto.py) -------------------------------------------
 # Comma-separated Fernet keys or passphrases; the first encrypts, all decrypt (rotation).
@@ -274,7 +434,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact_secrets": {"()": "streamspace.logredact.RedactSecretsFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]}
+    },
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {"django.channels.server": {"level": "WARNING"}, "xmlschema": {"level": "WARNING"}},
 }

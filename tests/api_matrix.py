@@ -18,7 +18,7 @@ ROLE_RANK = {USER: 0, OPERATOR: 1, ADMIN: 2}
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    path: str  # {session}, {slug}, {user}, {agent} are filled by the fixture
+    path: str  # {session}, {slug}, {user}, {agent}, {plugin}, {delivery} are filled by the fixture
     role: str
 
 
@@ -46,4 +46,16 @@ ENDPOINTS = [
     Endpoint("post", "/api/v1/agents", ADMIN),
     Endpoint("get", "/api/v1/agents/{agent}", OPERATOR),
     Endpoint("get", "/api/v1/audit", ADMIN),
+    # plugins ({plugin}: a webhook plugin's id, {delivery}: one of its delivery ids)
+    Endpoint("get", "/api/v1/plugins", ADMIN),
+    Endpoint("post", "/api/v1/plugins", ADMIN),
+    Endpoint("get", "/api/v1/plugins/available", ADMIN),
+    Endpoint("get", "/api/v1/plugins/{plugin}", ADMIN),
+    Endpoint("patch", "/api/v1/plugins/{plugin}", ADMIN),
+    Endpoint("delete", "/api/v1/plugins/{plugin}", ADMIN),
+    Endpoint("get", "/api/v1/plugins/{plugin}/deliveries", ADMIN),
+    Endpoint("post", "/api/v1/plugins/{plugin}/deliveries/{delivery}/redeliver", ADMIN),
+    # routes of the in-tree example extension (tests/example_plugin), 404 until it is enabled
+    Endpoint("get", "/api/v1/plugins/example/", USER),
+    Endpoint("get", "/api/v1/plugins/example/events", USER),
 ]

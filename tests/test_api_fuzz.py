@@ -84,7 +84,11 @@ def test_garbage_bodies_get_4xx(endpoint, admin_user, alice, template, docker_ag
         last_activity=now,
         state_changed_at=now,
     )
-    path = endpoint.path.format(session=session.pk, slug=template.slug, user=alice.pk, agent=docker_agent.agent_id)
+    from tests.plugins.factories import matrix_targets
+
+    path = endpoint.path.format(
+        session=session.pk, slug=template.slug, user=alice.pk, agent=docker_agent.agent_id, **matrix_targets()
+    )
     client = client_for(admin_user)
     for body in BAD_BODIES:
         response = getattr(client, endpoint.method)(path, body, content_type="application/json")

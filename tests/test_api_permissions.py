@@ -30,7 +30,15 @@ def targets(alice, template, docker_agent):
         last_activity=now,
         state_changed_at=now,
     )
-    return {"session": session.pk, "slug": template.slug, "user": alice.pk, "agent": docker_agent.agent_id}
+    from tests.plugins.factories import matrix_targets
+
+    return {
+        "session": session.pk,
+        "slug": template.slug,
+        "user": alice.pk,
+        "agent": docker_agent.agent_id,
+        **matrix_targets(),
+    }
 
 
 def test_every_route_is_in_the_matrix():

@@ -1,0 +1,19 @@
+"""Plugins as event-bus subscribers: deliveries for webhooks and integrations, handlers for extensions."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from plugins_app import delivery, registry
+
+log = logging.getLogger(__name__)
+
+
+def on_event(envelope: dict[str, Any]) -> None:
+    """Subscribed to ``plugins_app.events`` when the app is ready."""
+    try:
+        delivery.queue_event(envelope)
+    except Exception:  # an event must never fail the change that emitted it
+        log.exception("could not queue deliveries for %s", envelope.get("event"))
+    registry.dispatch_event(envelope)
