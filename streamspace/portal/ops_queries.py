@@ -18,6 +18,7 @@ from sessions_app import quotas
 from sessions_app.api.representation import represent, session_rows
 from sessions_app.models import ACTIVE_STATES, RESOURCE_STATES, GroupQuota, Session, SessionState, Template
 from streamspace.audit.models import AuditEvent
+from streamspace.portal.queries import text_param
 
 PAGE_SIZE = 50
 
@@ -63,10 +64,10 @@ class SessionFilters:
         state = params.get("state", "")
         return cls(
             state=state if state in SessionState.values or state == "active" else "",
-            user=params.get("user", "").strip()[:150],
-            template=params.get("template", "").strip()[:64],
-            agent=params.get("agent", "").strip()[:64],
-            q=params.get("q", "").strip()[:100],
+            user=text_param(params, "user", 150),
+            template=text_param(params, "template", 64),
+            agent=text_param(params, "agent", 64),
+            q=text_param(params, "q", 100),
         )
 
     def apply(self, queryset: QuerySet[Session]) -> QuerySet[Session]:
@@ -206,9 +207,9 @@ class AuditFilters:
     @classmethod
     def from_query(cls, params: Any) -> AuditFilters:
         return cls(
-            action=params.get("action", "").strip()[:64],
-            actor=params.get("actor", "").strip()[:150],
-            target=params.get("target", "").strip()[:128],
+            action=text_param(params, "action", 64),
+            actor=text_param(params, "actor", 150),
+            target=text_param(params, "target", 128),
         )
 
     def apply(self, queryset: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:

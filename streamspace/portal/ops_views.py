@@ -23,6 +23,7 @@ from streamspace.api.permissions import is_admin, is_operator
 from streamspace.audit.services import record
 from streamspace.portal import ops_queries
 from streamspace.portal.forms import BulkStopForm, QuotaForm, TemplateForm
+from streamspace.portal.queries import text_param
 
 
 def _role_required(check: Callable[[Any], bool]) -> Callable:
@@ -105,7 +106,7 @@ def _querystring_without_page(request: HttpRequest) -> str:
 @require_GET
 @admin_required
 def users(request: HttpRequest) -> HttpResponse:
-    search = request.GET.get("q", "").strip()[:150]
+    search = text_param(request.GET, "q", 150)
     page, rows = ops_queries.users(search, request.GET.get("page"))
     return _render(
         request,
@@ -168,7 +169,7 @@ def template_edit(request: HttpRequest, slug: str | None = None) -> HttpResponse
 @require_GET
 @admin_required
 def plugins(request: HttpRequest) -> HttpResponse:
-    plugin_name = request.GET.get("plugin", "").strip()[:64]
+    plugin_name = text_param(request.GET, "plugin", 64)
     return _render(
         request,
         "portal/ops/plugins.html",

@@ -20,6 +20,14 @@ from sessions_app.models import ACTIVE_STATES, Session, Template
 LIVE_STATES = tuple(ACTIVE_STATES)
 
 
+def text_param(params: Any, name: str, max_length: int) -> str:
+    """A query-string filter as safe text: trimmed, bounded, without NUL (PostgreSQL refuses it)."""
+    value = params.get(name, "")
+    if not isinstance(value, str):
+        return ""
+    return value.replace("\x00", "").strip()[:max_length]
+
+
 @dataclass(frozen=True)
 class QuotaMeter:
     label: str

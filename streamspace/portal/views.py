@@ -55,8 +55,8 @@ def _safe_next(request: HttpRequest, default: str) -> str:
 @require_GET
 @login_required
 def catalog(request: HttpRequest) -> HttpResponse:
-    search = request.GET.get("q", "").strip()[:100]
-    category = request.GET.get("category", "").strip()[:64]
+    search = queries.text_param(request.GET, "q", 100)
+    category = queries.text_param(request.GET, "category", 64)
     templates, categories = queries.catalog(search=search, category=category)
     return render(
         request,
