@@ -40,8 +40,21 @@ RETRYABLE = (httpx.HTTPError, OSError, smtplib.SMTPException)
 
 
 def claim_seconds() -> int:
-    """How long a claim lasts: longer than any one attempt can take."""
-    return settings.WEBHOOK_TIMEOUT_S * 3 + 30
+    """How long a claim lasts: longer than one attempt can take (connect, send and read are
+    each bounded by ``WEBHOOK_TIMEOUT_S``)."""
+    return settings.WEBHOOK_TIMEOUT_S * 3 + 5
+
+
+def busy_for_s(pk: int) -> float | None:
+    """Seconds until another worker's live claim on ``pk`` expires, or None if unclaimed."""
+    until = (
+        WebhookDelivery.objects.filter(pk=pk, status=DeliveryStatus.SENDING)
+        .values_list("claimed_until", flat=True)
+        .first()
+    )
+    if until is None:
+        return None
+    return max((until - timezone.now()).total_seconds(), 0.0)
 
 
 def retry_delay_s(attempt: int) -> float:
@@ -91,7 +104,7 @@ def enqueue(delivery_pks: list[int]) -> None:
     WebhookDelivery.objects.filter(pk__in=delivery_pks).update(queued_at=timezone.now())
     for pk in delivery_pks:
         try:
-            deliver.delay(pk)
+            deliver.apply_async((pk,), queue=settings.CELERY_TASK_DEFAULT_QUEUE)
         except Exception:  # broker down: dispatch_due queues the row again later
             log.exception("could not queue webhook delivery %s", pk)
 
@@ -143,13 +156,13 @@ def _schedule_retry(delivery: WebhookDelivery) -> WebhookDelivery | None:
 def deliver(pk: int) -> str:
     """Make the attempt ``pk`` if it is due and unclaimed; returns what happened.
 
-    ``skipped`` (not due, or claimed elsewhere), ``succeeded``, ``failed`` (a retry is
-    scheduled unless attempts are exhausted) or ``refused`` (the URL is not allowed; not
-    retried).
+    ``skipped`` (done, or not due yet), ``busy`` (another worker holds a live claim: the
+    caller tries again when it expires), ``succeeded``, ``failed`` (a retry is scheduled
+    unless attempts are exhausted) or ``refused`` (the URL is not allowed; not retried).
     """
     now = timezone.now()
     if not _claim(pk, now):
-        return "skipped"
+        return "busy" if busy_for_s(pk) is not None else "skipped"
     delivery = WebhookDelivery.objects.select_related("plugin").get(pk=pk)
     plugin = delivery.plugin
     retry = True

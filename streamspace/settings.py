@@ -378,12 +378,17 @@ STREAMSPACE_ENCRYPTION_KEY = envstr("STREAMSPACE_ENCRYPTION_KEY")
 CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", REDIS_URL)
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_DEFAULT_QUEUE = "streamspace"
+CELERY_TASK_DEFAULT_QUEUE = envstr("CELERY_QUEUE", "streamspace")
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # An unacked (acks_late) message is handed to another worker after this long.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT_S", 300, minimum=5)}
+# kombu's Redis transport looks for such messages every interval x throttle seconds.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT_S", 300, minimum=5),
+    "unacked_restore_interval": envint("CELERY_UNACKED_RESTORE_INTERVAL_S", 10, minimum=1),
+    "unacked_restore_throttle": envint("CELERY_UNACKED_RESTORE_THROTTLE", 10, minimum=1),
+}
 CELERY_TIMEZONE = "UTC"
 STREAMSPACE_IDLE_SWEEP_INTERVAL_S = envint("STREAMSPACE_IDLE_SWEEP_INTERVAL_S", 30, minimum=1)
 STREAMSPACE_IDLE_SWEEP_BATCH = envint("STREAMSPACE_IDLE_SWEEP_BATCH", 500, minimum=1)
@@ -399,7 +404,7 @@ STREAMSPACE_PERIODIC_JOBS = {
     "command-sweep": ("agents_app.tasks.command_sweep", 30),
     "stale-agent-sweep": ("agents_app.tasks.stale_agent_sweep", 30),
     "quota-reconcile": ("sessions_app.tasks.reconcile_quotas", STREAMSPACE_QUOTA_RECONCILE_S),
-    "webhook-dispatch": ("plugins_app.tasks.dispatch_due_deliveries", 5),
+    "webhook-dispatch": ("plugins_app.tasks.dispatch_due_deliveries", envint("WEBHOOK_DISPATCH_INTERVAL_S", 5, minimum=1)),
     "audit-prune": ("streamspace.jobs.prune_audit_log", 86400),
 }
 CELERY_BEAT_SCHEDULE = {

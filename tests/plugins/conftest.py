@@ -20,6 +20,12 @@ def receiver_factory(settings):
 
 
 @pytest.fixture(autouse=True)
+def _deliver_in_process(settings):
+    """Attempts run inline in these tests; tests/jobs/test_celery_worker.py covers the broker path."""
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+
+
+@pytest.fixture(autouse=True)
 def _clear_plugin_caches():
     from plugins_app import registry, theme
 
