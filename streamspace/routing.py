@@ -27,9 +27,21 @@ def build_application(http_app: Any) -> ProtocolTypeRouter:
     browser = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(browser_websocket_urlpatterns())))
     agents = URLRouter(agent_websocket_urlpatterns())
 
+    # The session proxy (ARCHITECTURE §6) is raw ASGI ahead of Django and Channels, for speed;
+    # its WebSocket side checks Origin itself (browsers must come from this site).
+    from sessions_app import proxy
+
+    async def http_router(scope: dict, receive: Any, send: Any) -> None:
+        if scope.get("path", "").startswith(proxy.PREFIX):
+            return await proxy.http_app(scope, receive, send)
+        return await http_app(scope, receive, send)
+
     async def websocket_router(scope: dict, receive: Any, send: Any) -> None:
-        if scope.get("path", "").startswith("/api/v1/agents/"):
+        path = scope.get("path", "")
+        if path.startswith("/api/v1/agents/"):
             return await agents(scope, receive, send)
+        if path.startswith(proxy.PREFIX):
+            return await proxy.websocket_app(scope, receive, send)
         return await browser(scope, receive, send)
 
-    return ProtocolTypeRouter({"http": http_app, "websocket": websocket_router})
+    return ProtocolTypeRouter({"http": http_router, "websocket": websocket_router})

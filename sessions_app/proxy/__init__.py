@@ -1,0 +1,72 @@
+"""The session proxy: ``/api/v1/http/<session-id>/`` for HTTP and WebSocket (ARCHITECTURE §6).
+
+Raw ASGI apps routed by ``streamspace.routing.build_application`` ahead of Django:
+
+* ``http_app`` — :mod:`.http` (streaming reverse proxy, waking page, status JSON);
+* ``websocket_app`` — :mod:`.websocket`, behind an ``Origin`` check for browsers;
+* ``tunnel_endpoint`` — :mod:`.tunnel`, the agent's side of a tunnel
+  (``/api/v1/agents/tunnel/<stream_id>``, routed by ``agents_app.routing``).
+
+Modules: ``paths`` (parsing, hostile-path checks), ``auth`` (viewer tokens, cookies,
+authorization cache), ``rewrite`` (headers, Location, cookies), ``upstream`` (direct or
+tunnel, pooled clients), ``flow`` (back-pressure), ``activity`` (idle tracking, wake),
+``pages`` (waking and error pages).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from sessions_app.proxy.paths import PREFIX
+
+
+def origin_allowed(scope: dict) -> bool:
+    """Browsers must come from this site (cross-site WebSocket hijacking); non-browsers send no Origin."""
+    from django.conf import settings
+    from django.http.request import split_domain_port, validate_host
+
+    origin = None
+    host = b""
+    for name, value in scope.get("headers") or []:
+        if name == b"origin":
+            origin = value.decode("latin-1")
+        elif name == b"host":
+            host = value
+    if origin is None:
+        return True
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return False
+    if not parts.netloc:
+        return False
+    if parts.netloc.lower() == host.decode("latin-1").lower():
+        return True
+    origin_host, _ = split_domain_port(parts.netloc)
+    return bool(origin_host) and validate_host(origin_host, settings.ALLOWED_HOSTS)
+
+
+async def http_app(scope: dict, receive: Any, send: Any) -> None:
+    from sessions_app.proxy.http import proxy_http
+
+    await proxy_http(scope, receive, send)
+
+
+async def websocket_app(scope: dict, receive: Any, send: Any) -> None:
+    from sessions_app.proxy.websocket import proxy_websocket
+
+    if not origin_allowed(scope):
+        await receive()
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await proxy_websocket(scope, receive, send)
+
+
+async def tunnel_endpoint(scope: dict, receive: Any, send: Any) -> None:
+    from sessions_app.proxy.tunnel import tunnel_endpoint as endpoint
+
+    await endpoint(scope, receive, send)
+
+
+__all__ = ["PREFIX", "http_app", "origin_allowed", "tunnel_endpoint", "websocket_app"]

@@ -1,0 +1,77 @@
+"""Proxy traffic counts as session activity (so the idle sweep leaves watched sessions alone).
+
+``services.record_activity`` already writes at most once per interval per session with a
+conditional UPDATE; this module also avoids issuing that UPDATE for every proxied request
+by remembering, per process, when it last asked. Open WebSockets call :func:`keep_alive`,
+which refreshes activity periodically even when no frame moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from sessions_app.models import Session, SessionState
+
+log = logging.getLogger(__name__)
+
+_last_touch: dict[uuid.UUID, float] = {}
+
+
+def _interval() -> float:
+    return max(1.0, settings.STREAMSPACE_ACTIVITY_WRITE_INTERVAL_S / 2)
+
+
+def _record(session_id: uuid.UUID) -> bool:
+    from sessions_app import services
+
+    return services.record_activity(Session(pk=session_id))
+
+
+_record_async = database_sync_to_async(_record)
+
+
+async def touch(session_id: uuid.UUID) -> None:
+    """Count a proxied request or frame as activity (cheap when called often)."""
+    now = time.monotonic()
+    if _last_touch.get(session_id, 0.0) > now - _interval():
+        return
+    _last_touch[session_id] = now
+    if len(_last_touch) > 50_000:
+        _last_touch.clear()
+    try:
+        await _record_async(session_id)
+    except Exception:  # activity is best effort: never fail a request because of it
+        log.exception("recording activity of session %s failed", session_id)
+
+
+async def keep_alive(session_id: uuid.UUID) -> None:
+    """Run while a WebSocket is open: activity is refreshed every interval."""
+    while True:
+        _last_touch.pop(session_id, None)
+        await touch(session_id)
+        await asyncio.sleep(_interval())
+
+
+def wake(session_id: Any, user_id: int) -> tuple[str, str, int]:
+    """Start waking a hibernated session: its state, a message, and 200 or the refusal's status."""
+    from django.contrib.auth import get_user_model
+
+    from sessions_app import services
+    from streamspace.api.errors import ServiceError
+
+    session = Session.objects.select_related("user", "template").get(pk=session_id)
+    if session.state != SessionState.HIBERNATED:
+        return session.state, session.status_message or "Waiting for the session to finish hibernating.", 200
+    user = get_user_model().objects.get(pk=user_id)
+    try:
+        session = services.wake_session(session, actor=user)
+    except ServiceError as exc:  # quota exceeded (403), or the state moved meanwhile (409)
+        return session.state, str(exc.detail), exc.status_code
+    return session.state, session.status_message, 200

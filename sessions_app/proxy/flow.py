@@ -1,0 +1,139 @@
+"""Back-pressure between the proxy and the browser's socket.
+
+ASGI has no flow control for ``send``: daphne's ``send`` returns at once and Twisted keeps
+whatever the client has not read yet in memory. With a slow browser and a fast session the
+proxy would buffer without bound. Daphne hands the application ``send`` as
+``functools.partial(server.handle_reply, protocol)``; from the protocol we reach Twisted's
+HTTP channel and register a streaming producer on it (Twisted's public ``IConsumer`` API).
+Twisted then tells us when its buffer is over ``bufferSize`` (64 KiB) and when it drained,
+and the proxy stops reading from the session in between.
+
+The other way round, daphne puts every frame the browser sends into an unbounded queue;
+when the proxy falls behind (the session reads slowly) we pause reading the browser's
+socket until the queue has drained.
+
+Under another ASGI server (or a future daphne) these hooks are absent and the classes do
+nothing: servers that await the socket in ``send`` need no help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+INBOUND_HIGH = 32  # queued browser messages before we stop reading the browser's socket
+INBOUND_LOW = 4
+
+
+def _daphne_protocol(send: Any) -> Any | None:
+    if isinstance(send, functools.partial) and send.args:
+        return send.args[0]
+    return None
+
+
+class OutboundFlow:
+    """A Twisted push producer registered on the client connection: ``await wait()`` before sending."""
+
+    def __init__(self) -> None:
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._consumer: Any = None
+        self.stopped = False
+
+    # -- IPushProducer (called by Twisted on the event loop thread) --
+    def pauseProducing(self) -> None:
+        self._writable.clear()
+
+    def resumeProducing(self) -> None:
+        self._writable.set()
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+        self._writable.set()
+
+    @classmethod
+    def attach(cls, send: Any, *, websocket: bool) -> OutboundFlow:
+        flow = cls()
+        protocol = _daphne_protocol(send)
+        if protocol is None:
+            return flow
+        try:
+            if websocket:
+                # After the upgrade, the HTTP channel is still the transport's producer.
+                channel = getattr(protocol.transport, "producer", None)
+                if channel is None or not hasattr(channel, "registerProducer"):
+                    return flow
+                channel.registerProducer(flow, True)
+                flow._consumer = channel
+            else:
+                protocol.registerProducer(flow, True)
+                flow._consumer = protocol
+                channel = getattr(protocol, "channel", None)
+            if getattr(channel, "_waitingForTransport", False):
+                flow.pauseProducing()
+        except (AttributeError, RuntimeError, ValueError):  # another producer, or an unknown server
+            log.debug("no back-pressure hook on %r", protocol, exc_info=True)
+            flow._consumer = None
+        return flow
+
+    async def wait(self) -> None:
+        if not self._writable.is_set():
+            await self._writable.wait()
+
+    def detach(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                consumer.unregisterProducer()
+            except Exception:  # the connection may already be gone
+                log.debug("unregisterProducer failed", exc_info=True)
+
+
+class InboundFlow:
+    """Pauses reading the browser's socket while daphne's queue for this connection is long."""
+
+    def __init__(self, send: Any, receive: Any) -> None:
+        protocol = _daphne_protocol(send)
+        self._transport = getattr(protocol, "transport", None)
+        queue = getattr(receive, "__self__", None)
+        self._queue = queue if isinstance(queue, asyncio.Queue) else None
+        self._paused = False
+
+    def after_receive(self) -> None:
+        if self._queue is None or self._transport is None:
+            return
+        size = self._queue.qsize()
+        try:
+            if not self._paused and size >= INBOUND_HIGH:
+                self._transport.pauseProducing()
+                self._paused = True
+            elif self._paused and size <= INBOUND_LOW:
+                self._transport.resumeProducing()
+                self._paused = False
+        except Exception:  # transport already closed
+            self._transport = None
+
+    def release(self) -> None:
+        if self._paused and self._transport is not None:
+            with contextlib.suppress(Exception):
+                self._transport.resumeProducing()
+        self._paused = False
+
+
+def abort_connection(send: Any) -> bool:
+    """Drop the client connection at once (a response cut short must not look complete)."""
+    protocol = _daphne_protocol(send)
+    transport = getattr(protocol, "transport", None) or getattr(getattr(protocol, "channel", None), "transport", None)
+    abort = getattr(transport, "abortConnection", None)
+    if abort is None:
+        return False
+    try:
+        abort()
+    except Exception:
+        return False
+    return True

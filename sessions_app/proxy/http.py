@@ -1,0 +1,221 @@
+"""The HTTP half of the session proxy, a raw ASGI app (no Django view, no middleware).
+
+Request and response bodies stream in both directions; nothing holds a whole body. The
+response is read from the session only as fast as the browser takes it (``OutboundFlow``)
+and reading stops when the browser goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from channels.db import database_sync_to_async
+from django.conf import settings
+from yarl import URL
+
+from sessions_app.models import SessionState
+from sessions_app.proxy import activity, auth, pages, upstream
+from sessions_app.proxy.flow import OutboundFlow, abort_connection
+from sessions_app.proxy.paths import BadPath, ProxyPath, parse
+from sessions_app.proxy.rewrite import request_headers, response_headers
+
+log = logging.getLogger(__name__)
+
+_METHODS_WITHOUT_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class _BodyTimeout(Exception):
+    pass
+
+
+async def proxy_http(scope: dict, receive: Any, send: Any) -> None:
+    """ASGI entry point for ``/api/v1/http/<session-id>/...`` HTTP requests."""
+    try:
+        path = parse(scope)
+    except BadPath as exc:
+        return await pages.error(scope, send, exc.status, exc.code, exc.detail)
+    decision = await auth.authorize(scope, path)
+    if decision.status != 200:
+        return await pages.error(scope, send, decision.status, decision.code, decision.detail)
+    if decision.redirect and scope["method"] in ("GET", "HEAD"):
+        return await pages.redirect(send, decision.redirect, decision.set_cookie)
+    if path.needs_slash:
+        return await pages.redirect(send, path.cookie_path + (f"?{path.query.decode()}" if path.query else ""))
+    target = decision.target
+    assert target is not None
+    if path.is_status:
+        return await pages.status_json(send, state=target.state, ready=target.ready, message=target.status_message)
+    if not target.ready:
+        return await _not_ready(scope, send, path, target)
+    await activity.touch(target.session_id)
+    extra = [(b"set-cookie", decision.set_cookie.encode())] if decision.set_cookie else []
+    await forward(scope, receive, send, path, target, extra)
+
+
+async def _not_ready(scope: dict, send: Any, path: ProxyPath, target: auth.SessionTarget) -> None:
+    state, message = target.state, target.status_message
+    if state in (SessionState.HIBERNATED, SessionState.HIBERNATING):
+        state, message, refused = await database_sync_to_async(activity.wake)(target.session_id, target.user_id)
+        if refused == 403:
+            return await pages.error(scope, send, 403, "quota_exceeded", message)
+    return await pages.waking(scope, send, prefix=path.prefix, state=state, message=message)
+
+
+class _Body:
+    """The request body as an async iterator; ``done`` once the client sent all of it."""
+
+    def __init__(self, receive: Any, first: dict) -> None:
+        self.done = not (first.get("body") or first.get("more_body", False))
+        self.started = False
+        self.error: Exception | None = None  # why the client's body stopped, if it did
+        self._iterator = self._chunks(receive, first)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterator
+
+    async def _chunks(self, receive: Any, first: dict) -> AsyncIterator[bytes]:
+        self.started = True
+        try:
+            async for chunk in _request_body(receive, first):
+                yield chunk
+        except (_ClientGone, _BodyTimeout) as exc:
+            self.error = exc
+            raise
+        self.done = True
+
+
+async def _request_body(receive: Any, first: dict) -> AsyncIterator[bytes]:
+    message = first
+    timeout = settings.STREAMSPACE_PROXY_BODY_TIMEOUT_S
+    while True:
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        body = message.get("body", b"")
+        if body:
+            yield body
+        if not message.get("more_body", False):
+            return
+        try:
+            message = await asyncio.wait_for(receive(), timeout)
+        except TimeoutError:
+            raise _BodyTimeout from None
+
+
+async def _watch_disconnect(receive: Any, response: aiohttp.ClientResponse) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            response.close()
+            return
+
+
+async def forward(
+    scope: dict,
+    receive: Any,
+    send: Any,
+    path: ProxyPath,
+    target: auth.SessionTarget,
+    extra_headers: list[tuple[bytes, bytes]],
+) -> None:
+    """Send the request to the session and stream the answer back."""
+    try:
+        routes = upstream.routes_for(target)
+    except upstream.NoRoute as exc:
+        return await pages.error(scope, send, 502, "no_route", str(exc))
+    method = scope["method"]
+    client_ip = (scope.get("client") or ("", 0))[0] or ""
+    headers, _host = request_headers(
+        scope["headers"], client_ip=client_ip, scheme=scope.get("scheme", "http"), prefix=path.prefix
+    )
+    first = await receive()
+    if first["type"] == "http.disconnect":
+        return
+    request_body = _Body(receive, first)
+    body: Any = None if request_body.done and method in _METHODS_WITHOUT_BODY else request_body
+
+    response = route = None
+    for index, route in enumerate(routes):
+        url = URL.build(
+            scheme="http",
+            authority=route.authority,
+            path=path.upstream_path.decode("ascii"),
+            query_string=path.query.decode("ascii"),
+            encoded=True,
+        )
+        headers_out = [*headers, (b"host", route.host_header.encode())]
+        try:
+            response = await upstream.client_for(route).request(
+                method,
+                url,
+                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers_out],
+                data=body,
+                allow_redirects=False,
+            )
+            break
+        except _ClientGone:
+            return
+        except _BodyTimeout:
+            return await pages.error(scope, send, 408, "request_timeout", "The request body arrived too slowly.")
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            return await pages.error(scope, send, 504, "upstream_timeout", "The session did not answer in time.")
+        except (aiohttp.ClientError, OSError) as exc:
+            if isinstance(request_body.error, _ClientGone):
+                return
+            if isinstance(request_body.error, _BodyTimeout):
+                return await pages.error(scope, send, 408, "request_timeout", "The request body arrived too slowly.")
+            connect_error = upstream.is_connect_error(exc)
+            if route.kind == "direct" and connect_error:
+                upstream.direct_failed(target)
+            # Retry on the tunnel only if no request byte was consumed.
+            if index + 1 < len(routes) and connect_error and (body is None or not request_body.started):
+                continue
+            log.info("proxy to session %s via %s failed: %r", target.session_id, route.kind, exc)
+            return await pages.error(scope, send, 502, "upstream_unreachable", "The session is not answering.")
+    assert response is not None and route is not None
+    await _stream_response(scope, receive if request_body.done else None, send, path, route, response, extra_headers)
+
+
+async def _stream_response(
+    scope: dict,
+    receive: Any | None,
+    send: Any,
+    path: ProxyPath,
+    route: upstream.Route,
+    response: aiohttp.ClientResponse,
+    extra_headers: list[tuple[bytes, bytes]],
+) -> None:
+    headers = response_headers(response.raw_headers, prefix=path.prefix, upstream_hosts=route.location_hosts())
+    flow = OutboundFlow.attach(send, websocket=False)
+    # Once the request body is in, the only message left is the client's disconnect.
+    watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, response)) if receive else None
+    complete = False
+    try:
+        await send({"type": "http.response.start", "status": response.status, "headers": headers + extra_headers})
+        if scope["method"] != "HEAD":
+            async for chunk in response.content.iter_any():
+                await flow.wait()
+                if flow.stopped:
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        complete = True
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        log.info("response from session %s cut short: %r", path.session_id, exc)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await watcher
+        flow.detach()
+        response.release()
+    # A truncated body must not look complete: drop the connection where the server lets us.
+    if complete or not abort_connection(send):
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

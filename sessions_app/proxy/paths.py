@@ -1,0 +1,117 @@
+"""Parsing and validating proxy paths: ``/api/v1/http/<session-id>/<rest>``.
+
+The rest of the path is forwarded byte for byte (``raw_path``), never normalised, so what
+the session receives is what the browser sent. Paths that try to climb out of the prefix
+(``..`` and ``.`` segments, also percent-encoded or hidden behind encoded slashes and
+backslashes), control characters and NUL bytes are refused with 400 before anything is
+forwarded. The upstream host comes only from the session row, never from the request.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+PREFIX = "/api/v1/http/"
+PREFIX_BYTES = PREFIX.encode()
+# Served by the proxy itself (the waking page polls it); shadows the same path upstream.
+STATUS_PATH = b"/.streamspace/status"
+TOKEN_PARAM = b"token"
+
+
+class BadPath(Exception):
+    """A path or query the proxy refuses; ``status`` is 400 or 404."""
+
+    def __init__(self, status: int, code: str, detail: str):
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+@dataclass(frozen=True)
+class ProxyPath:
+    session_id: uuid.UUID
+    upstream_path: bytes  # raw (still percent-encoded), always starts with b"/"
+    query: bytes  # raw query string without the viewer token
+    token: str | None  # value of ``?token=`` if present
+    needs_slash: bool = False  # ``/api/v1/http/<id>`` without the trailing slash
+
+    @property
+    def prefix(self) -> str:
+        """The public prefix without the trailing slash (``X-Forwarded-Prefix``)."""
+        return f"{PREFIX}{self.session_id}"
+
+    @property
+    def cookie_path(self) -> str:
+        return f"{PREFIX}{self.session_id}/"
+
+    @property
+    def is_status(self) -> bool:
+        return self.upstream_path == STATUS_PATH
+
+    def public_url(self, *, with_query: bool = True) -> str:
+        """The path the browser sees (without the token)."""
+        url = self.prefix + self.upstream_path.decode("ascii")
+        if with_query and self.query:
+            url += "?" + self.query.decode("ascii")
+        return url
+
+    def upstream_target(self) -> str:
+        """The request target sent upstream: path plus query, still encoded."""
+        target = self.upstream_path.decode("ascii")
+        return f"{target}?{self.query.decode('ascii')}" if self.query else target
+
+
+def _check_segments(rest: bytes) -> None:
+    for byte in rest:
+        if byte <= 0x20 or byte >= 0x7F:
+            raise BadPath(400, "bad_path", "The path contains characters that must be percent-encoded.")
+    for segment in rest.split(b"/"):
+        if b"%" not in segment and segment not in (b".", b".."):
+            continue
+        decoded = unquote_to_bytes(segment)
+        if any(b < 0x20 or b == 0x7F for b in decoded):
+            raise BadPath(400, "bad_path", "The path contains encoded control characters.")
+        # A second round catches double encoding (%252e%252e) that a naive upstream might decode.
+        for candidate in (decoded, unquote_to_bytes(decoded)):
+            for part in candidate.replace(b"\\", b"/").split(b"/"):
+                if part in (b".", b".."):
+                    raise BadPath(400, "bad_path", "Dot segments are not allowed in proxied paths.")
+
+
+def _split_query(query: bytes) -> tuple[bytes, str | None]:
+    if not query:
+        return b"", None
+    token = None
+    kept = []
+    for pair in query.split(b"&"):
+        name = pair.split(b"=", 1)[0]
+        if unquote_to_bytes(name) == TOKEN_PARAM:
+            value = pair.split(b"=", 1)[1] if b"=" in pair else b""
+            token = unquote_to_bytes(value).decode("utf-8", "replace")
+            continue
+        kept.append(pair)
+    for byte in query:
+        if byte < 0x20 or byte == 0x7F:
+            raise BadPath(400, "bad_query", "The query string contains control characters.")
+    return b"&".join(p for p in kept if p), token
+
+
+def parse(scope: dict) -> ProxyPath:
+    """The session id, forwarded path and query of a proxy request, or ``BadPath``."""
+    raw = scope.get("raw_path") or scope["path"].encode("utf-8")
+    if not raw.startswith(PREFIX_BYTES):
+        raise BadPath(404, "not_found", "Not a session proxy path.")
+    remainder = raw[len(PREFIX_BYTES) :]
+    raw_id, slash, rest = remainder.partition(b"/")
+    try:
+        text_id = raw_id.decode("ascii")
+        session_id = uuid.UUID(text_id)
+    except (UnicodeDecodeError, ValueError):
+        raise BadPath(404, "not_found", "No such session.") from None
+    if str(session_id) != text_id.lower() or text_id != text_id.lower():
+        raise BadPath(404, "not_found", "No such session.")
+    rest = b"/" + rest
+    _check_segments(rest)
+    query, token = _split_query(scope.get("query_string") or b"")
+    return ProxyPath(session_id=session_id, upstream_path=rest, query=query, token=token, needs_slash=not slash)

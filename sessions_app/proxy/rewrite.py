@@ -1,0 +1,208 @@
+"""Header handling between the browser and a session (pure functions, unit-tested as data).
+
+Requests: hop-by-hop headers (RFC 9110 §7.6.1, plus whatever ``Connection`` names) are
+dropped, the platform's credentials never leave the control plane (``Authorization``, the
+Django session and CSRF cookies, the viewer cookie), client-supplied forwarding headers are
+replaced by ours (``X-Forwarded-For/Proto/Host/Prefix``).
+
+Responses: hop-by-hop headers are dropped, ``Location`` and cookie paths are moved under the
+session prefix, cookies that would shadow the platform's own are refused, and ``Domain`` is
+removed (the session's notion of its host means nothing to the browser).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+Headers = list[tuple[bytes, bytes]]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Replaced by the proxy or never forwarded.
+_REQUEST_DROP = frozenset(
+    {
+        b"host",
+        b"authorization",
+        b"cookie",
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-real-ip",
+    }
+)
+# Set by the WebSocket client library itself for the upstream handshake.
+_WEBSOCKET_HANDSHAKE = frozenset(
+    {
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-extensions",
+        b"sec-websocket-protocol",
+        b"sec-websocket-accept",
+        b"origin",
+        b"content-length",
+    }
+)
+
+VIEWER_COOKIE = "streamspace_viewer"
+
+
+def platform_cookie_names() -> frozenset[str]:
+    return frozenset({settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME, VIEWER_COOKIE})
+
+
+def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return tokens
+
+
+def filter_cookie_header(value: bytes, reserved: frozenset[str]) -> bytes:
+    """The ``Cookie`` header without the platform's cookies (other pairs kept byte for byte)."""
+    kept = []
+    for pair in value.split(b";"):
+        name = pair.split(b"=", 1)[0].strip().decode("latin-1")
+        if name and name not in reserved:
+            kept.append(pair.strip())
+    return b"; ".join(kept)
+
+
+def request_headers(
+    headers: Iterable[tuple[bytes, bytes]],
+    *,
+    client_ip: str,
+    scheme: str,
+    prefix: str,
+    websocket: bool = False,
+) -> tuple[Headers, bytes]:
+    """Headers to send upstream, and the original ``Host`` (for ``X-Forwarded-Host``)."""
+    headers = list(headers)
+    drop = HOP_BY_HOP | _REQUEST_DROP | _connection_tokens(headers)
+    if websocket:
+        drop = drop | _WEBSOCKET_HANDSHAKE
+    reserved = platform_cookie_names()
+    out: Headers = []
+    host = b""
+    cookies = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"host":
+            host = value
+        elif lname == b"cookie":
+            filtered = filter_cookie_header(value, reserved)
+            if filtered:
+                cookies.append(filtered)
+        if lname in drop:
+            continue
+        out.append((lname, value))
+    if cookies:
+        out.append((b"cookie", b"; ".join(cookies)))
+    out.append((b"x-forwarded-for", client_ip.encode("ascii", "replace")))
+    out.append((b"x-forwarded-proto", b"https" if scheme in ("https", "wss") else b"http"))
+    if host:
+        out.append((b"x-forwarded-host", host))
+    out.append((b"x-forwarded-prefix", prefix.encode("ascii")))
+    return out, host
+
+
+def rewrite_location(value: str, *, prefix: str, upstream_hosts: frozenset[str]) -> str:
+    """Move a redirect target under the session prefix when it points into the session."""
+    if value.startswith("/") and not value.startswith("//"):
+        return prefix + value
+    if "\r" in value or "\n" in value:
+        return prefix + "/"
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return value
+    if parts.netloc and parts.netloc.lower() in upstream_hosts:
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        if parts.fragment:
+            target += "#" + parts.fragment
+        return prefix + target
+    return value
+
+
+def rewrite_set_cookie(value: str, *, prefix: str, reserved: frozenset[str]) -> str | None:
+    """The cookie with its ``Path`` under the prefix and no ``Domain``; None to drop it."""
+    parts = value.split(";")
+    name = parts[0].split("=", 1)[0].strip()
+    if not name or name in reserved:
+        return None
+    out = [parts[0].strip()]
+    for attribute in parts[1:]:
+        key, _, val = attribute.strip().partition("=")
+        lkey = key.strip().lower()
+        if lkey == "domain":
+            continue
+        if lkey == "path":
+            path = val.strip()
+            if not path.startswith("/"):
+                path = "/"
+            out.append(f"Path={prefix}{path}")
+            continue
+        if attribute.strip():
+            out.append(attribute.strip())
+    return "; ".join(out)
+
+
+def response_headers(headers: Iterable[tuple[bytes, bytes]], *, prefix: str, upstream_hosts: frozenset[str]) -> Headers:
+    """Headers to send to the browser for an upstream response."""
+    headers = list(headers)
+    drop = HOP_BY_HOP | _connection_tokens(headers)
+    reserved = platform_cookie_names()
+    out: Headers = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname in drop:
+            continue
+        if lname in (b"location", b"content-location"):
+            text = value.decode("latin-1")
+            value = rewrite_location(text, prefix=prefix, upstream_hosts=upstream_hosts).encode("latin-1")
+        elif lname == b"set-cookie":
+            rewritten = rewrite_set_cookie(value.decode("latin-1"), prefix=prefix, reserved=reserved)
+            if rewritten is None:
+                continue
+            value = rewritten.encode("latin-1")
+        out.append((lname, value))
+    return out
+
+
+def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+def parse_cookies(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Cookies of a request (the first occurrence of a name wins)."""
+    cookies: dict[str, str] = {}
+    for key, value in headers:
+        if key.lower() != b"cookie":
+            continue
+        for pair in value.decode("latin-1").split(";"):
+            name, eq, val = pair.strip().partition("=")
+            if eq and name and name not in cookies:
+                cookies[name] = val.strip().strip('"')
+    return cookies

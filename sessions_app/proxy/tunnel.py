@@ -1,0 +1,167 @@
+"""Agent tunnels: byte streams to a session port that the agent dials on our behalf.
+
+Opening one (browser-side replica):
+1. register a pending ``stream_id`` in this process with a socketpair;
+2. ask the agent's leader, through the hub (``agents_app.dispatch.request_tunnel``), to
+   connect ``POD_URL/api/v1/agents/tunnel/<stream_id>`` — this replica's own address;
+3. the agent dials the session port and opens that WebSocket with its agent token;
+   :func:`tunnel_endpoint` authenticates it, claims the pending entry and pipes bytes
+   between the WebSocket (binary frames) and its end of the socketpair;
+4. the proxy speaks plain HTTP/1.1 or WebSocket over the other end, like over TCP.
+
+Tunnel bytes never ride the channel layer; only the ``tunnel_open`` nudge does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from sessions_app.proxy.flow import InboundFlow, OutboundFlow
+from sessions_app.proxy.rewrite import header_value
+
+log = logging.getLogger(__name__)
+
+TUNNEL_PATH = "/api/v1/agents/tunnel/"
+CHUNK = 256 * 1024
+
+
+class TunnelUnavailable(Exception):
+    """No tunnel could be opened (no leader, no POD_URL, the agent did not connect in time)."""
+
+
+@dataclass
+class _Pending:
+    agent_pk: int
+    sock: socket.socket  # the endpoint's end of the socketpair
+    connected: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+_pending: dict[str, _Pending] = {}
+
+
+def tunnel_url(stream_id: str) -> str:
+    base = (settings.POD_URL or "").rstrip("/")
+    if not base:
+        raise TunnelUnavailable("POD_URL is not set, so agents cannot reach this replica for a tunnel.")
+    if base.startswith("https://"):
+        base = "wss://" + base[len("https://") :]
+    elif base.startswith("http://"):
+        base = "ws://" + base[len("http://") :]
+    return f"{base}{TUNNEL_PATH}{stream_id}"
+
+
+def _request_tunnel(agent_pk: int, stream_id: str, session_id: str, port: int, url: str) -> bool:
+    from agents_app import dispatch
+
+    return dispatch.request_tunnel(agent_pk, stream_id=stream_id, session_id=session_id, port=port, url=url)
+
+
+async def open_tunnel(agent_pk: int, session_id: str, port: int) -> socket.socket:
+    """A connected socket whose peer is the session's port, reached through the agent."""
+    stream_id = secrets.token_urlsafe(24)
+    url = tunnel_url(stream_id)
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    pending = _Pending(agent_pk=agent_pk, sock=theirs)
+    _pending[stream_id] = pending
+    try:
+        asked = await database_sync_to_async(_request_tunnel)(agent_pk, stream_id, session_id, port, url)
+        if not asked:
+            raise TunnelUnavailable("The session's agent has no connected leader.")
+        try:
+            await asyncio.wait_for(asyncio.shield(pending.connected), settings.STREAMSPACE_PROXY_TUNNEL_TIMEOUT_S)
+        except TimeoutError:
+            raise TunnelUnavailable("The agent did not open the tunnel in time.") from None
+    except BaseException:
+        ours.close()
+        if not pending.connected.done():
+            theirs.close()
+        raise
+    finally:
+        _pending.pop(stream_id, None)
+    return ours
+
+
+def _agent_pk_for_token(token: str) -> int | None:
+    from agents_app.services import agent_for_token
+
+    agent = agent_for_token(token)
+    return agent.pk if agent else None
+
+
+async def _reject(send: Any, code: int) -> None:
+    await send({"type": "websocket.close", "code": code})
+
+
+async def tunnel_endpoint(scope: dict, receive: Any, send: Any) -> None:
+    """ASGI app for ``/api/v1/agents/tunnel/<stream_id>`` (the agent's side of a tunnel)."""
+    stream_id = scope.get("url_route", {}).get("kwargs", {}).get("stream_id", "")
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    pending = _pending.get(stream_id)
+    authorization = header_value(scope.get("headers") or [], b"authorization") or b""
+    token = authorization[7:].strip().decode("latin-1") if authorization[:7].lower() == b"bearer " else ""
+    if pending is None or pending.connected.done():
+        return await _reject(send, 4404)
+    agent_pk = await database_sync_to_async(_agent_pk_for_token)(token) if token else None
+    if agent_pk != pending.agent_pk:
+        log.warning("tunnel %s: refused a socket with the wrong agent token", stream_id)
+        return await _reject(send, 4403)
+    if pending.connected.done():  # claimed meanwhile by another socket
+        return await _reject(send, 4409)
+    await send({"type": "websocket.accept"})
+    pending.connected.set_result(True)
+    await pipe_websocket_to_socket(pending.sock, receive, send)
+
+
+async def pipe_websocket_to_socket(sock: socket.socket, receive: Any, send: Any) -> None:
+    """Relay binary frames <-> raw bytes until either side ends; both sides are closed after."""
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection(sock=sock, limit=CHUNK)
+    outbound = OutboundFlow.attach(send, websocket=True)
+    inbound = InboundFlow(send, receive)
+
+    async def socket_to_ws() -> None:
+        while True:
+            data = await reader.read(CHUNK)
+            if not data:
+                return
+            await outbound.wait()
+            await send({"type": "websocket.send", "bytes": data})
+
+    async def ws_to_socket() -> None:
+        while True:
+            message = await receive()
+            inbound.after_receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes")
+            if data:
+                writer.write(data)
+                await writer.drain()
+
+    tasks = [loop.create_task(socket_to_ws()), loop.create_task(ws_to_socket())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        outbound.detach()
+        inbound.release()
+        writer.close()
+        with contextlib.suppress(Exception):
+            await send({"type": "websocket.close", "code": 1000})

@@ -1,0 +1,184 @@
+"""Fixtures for the session proxy: a real upstream process, sessions pointing at it, an
+in-process ASGI caller and a real daphne process serving the control plane."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from sessions_app.models import Session, SessionState
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+@pytest.fixture(scope="session")
+def upstream_port() -> Iterator[int]:
+    """A session-like HTTP + WebSocket server (tests/proxy/upstream_server.py)."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tests.proxy.upstream_server", "--port", str(port)], cwd=ROOT)
+    try:
+        wait_for_port(port, process)
+        yield port
+    finally:
+        stop(process)
+
+
+def make_session(user, template, agent, *, endpoint: str, state: str = SessionState.RUNNING, **extra) -> Session:
+    now = timezone.now()
+    return Session.objects.create(
+        name="proxy test",
+        user=user,
+        template=template,
+        state=state,
+        platform="docker",
+        agent=agent,
+        cpu_millicores=500,
+        memory_mb=512,
+        idle_timeout_s=600,
+        streaming_ready=state == SessionState.RUNNING,
+        streaming_port=8080,
+        endpoint=endpoint,
+        last_activity=now,
+        state_changed_at=now,
+        **extra,
+    )
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key.decode().lower() == name.lower():
+                return value.decode("latin-1")
+        return None
+
+    def headers_named(self, name: str) -> list[str]:
+        return [v.decode("latin-1") for k, v in self.headers if k.decode().lower() == name.lower()]
+
+
+async def asgi_http(app, method: str, target: str, *, headers=(), body: bytes = b"") -> Reply:
+    """Call an ASGI HTTP app in-process the way daphne does (raw_path without the query)."""
+    from urllib.parse import unquote
+
+    raw_path, _, query = target.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": unquote(raw_path),
+        "raw_path": raw_path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"testserver")] + [(k.lower().encode(), v.encode()) for k, v in headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict] = []
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        import asyncio
+
+        await asyncio.Event().wait()
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    data = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return Reply(start["status"], list(start.get("headers", [])), data)
+
+
+@dataclass
+class Daphne:
+    port: int
+    process: subprocess.Popen
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def rss_kib(self) -> int:
+        with open(f"/proc/{self.process.pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+
+def start_daphne(extra_env: dict[str, str] | None = None) -> Daphne:
+    """daphne serving streamspace.asgi on the pytest-django test database."""
+    port = free_port()
+    env = dict(os.environ)
+    db = connection.settings_dict
+    if connection.vendor == "postgresql":
+        env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "streamspace.settings",
+            "POD_URL": f"http://127.0.0.1:{port}",
+            "STREAMSPACE_PROXY_AUTH_CACHE_S": "0",
+            "LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
+        }
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "streamspace.asgi:application"],
+        cwd=ROOT,
+        env=env,
+    )
+    wait_for_port(port, process, timeout=30)
+    return Daphne(port, process)
+
+
+@pytest.fixture
+def session_id() -> uuid.UUID:
+    return uuid.uuid4()
