@@ -60,3 +60,9 @@ bench: venv services
 
 clean:
 	rm -rf $(VENV) .streamspace
+
+## desktop-deps: what the local agent's "Linux desktop (Selkies)" template needs (Xvfb + selkies)
+.PHONY: desktop-deps
+desktop-deps: venv
+	@command -v Xvfb >/dev/null || { [ "$$(id -u)" = 0 ] && S= || S=sudo; DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -q xvfb xterm openbox; }
+	$(BIN)/pip install -q selkies==2.1.0

@@ -144,7 +144,9 @@ async def http_answers(host: str, port: int, *, timeout: float = 1.0, path: str 
     writer = None
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: streamspace-agent\r\n\r\n".encode())
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: streamspace-agent\r\nConnection: close\r\n\r\n".encode()
+        )
         await writer.drain()
         line = await asyncio.wait_for(reader.readline(), timeout)
         return line.startswith(b"HTTP/")

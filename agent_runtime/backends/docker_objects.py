@@ -20,13 +20,15 @@ LABEL_HOME = "streamspace.home-volume"
 DEFAULT_NETWORK = "streamspace"
 DEFAULT_HOME_MOUNT = "/home/user"
 
-# The distribution reference grammar (docker/distribution reference/regexp.go), simplified:
-# [registry[:port]/]path[/path...][:tag][@digest]; lower-case path components.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?)"
-_REFERENCE = re.compile(
-    rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{{32,}})?$"
+# The distribution reference grammar (distribution/reference/regexp.go), simplified:
+# [domain/]path[:tag][@digest]. The first component is a domain only if it contains "." or ":"
+# or is "localhost"; path components are lower-case.
+_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_DOMAIN = re.compile(
+    r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?$"
 )
+_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_DIGEST = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}$")
 _VOLUME_SAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 
 
@@ -42,10 +44,28 @@ def home_volume_name(username: str) -> str:
     return f"streamspace-home-{cleaned}"
 
 
+def _valid_reference(image: str) -> bool:
+    name, _, digest = image.partition("@")
+    if digest and not _DIGEST.match(digest):
+        return False
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1 :]
+        if not _TAG.match(tag):
+            return False
+    parts = name.split("/")
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        if not _DOMAIN.match(parts[0]):
+            return False
+        parts = parts[1:]
+    return all(_COMPONENT.match(part) for part in parts)
+
+
 def validate_image(image: str) -> str:
     if not image:
         raise BackendError("spec is missing 'image' (the docker backend runs a container image)")
-    if len(image) > 255 or not _REFERENCE.match(image):
+    if len(image) > 255 or not _valid_reference(image):
         raise BackendError(f"{image!r} is not a valid container image reference")
     return image
 

@@ -201,6 +201,9 @@ class LocalBackend(Backend):
             if not self._alive(record):
                 break
         _signal_group(pid, signal.SIGKILL)  # stragglers in the group, or the leader itself
+        deadline = time.monotonic() + 2.0
+        while self._alive(record) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     # --- contract -----------------------------------------------------------------------
     async def start(self, session_id: str, spec: SessionSpec) -> InventoryItem:

@@ -1,0 +1,124 @@
+"""A Linux desktop session for the local backend: Xvfb + the Selkies streaming server.
+
+``python -m agent_runtime.desktop --port 8080 --home /path/to/home``
+
+Starts a virtual X display (Xvfb), a window manager and a terminal when the host has them,
+and ``selkies`` (PyPI package) serving the desktop over HTTP/WebSocket on ``--port``. Every
+child runs in this process's group; SIGTERM stops them all. Install the dependencies with
+``make desktop-deps`` (Debian ``xvfb`` + ``pip install selkies``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WINDOW_MANAGERS = ("openbox", "xfwm4", "fluxbox", "twm")
+TERMINALS = ("xfce4-terminal", "xterm")
+
+
+def selkies_command() -> list[str] | None:
+    """How to run selkies: its console script next to this interpreter, on PATH, or ``-m``."""
+    beside = Path(sys.executable).parent / "selkies"
+    if beside.exists():
+        return [str(beside)]
+    if shutil.which("selkies"):
+        return ["selkies"]
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("selkies") is not None:
+            return [sys.executable, "-m", "selkies"]
+    except (ImportError, ValueError):
+        pass
+    return None
+
+
+def missing_dependencies() -> list[str]:
+    missing = []
+    if not shutil.which("Xvfb"):
+        missing.append("Xvfb (Debian package 'xvfb')")
+    if selkies_command() is None:
+        missing.append("selkies (pip install selkies)")
+    return missing
+
+
+def free_display() -> int:
+    for number in range(50, 200):
+        if not Path(f"/tmp/.X11-unix/X{number}").exists() and not Path(f"/tmp/.X{number}-lock").exists():
+            return number
+    raise RuntimeError("no free X display number between :50 and :199")
+
+
+def wait_for_display(number: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    socket_path = Path(f"/tmp/.X11-unix/X{number}")
+    while time.monotonic() < deadline:
+        if socket_path.exists():
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"Xvfb exited with status {proc.returncode}")
+        time.sleep(0.05)
+    raise RuntimeError(f"Xvfb did not create display :{number} within {timeout:.0f} s")
+
+
+def run(port: int, home: Path, geometry: str) -> int:
+    missing = missing_dependencies()
+    if missing:
+        print(
+            "streamspace desktop: cannot start, missing " + " and ".join(missing) + ". "
+            "Run `make desktop-deps` on the agent's host (or use a container template).",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
+    home.mkdir(parents=True, exist_ok=True)
+    display = free_display()
+    env = {**os.environ, "DISPLAY": f":{display}", "HOME": str(home), "XDG_RUNTIME_DIR": str(home / ".run")}
+    Path(env["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
+    children: list[subprocess.Popen] = []
+
+    def stop_all(*_args: object) -> None:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+    signal.signal(signal.SIGTERM, lambda *a: (stop_all(), sys.exit(0)))
+    try:
+        xvfb = subprocess.Popen(["Xvfb", f":{display}", "-screen", "0", f"{geometry}x24", "-nolisten", "tcp"], env=env)
+        children.append(xvfb)
+        wait_for_display(display, xvfb)
+        for candidates in (WINDOW_MANAGERS, TERMINALS):
+            program = next((p for p in candidates if shutil.which(p)), None)
+            if program:
+                children.append(subprocess.Popen([program], env=env, cwd=home))
+        selkies = subprocess.Popen([*selkies_command(), "--addr", "127.0.0.1", "--port", str(port)], env=env, cwd=home)
+        children.append(selkies)
+        print(f"streamspace desktop: display :{display}, selkies on 127.0.0.1:{port}", flush=True)
+        return selkies.wait()
+    finally:
+        stop_all()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Xvfb + Selkies desktop session")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--geometry", default="1600x900")
+    args = parser.parse_args(argv)
+    sys.exit(run(args.port, args.home, args.geometry))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The Docker backend's pure builders, tested as dicts (kubespawner objects.py style)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent_runtime.backends import docker_objects as objects
+from agent_runtime.backends.base import BackendError, SessionSpec
+
+
+def spec(**overrides) -> SessionSpec:
+    base = {"image": "registry.local/xfce:1", "user": "alice", "template": "xfce", "cpu_millicores": 1500,
+            "memory_mb": 2048, "persistent_home": True, "streaming_port": 3000, "env": {"A": "1"}}  # fmt: skip
+    return SessionSpec.parse({**base, **overrides})
+
+
+def test_container_config():
+    config = objects.container_config("abc123", spec(), agent_id="docker-1")
+    assert config == {
+        "image": "registry.local/xfce:1",
+        "name": "streamspace-abc123",
+        "hostname": "ss-abc123",
+        "labels": {
+            "streamspace.session-id": "abc123",
+            "streamspace.user": "alice",
+            "streamspace.template": "xfce",
+            "streamspace.managed-by": "docker-1",
+            "streamspace.streaming-port": "3000",
+            "streamspace.home-volume": "streamspace-home-alice",
+        },
+        "environment": {
+            "A": "1",
+            "STREAMSPACE_SESSION_ID": "abc123",
+            "STREAMSPACE_USER": "alice",
+            "STREAMSPACE_STREAMING_PORT": "3000",
+        },  # fmt: skip
+        "network": "streamspace",
+        "volumes": {"streamspace-home-alice": {"bind": "/home/user", "mode": "rw"}},
+        "detach": True,
+        "init": True,
+        "restart_policy": {"Name": "no"},
+        "ports": {"3000/tcp": ("127.0.0.1", None)},
+        "nano_cpus": 1_500_000_000,
+        "mem_limit": "2048m",
+        "memswap_limit": "2048m",
+    }
+
+
+def test_home_only_when_persistent_and_mount_path_configurable():
+    assert objects.container_config("s", spec(persistent_home=False), agent_id="a")["volumes"] == {}
+    config = objects.container_config("s", spec(), agent_id="a", home_mount_path="/config")
+    assert config["volumes"] == {"streamspace-home-alice": {"bind": "/config", "mode": "rw"}}
+    per_spec = objects.container_config("s", spec(home_mount_path="/data"), agent_id="a")
+    assert per_spec["volumes"]["streamspace-home-alice"]["bind"] == "/data"
+
+
+def test_network_mode_publishes_nothing():
+    config = objects.container_config("s", spec(), agent_id="a", publish_host=None, network="mesh")
+    assert config["ports"] == {} and config["network"] == "mesh"
+
+
+def test_template_volumes_and_command():
+    config = objects.container_config(
+        "s",
+        spec(volume_mounts=[{"name": "datasets", "mount_path": "/data", "read_only": True}], command=["run", "--x"]),
+        agent_id="a",
+    )
+    assert config["volumes"]["datasets"] == {"bind": "/data", "mode": "ro"}
+    assert config["command"] == ["run", "--x"]
+    with pytest.raises(BackendError, match="absolute"):
+        objects.container_config("s", spec(volume_mounts=[{"name": "x", "mount_path": "rel"}]), agent_id="a")
+
+
+def test_no_limits_when_unset():
+    config = objects.container_config("s", spec(cpu_millicores=0, memory_mb=0), agent_id="a")
+    assert "nano_cpus" not in config and "mem_limit" not in config
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "busybox",
+        "streamspace-test-session:latest",
+        "ghcr.io/linuxserver/webtop:ubuntu-xfce",
+        "localhost:5000/a/b:1.2",
+        "repo@sha256:" + "a" * 64,
+    ],  # fmt: skip
+)
+def test_valid_images(image):
+    assert objects.validate_image(image) == image
+
+
+@pytest.mark.parametrize("image", ["", "UPPER/case", "has space", "trailing:", "a//b", "-leading", "x" * 300])
+def test_invalid_images(image):
+    with pytest.raises(BackendError):
+        objects.validate_image(image)
+
+
+def test_volume_names_are_sanitised():
+    assert objects.home_volume_name("alice@example.com") == "streamspace-home-alice_example.com"
+    with pytest.raises(BackendError):
+        objects.home_volume_name("@@@")
+
+
+def test_missing_user_is_a_clear_error():
+    with pytest.raises(BackendError, match="missing 'user'"):
+        objects.container_config("s", spec(user=""), agent_id="a")
+
+
+def test_state_and_endpoint_from_inspect():
+    attrs = {"State": {"Status": "running"},
+             "NetworkSettings": {"Ports": {"8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": "49153"}]}}}  # fmt: skip
+    assert objects.state_of(attrs) == "running"
+    assert objects.published_endpoint(attrs, 8080) == "127.0.0.1:49153"
+    assert objects.published_endpoint(attrs, 3000) is None
+    assert objects.state_of({"State": {"Status": "exited"}}) == "hibernated"
+    assert objects.state_of({"State": {"Status": "dead"}}) == "failed"
