@@ -222,3 +222,10 @@ def test_a_broken_theme_plugin_falls_back_to_defaults(alice_browser, monkeypatch
 
     monkeypatch.setattr(theme, "_from_plugin", lambda: object())
     assert "<title>Catalog · StreamSpace</title>" in alice_browser.get("/").content.decode()
+
+
+@pytest.mark.parametrize("path", ["/static/css/portal.css", "/static/js/portal.js", "/static/js/viewer.js"])
+def test_static_assets_are_served_without_collectstatic(client, path):
+    response = client.get(path)
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content if response.streaming else [response.content])
