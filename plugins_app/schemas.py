@@ -19,7 +19,7 @@ _HEADER_NAME = "^[A-Za-z0-9-]{1,64}$"
 
 WEBHOOK = {
     "type": "object",
-    "required": ["url", "events"],
+    "required": ["url", "secret", "events"],
     "additionalProperties": False,
     "properties": {
         "url": _URL,

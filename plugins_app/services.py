@@ -74,8 +74,11 @@ def _events_of(plugin_type: str, config: dict[str, Any]) -> list[str]:
 
 
 def _changed() -> None:
-    transaction.on_commit(registry.invalidate)
-    transaction.on_commit(theme.invalidate)
+    # now (this process, inside the transaction) and again on commit (readers that cached
+    # the old row meanwhile)
+    for invalidate in (registry.invalidate, theme.invalidate):
+        invalidate()
+        transaction.on_commit(invalidate)
 
 
 def install_plugin(
