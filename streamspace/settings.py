@@ -429,6 +429,7 @@ STATIC_ROOT = DATA_DIR / "static"
 # WhiteNoise also serves straight from the finders (static/), so the portal works without a
 # collectstatic step (make run, tests); compressed files come from collectstatic when present.
 WHITENOISE_USE_FINDERS = True
+STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns on each start without it
 
 # --- Security when exposed -------------------------------------------------------------
 if not DEBUG:
