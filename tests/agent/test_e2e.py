@@ -1,0 +1,192 @@
+"""End to end: real daphne + PostgreSQL + Redis + real ``streamspace-agent`` processes + Docker.
+
+``POST /api/v1/sessions`` → the hub sends ``start_session`` to the agent's leader → the
+container runs → the session reads ``running`` with ``streaming_ready``. Then HA: two agent
+replicas per lease backend, ``kill -9`` the leader, and the next command goes to the new
+leader while the sessions started before keep running and stay tracked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+import time
+
+import httpx
+import pytest
+from asgiref.sync import sync_to_async
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from agents_app.models import AgentInstance
+from agents_app.services import create_agent
+from sessions_app.models import Template
+
+from .conftest import TEST_IMAGE
+from .processes import spawn_agent
+from .test_leader import FAST, REDIS_URL, need_redis
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="module")
+def daphne(django_db_setup, django_db_blocker):
+    from tests.proxy.conftest import start_daphne, stop
+
+    with django_db_blocker.unblock():
+        server = start_daphne({"AGENT_HEARTBEAT_INTERVAL_S": "1", "AGENT_HEARTBEAT_DB_WRITE_S": "0"})
+    yield server
+    stop(server.process)
+    with django_db_blocker.unblock():
+        _wait_for_other_connections_to_close()
+
+
+def _wait_for_other_connections_to_close(timeout: float = 5.0) -> None:
+    """daphne's pooled PostgreSQL connections end a moment after it exits; the test database
+    cannot be dropped before they have."""
+    from django.db import connection
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def docker_template(db) -> Template:
+    return Template.objects.create(
+        slug="e2e-session",
+        display_name="E2E session",
+        image=TEST_IMAGE,
+        platform="docker",
+        streaming_port=8080,
+        default_cpu_millicores=250,
+        default_memory_mb=64,
+    )
+
+
+@pytest.fixture
+def api(daphne, alice):
+    token = RefreshToken.for_user(alice).access_token
+    with httpx.Client(base_url=daphne.base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def agents(daphne, docker_agent_id, tmp_path, request):
+    started = []
+
+    async def _spawn(token: str, instance_id: str, env: dict[str, str] | None = None):
+        proc = await spawn_agent(
+            daphne.base,
+            token,
+            instance_id=instance_id,
+            platform="docker",
+            agent_id=docker_agent_id,
+            data_dir=tmp_path / instance_id,
+            env={"STREAMSPACE_DOCKER_PULL": "never", "STREAMSPACE_DOCKER_STOP_TIMEOUT": "3", **(env or {})},
+        )
+        started.append(proc)
+        return proc
+
+    yield _spawn
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for proc in started:
+        await proc.stop()
+        if failed:
+            import sys
+
+            sys.stderr.write(f"--- agent {proc.instance_id}\n{proc.log()[-4000:]}\n")
+
+
+async def until(predicate, timeout: float = 30.0, step: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await predicate()
+        if last:
+            return last
+        await asyncio.sleep(step)
+    raise AssertionError(f"{what} not reached in {timeout} s (last: {last!r})")
+
+
+def leader_of(agent_id: str) -> str | None:
+    instance = AgentInstance.objects.filter(agent__agent_id=agent_id, connected=True, is_leader=True).first()
+    return instance.instance_id if instance else None
+
+
+async def session_where(api, session_id: str, **expected):
+    async def check():
+        body = (await sync_to_async(api.get)(f"/api/v1/sessions/{session_id}")).json()
+        return body if all(body.get(k) == v for k, v in expected.items()) else None
+
+    return await until(check, what=f"session {session_id} with {expected}")
+
+
+async def launch(api, template_slug: str) -> str:
+    response = await sync_to_async(api.post)(
+        "/api/v1/sessions", json={"template": template_slug, "persistent_home": False}
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+async def test_post_session_runs_a_container(api, agents, docker_template, docker_agent_id, docker_client):
+    agent, token = await sync_to_async(create_agent)(docker_agent_id, "docker")
+    await agents(token, "solo")
+    await until(sync_to_async(lambda: leader_of(docker_agent_id)), what="agent registered as leader")
+    session_id = await launch(api, docker_template.slug)
+    body = await session_where(api, session_id, state="running", streaming_ready=True)
+    assert body["agent_id"] == docker_agent_id
+    container = docker_client.containers.get(f"streamspace-{session_id}")
+    assert container.status == "running" and container.labels["streamspace.session-id"] == session_id
+    response = await sync_to_async(api.delete)(f"/api/v1/sessions/{session_id}")
+    assert response.status_code in (200, 202, 204), response.text
+    await session_where(api, session_id, state="stopped")
+    assert not docker_client.containers.list(all=True, filters={"name": f"streamspace-{session_id}"})
+
+
+@pytest.mark.parametrize("backend", ["file", "redis"])
+async def test_ha_failover_routes_to_the_new_leader(
+    backend, api, agents, docker_template, docker_agent_id, docker_client, tmp_path
+):
+    if backend == "redis":
+        need_redis()
+    env = {"ENABLE_HA": "true", "HA_BACKEND": backend, "LEASE_KEY": f"e2e-{secrets.token_hex(4)}", **FAST}
+    if backend == "file":
+        env["FILE_LOCK_PATH"] = str(tmp_path / "leader.lock")
+    else:
+        env["REDIS_URL"] = REDIS_URL
+    agent, token = await sync_to_async(create_agent)(docker_agent_id, "docker")
+    first = await agents(token, "first", env)
+    await until(sync_to_async(lambda: leader_of(docker_agent_id) == "first"), what="first is leader")
+    await agents(token, "second", env)
+    await until(
+        sync_to_async(
+            lambda: AgentInstance.objects.filter(instance_id="second", connected=True, is_leader=False).exists()
+        ),
+        what="second connected as follower",
+    )
+    before = await launch(api, docker_template.slug)
+    await session_where(api, before, state="running", streaming_ready=True)
+
+    killed_at = time.monotonic()
+    first.signal(signal.SIGKILL)
+    await until(sync_to_async(lambda: leader_of(docker_agent_id) == "second"), what="second took over")
+    print(f"\n{backend}: control plane sees the new leader {time.monotonic() - killed_at:.2f} s after kill -9")
+
+    after = await launch(api, docker_template.slug)
+    body = await session_where(api, after, state="running", streaming_ready=True)
+    assert docker_client.containers.get(f"streamspace-{after}").status == "running"
+    # the session started before the failover is still running, and the new leader manages it
+    assert docker_client.containers.get(f"streamspace-{before}").status == "running"
+    assert (await sync_to_async(api.get)(f"/api/v1/sessions/{before}")).json()["state"] == "running"
+    assert (await sync_to_async(api.post)(f"/api/v1/sessions/{before}/hibernate")).status_code in (200, 202)
+    await session_where(api, before, state="hibernated")
+    assert docker_client.containers.get(f"streamspace-{before}").status == "exited"
+    assert body["agent_id"] == docker_agent_id

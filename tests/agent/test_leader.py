@@ -1,0 +1,252 @@
+"""Leader election: the elector's rules in-process, then real agent processes per backend."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import sys
+import time
+
+import pytest
+
+from agent_runtime.config import LeaseConfig
+from agent_runtime.leader import LeaderElector, Lease, make_elector
+from agent_runtime.leader.file import FileLease
+
+from .fakes import FakeControlPlane
+from .processes import spawn_agent
+
+FAST = {"LEASE_DURATION": "3s", "RENEW_DEADLINE": "2s", "RETRY_PERIOD": "500ms"}
+REDIS_URL = os.environ.get("REDIS_URL", "")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need_redis():
+    if not REDIS_URL:
+        if IN_CI:
+            pytest.fail("needs REDIS_URL")
+        pytest.skip("needs REDIS_URL")
+
+
+def fast_config(**overrides) -> LeaseConfig:
+    values = {"enabled": True, "lease_duration": 1.5, "renew_deadline": 1.0, "retry_period": 0.2, "lease_key": "k"}
+    return LeaseConfig(**{**values, **overrides})
+
+
+class FlakyLease(Lease):
+    """A lease whose renewals can be made to fail or hang."""
+
+    def __init__(self):
+        self.mode = "ok"
+
+    async def try_acquire(self) -> bool:
+        return self.mode == "ok"
+
+    async def renew(self) -> bool:
+        if self.mode == "hang":
+            await asyncio.sleep(3600)
+        return self.mode == "ok"
+
+    async def release(self) -> None:
+        pass
+
+
+async def wait_until(predicate, timeout: float = 10.0, step: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(step)
+    raise AssertionError("condition not reached in time")
+
+
+# --- the elector, in-process -----------------------------------------------------------------
+async def test_file_lease_excludes_a_second_holder(tmp_path):
+    a, b = FileLease(tmp_path / "lock", identity="a"), FileLease(tmp_path / "lock", identity="b")
+    assert await a.try_acquire() and await a.try_acquire()  # idempotent for the holder
+    assert not await b.try_acquire()
+    assert (tmp_path / "lock").read_text().strip() == "a"
+    await a.release()
+    assert await b.try_acquire() and not await a.try_acquire()
+    (tmp_path / "lock").unlink()  # a deleted lock file is a lost lease, not a second one
+    assert not await b.renew()
+    assert await a.try_acquire()
+    await a.release()
+
+
+async def test_elector_steps_down_when_renewals_fail():
+    lease = FlakyLease()
+    elector = LeaderElector(lease, fast_config())
+    changes: list[bool] = []
+    elector.subscribe(changes.append)
+    task = asyncio.create_task(elector.run())
+    await wait_until(lambda: elector.is_leader)
+    lease.mode = "fail"
+    failed_at = time.monotonic()
+    await wait_until(lambda: changes == [True, False], timeout=3)
+    assert not elector.is_leader
+    assert time.monotonic() - failed_at <= 1.0 + 0.2 + 0.1  # within the renew deadline (+ one retry)
+    task.cancel()
+
+
+async def test_a_hung_renewal_cannot_extend_the_mandate():
+    lease = FlakyLease()
+    elector = LeaderElector(lease, fast_config())
+    task = asyncio.create_task(elector.run())
+    await wait_until(lambda: elector.is_leader)
+    lease.mode = "hang"
+    hung_at = time.monotonic()
+    await wait_until(lambda: not elector.is_leader, timeout=3)
+    assert time.monotonic() - hung_at <= 1.0 + 0.1
+    task.cancel()
+
+
+async def test_a_stalled_loop_is_not_leader_when_it_resumes():
+    """What a SIGSTOP looks like from inside: the loop did not run for longer than the deadline."""
+    lease = FlakyLease()
+    elector = LeaderElector(lease, fast_config())
+    changes: list[bool] = []
+    elector.subscribe(changes.append)
+    task = asyncio.create_task(elector.run())
+    await wait_until(lambda: elector.is_leader)
+    time.sleep(1.1)  # blocks the event loop on purpose: nothing can renew meanwhile
+    assert elector.is_leader is False  # the very first check after resuming refuses
+    assert elector.check() is False and changes[-1] is False
+    task.cancel()
+
+
+def test_without_ha_the_agent_is_always_leader(tmp_path):
+    elector = make_elector(LeaseConfig.from_env("docker", tmp_path, {}), identity="x")
+    assert elector.is_leader
+
+
+@pytest.mark.postgres
+async def test_redis_lease_compare_and_renew_and_delete():
+    need_redis()
+    from agent_runtime.leader.redis import RedisLease
+
+    key = f"test-lease-{secrets.token_hex(4)}"
+    a = RedisLease(REDIS_URL, key, lease_duration=1.0, identity="a")
+    b = RedisLease(REDIS_URL, key, lease_duration=1.0, identity="b")
+    try:
+        assert await a.try_acquire() and not await b.try_acquire()
+        assert not await b.renew()
+        await b.release()  # not b's: must not delete a's lease
+        assert await a.holder() == a.token
+        await asyncio.sleep(1.2)  # a stops renewing: the lease expires
+        assert await b.try_acquire()
+        assert not await a.renew()  # a's compare-and-renew fails on b's token
+        await b.release()
+        assert await a.holder() is None
+    finally:
+        await a.close()
+        await b.close()
+
+
+# --- real agent processes ------------------------------------------------------------------------
+def ha_env(backend: str, tmp_path, key: str) -> dict[str, str]:
+    env = {"ENABLE_HA": "true", "HA_BACKEND": backend, "LEASE_KEY": key, **FAST}
+    if backend == "file":
+        env["FILE_LOCK_PATH"] = str(tmp_path / "leader.lock")
+    else:
+        env["REDIS_URL"] = REDIS_URL
+    return env
+
+
+def leading(link) -> bool:
+    """The instance's latest word on leadership (register, leader frames, heartbeats)."""
+    state = link.register.is_leader if link.register else False
+    for frame in link.frames:
+        if frame.type in ("leader", "heartbeat"):
+            state = frame.payload.is_leader
+    return state
+
+
+def link_of(cp, instance_id: str):
+    links = [link for link in cp.links if link.register.instance_id == instance_id]
+    return links[-1] if links else None
+
+
+@pytest.fixture
+async def contenders(tmp_path, request):
+    """Two agent processes (a, b) of one agent, both connected to a fake control plane."""
+    started = []
+
+    async def _start(backend: str):
+        if backend == "redis":
+            need_redis()
+        cp = FakeControlPlane(heartbeat_interval_s=0.5)
+        await cp.start()
+        env = ha_env(backend, tmp_path, f"test-{secrets.token_hex(4)}")
+        a = await spawn_agent(cp.url, cp.token, instance_id="a", data_dir=tmp_path / "a", env=env)
+        started.append((cp, a))
+        await cp.wait_for(lambda: (link := link_of(cp, "a")) and leading(link), timeout=20)
+        b = await spawn_agent(cp.url, cp.token, instance_id="b", data_dir=tmp_path / "b", env=env)
+        started.append((cp, b))
+        await cp.wait_for(lambda: link_of(cp, "b"), timeout=20)
+        assert not leading(link_of(cp, "b"))
+        return cp, a, b
+
+    yield _start
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for _cp, proc in started:
+        await proc.stop()
+        if failed:
+            sys.stderr.write(f"--- agent {proc.instance_id}\n{proc.log()[-4000:]}\n")
+    for cp in {id(cp): cp for cp, _ in started}.values():
+        await cp.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["file", "redis"])
+async def test_kill_9_the_leader_and_the_follower_takes_over(contenders, backend):
+    cp, a, b = await contenders(backend)
+    killed_at = time.monotonic()
+    a.signal(signal.SIGKILL)
+    link_b = link_of(cp, "b")
+    await cp.wait_for(lambda: leading(link_b), timeout=10)
+    failover = time.monotonic() - killed_at
+    print(f"\n{backend} failover after kill -9: {failover:.2f} s (LEASE_DURATION=3s RETRY_PERIOD=0.5s)")
+    assert failover < (1.5 if backend == "file" else 3.0 + 0.5 + 1.0)
+    cid = await link_b.command("stop_session", "s-any", {})
+    assert (await cp.wait_result(cid)).ok  # the new leader acts
+
+
+@pytest.mark.slow
+async def test_a_paused_redis_leader_does_not_act_after_its_lease_expired(contenders, tmp_path):
+    cp, a, b = await contenders("redis")
+    link_a, link_b = link_of(cp, "a"), link_of(cp, "b")
+    a.signal(signal.SIGSTOP)
+    await cp.wait_for(lambda: leading(link_b), timeout=10)  # the lease expired; b took it
+    demo = ["{python}", "-m", "agent_runtime.demo_app", "--port", "{port}", "--home", "{home}"]
+    stale = await link_a.command("start_session", "s-stale", {"command": demo, "user": "alice"})  # a stale route
+    frames_before = len(link_a.frames)
+    a.signal(signal.SIGCONT)
+    await cp.wait_for(
+        lambda: any(f.type == "leader" and not f.payload.is_leader for f in link_a.frames[frames_before:])
+    )
+    await asyncio.sleep(1.0)  # give a every chance to (wrongly) act
+    assert not [f for f in link_a.frames if f.type in ("ack", "result") and f.payload.command_id == stale]
+    assert not (tmp_path / "a" / "local-backend" / "state.json").exists()  # nothing was started
+    assert leading(link_b) and not leading(link_a)
+    taken = await link_b.command("start_session", "s-stale", {"command": demo, "user": "alice"}, command_id=stale)
+    assert (await cp.wait_result(taken)).ok  # the re-sent command runs on the real leader
+    await link_b.command("stop_session", "s-stale", {})
+
+
+@pytest.mark.slow
+async def test_a_paused_file_leader_keeps_the_lock_and_there_is_never_a_second_leader(contenders):
+    cp, a, b = await contenders("file")
+    link_a, link_b = link_of(cp, "a"), link_of(cp, "b")
+    a.signal(signal.SIGSTOP)
+    await asyncio.sleep(3.0)  # longer than RENEW_DEADLINE and LEASE_DURATION
+    assert not leading(link_b)  # flock is held by the paused process: no takeover, no split brain
+    frames_before = len(link_a.frames)
+    a.signal(signal.SIGCONT)
+    # On resuming, a's mandate has run out: it steps down first, then re-takes the lock it still holds.
+    await cp.wait_for(
+        lambda: [f.payload.is_leader for f in link_a.frames[frames_before:] if f.type == "leader"][:2] == [False, True]
+    )
+    assert not any(f.type == "leader" and f.payload.is_leader for f in link_b.frames)
