@@ -128,8 +128,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             )
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        took_over_at = timezone.now()
-        self.instance = await database_sync_to_async(hub.connect_instance)(
+        self.instance = await database_sync_to_async(hub.register)(
             agent, hello, pod=settings.POD_NAME, channel_name=self.channel_name
         )
         self.is_leader = hello.is_leader
@@ -153,18 +152,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 heartbeat_interval_s=float(settings.AGENT_HEARTBEAT_INTERVAL_S), instance_id=hello.instance_id
             )
         )
-        await database_sync_to_async(_emit)(
-            "agent.connected",
-            {
-                "agent_id": agent.agent_id,
-                "instance_id": hello.instance_id,
-                "is_leader": hello.is_leader,
-                "pod": settings.POD_NAME,
-            },
-        )
-        if hello.is_leader:
-            await database_sync_to_async(hub.reconcile_inventory)(agent, hello.sessions)
-            await self._take_over(took_over_at)
+        await database_sync_to_async(hub.after_register)(agent, hello)
 
     async def on_heartbeat(self, frame: protocol.Frame) -> None:
         beat: protocol.Heartbeat = frame.payload

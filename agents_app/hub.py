@@ -52,6 +52,30 @@ def connect_instance(agent: Agent, hello: protocol.Register, *, pod: str, channe
     return instance
 
 
+def register(agent: Agent, hello: protocol.Register, *, pod: str, channel_name: str) -> AgentInstance:
+    """Everything a ``register`` does to the database, in one thread hop: the instance row,
+    and for a leader the inventory reconciliation and the return of unacked commands."""
+    took_over_at = timezone.now()
+    instance = connect_instance(agent, hello, pod=pod, channel_name=channel_name)
+    if hello.is_leader:
+        reconcile_inventory(agent, hello.sessions)
+        requeue_unacked(agent, sent_before=took_over_at)
+    return instance
+
+
+def after_register(agent: Agent, hello: protocol.Register) -> None:
+    """Once ``registered`` went out: announce the connection and flush pending commands."""
+    from agents_app import dispatch
+    from plugins_app import events
+
+    events.emit(
+        "agent.connected",
+        data={"agent_id": agent.agent_id, "instance_id": hello.instance_id, "is_leader": hello.is_leader},
+    )
+    if hello.is_leader:
+        dispatch.send_pending_commands(agent.pk)
+
+
 def disconnect_instance(instance_pk: int, channel_name: str) -> None:
     """Mark the instance offline, unless it has reconnected on another socket meanwhile."""
     AgentInstance.objects.filter(pk=instance_pk, channel_name=channel_name).update(

@@ -45,9 +45,10 @@ def reset_database(env: dict[str, str], database: str = "streamspace_bench") -> 
 
 
 def manage_shell(env: dict[str, str], code: str) -> str:
-    return subprocess.run(
-        [PYTHON, "manage.py", "shell", "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True
-    ).stdout
+    done = subprocess.run([PYTHON, "manage.py", "shell", "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-3000:])
+    return done.stdout
 
 
 @contextlib.contextmanager
