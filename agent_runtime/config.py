@@ -113,7 +113,13 @@ class AgentConfig:
 
     @property
     def connect_url(self) -> str:
-        return connect_url(self.control_plane)
+        return self.connect_urls[0]
+
+    @property
+    def connect_urls(self) -> list[str]:
+        """Every control-plane replica the agent may use (``--control-plane`` is comma-separated);
+        after a failed or lost connection the agent moves on to the next one."""
+        return [connect_url(url) for url in self.control_plane.split(",") if url.strip()]
 
 
 def connect_url(control_plane: str, path: str = "/api/v1/agents/connect") -> str:

@@ -142,8 +142,11 @@ class AgentConnection:
     async def run(self) -> None:
         """Connect, serve, reconnect — until :meth:`shutdown`."""
         delays = backoff_delays(self.config.backoff_initial, self.config.backoff_max)
-        url = self.config.connect_url
+        urls = self.config.connect_urls
+        attempt = 0
         while not self._stopping.is_set():
+            url = urls[attempt % len(urls)]
+            attempt += 1
             try:
                 async with connect(
                     url,
