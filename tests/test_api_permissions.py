@@ -30,6 +30,7 @@ def targets(alice, template, docker_agent):
         last_activity=now,
         state_changed_at=now,
     )
+    from streamspace.accounts.tokens import create_token
     from tests.plugins.factories import matrix_targets
 
     return {
@@ -37,6 +38,7 @@ def targets(alice, template, docker_agent):
         "slug": template.slug,
         "user": alice.pk,
         "agent": docker_agent.agent_id,
+        "token": create_token(alice, name="matrix")[0].pk,
         **matrix_targets(),
     }
 

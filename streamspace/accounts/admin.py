@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from streamspace.accounts.models import User
+from streamspace.accounts.models import ApiToken, SSOIdentity, User
 
 
 @admin.register(User)
@@ -14,3 +14,25 @@ class UserAdmin(DjangoUserAdmin):
         ("Important dates", {"fields": ("last_login", "date_joined")}),
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("username", "email", "role", "password1", "password2")}),)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are created by their owners; admins may see and revoke them, never read keys."""
+
+    list_display = ("name", "user", "prefix", "scope", "created_at", "expires_at", "last_used_at", "revoked_at")
+    list_filter = ("scope",)
+    search_fields = ("name", "prefix", "user__username")
+    readonly_fields = [f.name for f in ApiToken._meta.fields if f.name not in ("revoked_at", "key_hash")]
+    exclude = ("key_hash",)
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(SSOIdentity)
+class SSOIdentityAdmin(admin.ModelAdmin):
+    list_display = ("user", "provider", "subject", "created_at", "last_login_at")
+    list_filter = ("provider",)
+    search_fields = ("subject", "user__username")
+    raw_id_fields = ("user",)

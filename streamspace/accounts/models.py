@@ -41,10 +41,69 @@ class User(AbstractUser):
             kwargs["update_fields"] = set(update_fields) | {"is_superuser", "is_staff"}
         super().save(*args, **kwargs)
 
+    # Set per request by API-token authentication: a token without the ``admin`` scope acts
+    # with user privileges only, whatever the owner's role (never persisted).
+    api_token_scope: str | None = None
+
+    @property
+    def _privileged_scope(self) -> bool:
+        return self.api_token_scope in (None, TokenScope.ADMIN)
+
     @property
     def is_admin_role(self) -> bool:
-        return self.role == Role.ADMIN
+        return self.role == Role.ADMIN and self._privileged_scope
 
     @property
     def is_operator(self) -> bool:
-        return self.role in (Role.ADMIN, Role.OPERATOR)
+        return self.role in (Role.ADMIN, Role.OPERATOR) and self._privileged_scope
+
+
+class TokenScope(models.TextChoices):
+    READ = "read", "Read (safe methods only)"
+    WRITE = "write", "Read and write"
+    ADMIN = "admin", "Read, write and the owner's operator/admin rights"
+
+
+class ApiToken(models.Model):
+    """A personal API token for scripts and the CLI (``Authorization: Token <key>``).
+
+    The key is shown once at creation; only its prefix (for lookup and display) and a
+    SHA-256 digest are stored. Keys carry 256 bits of entropy, so a plain digest is enough.
+    """
+
+    user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64)
+    scope = models.CharField(max_length=8, choices=TokenScope.choices, default=TokenScope.READ)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class SSOIdentity(models.Model):
+    """Links a user to the subject an identity provider asserts (OIDC ``sub``, SAML NameID)."""
+
+    class Provider(models.TextChoices):
+        OIDC = "oidc", "OpenID Connect"
+        SAML = "saml", "SAML 2.0"
+
+    user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="sso_identities")
+    provider = models.CharField(max_length=8, choices=Provider.choices)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_login_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["provider", "subject"], name="sso_identity_unique_subject")]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.subject} → {self.user_id}"

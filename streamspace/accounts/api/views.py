@@ -2,16 +2,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenRefreshView
 
+from streamspace.accounts.services import password_login
+from streamspace.api.errors import ServiceError
 from streamspace.api.strict import StrictFieldsMixin
 from streamspace.audit.services import record
 
@@ -19,7 +21,7 @@ from streamspace.audit.services import record
 class LoginSerializer(StrictFieldsMixin, serializers.Serializer):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=256, trim_whitespace=False)
-    otp = serializers.CharField(max_length=16, required=False, allow_blank=True)
+    otp = serializers.CharField(max_length=32, required=False, allow_blank=True)
 
 
 class UserSerializer(serializers.Serializer):
@@ -45,31 +47,45 @@ class LoginView(APIView):
 
     @extend_schema(request=LoginSerializer, responses={200: LoginResponseSerializer})
     def post(self, request: Request) -> Response:
-        """Exchange a username and password for a JWT access and refresh token."""
+        """Exchange a username and password (and ``otp`` when two-factor is on) for JWTs.
+
+        401 ``invalid_credentials`` for a wrong password or unknown user alike; 401
+        ``mfa_required`` (with ``"mfa_required": true``) when a code is needed and missing,
+        ``mfa_invalid`` when it is wrong; 429 ``locked_out`` after too many failures.
+        """
         body = LoginSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        user = authenticate(request, username=body.validated_data["username"], password=body.validated_data["password"])
-        if user is None:
-            record(
-                "user.login_failed",
-                actor_repr=body.validated_data["username"][:150],
-                request=request,
-                target_type="user",
-                details={"method": "password"},
-            )
-            return Response(
-                {"code": "invalid_credentials", "detail": "Wrong username or password."},
-                status=status.HTTP_401_UNAUTHORIZED,
-            )
+        data = body.validated_data
+        user = password_login(request._request, data["username"], data["password"], data.get("otp") or None)
         refresh = RefreshToken.for_user(user)
-        record("user.login", actor=user, target=user, request=request, details={"method": "password", "api": True})
         return Response(
             {"access": str(refresh.access_token), "refresh": str(refresh), "user": UserSerializer(user).data}
         )
 
 
 class RefreshView(TokenRefreshView):
-    """Exchange a refresh token for a new access token."""
+    """Exchange a refresh token for a new access token (and a new refresh token: rotation)."""
+
+
+class LogoutSerializer(StrictFieldsMixin, serializers.Serializer):
+    refresh = serializers.CharField(max_length=4096)
+
+
+class LogoutView(APIView):
+    @extend_schema(request=LogoutSerializer, responses={204: None})
+    def post(self, request: Request) -> Response:
+        """Revoke a refresh token (blacklist); the short-lived access token simply expires."""
+        body = LogoutSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            token = RefreshToken(body.validated_data["refresh"])
+        except TokenError as exc:
+            raise ServiceError("The refresh token is invalid or already revoked.", code="invalid_token") from exc
+        if str(token.get("user_id")) != str(request.user.pk):
+            raise ServiceError("That refresh token belongs to someone else.", code="invalid_token")
+        token.blacklist()
+        record("user.logout", actor=request.user, target=request.user, request=request, details={"api": True})
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class MeView(APIView):

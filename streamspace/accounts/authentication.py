@@ -1,0 +1,87 @@
+"""DRF authentication: JWT (``Bearer``) and personal API tokens (``Token``).
+
+Both also apply two account rules before any view runs:
+
+* a user the MFA policy covers who has not enrolled yet may only reach the enrolment API;
+* an API token is limited by its scope: ``read`` allows safe methods only, ``write`` any
+  method, and only ``admin`` lets the owner's operator/admin role count (else the request
+  runs with plain user rights, see ``User.api_token_scope``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, SessionAuthentication, get_authorization_header
+from rest_framework.permissions import SAFE_METHODS
+from rest_framework_simplejwt.authentication import JWTAuthentication
+
+# DRF imports these classes while ``rest_framework.views`` loads, so this module imports
+# nothing that imports DRF views (the service modules are imported inside the functions).
+
+# What a user who still has to enrol in MFA may call.
+ENROLMENT_PATHS = ("/api/v1/mfa", "/api/v1/auth/logout", "/api/v1/users/me")
+
+
+def check_mfa_enrolment(request: Any, user: Any) -> None:
+    """Refuse everything but the enrolment API to a user who must enrol first."""
+    from streamspace.accounts import mfa
+    from streamspace.api.errors import Forbidden
+
+    if mfa.must_enrol(user) and not request.path.startswith(ENROLMENT_PATHS):
+        raise Forbidden(
+            "Set up two-factor authentication first (POST /api/v1/mfa/totp).", code="mfa_enrollment_required"
+        )
+
+
+class StreamSpaceJWTAuthentication(JWTAuthentication):
+    """simplejwt's ``Bearer`` access tokens, plus the MFA enrolment gate."""
+
+    def authenticate(self, request: Any) -> tuple[Any, Any] | None:
+        result = super().authenticate(request)
+        if result is not None:
+            check_mfa_enrolment(request, result[0])
+        return result
+
+
+class ApiTokenAuthentication(BaseAuthentication):
+    """``Authorization: Token <key>`` with a personal API token."""
+
+    keyword = "Token"
+
+    def authenticate(self, request: Any) -> tuple[Any, Any] | None:
+        from streamspace.accounts.models import TokenScope
+        from streamspace.accounts.tokens import authenticate_key
+
+        parts = get_authorization_header(request).split()
+        if not parts or parts[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed("Invalid token header: expected 'Token <key>'.")
+        try:
+            key = parts[1].decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise exceptions.AuthenticationFailed("Invalid token.") from exc
+        token = authenticate_key(key, request=request)
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
+        if token.scope == TokenScope.READ and request.method not in SAFE_METHODS:
+            raise exceptions.PermissionDenied("This token has the read scope: it cannot change anything.")
+        user = token.user
+        user.api_token_scope = token.scope
+        check_mfa_enrolment(request, user)
+        return user, token
+
+    def authenticate_header(self, request: Any) -> str:
+        return self.keyword
+
+
+class StreamSpaceSessionAuthentication(SessionAuthentication):
+    """The portal's session cookie (with CSRF on unsafe methods), plus the MFA enrolment gate."""
+
+    def authenticate(self, request: Any) -> tuple[Any, Any] | None:
+        result = super().authenticate(request)
+        if result is not None:
+            check_mfa_enrolment(request, result[0])
+        return result
