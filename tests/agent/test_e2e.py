@@ -26,7 +26,7 @@ from .conftest import TEST_IMAGE
 from .processes import spawn_agent
 from .test_leader import FAST, REDIS_URL, need_redis
 
-pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,16 @@ def _wait_for_other_connections_to_close(timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.fixture(autouse=True)
+async def _close_thread_connections():
+    """sync_to_async runs the ORM in a worker thread with its own connection: close it, or the
+    test database cannot be dropped at the end of the run."""
+    yield
+    from django.db import connections
+
+    await sync_to_async(connections.close_all)()
+
+
 @pytest.fixture
 def docker_template(db) -> Template:
     return Template.objects.create(
@@ -78,16 +88,18 @@ def api(daphne, alice):
 
 
 @pytest.fixture
-async def agents(daphne, docker_agent_id, tmp_path, request):
+async def agents(daphne, tmp_path, request):
     started = []
 
-    async def _spawn(token: str, instance_id: str, env: dict[str, str] | None = None):
+    async def _spawn(
+        token: str, instance_id: str, env: dict[str, str] | None = None, *, agent_id: str, platform="docker"
+    ):
         proc = await spawn_agent(
             daphne.base,
             token,
             instance_id=instance_id,
-            platform="docker",
-            agent_id=docker_agent_id,
+            platform=platform,
+            agent_id=agent_id,
             data_dir=tmp_path / instance_id,
             env={"STREAMSPACE_DOCKER_PULL": "never", "STREAMSPACE_DOCKER_STOP_TIMEOUT": "3", **(env or {})},
         )
@@ -136,9 +148,10 @@ async def launch(api, template_slug: str) -> str:
     return response.json()["id"]
 
 
+@pytest.mark.docker
 async def test_post_session_runs_a_container(api, agents, docker_template, docker_agent_id, docker_client):
     agent, token = await sync_to_async(create_agent)(docker_agent_id, "docker")
-    await agents(token, "solo")
+    await agents(token, "solo", agent_id=docker_agent_id)
     await until(sync_to_async(lambda: leader_of(docker_agent_id)), what="agent registered as leader")
     session_id = await launch(api, docker_template.slug)
     body = await session_where(api, session_id, state="running", streaming_ready=True)
@@ -151,6 +164,7 @@ async def test_post_session_runs_a_container(api, agents, docker_template, docke
     assert not docker_client.containers.list(all=True, filters={"name": f"streamspace-{session_id}"})
 
 
+@pytest.mark.docker
 @pytest.mark.parametrize("backend", ["file", "redis"])
 async def test_ha_failover_routes_to_the_new_leader(
     backend, api, agents, docker_template, docker_agent_id, docker_client, tmp_path
@@ -163,9 +177,9 @@ async def test_ha_failover_routes_to_the_new_leader(
     else:
         env["REDIS_URL"] = REDIS_URL
     agent, token = await sync_to_async(create_agent)(docker_agent_id, "docker")
-    first = await agents(token, "first", env)
+    first = await agents(token, "first", env, agent_id=docker_agent_id)
     await until(sync_to_async(lambda: leader_of(docker_agent_id) == "first"), what="first is leader")
-    await agents(token, "second", env)
+    await agents(token, "second", env, agent_id=docker_agent_id)
     await until(
         sync_to_async(
             lambda: AgentInstance.objects.filter(instance_id="second", connected=True, is_leader=False).exists()
@@ -190,3 +204,30 @@ async def test_ha_failover_routes_to_the_new_leader(
     await session_where(api, before, state="hibernated")
     assert docker_client.containers.get(f"streamspace-{before}").status == "exited"
     assert body["agent_id"] == docker_agent_id
+
+
+async def test_the_local_agent_of_make_run_serves_the_demo_canvas(api, agents, tmp_path):
+    """What `make run` does: ensure_local_agent writes a token, the local agent runs the demo app."""
+    from django.core.management import call_command
+
+    from sessions_app.demo_catalog import DEMO_TEMPLATES
+
+    demo = next(t for t in DEMO_TEMPLATES if t["slug"] == "demo-canvas")
+    await sync_to_async(Template.objects.create)(**{k: v for k, v in demo.items() if k != "tags"})
+    token_file = tmp_path / "local-agent.token"
+    await sync_to_async(call_command)("ensure_local_agent", "--token-file", str(token_file))
+    await agents(token_file.read_text().strip(), "local-1", agent_id="local", platform="local")
+    await until(sync_to_async(lambda: leader_of("local")), what="local agent registered")
+    session_id = await launch(api, "demo-canvas")
+    body = await session_where(api, session_id, state="running", streaming_ready=True)
+    endpoint = body.get("endpoint") or await sync_to_async(_endpoint_of)(session_id)
+    page = await sync_to_async(httpx.get)(f"http://{endpoint}/", timeout=5)
+    assert b"Demo canvas" in page.content
+    assert (await sync_to_async(api.delete)(f"/api/v1/sessions/{session_id}")).status_code in (200, 202, 204)
+    await session_where(api, session_id, state="stopped")
+
+
+def _endpoint_of(session_id: str) -> str:
+    from sessions_app.models import Session
+
+    return Session.objects.get(pk=session_id).endpoint
