@@ -51,6 +51,15 @@ def _validate(plugin_type: str, name: str, full_config: dict[str, Any]) -> None:
             raise InvalidConfig(f"url: {exc}", code="url_not_allowed") from exc
 
 
+def check_config(plugin_type: str, name: str, config: dict[str, Any], *, existing: Plugin | None = None) -> None:
+    """Validate ``config`` as install/update would (omitted secrets of ``existing`` kept); raises on error."""
+    full = dict(config)
+    if existing is not None:
+        full = {**secrets.read(existing), **full}
+    _, defaults = _schema_for(plugin_type, name)
+    _validate(plugin_type, name, {**defaults, **full})
+
+
 def _split(plugin_type: str, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     fields = schemas.SECRET_FIELDS.get(plugin_type, ())
     public = {k: v for k, v in config.items() if k not in fields}

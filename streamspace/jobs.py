@@ -53,11 +53,14 @@ def configured_jobs(names: Iterable[str] | None = None) -> list[Job]:
     return [Job(name, table[name][0], float(table[name][1])) for name in wanted]
 
 
+def configured_jobs_names() -> list[str]:
+    return list(settings.STREAMSPACE_PERIODIC_JOBS)
+
+
 def run_job(job: Job) -> Any:
     """Run one job's task in this thread (the task body, as a worker would) and log the outcome."""
     from streamspace.celery import app
 
-    close_old_connections()
     started = time.monotonic()
     try:
         result = app.tasks[job.task]()
@@ -66,6 +69,13 @@ def run_job(job: Job) -> Any:
     except Exception:
         log.exception("job %s failed", job.name)
         return None
+
+
+def _run_in_thread(job: Job) -> Any:
+    """``run_job`` in a pool thread, which owns its database connection."""
+    close_old_connections()
+    try:
+        return run_job(job)
     finally:
         close_old_connections()
 
@@ -92,5 +102,5 @@ def run_forever(
                 if job.next_run > now or (job.running is not None and not job.running.done()):
                     continue
                 job.next_run = now + job.interval_s
-                job.running = pool.submit(run_job, job)
+                job.running = pool.submit(_run_in_thread, job)
             stop.wait(tick_s)

@@ -1,0 +1,100 @@
+"""Quota reconciliation, the agent sweeps as tasks, and the in-process job runner (run_jobs)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from agents_app import tasks as agent_tasks
+from agents_app.models import AgentCommand, AgentInstance
+from sessions_app import sweeps
+from sessions_app import tasks as session_tasks
+from sessions_app.models import Session, UserQuota
+from streamspace import jobs
+from streamspace.audit.models import AuditEvent
+from tests.jobs.factories import make_session
+
+pytestmark = pytest.mark.django_db
+
+
+def test_quota_reconciliation_reports_users_over_their_limits(alice, bob, template, docker_agent):
+    make_session(alice, template, docker_agent)
+    make_session(alice, template, docker_agent, state="hibernated")
+    make_session(bob, template, docker_agent)
+    make_session(alice, template, docker_agent, state="stopped")
+    UserQuota.objects.create(user=alice, max_sessions=1)  # lowered after launch
+    drifted = sweeps.reconcile_quotas()
+    assert [(d["username"], d["over"], d["usage"]["sessions"]) for d in drifted] == [("alice", ["max_sessions"], 2)]
+    event = AuditEvent.objects.get(action="quota.drift")
+    assert event.target_id == str(alice.pk) and event.details["usage"]["cpu_millicores"] == 100
+    assert session_tasks.reconcile_quotas() == 1  # idempotent: reported again, nothing changed
+
+
+def test_command_sweep_task(alice, template, docker_agent, settings):
+    session = make_session(alice, template, docker_agent, state="starting", idle_for_s=3600)
+    old = timezone.now() - timedelta(hours=2)
+    command = AgentCommand.objects.create(agent=docker_agent, session=session, action="start_session", state="sent")
+    AgentCommand.objects.filter(pk=command.pk).update(sent_at=old, created_at=old)
+    settings.AGENT_COMMAND_MAX_AGE_S = 3600
+    settings.STREAMSPACE_STUCK_SESSION_S = 600
+    result = agent_tasks.command_sweep()
+    assert result["expired"] == 1
+    assert AgentCommand.objects.get(pk=command.pk).state == "expired"
+    assert Session.objects.get(pk=session.pk).state == "failed"
+    assert agent_tasks.command_sweep() == {"requeued": 0, "expired": 0, "failed_sessions": 0}
+
+
+def test_stale_agent_sweep_task(docker_agent):
+    AgentInstance.objects.create(
+        agent=docker_agent,
+        instance_id="gone",
+        connected=True,
+        is_leader=True,
+        last_heartbeat=timezone.now() - timedelta(minutes=10),
+    )
+    assert agent_tasks.stale_agent_sweep() == 1
+    assert not AgentInstance.objects.get(instance_id="gone").connected
+
+
+def test_run_jobs_once(alice, template, docker_agent, capsys):
+    idle = make_session(alice, template, docker_agent, idle_timeout_s=5, idle_for_s=60)
+    call_command("run_jobs", "--once")
+    out = capsys.readouterr().out
+    assert "idle-sweep: {'hibernated': 1, 'stopped': 0}" in out
+    assert set(line.split(":")[0] for line in out.splitlines()) == set(jobs.configured_jobs_names())
+    assert Session.objects.get(pk=idle.pk).state == "hibernating"
+
+
+def test_run_jobs_rejects_unknown_job():
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="unknown job"):
+        call_command("run_jobs", "--once", "--job", "nope")
+
+
+def test_run_forever_follows_the_intervals(settings, monkeypatch):
+    settings.STREAMSPACE_PERIODIC_JOBS = {"fast": ("t.fast", 1), "slow": ("t.slow", 10)}
+    calls: list[tuple[str, float]] = []
+    now = [0.0]
+    stop = threading.Event()
+
+    def fake_run(job):
+        calls.append((job.name, job.next_run - job.interval_s))  # when the runner started it
+        if len(calls) >= 5:
+            stop.set()
+
+    monkeypatch.setattr(jobs, "_run_in_thread", fake_run)
+
+    class Clock:
+        def __call__(self):
+            now[0] += 0.5
+            return now[0]
+
+    jobs.run_forever(stop, clock=Clock(), tick_s=0.001)
+    fast = [t for name, t in calls if name == "fast"]
+    assert [name for name, _ in calls].count("slow") == 1
+    assert len(fast) >= 3 and all(b - a >= 1 for a, b in zip(fast, fast[1:], strict=False))
