@@ -190,3 +190,22 @@ def sweep_stale_instances(heartbeat_interval_s: float) -> int:
         if instance.is_leader:
             events.emit("agent.leader_changed", data={**data, "is_leader": False})
     return len(stale)
+
+
+def with_live_heartbeats(agents: list[Agent]) -> list[Agent]:
+    """Overlay the registry's heartbeats on prefetched instances.
+
+    The database mirror of heartbeats is rate-limited (``AGENT_HEARTBEAT_DB_WRITE_S``);
+    Redis holds every one, so pages and the API show the true heartbeat age.
+    """
+    from datetime import UTC, datetime
+
+    from agents_app import registry
+
+    for agent in agents:
+        live = registry.connections(agent.agent_id)
+        for instance in agent.instances.all():
+            beat = live.get(instance.instance_id, {}).get("last_heartbeat")
+            if beat is not None and instance.connected:
+                instance.last_heartbeat = datetime.fromtimestamp(beat, tz=UTC)
+    return agents

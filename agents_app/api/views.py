@@ -33,7 +33,8 @@ class AgentListView(APIView):
     @extend_schema(responses=AgentSerializer(many=True))
     def get(self, request: Request) -> Response:
         """Every agent with its replicas: leader, control-plane pod, heartbeat age, sessions."""
-        return Response(AgentSerializer(agent_queryset(), many=True).data)
+        agents = services.with_live_heartbeats(list(agent_queryset()))
+        return Response(AgentSerializer(agents, many=True).data)
 
     @extend_schema(
         request=AgentCreateSerializer,
@@ -63,4 +64,5 @@ class AgentDetailView(APIView):
 
     @extend_schema(responses=AgentSerializer)
     def get(self, request: Request, agent_id: str) -> Response:
-        return Response(AgentSerializer(get_object_or_404(agent_queryset(), agent_id=agent_id)).data)
+        agent = get_object_or_404(agent_queryset(), agent_id=agent_id)
+        return Response(AgentSerializer(services.with_live_heartbeats([agent])[0]).data)

@@ -351,3 +351,18 @@ async def test_tunnel_request_reaches_the_leader(make_client, hub_agent):
     )
     opened = await client.recv_type("tunnel_open")
     assert opened == {"stream_id": "s1", "session_id": "x", "port": 8080, "url": "ws://cp/api/v1/agents/tunnel/s1"}
+
+
+async def test_agents_api_shows_instances_leader_pod_and_live_heartbeat(make_client, hub_agent, operator):
+    from tests.conftest import client_for
+
+    agent, _ = hub_agent
+    leader, follower = make_client("lead"), make_client("follow")
+    await leader.register(is_leader=True)
+    await follower.register(is_leader=False)
+    body = await database_sync_to_async(lambda: client_for(operator).get(f"/api/v1/agents/{agent.agent_id}").json())()
+    instances = {i["instance_id"]: i for i in body["instances"]}
+    assert instances["lead"]["is_leader"] and not instances["follow"]["is_leader"]
+    assert instances["lead"]["pod"] == settings.POD_NAME and instances["lead"]["connected"]
+    assert 0 <= instances["lead"]["heartbeat_age_s"] < 5
+    assert body["pending_commands"] == 0 and body["sessions"] == 0
