@@ -140,7 +140,7 @@ async def relay(scope: dict, receive: Any, send: Any, session_ws: ClientConnecti
         except ConnectionClosed:
             pass
         if not browser_closed.is_set():
-            received = session_ws.close_rcvd
+            received = session_ws.protocol.close_rcvd
             code = _sendable(received.code if received else None, BAD_GATEWAY if received is None else 1000)
             await send({"type": "websocket.close", "code": code})
 
@@ -157,8 +157,12 @@ async def relay(scope: dict, receive: Any, send: Any, session_ws: ClientConnecti
         for task in [*tasks, keep_alive]:
             task.cancel()
         for task in [*tasks, keep_alive]:
-            with contextlib.suppress(BaseException):
+            try:
                 await task
+            except (asyncio.CancelledError, ConnectionClosed):
+                pass
+            except Exception:
+                log.exception("websocket relay for session %s failed", target.session_id)
         outbound.detach()
         inbound.release()
         await session_ws.close()

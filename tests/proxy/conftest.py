@@ -182,3 +182,12 @@ def start_daphne(extra_env: dict[str, str] | None = None) -> Daphne:
 @pytest.fixture
 def session_id() -> uuid.UUID:
     return uuid.uuid4()
+
+
+@pytest.fixture(scope="module")
+def daphne(django_db_setup, django_db_blocker, upstream_port) -> Iterator[Daphne]:
+    """One daphne process per test module (short upstream read timeout for the 504 test)."""
+    with django_db_blocker.unblock():
+        server = start_daphne({"STREAMSPACE_PROXY_READ_TIMEOUT_S": "2"})
+    yield server
+    stop(server.process)

@@ -11,7 +11,8 @@
 * ``GET /slow?s=N`` — answers after N seconds.
 * ``/ws`` — WebSocket echo (text and binary), subprotocols ``chat``/``superchat``;
   a text frame ``!close <code>`` closes with that code; ``!stream <count> <size>`` sends
-  ``count`` binary frames of ``size`` bytes.
+  ``count`` binary frames of ``size`` bytes; ``GET /ws-closes`` lists the close codes
+  clients sent.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from aiohttp import WSMsgType, web
 SMALL = b"hello, world\n"
 PAGE = b"<!doctype html><html><head><title>upstream</title></head><body>session page</body></html>"
 CHUNK = b"x" * 65536
+CLOSE_CODES: list[int] = []  # close codes received from clients, for /ws-closes
 
 
 async def index(request: web.Request) -> web.Response:
@@ -40,7 +42,7 @@ async def echo(request: web.Request) -> web.Response:
         {
             "method": request.method,
             "path": request.raw_path.split("?")[0],
-            "query": request.query_string,
+            "query": request.raw_path.partition("?")[2],
             "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.raw_headers],
         }
     )
@@ -51,6 +53,8 @@ async def sized(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     response.content_length = size
     await response.prepare(request)
+    if request.method == "HEAD":
+        return response
     left = size
     while left > 0:
         piece = CHUNK if left >= len(CHUNK) else CHUNK[:left]
@@ -112,7 +116,13 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             await ws.send_str(message.data)
         elif message.type == WSMsgType.BINARY:
             await ws.send_bytes(message.data)
+    if ws.close_code is not None:
+        CLOSE_CODES.append(ws.close_code)
     return ws
+
+
+async def ws_closes(request: web.Request) -> web.Response:
+    return web.json_response(CLOSE_CODES)
 
 
 def make_app() -> web.Application:
@@ -130,6 +140,7 @@ def make_app() -> web.Application:
     app.router.add_get("/cookies", cookies)
     app.router.add_get("/slow", slow)
     app.router.add_get("/ws", websocket)
+    app.router.add_get("/ws-closes", ws_closes)
     return app
 
 

@@ -1,0 +1,158 @@
+"""Tunnelled sessions end to end: daphne asks the agent (through the hub's channel-layer
+message) to open a tunnel, ``agent_runtime.tunnel.run_tunnel`` runs here as the agent
+would, dials the session port and connects back to daphne's tunnel endpoint; the proxy
+then speaks HTTP and WebSocket over it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+
+import httpx
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.utils import timezone
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from agent_runtime.protocol import InventoryItem
+from agent_runtime.tunnel import run_tunnel
+from agents_app.dispatch import TUNNEL_MESSAGE_TYPE
+from agents_app.models import AgentInstance
+from sessions_app.proxy import auth
+from tests.proxy.conftest import free_port, make_session
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+MIB = 1024 * 1024
+AGENT_TOKEN = "docker-1-token"  # tests/conftest.py's docker_agent
+
+
+class EndpointBackend:
+    """The part of an agent backend the tunnel uses: ``status`` reports the endpoint."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+
+    async def status(self, session_id: str) -> InventoryItem:
+        return InventoryItem(session_id=session_id, state="running", streaming_ready=True, endpoint=self.endpoint)
+
+
+@pytest.fixture
+async def agent(docker_agent, upstream_port):
+    """A connected leader whose channel this test reads: every tunnel_open runs run_tunnel."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await sync_to_async(AgentInstance.objects.create)(
+        agent=docker_agent,
+        instance_id="leader-1",
+        pod="test",
+        channel_name=channel,
+        is_leader=True,
+        connected=True,
+        connected_at=timezone.now(),
+    )
+    state = {"opened": [], "backend": EndpointBackend(f"127.0.0.1:{upstream_port}")}
+    tunnels: set[asyncio.Task] = set()
+
+    async def listen():
+        while True:
+            message = await layer.receive(channel)
+            if message["type"] == TUNNEL_MESSAGE_TYPE:
+                state["opened"].append(message["payload"])
+                task = asyncio.create_task(run_tunnel(message["payload"], token=AGENT_TOKEN, backend=state["backend"]))
+                tunnels.add(task)
+
+    listener = asyncio.create_task(listen())
+    yield state
+    listener.cancel()
+    for task in tunnels:
+        task.cancel()
+    await asyncio.gather(listener, *tunnels, return_exceptions=True)
+
+
+@pytest.fixture
+def tunnelled(alice, template, docker_agent):
+    docker_agent.proxy_mode = "tunnel"
+    docker_agent.save(update_fields=["proxy_mode"])
+    return make_session(alice, template, docker_agent, endpoint="")
+
+
+def cookie(session, user) -> dict[str, str]:
+    return {"Cookie": f"{auth.VIEWER_COOKIE}={auth.make_viewer_cookie(session.pk, user.pk)}"}
+
+
+async def test_http_through_the_tunnel(daphne, agent, tunnelled, alice):
+    base = f"{daphne.base}/api/v1/http/{tunnelled.pk}"
+    async with httpx.AsyncClient(timeout=30, headers=cookie(tunnelled, alice)) as client:
+        page = await client.get(f"{base}/")
+        assert page.status_code == 200 and b"session page" in page.content
+        assert agent["opened"][0]["session_id"] == str(tunnelled.pk)
+        assert agent["opened"][0]["url"].startswith(f"ws://127.0.0.1:{daphne.port}/api/v1/agents/tunnel/")
+        for _ in range(10):
+            assert (await client.get(f"{base}/small")).content == b"hello, world\n"
+        # Keep-alive: the tunnel is pooled, not reopened for every request.
+        assert len(agent["opened"]) <= 2
+
+        size = 64 * MIB
+        digest, received = hashlib.sha256(), 0
+        async with client.stream("GET", f"{base}/bytes", params={"size": size}) as response:
+            async for chunk in response.aiter_raw():
+                digest.update(chunk)
+                received += len(chunk)
+        assert received == size
+        assert digest.hexdigest() == hashlib.sha256(b"x" * size).hexdigest()
+
+        payload = os.urandom(8 * MIB)
+        upload = await client.post(f"{base}/upload", content=payload)
+        assert upload.json() == {"length": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+
+
+async def test_websocket_through_the_tunnel(daphne, agent, tunnelled, alice):
+    url = f"ws://127.0.0.1:{daphne.port}/api/v1/http/{tunnelled.pk}/ws"
+    async with ws_connect(url, additional_headers=cookie(tunnelled, alice), subprotocols=["chat"]) as ws:
+        assert ws.subprotocol == "chat"
+        await ws.send("hello")
+        assert await asyncio.wait_for(ws.recv(), 5) == "hello"
+        blob = os.urandom(300_000)
+        await ws.send(blob)
+        assert await asyncio.wait_for(ws.recv(), 5) == blob
+        await ws.send("!close 4003")
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd.code == 4003
+
+
+async def test_auto_mode_falls_back_to_the_tunnel(daphne, agent, alice, template, docker_agent):
+    unreachable = await sync_to_async(make_session)(
+        alice, template, docker_agent, endpoint=f"10.255.255.1:{free_port()}"
+    )
+    base = f"{daphne.base}/api/v1/http/{unreachable.pk}"
+    async with httpx.AsyncClient(timeout=30, headers=cookie(unreachable, alice)) as client:
+        assert (await client.get(f"{base}/small")).status_code == 200
+        assert len(agent["opened"]) >= 1
+
+
+async def test_session_unreachable_from_the_agent_is_502(daphne, agent, tunnelled, alice):
+    agent["backend"].endpoint = f"127.0.0.1:{free_port()}"
+    async with httpx.AsyncClient(timeout=30, headers=cookie(tunnelled, alice)) as client:
+        reply = await client.get(f"{daphne.base}/api/v1/http/{tunnelled.pk}/small")
+    assert reply.status_code == 502
+
+
+async def test_no_leader_is_502(daphne, tunnelled, alice):
+    async with httpx.AsyncClient(timeout=30, headers=cookie(tunnelled, alice)) as client:
+        reply = await client.get(f"{daphne.base}/api/v1/http/{tunnelled.pk}/small")
+    assert reply.status_code == 502
+
+
+async def test_tunnel_endpoint_refuses_strangers(daphne, agent, docker_agent):
+    for path, token in (("unknown-stream", AGENT_TOKEN), ("unknown-stream", "wrong")):
+        with pytest.raises(InvalidStatus) as refused:
+            await ws_connect(
+                f"ws://127.0.0.1:{daphne.port}/api/v1/agents/tunnel/{path}",
+                additional_headers={"Authorization": f"Bearer {token}"},
+            )
+        assert refused.value.response.status_code == 403
