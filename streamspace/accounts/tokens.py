@@ -52,7 +52,7 @@ def create_token(
         if lifetime <= timedelta(0) or lifetime > MAX_LIFETIME:
             raise ServiceError("expires_in_days must be between 1 and 366", code="invalid")
         expires_at = timezone.now() + lifetime
-    prefix = secrets.token_urlsafe(6)[:8]
+    prefix = secrets.token_hex(4)  # no "_" inside: the key splits on it
     key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
     with transaction.atomic():
         if ApiToken.objects.filter(user=user, name=name, revoked_at__isnull=True).exists():
