@@ -31,7 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from agent_runtime import __version__
-from agent_runtime.backends.base import Backend
+from agent_runtime.backends.base import Backend, BackendError
 from agent_runtime.commands import CommandExecutor, command_id_of
 from agent_runtime.config import AgentConfig
 from agent_runtime.leader import Elector
@@ -111,7 +111,12 @@ class AgentConnection:
         self._announced_leader = is_leader
         await self.send(Leader(is_leader=is_leader))
         if is_leader:
-            for item in await self.backend.inventory():
+            try:
+                inventory = await self.backend.inventory()
+            except BackendError as exc:
+                log.error("inventory failed after takeover", extra={"error": str(exc)})
+                return
+            for item in inventory:
                 await self.executor.report(item)
 
     # --- sending ----------------------------------------------------------------------------
@@ -166,6 +171,12 @@ class AgentConnection:
                 log.log(level, "control plane refused the connection", extra={"status": status, "url": url})
             except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
                 log.warning("connection failed", extra={"error": repr(exc), "url": url})
+            except BackendError as exc:
+                # Without an inventory the leader must not register: an empty one would tell the
+                # control plane that every session is lost.
+                log.error("backend unavailable; not registering", extra={"error": str(exc)})
+            except Exception:
+                log.exception("connection crashed; reconnecting")
             finally:
                 self._ws = None
                 self.connected.clear()
@@ -269,12 +280,15 @@ class AgentConnection:
     async def _heartbeat_loop(self, ws: ClientConnection) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            is_leader = self._is_leader()
-            if is_leader:
-                await self.executor.reconcile()
-            sessions = len(self.executor.reported) if is_leader else 0
-            capacity = await self.backend.capacity()
-            await self.send(Heartbeat(is_leader=is_leader, active_sessions=sessions, capacity=capacity))
+            try:
+                is_leader = self._is_leader()
+                if is_leader:
+                    await self.executor.reconcile()
+                sessions = len(self.executor.reported) if is_leader else 0
+                capacity = await self.backend.capacity()
+                await self.send(Heartbeat(is_leader=is_leader, active_sessions=sessions, capacity=capacity))
+            except Exception:  # a heartbeat must never take the connection down
+                log.exception("heartbeat failed")
 
     async def shutdown(self, drain_timeout: float) -> None:
         """SIGTERM: stop taking commands, finish running ones, give up the lease, close."""

@@ -309,3 +309,39 @@ async def test_tunnel_open_without_tunnel_support_is_logged(cp, start_agent, mon
     cid = await link.command("start_session", "s1", SPEC)
     assert (await cp.wait_result(cid)).ok
     assert any("no tunnel support" in r.getMessage() for r in caplog.records)
+
+
+class BrokenInventoryBackend(RecordingBackend):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.broken = True
+
+    async def inventory(self):
+        if self.broken:
+            from agent_runtime.backends.base import BackendError
+
+            raise BackendError("docker: engine unreachable")
+        return await super().inventory()
+
+
+async def test_a_leader_without_inventory_does_not_register(cp, start_agent):
+    """An empty inventory would tell the hub that every session is lost: wait for the backend."""
+    backend = BrokenInventoryBackend()
+    await start_agent(backend, backoff_initial=0.05, backoff_max=0.1)
+    await asyncio.sleep(0.5)
+    assert len(cp.attempt_times) >= 2 and cp.links == []  # it kept trying without registering
+    backend.broken = False
+    link = await cp.link()
+    assert link.register.is_leader is True
+
+
+def test_logs_are_json_lines():
+    import json
+    import logging
+
+    from agent_runtime.logs import JsonFormatter
+
+    record = logging.LogRecord("agent", logging.INFO, __file__, 1, "command done", (), None)
+    record.command_id = "c1"
+    line = json.loads(JsonFormatter().format(record))
+    assert (line["level"], line["msg"], line["command_id"], line["logger"]) == ("info", "command done", "c1", "agent")
