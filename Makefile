@@ -41,6 +41,7 @@ services:
 	scripts/ensure-services.sh
 	scripts/ensure-docker.sh
 	scripts/ensure-browser.sh
+	scripts/ensure-test-peers.sh
 
 ## test: lint, Django checks, then the suite on SQLite and on PostgreSQL + Redis
 test: lint check services test-sqlite test-postgres
