@@ -103,7 +103,9 @@ def run(port: int, home: Path, geometry: str) -> int:
             program = next((p for p in candidates if shutil.which(p)), None)
             if program:
                 children.append(subprocess.Popen([program], env=env, cwd=home))
-        selkies = subprocess.Popen([*selkies_command(), "--addr", "127.0.0.1", "--port", str(port)], env=env, cwd=home)
+        # The control plane's proxy authenticates viewers; selkies's own login would ask twice.
+        argv = [*selkies_command(), "--addr", "127.0.0.1", "--port", str(port), "--enable-basic-auth=false"]
+        selkies = subprocess.Popen(argv, env=env, cwd=home)
         children.append(selkies)
         print(f"streamspace desktop: display :{display}, selkies on 127.0.0.1:{port}", flush=True)
         return selkies.wait()
