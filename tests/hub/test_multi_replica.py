@@ -249,3 +249,54 @@ async def _state_is(coro, state: str):
 
 async def _not(value: bool) -> bool:
     return not value
+
+
+async def test_oversized_frame_through_daphne_closes_only_that_socket(replicas):
+    """Daphne's own WebSocket message limit is 1 MiB, the protocol's limit: a bigger frame
+    closes that socket (the hub never sees it); another agent's socket is unaffected."""
+    import json
+
+    import websockets
+
+    bases, _ = replicas
+    await wait_until(lambda: http_ready(bases["a"]))
+    for name in ("big", "calm"):
+        await database_sync_to_async(Agent.objects.create)(
+            agent_id=name, platform="docker", token_hash=hash_token(f"{name}-token")
+        )
+    url = bases["a"].replace("http", "ws") + "/api/v1/agents/connect"
+
+    def register(name: str) -> str:
+        return json.dumps(
+            {
+                "type": "register",
+                "id": "1",
+                "ts": 0,
+                "payload": {
+                    "agent_id": name,
+                    "instance_id": "i",
+                    "platform": "docker",
+                    "version": "t",
+                    "hostname": "h",
+                    "is_leader": False,
+                },
+            }
+        )
+
+    async with (
+        websockets.connect(url, additional_headers={"Authorization": "Bearer big-token"}, max_size=None) as big,
+        websockets.connect(url, additional_headers={"Authorization": "Bearer calm-token"}) as calm,
+    ):
+        for ws, name in ((big, "big"), (calm, "calm")):
+            await ws.send(register(name))
+            assert json.loads(await ws.recv())["type"] == "registered"
+        await big.send("x" * (2 * 1024 * 1024))
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(big.recv(), 10)
+        await calm.send(
+            json.dumps(
+                {"type": "session_status", "id": "2", "ts": 0, "payload": {"session_id": "nope", "state": "running"}}
+            )
+        )
+        reply = json.loads(await asyncio.wait_for(calm.recv(), 10))
+        assert reply["type"] == "error" and reply["payload"]["code"] == "unknown_session"
