@@ -52,6 +52,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
     is_leader = False
     _last_db_heartbeat = 0.0
     _register_timer: asyncio.Task | None = None
+    _poll_task: asyncio.Task | None = None
 
     # --- connection lifecycle -------------------------------------------------------------
     async def connect(self) -> None:
@@ -69,8 +70,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_BAD_REGISTER)
 
     async def disconnect(self, code: int) -> None:
-        if self._register_timer is not None:
-            self._register_timer.cancel()
+        for task in (self._register_timer, self._poll_task):
+            if task is not None:
+                task.cancel()
         if self.instance is None:
             return
         instance, agent = self.instance, self.agent
@@ -153,6 +155,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
             )
         )
         await database_sync_to_async(hub.after_register)(agent, hello)
+        if hello.is_leader:
+            self._start_polling()
 
     async def on_heartbeat(self, frame: protocol.Frame) -> None:
         beat: protocol.Heartbeat = frame.payload
@@ -214,6 +218,18 @@ class AgentConsumer(AsyncWebsocketConsumer):
         """As the new leader: unacked commands go back to pending, then everything pending is sent."""
         await database_sync_to_async(hub.requeue_unacked)(self.agent, sent_before=took_over_at)
         await database_sync_to_async(dispatch.send_pending_commands)(self.agent.pk)
+        self._start_polling()
+
+    def _start_polling(self) -> None:
+        if settings.AGENT_PENDING_POLL_S and (self._poll_task is None or self._poll_task.done()):
+            self._poll_task = asyncio.ensure_future(self._poll_pending())
+
+    async def _poll_pending(self) -> None:
+        """Embedded mode only (no shared channel layer): pick up commands other processes queued."""
+        while self.is_leader:
+            await asyncio.sleep(settings.AGENT_PENDING_POLL_S)
+            if self.is_leader:
+                await database_sync_to_async(dispatch.send_pending_commands)(self.agent.pk)
 
     # --- messages from the channel layer (any replica) ------------------------------------
     async def agent_command(self, event: dict[str, Any]) -> None:

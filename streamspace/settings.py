@@ -352,6 +352,9 @@ POD_NAME = envstr("POD_NAME", socket.gethostname())
 AGENT_HEARTBEAT_INTERVAL_S = envint("AGENT_HEARTBEAT_INTERVAL_S", 10, minimum=1)
 AGENT_COMMAND_ACK_TIMEOUT_S = envint("AGENT_COMMAND_ACK_TIMEOUT_S", 30, minimum=1)
 AGENT_HEARTBEAT_DB_WRITE_S = envint("AGENT_HEARTBEAT_DB_WRITE_S", 60, minimum=0)
+# Without Redis the channel layer is per process, so commands created by another process
+# (the job runner of `make run`) cannot be pushed to the hub: leader sockets poll for them.
+AGENT_PENDING_POLL_S = envint("AGENT_PENDING_POLL_S", 0 if REDIS_URL else 2, minimum=0)
 POD_URL = envstr("POD_URL")
 
 # --- Session proxy (sessions_app/proxy, ARCHITECTURE §6) --------------------------------
@@ -407,7 +410,10 @@ STREAMSPACE_PERIODIC_JOBS = {
     "command-sweep": ("agents_app.tasks.command_sweep", 30),
     "stale-agent-sweep": ("agents_app.tasks.stale_agent_sweep", 30),
     "quota-reconcile": ("sessions_app.tasks.reconcile_quotas", STREAMSPACE_QUOTA_RECONCILE_S),
-    "webhook-dispatch": ("plugins_app.tasks.dispatch_due_deliveries", envint("WEBHOOK_DISPATCH_INTERVAL_S", 5, minimum=1)),
+    "webhook-dispatch": (
+        "plugins_app.tasks.dispatch_due_deliveries",
+        envint("WEBHOOK_DISPATCH_INTERVAL_S", 5, minimum=1),
+    ),
     "audit-prune": ("streamspace.jobs.prune_audit_log", 86400),
 }
 CELERY_BEAT_SCHEDULE = {

@@ -366,3 +366,22 @@ async def test_agents_api_shows_instances_leader_pod_and_live_heartbeat(make_cli
     assert instances["lead"]["pod"] == settings.POD_NAME and instances["lead"]["connected"]
     assert 0 <= instances["lead"]["heartbeat_age_s"] < 5
     assert body["pending_commands"] == 0 and body["sessions"] == 0
+
+
+async def test_embedded_mode_leader_picks_up_commands_queued_by_another_process(make_client, alice, template, settings):
+    """Without Redis, a command row created where the in-memory layer cannot reach the socket
+    (the job runner is another process) still reaches the leader by polling."""
+    settings.AGENT_PENDING_POLL_S = 0.1  # the default without REDIS_URL is 2 s
+    client = make_client()
+    await client.register()
+    from agents_app.models import AgentCommand
+
+    session = await launch(alice, template)
+    first = await client.recv_type("command")
+    await client.send("ack", command_id=first["command_id"])
+    # Simulate another process: a row appears without any channel-layer message.
+    command = await database_sync_to_async(AgentCommand.objects.create)(
+        agent_id=session.agent_id, session=session, action="stop_session", spec={}
+    )
+    delivered = await client.recv_type("command", timeout=5)
+    assert delivered["command_id"] == str(command.pk)
