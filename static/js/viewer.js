@@ -25,10 +25,10 @@
       reconnect.hidden = !options.reconnect;
       back.hidden = !options.back;
       overlay.hidden = false;
-      root.dataset.overlay = options.reason || "busy";
+      root.dataset.overlayReason = options.reason || "busy";
     }
 
-    function hideOverlay() { overlay.hidden = true; root.dataset.overlay = ""; }
+    function hideOverlay() { overlay.hidden = true; root.dataset.overlayReason = ""; }
 
     function setBadge(state) {
       root.querySelectorAll("[data-state-badge]").forEach(function (badge) {
@@ -56,27 +56,54 @@
         });
     }
 
+    var retries = 0;
+    var MAX_RETRIES = 6;
+
+    // What the proxy answered inside the iframe (it is same-origin): the HTTP status of the
+    // frame's document, and whether it is an API error body instead of the session's page.
+    function frameFailure() {
+      try {
+        var win = frame.contentWindow;
+        var entry = win.performance.getEntriesByType("navigation")[0];
+        if (entry && entry.responseStatus >= 500) return "status";
+        var doc = frame.contentDocument;
+        if (doc && doc.contentType === "application/json" && /"code"/.test(doc.body ? doc.body.textContent : "")) return "json";
+      } catch (e) { return null; }
+      return null;
+    }
+
     frame.addEventListener("load", function () {
       if (!loaded) return;
-      // The proxy is same-origin; an error answer (session unreachable) is JSON, not the app.
-      var failed = false;
-      try {
-        var doc = frame.contentDocument;
-        var body = doc && doc.body ? doc.body.textContent.trim() : "";
-        failed = doc && doc.contentType === "application/json" && /"code"/.test(body);
-      } catch (e) { failed = false; }
-      if (failed) {
-        showOverlay("The stream dropped", "The session did not answer.", { reconnect: true, back: true, reason: "disconnected" });
-      } else {
+      if (!frameFailure()) {
+        retries = 0;
         hideOverlay();
+        return;
       }
+      // The session is not answering (yet): it may still be binding its port after a start
+      // or a wake. Retry with a fresh viewer URL and backoff, then offer a manual reconnect.
+      if (session.state === "running" && retries < MAX_RETRIES) {
+        var wait = 500 * Math.pow(2, retries);
+        retries += 1;
+        showOverlay("Reconnecting…", "The session is not answering yet; retrying.", { reason: "retrying" });
+        setTimeout(function () { if (session.state === "running") load(); }, wait);
+        return;
+      }
+      showOverlay("The stream dropped", "The session did not answer.", { reconnect: true, back: true, reason: "disconnected" });
     });
+
+    function setToolbar(state) {
+      var hibernate = root.querySelector('form[data-action="hibernate"]');
+      var stop = root.querySelector('form[data-action="stop"]');
+      if (hibernate) hibernate.hidden = state !== "running";
+      if (stop) stop.hidden = ["stopping", "stopped", "failed"].indexOf(state) >= 0;
+    }
 
     function apply(next) {
       var previous = session.state;
       session = next;
       root.dataset.state = next.state;
       setBadge(next.state);
+      setToolbar(next.state);
       if (next.state === "running") {
         if (!loaded || previous !== "running") load();
       } else if (next.state === "hibernating" || next.state === "hibernated") {
@@ -94,6 +121,7 @@
     }
 
     reconnect.addEventListener("click", function () {
+      retries = 0;
       if (session.state === "hibernated" || session.state === "hibernating") {
         var form = document.createElement("form");
         form.action = "/sessions/" + root.dataset.sessionId + "/wake";

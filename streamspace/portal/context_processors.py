@@ -15,7 +15,7 @@ ACCOUNT_LINKS = (
     ("Account", "account_email"),
     ("Password", "account_change_password"),
     ("Two-factor authentication", "mfa_index"),
-    ("API tokens", "portal:api-tokens"),
+    ("API tokens", "account_api_tokens"),
 )
 # (key, label, url name, who): the main navigation; "operator" links only for operators/admins.
 NAV_LINKS = (

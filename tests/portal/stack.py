@@ -1,0 +1,123 @@
+"""A real StreamSpace stack for browser tests: daphne serving the control plane on the
+pytest-django test database, plus agent processes (``streamspace-agent``) connected to it.
+
+Processes are started with the same PostgreSQL database and Redis db as the test, so what
+the browser does is visible to the test's ORM and the other way round."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agents_app.models import Agent
+from agents_app.tokens import hash_token, new_token
+from tests.proxy.conftest import free_port, stop, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENT_BIN = str(Path(sys.executable).parent / "streamspace-agent")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    data_dir: Path
+    port: int = 0
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = self.data_dir / f"{name}.log"
+        self.logs.append(log)
+        with open(log, "wb") as out:
+            process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
+
+    def start_control_plane(self) -> None:
+        self.port = free_port()
+        env = {**self.env, "POD_URL": f"http://127.0.0.1:{self.port}", "POD_NAME": "cp-e2e"}
+        process = self._spawn(
+            "daphne",
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "streamspace.asgi:application"],
+            env,
+        )
+        wait_for_port(self.port, process, timeout=30)
+
+    def start_agent(self, agent: Agent, token: str, instance_id: str, *, ha_lock: Path | None = None, **opts: str):
+        env = {
+            **self.env,
+            "STREAMSPACE_AGENT_DATA_DIR": str(self.data_dir / f"agent-{instance_id}"),
+            "LOG_LEVEL": "info",
+        }
+        if ha_lock is not None:
+            env.update(ENABLE_HA="true", HA_BACKEND="file", FILE_LOCK_PATH=str(ha_lock), RETRY_PERIOD="1s")
+        cmd = [
+            AGENT_BIN,
+            "--platform",
+            agent.platform,
+            "--control-plane",
+            self.base,
+            "--token",
+            token,
+            "--agent-id",
+            agent.agent_id,
+            "--instance-id",
+            instance_id,
+        ]
+        for key, value in opts.items():
+            cmd += ["--backend-option", f"{key}={value}"]
+        return self._spawn(f"agent-{instance_id}", cmd, env)
+
+    def dump_logs(self) -> str:
+        return "\n".join(
+            f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}" for log in self.logs if log.exists()
+        )
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                stop(process)
+
+
+def make_agent(agent_id: str, platform: str) -> tuple[Agent, str]:
+    token = new_token()
+    agent = Agent.objects.create(
+        agent_id=agent_id, platform=platform, token_hash=hash_token(token), token_prefix=token[:8]
+    )
+    return agent, token
+
+
+def stack_env(connection: Any, data_dir: Path) -> dict[str, str]:
+    """Environment for child processes: the test's database and Redis, verbose enough to debug."""
+    env = dict(os.environ)
+    db = connection.settings_dict
+    env.update(
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        STREAMSPACE_DATA_DIR=str(data_dir),
+        DJANGO_SETTINGS_MODULE="streamspace.settings",
+        LOG_LEVEL="WARNING",
+    )
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set for Playwright in the test process only
+    return env
