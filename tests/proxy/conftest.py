@@ -3,23 +3,30 @@ in-process ASGI caller and a real daphne process serving the control plane."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from django.db import connection
 from django.utils import timezone
 
+from agent_runtime.protocol import InventoryItem
+from agent_runtime.tunnel import run_tunnel
+from agents_app.dispatch import TUNNEL_MESSAGE_TYPE
+from agents_app.models import AgentInstance
 from sessions_app.models import Session, SessionState
 
 ROOT = Path(__file__).resolve().parents[2]
+AGENT_TOKEN = "docker-1-token"  # tests/conftest.py's docker_agent
 
 
 def free_port() -> int:
@@ -179,11 +186,6 @@ def start_daphne(extra_env: dict[str, str] | None = None) -> Daphne:
     return Daphne(port, process)
 
 
-@pytest.fixture
-def session_id() -> uuid.UUID:
-    return uuid.uuid4()
-
-
 @pytest.fixture(scope="module")
 def daphne(django_db_setup, django_db_blocker, upstream_port) -> Iterator[Daphne]:
     """One daphne process per test module (short upstream read timeout for the 504 test)."""
@@ -191,3 +193,54 @@ def daphne(django_db_setup, django_db_blocker, upstream_port) -> Iterator[Daphne
         server = start_daphne({"STREAMSPACE_PROXY_READ_TIMEOUT_S": "2"})
     yield server
     stop(server.process)
+
+
+class EndpointBackend:
+    """The part of an agent backend the tunnel uses: ``status`` reports the endpoint."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+
+    async def status(self, session_id: str) -> InventoryItem:
+        return InventoryItem(session_id=session_id, state="running", streaming_ready=True, endpoint=self.endpoint)
+
+
+@pytest.fixture
+async def agent(docker_agent, upstream_port):
+    """A connected leader whose channel this test reads: every tunnel_open runs run_tunnel."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await sync_to_async(AgentInstance.objects.create)(
+        agent=docker_agent,
+        instance_id="leader-1",
+        pod="test",
+        channel_name=channel,
+        is_leader=True,
+        connected=True,
+        connected_at=timezone.now(),
+    )
+    state = {"opened": [], "backend": EndpointBackend(f"127.0.0.1:{upstream_port}")}
+    tunnels: set[asyncio.Task] = set()
+
+    async def listen():
+        while True:
+            message = await layer.receive(channel)
+            if message["type"] == TUNNEL_MESSAGE_TYPE:
+                state["opened"].append(message["payload"])
+                task = asyncio.create_task(run_tunnel(message["payload"], token=AGENT_TOKEN, backend=state["backend"]))
+                tunnels.add(task)
+
+    listener = asyncio.create_task(listen())
+    yield state
+    listener.cancel()
+    for task in tunnels:
+        task.cancel()
+    await asyncio.gather(listener, *tunnels, return_exceptions=True)
+    await sync_to_async(close_old_connections_in_thread)()
+
+
+def close_old_connections_in_thread() -> None:
+    """Close the connection of sync_to_async's worker thread (else the test DB cannot be dropped)."""
+    from django.db import connections
+
+    connections.close_all()

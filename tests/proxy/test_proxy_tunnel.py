@@ -12,65 +12,15 @@ import os
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
-from django.utils import timezone
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from agent_runtime.protocol import InventoryItem
-from agent_runtime.tunnel import run_tunnel
-from agents_app.dispatch import TUNNEL_MESSAGE_TYPE
-from agents_app.models import AgentInstance
 from sessions_app.proxy import auth
-from tests.proxy.conftest import free_port, make_session
+from tests.proxy.conftest import AGENT_TOKEN, free_port, make_session
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 MIB = 1024 * 1024
-AGENT_TOKEN = "docker-1-token"  # tests/conftest.py's docker_agent
-
-
-class EndpointBackend:
-    """The part of an agent backend the tunnel uses: ``status`` reports the endpoint."""
-
-    def __init__(self, endpoint: str):
-        self.endpoint = endpoint
-
-    async def status(self, session_id: str) -> InventoryItem:
-        return InventoryItem(session_id=session_id, state="running", streaming_ready=True, endpoint=self.endpoint)
-
-
-@pytest.fixture
-async def agent(docker_agent, upstream_port):
-    """A connected leader whose channel this test reads: every tunnel_open runs run_tunnel."""
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await sync_to_async(AgentInstance.objects.create)(
-        agent=docker_agent,
-        instance_id="leader-1",
-        pod="test",
-        channel_name=channel,
-        is_leader=True,
-        connected=True,
-        connected_at=timezone.now(),
-    )
-    state = {"opened": [], "backend": EndpointBackend(f"127.0.0.1:{upstream_port}")}
-    tunnels: set[asyncio.Task] = set()
-
-    async def listen():
-        while True:
-            message = await layer.receive(channel)
-            if message["type"] == TUNNEL_MESSAGE_TYPE:
-                state["opened"].append(message["payload"])
-                task = asyncio.create_task(run_tunnel(message["payload"], token=AGENT_TOKEN, backend=state["backend"]))
-                tunnels.add(task)
-
-    listener = asyncio.create_task(listen())
-    yield state
-    listener.cancel()
-    for task in tunnels:
-        task.cancel()
-    await asyncio.gather(listener, *tunnels, return_exceptions=True)
 
 
 @pytest.fixture
