@@ -58,6 +58,8 @@ DEFAULT_SAML_ATTRIBUTE_MAP = {
     "urn:oid:2.5.4.4": "last_name",
     "groups": "groups",
     "memberOf": "groups",
+    "isMemberOf": "groups",
+    "urn:oid:1.3.6.1.4.1.5923.1.5.1.1": "groups",
     "http://schemas.xmlsoap.org/claims/Group": "groups",
 }
 
