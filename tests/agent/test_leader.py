@@ -250,3 +250,31 @@ async def test_a_paused_file_leader_keeps_the_lock_and_there_is_never_a_second_l
         lambda: [f.payload.is_leader for f in link_a.frames[frames_before:] if f.type == "leader"][:2] == [False, True]
     )
     assert not any(f.type == "leader" and f.payload.is_leader for f in link_b.frames)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["file", "redis"])
+async def test_sigterm_drains_and_hands_over_at_once(contenders, backend, tmp_path):
+    """SIGTERM: the running command finishes and is reported, then the lease is released, so
+    the follower takes over within a retry period instead of waiting for the lease to expire."""
+    cp, a, b = await contenders(backend)
+    link_a, link_b = link_of(cp, "a"), link_of(cp, "b")
+    stubborn = (
+        "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(120)"
+    )
+    start = await link_a.command("start_session", "s-drain", {"command": ["{python}", "-c", stubborn], "user": "alice"})
+    assert (await cp.wait_result(start)).ok
+    session_log = tmp_path / "a" / "local-backend" / "logs" / "s-drain.log"
+    await wait_until(lambda: session_log.exists() and "up" in session_log.read_text())  # SIGTERM is ignored now
+    sent = time.monotonic()
+    hibernate = await link_a.command("hibernate_session", "s-drain")  # takes the 5 s terminate grace
+    await cp.wait_for(lambda: any(f.type == "ack" and f.payload.command_id == hibernate for f in link_a.frames))
+    a.signal(signal.SIGTERM)
+    result = await cp.wait_result(hibernate, timeout=15)
+    assert result.ok and result.data["state"] == "hibernated"
+    assert time.monotonic() - sent > 4.5  # the agent waited out the 5 s terminate grace before exiting
+    assert await asyncio.wait_for(a.proc.wait(), 15) == 0
+    exited = time.monotonic()
+    await cp.wait_for(lambda: leading(link_b), timeout=10)
+    assert time.monotonic() - exited < 1.5  # well under LEASE_DURATION=3s: the lease was released
+    assert any(f.type == "leader" and not f.payload.is_leader for f in link_a.frames)
