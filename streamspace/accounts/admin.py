@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
 from streamspace.accounts.models import ApiToken, SSOIdentity, User
+from streamspace.audit.services import record
 
 
 @admin.register(User)
@@ -14,6 +15,18 @@ class UserAdmin(DjangoUserAdmin):
         ("Important dates", {"fields": ("last_login", "date_joined")}),
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("username", "email", "role", "password1", "password2")}),)
+
+    def save_model(self, request, obj, form, change):
+        previous = type(obj).objects.filter(pk=obj.pk).values_list("role", flat=True).first() if change else None
+        super().save_model(request, obj, form, change)
+        if change and previous is not None and previous != obj.role:
+            record(
+                "user.role_changed",
+                actor=request.user,
+                target=obj,
+                request=request,
+                details={"from": previous, "to": obj.role, "via": "admin"},
+            )
 
 
 @admin.register(ApiToken)

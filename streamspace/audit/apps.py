@@ -5,3 +5,10 @@ class AuditConfig(AppConfig):
     name = "streamspace.audit"
     label = "audit"
     verbose_name = "Audit"
+
+    def ready(self) -> None:
+        from django.contrib import admin
+
+        from streamspace.audit.admin import audit_admin_site
+
+        audit_admin_site(admin.site)

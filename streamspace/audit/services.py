@@ -49,3 +49,28 @@ def record(
         user_agent=user_agent,
         details=details or {},
     )
+
+
+def prune(older_than_days: int | None = None, *, batch_size: int = 5000) -> int:
+    """Delete audit events older than ``older_than_days`` (default ``AUDIT_RETENTION_DAYS``).
+
+    Deletes in batches so a first run over a large table does not hold one huge transaction.
+    Returns the number of events deleted.
+    """
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    days = settings.AUDIT_RETENTION_DAYS if older_than_days is None else older_than_days
+    if days < 1:
+        raise ValueError("older_than_days must be at least 1")
+    cutoff = timezone.now() - timedelta(days=days)
+    total = 0
+    while True:
+        ids = list(AuditEvent.objects.filter(created_at__lt=cutoff).values_list("id", flat=True)[:batch_size])
+        if not ids:
+            break
+        deleted, _ = AuditEvent.objects.filter(id__in=ids).delete()
+        total += deleted
+    return total
