@@ -90,6 +90,7 @@ def api(daphne, alice):
 @pytest.fixture
 async def agents(daphne, tmp_path, request):
     started = []
+    local_dirs = []
 
     async def _spawn(
         token: str, instance_id: str, env: dict[str, str] | None = None, *, agent_id: str, platform="docker"
@@ -104,6 +105,8 @@ async def agents(daphne, tmp_path, request):
             env={"STREAMSPACE_DOCKER_PULL": "never", "STREAMSPACE_DOCKER_STOP_TIMEOUT": "3", **(env or {})},
         )
         started.append(proc)
+        if platform == "local":
+            local_dirs.append((agent_id, tmp_path / instance_id))
         return proc
 
     yield _spawn
@@ -114,6 +117,14 @@ async def agents(daphne, tmp_path, request):
             import sys
 
             sys.stderr.write(f"--- agent {proc.instance_id}\n{proc.log()[-4000:]}\n")
+    # Local sessions outlive their agent by design; a failed test must not leave them behind.
+    from agent_runtime.backends.base import SessionSpec
+    from agent_runtime.backends.local import LocalBackend
+
+    for agent_id, data_dir in local_dirs:
+        backend = LocalBackend(agent_id=agent_id, data_dir=data_dir)
+        for item in await backend.inventory():
+            await backend.stop(item.session_id, SessionSpec())
 
 
 async def until(predicate, timeout: float = 30.0, step: float = 0.1, what: str = "condition"):
