@@ -6,6 +6,7 @@ from allauth.account.internal.decorators import login_stage_required
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.signals import user_login_failed
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.decorators import method_decorator
@@ -167,7 +168,10 @@ def admin_login_redirect(request: HttpRequest, extra_context: dict | None = None
 
     from django.urls import reverse
 
-    if request.user.is_authenticated and request.user.is_staff:
+    if request.user.is_authenticated:
+        if not request.user.is_staff:
+            # Signed in without admin rights: answering with the login page would loop.
+            raise PermissionDenied("The admin is for operators and admins.")
         return redirect(request.GET.get("next") or "admin:index")
     next_url = request.GET.get("next") or reverse("admin:index")
     return redirect(f"{reverse('account_login')}?{urlencode({'next': next_url})}")
