@@ -19,6 +19,20 @@ wsgi_app = get_wsgi_application()
 schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", wsgi_app)
 
 
+@pytest.fixture(autouse=True)
+def _keep_test_connection():
+    """A raw WSGI call closes the DB connection at request end (CONN_MAX_AGE=0), which would
+    break the test's transaction; Django's own test client disconnects the same handler."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
 @pytest.fixture
 def admin_headers(db, template, docker_agent):
     from rest_framework_simplejwt.tokens import RefreshToken
