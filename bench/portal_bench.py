@@ -39,9 +39,10 @@ UserQuota.objects.create(user=admin, max_sessions=10**6, max_cpu_millicores=10**
 groups = [Group.objects.create(name=f'team-{i}') for i in range(5)]
 for group in groups:
     GroupQuota.objects.create(group=group, max_sessions=10)
-users = [admin] + [User.objects.create_user(f'user{i}', password='x', email=f'user{i}@example.com') for i in range(99)]
-for i, user in enumerate(users[1:]):
-    user.groups.add(groups[i % 5])
+users = [admin] + User.objects.bulk_create(
+    User(username=f'user{i}', email=f'user{i}@example.com', password='!') for i in range(99))
+User.groups.through.objects.bulk_create(
+    User.groups.through(user_id=user.pk, group_id=groups[i % 5].pk) for i, user in enumerate(users[1:]))
 templates = Template.objects.bulk_create(
     Template(slug=f'app-{i}', display_name=f'Application {i}', description='A benchmark template ' * 4,
              category=f'Category {i % 8}', icon='📦', image='registry.local/app:1') for i in range(100))

@@ -72,10 +72,11 @@
   }
 
   // --- session actions (forms posted with fetch) ----------------------------------------
-  function postAction(form) {
-    var button = form.querySelector("button");
+  function postAction(form, submitter) {
+    var button = submitter || form.querySelector("button");
+    var url = submitter && submitter.formAction ? submitter.formAction : form.action;
     if (button) button.disabled = true;
-    return fetch(form.action, {
+    return fetch(url, {
       method: "POST",
       credentials: "same-origin",
       headers: { "Accept": "application/json", "X-CSRFToken": csrfToken() },
@@ -137,11 +138,11 @@
       }
     });
     list.addEventListener("submit", function (event) {
-      var form = event.target.closest("form[data-action]");
+      var form = event.target.closest("form[data-actions]");
       if (!form) return;
       event.preventDefault();
       var card = form.closest("[data-session-id]");
-      postAction(form).then(function (result) {
+      postAction(form, event.submitter).then(function (result) {
         if (result.ok) { updateCard(card, result.body); announce(result.body.name + " is " + result.body.state); }
         else { announce(result.body.detail || "The action failed."); showError(card, result.body.detail); }
       }).catch(function () { showError(card, "The request failed; check your connection."); });

@@ -14,6 +14,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from sessions_app import quotas, services
@@ -92,6 +93,7 @@ def sessions(request: HttpRequest) -> HttpResponse:
             "sessions": rows,
             "states": SessionState.values,
             "choices": ops_queries.filter_choices(),
+            "sessions_root": reverse("portal:sessions"),
             "querystring": _querystring_without_page(request),
         },
     )
@@ -117,6 +119,7 @@ def users(request: HttpRequest) -> HttpResponse:
             "rows": rows,
             "search": search,
             "groups": ops_queries.groups(),
+            "users_root": reverse("portal:ops-users"),
             "querystring": _querystring_without_page(request),
         },
     )
@@ -146,7 +149,12 @@ def user_quota(request: HttpRequest, user_id: int) -> HttpResponse:
 @require_GET
 @operator_required
 def templates(request: HttpRequest) -> HttpResponse:
-    return _render(request, "portal/ops/templates.html", "templates", {"templates": ops_queries.templates()})
+    return _render(
+        request,
+        "portal/ops/templates.html",
+        "templates",
+        {"templates": ops_queries.templates(), "templates_root": reverse("portal:ops-templates")},
+    )
 
 
 @require_http_methods(["GET", "POST"])

@@ -14,6 +14,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
@@ -67,6 +68,7 @@ def catalog(request: HttpRequest) -> HttpResponse:
             "categories": categories,
             "search": search,
             "category": category,
+            "launch_root": reverse("portal:launch", args=["slug"]).removesuffix("slug"),
             "quota": queries.quota_meters(request.user),
         },
     )
@@ -105,6 +107,7 @@ def my_sessions(request: HttpRequest) -> HttpResponse:
             "nav_active": "sessions",
             "sessions": queries.user_sessions(request.user, include_history=include_history),
             "include_history": include_history,
+            "sessions_root": reverse("portal:sessions"),
             "quota": queries.quota_meters(request.user),
         },
     )

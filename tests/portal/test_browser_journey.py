@@ -141,6 +141,20 @@ def demo_round_trip(page, frame) -> None:
     wait_until(lambda: re.fullmatch(r"[0-9.]+", frame.locator("#rtt").inner_text()), timeout=10, what="echo")
 
 
+def websocket_echo(page, stack: Stack, session_id: str) -> str:
+    """Open a WebSocket from inside the session's iframe (through the proxy) and echo a line."""
+    inner = next(f for f in page.frames if f.url.startswith(f"{stack.base}/api/v1/http/{session_id}/"))
+    return inner.evaluate(
+        """() => new Promise((resolve, reject) => {
+             const url = location.href.split('?')[0].replace(/^http/, 'ws');
+             const ws = new WebSocket(url);
+             ws.onopen = () => ws.send('hello through the proxy');
+             ws.onmessage = (event) => { resolve(event.data.trim()); ws.close(); };
+             ws.onerror = () => reject(new Error('websocket failed'));
+           })"""
+    )
+
+
 def test_user_and_operator_journey_on_a_local_agent(browser, stack, tmp_path):
     from streamspace.accounts import mfa
 
@@ -297,18 +311,15 @@ def test_launch_the_test_image_on_a_docker_agent(browser, stack, docker_client, 
         page.locator("[data-viewer]").wait_for()
         session_id = page.locator("[data-viewer]").get_attribute("data-session-id")
         page.frame_locator("iframe[data-frame]").get_by_role("heading", name="streamspace test session").wait_for()
-        inner = next(f for f in page.frames if f.url.startswith(f"{stack.base}/api/v1/http/{session_id}/"))
-        echo = inner.evaluate(
-            """() => new Promise((resolve, reject) => {
-                 const url = location.href.split('?')[0].replace(/^http/, 'ws');
-                 const ws = new WebSocket(url);
-                 ws.onopen = () => ws.send('hello through the proxy');
-                 ws.onmessage = (event) => { resolve(event.data); ws.close(); };
-                 ws.onerror = () => reject(new Error('websocket failed'));
-               })"""
-        )
-        assert echo.strip() == "hello through the proxy"
+        assert websocket_echo(page, stack, session_id) == "hello through the proxy"
         shoot(page, "viewer-docker")
+        page.locator("[data-viewer] [data-action=hibernate] button").click()
+        page.locator("[data-viewer][data-state=hibernated]").wait_for()
+        page.locator("[data-reconnect]").click()
+        page.locator("[data-viewer][data-state=running]").wait_for()
+        page.locator(".viewer__overlay").wait_for(state="hidden")
+        page.frame_locator("iframe[data-frame]").get_by_role("heading", name="streamspace test session").wait_for()
+        assert websocket_echo(page, stack, session_id) == "hello through the proxy"
         page.locator("[data-viewer] [data-action=stop] button").click()
         wait_until(lambda: session_state(session_id) == SessionState.STOPPED, timeout=60, what="stopped")
     finally:

@@ -33,3 +33,11 @@ def get_item(mapping: Any, key: Any) -> Any:
         return mapping[key]
     except (KeyError, IndexError, TypeError):
         return None
+
+
+@register.filter
+def as_json(value: Any) -> str:
+    """Compact JSON for showing structured details (audit, deliveries) as users expect."""
+    import json
+
+    return json.dumps(value, separators=(", ", ": "), sort_keys=True, default=str)
