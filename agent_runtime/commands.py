@@ -140,9 +140,9 @@ class CommandExecutor:
         cid, sid = command.command_id, command.session_id
         if not self.is_leader():
             self.on_refused()
-            await self._finish(
-                command, Result(command_id=cid, ok=False, error="not_leader: leadership lost before executing")
-            )
+            # Forgotten, not remembered: if this command comes back when we lead again, run it.
+            self._seen.pop(cid, None)
+            await self.send(Result(command_id=cid, ok=False, error="not_leader: leadership lost before executing"))
             return
         self._cancel_watcher(sid)
         started = time.monotonic()

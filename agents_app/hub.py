@@ -119,6 +119,7 @@ def acknowledge(agent: Agent, command_id: str) -> bool:
     )
 
 
+NOT_LEADER = "not_leader"
 _FAIL_SESSION_ON = {CommandAction.START, CommandAction.WAKE, CommandAction.HIBERNATE}
 
 
@@ -129,6 +130,14 @@ def complete(agent: Agent, result: protocol.Result) -> AgentCommand | None:
         return None
     if command.state in (CommandState.SUCCEEDED, CommandState.FAILED):
         return command  # a duplicate result (the agent re-sends for duplicate commands)
+    if not result.ok and (result.error or "").startswith(NOT_LEADER):
+        # The instance lost its lease between ack and execution: the command is not failed,
+        # it belongs to whoever leads now.
+        from agents_app import dispatch
+
+        AgentCommand.objects.filter(pk=command.pk).update(state=CommandState.PENDING, acked_at=None)
+        dispatch.send_pending_commands(agent.pk)
+        return command
     now = timezone.now()
     command.state = CommandState.SUCCEEDED if result.ok else CommandState.FAILED
     command.error = (result.error or "")[:4000]

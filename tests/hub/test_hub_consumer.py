@@ -385,3 +385,22 @@ async def test_embedded_mode_leader_picks_up_commands_queued_by_another_process(
     )
     delivered = await client.recv_type("command", timeout=5)
     assert delivered["command_id"] == str(command.pk)
+
+
+async def test_not_leader_result_requeues_instead_of_failing(make_client, alice, template):
+    """A leader that lost its lease between ack and execution answers not_leader: the command
+    goes to the next leader and the session does not fail."""
+    old, new = make_client("old"), make_client("new")
+    await old.register(is_leader=True)
+    await new.register(is_leader=False)
+    session = await launch(alice, template)
+    command = await old.recv_type("command")
+    await old.send("ack", command_id=command["command_id"])
+    await old.send("leader", is_leader=False)
+    await old.send(
+        "result", command_id=command["command_id"], ok=False, error="not_leader: leadership lost before executing"
+    )
+    await new.send("leader", is_leader=True)
+    resent = await new.recv_type("command")
+    assert resent["command_id"] == command["command_id"]
+    assert (await get(Session, pk=session.pk)).state == SessionState.PENDING
