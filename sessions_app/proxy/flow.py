@@ -5,7 +5,8 @@ whatever the client has not read yet in memory. With a slow browser and a fast s
 proxy would buffer without bound. Daphne hands the application ``send`` as
 ``functools.partial(server.handle_reply, protocol)``; from the protocol we reach Twisted's
 HTTP channel and register a streaming producer on it (Twisted's public ``IConsumer`` API).
-Twisted then tells us when its buffer is over ``bufferSize`` (64 KiB) and when it drained,
+Twisted then tells us when its buffer is over ``bufferSize`` (raised to ``OUTBOUND_BUFFER``)
+and when it drained,
 and the proxy stops reading from the session in between.
 
 The other way round, daphne puts every frame the browser sends into an unbounded queue;
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 
 INBOUND_HIGH = 32  # queued browser messages before we stop reading the browser's socket
 INBOUND_LOW = 4
+# Bytes Twisted may hold for a slow client before the proxy stops reading the session
+# (Twisted's default is 64 KiB: less than one large media frame, which would serialise them).
+OUTBOUND_BUFFER = 512 * 1024
 
 
 def _daphne_protocol(send: Any) -> Any | None:
@@ -63,6 +67,11 @@ class OutboundFlow:
         if protocol is None:
             return flow
         try:
+            transport = getattr(protocol, "transport", None) or getattr(
+                getattr(protocol, "channel", None), "transport", None
+            )
+            if transport is not None and getattr(transport, "bufferSize", OUTBOUND_BUFFER) < OUTBOUND_BUFFER:
+                transport.bufferSize = OUTBOUND_BUFFER
             if websocket:
                 # After the upgrade, the HTTP channel is still the transport's producer.
                 channel = getattr(protocol.transport, "producer", None)

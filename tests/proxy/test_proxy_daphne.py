@@ -72,7 +72,7 @@ def test_page_load_and_redirect_rewrites(viewer):
 
 def test_large_download_streams_with_flat_memory(viewer, daphne):
     client, base = viewer
-    size = 512 * MIB
+    size = 256 * MIB
     before = daphne.rss_kib()
     peak = before
     received = 0
