@@ -37,7 +37,13 @@ class TemplateForm(forms.ModelForm):
         ]
         widgets = {
             "description": forms.Textarea(attrs={"rows": 3}),
-            **{name: forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}) for name in JSON_FIELDS},
+            **{name: forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "class": "mono"}) for name in JSON_FIELDS},
+        }
+        labels = {
+            "default_cpu_millicores": "Default CPU (millicores)",
+            "default_memory_mb": "Default memory (MB)",
+            "idle_timeout_s": "Idle timeout (seconds)",
+            "env": "Environment",
         }
         help_texts = {
             "command": 'Local platform only: JSON argv, e.g. ["{python}", "-m", "app", "--port", "{port}"].',

@@ -51,7 +51,7 @@ def test_catalog_lists_enabled_templates_with_quota(alice_browser, template, dem
     Template.objects.create(slug="hidden", display_name="Hidden one", image="x/y:1", enabled=False)
     page = alice_browser.get("/").content.decode()
     assert "XFCE" in page and "Demo canvas" in page and "Hidden one" not in page
-    assert 'action="/launch/demo-canvas"' in page
+    assert 'formaction="/launch/demo-canvas"' in page
     assert "Sessions</span>" in page and "0 / 3" in page  # default quota: 3 sessions
 
 
