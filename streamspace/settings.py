@@ -244,6 +244,7 @@ SIMPLE_JWT.update({"ROTATE_REFRESH_TOKENS": True, "BLACKLIST_AFTER_ROTATION": Tr
 # Local accounts (django-allauth). Self sign-up is off unless STREAMSPACE_SIGNUP_ENABLED.
 STREAMSPACE_SIGNUP_ENABLED = envbool("STREAMSPACE_SIGNUP_ENABLED", False)
 ACCOUNT_ADAPTER = "streamspace.accounts.adapter.AccountAdapter"
+ACCOUNT_FORMS = {"login": "streamspace.accounts.forms.LoginForm"}
 ACCOUNT_LOGIN_METHODS = {"username", "email"}
 ACCOUNT_SIGNUP_FIELDS = ["username*", "email*", "password1*", "password2*"]
 ACCOUNT_EMAIL_VERIFICATION = envstr("ACCOUNT_EMAIL_VERIFICATION", "optional")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from allauth.account.forms import LoginForm as AllauthLoginForm
 from django import forms
 
 from streamspace.accounts.models import TokenScope
@@ -42,3 +43,15 @@ class ApiTokenForm(forms.Form):
         super().__init__(*args, **kwargs)
         if user is not None and user.role == "user":
             self.fields["scope"].choices = [c for c in TokenScope.choices if c[0] != TokenScope.ADMIN]
+
+
+class LoginForm(AllauthLoginForm):
+    """allauth's login form with a clearer label for the username-or-e-mail field."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["login"]
+        field.label = "Username or e-mail"
+        field.widget.attrs.update({"autocomplete": "username", "autofocus": True, "spellcheck": "false"})
+        field.widget.attrs.pop("placeholder", None)
+        self.fields["password"].widget.attrs.pop("placeholder", None)

@@ -143,3 +143,26 @@ def test_password_reset_does_not_reveal_accounts(client):
 def test_admin_login_goes_through_the_portal(client):
     response = client.get("/admin/login/?next=/admin/")
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/?next=")
+
+
+def test_password_change(alice, client):
+    client.force_login(alice)
+    page = client.get("/accounts/password/change/")
+    assert page.status_code == 200 and b'<link rel="stylesheet"' in page.content
+    response = client.post(
+        "/accounts/password/change/",
+        {"oldpassword": "pw-alice", "password1": "Another-pass-77", "password2": "Another-pass-77"},
+    )
+    assert response.status_code == 302
+    alice.refresh_from_db()
+    assert alice.check_password("Another-pass-77")
+
+
+def test_identity_pages_render_inside_the_portal_layout(alice, client):
+    for url in ("/accounts/login/", "/accounts/password/reset/"):
+        body = client.get(url).content.decode()
+        assert 'class="skip-link"' in body and "<label" in body, url
+    client.force_login(alice)
+    for url in ("/accounts/security/two-factor/", "/accounts/security/tokens/", "/accounts/logout/"):
+        response = client.get(url)
+        assert response.status_code == 200 and 'class="skip-link"' in response.content.decode(), url
