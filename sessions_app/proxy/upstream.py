@@ -12,6 +12,7 @@ one per request). Both live as long as their event loop.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 import weakref
@@ -156,12 +157,33 @@ def client_for(route: Route) -> aiohttp.ClientSession:
             tunnel=_session(TunnelConnector(limit=0, keepalive_timeout=30)),
         )
         _clients[loop] = clients
+        _close_on_server_shutdown(loop)
     return clients.tunnel if route.kind == "tunnel" else clients.direct
+
+
+def _close_on_server_shutdown(loop: asyncio.AbstractEventLoop) -> None:
+    """Under daphne, close the pools before the reactor stops (no "unclosed session" noise)."""
+    if "twisted.internet.reactor" not in sys.modules:
+        return
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+
+    def close() -> Deferred | None:
+        clients = _clients.pop(loop, None)
+        if clients is None or loop.is_closed():
+            return None
+        return Deferred.fromFuture(loop.create_task(_close(clients)))
+
+    reactor.addSystemEventTrigger("before", "shutdown", close)
+
+
+async def _close(clients: _Clients) -> None:
+    await clients.direct.close()
+    await clients.tunnel.close()
 
 
 async def close_clients() -> None:
     """Close this loop's pools (tests and shutdown)."""
     clients = _clients.pop(asyncio.get_running_loop(), None)
     if clients is not None:
-        await clients.direct.close()
-        await clients.tunnel.close()
+        await _close(clients)
