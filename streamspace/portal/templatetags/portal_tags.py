@@ -41,3 +41,11 @@ def as_json(value: Any) -> str:
     import json
 
     return json.dumps(value, separators=(", ", ": "), sort_keys=True, default=str)
+
+
+@register.filter
+def iso_short(value: Any) -> str:
+    """An API ISO 8601 timestamp (``2026-11-27T05:38:01.123Z``) as ``2026-11-27 05:38:01``."""
+    if not isinstance(value, str) or len(value) < 19:
+        return "—"
+    return value[:19].replace("T", " ")
