@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -23,7 +24,6 @@ import uuid
 
 import httpx
 import websockets
-
 from common import bench_env, daphne, manage_shell, reset_database
 
 DB = "streamspace_hubbench"
@@ -49,24 +49,31 @@ def frame(type_: str, **payload) -> str:
 
 
 def register(agent_id: str, platform: str) -> str:
-    return frame("register", agent_id=agent_id, instance_id=f"{agent_id}-0", platform=platform, version="bench",
-                 hostname="bench", is_leader=True, capacity={"cpu_millicores": 4000, "memory_mb": 8192,
-                                                            "sessions": 10}, sessions=[])
+    return frame(
+        "register",
+        agent_id=agent_id,
+        instance_id=f"{agent_id}-0",
+        platform=platform,
+        version="bench",
+        hostname="bench",
+        is_leader=True,
+        capacity={"cpu_millicores": 4000, "memory_mb": 8192, "sessions": 10},
+        sessions=[],
+    )
 
 
 async def simulated_agent(ws_url: str, index: int, stop: asyncio.Event, ready: asyncio.Queue) -> None:
-    async with websockets.connect(ws_url, additional_headers={"Authorization": f"Bearer sim-token-{index}"},
-                                  max_size=2**20, open_timeout=60) as ws:
+    async with websockets.connect(
+        ws_url, additional_headers={"Authorization": f"Bearer sim-token-{index}"}, max_size=2**20, open_timeout=60
+    ) as ws:
         await ws.send(register(f"sim-{index}", "local"))
         json.loads(await ws.recv())
         await ready.put(index)
         await asyncio.sleep(random.uniform(0, 10))
         while not stop.is_set():
             await ws.send(frame("heartbeat", is_leader=True, active_sessions=0))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 10)
-            except TimeoutError:
-                pass
 
 
 def cpu_seconds(pid: int) -> float:
@@ -103,8 +110,16 @@ async def round_trips(api: str, token: str, worker_url: str, count: int) -> dict
             delivered = time.perf_counter()
             cmd = message["payload"]
             await ws.send(frame("ack", command_id=cmd["command_id"]))
-            await ws.send(frame("session_status", session_id=cmd["session_id"], state="running",
-                                streaming_ready=True, streaming_port=8080, endpoint="127.0.0.1:9"))
+            await ws.send(
+                frame(
+                    "session_status",
+                    session_id=cmd["session_id"],
+                    state="running",
+                    streaming_ready=True,
+                    streaming_port=8080,
+                    endpoint="127.0.0.1:9",
+                )
+            )
             await ws.send(frame("result", command_id=cmd["command_id"], ok=True))
             sent = time.perf_counter()
             await ws.send(frame("session_status", session_id="barrier", state="running"))
@@ -146,18 +161,23 @@ async def main_async(args: argparse.Namespace) -> None:
         await asyncio.sleep(args.measure_seconds)
         cpu1, rss1, t1 = cpu_seconds(proc_a.pid), rss_mib(proc_a.pid), time.monotonic()
         share = (cpu1 - cpu0) / (t1 - t0) * 100
-        print(f"replica A, {args.agents} agents heartbeating every 10 s: CPU {share:.1f} % of a core "
-              f"over {t1 - t0:.0f} s, RSS {rss1:.0f} MiB (was {rss0:.0f} MiB)")
+        print(
+            f"replica A, {args.agents} agents heartbeating every 10 s: CPU {share:.1f} % of a core "
+            f"over {t1 - t0:.0f} s, RSS {rss1:.0f} MiB (was {rss0:.0f} MiB)"
+        )
 
-        token = httpx.post(base_a + "/api/v1/auth/login",
-                           json={"username": "bench", "password": "bench-password"}).json()["access"]
+        token = httpx.post(
+            base_a + "/api/v1/auth/login", json={"username": "bench", "password": "bench-password"}
+        ).json()["access"]
         for label, api in (("same replica (API on A)", base_a), ("cross replica (API on B)", base_b)):
             result = await round_trips(api, token, ws_a, args.commands)
-            print(f"{label}: create→agent p50 {pct(result['deliver'], .5):.1f} ms p99 "
-                  f"{pct(result['deliver'], .99):.1f} ms | result→applied p50 {pct(result['apply'], .5):.1f} ms "
-                  f"p99 {pct(result['apply'], .99):.1f} ms | total p50 {pct(result['total'], .5):.1f} ms "
-                  f"p99 {pct(result['total'], .99):.1f} ms (n={args.commands}, "
-                  f"mean {statistics.mean(result['total']) * 1000:.1f} ms)")
+            print(
+                f"{label}: create→agent p50 {pct(result['deliver'], 0.5):.1f} ms p99 "
+                f"{pct(result['deliver'], 0.99):.1f} ms | result→applied p50 {pct(result['apply'], 0.5):.1f} ms "
+                f"p99 {pct(result['apply'], 0.99):.1f} ms | total p50 {pct(result['total'], 0.5):.1f} ms "
+                f"p99 {pct(result['total'], 0.99):.1f} ms (n={args.commands}, "
+                f"mean {statistics.mean(result['total']) * 1000:.1f} ms)"
+            )
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
 
