@@ -32,8 +32,14 @@ def policy() -> str:
 
 
 def required_for(user: User) -> bool:
-    """Whether the MFA policy covers ``user`` (by role, not by a token's scope)."""
+    """Whether the MFA policy covers ``user`` (by role, not by a token's scope).
+
+    Accounts that can only sign in through an identity provider (no usable password) are
+    not covered: their second factor is the IdP's business, and they never see our code step.
+    """
     mode = policy()
+    if mode != "none" and not user.has_usable_password():
+        return False
     if mode == "all":
         return True
     return mode == "staff" and user.role in (Role.ADMIN, Role.OPERATOR)

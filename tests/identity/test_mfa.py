@@ -171,3 +171,11 @@ def test_staff_policy_applies_to_new_admins_too(settings, db):
     settings.STREAMSPACE_MFA_REQUIRED = "staff"
     admin = make_user("root", "admin")
     assert client_for(admin).get("/api/v1/audit").json()["code"] == "mfa_enrollment_required"
+
+
+def test_sso_only_accounts_are_not_forced_to_enrol(settings, db):
+    settings.STREAMSPACE_MFA_REQUIRED = "all"
+    sso_user = make_user("from-idp", "operator")
+    sso_user.set_unusable_password()
+    sso_user.save()
+    assert client_for(sso_user).get("/api/v1/sessions").status_code == 200
