@@ -102,15 +102,16 @@ def sign_in(page, base: str, username: str, password: str, *, user=None, shots: 
     page.wait_for_url(re.compile(r"/accounts/login/"))
     if shots:
         shoot(page, "sign-in")
-    page.get_by_label("Login", exact=True).fill(username)
-    page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    # allauth's field names (stable), not their labels (the identity pages word them).
+    page.locator("input[name=login]").fill(username)
+    page.locator("input[name=password]").fill(password)
+    page.locator("input[name=password]").press("Enter")
     if user is not None:
         page.wait_for_url(re.compile(r"/accounts/login/code/"))
         if shots:
             shoot(page, "sign-in-totp")
-        page.get_by_label(re.compile("code", re.I)).fill(totp_code(user))
-        page.get_by_role("button", name="Verify").click()
+        page.locator("input[name=code]").fill(totp_code(user))
+        page.locator("input[name=code]").press("Enter")
     page.wait_for_url(base + "/")
 
 

@@ -229,3 +229,13 @@ def test_static_assets_are_served_without_collectstatic(client, path):
     response = client.get(path)
     assert response.status_code == 200
     assert b"".join(response.streaming_content if response.streaming else [response.content])
+
+
+def test_extension_menu_entries_appear_in_the_nav(alice_browser, monkeypatch):
+    from plugins_app import registry
+
+    monkeypatch.setattr(
+        registry, "menu_entries", lambda user: [{"label": "Reports", "url": "/reports/", "icon": "", "plugin": "rep"}]
+    )
+    page = alice_browser.get("/").content.decode()
+    assert '<a href="/reports/" data-plugin="rep">Reports</a>' in page
