@@ -177,6 +177,8 @@
     var failure = root.querySelector("[data-failure]");
     if (session.state === "failed" || session.state === "stopped") {
       failure.hidden = false;
+      root.querySelector("[data-cancel]").hidden = true;
+      if (message) message.hidden = true;
       root.querySelector("[data-failure-reason]").textContent =
         session.status_message || (session.state === "stopped" ? "The session was stopped." : "Unknown error.");
     }

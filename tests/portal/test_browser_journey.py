@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from sessions_app.models import Session, SessionState, Template
 from tests.agent.conftest import docker_agent_id, docker_client  # noqa: F401 - fixtures
@@ -241,6 +242,27 @@ def test_user_and_operator_journey_on_a_local_agent(browser, stack, tmp_path):
     card.locator("[data-state-badge]").filter(has_text=re.compile("stopping|stopped")).wait_for()
     wait_until(lambda: session_state(session_id) == SessionState.STOPPED, what="stopped")
     card.locator("[data-state-badge]").filter(has_text="stopped").wait_for()
+
+    # A failed launch explains why and what to do.
+    failed = Session.objects.create(
+        name="Firefox",
+        user=alice,
+        template=Template.objects.get(slug="firefox"),
+        state=SessionState.FAILED,
+        platform="docker",
+        cpu_millicores=1000,
+        memory_mb=1024,
+        idle_timeout_s=600,
+        status_message="Image registry.local/firefox:1 is not present on this Docker host.",
+        last_activity=timezone.now(),
+        state_changed_at=timezone.now(),
+    )
+    page.goto(f"{stack.base}/sessions/{failed.pk}/")
+    page.locator("[data-failure]").wait_for()
+    assert "is not present on this Docker host" in page.locator("[data-failure-reason]").inner_text()
+    assert page.locator("[data-failure]").get_by_role("link", name="Back to the catalog").is_visible()
+    assert page.locator("[data-cancel]").is_hidden()
+    shoot(page, "launch-failed")
 
     # Phone width: the main user pages.
     phone = browser.new_context(viewport=PHONE, storage_state=context.storage_state())
