@@ -42,6 +42,7 @@ services:
 	scripts/ensure-docker.sh
 	scripts/ensure-browser.sh
 	scripts/ensure-test-peers.sh
+	scripts/ensure-deploy-tools.sh
 
 ## test: lint, Django checks, then the suite on SQLite and on PostgreSQL + Redis
 test: lint check services test-sqlite test-postgres
