@@ -1,0 +1,17 @@
+"""The helper that reads env var names from the code finds what the code really reads."""
+
+from __future__ import annotations
+
+from tests.deploy.conftest import code_env_vars
+
+
+def test_finds_settings_agent_and_backend_variables():
+    names = code_env_vars()
+    # streamspace/settings.py (envstr/envint/envbool/envlist)
+    assert {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS", "POD_NAME", "POD_URL"} <= names
+    assert {"WEBHOOK_MAX_ATTEMPTS", "STREAMSPACE_PUBLIC_URL", "CELERY_BROKER_URL"} <= names
+    # agent_runtime/cli.py flags and config.py HA variables
+    assert {"PLATFORM", "CONTROL_PLANE_URL", "AGENT_TOKEN", "AGENT_ID", "INSTANCE_ID"} <= names
+    assert {"ENABLE_HA", "HA_BACKEND", "FILE_LOCK_PATH", "LEASE_KEY", "LEASE_DURATION", "RENEW_DEADLINE"} <= names
+    assert {"STREAMSPACE_DOCKER_NETWORK", "STREAMSPACE_DOCKER_PUBLISH_HOST"} <= names
+    assert "MADE_UP_VARIABLE" not in names

@@ -1,0 +1,254 @@
+"""deploy/helm/streamspace: rendered and linted by Helm's own engine (helm-python-sdk binds
+Helm v4's Go library; no cluster is contacted), every manifest checked against the Kubernetes
+API schemas, and the HA contract of the seed design asserted on the rendered objects."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from helm_python import Chart, HelmError, lint
+
+from tests.deploy.conftest import DEPLOY, unknown_env_vars
+
+CHART = DEPLOY / "helm" / "streamspace"
+KUBE_VERSION = "1.30.0"
+NAMESPACE = "streamspace"
+
+
+def values(name: str) -> dict:
+    return yaml.safe_load((CHART / "ci" / f"{name}-values.yaml").read_text())
+
+
+def render(vals: dict, *, upgrade: bool = False) -> list[dict]:
+    """Rendered manifests (NOTES.txt excluded) as dicts, tagged with their template."""
+    out = Chart.load(CHART).render(
+        vals, name="streamspace", namespace=NAMESPACE, is_install=not upgrade, is_upgrade=upgrade
+    )
+    docs = []
+    for template, text in sorted(out.items()):
+        if template.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                doc["_template"] = template
+                docs.append(doc)
+    return docs
+
+
+def notes(vals: dict) -> str:
+    out = Chart.load(CHART).render(vals, name="streamspace", namespace=NAMESPACE, is_install=True)
+    return out["streamspace/templates/NOTES.txt"]
+
+
+def find(docs: list[dict], kind: str, name: str | None = None) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def one(docs: list[dict], kind: str, name: str) -> dict:
+    (doc,) = find(docs, kind, name)
+    return doc
+
+
+def containers(doc: dict) -> list[dict]:
+    spec = doc["spec"]["template"]["spec"]
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+@pytest.fixture(scope="module")
+def ha() -> list[dict]:
+    return render(values("ha"))
+
+
+@pytest.fixture(scope="module")
+def minimal() -> list[dict]:
+    return render(values("minimal"))
+
+
+@pytest.mark.parametrize("name", ["ha", "minimal"])
+def test_helm_lint_strict_has_no_warnings(name):
+    report = lint(CHART, values(name), strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
+    assert report["errors"] == []
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert problems == [], problems
+
+
+@pytest.mark.parametrize("name", ["ha", "minimal"])
+def test_every_manifest_matches_the_kubernetes_schema(name):
+    docs = render(values(name))
+    assert len(docs) >= 8
+    for doc in docs:
+        manifest = {k: v for k, v in doc.items() if k != "_template"}
+        kubernetes_validate.validate(manifest, KUBE_VERSION, strict=True)
+
+
+def test_required_secrets_fail_the_render_with_a_clear_message():
+    with pytest.raises(HelmError, match="secrets.secretKey is required"):
+        render({})
+    with pytest.raises(HelmError, match="secrets.agentToken is required when agent.enabled"):
+        render({**values("minimal"), "agent": {"enabled": True}})
+
+
+def test_existing_secret_replaces_the_chart_secret():
+    docs = render({"secrets": {"existingSecret": "ops-managed"}})
+    assert find(docs, "Secret") == []
+    refs = {
+        env["valueFrom"]["secretKeyRef"]["name"]
+        for doc in find(docs, "Deployment")
+        for c in containers(doc)
+        for env in c.get("env", [])
+        if "secretKeyRef" in env.get("valueFrom", {})
+    }
+    assert refs == {"ops-managed"}
+
+
+def test_control_plane_ha_shape(ha):
+    deployment = one(ha, "Deployment", "streamspace")
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
+    hpa = one(ha, "HorizontalPodAutoscaler", "streamspace")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "streamspace"
+    (daphne,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert daphne["command"][0] == "daphne" and daphne["command"][-1] == "streamspace.asgi:application"
+    assert daphne["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert daphne["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e for e in daphne["env"]}
+    # Probes and scrapes come by pod IP: it must be an allowed host.
+    assert env["ALLOWED_HOSTS"]["value"] == "streamspace.example.com,$(POD_IP)"
+    assert list(env).index("POD_IP") < list(env).index("ALLOWED_HOSTS")  # $(VAR) needs it defined first
+    assert env["POD_URL"]["value"] == "http://$(POD_IP):8000"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    security = daphne["securityContext"]
+    assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
+    assert one(ha, "PodDisruptionBudget", "streamspace")["spec"]["minAvailable"] == 1
+
+    service = one(ha, "Service", "streamspace")
+    assert service["spec"]["sessionAffinity"] == "ClientIP"
+    ingress = one(ha, "Ingress", "streamspace")
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/affinity"] == "cookie"
+    assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
+    assert ingress["spec"]["tls"][0]["secretName"] == "streamspace-tls"
+
+
+def test_replica_count_without_autoscaling():
+    docs = render({**values("minimal"), "autoscaling": {"enabled": False}, "controlPlane": {"replicas": 3}})
+    assert one(docs, "Deployment", "streamspace")["spec"]["replicas"] == 3
+    assert find(docs, "HorizontalPodAutoscaler") == []
+
+
+def test_celery_runs_one_worker_with_beat(ha):
+    celery = one(ha, "Deployment", "streamspace-celery")
+    assert celery["spec"]["replicas"] == 1 and celery["spec"]["strategy"]["type"] == "Recreate"
+    (container,) = celery["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:4] == ["celery", "--app=streamspace", "worker", "--beat"]
+
+
+def test_migrations_hook_and_plain_job(ha):
+    job = one(ha, "Job", "streamspace-migrate")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"
+    script = job["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    assert "manage.py migrate --noinput" in script and "ensure_agent" in script  # agent enabled in ha
+    for name in ("streamspace", "streamspace-celery"):
+        init = one(ha, "Deployment", name)["spec"]["template"]["spec"]["initContainers"][0]
+        assert "migrate --check" in init["command"][-1]
+    plain = render({**values("minimal"), "migrations": {"helmHook": False}}, upgrade=True)
+    (job,) = find(plain, "Job")
+    assert job["metadata"]["name"].startswith("streamspace-migrate-") and "annotations" not in job["metadata"]
+    assert "ensure_agent" not in job["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+
+
+def test_agent_is_disabled_by_default(minimal):
+    assert not [d for d in minimal if "agent" in d["metadata"]["name"]]
+    assert yaml.safe_load((CHART / "values.yaml").read_text())["agent"]["enabled"] is False
+    assert "not implemented yet" in notes(values("minimal"))
+
+
+def test_agent_replicas_lease_and_rbac(ha):
+    agent = one(ha, "Deployment", "streamspace-agent")
+    assert agent["spec"]["replicas"] == 3
+    spec = agent["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "streamspace-agent"
+    one(ha, "ServiceAccount", "streamspace-agent")
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert env["PLATFORM"] == "kubernetes" and env["HA_BACKEND"] == "kubernetes" and env["ENABLE_HA"] == "true"
+    assert env["LEASE_KEY"] == "k8s-agent-leader"
+    assert (env["LEASE_DURATION"], env["RENEW_DEADLINE"], env["RETRY_PERIOD"]) == ("15s", "10s", "2s")
+    assert env["CONTROL_PLANE_URL"] == "http://streamspace.streamspace.svc:80"
+
+    lease_role = one(ha, "Role", "streamspace-agent-leader-election")
+    assert lease_role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "list", "watch", "create", "update", "patch"],
+        }
+    ]
+    sessions_role = one(ha, "Role", "streamspace-agent-sessions")
+    assert sessions_role["metadata"]["namespace"] == "streamspace-sessions"
+    granted = {(g, r) for rule in sessions_role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert {
+        ("apps", "deployments"),
+        ("", "services"),
+        ("", "persistentvolumeclaims"),
+        ("networking.k8s.io", "networkpolicies"),
+    } <= granted
+    for binding in find(ha, "RoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "streamspace-agent", "namespace": NAMESPACE}]
+    assert one(ha, "PodDisruptionBudget", "streamspace-agent")["spec"]["minAvailable"] == 2
+
+
+def test_network_policy_isolates_sessions(ha):
+    policy = one(ha, "NetworkPolicy", "streamspace-sessions-isolation")
+    assert policy["metadata"]["namespace"] == "streamspace-sessions"
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/managed-by": "streamspace"}}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    allowed = {peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in rule["from"]}
+    assert allowed == {"control-plane", "agent"}  # never another session
+
+
+def test_every_env_var_the_chart_sets_is_read_by_the_code(ha):
+    names: set[str] = set()
+    for doc in find(ha, "Deployment") + find(ha, "Job"):
+        for container in containers(doc):
+            names.update(e["name"] for e in container.get("env", []))
+    configmap = one(ha, "ConfigMap", "streamspace")
+    names.update(configmap["data"])
+    names.update(one(ha, "Secret", "streamspace")["stringData"])
+    names -= {"POD_IP"}  # only used to build ALLOWED_HOSTS and POD_URL ($(POD_IP))
+    assert unknown_env_vars(names) == set()
+
+
+# --- the values.yaml contract, independent of the renderer -------------------------------------
+
+VALUE_REF = re.compile(r"\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
+
+
+def _has_path(tree: dict, path: list[str]) -> bool:
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            return False
+        tree = tree[key]
+    return True
+
+
+def test_every_values_reference_exists_in_values_yaml():
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing = []
+    for template in (CHART / "templates").glob("*"):
+        for ref in VALUE_REF.findall(template.read_text()):
+            if not _has_path(defaults, ref.strip(".").split(".")):
+                missing.append(f"{template.name}: .Values{ref}")
+    assert missing == []
+
+
+def test_chart_metadata():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2" and chart["name"] == "streamspace" and chart["type"] == "application"
+    assert Path(CHART / "templates" / "NOTES.txt").is_file() and Path(CHART / "templates" / "_helpers.tpl").is_file()
