@@ -26,6 +26,7 @@ from sessions_app.proxy.rewrite import request_headers, response_headers
 
 log = logging.getLogger(__name__)
 
+SMALL_RESPONSE = 64 * 1024
 _METHODS_WITHOUT_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 
 
@@ -194,9 +195,14 @@ async def _stream_response(
     extra_headers: list[tuple[bytes, bytes]],
 ) -> None:
     headers = response_headers(response.raw_headers, prefix=path.prefix, upstream_hosts=route.location_hosts())
-    flow = OutboundFlow.attach(send, websocket=False)
-    # Once the request body is in, the only message left is the client's disconnect.
-    watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, response)) if receive else None
+    length = response.content_length
+    if length is not None and length <= SMALL_RESPONSE:
+        # Fits the client's socket buffer: no back-pressure or disconnect watch needed.
+        flow, watcher = OutboundFlow(), None
+    else:
+        flow = OutboundFlow.attach(send, websocket=False)
+        # Once the request body is in, the only message left is the client's disconnect.
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, response)) if receive else None
     complete = False
     try:
         await send({"type": "http.response.start", "status": response.status, "headers": headers + extra_headers})

@@ -239,6 +239,13 @@ async def agent(docker_agent, upstream_port):
     await sync_to_async(close_old_connections_in_thread)()
 
 
+@pytest.fixture(autouse=True)
+async def _close_worker_thread_connections():
+    """sync_to_async's worker thread keeps a connection; close it so the test DB can be dropped."""
+    yield
+    await sync_to_async(close_old_connections_in_thread)()
+
+
 def close_old_connections_in_thread() -> None:
     """Close the connection of sync_to_async's worker thread (else the test DB cannot be dropped)."""
     from django.db import connections
