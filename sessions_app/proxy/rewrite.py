@@ -38,6 +38,7 @@ _REQUEST_DROP = frozenset(
         b"host",
         b"authorization",
         b"cookie",
+        b"expect",  # the ASGI server already answered 100-continue to the client
         b"forwarded",
         b"x-forwarded-for",
         b"x-forwarded-proto",
