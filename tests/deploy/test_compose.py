@@ -1,0 +1,158 @@
+"""deploy/docker-compose.yml: parsed by a Compose-spec implementation (compose-spec, the Rust
+compose_spec crate) after the same ${VAR} interpolation Compose performs, and checked against
+the code's environment contract and the HA topology."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+from compose_spec import PyCompose
+
+from tests.deploy.conftest import DEPLOY, REPO, unknown_env_vars
+
+COMPOSE = DEPLOY / "docker-compose.yml"
+ENV_EXAMPLE = DEPLOY / ".env.example"
+TEST_SECRETS = {
+    "POSTGRES_PASSWORD": "pw",
+    "SECRET_KEY": "k" * 50,
+    "AGENT_TOKEN": "ssa_" + "t" * 43,
+    "DOCKER_GID": "998",
+}
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+def dotenv(path) -> dict[str, str]:
+    pairs = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's interpolation: ${VAR}, ${VAR:-default}, ${VAR:?error}, $$ → $."""
+
+    def sub(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, op, arg = match.group(1), match.group(2), match.group(3) or ""
+        value = env.get(name, "")
+        if op in (":-", "-"):
+            return value or arg
+        if op in (":?", "?"):
+            if not value:
+                raise ValueError(f"{name}: {arg}")
+            return value
+        return value
+
+    return _VAR.sub(sub, text)
+
+
+def load(env: dict[str, str]) -> dict:
+    return yaml.safe_load(interpolate(COMPOSE.read_text(), env))
+
+
+@pytest.fixture(scope="module")
+def project() -> dict:
+    return load({**dotenv(ENV_EXAMPLE), **TEST_SECRETS})
+
+
+def test_parses_and_validates_as_a_compose_file(project):
+    compose = PyCompose.from_json(json.dumps(project))
+    compose.validate()  # networks/volumes referenced by services are declared
+    assert set(compose.service_names()) == {
+        "postgres",
+        "redis",
+        "migrate",
+        "control-plane-1",
+        "control-plane-2",
+        "celery",
+        "nginx",
+        "agent",
+    }
+
+
+def test_the_validator_rejects_a_broken_file(project):
+    broken = json.loads(json.dumps(project))
+    broken["services"]["agent"]["networks"] = ["nowhere"]
+    with pytest.raises(ValueError, match="nowhere"):
+        PyCompose.from_json(json.dumps(broken)).validate()
+
+
+def test_required_secrets_stop_compose_with_a_message():
+    env = {**dotenv(ENV_EXAMPLE), **TEST_SECRETS, "AGENT_TOKEN": ""}
+    with pytest.raises(ValueError, match="AGENT_TOKEN: set AGENT_TOKEN in deploy/.env"):
+        load(env)
+    assert {"POSTGRES_PASSWORD", "SECRET_KEY", "AGENT_TOKEN", "DOCKER_GID"} <= set(dotenv(ENV_EXAMPLE))
+
+
+def test_every_env_var_given_to_streamspace_is_read_by_the_code(project):
+    for name in ("migrate", "control-plane-1", "control-plane-2", "celery", "agent"):
+        env = project["services"][name]["environment"]
+        assert unknown_env_vars(set(env)) == set(), name
+
+
+def test_control_plane_replicas(project):
+    services = project["services"]
+    for n in (1, 2):
+        cp = services[f"control-plane-{n}"]
+        assert cp["environment"]["POD_NAME"] == f"control-plane-{n}"
+        assert cp["environment"]["POD_URL"] == f"http://control-plane-{n}:8000"
+        assert cp["environment"]["DATABASE_URL"] == "postgres://streamspace:pw@postgres:5432/streamspace"
+        assert cp["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        assert cp["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert set(cp["networks"]) == {"backend", "sessions"}
+    assert services["migrate"]["command"][-1].startswith("python manage.py migrate --noinput && ")
+    assert "ensure_agent" in services["migrate"]["command"][-1]
+    celery = services["celery"]["command"]
+    assert celery[:4] == ["celery", "--app=streamspace", "worker", "--beat"]
+    # Sessions share a network with the control planes, never with the databases.
+    assert services["postgres"]["networks"] == ["backend"] and services["redis"]["networks"] == ["backend"]
+    assert project["networks"]["sessions"]["name"] == "streamspace-sessions"
+
+
+def test_nginx_load_balances_both_replicas(project):
+    nginx = project["services"]["nginx"]
+    source, target, _ = nginx["volumes"][0].split(":")
+    assert target == "/etc/nginx/conf.d/default.conf"
+    conf = (DEPLOY / source).read_text()
+    assert "server control-plane-1:8000" in conf and "server control-plane-2:8000" in conf
+    assert nginx["ports"] == ["8080:80"]
+
+
+def test_docker_agent_pair_with_redis_lease(project):
+    agent = project["services"]["agent"]
+    assert agent["deploy"]["replicas"] == 2
+    assert "/var/run/docker.sock:/var/run/docker.sock" in agent["volumes"]
+    assert agent["group_add"] == ["998"]
+    env = agent["environment"]
+    assert (env["PLATFORM"], env["ENABLE_HA"], env["HA_BACKEND"]) == ("docker", "true", "redis")
+    assert env["REDIS_URL"].startswith("redis://redis:6379/")
+    assert env["CONTROL_PLANE_URL"] == "http://control-plane-1:8000,http://control-plane-2:8000"
+    assert env["STREAMSPACE_DOCKER_NETWORK"] == project["networks"]["sessions"]["name"]
+    assert env["AGENT_TOKEN"] == TEST_SECRETS["AGENT_TOKEN"]
+
+
+def test_the_agent_accepts_the_compose_configuration(project, tmp_path):
+    """The agent CLI builds its config (HA, replica list, backend options) from exactly this env."""
+    from agent_runtime import cli
+
+    env = {**project["services"]["agent"]["environment"], "STREAMSPACE_AGENT_DATA_DIR": str(tmp_path)}
+    config = cli.config_from_args(cli.build_parser(env).parse_args([]), env)
+    assert config.lease.enabled and config.lease.backend == "redis" and config.lease.lease_duration == 15
+    assert config.connect_urls == [
+        "ws://control-plane-1:8000/api/v1/agents/connect",
+        "ws://control-plane-2:8000/api/v1/agents/connect",
+    ]
+    assert config.backend_options == {"network": "streamspace-sessions", "publish_host": "none"}
+
+
+def test_build_contexts_point_at_the_dockerfiles(project):
+    for name in ("control-plane-1", "agent"):
+        build = project["services"][name]["build"]
+        context = (DEPLOY / build["context"]).resolve()
+        assert context == REPO and (context / build["dockerfile"]).is_file()
