@@ -1,0 +1,133 @@
+"""deploy/nginx/streamspace.conf: accepted by nginx, and, run for real in front of two
+upstream replicas, sticky per Django session, WebSocket-capable and failing over."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.deploy.conftest import DEPLOY, require_tool
+
+CONF = DEPLOY / "nginx" / "streamspace.conf"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(tmp: Path, listen: int, upstreams: tuple[int, int]) -> Path:
+    """The compose config with the replicas' names replaced by local ports, inside a minimal http {}."""
+    conf = CONF.read_text()
+    for n, port in enumerate(upstreams, start=1):
+        assert f"server control-plane-{n}:8000" in conf
+        conf = conf.replace(f"control-plane-{n}:8000", f"127.0.0.1:{port}")
+    assert "listen 80;" in conf
+    conf = conf.replace("listen 80;", f"listen 127.0.0.1:{listen};")
+    (tmp / "streamspace.conf").write_text(conf)
+    temp_paths = "\n".join(
+        f"  {kind}_temp_path {tmp}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    main = tmp / "nginx.conf"
+    main.write_text(
+        f"daemon off;\nworker_processes 1;\npid {tmp}/nginx.pid;\nerror_log {tmp}/error.log;\n"
+        f"events {{}}\nhttp {{\n  access_log off;\n{temp_paths}\n  include {tmp}/streamspace.conf;\n}}\n"
+    )
+    return main
+
+
+def test_nginx_accepts_the_config(tmp_path):
+    nginx = require_tool("nginx", "/usr/sbin/nginx")
+    main = write_config(tmp_path, free_port(), (free_port(), free_port()))
+    result = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(main)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "syntax is ok" in result.stderr
+
+
+def replica(name: str) -> web.Application:
+    async def whoami(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "replica": name,
+                "host": request.headers.get("Host"),
+                "proto": request.headers.get("X-Forwarded-Proto"),
+                "forwarded_for": request.headers.get("X-Forwarded-For"),
+            }
+        )
+
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        socket_ = web.WebSocketResponse()
+        await socket_.prepare(request)
+        await socket_.send_str(name)
+        async for message in socket_:
+            await socket_.send_str(f"{name}:{message.data}")
+        return socket_
+
+    app = web.Application()
+    app.router.add_get("/whoami", whoami)
+    app.router.add_get("/ws", ws)
+    return app
+
+
+@pytest.mark.slow
+async def test_sticky_websocket_load_balancing_and_failover(tmp_path):
+    nginx = require_tool("nginx", "/usr/sbin/nginx")
+    ports = (free_port(), free_port())
+    runners = []
+    for name, port in zip(("cp-1", "cp-2"), ports, strict=True):
+        runner = web.AppRunner(replica(name))
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runners.append(runner)
+    listen = free_port()
+    main = write_config(tmp_path, listen, ports)
+    process = await asyncio.create_subprocess_exec(nginx, "-p", str(tmp_path), "-c", str(main))
+    base = f"http://127.0.0.1:{listen}"
+    try:
+        async with aiohttp.ClientSession() as client:
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:  # wait until nginx listens
+                try:
+                    async with client.get(base + "/nginx-health") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                assert asyncio.get_running_loop().time() < deadline, (tmp_path / "error.log").read_text()
+                await asyncio.sleep(0.05)
+
+            async def who(session_cookie: str) -> dict:
+                async with client.get(base + "/whoami", headers={"Cookie": f"sessionid={session_cookie}"}) as r:
+                    assert r.status == 200
+                    return await r.json()
+
+            # One browser session always lands on one replica; sessions spread over both.
+            first = await who("alice-session")
+            assert {(await who("alice-session"))["replica"] for _ in range(10)} == {first["replica"]}
+            spread = {(await who(f"session-{n}"))["replica"] for n in range(24)}
+            assert spread == {"cp-1", "cp-2"}
+            assert first["host"] == f"127.0.0.1:{listen}" and first["proto"] == "http"
+            assert first["forwarded_for"] == "127.0.0.1"
+
+            # WebSockets pass through, to the same replica as the session's HTTP requests.
+            async with client.ws_connect(base + "/ws", headers={"Cookie": "sessionid=alice-session"}) as ws:
+                assert await ws.receive_str(timeout=5) == first["replica"]
+                await ws.send_str("ping")
+                assert await ws.receive_str(timeout=5) == f"{first['replica']}:ping"
+
+            # The replica goes away: the session moves to the other one.
+            await runners[0 if first["replica"] == "cp-1" else 1].cleanup()
+            moved = await who("alice-session")
+            assert moved["replica"] != first["replica"]
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 10)
+        for runner in runners:
+            await runner.cleanup()
