@@ -15,3 +15,20 @@ def test_finds_settings_agent_and_backend_variables():
     assert {"ENABLE_HA", "HA_BACKEND", "FILE_LOCK_PATH", "LEASE_KEY", "LEASE_DURATION", "RENEW_DEADLINE"} <= names
     assert {"STREAMSPACE_DOCKER_NETWORK", "STREAMSPACE_DOCKER_PUBLISH_HOST"} <= names
     assert "MADE_UP_VARIABLE" not in names
+
+
+def test_every_daphne_invocation_keeps_websockets_open():
+    """make run passes --websocket_timeout -1 (daphne's default closes sockets after 24 h);
+    every deployment must too."""
+    from tests.deploy.conftest import DEPLOY
+
+    files = [
+        DEPLOY / "docker" / "Dockerfile.control-plane",
+        DEPLOY / "systemd" / "streamspace-control-plane.service",
+        DEPLOY / "helm" / "streamspace" / "templates" / "deployment-control-plane.yaml",
+    ]
+    for path in files:
+        text = path.read_text()
+        assert "daphne" in text
+        flat = " ".join(text.replace('"', " ").replace("- ", " ").split())
+        assert "--websocket_timeout -1" in flat, path.name
