@@ -6,7 +6,6 @@ Every helper also honours a ``<NAME>_FILE`` variant so secrets can come from mou
 from __future__ import annotations
 
 import os
-import re
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -59,19 +58,3 @@ def envlist(name: str, default: list[str] | None = None) -> list[str]:
     if value is None:
         return list(default or [])
     return [item.strip() for item in value.split(",") if item.strip()]
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-
-
-def parse_duration(text: str) -> float:
-    """Parse ``15s``, ``500ms``, ``2m``, ``1h`` or a bare number of seconds into seconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ConfigError(f"{text!r} is not a duration (e.g. 15s, 500ms, 2m)")
-    number, unit = float(match.group(1)), match.group(2) or "s"
-    return number * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
-
-
-def envduration(name: str, default: str) -> float:
-    return parse_duration(envstr(name, default))

@@ -12,6 +12,7 @@ from schemathesis.checks import not_a_server_error
 
 from tests.api_matrix import ENDPOINTS
 from tests.conftest import client_for, make_user
+from tests.factories import make_session
 
 pytestmark = pytest.mark.django_db
 
@@ -81,23 +82,8 @@ BAD_BODIES = [
     "endpoint", [e for e in ENDPOINTS if e.method in ("post", "put", "patch")], ids=lambda e: f"{e.method} {e.path}"
 )
 def test_garbage_bodies_get_4xx(endpoint, admin_user, alice, template, docker_agent):
-    from django.utils import timezone
 
-    from sessions_app.models import Session
-
-    now = timezone.now()
-    session = Session.objects.create(
-        name="s",
-        user=admin_user,
-        template=template,
-        agent=docker_agent,
-        state="running",
-        cpu_millicores=1,
-        memory_mb=1,
-        idle_timeout_s=60,
-        last_activity=now,
-        state_changed_at=now,
-    )
+    session = make_session(admin_user, template, docker_agent)
     from tests.plugins.factories import matrix_targets
 
     path = endpoint.path.format(

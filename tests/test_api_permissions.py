@@ -7,29 +7,15 @@ from django.urls import get_resolver
 
 from tests.api_matrix import ADMIN, ANY, ENDPOINTS, OPERATOR, ROLE_RANK, USER
 from tests.conftest import client_for, make_user
+from tests.factories import make_session
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def targets(alice, template, docker_agent):
-    from django.utils import timezone
 
-    from sessions_app.models import Session
-
-    now = timezone.now()
-    session = Session.objects.create(
-        name="s",
-        user=alice,
-        template=template,
-        agent=docker_agent,
-        state="running",
-        cpu_millicores=100,
-        memory_mb=100,
-        idle_timeout_s=60,
-        last_activity=now,
-        state_changed_at=now,
-    )
+    session = make_session(alice, template, docker_agent)
     from streamspace.accounts.tokens import create_token
     from tests.plugins.factories import matrix_targets
 

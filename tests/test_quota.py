@@ -8,6 +8,7 @@ from django.contrib.auth.models import Group
 from sessions_app import quotas
 from sessions_app.models import GroupQuota, Session, SessionState, UserQuota
 from streamspace.audit.models import AuditEvent
+from tests.factories import make_session
 
 pytestmark = pytest.mark.django_db
 
@@ -49,21 +50,8 @@ def test_other_users_groups_do_not_apply(alice, bob):
 
 
 def test_usage_counts_states(alice, template):
-    from django.utils import timezone
-
-    now = timezone.now()
     for state in SessionState.values:
-        Session.objects.create(
-            name=state,
-            user=alice,
-            template=template,
-            state=state,
-            cpu_millicores=100,
-            memory_mb=10,
-            idle_timeout_s=60,
-            last_activity=now,
-            state_changed_at=now,
-        )
+        make_session(alice, template, state=state, memory_mb=10)
     usage = quotas.usage(alice)
     # Not counted: stopped, failed. Hibernated counts as a session but holds no CPU/memory.
     assert usage.sessions == 7

@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from django.utils import timezone
 
 from sessions_app.models import Session, SessionState
 from sessions_app.state import TRANSITIONS, IllegalTransition, transition
+from tests.factories import make_session
 
 pytestmark = pytest.mark.django_db
 STATES = list(SessionState.values)
@@ -46,17 +46,7 @@ def test_table_matches_the_documented_machine():
 
 @pytest.fixture
 def session(alice, template):
-    now = timezone.now()
-    return Session.objects.create(
-        name="s",
-        user=alice,
-        template=template,
-        cpu_millicores=100,
-        memory_mb=100,
-        idle_timeout_s=60,
-        last_activity=now,
-        state_changed_at=now,
-    )
+    return make_session(alice, template, state="pending")
 
 
 @pytest.mark.parametrize("source,target", list(itertools.product(STATES, STATES)))

@@ -11,6 +11,7 @@ from django.conf import settings
 from agents_app import registry
 from agents_app.models import AgentCommand, AgentInstance, CommandState
 from sessions_app.models import Session, SessionState
+from tests.factories import make_session
 from tests.hub.conftest import AgentClient, frame, launch
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -249,24 +250,11 @@ async def test_leadership_via_heartbeat(make_client, alice, template):
 
 
 async def test_inventory_reconciliation(make_client, hub_agent, alice, template):
-    from django.utils import timezone
 
     agent, _ = hub_agent
 
     def make(state):
-        now = timezone.now()
-        return Session.objects.create(
-            name=state,
-            user=alice,
-            template=template,
-            agent=agent,
-            state=state,
-            cpu_millicores=100,
-            memory_mb=100,
-            idle_timeout_s=60,
-            last_activity=now,
-            state_changed_at=now,
-        )
+        return make_session(alice, template, agent, state=state)
 
     lost = await database_sync_to_async(make)("running")
     kept = await database_sync_to_async(make)("running")

@@ -1,52 +1,5 @@
-"""Session rows for the job tests, created directly (no agent round trip needed)."""
+"""Session rows for the job tests: the shared factories of ``tests/factories.py``."""
 
-from __future__ import annotations
+from tests.factories import bulk_sessions, make_session
 
-from datetime import timedelta
-from typing import Any
-
-from django.utils import timezone
-
-from sessions_app.models import Session
-
-
-def make_session(user: Any, template: Any, agent: Any, *, state: str = "running", idle_for_s: float = 0, **extra: Any):
-    now = timezone.now()
-    values = {
-        "name": "s",
-        "user": user,
-        "template": template,
-        "agent": agent,
-        "platform": agent.platform,
-        "state": state,
-        "cpu_millicores": 100,
-        "memory_mb": 100,
-        "idle_timeout_s": 60,
-        "last_activity": now - timedelta(seconds=idle_for_s),
-        "state_changed_at": now - timedelta(seconds=idle_for_s),
-    }
-    values.update(extra)
-    return Session.objects.create(**values)
-
-
-def bulk_sessions(user: Any, template: Any, agent: Any, count: int, *, idle_for_s: float = 0, **extra: Any) -> None:
-    now = timezone.now()
-    Session.objects.bulk_create(
-        [
-            Session(
-                name=f"bulk-{i}",
-                user=user,
-                template=template,
-                agent=agent,
-                platform=agent.platform,
-                state=extra.get("state", "running"),
-                cpu_millicores=1,
-                memory_mb=1,
-                idle_timeout_s=extra.get("idle_timeout_s", 600),
-                last_activity=now - timedelta(seconds=idle_for_s),
-                state_changed_at=now,
-            )
-            for i in range(count)
-        ],
-        batch_size=2000,
-    )
+__all__ = ["bulk_sessions", "make_session"]

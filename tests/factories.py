@@ -1,0 +1,56 @@
+"""Rows for tests, created directly (no agent round trip needed)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from sessions_app.models import Session
+
+
+def make_session(
+    user: Any, template: Any, agent: Any = None, *, state: str = "running", idle_for_s: float = 0, **extra: Any
+) -> Session:
+    """One session row in ``state``, last active ``idle_for_s`` seconds ago."""
+    now = timezone.now()
+    values = {
+        "name": state,
+        "user": user,
+        "template": template,
+        "agent": agent,
+        "platform": agent.platform if agent is not None else "",
+        "state": state,
+        "cpu_millicores": 100,
+        "memory_mb": 100,
+        "idle_timeout_s": 60,
+        "last_activity": now - timedelta(seconds=idle_for_s),
+        "state_changed_at": now - timedelta(seconds=idle_for_s),
+    }
+    values.update(extra)
+    return Session.objects.create(**values)
+
+
+def bulk_sessions(user: Any, template: Any, agent: Any, count: int, *, idle_for_s: float = 0, **extra: Any) -> None:
+    """``count`` session rows in one bulk insert (defaults: running, 1 mCPU, 1 MB)."""
+    now = timezone.now()
+    Session.objects.bulk_create(
+        [
+            Session(
+                name=f"bulk-{i}",
+                user=user,
+                template=template,
+                agent=agent,
+                platform=agent.platform,
+                state=extra.get("state", "running"),
+                cpu_millicores=1,
+                memory_mb=1,
+                idle_timeout_s=extra.get("idle_timeout_s", 600),
+                last_activity=now - timedelta(seconds=idle_for_s),
+                state_changed_at=now,
+            )
+            for i in range(count)
+        ],
+        batch_size=2000,
+    )
