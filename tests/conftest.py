@@ -12,7 +12,7 @@ import os
 import pytest
 from django.db import connection
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.tokens import AccessToken
 
 from agents_app.models import Agent
 from agents_app.tokens import hash_token
@@ -71,7 +71,7 @@ def client_for(user: User | None) -> APIClient:
     """An API client authenticated with a real JWT (or anonymous for None)."""
     client = APIClient()
     if user is not None:
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {RefreshToken.for_user(user).access_token}")
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(user)}")
     return client
 
 

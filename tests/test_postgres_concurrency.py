@@ -23,8 +23,11 @@ def concurrent_launches(user, count: int, body: dict) -> list[int]:
     codes: list[str] = []
     lock = threading.Lock()
 
-    def worker():
-        client = client_for(user)
+    # Clients (and their JWTs) are made up front: before the barrier no thread needs a
+    # database connection, so 30 threads cannot starve a 20-connection pool while waiting.
+    clients = [client_for(user) for _ in range(count)]
+
+    def worker(client):
         try:
             barrier.wait(timeout=30)
             response = client.post("/api/v1/sessions", body, format="json")
@@ -35,7 +38,7 @@ def concurrent_launches(user, count: int, body: dict) -> list[int]:
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(count)]
+    threads = [threading.Thread(target=worker, args=(client,)) for client in clients]
     for thread in threads:
         thread.start()
     for thread in threads:
