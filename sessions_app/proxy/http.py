@@ -13,13 +13,11 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 from channels.db import database_sync_to_async
 from django.conf import settings
-from yarl import URL
 
 from sessions_app.models import SessionState
-from sessions_app.proxy import activity, auth, pages, upstream
+from sessions_app.proxy import activity, auth, client, pages, upstream
 from sessions_app.proxy.flow import OutboundFlow, abort_connection
 from sessions_app.proxy.paths import BadPath, ProxyPath, parse
 from sessions_app.proxy.rewrite import request_headers, response_headers
@@ -75,22 +73,15 @@ class _Body:
     """The request body as an async iterator; ``done`` once the client sent all of it."""
 
     def __init__(self, receive: Any, first: dict) -> None:
-        self.done = not (first.get("body") or first.get("more_body", False))
-        self.started = False
-        self.error: Exception | None = None  # why the client's body stopped, if it did
+        self.done = not first.get("more_body", False)
         self._iterator = self._chunks(receive, first)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iterator
 
     async def _chunks(self, receive: Any, first: dict) -> AsyncIterator[bytes]:
-        self.started = True
-        try:
-            async for chunk in _request_body(receive, first):
-                yield chunk
-        except (_ClientGone, _BodyTimeout) as exc:
-            self.error = exc
-            raise
+        async for chunk in _request_body(receive, first):
+            yield chunk
         self.done = True
 
 
@@ -111,7 +102,7 @@ async def _request_body(receive: Any, first: dict) -> AsyncIterator[bytes]:
             raise _BodyTimeout from None
 
 
-async def _watch_disconnect(receive: Any, response: aiohttp.ClientResponse) -> None:
+async def _watch_disconnect(receive: Any, response: client.Response) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -141,45 +132,37 @@ async def forward(
     if first["type"] == "http.disconnect":
         return
     request_body = _Body(receive, first)
-    body: Any = None if request_body.done and method in _METHODS_WITHOUT_BODY else request_body
+    # A body that came in one message is sent as bytes (and can be replayed on a fresh
+    # connection); a longer one streams.
+    body: client.Body = request_body
+    if request_body.done:
+        body = first.get("body") or b""
+        if not body and method in _METHODS_WITHOUT_BODY:
+            body = None
+    request_target = path.upstream_target().encode("ascii")
 
     response = route = None
     for index, route in enumerate(routes):
-        url = URL.build(
-            scheme="http",
-            authority=route.authority,
-            path=path.upstream_path.decode("ascii"),
-            query_string=path.query.decode("ascii"),
-            encoded=True,
-        )
-        headers_out = [*headers, (b"host", route.host_header.encode())]
         try:
-            response = await upstream.client_for(route).request(
-                method,
-                url,
-                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers_out],
-                data=body,
-                allow_redirects=False,
-            )
+            response = await upstream.request(route, method.encode("ascii"), request_target, headers, body)
             break
         except _ClientGone:
             return
         except _BodyTimeout:
             return await pages.error(scope, send, 408, "request_timeout", "The request body arrived too slowly.")
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            return await pages.error(scope, send, 504, "upstream_timeout", "The session did not answer in time.")
-        except (aiohttp.ClientError, OSError) as exc:
-            if isinstance(request_body.error, _ClientGone):
-                return
-            if isinstance(request_body.error, _BodyTimeout):
-                return await pages.error(scope, send, 408, "request_timeout", "The request body arrived too slowly.")
-            connect_error = upstream.is_connect_error(exc)
-            if route.kind == "direct" and connect_error:
+        except client.ConnectFailed as exc:
+            if route.kind == "direct":
                 upstream.direct_failed(target)
-            # Retry on the tunnel only if no request byte was consumed.
-            if index + 1 < len(routes) and connect_error and (body is None or not request_body.started):
+            if index + 1 < len(routes):  # nothing was sent: try the tunnel
                 continue
-            log.info("proxy to session %s via %s failed: %r", target.session_id, route.kind, exc)
+            if exc.timeout:
+                return await pages.error(scope, send, 504, "upstream_timeout", "The session did not answer in time.")
+            log.info("proxy to session %s via %s failed: %s", target.session_id, route.kind, exc)
+            return await pages.error(scope, send, 502, "upstream_unreachable", "The session is not answering.")
+        except client.UpstreamTimeout:
+            return await pages.error(scope, send, 504, "upstream_timeout", "The session did not answer in time.")
+        except client.UpstreamError as exc:
+            log.info("proxy to session %s via %s failed: %s", target.session_id, route.kind, exc)
             return await pages.error(scope, send, 502, "upstream_unreachable", "The session is not answering.")
     assert response is not None and route is not None
     await _stream_response(scope, receive if request_body.done else None, send, path, route, response, extra_headers)
@@ -191,30 +174,42 @@ async def _stream_response(
     send: Any,
     path: ProxyPath,
     route: upstream.Route,
-    response: aiohttp.ClientResponse,
+    response: client.Response,
     extra_headers: list[tuple[bytes, bytes]],
 ) -> None:
-    headers = response_headers(response.raw_headers, prefix=path.prefix, upstream_hosts=route.location_hosts())
+    headers = response_headers(response.headers, prefix=path.prefix, upstream_hosts=route.location_hosts())
+    if extra_headers:
+        headers += extra_headers
+    start = {"type": "http.response.start", "status": response.status, "headers": headers}
     length = response.content_length
     if length is not None and length <= SMALL_RESPONSE:
-        # Fits the client's socket buffer: no back-pressure or disconnect watch needed.
-        flow, watcher = OutboundFlow(), None
-    else:
-        flow = OutboundFlow.attach(send, websocket=False)
-        # Once the request body is in, the only message left is the client's disconnect.
-        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, response)) if receive else None
+        # Fits the client's socket buffer: read it whole (the connection goes back to the
+        # pool at once) and answer in one piece; no back-pressure or disconnect watch needed.
+        try:
+            body = await response.read_all()
+        except client.UpstreamError as exc:
+            response.release()
+            log.info("response from session %s failed: %s", path.session_id, exc)
+            return await pages.error(scope, send, 502, "upstream_unreachable", "The session is not answering.")
+        response.release()
+        await send(start)
+        return await send({"type": "http.response.body", "body": body})
+
+    flow = OutboundFlow.attach(send, websocket=False)
+    # Once the request body is in, the only message left is the client's disconnect.
+    watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, response)) if receive else None
     complete = False
     try:
-        await send({"type": "http.response.start", "status": response.status, "headers": headers + extra_headers})
-        if scope["method"] != "HEAD":
-            async for chunk in response.content.iter_any():
-                await flow.wait()
-                if flow.stopped:
-                    break
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        complete = True
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        log.info("response from session %s cut short: %r", path.session_id, exc)
+        await send(start)
+        while chunk := await response.read():
+            await flow.wait()
+            if flow.stopped:
+                break
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        else:
+            complete = True
+    except client.UpstreamError as exc:
+        log.info("response from session %s cut short: %s", path.session_id, exc)
     finally:
         if watcher is not None:
             watcher.cancel()

@@ -4,14 +4,15 @@
 ``auto`` (the endpoint when it accepts connections, else the tunnel; a failed direct
 connect is remembered for a minute so the next requests go straight to the tunnel).
 
-HTTP keep-alive pools: one aiohttp session for direct upstreams and one whose connector
-opens tunnels (pooled per session, so a page load reuses a few tunnels rather than opening
-one per request). Both live as long as their event loop.
+HTTP keep-alive: one :class:`~sessions_app.proxy.client.Pool` per event loop, keyed by
+route, so a page load reuses a few connections (or tunnels: pooled per session) rather
+than opening one per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import time
 import uuid
@@ -20,24 +21,22 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp.client_exceptions import ClientConnectorError
 from django.conf import settings
 
 from sessions_app.proxy.auth import SessionTarget
+from sessions_app.proxy.client import Body, ConnectFailed, Headers, Pool, Response
 from sessions_app.proxy.tunnel import TunnelUnavailable, open_tunnel
 
 DIRECT_RETRY_S = 60.0
-TUNNEL_HOST_SUFFIX = ".tunnel.streamspace.invalid"
-READ_BUFSIZE = 256 * 1024
 
 
 @dataclass(frozen=True)
 class Route:
     kind: str  # "direct" or "tunnel"
-    host: str
+    host: str  # the endpoint's host; "localhost" through a tunnel (the agent dials it)
     port: int
     agent_pk: int | None = None
+    session_id: str = ""
 
     @property
     def authority(self) -> str:
@@ -47,7 +46,7 @@ class Route:
     @property
     def host_header(self) -> str:
         """``Host`` sent upstream: the endpoint, or ``localhost:<port>`` through a tunnel."""
-        return f"localhost:{self.port}" if self.kind == "tunnel" else self.authority
+        return self.authority
 
     def location_hosts(self) -> frozenset[str]:
         """Authorities whose absolute redirects point back into the session."""
@@ -59,8 +58,6 @@ class NoRoute(Exception):
 
 
 _direct_failed: dict[uuid.UUID, float] = {}
-# Tunnel host -> (agent pk, session id, session port), filled before a tunnelled request.
-_tunnel_routes: dict[str, tuple[int, str, int]] = {}
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int] | None:
@@ -83,9 +80,7 @@ def routes_for(target: SessionTarget) -> list[Route]:
         if not skip:
             routes.append(Route("direct", direct[0], direct[1]))
     if mode != "direct" and target.agent_pk is not None and target.port:
-        host = f"{target.session_id}{TUNNEL_HOST_SUFFIX}"
-        _tunnel_routes[host] = (target.agent_pk, str(target.session_id), target.port)
-        routes.append(Route("tunnel", host, target.port, target.agent_pk))
+        routes.append(Route("tunnel", "localhost", target.port, target.agent_pk, str(target.session_id)))
     if not routes:
         raise NoRoute("The session has no endpoint the control plane can reach and no tunnel.")
     return routes
@@ -96,94 +91,64 @@ def direct_failed(target: SessionTarget) -> None:
         _direct_failed[target.session_id] = time.monotonic() + DIRECT_RETRY_S
 
 
-def is_connect_error(exc: BaseException) -> bool:
-    return isinstance(exc, ClientConnectorError | ConnectionError | TunnelUnavailable) or (
-        isinstance(exc, OSError) and not isinstance(exc, TimeoutError)
-    )
-
-
-class TunnelConnector(aiohttp.BaseConnector):
-    """An aiohttp connector whose connections are agent tunnels (``*.tunnel.streamspace.invalid``)."""
-
-    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
-        route = _tunnel_routes.get(req.url.host or "")
-        if route is None:
-            raise ClientConnectorError(req.connection_key, OSError("unknown tunnel host"))
-        agent_pk, session_id, port = route
-        try:
-            sock = await open_tunnel(agent_pk, session_id, port)
-        except TunnelUnavailable as exc:
-            raise ClientConnectorError(req.connection_key, OSError(str(exc))) from exc
-        _, proto = await self._loop.create_connection(self._factory, sock=sock)
-        return proto
-
-
-@dataclass
-class _Clients:
-    direct: aiohttp.ClientSession
-    tunnel: aiohttp.ClientSession
-
-
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Clients] = weakref.WeakKeyDictionary()
-
-
-def _session(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        connector=connector,
-        auto_decompress=False,  # bytes pass through as the session encoded them
-        cookie_jar=aiohttp.DummyCookieJar(),
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-        read_bufsize=READ_BUFSIZE,
-        timeout=client_timeout(),
-    )
-
-
-def client_timeout() -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(
-        total=None,
-        connect=settings.STREAMSPACE_PROXY_CONNECT_TIMEOUT_S + settings.STREAMSPACE_PROXY_TUNNEL_TIMEOUT_S,
-        sock_connect=settings.STREAMSPACE_PROXY_CONNECT_TIMEOUT_S,
-        sock_read=settings.STREAMSPACE_PROXY_READ_TIMEOUT_S,
-    )
-
-
-def client_for(route: Route) -> aiohttp.ClientSession:
-    """The pooled HTTP client for a route (created once per event loop)."""
+async def _open(route: Route, factory: Any) -> tuple[Any, Any]:
+    """A connection to the route (the pool's opener)."""
     loop = asyncio.get_running_loop()
-    clients = _clients.get(loop)
-    if clients is None or clients.direct.closed:
-        clients = _Clients(
-            direct=_session(aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=300)),
-            tunnel=_session(TunnelConnector(limit=0, keepalive_timeout=30)),
-        )
-        _clients[loop] = clients
+    if route.kind == "tunnel":
+        assert route.agent_pk is not None
+        try:
+            sock = await open_tunnel(route.agent_pk, route.session_id, route.port)
+        except TunnelUnavailable as exc:
+            raise ConnectFailed(str(exc)) from exc
+        return await loop.create_connection(factory, sock=sock)
+    return await asyncio.wait_for(
+        loop.create_connection(factory, route.host, route.port), settings.STREAMSPACE_PROXY_CONNECT_TIMEOUT_S
+    )
+
+
+async def request(route: Route, method: bytes, target: bytes, headers: Headers, body: Body) -> Response:
+    """Send a request to the session over ``route``; the response once its head arrived."""
+    key = (route.kind, route.host, route.port, route.session_id)
+    return await pool().request(
+        key,
+        functools.partial(_open, route),
+        method,
+        target,
+        [*headers, (b"host", route.host_header.encode())],
+        body,
+        read_timeout=settings.STREAMSPACE_PROXY_READ_TIMEOUT_S,
+    )
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool] = weakref.WeakKeyDictionary()
+
+
+def pool() -> Pool:
+    """This event loop's connection pool."""
+    loop = asyncio.get_running_loop()
+    current = _pools.get(loop)
+    if current is None or current.closed:
+        current = _pools[loop] = Pool()
         _close_on_server_shutdown(loop)
-    return clients.tunnel if route.kind == "tunnel" else clients.direct
+    return current
 
 
 def _close_on_server_shutdown(loop: asyncio.AbstractEventLoop) -> None:
-    """Under daphne, close the pools before the reactor stops (no "unclosed session" noise)."""
+    """Under daphne, close the pool before the reactor stops."""
     if "twisted.internet.reactor" not in sys.modules:
         return
     from twisted.internet import reactor
-    from twisted.internet.defer import Deferred
 
-    def close() -> Deferred | None:
-        clients = _clients.pop(loop, None)
-        if clients is None or loop.is_closed():
-            return None
-        return Deferred.fromFuture(loop.create_task(_close(clients)))
+    def close() -> None:
+        current = _pools.pop(loop, None)
+        if current is not None and not loop.is_closed():
+            current.close()
 
     reactor.addSystemEventTrigger("before", "shutdown", close)
 
 
-async def _close(clients: _Clients) -> None:
-    await clients.direct.close()
-    await clients.tunnel.close()
-
-
 async def close_clients() -> None:
-    """Close this loop's pools (tests and shutdown)."""
-    clients = _clients.pop(asyncio.get_running_loop(), None)
-    if clients is not None:
-        await _close(clients)
+    """Close this loop's pool (tests and shutdown)."""
+    current = _pools.pop(asyncio.get_running_loop(), None)
+    if current is not None:
+        current.close()

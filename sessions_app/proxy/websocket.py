@@ -59,8 +59,7 @@ async def _connect(route: upstream.Route, path: ProxyPath, headers: list, subpro
     }
     if route.kind == "tunnel":
         assert route.agent_pk is not None
-        sock = await open_tunnel(route.agent_pk, route.host.split(".", 1)[0], route.port)
-        uri = f"ws://localhost:{route.port}{path.upstream_target()}"
+        sock = await open_tunnel(route.agent_pk, route.session_id, route.port)
         return await connect(uri, sock=sock, **options)
     return await connect(uri, **options)
 
