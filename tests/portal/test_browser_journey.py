@@ -146,15 +146,23 @@ def demo_round_trip(page, frame) -> None:
 def websocket_echo(page, stack: Stack, session_id: str) -> str:
     """Open a WebSocket from inside the session's iframe (through the proxy) and echo a line."""
     inner = next(f for f in page.frames if f.url.startswith(f"{stack.base}/api/v1/http/{session_id}/"))
-    return inner.evaluate(
-        """() => new Promise((resolve, reject) => {
-             const url = location.href.split('?')[0].replace(/^http/, 'ws');
-             const ws = new WebSocket(url);
-             ws.onopen = () => ws.send('hello through the proxy');
-             ws.onmessage = (event) => { resolve(event.data.trim()); ws.close(); };
-             ws.onerror = () => reject(new Error('websocket failed'));
-           })"""
-    )
+    script = """() => new Promise((resolve, reject) => {
+         const url = location.href.split('?')[0].replace(/^http/, 'ws');
+         const ws = new WebSocket(url);
+         const timer = setTimeout(() => { ws.close(); reject(new Error('no echo within 10 s')); }, 10000);
+         ws.onopen = () => ws.send('hello through the proxy');
+         ws.onmessage = (event) => { clearTimeout(timer); resolve(event.data.trim()); ws.close(); };
+         ws.onerror = () => { clearTimeout(timer); reject(new Error('websocket failed')); };
+       })"""
+    # A session that just woke may answer HTTP a moment before its WebSocket server accepts.
+    for attempt in range(3):
+        try:
+            return inner.evaluate(script)
+        except Exception:
+            if attempt == 2:
+                raise
+            page.wait_for_timeout(1000)
+    raise AssertionError("unreachable")
 
 
 def test_user_and_operator_journey_on_a_local_agent(browser, stack, tmp_path):
