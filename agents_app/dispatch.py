@@ -13,6 +13,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -43,33 +44,67 @@ def command_frame_payload(command: AgentCommand) -> dict[str, Any]:
 
 
 def send_pending_commands(agent_pk: int) -> int:
-    """Claim and send every pending command of the agent to its connected leader."""
+    """Claim and send every pending command of the agent to its connected leader.
+
+    The commands are claimed together (one locked read, one UPDATE) and their frames go out
+    in one trip to the channel layer; a frame the layer refuses puts its command back to
+    ``pending``. Returns how many went out.
+    """
     leader = leader_instance(agent_pk)
     if leader is None:
         return 0
-    layer = get_channel_layer()
-    sent = 0
-    pending = AgentCommand.objects.filter(agent_id=agent_pk, state=CommandState.PENDING).order_by("created_at")
-    for command_id in pending.values_list("id", flat=True):
-        claimed = AgentCommand.objects.filter(pk=command_id, state=CommandState.PENDING).update(
-            state=CommandState.SENT,
-            attempts=F("attempts") + 1,
-            sent_at=timezone.now(),
-            instance_id=leader.instance_id,
+    commands = _claim_pending(agent_pk, leader.instance_id)
+    if not commands:
+        return 0
+    failed = async_to_sync(_send_frames)(leader.channel_name, commands)
+    if failed:
+        AgentCommand.objects.filter(pk__in=failed, state=CommandState.SENT).update(state=CommandState.PENDING)
+    return len(commands) - len(failed)
+
+
+def _claim_pending(agent_pk: int, instance_id: str) -> list[AgentCommand]:
+    """Move the agent's pending commands to ``sent`` for this caller, oldest first.
+
+    Rows another replica is claiming at the same moment are skipped (``SKIP LOCKED``), so a
+    command is never sent twice by two claimers. Where row locks do not exist (SQLite) the
+    UPDATE's compare-and-set decides, and the claim time tells which rows this caller won.
+    """
+    with transaction.atomic():
+        commands = list(
+            AgentCommand.objects.select_for_update(skip_locked=True)
+            .filter(agent_id=agent_pk, state=CommandState.PENDING)
+            .order_by("created_at")
         )
-        if not claimed:
-            continue
-        command = AgentCommand.objects.get(pk=command_id)
+        if not commands:
+            return []
+        now = timezone.now()
+        ids = [command.pk for command in commands]
+        claimed = AgentCommand.objects.filter(pk__in=ids, state=CommandState.PENDING).update(
+            state=CommandState.SENT, attempts=F("attempts") + 1, sent_at=now, instance_id=instance_id
+        )
+        if claimed != len(commands):
+            mine = AgentCommand.objects.filter(pk__in=ids, sent_at=now, instance_id=instance_id)
+            won = set(mine.values_list("pk", flat=True))
+            commands = [command for command in commands if command.pk in won]
+    for command in commands:  # what the UPDATE wrote (the rows were locked meanwhile)
+        command.state = CommandState.SENT
+        command.attempts += 1
+        command.sent_at = now
+        command.instance_id = instance_id
+    return commands
+
+
+async def _send_frames(channel_name: str, commands: list[AgentCommand]) -> list[Any]:
+    """Send each command's frame to the leader's channel; the ids of those that failed."""
+    layer = get_channel_layer()
+    failed = []
+    for command in commands:
         try:
-            async_to_sync(layer.send)(
-                leader.channel_name, {"type": COMMAND_MESSAGE_TYPE, "payload": command_frame_payload(command)}
-            )
+            await layer.send(channel_name, {"type": COMMAND_MESSAGE_TYPE, "payload": command_frame_payload(command)})
         except Exception:  # the layer is at-most-once anyway: the sweep re-sends unacked commands
-            log.exception("channel layer send failed for command %s", command_id)
-            AgentCommand.objects.filter(pk=command_id, state=CommandState.SENT).update(state=CommandState.PENDING)
-            continue
-        sent += 1
-    return sent
+            log.exception("channel layer send failed for command %s", command.pk)
+            failed.append(command.pk)
+    return failed
 
 
 TUNNEL_MESSAGE_TYPE = "agent.tunnel_open"

@@ -79,9 +79,21 @@ def enqueue_command(session: Any, action: str, spec: dict[str, Any]) -> AgentCom
     Must be called inside the transaction that changes the session's state, so the state
     change and the command are committed together or not at all.
     """
-    command = AgentCommand.objects.create(agent_id=session.agent_id, session=session, action=action, spec=spec)
-    transaction.on_commit(lambda: send_pending(command.agent_id))
-    return command
+    return enqueue_commands([(session, action, spec)])[0]
+
+
+def enqueue_commands(items: list[tuple[Any, str, dict[str, Any]]]) -> list[AgentCommand]:
+    """:func:`enqueue_command` for many ``(session, action, spec)`` at once: one INSERT for all
+    the rows and, on commit, one send per agent (each send takes every pending command)."""
+    commands = AgentCommand.objects.bulk_create(
+        [
+            AgentCommand(agent_id=session.agent_id, session=session, action=action, spec=spec)
+            for session, action, spec in items
+        ]
+    )
+    for agent_pk in dict.fromkeys(command.agent_id for command in commands):
+        transaction.on_commit(lambda agent_pk=agent_pk: send_pending(agent_pk))
+    return commands
 
 
 def send_pending(agent_pk: int) -> int:

@@ -37,17 +37,38 @@ def session_changed(session_id: Any, user_id: Any, previous: str | None, target:
 
     Failures here never undo the state change (it is committed); they are logged.
     """
-    from plugins_app import events
-    from sessions_app.api.representation import represent_one
+    sessions_changed([(session_id, user_id, previous, target)], actor=actor)
 
-    try:
-        body = represent_one(session_id)
-    except Exception:  # the session was deleted meanwhile
+
+def sessions_changed(changes: list[tuple[Any, Any, str | None, str]], *, actor: Any = None) -> None:
+    """:func:`session_changed` for many ``(session_id, user_id, previous, target)`` at once.
+
+    One query reads every session and one trip to the channel layer carries every broadcast;
+    each session still gets its own broadcast and its own event. Sessions deleted meanwhile
+    are skipped.
+    """
+    from plugins_app import events
+    from sessions_app.api.representation import represent_many
+    from sessions_app.models import Session
+
+    if not changes:
         return
+    bodies = {body["id"]: body for body in represent_many(Session.objects.filter(pk__in=[c[0] for c in changes]))}
+    changed = [(bodies[str(c[0])], *c[1:]) for c in changes if str(c[0]) in bodies]
     try:
-        async_to_sync(get_channel_layer().group_send)(user_group(user_id), {"type": "session.update", "session": body})
+        async_to_sync(_broadcast)([(user_id, body) for body, user_id, _, _ in changed])
     except Exception:
-        log.exception("could not broadcast session %s", session_id)
-    name = "session.created" if previous is None else event_for(previous, target)
-    if name:
-        events.emit(name, actor=actor, data={"session": body, "previous_state": previous})
+        log.exception("could not broadcast %d session change(s)", len(changed))
+    for body, _, previous, target in changed:
+        name = "session.created" if previous is None else event_for(previous, target)
+        if name:
+            events.emit(name, actor=actor, data={"session": body, "previous_state": previous})
+
+
+async def _broadcast(updates: list[tuple[Any, dict[str, Any]]]) -> None:
+    layer = get_channel_layer()
+    for user_id, body in updates:
+        try:
+            await layer.group_send(user_group(user_id), {"type": "session.update", "session": body})
+        except Exception:
+            log.exception("could not broadcast session %s", body["id"])

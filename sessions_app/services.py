@@ -19,10 +19,11 @@ from agents_app.models import CommandAction
 from plugins_app import events
 from sessions_app import quotas
 from sessions_app.models import GroupQuota, Session, SessionState, Template
-from sessions_app.notify import session_changed
-from sessions_app.state import IllegalTransition, transition
+from sessions_app.notify import session_changed, sessions_changed
+from sessions_app.state import IllegalTransition, transition, transition_many
 from streamspace.api.errors import Forbidden, ServiceError
-from streamspace.audit.services import record
+from streamspace.audit.services import event as audit_event
+from streamspace.audit.services import record, record_many
 
 S = SessionState
 
@@ -159,10 +160,30 @@ def hibernate_session(session: Session, *, actor: Any = None, request: Any = Non
         session = Session.objects.select_for_update().get(pk=session.pk)
         if session.state in (S.HIBERNATING, S.HIBERNATED):
             return session
-        transition(session, S.HIBERNATING, message="Hibernating", actor=actor)
-        record("session.hibernate", actor=actor, target=session, request=request, details={"reason": reason})
-        agents.enqueue_command(session, CommandAction.HIBERNATE, {})
+        hibernate_claimed([session], actor=actor, request=request, reason=reason)
     return session
+
+
+def hibernate_claimed(sessions: list[Session], *, actor: Any = None, request: Any = None, reason: str = "user") -> None:
+    """Hibernate sessions whose rows the caller has just locked (``SELECT ... FOR UPDATE``).
+
+    Must run in the transaction holding the locks; the rows are not read again. Each session
+    gets its own state change, audit event, ``hibernate_session`` command and broadcast, but
+    batched: one compare-and-set UPDATE, one INSERT of audit events, one of commands and, on
+    commit, one query for the broadcasts and one send per agent's leader. Raises
+    ``IllegalTransition`` if one of them cannot hibernate (the caller's transaction then
+    rolls back the others).
+    """
+    previous = transition_many(sessions, S.HIBERNATING, message="Hibernating")
+    changes = [(session.pk, session.user_id, previous, S.HIBERNATING) for session in sessions]
+    record_many(
+        [
+            audit_event("session.hibernate", actor=actor, target=s, request=request, details={"reason": reason})
+            for s in sessions
+        ]
+    )
+    agents.enqueue_commands([(session, CommandAction.HIBERNATE, {}) for session in sessions])
+    transaction.on_commit(lambda: sessions_changed(changes, actor=actor))
 
 
 def wake_session(session: Session, *, actor: Any = None, request: Any = None) -> Session:

@@ -33,6 +33,24 @@ def can_transition(current: str, target: str) -> bool:
     return target in TRANSITIONS.get(current, frozenset())
 
 
+def _check(current: str, target: str) -> None:
+    if not can_transition(current, target):
+        raise IllegalTransition(
+            f"A session cannot go from {current} to {target}.",
+            extra={"state": current, "target": target},
+        )
+
+
+def _values(target: str, message: str | None, fields: dict[str, Any]) -> dict[str, Any]:
+    now = timezone.now()
+    values: dict[str, Any] = {"state": target, "state_changed_at": now, "updated_at": now, **fields}
+    if message is not None:
+        values["status_message"] = message[:500]
+    if target not in (S.RUNNING,):
+        values.setdefault("streaming_ready", False)
+    return values
+
+
 def transition(
     session: Session, target: str, *, message: str | None = None, actor: Any = None, **fields: Any
 ) -> Session:
@@ -43,17 +61,8 @@ def transition(
     :class:`IllegalTransition` (HTTP 409). ``fields`` are saved in the same UPDATE.
     """
     current = session.state
-    if not can_transition(current, target):
-        raise IllegalTransition(
-            f"A session cannot go from {current} to {target}.",
-            extra={"state": current, "target": target},
-        )
-    now = timezone.now()
-    values: dict[str, Any] = {"state": target, "state_changed_at": now, "updated_at": now, **fields}
-    if message is not None:
-        values["status_message"] = message[:500]
-    if target not in (S.RUNNING,):
-        values.setdefault("streaming_ready", False)
+    _check(current, target)
+    values = _values(target, message, fields)
     updated = Session.objects.filter(pk=session.pk, state=current).update(**values)
     if not updated:
         session.refresh_from_db(fields=["state"])
@@ -68,3 +77,32 @@ def transition(
     session_id, user_id = session.pk, session.user_id
     transaction.on_commit(lambda: session_changed(session_id, user_id, current, target, actor=actor))
     return session
+
+
+def transition_many(sessions: list[Session], target: str, *, message: str | None = None, **fields: Any) -> str:
+    """:func:`transition` for sessions that are all in the same state, in one UPDATE.
+
+    All move or none: if one of them changed meanwhile, :class:`IllegalTransition` is raised
+    and the caller's transaction must roll back (call it under ``transaction.atomic``, with
+    the rows locked). Nothing is broadcast: the caller sends ``notify.sessions_changed`` on
+    commit. Returns the state they all left.
+    """
+    states = {session.state for session in sessions}
+    if len(states) != 1:
+        raise IllegalTransition(
+            f"Sessions in different states ({', '.join(sorted(states))}) cannot move together.",
+            extra={"state": sorted(states), "target": target},
+        )
+    current = states.pop()
+    _check(current, target)
+    values = _values(target, message, fields)
+    updated = Session.objects.filter(pk__in=[session.pk for session in sessions], state=current).update(**values)
+    if updated != len(sessions):
+        raise IllegalTransition(
+            f"{len(sessions) - updated} of the sessions changed state concurrently.",
+            extra={"state": current, "target": target},
+        )
+    for session in sessions:
+        for key, value in values.items():
+            setattr(session, key, value)
+    return current

@@ -28,6 +28,10 @@ from streamspace.audit.services import record
 log = logging.getLogger(__name__)
 S = SessionState
 
+# Sessions claimed and hibernated per transaction: their rows stay locked only for the few
+# milliseconds the chunk's UPDATEs and two INSERTs take.
+IDLE_CLAIM_CHUNK = 50
+
 
 def _idle_sessions(now: Any):
     """Running sessions whose ``last_activity + idle_timeout_s`` lies before ``now``.
@@ -59,9 +63,10 @@ def idle_sessions(now: Any = None, *, limit: int | None = None) -> list[Any]:
     return list(rows[:limit] if limit else rows)
 
 
-def _claim(pk: Any, now: Any) -> Session | None:
-    """Lock one session that is still running and still idle, or None (changed meanwhile or locked)."""
-    return _idle_sessions(now).select_for_update(skip_locked=True, of=("self",)).filter(pk=pk).first()
+def _claim(pks: list[Any], now: Any) -> list[Session]:
+    """Lock those of ``pks`` still running and still idle, skipping rows another writer holds."""
+    claimable = _idle_sessions(now).select_for_update(skip_locked=True, of=("self",)).filter(pk__in=pks)
+    return list(claimable.order_by("last_activity"))
 
 
 @dataclass
@@ -78,25 +83,34 @@ def hibernate_idle_sessions(now: Any = None, *, batch: int | None = None) -> lis
 
     At most ``batch`` (``STREAMSPACE_IDLE_SWEEP_BATCH``) per call, so the number of queries
     is bounded whatever the number of running sessions; the next sweep takes the rest.
-    Activity recorded between the selection and the claim is honoured: the claim re-checks
-    the deadline under the row lock.
+    Sessions are claimed and hibernated ``IDLE_CLAIM_CHUNK`` at a time, one transaction per
+    chunk (``services.hibernate_claimed``). Activity recorded between the selection and the
+    claim is honoured: the claim re-checks the deadline under the row lock.
     """
     now = now or timezone.now()
     batch = batch or settings.STREAMSPACE_IDLE_SWEEP_BATCH
+    pks = idle_sessions(now, limit=batch)
     done: list[str] = []
-    for pk in idle_sessions(now, limit=batch):
-        try:
-            with transaction.atomic():
-                session = _claim(pk, now)
-                if session is None:
-                    continue
-                services.hibernate_session(session, reason="idle")
-            done.append(str(pk))
-        except IllegalTransition:  # another writer moved it first
-            continue
-        except Exception:
-            log.exception("idle sweep could not hibernate session %s", pk)
+    for start in range(0, len(pks), IDLE_CLAIM_CHUNK):
+        done += _hibernate_chunk(pks[start : start + IDLE_CLAIM_CHUNK], now)
     return done
+
+
+def _hibernate_chunk(pks: list[Any], now: Any) -> list[str]:
+    """One transaction for the chunk; if it fails, one per session, so a bad row stops only itself."""
+    try:
+        with transaction.atomic():
+            sessions = _claim(pks, now)
+            if sessions:
+                services.hibernate_claimed(sessions, reason="idle")
+        return [str(session.pk) for session in sessions]
+    except Exception as exc:
+        if len(pks) > 1:
+            log.warning("idle sweep: hibernating %d sessions together failed; retrying one by one", len(pks))
+            return [pk for one in pks for pk in _hibernate_chunk([one], now)]
+        if not isinstance(exc, IllegalTransition):  # else another writer moved it first
+            log.exception("idle sweep could not hibernate session %s", pks[0])
+        return []
 
 
 def stop_expired_hibernated(now: Any = None, *, max_age_s: int | None = None, batch: int | None = None) -> list[str]:

@@ -31,6 +31,37 @@ def record(
     ``actor`` is a user (or None for the system); ``target`` a model instance whose type and
     primary key are recorded, or give ``target_type``/``target_id`` directly.
     """
+    audit_event = event(
+        action,
+        actor=actor,
+        actor_repr=actor_repr,
+        target=target,
+        target_type=target_type,
+        target_id=target_id,
+        request=request,
+        details=details,
+    )
+    audit_event.save(force_insert=True)
+    return audit_event
+
+
+def record_many(events: list[AuditEvent]) -> list[AuditEvent]:
+    """Write many events built by :func:`event` with one INSERT; each stays a row of its own."""
+    return AuditEvent.objects.bulk_create(events)
+
+
+def event(
+    action: str,
+    *,
+    actor: Any = None,
+    actor_repr: str = "",
+    target: Any = None,
+    target_type: str = "",
+    target_id: str = "",
+    request: Any = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Build, without saving, the event :func:`record` writes (for :func:`record_many`)."""
     if actor is not None and not getattr(actor, "is_authenticated", False):
         actor = None
     if target is not None:
@@ -39,7 +70,7 @@ def record(
     user_agent = ""
     if request is not None:
         user_agent = getattr(request, "META", {}).get("HTTP_USER_AGENT", "")[:512]
-    return AuditEvent.objects.create(
+    return AuditEvent(
         actor=actor,
         actor_repr=actor_repr or (actor.get_username() if actor is not None else "system"),
         action=action,
