@@ -177,7 +177,7 @@ async def _stream_response(
     response: client.Response,
     extra_headers: list[tuple[bytes, bytes]],
 ) -> None:
-    headers = response_headers(response.headers, prefix=path.prefix, upstream_hosts=route.location_hosts())
+    headers = response_headers(response.headers, prefix=path.prefix, upstream_hosts=route.location_hosts)
     if extra_headers:
         headers += extra_headers
     start = {"type": "http.response.start", "status": response.status, "headers": headers}

@@ -9,8 +9,9 @@ forwarded. The upstream host comes only from the session row, never from the req
 
 from __future__ import annotations
 
+import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
 PREFIX = "/api/v1/http/"
@@ -18,6 +19,10 @@ PREFIX_BYTES = PREFIX.encode()
 # Served by the proxy itself (the waking page polls it); shadows the same path upstream.
 STATUS_PATH = b"/.streamspace/status"
 TOKEN_PARAM = b"token"
+# The canonical (lowercase, hyphenated) form only: one URL per session, one cookie path.
+_SESSION_ID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Controls, spaces and non-ASCII must arrive percent-encoded in a path or query.
+_UNSAFE_BYTE = re.compile(rb"[\x00-\x20\x7f-\xff]")
 
 
 class BadPath(Exception):
@@ -35,15 +40,16 @@ class ProxyPath:
     query: bytes  # raw query string without the viewer token
     token: str | None  # value of ``?token=`` if present
     needs_slash: bool = False  # ``/api/v1/http/<id>`` without the trailing slash
+    # The public prefix without the trailing slash (``X-Forwarded-Prefix``).
+    prefix: str = field(default="", compare=False)
 
-    @property
-    def prefix(self) -> str:
-        """The public prefix without the trailing slash (``X-Forwarded-Prefix``)."""
-        return f"{PREFIX}{self.session_id}"
+    def __post_init__(self) -> None:
+        if not self.prefix:
+            object.__setattr__(self, "prefix", f"{PREFIX}{self.session_id}")
 
     @property
     def cookie_path(self) -> str:
-        return f"{PREFIX}{self.session_id}/"
+        return f"{self.prefix}/"
 
     @property
     def is_status(self) -> bool:
@@ -63,9 +69,10 @@ class ProxyPath:
 
 
 def _check_segments(rest: bytes) -> None:
-    for byte in rest:
-        if byte <= 0x20 or byte >= 0x7F:
-            raise BadPath(400, "bad_path", "The path contains characters that must be percent-encoded.")
+    if _UNSAFE_BYTE.search(rest):
+        raise BadPath(400, "bad_path", "The path contains characters that must be percent-encoded.")
+    if b"%" not in rest and b"/." not in rest:
+        return  # nothing encoded and no dot segment: the common case
     for segment in rest.split(b"/"):
         if b"%" not in segment and segment not in (b".", b".."):
             continue
@@ -91,9 +98,8 @@ def _split_query(query: bytes) -> tuple[bytes, str | None]:
             token = unquote_to_bytes(value).decode("utf-8", "replace")
             continue
         kept.append(pair)
-    for byte in query:
-        if byte < 0x20 or byte == 0x7F:
-            raise BadPath(400, "bad_query", "The query string contains control characters.")
+    if _UNSAFE_BYTE.search(query):
+        raise BadPath(400, "bad_query", "The query string contains control characters, spaces or non-ASCII bytes.")
     return b"&".join(p for p in kept if p), token
 
 
@@ -104,14 +110,17 @@ def parse(scope: dict) -> ProxyPath:
         raise BadPath(404, "not_found", "Not a session proxy path.")
     remainder = raw[len(PREFIX_BYTES) :]
     raw_id, slash, rest = remainder.partition(b"/")
-    try:
-        text_id = raw_id.decode("ascii")
-        session_id = uuid.UUID(text_id)
-    except (UnicodeDecodeError, ValueError):
-        raise BadPath(404, "not_found", "No such session.") from None
-    if str(session_id) != text_id.lower() or text_id != text_id.lower():
+    if not _SESSION_ID.fullmatch(raw_id):
         raise BadPath(404, "not_found", "No such session.")
+    text_id = raw_id.decode("ascii")
     rest = b"/" + rest
     _check_segments(rest)
     query, token = _split_query(scope.get("query_string") or b"")
-    return ProxyPath(session_id=session_id, upstream_path=rest, query=query, token=token, needs_slash=not slash)
+    return ProxyPath(
+        session_id=uuid.UUID(text_id),
+        upstream_path=rest,
+        query=query,
+        token=token,
+        needs_slash=not slash,
+        prefix=PREFIX + text_id,
+    )

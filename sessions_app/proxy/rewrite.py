@@ -61,6 +61,9 @@ _WEBSOCKET_HANDSHAKE = frozenset(
     }
 )
 
+_HTTP_REQUEST_DROP = HOP_BY_HOP | _REQUEST_DROP
+_WEBSOCKET_REQUEST_DROP = _HTTP_REQUEST_DROP | _WEBSOCKET_HANDSHAKE
+
 VIEWER_COOKIE = "streamspace_viewer"
 
 
@@ -96,9 +99,10 @@ def request_headers(
 ) -> tuple[Headers, bytes]:
     """Headers to send upstream, and the original ``Host`` (for ``X-Forwarded-Host``)."""
     headers = list(headers)
-    drop = HOP_BY_HOP | _REQUEST_DROP | _connection_tokens(headers)
-    if websocket:
-        drop = drop | _WEBSOCKET_HANDSHAKE
+    drop = _WEBSOCKET_REQUEST_DROP if websocket else _HTTP_REQUEST_DROP
+    named = _connection_tokens(headers)
+    if named:
+        drop = drop | named
     reserved = platform_cookie_names()
     out: Headers = []
     host = b""
@@ -170,7 +174,8 @@ def rewrite_set_cookie(value: str, *, prefix: str, reserved: frozenset[str]) -> 
 def response_headers(headers: Iterable[tuple[bytes, bytes]], *, prefix: str, upstream_hosts: frozenset[str]) -> Headers:
     """Headers to send to the browser for an upstream response."""
     headers = list(headers)
-    drop = HOP_BY_HOP | _connection_tokens(headers)
+    named = _connection_tokens(headers)
+    drop = HOP_BY_HOP | named if named else HOP_BY_HOP
     reserved = platform_cookie_names()
     out: Headers = []
     for name, value in headers:

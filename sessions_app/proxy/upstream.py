@@ -48,6 +48,7 @@ class Route:
         """``Host`` sent upstream: the endpoint, or ``localhost:<port>`` through a tunnel."""
         return self.authority
 
+    @functools.cached_property
     def location_hosts(self) -> frozenset[str]:
         """Authorities whose absolute redirects point back into the session."""
         return frozenset({self.authority.lower(), f"localhost:{self.port}", f"127.0.0.1:{self.port}"})
@@ -60,6 +61,7 @@ class NoRoute(Exception):
 _direct_failed: dict[uuid.UUID, float] = {}
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_endpoint(endpoint: str) -> tuple[str, int] | None:
     try:
         parts = urlsplit("//" + endpoint)
