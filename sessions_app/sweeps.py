@@ -106,7 +106,7 @@ def _hibernate_chunk(pks: list[Any], now: Any) -> list[str]:
         return [str(session.pk) for session in sessions]
     except Exception as exc:
         if len(pks) > 1:
-            log.warning("idle sweep: hibernating %d sessions together failed; retrying one by one", len(pks))
+            log.warning("idle sweep: %d sessions together failed; retrying one by one", len(pks), exc_info=True)
             return [pk for one in pks for pk in _hibernate_chunk([one], now)]
         if not isinstance(exc, IllegalTransition):  # else another writer moved it first
             log.exception("idle sweep could not hibernate session %s", pks[0])
