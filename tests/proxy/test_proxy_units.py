@@ -74,9 +74,12 @@ def test_non_canonical_ids_are_404(raw):
     assert refused.value.status == 404
 
 
-def test_query_control_characters_refused():
-    with pytest.raises(BadPath):
-        parse(scope(f"{PREFIX}/", "a=\r\n"))
+@pytest.mark.parametrize("query", [b"a=\r\n", b"a=b c", b"a=\xc3\xa9", b"\x00"])
+def test_query_control_characters_spaces_and_raw_non_ascii_refused(query):
+    # Raw bytes that would break the upstream request line or its ASCII decoding.
+    with pytest.raises(BadPath) as refused:
+        parse({"path": f"{PREFIX}/", "raw_path": f"{PREFIX}/".encode(), "query_string": query})
+    assert refused.value.status == 400
 
 
 def test_request_headers_drop_credentials_and_hop_by_hop(settings):
