@@ -9,6 +9,8 @@ Targets (same upstream, ``tests/proxy/upstream_server.py``):
   proxy-tunnel   the same through an agent tunnel (``agent_runtime.tunnel.run_tunnel``)
   nginx          Debian's nginx, one worker, keep-alive upstream pool
   chp            configurable-http-proxy (JupyterHub's proxy), installed under bench/node_modules
+  daphne-floor   no proxy: daphne serving ``bench/daphne_floor_app.py``, which answers itself
+                 (the ceiling for any ASGI app under daphne on one core)
 
 Every proxy is pinned to CPU 1 (``taskset``); the upstream, wrk and the WebSocket client
 share CPU 0. Metrics: small-request req/s and p99 (wrk, 32 connections), 1 MiB download
@@ -40,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import PYTHON, ROOT, bench_env, free_port, manage_shell, reset_database
 
 DATABASE = "streamspace_proxybench"
+TARGETS = ("direct", "proxy", "proxy-tunnel", "nginx", "chp", "daphne-floor")
 CHP_VERSION = "5.3.0"
 MIB = 1024 * 1024
 
@@ -240,7 +243,7 @@ asyncio.run(main())
 """
 
 
-def run(seconds: int, rounds: int) -> dict[str, dict[str, float]]:
+def run(seconds: int, rounds: int, only: set[str]) -> dict[str, dict[str, float]]:
     os.sched_setaffinity(0, {0})
     env = bench_env(DATABASE, redis_db=3)
     reset_database(env, DATABASE)
@@ -249,7 +252,7 @@ def run(seconds: int, rounds: int) -> dict[str, dict[str, float]]:
     chp = ensure_chp()
     results: dict[str, dict[str, float]] = {}
     tmp = Path(tempfile.mkdtemp(prefix="proxybench-"))
-    ports = {name: free_port() for name in ("daphne", "nginx", "chp", "chp-api")}
+    ports = {name: free_port() for name in ("daphne", "nginx", "chp", "chp-api", "floor")}
     env["POD_URL"] = f"http://127.0.0.1:{ports['daphne']}"
     (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, upstream=upstream, port=ports["nginx"]))
     with contextlib.ExitStack() as stack:
@@ -308,6 +311,9 @@ def run(seconds: int, rounds: int) -> dict[str, dict[str, float]]:
                 cpu=1,
             )
         )
+        daphne_bin = str(Path(PYTHON).parent / "daphne")
+        floor = ["-b", "127.0.0.1", "-p", str(ports["floor"]), "bench.daphne_floor_app:application"]
+        stack.enter_context(process([daphne_bin, *floor], env=env, port=ports["floor"], cpu=1))
         targets = {
             "direct": (f"http://127.0.0.1:{upstream}", {}),
             "proxy": (
@@ -320,7 +326,9 @@ def run(seconds: int, rounds: int) -> dict[str, dict[str, float]]:
             ),
             "nginx": (f"http://127.0.0.1:{ports['nginx']}", {}),
             "chp": (f"http://127.0.0.1:{ports['chp']}", {}),
+            "daphne-floor": (f"http://127.0.0.1:{ports['floor']}", {}),
         }
+        targets = {name: target for name, target in targets.items() if name in only or name == "direct"}
         for base, headers in targets.values():  # warm up; the fake agent registers meanwhile
             deadline = time.monotonic() + 60
             while httpx.get(base + "/small", headers=headers, timeout=30).status_code != 200:
@@ -338,10 +346,13 @@ def run(seconds: int, rounds: int) -> dict[str, dict[str, float]]:
                 for key, value in current.items():
                     better = min if key.endswith("_ms") else max
                     best[key] = better(best[key], value)
-                print(f"{name:<13} {json.dumps({k: round(v, 2) for k, v in current.items()})}", flush=True)
-        memory = memory_during_gigabyte(targets["proxy"][0] + "/bytes", targets["proxy"][1], daphne.pid)
-        results["memory"] = memory
-        print(f"daphne RSS during a 1 GiB download: {json.dumps({k: round(v, 1) for k, v in memory.items()})}")
+                load = os.getloadavg()[0]
+                print(
+                    f"{name:<13} {json.dumps({k: round(v, 2) for k, v in current.items()})} load {load:.1f}", flush=True
+                )
+        if "proxy" in targets:
+            memory = memory_during_gigabyte(targets["proxy"][0] + "/bytes", targets["proxy"][1], daphne.pid)
+            print(f"daphne RSS during a 1 GiB download: {json.dumps({k: round(v, 1) for k, v in memory.items()})}")
     shutil.rmtree(tmp, ignore_errors=True)
     return results
 
@@ -353,8 +364,6 @@ def table(results: dict[str, dict[str, float]]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
-        if name == "memory":
-            continue
         lines.append(
             f"| {name} | {r['rps']:.0f} ({r['rps'] / direct['rps']:.2f}x) | {r['p99_ms']:.1f} ms | "
             f"{r['mbps']:.0f} ({r['mbps'] / direct['mbps']:.2f}x) | {r['rtt_p50_ms']:.2f} / {r['rtt_p99_ms']:.2f} ms | "
@@ -367,5 +376,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=4, help="per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="best of this many round-robin rounds")
+    parser.add_argument("--only", default=",".join(TARGETS), help="comma-separated targets (direct always runs)")
     args = parser.parse_args()
-    print(table(run(args.seconds, args.rounds)))
+    started = os.getloadavg()
+    print(table(run(args.seconds, args.rounds, set(args.only.split(",")))))
+    print(f"load average at start {started[0]:.1f}/{started[1]:.1f}, at end {os.getloadavg()[0]:.1f}")

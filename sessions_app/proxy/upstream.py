@@ -61,7 +61,6 @@ class NoRoute(Exception):
 _direct_failed: dict[uuid.UUID, float] = {}
 
 
-@functools.lru_cache(maxsize=4096)
 def parse_endpoint(endpoint: str) -> tuple[str, int] | None:
     try:
         parts = urlsplit("//" + endpoint)
@@ -74,18 +73,30 @@ def parse_endpoint(endpoint: str) -> tuple[str, int] | None:
 
 def routes_for(target: SessionTarget) -> list[Route]:
     """The routes to try, in order."""
-    mode = target.proxy_mode
+    direct, tunnel = _candidates(target.endpoint, target.proxy_mode, target.agent_pk, target.port, target.session_id)
     routes: list[Route] = []
-    direct = parse_endpoint(target.endpoint) if target.endpoint else None
-    if direct and mode != "tunnel":
-        skip = mode == "auto" and _direct_failed.get(target.session_id, 0) > time.monotonic()
-        if not skip:
-            routes.append(Route("direct", direct[0], direct[1]))
-    if mode != "direct" and target.agent_pk is not None and target.port:
-        routes.append(Route("tunnel", "localhost", target.port, target.agent_pk, str(target.session_id)))
+    if direct is not None and not (
+        target.proxy_mode == "auto" and _direct_failed.get(target.session_id, 0) > time.monotonic()
+    ):
+        routes.append(direct)
+    if tunnel is not None:
+        routes.append(tunnel)
     if not routes:
         raise NoRoute("The session has no endpoint the control plane can reach and no tunnel.")
     return routes
+
+
+@functools.lru_cache(maxsize=4096)
+def _candidates(
+    endpoint: str, mode: str, agent_pk: int | None, port: int | None, session_id: uuid.UUID
+) -> tuple[Route | None, Route | None]:
+    """The direct and tunnel routes a session allows (the same objects while it does not change)."""
+    address = parse_endpoint(endpoint) if endpoint else None
+    direct = Route("direct", address[0], address[1]) if address and mode != "tunnel" else None
+    tunnel = None
+    if mode != "direct" and agent_pk is not None and port:
+        tunnel = Route("tunnel", "localhost", port, agent_pk, str(session_id))
+    return direct, tunnel
 
 
 def direct_failed(target: SessionTarget) -> None:
