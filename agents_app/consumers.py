@@ -53,6 +53,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
     _last_db_heartbeat = 0.0
     _register_timer: asyncio.Task | None = None
     _poll_task: asyncio.Task | None = None
+    # Set when the register frame arrives, before it is processed: under a reconnect herd the
+    # database work may queue for longer than the timeout, which must not count against it.
+    _register_received = False
 
     # --- connection lifecycle -------------------------------------------------------------
     async def connect(self) -> None:
@@ -65,7 +68,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def _require_register(self) -> None:
         await asyncio.sleep(REGISTER_TIMEOUT_S)
-        if self.instance is None:
+        if self.instance is None and not self._register_received:
             await self.send_error("register_timeout", "send register as the first frame")
             await self.close(code=CLOSE_BAD_REGISTER)
 
@@ -109,7 +112,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
             if self.instance is None:
                 await self.close(code=CLOSE_BAD_REGISTER)
             return
-        if self.instance is None and frame.type != "register":
+        if frame.type == "register":
+            self._register_received = True
+        elif self.instance is None:
             await self.send_error("not_registered", "the first frame must be register", reply_to=frame.id)
             await self.close(code=CLOSE_BAD_REGISTER)
             return
