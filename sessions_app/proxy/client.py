@@ -193,7 +193,7 @@ class _Connection(asyncio.Protocol):
         self._last = self.loop.time()
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:  # 101 was never asked for
             response._fail(UpstreamClosed(f"invalid HTTP from the session: {exc}"))
             self.abort()
 
