@@ -16,6 +16,8 @@ Every proxy is pinned to CPU 1 (``taskset``); the upstream, wrk and the WebSocke
 share CPU 0. Metrics: small-request req/s and p99 (wrk, 32 connections), 1 MiB download
 MB/s (wrk, 4 connections), WebSocket 64-byte round trip p50/p99 and 64 KiB echo
 throughput (asyncio client), and the control plane's RSS while 1 GiB streams through it.
+Each is also divided into the server's CPU time (``/proc/<pid>/stat``: threads and child
+processes included), which is steadier than throughput on a shared machine.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -91,19 +94,22 @@ def wrk(url: str, *, seconds: int, connections: int, headers: dict[str, str]) ->
     return {"rps": rps, "mbps": float(transfer.group(1)) * scale, "p99_ms": p99_ms}
 
 
-async def ws_measure(url: str, headers: dict[str, str], seconds: float) -> dict[str, float]:
+async def ws_measure(url: str, headers: dict[str, str], seconds: float, cpu: Callable[[], float]) -> dict[str, float]:
     async with ws_connect(url, additional_headers=headers, compression=None, max_size=None) as ws:
         payload = b"p" * 64
         latencies = []
+        cpu_started = cpu()
         deadline = time.monotonic() + seconds / 2
         while time.monotonic() < deadline and len(latencies) < 20000:
             started = time.perf_counter()
             await ws.send(payload)
             await ws.recv()
             latencies.append(time.perf_counter() - started)
+        rtt_cpu = (cpu() - cpu_started) / len(latencies)
         latencies.sort()
         big = b"b" * (64 * 1024)
         window, sent, received = 8, 0, 0
+        cpu_started = cpu()
         started = time.perf_counter()
         deadline = time.monotonic() + seconds / 2
         while time.monotonic() < deadline:
@@ -116,11 +122,27 @@ async def ws_measure(url: str, headers: dict[str, str], seconds: float) -> dict[
         while received < sent:
             await ws.recv()
             received += 1
+        ws_cpu = (cpu() - cpu_started) / received
     return {
         "rtt_p50_ms": statistics.median(latencies) * 1000,
         "rtt_p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
         "ws_mbps": received * len(big) / elapsed / MIB,
+        "cpu_rtt_us": rtt_cpu * 1e6,
+        "cpu_ws_us": ws_cpu * 1e6,
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process, its threads and its child processes (nginx's worker)."""
+    total = 0.0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for each in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def rss_kib(pid: int) -> int:
@@ -256,7 +278,7 @@ def run(seconds: int, rounds: int, only: set[str]) -> dict[str, dict[str, float]
     env["POD_URL"] = f"http://127.0.0.1:{ports['daphne']}"
     (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, upstream=upstream, port=ports["nginx"]))
     with contextlib.ExitStack() as stack:
-        stack.enter_context(
+        upstream_server = stack.enter_context(
             process([PYTHON, "-m", "tests.proxy.upstream_server", "--port", str(upstream)], port=upstream, cpu=0)
         )
         daphne = stack.enter_context(
@@ -277,7 +299,7 @@ def run(seconds: int, rounds: int, only: set[str]) -> dict[str, dict[str, float]
         stack.enter_context(
             process([PYTHON, "manage.py", "shell", "-c", FAKE_AGENT % {"upstream": upstream}], env=env, cpu=0)
         )
-        stack.enter_context(
+        nginx = stack.enter_context(
             process(
                 [
                     shutil.which("nginx") or "/usr/sbin/nginx",
@@ -292,7 +314,7 @@ def run(seconds: int, rounds: int, only: set[str]) -> dict[str, dict[str, float]
                 cpu=1,
             )
         )
-        stack.enter_context(
+        chp_server = stack.enter_context(
             process(
                 [
                     str(chp),
@@ -313,7 +335,16 @@ def run(seconds: int, rounds: int, only: set[str]) -> dict[str, dict[str, float]
         )
         daphne_bin = str(Path(PYTHON).parent / "daphne")
         floor = ["-b", "127.0.0.1", "-p", str(ports["floor"]), "bench.daphne_floor_app:application"]
-        stack.enter_context(process([daphne_bin, *floor], env=env, port=ports["floor"], cpu=1))
+        floor_server = stack.enter_context(process([daphne_bin, *floor], env=env, port=ports["floor"], cpu=1))
+        # Whose CPU time each target's numbers are divided by (the tunnel's agent is not counted).
+        servers = {
+            "direct": upstream_server.pid,
+            "proxy": daphne.pid,
+            "proxy-tunnel": daphne.pid,
+            "nginx": nginx.pid,
+            "chp": chp_server.pid,
+            "daphne-floor": floor_server.pid,
+        }
         targets = {
             "direct": (f"http://127.0.0.1:{upstream}", {}),
             "proxy": (
@@ -338,13 +369,29 @@ def run(seconds: int, rounds: int, only: set[str]) -> dict[str, dict[str, float]
         # Round-robin, best of ``rounds``: the machine is shared, so noise hits every target alike.
         for _ in range(rounds):
             for name, (base, headers) in targets.items():
+                pid = servers[name]
+
+                def cpu(pid: int = pid) -> float:
+                    return cpu_seconds(pid)
+
+                started = cpu()
                 small = wrk(base + "/small", seconds=seconds, connections=32, headers=headers)
+                cpu_small = (cpu() - started) / (small["rps"] * seconds)
+                started = cpu()
                 big = wrk(base + f"/bytes?size={MIB}", seconds=seconds, connections=4, headers=headers)
-                ws = asyncio.run(ws_measure(base.replace("http://", "ws://") + "/ws", headers, seconds))
-                current = {"rps": small["rps"], "p99_ms": small["p99_ms"], "mbps": big["mbps"], **ws}
+                cpu_gib = (cpu() - started) / (big["mbps"] * seconds / 1024)
+                ws = asyncio.run(ws_measure(base.replace("http://", "ws://") + "/ws", headers, seconds, cpu))
+                current = {
+                    "rps": small["rps"],
+                    "p99_ms": small["p99_ms"],
+                    "mbps": big["mbps"],
+                    **ws,
+                    "cpu_small_us": cpu_small * 1e6,
+                    "cpu_gib_s": cpu_gib,
+                }
                 best = results.setdefault(name, current)
                 for key, value in current.items():
-                    better = min if key.endswith("_ms") else max
+                    better = min if key.endswith("_ms") or key.startswith("cpu_") else max
                     best[key] = better(best[key], value)
                 load = os.getloadavg()[0]
                 print(
@@ -368,6 +415,18 @@ def table(results: dict[str, dict[str, float]]) -> str:
             f"| {name} | {r['rps']:.0f} ({r['rps'] / direct['rps']:.2f}x) | {r['p99_ms']:.1f} ms | "
             f"{r['mbps']:.0f} ({r['mbps'] / direct['mbps']:.2f}x) | {r['rtt_p50_ms']:.2f} / {r['rtt_p99_ms']:.2f} ms | "
             f"{r['ws_mbps']:.0f} ({r['ws_mbps'] / direct['ws_mbps']:.2f}x) |"
+        )
+    lines += [
+        "",
+        "Server CPU per unit of work (lower is better; `direct` is the upstream itself):",
+        "",
+        "| target | small request | 1 MiB download | WS 64 B round trip | WS 64 KiB message |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['cpu_small_us']:.0f} µs | {r['cpu_gib_s']:.2f} s/GiB | {r['cpu_rtt_us']:.0f} µs | "
+            f"{r['cpu_ws_us']:.0f} µs |"
         )
     return "\n".join(lines)
 
