@@ -58,7 +58,11 @@ def daphne(env: dict[str, str], port: int | None = None, *, cpu: int | None = No
     cmd = [str(Path(PYTHON).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "streamspace.asgi:application"]
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu), *cmd]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr goes to a file: an unread pipe fills up and blocks daphne's logging (and daphne).
+    log_path = ROOT / ".streamspace" / f"bench-daphne-{port}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_path, "wb")  # noqa: SIM115  (closed when the process is stopped)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -68,12 +72,13 @@ def daphne(env: dict[str, str], port: int | None = None, *, cpu: int | None = No
         time.sleep(0.1)
     else:
         proc.kill()
-        raise RuntimeError("daphne did not start: " + proc.stderr.read().decode()[-2000:])
+        raise RuntimeError("daphne did not start: " + log_path.read_text()[-2000:])
     try:
         yield base, proc
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        log_file.close()
 
 
 def summarize(name: str, latencies: list[float], elapsed: float) -> str:

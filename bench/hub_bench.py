@@ -62,18 +62,35 @@ def register(agent_id: str, platform: str) -> str:
     )
 
 
+RETRIES = {"count": 0}
+
+
 async def simulated_agent(ws_url: str, index: int, stop: asyncio.Event, ready: asyncio.Queue) -> None:
-    async with websockets.connect(
-        ws_url, additional_headers={"Authorization": f"Bearer sim-token-{index}"}, max_size=2**20, open_timeout=60
-    ) as ws:
-        await ws.send(register(f"sim-{index}", "local"))
-        json.loads(await ws.recv())
-        await ready.put(index)
-        await asyncio.sleep(random.uniform(0, 10))
-        while not stop.is_set():
-            await ws.send(frame("heartbeat", is_leader=True, active_sessions=0))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 10)
+    """Register, then heartbeat every 10 s; like the real agent, retry a refused handshake."""
+    delay = 0.5
+    while True:
+        try:
+            async with websockets.connect(
+                ws_url,
+                additional_headers={"Authorization": f"Bearer sim-token-{index}"},
+                max_size=2**20,
+                open_timeout=60,
+            ) as ws:
+                await ws.send(register(f"sim-{index}", "local"))
+                json.loads(await ws.recv())
+                await ready.put(index)
+                await asyncio.sleep(random.uniform(0, 10))
+                while not stop.is_set():
+                    await ws.send(frame("heartbeat", is_leader=True, active_sessions=0))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 10)
+                return
+        except (OSError, websockets.InvalidHandshake, websockets.ConnectionClosed):
+            if stop.is_set():
+                return
+            RETRIES["count"] += 1
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, 30)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -153,9 +170,14 @@ async def main_async(args: argparse.Namespace) -> None:
             tasks.append(asyncio.ensure_future(simulated_agent(ws_a, i, stop, ready)))
             if i % 50 == 49:
                 await asyncio.sleep(0.05)
-        for _ in range(args.agents):
-            await asyncio.wait_for(ready.get(), 120)
-        print(f"{args.agents} agents registered on replica A in {time.monotonic() - started:.1f} s")
+        for n in range(args.agents):
+            await asyncio.wait_for(ready.get(), 600)
+            if n % 100 == 99:
+                print(f"  {n + 1} registered after {time.monotonic() - started:.1f} s", flush=True)
+        print(
+            f"{args.agents} agents registered on replica A in {time.monotonic() - started:.1f} s "
+            f"({RETRIES['count']} handshakes retried after daphne's 5 s connect timeout)"
+        )
         await asyncio.sleep(12)  # every agent past its first heartbeat
         cpu0, rss0, t0 = cpu_seconds(proc_a.pid), rss_mib(proc_a.pid), time.monotonic()
         await asyncio.sleep(args.measure_seconds)
