@@ -9,8 +9,8 @@ Raw ASGI apps routed by ``streamspace.routing.build_application`` ahead of Djang
 
 Modules: ``paths`` (parsing, hostile-path checks), ``auth`` (viewer tokens, cookies,
 authorization cache), ``rewrite`` (headers, Location, cookies), ``upstream`` (direct or
-tunnel, pooled clients), ``flow`` (back-pressure), ``activity`` (idle tracking, wake),
-``pages`` (waking and error pages).
+tunnel), ``client`` (HTTP/1.1 keep-alive pool, llhttp), ``flow`` (back-pressure),
+``activity`` (idle tracking, wake), ``pages`` (waking and error pages).
 """
 
 from __future__ import annotations
