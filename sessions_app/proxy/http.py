@@ -187,6 +187,9 @@ async def _stream_response(
         # pool at once) and answer in one piece; no back-pressure or disconnect watch needed.
         try:
             body = await response.read_all()
+        except client.UpstreamTimeout:
+            response.release()
+            return await pages.error(scope, send, 504, "upstream_timeout", "The session did not answer in time.")
         except client.UpstreamError as exc:
             response.release()
             log.info("response from session %s failed: %s", path.session_id, exc)
