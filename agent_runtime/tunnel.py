@@ -21,6 +21,7 @@ import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from agent_runtime.pipes import until_first_done
 from agent_runtime.protocol import TunnelOpen
 
 log = logging.getLogger(__name__)
@@ -110,16 +111,9 @@ async def _pipe(ws: ClientConnection, reader: asyncio.StreamReader, writer: asyn
                 writer.write(message)
                 await writer.drain()
 
-    loop = asyncio.get_running_loop()
-    tasks = [loop.create_task(tcp_to_ws()), loop.create_task(ws_to_tcp())]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await until_first_done(tcp_to_ws(), ws_to_tcp())
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
         writer.close()
         with contextlib.suppress(Exception):
             await ws.close()

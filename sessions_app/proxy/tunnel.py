@@ -25,6 +25,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from agent_runtime.pipes import until_first_done
 from sessions_app.proxy.flow import InboundFlow, OutboundFlow
 from sessions_app.proxy.rewrite import header_value
 
@@ -127,7 +128,6 @@ async def tunnel_endpoint(scope: dict, receive: Any, send: Any) -> None:
 
 async def pipe_websocket_to_socket(sock: socket.socket, receive: Any, send: Any) -> None:
     """Relay binary frames <-> raw bytes until either side ends; both sides are closed after."""
-    loop = asyncio.get_running_loop()
     reader, writer = await asyncio.open_connection(sock=sock, limit=CHUNK)
     outbound = OutboundFlow.attach(send, websocket=True)
     inbound = InboundFlow(send, receive)
@@ -151,15 +151,9 @@ async def pipe_websocket_to_socket(sock: socket.socket, receive: Any, send: Any)
                 writer.write(data)
                 await writer.drain()
 
-    tasks = [loop.create_task(socket_to_ws()), loop.create_task(ws_to_socket())]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await until_first_done(socket_to_ws(), ws_to_socket())
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
         outbound.detach()
         inbound.release()
         writer.close()
