@@ -14,6 +14,7 @@ Registered once, from ``AgentsAppConfig.ready`` (:func:`register_collectors`).
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -134,14 +135,16 @@ class StreamSpaceCollector:
         yield up
 
 
-_registered: dict[int, StreamSpaceCollector] = {}
+# Keyed by the registry object itself (weakly): an ``id()`` key could be reused by a new
+# registry after the old one is collected, which would then silently get no collector.
+_registered: weakref.WeakKeyDictionary[CollectorRegistry, StreamSpaceCollector] = weakref.WeakKeyDictionary()
 
 
 def register_collectors(registry: CollectorRegistry = REGISTRY) -> StreamSpaceCollector:
     """Register the StreamSpace collector with ``registry`` once (idempotent); returns it."""
-    collector = _registered.get(id(registry))
+    collector = _registered.get(registry)
     if collector is None:
         collector = StreamSpaceCollector()
         registry.register(collector)
-        _registered[id(registry)] = collector
+        _registered[registry] = collector
     return collector
