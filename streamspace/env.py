@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import os
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+# One parser for booleans and one error type for agent and control plane alike.
+from agent_runtime.config import ConfigError, parse_bool
 
-
-class ConfigError(ValueError):
-    """An environment variable holds a value that cannot be used."""
+__all__ = ["ConfigError", "envbool", "envint", "envlist", "envstr"]
 
 
 def _raw(name: str) -> str | None:
@@ -29,15 +27,7 @@ def envstr(name: str, default: str = "") -> str:
 
 
 def envbool(name: str, default: bool = False) -> bool:
-    value = _raw(name)
-    if value is None:
-        return default
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ConfigError(f"{name}={value!r} is not a boolean (use true/false)")
+    return parse_bool(_raw(name), name=name, default=default)
 
 
 def envint(name: str, default: int, *, minimum: int | None = None) -> int:
