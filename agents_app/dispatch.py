@@ -13,7 +13,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -66,9 +66,13 @@ def _claim_pending(agent_pk: int, instance_id: str) -> list[AgentCommand]:
     """Move the agent's pending commands to ``sent`` for this caller, oldest first.
 
     Rows another replica is claiming at the same moment are skipped (``SKIP LOCKED``), so a
-    command is never sent twice by two claimers. Where row locks do not exist (SQLite) the
-    UPDATE's compare-and-set decides, and the claim time tells which rows this caller won.
+    command is never sent twice by two claimers. On PostgreSQL that is one statement
+    (``UPDATE ... RETURNING``, no explicit transaction). Where row locks do not exist
+    (SQLite) the UPDATE's compare-and-set decides, and the claim time tells which rows this
+    caller won.
     """
+    if connection.vendor == "postgresql":
+        return _claim_pending_pg(agent_pk, instance_id)
     with transaction.atomic():
         commands = list(
             AgentCommand.objects.select_for_update(skip_locked=True)
@@ -92,6 +96,23 @@ def _claim_pending(agent_pk: int, instance_id: str) -> list[AgentCommand]:
         command.sent_at = now
         command.instance_id = instance_id
     return commands
+
+
+_TABLE = AgentCommand._meta.db_table
+_CLAIM_SQL = f"""
+UPDATE {_TABLE} SET state = %s, attempts = attempts + 1, sent_at = %s, instance_id = %s
+WHERE id IN (
+    SELECT id FROM {_TABLE} WHERE agent_id = %s AND state = %s ORDER BY created_at FOR UPDATE SKIP LOCKED
+)
+RETURNING *
+"""
+
+
+def _claim_pending_pg(agent_pk: int, instance_id: str) -> list[AgentCommand]:
+    rows = AgentCommand.objects.raw(
+        _CLAIM_SQL, [CommandState.SENT, timezone.now(), instance_id, agent_pk, CommandState.PENDING]
+    )
+    return sorted(rows, key=lambda command: command.created_at)
 
 
 async def _send_frames(channel_name: str, commands: list[AgentCommand]) -> list[Any]:

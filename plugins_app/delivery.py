@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 from django.conf import settings
+from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.db.models import Q
@@ -68,10 +69,40 @@ def payload_for(envelope: dict[str, Any], delivery_id: Any) -> dict[str, Any]:
     return json.loads(json.dumps(document, cls=DjangoJSONEncoder))
 
 
+SUBSCRIPTIONS_CACHE_KEY = "plugins:subscriptions"
+SUBSCRIPTIONS_CACHE_S = 30
+
+
+def _subscriptions() -> list[tuple[int, str, str, list[str]]]:
+    """``(id, name, type, events)`` of every enabled webhook and integration plugin.
+
+    Every state change emits an event, so this is read on hot paths (the agent hub, the idle
+    sweep): it is cached (Redis with several replicas), dropped whenever a plugin is saved
+    or deleted (:func:`invalidate`), and re-read at least every ``SUBSCRIPTIONS_CACHE_S``.
+    """
+    cached = cache.get(SUBSCRIPTIONS_CACHE_KEY)
+    if cached is None:
+        rows = Plugin.objects.filter(enabled=True, type__in=DELIVERING_TYPES).order_by("pk")
+        cached = [
+            (pk, name, type_, list(events or []))
+            for pk, name, type_, events in rows.values_list("pk", "name", "type", "events")
+        ]
+        cache.set(SUBSCRIPTIONS_CACHE_KEY, cached, SUBSCRIPTIONS_CACHE_S)
+    return cached
+
+
+def invalidate() -> None:
+    """Forget the cached subscriptions (after a plugin is saved or removed)."""
+    cache.delete(SUBSCRIPTIONS_CACHE_KEY)
+
+
 def subscribed_plugins(event: str) -> list[Plugin]:
-    """Enabled webhook and integration plugins subscribed to ``event`` (one query)."""
-    candidates = Plugin.objects.filter(enabled=True, type__in=DELIVERING_TYPES).only("id", "events", "type", "name")
-    return [plugin for plugin in candidates if event in (plugin.events or [])]
+    """Enabled webhook and integration plugins subscribed to ``event`` (cached; see above)."""
+    return [
+        Plugin(pk=pk, name=name, type=type_, events=events)
+        for pk, name, type_, events in _subscriptions()
+        if event in events
+    ]
 
 
 def queue_event(envelope: dict[str, Any]) -> list[WebhookDelivery]:

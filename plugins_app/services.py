@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from plugins_app import http, registry, schemas, secrets, theme
+from plugins_app import bus, http, registry, schemas, secrets
 from plugins_app.models import Plugin, PluginType
 from streamspace.api.errors import Conflict, ServiceError
 from streamspace.audit.services import record
@@ -83,11 +83,8 @@ def _events_of(plugin_type: str, config: dict[str, Any]) -> list[str]:
 
 
 def _changed() -> None:
-    # now (this process, inside the transaction) and again on commit (readers that cached
-    # the old row meanwhile)
-    for invalidate in (registry.invalidate, theme.invalidate):
-        invalidate()
-        transaction.on_commit(invalidate)
+    # also for writes that bypass the model signals (queryset updates)
+    bus.plugins_changed()
 
 
 def install_plugin(

@@ -46,10 +46,23 @@ class Usage:
         return asdict(self)
 
 
-def effective_quota(user: Any) -> EffectiveQuota:
-    """Resolve the user's limits (see module docstring for the order)."""
-    override = UserQuota.objects.filter(user=user).first()
-    group_quotas = list(GroupQuota.objects.filter(group__user=user).select_related("group"))
+_UNREAD: Any = object()
+
+
+def group_quotas(user: Any) -> list[GroupQuota]:
+    """The quota rows of every group ``user`` belongs to (one query)."""
+    return list(GroupQuota.objects.filter(group__user=user).select_related("group"))
+
+
+def effective_quota(user: Any, *, override: Any = _UNREAD, groups: list[GroupQuota] | None = None) -> EffectiveQuota:
+    """Resolve the user's limits (see module docstring for the order).
+
+    Callers that already hold the user's ``UserQuota`` row (``override``, possibly ``None``)
+    or the group rows (``groups``) pass them in and save the queries.
+    """
+    if override is _UNREAD:
+        override = UserQuota.objects.filter(user=user).first()
+    group_quotas_ = group_quotas(user) if groups is None else groups
     values: dict[str, int] = {}
     sources: dict[str, str] = {}
     for limit in LIMITS:
@@ -57,7 +70,7 @@ def effective_quota(user: Any) -> EffectiveQuota:
         if own is not None:
             values[limit], sources[limit] = own, "user"
             continue
-        candidates = [(getattr(q, limit), q.group.name) for q in group_quotas if getattr(q, limit) is not None]
+        candidates = [(getattr(q, limit), q.group.name) for q in group_quotas_ if getattr(q, limit) is not None]
         if candidates:
             value, group_name = min(candidates)
             values[limit], sources[limit] = value, f"group:{group_name}"
@@ -86,8 +99,11 @@ def lock_user_quota(user: Any) -> UserQuota:
     Every launch and wake of one user serialises on this row, so concurrent requests cannot
     both see room under the limit.
     """
-    UserQuota.objects.get_or_create(user=user)
-    return UserQuota.objects.select_for_update().get(user=user)
+    row = UserQuota.objects.select_for_update().filter(user=user).first()
+    if row is None:  # first launch: create the row (a racing creator wins), then lock it
+        UserQuota.objects.get_or_create(user=user)
+        row = UserQuota.objects.select_for_update().get(user=user)
+    return row
 
 
 def exceeded(quota: EffectiveQuota, current: Usage, *, sessions: int, cpu: int, memory: int) -> str | None:

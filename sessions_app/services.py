@@ -32,11 +32,14 @@ class QuotaExceeded(Forbidden):
     code = "quota_exceeded"
 
 
-def policy_idle_timeout(user: Any, template: Template) -> int:
-    """The longest idle time allowed: the user's groups (strictest), else template, else site."""
-    group_values = [
-        v for v in GroupQuota.objects.filter(group__user=user).values_list("idle_timeout_s", flat=True) if v is not None
-    ]
+def policy_idle_timeout(user: Any, template: Template, *, groups: list[GroupQuota] | None = None) -> int:
+    """The longest idle time allowed: the user's groups (strictest), else template, else site.
+
+    ``groups``: the user's group quota rows, when the caller has read them already.
+    """
+    if groups is None:
+        groups = quotas.group_quotas(user)
+    group_values = [q.idle_timeout_s for q in groups if q.idle_timeout_s is not None]
     if group_values:
         return min(group_values)
     if template.idle_timeout_s is not None:
@@ -99,12 +102,13 @@ def launch_session(
         raise ServiceError(f"The template {template.slug} is disabled.", code="template_disabled")
     cpu = cpu_millicores or template.default_cpu_millicores
     memory = memory_mb or template.default_memory_mb
-    policy = policy_idle_timeout(user, template)
+    groups = quotas.group_quotas(user)
+    policy = policy_idle_timeout(user, template, groups=groups)
     idle = policy if idle_timeout_s is None else min(idle_timeout_s, policy)
     agent = agents.select_agent(template.platform)
     with transaction.atomic():
-        quotas.lock_user_quota(user)
-        quota, current = quotas.effective_quota(user), quotas.usage(user)
+        override = quotas.lock_user_quota(user)
+        quota, current = quotas.effective_quota(user, override=override, groups=groups), quotas.usage(user)
         limit = quotas.exceeded(quota, current, sessions=1, cpu=cpu, memory=memory)
         if limit is None:
             now = timezone.now()
@@ -198,8 +202,8 @@ def wake_session(session: Session, *, actor: Any = None, request: Any = None) ->
                 f"A session cannot go from {session.state} to waking.",
                 extra={"state": session.state, "target": S.WAKING},
             )
-        quotas.lock_user_quota(session.user)
-        quota = quotas.effective_quota(session.user)
+        override = quotas.lock_user_quota(session.user)
+        quota = quotas.effective_quota(session.user, override=override)
         current = quotas.usage(session.user, exclude_session_id=session.pk)
         limit = quotas.exceeded(quota, current, sessions=0, cpu=session.cpu_millicores, memory=session.memory_mb)
         if limit is None:

@@ -41,6 +41,16 @@ def _fast_password_hasher(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_plugin_caches():
+    # Plugin rows are cached (subscriptions, extensions, theme) and dropped on every write;
+    # a test's rows vanish by rollback, which no signal reports.
+    from plugins_app import delivery, registry, theme
+
+    for invalidate in (delivery.invalidate, registry.invalidate, theme.invalidate):
+        invalidate()
+
+
 def make_user(username: str, role: str = Role.USER, **extra) -> User:
     return User.objects.create_user(
         username, email=f"{username}@example.com", password="pw-" + username, role=role, **extra

@@ -101,3 +101,74 @@ def test_session_list_with_ten_thousand_sessions_has_no_n_plus_one(alice, bob, t
         assert len(queries) <= 3, [q["sql"] for q in queries]
     operator_rows = client_for(alice)
     assert operator_rows.get("/api/v1/sessions?all=1").json()["count"] == 5000
+
+
+def test_racing_claimers_send_each_pending_command_exactly_once(alice, template, docker_agent):
+    """Four threads claim the same agent's 40 pending commands at once (PostgreSQL: one
+    ``UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING`` each): every command goes to exactly
+    one claimer, once."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from agents_app import dispatch
+    from agents_app.models import AgentCommand, AgentInstance
+    from tests.factories import make_session
+
+    layer = get_channel_layer()
+    AgentInstance.objects.create(
+        agent=docker_agent,
+        instance_id="leader-1",
+        pod="test",
+        channel_name=async_to_sync(layer.new_channel)(),
+        is_leader=True,
+        connected=True,
+        connected_at=timezone.now(),
+    )
+    sessions = [make_session(alice, template, docker_agent) for _ in range(40)]
+    AgentCommand.objects.bulk_create(
+        [
+            AgentCommand(agent=docker_agent, session=s, action="stop_session", spec={"n": i})
+            for i, s in enumerate(sessions)
+        ]
+    )
+    barrier = threading.Barrier(4)
+    claimed: list[list[str]] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        try:
+            barrier.wait(timeout=30)
+            for _ in range(5):
+                mine = dispatch._claim_pending(docker_agent.pk, "leader-1")
+                with lock:
+                    claimed.append([str(c.pk) for c in mine])
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    everything = [pk for batch in claimed for pk in batch]
+    assert len(everything) == 40 and len(set(everything)) == 40
+    rows = AgentCommand.objects.filter(agent=docker_agent)
+    assert set(rows.values_list("state", flat=True)) == {"sent"}
+    assert set(rows.values_list("attempts", flat=True)) == {1}
+    assert set(rows.values_list("instance_id", flat=True)) == {"leader-1"}
+    assert dispatch._claim_pending(docker_agent.pk, "leader-1") == []  # nothing is left
+
+
+def test_a_claimed_command_carries_what_the_update_wrote(alice, template, docker_agent):
+    from agents_app import dispatch
+    from agents_app.models import AgentCommand
+    from tests.factories import make_session
+
+    session = make_session(alice, template, docker_agent)
+    created = AgentCommand.objects.create(
+        agent=docker_agent, session=session, action="start_session", spec={"image": "x", "env": {"A": "1"}}
+    )
+    (claimed,) = dispatch._claim_pending(docker_agent.pk, "leader-9")
+    assert claimed.pk == created.pk and claimed.spec == {"image": "x", "env": {"A": "1"}}
+    assert (claimed.state, claimed.attempts, claimed.instance_id) == ("sent", 1, "leader-9")
+    assert claimed.sent_at is not None and dispatch.command_frame_payload(claimed)["attempt"] == 1

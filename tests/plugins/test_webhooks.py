@@ -94,6 +94,22 @@ def test_unsubscribed_and_disabled_plugins_get_nothing(receiver_factory):
     assert WebhookDelivery.objects.count() == 0 and receiver.requests == []
 
 
+def test_subscriptions_are_cached_and_every_plugin_write_refreshes_them(django_assert_num_queries):
+    """Every state change emits an event: the subscription lookup must not be a query each
+    time, and must still see a plugin the moment it is added, changed or removed."""
+    hook = webhook_plugin(events=["session.started"], name="cached")
+    assert [p.pk for p in delivery.subscribed_plugins("session.started")] == [hook.pk]
+    with django_assert_num_queries(0):
+        assert [p.pk for p in delivery.subscribed_plugins("session.started")] == [hook.pk]
+        assert delivery.subscribed_plugins("session.created") == []
+    hook.events = ["session.created"]
+    hook.save()  # a direct ORM write (admin, shell) refreshes too
+    assert delivery.subscribed_plugins("session.started") == []
+    assert [p.pk for p in delivery.subscribed_plugins("session.created")] == [hook.pk]
+    hook.delete()
+    assert delivery.subscribed_plugins("session.created") == []
+
+
 def test_a_claimed_attempt_is_not_made_twice(receiver_factory):
     receiver = receiver_factory()
     plugin = webhook_plugin(receiver.url)
