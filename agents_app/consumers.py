@@ -22,6 +22,7 @@ from agent_runtime import protocol
 from agents_app import dispatch, hub, registry
 from agents_app import services as agent_services
 from agents_app.models import AgentCommand, CommandState
+from sessions_app import notify
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
     _last_db_heartbeat = 0.0
     _register_timer: asyncio.Task | None = None
     _poll_task: asyncio.Task | None = None
+    _fan_out_queue: asyncio.Queue | None = None
+    _fan_out_task: asyncio.Task | None = None
     # Set when the register frame arrives, before it is processed: under a reconnect herd the
     # database work may queue for longer than the timeout, which must not count against it.
     _register_received = False
@@ -76,6 +79,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         for task in (self._register_timer, self._poll_task):
             if task is not None:
                 task.cancel()
+        await self._finish_fan_out()
         if self.instance is None:
             return
         instance, agent = self.instance, self.agent
@@ -135,8 +139,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
             )
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        self.instance = await database_sync_to_async(hub.register)(
-            agent, hello, pod=settings.POD_NAME, channel_name=self.channel_name
+        self.instance = await self._apply(
+            hub.register, agent, hello, pod=settings.POD_NAME, channel_name=self.channel_name
         )
         self.is_leader = hello.is_leader
         await registry.register_instance(
@@ -184,13 +188,13 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await database_sync_to_async(hub.acknowledge)(self.agent, frame.payload.command_id)
 
     async def on_result(self, frame: protocol.Frame) -> None:
-        command = await database_sync_to_async(hub.complete)(self.agent, frame.payload)
+        command = await self._apply(hub.complete, self.agent, frame.payload)
         if command is None:
             await self.send_error("unknown_command", f"no command {frame.payload.command_id}", reply_to=frame.id)
 
     async def on_session_status(self, frame: protocol.Frame) -> None:
         try:
-            await database_sync_to_async(hub.apply_status)(self.agent, frame.payload)
+            await self._apply(hub.apply_status, self.agent, frame.payload)
         except hub.UnknownSession:
             await self.send_error(
                 "unknown_session", f"no session {frame.payload.session_id} on this agent", reply_to=frame.id
@@ -235,6 +239,45 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(settings.AGENT_PENDING_POLL_S)
             if self.is_leader:
                 await database_sync_to_async(dispatch.send_pending_commands)(self.agent.pk)
+
+    # --- session changes: applied on the frame path, fanned out behind it ------------------
+    async def _apply(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a hub function that may change sessions; the portal broadcasts and events of
+        those changes (``sessions_app.notify``) go to this connection's fan-out queue, so the
+        next frame is not kept waiting for them. The queue keeps their order."""
+        result, batch = await database_sync_to_async(notify.run_deferred)(func, *args, **kwargs)
+        if batch:
+            if self._fan_out_queue is None:
+                self._fan_out_queue = asyncio.Queue()
+                self._fan_out_task = asyncio.ensure_future(self._fan_out_worker(self._fan_out_queue))
+            self._fan_out_queue.put_nowait(batch)
+        return result
+
+    @staticmethod
+    async def _fan_out_worker(queue: asyncio.Queue) -> None:
+        while True:
+            batch = await queue.get()
+            taken = 1
+            while not queue.empty():  # everything queued meanwhile goes out together
+                batch = batch + queue.get_nowait()
+                taken += 1
+            try:
+                await database_sync_to_async(notify.flush)(batch)
+            except Exception:
+                log.exception("session fan-out failed")
+            finally:
+                for _ in range(taken):
+                    queue.task_done()
+
+    async def _finish_fan_out(self, timeout_s: float = 10.0) -> None:
+        """On disconnect: let queued broadcasts and events go out, then stop the worker."""
+        if self._fan_out_task is None:
+            return
+        try:
+            await asyncio.wait_for(self._fan_out_queue.join(), timeout_s)
+        except TimeoutError:
+            log.warning("session fan-out still busy after %.0f s; dropping the rest", timeout_s)
+        self._fan_out_task.cancel()
 
     # --- messages from the channel layer (any replica) ------------------------------------
     async def agent_command(self, event: dict[str, Any]) -> None:

@@ -161,17 +161,21 @@ class UnknownSession(LookupError):
 
 def apply_status(agent: Agent, status: protocol.SessionStatus) -> bool:
     """Apply a ``session_status`` frame for one of this agent's sessions."""
-    session = Session.objects.filter(pk=_uuid_or_none(status.session_id), agent=agent).first()
-    if session is None:
+    session_id = _uuid_or_none(status.session_id)
+    if session_id is None:
         raise UnknownSession(status.session_id)
-    return sessions.apply_agent_status(
-        session,
-        status.state,
-        streaming_ready=status.streaming_ready,
-        streaming_port=status.streaming_port,
-        endpoint=status.endpoint,
-        message=status.message,
-    )
+    try:
+        return sessions.apply_agent_status(
+            session_id,
+            status.state,
+            streaming_ready=status.streaming_ready,
+            streaming_port=status.streaming_port,
+            endpoint=status.endpoint,
+            message=status.message,
+            agent=agent,
+        )
+    except Session.DoesNotExist:
+        raise UnknownSession(status.session_id) from None
 
 
 def _uuid_or_none(value: str) -> Any:

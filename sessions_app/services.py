@@ -245,15 +245,19 @@ _UNEXPECTED_STOP = (S.PENDING, S.STARTING, S.RUNNING, S.WAKING, S.HIBERNATING, S
 
 
 def apply_agent_status(
-    session: Session,
+    session: Session | Any,
     state: str,
     *,
     streaming_ready: bool = False,
     streaming_port: int | None = None,
     endpoint: str | None = None,
     message: str | None = None,
+    agent: Any = None,
 ) -> bool:
     """Apply an agent's ``session_status`` report. Returns True if the session changed.
+
+    ``session``: the session or its id (read once, locked). With ``agent``, only a session
+    of that agent is found; ``Session.DoesNotExist`` otherwise.
 
     Reports arrive out of order and more than once (re-sent commands, reconnects), so one
     that does not fit the current state is ignored rather than refused; a ``running``
@@ -264,8 +268,11 @@ def apply_agent_status(
         fields = {"streaming_ready": streaming_ready, "streaming_port": streaming_port}
         if endpoint is not None:
             fields["endpoint"] = endpoint[:300]
+    locked = Session.objects.select_for_update()
+    if agent is not None:
+        locked = locked.filter(agent=agent)
     with transaction.atomic():
-        session = Session.objects.select_for_update().get(pk=session.pk)
+        session = locked.get(pk=getattr(session, "pk", session))
         current = session.state
         target = _AGENT_REPORTS.get(state, {}).get(current)
         if state == S.FAILED and current not in (S.STOPPED, S.FAILED):

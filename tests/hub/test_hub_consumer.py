@@ -392,3 +392,61 @@ async def test_not_leader_result_requeues_instead_of_failing(make_client, alice,
     resent = await new.recv_type("command")
     assert resent["command_id"] == command["command_id"]
     assert (await get(Session, pk=session.pk)).state == SessionState.PENDING
+
+
+async def test_status_changes_reach_the_portal_and_the_event_bus_in_order_even_after_close(
+    make_client, alice, template, monkeypatch
+):
+    """The hub applies a frame and answers the next one first; the portal broadcast and the
+    ``session.*`` events of its changes follow on a per-connection queue, in order, and are
+    still delivered when the agent disconnects right after sending."""
+    import asyncio
+
+    from channels.layers import get_channel_layer
+
+    from plugins_app import events
+    from sessions_app import notify
+
+    seen: list[str] = []
+    events.subscribe(seen_event := lambda envelope: seen.append(envelope["event"]))
+    layer = get_channel_layer()
+    watcher = await layer.new_channel()
+    await layer.group_add(notify.user_group(alice.pk), watcher)
+    try:
+        client = make_client()
+        await client.register()
+        session = await launch(alice, template)
+        assert (await asyncio.wait_for(layer.receive(watcher), 5))["session"]["state"] == "pending"
+        command = await client.recv_type("command")
+        await client.send("ack", command_id=command["command_id"])
+        await client.send("session_status", session_id=str(session.pk), state="starting")
+        await client.send("session_status", session_id=str(session.pk), state="running", streaming_ready=True)
+        await client.send("result", command_id=command["command_id"], ok=True)
+        await client.close()  # at once: the queued fan-out still goes out
+        states = [(await asyncio.wait_for(layer.receive(watcher), 5))["session"]["state"] for _ in range(2)]
+        assert states == ["starting", "running"]
+        assert [name for name in seen if name.startswith("session.")] == ["session.created", "session.started"]
+    finally:
+        events.unsubscribe(seen_event)
+        await layer.group_discard(notify.user_group(alice.pk), watcher)
+
+
+async def test_a_failing_fan_out_never_touches_the_frame_path(make_client, alice, template, monkeypatch):
+    from sessions_app import notify
+
+    def broken(changes, actor):
+        raise RuntimeError("broadcast exploded")
+
+    client = make_client()
+    await client.register()
+    session = await launch(alice, template)
+    monkeypatch.setattr(notify, "_fan_out", broken)
+    command = await client.recv_type("command")
+    await client.send("session_status", session_id=str(session.pk), state="running", streaming_ready=True)
+    await client.send("result", command_id=command["command_id"], ok=True)
+    await client.send("session_status", session_id="barrier", state="running")
+    assert (await client.recv_type("error"))["code"] == "unknown_session"  # nothing else came first
+    assert (await get(Session, pk=session.pk)).state == SessionState.RUNNING
+    await client.send("heartbeat", is_leader=True, active_sessions=1)
+    assert await client.nothing(0.3)
+    await client.close()
