@@ -47,6 +47,16 @@ def _emit(event: str, data: dict[str, Any]) -> None:
     events.emit(event, actor=None, data=data)
 
 
+def _flush(batch: notify.Batch) -> None:
+    """A fan-out, on whichever thread runs it; that thread's connection goes back at once."""
+    from django.db import connection
+
+    try:
+        notify.flush(batch)
+    finally:
+        connection.close()
+
+
 class AgentConsumer(AsyncWebsocketConsumer):
     agent = None
     instance = None
@@ -262,7 +272,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 batch = batch + queue.get_nowait()
                 taken += 1
             try:
-                await database_sync_to_async(notify.flush)(batch)
+                await database_sync_to_async(_flush, thread_sensitive=not settings.AGENT_HUB_FAN_OUT_THREADS)(batch)
             except Exception:
                 log.exception("session fan-out failed")
             finally:

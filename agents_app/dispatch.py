@@ -56,7 +56,13 @@ def send_pending_commands(agent_pk: int) -> int:
     commands = _claim_pending(agent_pk, leader.instance_id)
     if not commands:
         return 0
-    failed = async_to_sync(_send_frames)(leader.channel_name, commands)
+    return send_frames(leader.channel_name, commands)
+
+
+def send_frames(channel_name: str, commands: list[AgentCommand]) -> int:
+    """Send claimed (``sent``) commands to a leader's channel in one trip; a frame the layer
+    refuses puts its command back to ``pending``. Returns how many went out."""
+    failed = async_to_sync(_send_frames)(channel_name, commands)
     if failed:
         AgentCommand.objects.filter(pk__in=failed, state=CommandState.SENT).update(state=CommandState.PENDING)
     return len(commands) - len(failed)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q, Subquery
+from django.utils import timezone
 
 from agents_app.models import Agent, AgentCommand, AgentInstance, CommandState
 from agents_app.tokens import hash_token, new_token
@@ -58,11 +59,16 @@ def select_agent(platform: str) -> Agent:
     wait in ``pending`` and go out when a leader registers.
     """
     leader = AgentInstance.objects.filter(agent=OuterRef("pk"), connected=True, is_leader=True)
+    newest_leader = leader.exclude(channel_name="").order_by("-connected_at")
     agent = (
         candidate_agents(platform)
         .annotate(
             has_leader=Exists(leader),
             load=Count("sessions", filter=Q(sessions__state__in=ACTIVE_STATES)),
+            # what direct_route needs, read in the same query
+            leader_instance_id=Subquery(newest_leader.values("instance_id")[:1]),
+            leader_channel=Subquery(newest_leader.values("channel_name")[:1]),
+            has_pending=Exists(AgentCommand.objects.filter(agent=OuterRef("pk"), state=CommandState.PENDING)),
         )
         .order_by("-has_leader", "load", "agent_id")
         .first()
@@ -73,27 +79,61 @@ def select_agent(platform: str) -> Agent:
     return agent
 
 
-def enqueue_command(session: Any, action: str, spec: dict[str, Any]) -> AgentCommand:
+Route = tuple[str, str]  # (instance_id, channel_name) of an agent's connected leader
+
+
+def direct_route(agent: Agent) -> Route | None:
+    """Where a new command for ``agent`` can go at once, as :func:`select_agent` found it.
+
+    Only when the agent has a connected leader and no older command waits in ``pending``
+    (commands go out in creation order); otherwise ``None``, and the command is claimed on
+    commit like any other.
+    """
+    instance_id, channel = getattr(agent, "leader_instance_id", None), getattr(agent, "leader_channel", None)
+    if not instance_id or not channel or getattr(agent, "has_pending", True):
+        return None
+    return instance_id, channel
+
+
+def enqueue_command(session: Any, action: str, spec: dict[str, Any], *, route: Route | None = None) -> AgentCommand:
     """Create the durable command row for ``session`` and send it once the transaction commits.
 
     Must be called inside the transaction that changes the session's state, so the state
-    change and the command are committed together or not at all.
+    change and the command are committed together or not at all. With ``route`` (from
+    :func:`direct_route`) the row is written as ``sent`` to that leader and its frame goes
+    out on commit without a claim; a leader that is no longer leader hands it back, and an
+    unacked command is re-sent by the ack-timeout sweep, as for any sent command.
     """
-    return enqueue_commands([(session, action, spec)])[0]
+    return enqueue_commands([(session, action, spec)], route=route)[0]
 
 
-def enqueue_commands(items: list[tuple[Any, str, dict[str, Any]]]) -> list[AgentCommand]:
+def enqueue_commands(items: list[tuple[Any, str, dict[str, Any]]], *, route: Route | None = None) -> list[AgentCommand]:
     """:func:`enqueue_command` for many ``(session, action, spec)`` at once: one INSERT for all
     the rows and, on commit, one send per agent (each send takes every pending command)."""
+    claimed: dict[str, Any] = {}
+    if route is not None:
+        if len({session.agent_id for session, _, _ in items}) != 1:
+            raise ValueError("a route belongs to one agent")
+        claimed = {"state": CommandState.SENT, "attempts": 1, "sent_at": timezone.now(), "instance_id": route[0]}
     commands = AgentCommand.objects.bulk_create(
         [
-            AgentCommand(agent_id=session.agent_id, session=session, action=action, spec=spec)
+            AgentCommand(agent_id=session.agent_id, session=session, action=action, spec=spec, **claimed)
             for session, action, spec in items
         ]
     )
+    if route is not None:
+        transaction.on_commit(lambda: send_claimed(route[1], commands))
+        return commands
     for agent_pk in dict.fromkeys(command.agent_id for command in commands):
         transaction.on_commit(lambda agent_pk=agent_pk: send_pending(agent_pk))
     return commands
+
+
+def send_claimed(channel_name: str, commands: list[AgentCommand]) -> int:
+    """Send commands already written as ``sent`` to the leader on ``channel_name``."""
+    from agents_app import dispatch
+
+    return dispatch.send_frames(channel_name, commands)
 
 
 def send_pending(agent_pk: int) -> int:

@@ -138,7 +138,7 @@ def launch_session(
                     "memory_mb": memory,
                 },
             )
-            agents.enqueue_command(session, CommandAction.START, start_spec(session))
+            agents.enqueue_command(session, CommandAction.START, start_spec(session), route=agents.direct_route(agent))
             session_id, user_id = session.pk, user.pk
             transaction.on_commit(lambda: session_changed(session_id, user_id, None, S.PENDING, actor=user))
     if limit is not None:

@@ -356,6 +356,12 @@ AGENT_HEARTBEAT_DB_WRITE_S = envint("AGENT_HEARTBEAT_DB_WRITE_S", 60, minimum=0)
 # Without Redis the channel layer is per process, so commands created by another process
 # (the job runner of `make run`) cannot be pushed to the hub: leader sockets poll for them.
 AGENT_PENDING_POLL_S = envint("AGENT_PENDING_POLL_S", 0 if REDIS_URL else 2, minimum=0)
+# The hub fans session changes out (portal broadcast, events, webhook rows) on a thread pool,
+# beside the frames that Channels' one database thread handles. PostgreSQL only: SQLite
+# has one writer anyway.
+AGENT_HUB_FAN_OUT_THREADS = envbool(
+    "AGENT_HUB_FAN_OUT_THREADS", DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+)
 POD_URL = envstr("POD_URL")
 
 # --- Session proxy (sessions_app/proxy, ARCHITECTURE §6) --------------------------------

@@ -37,6 +37,11 @@ def _record(session_id: uuid.UUID) -> bool:
 _record_async = database_sync_to_async(_record)
 
 
+def due(session_id: uuid.UUID) -> bool:
+    """Whether :func:`touch` would record anything now (callers on hot paths skip the await)."""
+    return _last_touch.get(session_id, 0.0) <= time.monotonic() - _interval()
+
+
 async def touch(session_id: uuid.UUID) -> None:
     """Count a proxied request or frame as activity (cheap when called often)."""
     now = time.monotonic()

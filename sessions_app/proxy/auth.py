@@ -209,6 +209,18 @@ def _resolve(kind: str, credential: str, session_id: uuid.UUID) -> Decision:
 _resolve_async = database_sync_to_async(_resolve)
 
 
+def cached_decision(scope: dict, path: ProxyPath) -> Decision | None:
+    """The remembered decision for this request's viewer cookie, if any (no I/O, no await).
+
+    The common case of every request after the first: a hit here is what :func:`authorize`
+    would answer, without the coroutine.
+    """
+    if path.token is not None:
+        return None
+    viewer = parse_cookies(scope.get("headers") or []).get(VIEWER_COOKIE)
+    return _cached(("viewer", viewer, path.session_id)) if viewer else None
+
+
 async def authorize(scope: dict, path: ProxyPath) -> Decision:
     """Decide a proxy request (HTTP or WebSocket) before anything is forwarded."""
     headers = scope.get("headers") or []

@@ -116,6 +116,13 @@ class Response:
 
     async def read_all(self) -> bytes:
         """The whole body (only for responses known to be small)."""
+        if self._complete and self._error is None:  # usually all there with the head
+            chunks = self._chunks
+            data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            self._buffered = 0
+            self._conn.resume_reading()
+            return data
         parts = []
         while data := await self.read():
             parts.append(data)

@@ -42,7 +42,7 @@ async def proxy_http(scope: dict, receive: Any, send: Any) -> None:
         path = parse(scope)
     except BadPath as exc:
         return await pages.error(scope, send, exc.status, exc.code, exc.detail)
-    decision = await auth.authorize(scope, path)
+    decision = auth.cached_decision(scope, path) or await auth.authorize(scope, path)
     if decision.status != 200:
         return await pages.error(scope, send, decision.status, decision.code, decision.detail)
     if decision.redirect and scope["method"] in ("GET", "HEAD"):
@@ -55,7 +55,8 @@ async def proxy_http(scope: dict, receive: Any, send: Any) -> None:
         return await pages.status_json(send, state=target.state, ready=target.ready, message=target.status_message)
     if not target.ready:
         return await _not_ready(scope, send, path, target)
-    await activity.touch(target.session_id)
+    if activity.due(target.session_id):
+        await activity.touch(target.session_id)
     extra = [(b"set-cookie", decision.set_cookie.encode())] if decision.set_cookie else []
     await forward(scope, receive, send, path, target, extra)
 
@@ -131,15 +132,17 @@ async def forward(
     first = await receive()
     if first["type"] == "http.disconnect":
         return
-    request_body = _Body(receive, first)
     # A body that came in one message is sent as bytes (and can be replayed on a fresh
     # connection); a longer one streams.
-    body: client.Body = request_body
-    if request_body.done:
+    request_body = None
+    body: client.Body
+    if first.get("more_body", False):
+        body = request_body = _Body(receive, first)
+    else:
         body = first.get("body") or b""
         if not body and method in _METHODS_WITHOUT_BODY:
             body = None
-    request_target = path.upstream_target().encode("ascii")
+    request_target = path.upstream_path + b"?" + path.query if path.query else path.upstream_path
 
     response = route = None
     for index, route in enumerate(routes):
@@ -165,7 +168,8 @@ async def forward(
             log.info("proxy to session %s via %s failed: %s", target.session_id, route.kind, exc)
             return await pages.error(scope, send, 502, "upstream_unreachable", "The session is not answering.")
     assert response is not None and route is not None
-    await _stream_response(scope, receive if request_body.done else None, send, path, route, response, extra_headers)
+    body_done = request_body is None or request_body.done
+    await _stream_response(scope, receive if body_done else None, send, path, route, response, extra_headers)
 
 
 async def _stream_response(

@@ -103,6 +103,12 @@ def _split_query(query: bytes) -> tuple[bytes, str | None]:
     return b"&".join(p for p in kept if p), token
 
 
+# Canonical id bytes -> (UUID, public prefix): building a UUID costs more than the rest of
+# the parse. Bounded (emptied when full): ids are cached before anyone is authorized.
+_session_ids: dict[bytes, tuple[uuid.UUID, str]] = {}
+_SESSION_IDS_MAX = 10_000
+
+
 def parse(scope: dict) -> ProxyPath:
     """The session id, forwarded path and query of a proxy request, or ``BadPath``."""
     raw = scope.get("raw_path") or scope["path"].encode("utf-8")
@@ -112,15 +118,20 @@ def parse(scope: dict) -> ProxyPath:
     raw_id, slash, rest = remainder.partition(b"/")
     if not _SESSION_ID.fullmatch(raw_id):
         raise BadPath(404, "not_found", "No such session.")
-    text_id = raw_id.decode("ascii")
     rest = b"/" + rest
     _check_segments(rest)
     query, token = _split_query(scope.get("query_string") or b"")
+    known = _session_ids.get(raw_id)
+    if known is None:
+        if len(_session_ids) >= _SESSION_IDS_MAX:
+            _session_ids.clear()
+        text_id = raw_id.decode("ascii")
+        known = _session_ids[raw_id] = (uuid.UUID(text_id), PREFIX + text_id)
     return ProxyPath(
-        session_id=uuid.UUID(text_id),
+        session_id=known[0],
         upstream_path=rest,
         query=query,
         token=token,
         needs_slash=not slash,
-        prefix=PREFIX + text_id,
+        prefix=known[1],
     )

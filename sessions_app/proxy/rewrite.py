@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -67,16 +68,24 @@ _WEBSOCKET_REQUEST_DROP = _HTTP_REQUEST_DROP | _WEBSOCKET_HANDSHAKE
 VIEWER_COOKIE = "streamspace_viewer"
 
 
+_platform_cookies: frozenset[str] | None = None
+
+
 def platform_cookie_names() -> frozenset[str]:
-    return frozenset({settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME, VIEWER_COOKIE})
+    global _platform_cookies
+    names = _platform_cookies
+    if names is None:  # read once: two settings lookups per header pass add up on every request
+        names = _platform_cookies = frozenset({settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME, VIEWER_COOKIE})
+    return names
 
 
-def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return tokens
+def _forget_platform_cookies(*, setting: str, **kwargs: object) -> None:
+    global _platform_cookies
+    if setting in ("SESSION_COOKIE_NAME", "CSRF_COOKIE_NAME"):
+        _platform_cookies = None
+
+
+setting_changed.connect(_forget_platform_cookies)
 
 
 def filter_cookie_header(value: bytes, reserved: frozenset[str]) -> bytes:
@@ -98,26 +107,26 @@ def request_headers(
     websocket: bool = False,
 ) -> tuple[Headers, bytes]:
     """Headers to send upstream, and the original ``Host`` (for ``X-Forwarded-Host``)."""
-    headers = list(headers)
     drop = _WEBSOCKET_REQUEST_DROP if websocket else _HTTP_REQUEST_DROP
-    named = _connection_tokens(headers)
-    if named:
-        drop = drop | named
-    reserved = platform_cookie_names()
     out: Headers = []
     host = b""
     cookies = []
+    named: set[bytes] = set()  # headers the client's Connection header names as hop-by-hop
     for name, value in headers:
         lname = name.lower()
-        if lname == b"host":
-            host = value
-        elif lname == b"cookie":
-            filtered = filter_cookie_header(value, reserved)
-            if filtered:
-                cookies.append(filtered)
         if lname in drop:
+            if lname == b"host":
+                host = value
+            elif lname == b"cookie":
+                filtered = filter_cookie_header(value, platform_cookie_names())
+                if filtered:
+                    cookies.append(filtered)
+            elif lname == b"connection":
+                named.update(t.strip().lower() for t in value.split(b",") if t.strip())
             continue
         out.append((lname, value))
+    if named:
+        out = [(name, value) for name, value in out if name not in named]
     if cookies:
         out.append((b"cookie", b"; ".join(cookies)))
     out.append((b"x-forwarded-for", client_ip.encode("ascii", "replace")))
@@ -173,24 +182,25 @@ def rewrite_set_cookie(value: str, *, prefix: str, reserved: frozenset[str]) -> 
 
 def response_headers(headers: Iterable[tuple[bytes, bytes]], *, prefix: str, upstream_hosts: frozenset[str]) -> Headers:
     """Headers to send to the browser for an upstream response."""
-    headers = list(headers)
-    named = _connection_tokens(headers)
-    drop = HOP_BY_HOP | named if named else HOP_BY_HOP
-    reserved = platform_cookie_names()
     out: Headers = []
+    named: set[bytes] = set()  # headers the session's Connection header names as hop-by-hop
     for name, value in headers:
         lname = name.lower()
-        if lname in drop:
+        if lname in HOP_BY_HOP:
+            if lname == b"connection":
+                named.update(t.strip().lower() for t in value.split(b",") if t.strip())
             continue
         if lname in (b"location", b"content-location"):
             text = value.decode("latin-1")
             value = rewrite_location(text, prefix=prefix, upstream_hosts=upstream_hosts).encode("latin-1")
         elif lname == b"set-cookie":
-            rewritten = rewrite_set_cookie(value.decode("latin-1"), prefix=prefix, reserved=reserved)
+            rewritten = rewrite_set_cookie(value.decode("latin-1"), prefix=prefix, reserved=platform_cookie_names())
             if rewritten is None:
                 continue
             value = rewritten.encode("latin-1")
         out.append((lname, value))
+    if named:
+        out = [(name, value) for name, value in out if name not in named]
     return out
 
 

@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 import weakref
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,6 +48,14 @@ class Route:
     def host_header(self) -> str:
         """``Host`` sent upstream: the endpoint, or ``localhost:<port>`` through a tunnel."""
         return self.authority
+
+    @functools.cached_property
+    def host_header_bytes(self) -> bytes:
+        return self.host_header.encode()
+
+    @functools.cached_property
+    def pool_key(self) -> tuple:
+        return (self.kind, self.host, self.port, self.session_id)
 
     @functools.cached_property
     def location_hosts(self) -> frozenset[str]:
@@ -119,15 +128,17 @@ async def _open(route: Route, factory: Any) -> tuple[Any, Any]:
     )
 
 
-async def request(route: Route, method: bytes, target: bytes, headers: Headers, body: Body) -> Response:
-    """Send a request to the session over ``route``; the response once its head arrived."""
-    key = (route.kind, route.host, route.port, route.session_id)
-    return await pool().request(
-        key,
+def request(route: Route, method: bytes, target: bytes, headers: Headers, body: Body) -> Awaitable[Response]:
+    """Send a request to the session over ``route``; the response once its head arrived.
+
+    Returns the pool's coroutine rather than awaiting it (one frame less per request).
+    """
+    return pool().request(
+        route.pool_key,
         functools.partial(_open, route),
         method,
         target,
-        [*headers, (b"host", route.host_header.encode())],
+        [*headers, (b"host", route.host_header_bytes)],
         body,
         read_timeout=settings.STREAMSPACE_PROXY_READ_TIMEOUT_S,
     )
@@ -136,13 +147,21 @@ async def request(route: Route, method: bytes, target: bytes, headers: Headers, 
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool] = weakref.WeakKeyDictionary()
 
 
+_last: tuple[asyncio.AbstractEventLoop | None, Pool | None] = (None, None)  # the last lookup, by identity
+
+
 def pool() -> Pool:
     """This event loop's connection pool."""
+    global _last
     loop = asyncio.get_running_loop()
+    last_loop, current = _last
+    if last_loop is loop and current is not None and not current.closed:
+        return current
     current = _pools.get(loop)
     if current is None or current.closed:
         current = _pools[loop] = Pool()
         _close_on_server_shutdown(loop)
+    _last = (loop, current)
     return current
 
 

@@ -450,3 +450,77 @@ async def test_a_failing_fan_out_never_touches_the_frame_path(make_client, alice
     await client.send("heartbeat", is_leader=True, active_sessions=1)
     assert await client.nothing(0.3)
     await client.close()
+
+
+async def test_a_launch_with_a_connected_leader_sends_without_a_claim(make_client, alice, template, hub_agent):
+    """select_agent finds the leader in the same query; the command row is written ``sent``
+    to it and the frame goes out on commit: no claim query on the way."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = make_client("lead")
+    await client.register()
+
+    def launch_counting():
+        from sessions_app.services import launch_session
+
+        with CaptureQueriesContext(connection) as queries:
+            session = launch_session(alice, template)
+        return session, [q["sql"] for q in queries.captured_queries]
+
+    session, sql = await database_sync_to_async(launch_counting)()
+    assert not [q for q in sql if q.startswith('SELECT "agents_app_agentinstance"')], sql  # no leader lookup
+    assert not [q for q in sql if q.startswith("UPDATE") and "agents_app_agentcommand" in q], sql
+    delivered = await client.recv_type("command")
+    command = await get(AgentCommand, session=session)
+    assert delivered["command_id"] == str(command.pk) and delivered["attempt"] == 1
+    assert (command.state, command.attempts, command.instance_id) == (CommandState.SENT, 1, "lead")
+
+
+async def test_an_older_pending_command_keeps_its_place(make_client, alice, template, hub_agent):
+    """A command waiting in ``pending`` (its send failed) goes out before a newer one: the
+    newer launch takes the claim path, which sends both in creation order."""
+    client = make_client()
+    await client.register()
+    first = await launch(alice, template)
+    await client.recv_type("command")
+    await database_sync_to_async(
+        lambda: AgentCommand.objects.filter(session=first).update(state=CommandState.PENDING)
+    )()
+    second = await launch(alice, template)
+    ids = [(await client.recv_type("command"))["session_id"] for _ in range(2)]
+    assert ids == [str(first.pk), str(second.pk)]
+
+
+async def test_a_direct_send_to_a_former_leader_is_handed_to_the_new_one(make_client, alice, template, hub_agent):
+    """The leader changes between agent selection and commit: the old leader's socket gives
+    the command back and it reaches the new leader."""
+    from sessions_app import services
+
+    old, new = make_client("old"), make_client("new")
+    await old.register(is_leader=True)
+    await new.register(is_leader=False)
+    real_select = services.agents.select_agent
+
+    def stale_select(platform):  # what select_agent read just before leadership moved
+        agent = real_select(platform)
+        assert agent.leader_instance_id == "new"
+        agent.leader_instance_id, agent.leader_channel = (
+            AgentInstance.objects.filter(instance_id="old").values_list("instance_id", "channel_name").get()
+        )
+        return agent
+
+    await old.send("leader", is_leader=False)
+    await old.send("session_status", session_id="barrier", state="running")
+    await old.recv_type("error")
+    await new.send("leader", is_leader=True)
+    await new.send("session_status", session_id="barrier", state="running")
+    await new.recv_type("error")
+    services.agents.select_agent = stale_select
+    try:
+        session = await launch(alice, template)
+    finally:
+        services.agents.select_agent = real_select
+    delivered = await new.recv_type("command")
+    assert delivered["session_id"] == str(session.pk)
+    assert await old.nothing(0.3)

@@ -102,7 +102,9 @@ def start_replica(name: str, port: int) -> subprocess.Popen:
     )
     return subprocess.Popen(
         [
-            str(Path(sys.executable).parent / "daphne"),
+            sys.executable,
+            "-m",
+            "streamspace.serve",
             "-b",
             "127.0.0.1",
             "-p",

@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
+from plugins_app import registry
 from plugins_app.models import Plugin, WebhookDelivery
 from sessions_app.models import GroupQuota, Session, SessionState, Template
 from streamspace.audit.models import AuditEvent
@@ -70,6 +71,7 @@ def populated(admin_user, local_agent):
         plugin = Plugin.objects.create(name=f"p{i}", type="webhook")
         WebhookDelivery.objects.bulk_create(WebhookDelivery(plugin=plugin, event="session.created") for _ in range(20))
     current_theme()  # the theme is cached between requests; warm it as a running server has
+    registry.active()  # and so are the active extensions
 
 
 @pytest.mark.parametrize(("path", "budget"), BUDGETS.items())
