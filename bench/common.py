@@ -55,7 +55,7 @@ def manage_shell(env: dict[str, str], code: str) -> str:
 def daphne(env: dict[str, str], port: int | None = None, *, cpu: int | None = None):
     """A daphne process serving the control plane; pinned to one core with ``cpu``."""
     port = port or free_port()
-    cmd = [str(Path(PYTHON).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "streamspace.asgi:application"]
+    cmd = [PYTHON, "-m", "streamspace.serve", "-b", "127.0.0.1", "-p", str(port), "streamspace.asgi:application"]
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu), *cmd]
     # stderr goes to a file: an unread pipe fills up and blocks daphne's logging (and daphne).

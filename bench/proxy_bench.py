@@ -5,11 +5,12 @@
 
 Targets (same upstream, ``tests/proxy/upstream_server.py``):
   direct         the upstream itself
-  proxy          StreamSpace's proxy in daphne, direct mode (``/api/v1/http/<id>/``)
+  proxy          StreamSpace's proxy in daphne (``python -m streamspace.serve``), direct mode
+                 (``/api/v1/http/<id>/``)
   proxy-tunnel   the same through an agent tunnel (``agent_runtime.tunnel.run_tunnel``)
   nginx          Debian's nginx, one worker, keep-alive upstream pool
   chp            configurable-http-proxy (JupyterHub's proxy), installed under bench/node_modules
-  daphne-floor   no proxy: daphne serving ``bench/daphne_floor_app.py``, which answers itself
+  daphne-floor   no proxy: daphne (the same launcher) serving ``bench/daphne_floor_app.py``, which answers itself
                  (the ceiling for any ASGI app under daphne on one core)
 
 Every proxy is pinned to CPU 1 (``taskset``); the upstream, wrk and the WebSocket client
@@ -47,6 +48,9 @@ from bench.common import PYTHON, ROOT, bench_env, free_port, manage_shell, reset
 DATABASE = "streamspace_proxybench"
 TARGETS = ("direct", "proxy", "proxy-tunnel", "nginx", "chp", "daphne-floor")
 CHP_VERSION = "5.3.0"
+# daphne as every deployment starts it (streamspace/serve.py: uvloop, frozen heap), for the
+# proxy and the floor alike.
+SERVE = [PYTHON, "-m", "streamspace.serve"]
 MIB = 1024 * 1024
 
 
@@ -284,7 +288,7 @@ def run(seconds: int, rounds: int, only: set[str]) -> dict[str, dict[str, float]
         daphne = stack.enter_context(
             process(
                 [
-                    str(Path(PYTHON).parent / "daphne"),
+                    *SERVE,
                     "-b",
                     "127.0.0.1",
                     "-p",
@@ -333,9 +337,8 @@ def run(seconds: int, rounds: int, only: set[str]) -> dict[str, dict[str, float]
                 cpu=1,
             )
         )
-        daphne_bin = str(Path(PYTHON).parent / "daphne")
         floor = ["-b", "127.0.0.1", "-p", str(ports["floor"]), "bench.daphne_floor_app:application"]
-        floor_server = stack.enter_context(process([daphne_bin, *floor], env=env, port=ports["floor"], cpu=1))
+        floor_server = stack.enter_context(process([*SERVE, *floor], env=env, port=ports["floor"], cpu=1))
         # Whose CPU time each target's numbers are divided by (the tunnel's agent is not counted).
         servers = {
             "direct": upstream_server.pid,

@@ -11,9 +11,10 @@ pids=()
 cleanup() { trap - INT TERM EXIT; for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait || true; }
 trap cleanup INT TERM EXIT
 
+# daphne through streamspace.serve (uvloop, a frozen heap: streamspace/serve.py).
 # --websocket_timeout -1: daphne otherwise closes every WebSocket (viewer streams, agent links)
 # after 24 h. POD_URL: where agents open session tunnels to this replica.
-POD_URL=${POD_URL:-http://$HOST:$PORT} $BIN/daphne -b "$HOST" -p "$PORT" --websocket_timeout -1 \
+POD_URL=${POD_URL:-http://$HOST:$PORT} $BIN/python -m streamspace.serve -b "$HOST" -p "$PORT" --websocket_timeout -1 \
   streamspace.asgi:application &
 pids+=($!)
 

@@ -30,10 +30,13 @@ def build_application(http_app: Any) -> ProtocolTypeRouter:
     # The session proxy (ARCHITECTURE §6) is raw ASGI ahead of Django and Channels, for speed;
     # its WebSocket side checks Origin itself (browsers must come from this site).
     from sessions_app import proxy
+    from sessions_app.proxy.http import proxy_http  # bound once: the router runs per request
+
+    prefix = proxy.PREFIX
 
     async def http_router(scope: dict, receive: Any, send: Any) -> None:
-        if scope.get("path", "").startswith(proxy.PREFIX):
-            return await proxy.http_app(scope, receive, send)
+        if scope["path"].startswith(prefix):
+            return await proxy_http(scope, receive, send)
         return await http_app(scope, receive, send)
 
     async def websocket_router(scope: dict, receive: Any, send: Any) -> None:

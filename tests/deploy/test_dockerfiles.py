@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import http.server
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -95,8 +96,11 @@ def test_control_plane_image_commands_exist():
         rest for k, rest in instructions(DEPLOY / "docker" / "Dockerfile.control-plane") if k == "RUN"
     )
     cmd = json.loads(steps["CMD"])
-    assert "exec daphne --bind 0.0.0.0" in cmd[-1] and cmd[-1].endswith("streamspace.asgi:application")
-    assert (VENV_BIN / "daphne").is_file() and (VENV_BIN / "celery").is_file()
+    assert "exec python -m streamspace.serve --bind 0.0.0.0" in cmd[-1]
+    assert cmd[-1].endswith("streamspace.asgi:application")
+    assert (VENV_BIN / "celery").is_file()
+    # The launcher and what it runs on come with requirements.txt (no console script needed).
+    assert importlib.util.find_spec("streamspace.serve") and importlib.util.find_spec("uvloop")
     module, _, attribute = cmd[-1].rsplit(" ", 1)[-1].partition(":")
     assert hasattr(importlib.import_module(module), attribute)
     assert json.loads(steps["HEALTHCHECK"].split("CMD", 1)[1]) == ["streamspace-healthcheck"]

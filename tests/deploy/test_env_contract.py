@@ -29,6 +29,6 @@ def test_every_daphne_invocation_keeps_websockets_open():
     ]
     for path in files:
         text = path.read_text()
-        assert "daphne" in text
+        assert "streamspace.serve" in text  # daphne through the launcher
         flat = " ".join(text.replace('"', " ").replace("- ", " ").split())
         assert "--websocket_timeout -1" in flat, path.name

@@ -113,7 +113,8 @@ def test_control_plane_ha_shape(ha):
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
     assert hpa["spec"]["scaleTargetRef"]["name"] == "streamspace"
     (daphne,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert daphne["command"][0] == "daphne" and daphne["command"][-1] == "streamspace.asgi:application"
+    assert daphne["command"][:3] == ["python", "-m", "streamspace.serve"]  # daphne, uvloop, frozen heap
+    assert daphne["command"][-1] == "streamspace.asgi:application"
     assert daphne["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert daphne["readinessProbe"]["httpGet"]["path"] == "/readyz"
     env = {e["name"]: e for e in daphne["env"]}

@@ -145,7 +145,9 @@ def test_common_service_settings(unit):
 
 def test_control_plane_runs_daphne_with_the_asgi_app():
     (exec_start,) = values_of(UNITS_DIR / "streamspace-control-plane.service", "ExecStart")
-    assert exec_start.startswith(INSTALL_VENV + "daphne ") and exec_start.endswith(" streamspace.asgi:application")
+    # daphne through the launcher (uvloop, frozen heap), with daphne's own arguments.
+    assert exec_start.startswith(INSTALL_VENV + "python -m streamspace.serve ")
+    assert exec_start.endswith(" streamspace.asgi:application")
     (celery,) = values_of(UNITS_DIR / "streamspace-celery.service", "ExecStart")
     assert " --app=streamspace worker --beat " in celery
 

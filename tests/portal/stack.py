@@ -60,7 +60,16 @@ class Stack:
         env = {**self.env, "POD_URL": f"http://127.0.0.1:{self.port}", "POD_NAME": "cp-e2e"}
         process = self._spawn(
             "daphne",
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "streamspace.asgi:application"],
+            [
+                sys.executable,
+                "-m",
+                "streamspace.serve",  # daphne as deployments start it
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "streamspace.asgi:application",
+            ],
             env,
         )
         wait_for_port(self.port, process, timeout=30)

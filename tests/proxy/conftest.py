@@ -162,7 +162,8 @@ class Daphne:
 
 
 def start_daphne(extra_env: dict[str, str] | None = None) -> Daphne:
-    """daphne serving streamspace.asgi on the pytest-django test database."""
+    """daphne serving streamspace.asgi on the pytest-django test database, started the way
+    deployments start it (``python -m streamspace.serve``: uvloop, frozen heap)."""
     port = free_port()
     env = dict(os.environ)
     db = connection.settings_dict
@@ -178,7 +179,7 @@ def start_daphne(extra_env: dict[str, str] | None = None) -> Daphne:
         }
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "streamspace.asgi:application"],
+        [sys.executable, "-m", "streamspace.serve", "-b", "127.0.0.1", "-p", str(port), "streamspace.asgi:application"],
         cwd=ROOT,
         env=env,
     )

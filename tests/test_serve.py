@@ -1,0 +1,89 @@
+"""``python -m streamspace.serve``: daphne on uvloop with a frozen heap, and the fallback."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from streamspace import serve
+from tests.proxy.conftest import ROOT, free_port, stop, wait_for_port
+
+
+def run_probe(tmp_path, *args: str, env: dict[str, str] | None = None) -> tuple[dict, str, int]:
+    """Start the launcher on the probe app; its report, its stderr and its exit status."""
+    port = free_port()
+    stderr = tmp_path / "stderr.log"
+    with open(stderr, "wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamspace.serve", *args, "-b", "127.0.0.1", "-p", str(port)]
+            + ["tests.serve_probe_app:application"],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            wait_for_port(port, process, timeout=30)
+            report = httpx.get(f"http://127.0.0.1:{port}/", timeout=10).json()
+        finally:
+            stop(process)
+    return report, stderr.read_text(), process.returncode
+
+
+def test_daphne_runs_on_uvloop_with_a_frozen_heap(tmp_path):
+    report, _, status = run_probe(tmp_path)
+    assert report["loop"] == "uvloop.Loop"
+    assert report["reactor_loop_is_running_loop"]  # Twisted's reactor runs on that same loop
+    assert report["frozen"] > 10_000  # Django and daphne, frozen once loaded
+    assert report["young_threshold"] == serve.YOUNG_GC_THRESHOLD
+    assert report["twisted_log_skipped"]
+    assert status == 0  # SIGTERM still stops it cleanly
+
+
+def test_twisted_log_line_kept_at_verbosity_2(tmp_path):
+    report, _, _ = run_probe(tmp_path, "-v", "2")
+    assert report["loop"] == "uvloop.Loop" and not report["twisted_log_skipped"]
+
+
+def test_without_uvloop_daphne_runs_on_asyncio_and_says_so(tmp_path):
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "uvloop.py").write_text("raise ImportError('no uvloop here')\n")
+    report, stderr, status = run_probe(tmp_path, env={"PYTHONPATH": f"{shadow}{os.pathsep}{ROOT}"})
+    assert report["loop"].startswith("asyncio.") and report["reactor_loop_is_running_loop"]
+    assert "uvloop is not installed: daphne runs on asyncio's default event loop" in stderr
+    assert report["frozen"] > 10_000 and status == 0
+
+
+def test_install_uvloop_refuses_after_daphne_server(monkeypatch):
+    monkeypatch.setitem(sys.modules, "daphne.server", object())
+    with pytest.raises(RuntimeError):
+        serve.install_uvloop()
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        {"client": "10.0.0.1:5000", "method": "GET", "path": "/api/v1/http/x/a?b=1", "status": 200, "size": 13},
+        {"client": None, "method": "POST", "path": "/", "status": 0, "size": 0},
+    ],
+)
+def test_access_log_lines_are_daphnes(monkeypatch, details):
+    """The same line as daphne's AccessLogGenerator, for HTTP requests and everything else."""
+    from daphne import access
+
+    moment = datetime.datetime(2026, 12, 6, 23, 59, 58, 123456)
+    monkeypatch.setattr(access, "datetime", type("D", (), {"datetime": type("N", (), {"now": lambda: moment})}))
+    monkeypatch.setattr(serve.time, "time", lambda: moment.timestamp())
+    theirs, ours = io.StringIO(), io.StringIO()
+    for protocol, action in (("http", "complete"), ("websocket", "connected"), ("websocket", "disconnected")):
+        access.AccessLogGenerator(theirs)(protocol, action, details)
+        serve.AccessLog(ours)(protocol, action, details)
+    assert ours.getvalue() == theirs.getvalue()
+    assert ours.getvalue().count("\n") == 3
