@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from agents_app.models import Agent, AgentCommand, AgentInstance, CommandState
 from agents_app.tokens import hash_token, new_token
-from sessions_app.models import ACTIVE_STATES, Platform
+from sessions_app.models import ACTIVE_STATES, Platform, Session
 from streamspace.api.errors import Conflict, Unavailable
 from streamspace.audit.services import record
 
@@ -43,36 +43,44 @@ def agent_for_token(token: str) -> Agent | None:
     return Agent.objects.filter(token_hash=hash_token(token), enabled=True).first()
 
 
-def candidate_agents(platform: str):
-    """Enabled agents able to run a template of ``platform`` ('' = any image platform)."""
-    agents = Agent.objects.filter(enabled=True)
-    if platform:
-        return agents.filter(platform=platform)
-    return agents.filter(platform__in=[Platform.DOCKER, Platform.KUBERNETES])
+@functools.cache
+def _select_sql(platform_count: int) -> str:
+    agent, instance = Agent._meta.db_table, AgentInstance._meta.db_table
+    command, session = AgentCommand._meta.db_table, Session._meta.db_table
+    leader = f"FROM {instance} i WHERE i.agent_id = a.id AND i.connected AND i.is_leader"
+    newest = f"{leader} AND i.channel_name <> '' ORDER BY i.connected_at DESC LIMIT 1"
+    active = ", ".join(["%s"] * len(ACTIVE_STATES))
+    platforms = ", ".join(["%s"] * platform_count)
+    return f"""
+SELECT a.*,
+    EXISTS (SELECT 1 {leader}) AS has_leader,
+    (SELECT COUNT(*) FROM {session} s WHERE s.agent_id = a.id AND s.state IN ({active})) AS load,
+    (SELECT i.instance_id {newest}) AS leader_instance_id,
+    (SELECT i.channel_name {newest}) AS leader_channel,
+    EXISTS (SELECT 1 FROM {command} c WHERE c.agent_id = a.id AND c.state = %s) AS has_pending
+FROM {agent} a
+WHERE a.enabled AND a.platform IN ({platforms})
+ORDER BY has_leader DESC, load ASC, a.agent_id ASC
+LIMIT 1
+"""
 
 
 def select_agent(platform: str) -> Agent:
-    """Pick the agent for a new session: a connected leader first, then the least loaded.
+    """Pick the agent for a new session: a connected leader first, then the least loaded
+    (sessions in an active state), then by name.
 
-    Raises :class:`NoAgent` (503) when no agent could ever serve the platform. An agent
-    without a connected leader is still chosen when it is the only candidate: its commands
-    wait in ``pending`` and go out when a leader registers.
+    Raises :class:`NoAgent` (503) when no agent could ever serve the platform ('' = any image
+    platform: docker or kubernetes). An agent without a connected leader is still chosen
+    when it is the only candidate: its commands wait in ``pending`` and go out when a leader
+    registers. The agent comes back with what :func:`direct_route` needs
+    (``leader_instance_id``, ``leader_channel``, ``has_pending``), read in the same query.
+
+    Every launch runs this, so it is one hand-written statement: building the equivalent
+    queryset (three subqueries and an aggregate) cost more CPU than PostgreSQL running it.
     """
-    leader = AgentInstance.objects.filter(agent=OuterRef("pk"), connected=True, is_leader=True)
-    newest_leader = leader.exclude(channel_name="").order_by("-connected_at")
-    agent = (
-        candidate_agents(platform)
-        .annotate(
-            has_leader=Exists(leader),
-            load=Count("sessions", filter=Q(sessions__state__in=ACTIVE_STATES)),
-            # what direct_route needs, read in the same query
-            leader_instance_id=Subquery(newest_leader.values("instance_id")[:1]),
-            leader_channel=Subquery(newest_leader.values("channel_name")[:1]),
-            has_pending=Exists(AgentCommand.objects.filter(agent=OuterRef("pk"), state=CommandState.PENDING)),
-        )
-        .order_by("-has_leader", "load", "agent_id")
-        .first()
-    )
+    platforms = [platform] if platform else [Platform.DOCKER, Platform.KUBERNETES]
+    params = [*ACTIVE_STATES, CommandState.PENDING, *platforms]
+    agent = next(iter(Agent.objects.raw(_select_sql(len(platforms)), params)), None)
     if agent is None:
         wanted = platform or "docker or kubernetes"
         raise NoAgent(f"No agent is registered for {wanted}; ask an operator to add one.")

@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/hub_bench.py [--agents 1000] [--measure-seconds 60] [--commands 200]
 
-Two daphne replicas (A, B) share PostgreSQL and Redis, both pinned to CPU 0; the simulated
-agents and the load generator run on CPU 1. All agents connect to A and heartbeat every 10 s
+Two daphne replicas (A, B) share PostgreSQL and Redis. A (all the agents) is pinned to CPU 0,
+B to CPU 1, as replicas on separate nodes would be; the simulated agents and the load
+generator run on CPU 1 (``--same-core`` pins both replicas to CPU 0, the earlier layout). All agents connect to A and heartbeat every 10 s
 (staggered). Reported: A's CPU share and RSS while idle-heartbeating, then the command round
 trip (POST /api/v1/sessions → agent receives start_session → agent's result applied) with
 the API call on A (same replica) and on B (cross replica).
@@ -161,7 +162,8 @@ async def main_async(args: argparse.Namespace) -> None:
     env["AGENT_HEARTBEAT_INTERVAL_S"] = "10"
     reset_database(env, DB)
     manage_shell(env, SETUP.replace("{n}", str(args.agents)))
-    with daphne(env, cpu=0) as (base_a, proc_a), daphne(env, cpu=0) as (base_b, _):
+    cpu_b = 0 if args.same_core else 1
+    with daphne(env, cpu=0) as (base_a, proc_a), daphne(env, cpu=cpu_b) as (base_b, proc_b):
         ws_a = base_a.replace("http", "ws") + "/api/v1/agents/connect"
         stop, ready = asyncio.Event(), asyncio.Queue()
         started = time.monotonic()
@@ -192,13 +194,17 @@ async def main_async(args: argparse.Namespace) -> None:
             base_a + "/api/v1/auth/login", json={"username": "bench", "password": "bench-password"}
         ).json()["access"]
         for label, api in (("same replica (API on A)", base_a), ("cross replica (API on B)", base_b)):
+            cpu_a0, cpu_b0 = cpu_seconds(proc_a.pid), cpu_seconds(proc_b.pid)
             result = await round_trips(api, token, ws_a, args.commands)
+            cpu_a = (cpu_seconds(proc_a.pid) - cpu_a0) / args.commands * 1000
+            cpu_b = (cpu_seconds(proc_b.pid) - cpu_b0) / args.commands * 1000
             print(
                 f"{label}: create→agent p50 {pct(result['deliver'], 0.5):.1f} ms p99 "
                 f"{pct(result['deliver'], 0.99):.1f} ms | result→applied p50 {pct(result['apply'], 0.5):.1f} ms "
                 f"p99 {pct(result['apply'], 0.99):.1f} ms | total p50 {pct(result['total'], 0.5):.1f} ms "
                 f"p99 {pct(result['total'], 0.99):.1f} ms (n={args.commands}, "
-                f"mean {statistics.mean(result['total']) * 1000:.1f} ms)"
+                f"mean {statistics.mean(result['total']) * 1000:.1f} ms); CPU a round trip: "
+                f"A {cpu_a:.1f} ms, B {cpu_b:.1f} ms"
             )
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -209,6 +215,7 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--measure-seconds", type=float, default=60)
     parser.add_argument("--commands", type=int, default=200)
+    parser.add_argument("--same-core", action="store_true", help="pin both replicas to CPU 0")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))

@@ -81,7 +81,8 @@ def effective_quota(user: Any, *, override: Any = _UNREAD, groups: list[GroupQuo
 
 def usage(user: Any, *, exclude_session_id: Any = None) -> Usage:
     """What the user's sessions hold now (one aggregate query)."""
-    sessions = Session.objects.filter(user=user)
+    # only live rows: the (user, state) index skips a long history of stopped sessions
+    sessions = Session.objects.filter(user=user, state__in=ACTIVE_STATES)
     if exclude_session_id is not None:
         sessions = sessions.exclude(pk=exclude_session_id)
     holding = Q(state__in=RESOURCE_STATES)
