@@ -125,7 +125,12 @@ _FAIL_SESSION_ON = {CommandAction.START, CommandAction.WAKE, CommandAction.HIBER
 
 def complete(agent: Agent, result: protocol.Result) -> AgentCommand | None:
     """Record a command's result; a failed start/wake/hibernate fails the session."""
-    command = AgentCommand.objects.filter(pk=result.command_id, agent=agent).select_related("session").first()
+    # the few columns needed here; the session is read only when the result changes it
+    command = (
+        AgentCommand.objects.filter(pk=result.command_id, agent=agent)
+        .only("id", "agent_id", "session_id", "action", "state", "acked_at")
+        .first()
+    )
     if command is None:
         return None
     if command.state in (CommandState.SUCCEEDED, CommandState.FAILED):
@@ -145,13 +150,14 @@ def complete(agent: Agent, result: protocol.Result) -> AgentCommand | None:
     command.completed_at = now
     command.acked_at = command.acked_at or now
     command.save(update_fields=["state", "error", "result", "completed_at", "acked_at"])
-    if command.session is not None:
+    session_id = command.session_id
+    if session_id is not None:
         if not result.ok and command.action in _FAIL_SESSION_ON:
-            sessions.fail_session(command.session, f"{command.action} failed: {result.error or 'unknown error'}")
+            sessions.fail_session(session_id, f"{command.action} failed: {result.error or 'unknown error'}")
         elif not result.ok and command.action == CommandAction.STOP:
-            sessions.fail_session(command.session, f"stop failed: {result.error or 'unknown error'}")
+            sessions.fail_session(session_id, f"stop failed: {result.error or 'unknown error'}")
         elif result.ok and command.action == CommandAction.STOP:
-            sessions.apply_agent_status(command.session, SessionState.STOPPED)
+            sessions.apply_agent_status(session_id, SessionState.STOPPED)
     return command
 
 

@@ -300,10 +300,11 @@ def apply_agent_status(
     return False
 
 
-def fail_session(session: Session, message: str) -> bool:
-    """Mark the session failed (a command failed, or the agent lost it). Idempotent."""
+def fail_session(session: Session | Any, message: str) -> bool:
+    """Mark the session (or the session with this id) failed: a command failed, or the agent
+    lost it. Idempotent."""
     with transaction.atomic():
-        session = Session.objects.select_for_update().get(pk=session.pk)
+        session = Session.objects.select_for_update().get(pk=getattr(session, "pk", session))
         if session.state in (S.FAILED, S.STOPPED):
             return False
         transition(session, S.FAILED, message=message)
