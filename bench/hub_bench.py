@@ -203,7 +203,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 f"{pct(result['deliver'], 0.99):.1f} ms | result→applied p50 {pct(result['apply'], 0.5):.1f} ms "
                 f"p99 {pct(result['apply'], 0.99):.1f} ms | total p50 {pct(result['total'], 0.5):.1f} ms "
                 f"p99 {pct(result['total'], 0.99):.1f} ms (n={args.commands}, "
-                f"mean {statistics.mean(result['total']) * 1000:.1f} ms); CPU a round trip: "
+                f"mean {statistics.mean(result['total']) * 1000:.1f} ms, p90 {pct(result['total'], 0.9):.1f} ms, "
+                f"max {max(result['total']) * 1000:.1f} ms); CPU a round trip: "
                 f"A {cpu_a:.1f} ms, B {cpu_b:.1f} ms"
             )
         stop.set()
