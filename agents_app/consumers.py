@@ -204,6 +204,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def on_session_status(self, frame: protocol.Frame) -> None:
         try:
+            if hub.session_uuid(frame.payload.session_id) is None:  # not an id: no database trip
+                raise hub.UnknownSession(frame.payload.session_id)
             await self._apply(hub.apply_status, self.agent, frame.payload)
         except hub.UnknownSession:
             await self.send_error(

@@ -167,7 +167,7 @@ class UnknownSession(LookupError):
 
 def apply_status(agent: Agent, status: protocol.SessionStatus) -> bool:
     """Apply a ``session_status`` frame for one of this agent's sessions."""
-    session_id = _uuid_or_none(status.session_id)
+    session_id = session_uuid(status.session_id)
     if session_id is None:
         raise UnknownSession(status.session_id)
     try:
@@ -184,7 +184,8 @@ def apply_status(agent: Agent, status: protocol.SessionStatus) -> bool:
         raise UnknownSession(status.session_id) from None
 
 
-def _uuid_or_none(value: str) -> Any:
+def session_uuid(value: str) -> Any:
+    """The UUID a session id names, or None if it is not one."""
     import uuid
 
     try:
@@ -207,7 +208,7 @@ def reconcile_inventory(agent: Agent, items: list[protocol.InventoryItem]) -> di
         str(s.pk): s
         for s in Session.objects.filter(agent=agent)
         .exclude(state=SessionState.STOPPED)
-        .filter(pk__in=[u for u in map(_uuid_or_none, reported) if u is not None])
+        .filter(pk__in=[u for u in map(session_uuid, reported) if u is not None])
     }
     failed, updated = [], []
     for session in Session.objects.filter(agent=agent, state__in=_EXPECTED_ON_AGENT):
