@@ -1,7 +1,7 @@
 """Start the control plane's daphne, tuned: ``python -m streamspace.serve <daphne's arguments>``.
 
-The arguments are daphne's own (``daphne --help``); what this adds costs nothing to
-configure and takes about a third off daphne's CPU per proxied request (bench/RESULTS.md,
+The arguments are daphne's own (``daphne --help``); what this adds needs no configuration
+and takes a quarter to a third off daphne's CPU per proxied request (bench/RESULTS.md,
 "## Proxy"):
 
 * **uvloop.** daphne runs Twisted's asyncio reactor on a loop it creates when
