@@ -110,7 +110,7 @@ def rss_mib(pid: int) -> float:
 
 async def round_trips(api: str, token: str, worker_url: str, count: int) -> dict[str, list[float]]:
     """Run ``count`` launches through ``api`` with the worker agent answering each command."""
-    out = {"deliver": [], "apply": [], "total": []}
+    out = {"deliver": [], "apply": [], "total": [], "ids": [], "wall_delivered": [], "wall_applied": []}
     headers = {"Authorization": f"Bearer {token}"}
     async with (
         websockets.connect(worker_url, additional_headers={"Authorization": "Bearer worker-token"}) as ws,
@@ -125,7 +125,7 @@ async def round_trips(api: str, token: str, worker_url: str, count: int) -> dict
                 message = json.loads(await ws.recv())
                 if message["type"] == "command":
                     break
-            delivered = time.perf_counter()
+            delivered, wall_delivered = time.perf_counter(), time.time()
             cmd = message["payload"]
             await ws.send(frame("ack", command_id=cmd["command_id"]))
             await ws.send(
@@ -143,13 +143,34 @@ async def round_trips(api: str, token: str, worker_url: str, count: int) -> dict
             await ws.send(frame("session_status", session_id="barrier", state="running"))
             while json.loads(await ws.recv())["type"] != "error":
                 pass
-            applied = time.perf_counter()
+            applied, wall_applied = time.perf_counter(), time.time()
             response = await post
             assert response.status_code == 202, response.text
             out["deliver"].append(delivered - start)
             out["apply"].append(applied - sent)
             out["total"].append(applied - start)
+            out["ids"].append(cmd["command_id"])
+            out["wall_delivered"].append(wall_delivered)
+            out["wall_applied"].append(wall_applied)
     return out
+
+
+def command_times(env: dict[str, str], result: dict[str, list]) -> tuple[list[float], list[float]]:
+    """From each command's creation (its row's ``created_at``, written by replica B's clock,
+    which is this machine's) to the agent receiving it, and to its result being applied."""
+    import psycopg
+
+    with psycopg.connect(env["DATABASE_URL"]) as conn:
+        rows = dict(
+            conn.execute(
+                "SELECT id::text, extract(epoch FROM created_at) FROM agents_app_agentcommand WHERE id::text = ANY(%s)",
+                [result["ids"]],
+            ).fetchall()
+        )
+    created = [float(rows[i]) for i in result["ids"]]
+    deliver = [d - c for d, c in zip(result["wall_delivered"], created, strict=True)]
+    applied = [a - c for a, c in zip(result["wall_applied"], created, strict=True)]
+    return deliver, applied
 
 
 def pct(values: list[float], q: float) -> float:
@@ -206,6 +227,12 @@ async def main_async(args: argparse.Namespace) -> None:
                 f"mean {statistics.mean(result['total']) * 1000:.1f} ms, p90 {pct(result['total'], 0.9):.1f} ms, "
                 f"max {max(result['total']) * 1000:.1f} ms); CPU a round trip: "
                 f"A {cpu_a:.1f} ms, B {cpu_b:.1f} ms"
+            )
+            deliver, applied = command_times(env, result)
+            print(
+                f"  command created→agent p50 {pct(deliver, 0.5):.1f} ms p99 {pct(deliver, 0.99):.1f} ms | "
+                f"command created→result applied p50 {pct(applied, 0.5):.1f} ms p99 {pct(applied, 0.99):.1f} ms "
+                f"(max {max(applied) * 1000:.1f} ms)"
             )
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
