@@ -127,7 +127,7 @@ REDIS_URL = envstr("REDIS_URL")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "streamspace.channel_layer.RedisChannelLayer",  # send in one trip
             "CONFIG": {
                 # socket_timeout=None: see channels_redis #422 (ARCHITECTURE §9).
                 "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
