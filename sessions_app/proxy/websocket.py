@@ -53,6 +53,9 @@ async def _connect(route: upstream.Route, path: ProxyPath, headers: list, subpro
         "subprotocols": subprotocols or None,
         "compression": None,  # media is already compressed; loopback needs no deflate
         "max_size": settings.STREAMSPACE_PROXY_WS_MAX_MESSAGE,
+        # send() waits for the socket to drain above this: at the default 32 KiB every 64 KiB
+        # media frame would wait for a write-ready turn of the loop; still bounded
+        "write_limit": 256 * 1024,
         "open_timeout": settings.STREAMSPACE_PROXY_CONNECT_TIMEOUT_S,
         "user_agent_header": None,
         "proxy": None,
