@@ -54,3 +54,26 @@ def bulk_sessions(user: Any, template: Any, agent: Any, count: int, *, idle_for_
         ],
         batch_size=2000,
     )
+
+
+def make_leader(
+    agent: Any, instance_id: str = "leader-1", *, channel_name: str | None = None, connected_at: Any = None
+) -> Any:
+    """A connected leader instance of ``agent``; by default on a fresh channel of the layer,
+    read by the test instead of a consumer."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from agents_app.models import AgentInstance
+
+    if channel_name is None:
+        channel_name = async_to_sync(get_channel_layer().new_channel)()
+    return AgentInstance.objects.create(
+        agent=agent,
+        instance_id=instance_id,
+        pod="test",
+        channel_name=channel_name,
+        is_leader=True,
+        connected=True,
+        connected_at=connected_at or timezone.now(),
+    )

@@ -107,23 +107,11 @@ def test_racing_claimers_send_each_pending_command_exactly_once(alice, template,
     """Four threads claim the same agent's 40 pending commands at once (PostgreSQL: one
     ``UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING`` each): every command goes to exactly
     one claimer, once."""
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
-
     from agents_app import dispatch
-    from agents_app.models import AgentCommand, AgentInstance
-    from tests.factories import make_session
+    from agents_app.models import AgentCommand
+    from tests.factories import make_leader, make_session
 
-    layer = get_channel_layer()
-    AgentInstance.objects.create(
-        agent=docker_agent,
-        instance_id="leader-1",
-        pod="test",
-        channel_name=async_to_sync(layer.new_channel)(),
-        is_leader=True,
-        connected=True,
-        connected_at=timezone.now(),
-    )
+    make_leader(docker_agent)
     sessions = [make_session(alice, template, docker_agent) for _ in range(40)]
     AgentCommand.objects.bulk_create(
         [

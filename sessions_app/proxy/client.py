@@ -94,16 +94,20 @@ class Response:
         self._reusable = False
         self._body_task: asyncio.Task | None = None
 
+    def _take(self) -> bytes:
+        """Everything buffered, as one piece; reading from the session resumes."""
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        self._conn.resume_reading()
+        return data
+
     async def read(self) -> bytes:
         """The next piece of the body (everything buffered so far); ``b""`` once it is complete."""
         while True:
             if self._chunks:
-                chunks = self._chunks
-                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-                chunks.clear()
-                self._buffered = 0
-                self._conn.resume_reading()
-                return data
+                return self._take()
             if self._error is not None:
                 raise self._error
             if self._complete:
@@ -117,12 +121,7 @@ class Response:
     async def read_all(self) -> bytes:
         """The whole body (only for responses known to be small)."""
         if self._complete and self._error is None:  # usually all there with the head
-            chunks = self._chunks
-            data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-            chunks.clear()
-            self._buffered = 0
-            self._conn.resume_reading()
-            return data
+            return self._take()
         parts = []
         while data := await self.read():
             parts.append(data)

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from agents_app.models import Agent, AgentCommand, AgentInstance
 from agents_app.services import NoAgent, direct_route, select_agent
-from tests.factories import make_session
+from tests.factories import make_leader, make_session
 
 pytestmark = pytest.mark.django_db
 
@@ -18,15 +18,8 @@ def agent(name: str, platform: str = "docker", **extra) -> Agent:
 
 
 def lead(owner: Agent, instance_id: str = "i-1", *, channel: str = "chan", minutes_ago: int = 0) -> AgentInstance:
-    return AgentInstance.objects.create(
-        agent=owner,
-        instance_id=instance_id,
-        pod="p",
-        channel_name=channel,
-        is_leader=True,
-        connected=True,
-        connected_at=timezone.now() - timezone.timedelta(minutes=minutes_ago),
-    )
+    connected_at = timezone.now() - timezone.timedelta(minutes=minutes_ago)
+    return make_leader(owner, instance_id, channel_name=channel, connected_at=connected_at)
 
 
 def test_only_enabled_agents_of_the_platform_are_candidates():

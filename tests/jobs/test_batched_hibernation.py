@@ -12,7 +12,6 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 
 from agents_app import dispatch
 from agents_app.models import AgentCommand, AgentInstance
@@ -21,6 +20,7 @@ from sessions_app.models import Session
 from sessions_app.notify import user_group
 from sessions_app.state import IllegalTransition, transition_many
 from streamspace.audit.models import AuditEvent
+from tests.factories import make_leader
 from tests.jobs.factories import bulk_sessions, make_session
 
 pytestmark = pytest.mark.django_db
@@ -34,15 +34,7 @@ def layer():
 @pytest.fixture
 def leader(docker_agent, layer) -> AgentInstance:
     """The agent's connected leader; its channel is read by the test instead of a consumer."""
-    return AgentInstance.objects.create(
-        agent=docker_agent,
-        instance_id="leader-1",
-        pod="test",
-        channel_name=async_to_sync(layer.new_channel)(),
-        is_leader=True,
-        connected=True,
-        connected_at=timezone.now(),
-    )
+    return make_leader(docker_agent, channel_name=async_to_sync(layer.new_channel)())
 
 
 def drain(layer: Any, channel: str) -> list[dict[str, Any]]:
