@@ -130,18 +130,13 @@ def enqueue_commands(items: list[tuple[Any, str, dict[str, Any]]], *, route: Rou
         ]
     )
     if route is not None:
-        transaction.on_commit(lambda: send_claimed(route[1], commands))
+        from agents_app import dispatch  # the channel-layer side, imported lazily
+
+        transaction.on_commit(lambda: dispatch.send_frames(route[1], commands))
         return commands
     for agent_pk in dict.fromkeys(command.agent_id for command in commands):
         transaction.on_commit(lambda agent_pk=agent_pk: send_pending(agent_pk))
     return commands
-
-
-def send_claimed(channel_name: str, commands: list[AgentCommand]) -> int:
-    """Send commands already written as ``sent`` to the leader on ``channel_name``."""
-    from agents_app import dispatch
-
-    return dispatch.send_frames(channel_name, commands)
 
 
 def send_pending(agent_pk: int) -> int:

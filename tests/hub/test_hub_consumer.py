@@ -395,7 +395,7 @@ async def test_not_leader_result_requeues_instead_of_failing(make_client, alice,
 
 
 async def test_status_changes_reach_the_portal_and_the_event_bus_in_order_even_after_close(
-    make_client, alice, template, monkeypatch
+    make_client, alice, template
 ):
     """The hub applies a frame and answers the next one first; the portal broadcast and the
     ``session.*`` events of its changes follow on a per-connection queue, in order, and are
@@ -475,6 +475,7 @@ async def test_a_launch_with_a_connected_leader_sends_without_a_claim(make_clien
     command = await get(AgentCommand, session=session)
     assert delivered["command_id"] == str(command.pk) and delivered["attempt"] == 1
     assert (command.state, command.attempts, command.instance_id) == (CommandState.SENT, 1, "lead")
+    await client.close()
 
 
 async def test_an_older_pending_command_keeps_its_place(make_client, alice, template, hub_agent):
@@ -490,9 +491,12 @@ async def test_an_older_pending_command_keeps_its_place(make_client, alice, temp
     second = await launch(alice, template)
     ids = [(await client.recv_type("command"))["session_id"] for _ in range(2)]
     assert ids == [str(first.pk), str(second.pk)]
+    await client.close()
 
 
-async def test_a_direct_send_to_a_former_leader_is_handed_to_the_new_one(make_client, alice, template, hub_agent):
+async def test_a_direct_send_to_a_former_leader_is_handed_to_the_new_one(
+    make_client, alice, template, hub_agent, monkeypatch
+):
     """The leader changes between agent selection and commit: the old leader's socket gives
     the command back and it reaches the new leader."""
     from sessions_app import services
@@ -516,11 +520,10 @@ async def test_a_direct_send_to_a_former_leader_is_handed_to_the_new_one(make_cl
     await new.send("leader", is_leader=True)
     await new.send("session_status", session_id="barrier", state="running")
     await new.recv_type("error")
-    services.agents.select_agent = stale_select
-    try:
-        session = await launch(alice, template)
-    finally:
-        services.agents.select_agent = real_select
+    monkeypatch.setattr(services.agents, "select_agent", stale_select)
+    session = await launch(alice, template)
     delivered = await new.recv_type("command")
     assert delivered["session_id"] == str(session.pk)
     assert await old.nothing(0.3)
+    await old.close()
+    await new.close()
