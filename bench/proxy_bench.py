@@ -8,6 +8,8 @@ Targets (same upstream, ``tests/proxy/upstream_server.py``):
   proxy          StreamSpace's proxy in daphne (``python -m streamspace.serve``), direct mode
                  (``/api/v1/http/<id>/``)
   proxy-tunnel   the same through an agent tunnel (``agent_runtime.tunnel.run_tunnel``)
+  proxy-daphne   the proxy in direct mode without its HTTP front (``STREAMSPACE_PROXY_FRONT=0``):
+                 every request through daphne's own HTTP channel
   nginx          Debian's nginx, one worker, keep-alive upstream pool
   chp            configurable-http-proxy (JupyterHub's proxy), installed under bench/node_modules
   daphne-floor   no proxy: daphne (the same launcher) serving ``bench/daphne_floor_app.py``, which answers itself
@@ -46,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import PYTHON, ROOT, bench_env, free_port, manage_shell, reset_database
 
 DATABASE = "streamspace_proxybench"
-TARGETS = ("direct", "proxy", "proxy-tunnel", "nginx", "chp", "daphne-floor")
+TARGETS = ("direct", "proxy", "proxy-tunnel", "proxy-daphne", "nginx", "chp", "daphne-floor")
 CHP_VERSION = "5.3.0"
 # daphne as every deployment starts it (streamspace/serve.py: uvloop, frozen heap), for the
 # proxy and the floor alike.
@@ -269,7 +271,7 @@ asyncio.run(main())
 """
 
 
-def run(seconds: int, rounds: int, only: set[str]) -> dict[str, dict[str, float]]:
+def run(seconds: int, rounds: int, only: set[str], hold: float = 0) -> dict[str, dict[str, float]]:
     os.sched_setaffinity(0, {0})
     env = bench_env(DATABASE, redis_db=3)
     reset_database(env, DATABASE)
@@ -278,7 +280,7 @@ def run(seconds: int, rounds: int, only: set[str]) -> dict[str, dict[str, float]
     chp = ensure_chp()
     results: dict[str, dict[str, float]] = {}
     tmp = Path(tempfile.mkdtemp(prefix="proxybench-"))
-    ports = {name: free_port() for name in ("daphne", "nginx", "chp", "chp-api", "floor")}
+    ports = {name: free_port() for name in ("daphne", "daphne-nofront", "nginx", "chp", "chp-api", "floor")}
     env["POD_URL"] = f"http://127.0.0.1:{ports['daphne']}"
     (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, upstream=upstream, port=ports["nginx"]))
     with contextlib.ExitStack() as stack:
@@ -299,6 +301,10 @@ def run(seconds: int, rounds: int, only: set[str]) -> dict[str, dict[str, float]
                 port=ports["daphne"],
                 cpu=1,
             )
+        )
+        plain = [*SERVE, "-b", "127.0.0.1", "-p", str(ports["daphne-nofront"]), "streamspace.asgi:application"]
+        plain_daphne = stack.enter_context(
+            process(plain, env={**env, "STREAMSPACE_PROXY_FRONT": "0"}, port=ports["daphne-nofront"], cpu=1)
         )
         stack.enter_context(
             process([PYTHON, "manage.py", "shell", "-c", FAKE_AGENT % {"upstream": upstream}], env=env, cpu=0)
@@ -344,6 +350,7 @@ def run(seconds: int, rounds: int, only: set[str]) -> dict[str, dict[str, float]
             "direct": upstream_server.pid,
             "proxy": daphne.pid,
             "proxy-tunnel": daphne.pid,
+            "proxy-daphne": plain_daphne.pid,
             "nginx": nginx.pid,
             "chp": chp_server.pid,
             "daphne-floor": floor_server.pid,
@@ -358,6 +365,10 @@ def run(seconds: int, rounds: int, only: set[str]) -> dict[str, dict[str, float]
                 f"http://127.0.0.1:{ports['daphne']}/api/v1/http/{sessions['proxy-tunnel']['id']}",
                 {"Cookie": sessions["proxy-tunnel"]["cookie"]},
             ),
+            "proxy-daphne": (
+                f"http://127.0.0.1:{ports['daphne-nofront']}/api/v1/http/{sessions['proxy']['id']}",
+                {"Cookie": sessions["proxy"]["cookie"]},
+            ),
             "nginx": (f"http://127.0.0.1:{ports['nginx']}", {}),
             "chp": (f"http://127.0.0.1:{ports['chp']}", {}),
             "daphne-floor": (f"http://127.0.0.1:{ports['floor']}", {}),
@@ -369,6 +380,9 @@ def run(seconds: int, rounds: int, only: set[str]) -> dict[str, dict[str, float]
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{base} does not answer")
                 time.sleep(0.5)
+        if hold:
+            print(json.dumps({"servers": servers, "targets": targets}), flush=True)
+            time.sleep(hold)
         # Round-robin, best of ``rounds``: the machine is shared, so noise hits every target alike.
         for _ in range(rounds):
             for name, (base, headers) in targets.items():
@@ -439,7 +453,13 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=4, help="per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="best of this many round-robin rounds")
     parser.add_argument("--only", default=",".join(TARGETS), help="comma-separated targets (direct always runs)")
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=0,
+        help="after setup, print the servers and targets and wait this long (profiling)",
+    )
     args = parser.parse_args()
     started = os.getloadavg()
-    print(table(run(args.seconds, args.rounds, set(args.only.split(",")))))
+    print(table(run(args.seconds, args.rounds, set(args.only.split(",")), args.hold)))
     print(f"load average at start {started[0]:.1f}/{started[1]:.1f}, at end {os.getloadavg()[0]:.1f}")

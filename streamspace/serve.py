@@ -106,6 +106,13 @@ def _server_class() -> type:
 
         def run(self) -> None:
             reactor.callWhenRunning(self.before_serving)
+            if front_enabled():
+                # daphne's ``Server.run`` builds its factory from this module-level name.
+                import daphne.server
+
+                from sessions_app.proxy.front import FrontFactory
+
+                daphne.server.HTTPFactory = FrontFactory
             super().run()
 
         def before_serving(self) -> None:
@@ -116,6 +123,13 @@ def _server_class() -> type:
             freeze_heap()
 
     return TunedServer
+
+
+def front_enabled() -> bool:
+    """``STREAMSPACE_PROXY_FRONT`` (default on): serve proxy requests through the lean front."""
+    from streamspace.env import envbool
+
+    return envbool("STREAMSPACE_PROXY_FRONT", True)
 
 
 def _discard(request: object) -> None:

@@ -34,6 +34,11 @@ INBOUND_LOW = 4
 OUTBOUND_BUFFER = 512 * 1024
 
 
+def _front_transport(send: Any) -> Any | None:
+    """The client's Twisted transport when ``send`` is :class:`~sessions_app.proxy.front.Exchange`'s."""
+    return getattr(getattr(send, "__self__", None), "front_transport", None)
+
+
 def _daphne_protocol(send: Any) -> Any | None:
     if isinstance(send, functools.partial) and send.args:
         return send.args[0]
@@ -63,6 +68,16 @@ class OutboundFlow:
     @classmethod
     def attach(cls, send: Any, *, websocket: bool) -> OutboundFlow:
         flow = cls()
+        transport = _front_transport(send)
+        if transport is not None:
+            try:
+                if transport.bufferSize < OUTBOUND_BUFFER:
+                    transport.bufferSize = OUTBOUND_BUFFER
+                transport.registerProducer(flow, True)
+                flow._consumer = transport
+            except (AttributeError, RuntimeError):  # the connection is already gone
+                log.debug("no back-pressure hook on %r", transport, exc_info=True)
+            return flow
         protocol = _daphne_protocol(send)
         if protocol is None:
             return flow
@@ -136,6 +151,9 @@ class InboundFlow:
 
 def abort_connection(send: Any) -> bool:
     """Drop the client connection at once (a response cut short must not look complete)."""
+    if _front_transport(send) is not None:
+        send.__self__.abort()
+        return True
     protocol = _daphne_protocol(send)
     transport = getattr(protocol, "transport", None) or getattr(getattr(protocol, "channel", None), "transport", None)
     abort = getattr(transport, "abortConnection", None)

@@ -1,0 +1,534 @@
+"""A lean HTTP/1.1 front for the session proxy, in front of daphne's own HTTP channel.
+
+daphne parses each request with Twisted's line-by-line HTTP channel, builds a Twisted
+``Request`` (header objects, a body file), then an ASGI scope, an ``asyncio.Queue`` and a
+``partial`` per reply message, and writes the response through the ``Request`` again.
+For the proxy's requests (the bulk of the traffic: every asset, every poll of a session's
+UI) that machinery cost more CPU than the proxying itself (bench/RESULTS.md, "Proxy").
+
+:class:`FrontProtocol` is the protocol of every connection daphne accepts when the
+control plane runs under ``python -m streamspace.serve``. It reads the request head
+itself (one ``find``, one ``split``, one validating regex) and, when the request is one
+it fully understands, runs the same ASGI application with a small ``receive``/``send``
+pair (:class:`Exchange`) and writes the response in one piece. It serves only:
+
+* HTTP/1.1 requests under ``/api/v1/http/`` (the session proxy);
+* with a ``Content-Length`` body or none (no ``Transfer-Encoding``, no ``Expect``);
+* not upgrades (WebSockets go to daphne, which speaks the WebSocket protocol);
+* heads under ``MAX_HEAD`` bytes and ``MAX_HEADERS`` lines, every line well formed
+  (daphne's own rules: h11's header-name syntax, no control bytes RFC 9110 forbids).
+
+Anything else, at any request boundary, is **handed to daphne**: daphne's HTTP protocol
+is built for the connection, given every byte received so far, and keeps the connection
+from then on. So every other path, every upgrade and every malformed, oversized or
+unusual request meets daphne's own parser and its answers exactly as before; the front
+only ever shortens the common path.
+
+What the application sees is what daphne would give it (scope keys and values, the
+``X-Forwarded-*`` handling of ``--proxy-headers``, headers with ``_`` dropped, the
+``Daphne-Root-Path`` header), and what daphne adds to a response is added here too
+(``Server``, chunked framing when a streamed response has no length). The access log
+line is daphne's. Back-pressure and aborts: the exchange exposes its Twisted transport
+(``front_transport``) to :mod:`sessions_app.proxy.flow`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import re
+import time
+from typing import Any
+from urllib.parse import unquote
+
+from daphne.http_protocol import HTTPFactory
+from daphne.utils import HEADER_NAME_RE, parse_x_forwarded_for
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.protocol import Protocol
+from twisted.web.http import RESPONSES
+
+from sessions_app.proxy.paths import PREFIX_BYTES
+
+log = logging.getLogger(__name__)
+
+MAX_HEAD = 16 * 1024  # Twisted's totalHeadersSize: a longer head goes to daphne, which refuses it
+MAX_HEADERS = 100  # lines; more go to daphne (Twisted allows 500, then refuses)
+BODY_HIGH = 256 * 1024  # request body bytes queued for the application before reading pauses
+# Bytes daphne (RFC 9110 §5.5, h11) refuses in a head, and a CR or LF that is not a CRLF.
+_BAD_HEAD = re.compile(rb"[\x00\x0b\x0c\x1c-\x1e\x85]|\r(?!\n)|(?<!\r)\n")
+_TARGET = re.compile(rb"[\x21-\x7e]+")  # ASCII, no spaces or controls (daphne refuses the rest)
+_NO_BODY_STATUS = frozenset({204, 304})
+_PUNT_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+_REQUEST_PREFIX = b" " + PREFIX_BYTES
+
+
+class _Punt(Exception):
+    """This request is daphne's."""
+
+
+class FrontFactory(HTTPFactory):
+    """daphne's HTTP factory whose connections start with :class:`FrontProtocol`."""
+
+    def __init__(self, server: Any) -> None:
+        super().__init__(server)
+        # The loop under Twisted's asyncio reactor (daphne makes it the current loop only
+        # after its listeners are set up, so ask the reactor).
+        self.loop: asyncio.AbstractEventLoop = (
+            getattr(self.reactor, "_asyncioEventloop", None) or asyncio.get_event_loop()
+        )
+
+    def buildProtocol(self, addr: Any) -> FrontProtocol:
+        return FrontProtocol(self, addr)
+
+    def build_daphne_protocol(self, addr: Any) -> Any:
+        return HTTPFactory.buildProtocol(self, addr)
+
+
+class FrontProtocol(Protocol):
+    """One client connection: proxy requests served here until one is daphne's."""
+
+    def __init__(self, factory: FrontFactory, addr: Any) -> None:
+        self.factory = factory
+        self.server = factory.server
+        self.addr = addr
+        self.inner: Any = None  # daphne's protocol, once the connection is handed over
+        self.buffer = b""
+        self.exchange: Exchange | None = None
+        self.lost = False
+        self.paused = False
+        self.client: list | None = None
+        self.server_addr: list | None = None
+        self.scheme = "http"
+        self.last_data = 0.0
+        self._idle: Any = None
+
+    # -- Twisted protocol --
+    def connectionMade(self) -> None:
+        transport = self.transport
+        peer, host = transport.getPeer(), transport.getHost()
+        if hasattr(peer, "host") and hasattr(peer, "port"):
+            self.client = [str(peer.host), peer.port]
+            self.server_addr = [str(host.host), host.port]
+        if ISSLTransport.providedBy(transport):
+            self.scheme = "https"
+        set_no_delay = getattr(transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            with contextlib.suppress(OSError):
+                set_no_delay(True)
+        self.last_data = time.monotonic()
+        timeout = self.factory.timeOut
+        if timeout:
+            self._idle = self.factory.reactor.callLater(timeout, self._check_idle)
+
+    def dataReceived(self, data: bytes) -> None:
+        inner = self.inner
+        if inner is not None:
+            inner.dataReceived(data)
+            return
+        self.last_data = time.monotonic()
+        exchange = self.exchange
+        if exchange is not None and exchange.body_left:
+            data = exchange.feed(data)
+            if not data:
+                return
+        self.buffer = self.buffer + data if self.buffer else data
+        if exchange is None:
+            self._next()
+        elif len(self.buffer) > MAX_HEAD and not self.paused:
+            # A pipelined request waits for the response in flight; do not read without bound.
+            self.paused = True
+            self.transport.pauseProducing()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost = True
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        if self.inner is not None:
+            self.inner.connectionLost(reason)
+            return
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.disconnected()
+
+    # -- requests --
+    def _next(self) -> None:
+        buf = self.buffer
+        line_end = buf.find(b"\r\n")
+        if line_end < 0:
+            if len(buf) > MAX_HEAD:
+                self.hand_over()
+            return
+        if _REQUEST_PREFIX not in buf[:line_end]:
+            self.hand_over()
+            return
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEAD:
+                self.hand_over()
+            return
+        if end > MAX_HEAD:
+            self.hand_over()
+            return
+        try:
+            exchange, scope = self._parse(buf[:end])
+        except _Punt:
+            self.hand_over()
+            return
+        rest = buf[end + 4 :]
+        self.buffer = b""
+        self.exchange = exchange
+        if exchange.body_left and rest:
+            rest = exchange.feed(rest)
+        self.buffer = rest
+        exchange.task = task = self.factory.loop.create_task(
+            self.server.application(scope=scope, receive=exchange.receive, send=exchange.send)
+        )
+        task.add_done_callback(exchange.application_done)
+
+    def _parse(self, head: bytes) -> tuple[Exchange, dict]:
+        if _BAD_HEAD.search(head) is not None:
+            raise _Punt
+        lines = head.split(b"\r\n")
+        if len(lines) > MAX_HEADERS + 1:
+            raise _Punt
+        parts = lines[0].split(b" ")
+        if len(parts) != 3 or parts[2] != b"HTTP/1.1":
+            raise _Punt
+        method, target = parts[0], parts[1]
+        if not target.startswith(PREFIX_BYTES) or _TARGET.fullmatch(target) is None:
+            raise _Punt
+        if HEADER_NAME_RE.fullmatch(method) is None:
+            raise _Punt
+        server = self.server
+        headers = []
+        length: int | None = None
+        close = False
+        root_path = server.root_path
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep or HEADER_NAME_RE.fullmatch(name) is None:
+                raise _Punt
+            name = name.lower()
+            value = value.strip(b" \t")
+            if name == b"content-length":
+                if length is not None or not value.isdigit():
+                    raise _Punt
+                length = int(value)
+            elif name in _PUNT_HEADERS:
+                raise _Punt
+            elif name == b"connection":
+                tokens = {token.strip() for token in value.lower().split(b",")}
+                if b"upgrade" in tokens:
+                    raise _Punt
+                close = close or b"close" in tokens
+            if b"_" in name:  # daphne drops these (CVE-2015-0219)
+                continue
+            if name == b"daphne-root-path":
+                try:
+                    root_path = unquote(value.decode("ascii"))
+                except UnicodeDecodeError:
+                    raise _Punt from None
+                continue
+            headers.append((name, value))
+        client, scheme = self.client, self.scheme
+        if server.proxy_forwarded_address_header:
+            client, scheme = parse_x_forwarded_for(
+                {name: value for name, value in headers},
+                server.proxy_forwarded_address_header,
+                server.proxy_forwarded_port_header,
+                server.proxy_forwarded_proto_header,
+                client,
+                scheme,
+            )
+        raw_path, _, query = target.partition(b"?")
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method.decode("ascii"),
+            "path": unquote(raw_path.decode("ascii")),
+            "raw_path": raw_path,
+            "root_path": root_path,
+            "scheme": scheme,
+            "query_string": query,
+            "headers": headers,
+            "client": client,
+            "server": self.server_addr,
+        }
+        return Exchange(self, method, target, length or 0, close), scope
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        """The response is complete: the next request, if the connection is kept."""
+        if self.exchange is exchange:
+            self.exchange = None
+        if self.lost:
+            return
+        if exchange.close or exchange.body_left:
+            # Asked to close, or the application answered before the body was all in.
+            self.transport.loseConnection()
+            return
+        if self.paused:
+            self.paused = False
+            self.transport.resumeProducing()
+        if self.buffer:
+            self._next()
+
+    def hand_over(self) -> None:
+        """daphne's HTTP protocol takes the connection, with the bytes received so far."""
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        if self.paused:
+            self.paused = False
+            self.transport.resumeProducing()
+        inner = self.factory.build_daphne_protocol(self.addr)
+        self.inner = inner
+        inner.makeConnection(self.transport)
+        data, self.buffer = self.buffer, b""
+        if data:
+            inner.dataReceived(data)
+
+    def _check_idle(self) -> None:
+        """Twisted's idle timeout for HTTP connections (daphne's factory sets it)."""
+        self._idle = None
+        if self.lost or self.inner is not None:
+            return
+        timeout = self.factory.timeOut
+        left = self.last_data + timeout - time.monotonic()
+        if self.exchange is None and left <= 0:
+            self.transport.loseConnection()
+            return
+        self._idle = self.factory.reactor.callLater(max(left, 1.0), self._check_idle)
+
+
+class Exchange:
+    """One request and its response: the ASGI ``receive`` and ``send`` of the application."""
+
+    __slots__ = (
+        "front",
+        "front_transport",
+        "method",
+        "target",
+        "body_left",
+        "close",
+        "task",
+        "_chunks",
+        "_queued",
+        "_waiter",
+        "_body_given",
+        "_gone",
+        "_status",
+        "_headers",
+        "_started",
+        "_written",
+        "_chunked",
+        "_no_body",
+        "finished",
+        "sent",
+        "_begun",
+    )
+
+    def __init__(self, front: FrontProtocol, method: bytes, target: bytes, length: int, close: bool) -> None:
+        self.front = front
+        self.front_transport = front.transport
+        self.method = method
+        self.target = target
+        self.body_left = length
+        self.close = close
+        self.task: asyncio.Task | None = None
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._queued = 0
+        self._waiter: asyncio.Future | None = None
+        self._body_given = False  # the last http.request message was returned
+        self._gone = False
+        self._status = 0
+        self._headers: Any = ()
+        self._started = False
+        self._written = False
+        self._chunked = False
+        self._no_body = method == b"HEAD"
+        self.finished = False
+        self.sent = 0
+        self._begun = time.time()
+
+    # -- request body, from the front --
+    def feed(self, data: bytes) -> bytes:
+        """Take this request's body bytes out of ``data``; return what is left (the next request)."""
+        left = self.body_left
+        if len(data) > left:
+            data, rest = data[:left], data[left:]
+        else:
+            rest = b""
+        self.body_left = left - len(data)
+        self._chunks.append(data)
+        self._queued += len(data)
+        if self._queued > BODY_HIGH and not self.front.paused:
+            self.front.paused = True
+            self.front_transport.pauseProducing()
+        self._wake()
+        return rest
+
+    def disconnected(self) -> None:
+        self._gone = True
+        self._wake()
+        task = self.task
+        if task is not None and not task.done():
+            # What daphne does with an application still running after its client left.
+            self.front.factory.reactor.callLater(self.front.server.application_close_timeout, task.cancel)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- ASGI --
+    async def receive(self) -> dict:
+        while True:
+            if self._chunks and not self._gone:
+                chunks = self._chunks
+                body = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                self._queued = 0
+                front = self.front
+                if front.paused and front.exchange is self and not front.lost:
+                    front.paused = False
+                    self.front_transport.resumeProducing()
+                more = self.body_left > 0
+                self._body_given = not more
+                return {"type": "http.request", "body": body, "more_body": more}
+            if not self._body_given and not self.body_left and not self._gone:
+                self._body_given = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            if self._gone:
+                return {"type": "http.disconnect"}
+            self._waiter = self.front.factory.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def send(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self._started:
+                raise ValueError("HTTP response has already been started")
+            self._status = message["status"]
+            self._headers = message.get("headers", ())
+            self._started = True
+            return
+        if kind != "http.response.body":
+            raise ValueError(f"Cannot handle message type {kind}!")
+        if not self._started:
+            raise ValueError(f"HTTP response has not yet been started but got {kind}")
+        if self.finished:
+            return
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        transport = self.front_transport
+        out: list[bytes] = []
+        if not self._written:
+            out.append(self._head(len(body), more))
+            self._written = True
+        if body and not self._no_body:
+            self.sent += len(body)
+            if self._chunked:
+                out.append(b"%x\r\n" % len(body))
+                out.append(body)
+                out.append(b"\r\n")
+            else:
+                out.append(body)
+        if not more:
+            if self._chunked:
+                out.append(b"0\r\n\r\n")
+            self.finished = True
+        if not self.front.lost:
+            if len(out) == 1:
+                transport.write(out[0])
+            else:
+                transport.writeSequence(out)
+        if not more:
+            self._log()
+            self.front.exchange_done(self)
+
+    def _head(self, first: int, more: bool) -> bytes:
+        status = self._status
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, RESPONSES.get(status, b"Unknown Status"))]
+        has_length = has_server = False
+        for name, value in self._headers:
+            if not isinstance(name, bytes) or not isinstance(value, bytes):
+                raise ValueError("header names and values must be bytes")
+            lowered = name.lower()
+            if lowered == b"content-length":
+                has_length = True
+            elif lowered == b"server":
+                has_server = True
+            if b"\n" in value or b"\r" in value:  # as Twisted does: no header splitting
+                value = value.replace(b"\r", b" ").replace(b"\n", b" ")
+            lines.append(name + b": " + value + b"\r\n")
+        if status in _NO_BODY_STATUS or status < 200:
+            self._no_body = True
+        elif not has_length and not self._no_body:
+            if more:
+                self._chunked = True
+                lines.append(b"transfer-encoding: chunked\r\n")
+            else:
+                lines.append(b"content-length: %d\r\n" % first)
+        server_name = self.front.server.server_name
+        if server_name and not has_server:
+            lines.append(b"server: " + server_name.encode() + b"\r\n")
+        if self.close or self.body_left:
+            lines.append(b"connection: close\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    def _log(self) -> None:
+        front = self.front
+        client = front.client
+        try:
+            front.server.log_action(
+                "http",
+                "complete",
+                {
+                    "path": self.target.decode("ascii"),
+                    "status": self._status,
+                    "method": self.method.decode("ascii", "replace"),
+                    "client": f"{client[0]}:{client[1]}" if client else None,
+                    "time_taken": time.time() - self._begun,
+                    "size": self.sent,
+                },
+            )
+        except Exception:
+            log.exception("access log failed")
+
+    def abort(self) -> None:
+        """Drop the connection now (a response cut short must not look complete)."""
+        self.finished = True
+        if not self.front.lost:
+            self.front_transport.abortConnection()
+
+    def application_done(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            error: BaseException | None = None
+        else:
+            error = task.exception()
+        if error is not None:
+            log.error("Exception inside application: %s", error, exc_info=error)
+        if self.finished or self.front.lost:
+            if not self.finished:
+                self.finished = True
+                self.front.exchange_done(self)
+            return
+        if self._written:
+            self.abort()
+            self.front.exchange_done(self)
+            return
+        # Like daphne: an application that ended (or failed) without a response gets a 500.
+        body = b"<html><head><title>500 Internal Server Error</title></head><body><h1>500 Internal Server Error</h1>Exception inside application.</body></html>"
+        self._status, self._headers, self._started = 500, [(b"content-type", b"text/html; charset=utf-8")], True
+        self.close = True
+        self._no_body = False
+        self.front_transport.write(self._head(len(body), False) + body)
+        self.finished = True
+        self._log()
+        self.front.exchange_done(self)
