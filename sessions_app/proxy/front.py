@@ -60,7 +60,7 @@ BODY_HIGH = 256 * 1024  # request body bytes queued for the application before r
 _BAD_HEAD = re.compile(rb"[\x00\x0b\x0c\x1c-\x1e\x85]|\r(?!\n)|(?<!\r)\n")
 _TARGET = re.compile(rb"[\x21-\x7e]+")  # ASCII, no spaces or controls (daphne refuses the rest)
 _NO_BODY_STATUS = frozenset({204, 304})
-_PUNT_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+_PUNT_HEADERS = frozenset({b"transfer-encoding", b"expect"})
 _REQUEST_PREFIX = b" " + PREFIX_BYTES
 
 
@@ -71,6 +71,9 @@ class _Punt(Exception):
 class FrontFactory(HTTPFactory):
     """daphne's HTTP factory whose connections start with :class:`FrontProtocol`."""
 
+    # What serves WebSocket handshakes under the prefix (None: daphne does).
+    websocket_pipe: Any = None
+
     def __init__(self, server: Any) -> None:
         super().__init__(server)
         # The loop under Twisted's asyncio reactor (daphne makes it the current loop only
@@ -78,6 +81,12 @@ class FrontFactory(HTTPFactory):
         self.loop: asyncio.AbstractEventLoop = (
             getattr(self.reactor, "_asyncioEventloop", None) or asyncio.get_event_loop()
         )
+        from django.apps import apps
+
+        if apps.ready:  # the StreamSpace application (not, say, a bare ASGI app under the launcher)
+            from sessions_app.proxy.pipe import WebSocketPipe
+
+            self.websocket_pipe = WebSocketPipe
 
     def buildProtocol(self, addr: Any) -> FrontProtocol:
         return FrontProtocol(self, addr)
@@ -95,7 +104,7 @@ class FrontProtocol(Protocol):
         self.addr = addr
         self.inner: Any = None  # daphne's protocol, once the connection is handed over
         self.buffer = b""
-        self.exchange: Exchange | None = None
+        self.exchange: Any = None  # the Exchange in flight, or the WebSocket pipe during its handshake
         self.lost = False
         self.paused = False
         self.client: list | None = None
@@ -177,6 +186,12 @@ class FrontProtocol(Protocol):
             self.hand_over()
             return
         rest = buf[end + 4 :]
+        if exchange is None:  # a WebSocket handshake: the pipe decides, daphne answers the rest
+            pipe = self.factory.websocket_pipe(self, scope, buf[: end + 4])
+            self.exchange = pipe
+            self.buffer = rest
+            pipe.task = self.factory.loop.create_task(pipe.run())
+            return
         self.buffer = b""
         self.exchange = exchange
         if exchange.body_left and rest:
@@ -187,7 +202,7 @@ class FrontProtocol(Protocol):
         )
         task.add_done_callback(exchange.application_done)
 
-    def _parse(self, head: bytes) -> tuple[Exchange, dict]:
+    def _parse(self, head: bytes) -> tuple[Exchange | None, dict]:
         if _BAD_HEAD.search(head) is not None:
             raise _Punt
         lines = head.split(b"\r\n")
@@ -204,7 +219,8 @@ class FrontProtocol(Protocol):
         server = self.server
         headers = []
         length: int | None = None
-        close = False
+        close = upgrade = False
+        websocket = False
         root_path = server.root_path
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
@@ -218,10 +234,13 @@ class FrontProtocol(Protocol):
                 length = int(value)
             elif name in _PUNT_HEADERS:
                 raise _Punt
+            elif name == b"upgrade":
+                if websocket or value.lower() != b"websocket":
+                    raise _Punt
+                websocket = True
             elif name == b"connection":
                 tokens = {token.strip() for token in value.lower().split(b",")}
-                if b"upgrade" in tokens:
-                    raise _Punt
+                upgrade = upgrade or b"upgrade" in tokens
                 close = close or b"close" in tokens
             if b"_" in name:  # daphne drops these (CVE-2015-0219)
                 continue
@@ -234,15 +253,28 @@ class FrontProtocol(Protocol):
             headers.append((name, value))
         client, scheme = self.client, self.scheme
         if server.proxy_forwarded_address_header:
-            client, scheme = parse_x_forwarded_for(
-                {name: value for name, value in headers},
-                server.proxy_forwarded_address_header,
-                server.proxy_forwarded_port_header,
-                server.proxy_forwarded_proto_header,
-                client,
-                scheme,
-            )
+            first: dict[bytes, bytes] = {}
+            for name, value in headers:
+                first.setdefault(name, value)  # daphne reads a repeated header's first value
+            try:
+                client, scheme = parse_x_forwarded_for(
+                    first,
+                    server.proxy_forwarded_address_header,
+                    server.proxy_forwarded_port_header,
+                    server.proxy_forwarded_proto_header,
+                    client,
+                    scheme,
+                )
+            except UnicodeDecodeError:
+                raise _Punt from None
+        # A WebSocket handshake (GET, no body) may be piped; any other upgrade is daphne's.
+        if (upgrade or websocket) and (
+            not (upgrade and websocket) or method != b"GET" or length or self.factory.websocket_pipe is None
+        ):
+            raise _Punt
         raw_path, _, query = target.partition(b"?")
+        if websocket:
+            return None, self._websocket_scope(method, raw_path, query, headers, client, scheme, root_path)
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -257,13 +289,51 @@ class FrontProtocol(Protocol):
             "client": client,
             "server": self.server_addr,
         }
-        return Exchange(self, method, target, length or 0, close), scope
+        return Exchange(self, method, target, length or 0, close, client), scope
+
+    def _websocket_scope(
+        self, method: bytes, raw_path: bytes, query: bytes, headers: list, client: Any, scheme: str, root_path: str
+    ) -> dict:
+        protocols = [
+            part.strip().decode("latin-1")
+            for name, value in headers
+            if name == b"sec-websocket-protocol"
+            for part in value.split(b",")
+            if part.strip()
+        ]
+        return {
+            "type": "websocket",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "path": unquote(raw_path.decode("ascii")),
+            "raw_path": raw_path,
+            "root_path": root_path,
+            "scheme": "wss" if scheme == "https" else "ws",
+            "query_string": query,
+            "headers": headers,
+            "client": client,
+            "server": self.server_addr,
+            "subprotocols": protocols,
+        }
+
+    def become(self, owner: Any) -> bytes:
+        """``owner`` (the WebSocket pipe) takes the connection; returns the bytes buffered meanwhile."""
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self.exchange = None
+        self.inner = owner
+        data, self.buffer = self.buffer, b""
+        if self.paused:
+            self.paused = False
+            self.transport.resumeProducing()
+        return data
 
     def exchange_done(self, exchange: Exchange) -> None:
         """The response is complete: the next request, if the connection is kept."""
         if self.exchange is exchange:
             self.exchange = None
-        if self.lost:
+        self.last_data = time.monotonic()  # the idle timeout starts again (Twisted: requestDone)
+        if self.lost or exchange.aborted:
             return
         if exchange.close or exchange.body_left:
             # Asked to close, or the application answered before the body was all in.
@@ -275,8 +345,12 @@ class FrontProtocol(Protocol):
         if self.buffer:
             self._next()
 
-    def hand_over(self) -> None:
-        """daphne's HTTP protocol takes the connection, with the bytes received so far."""
+    def hand_over(self, prefix: bytes = b"") -> None:
+        """daphne's HTTP protocol takes the connection, with the bytes received so far.
+
+        ``prefix``: bytes taken out of the buffer earlier (a WebSocket handshake the pipe gave up on).
+        """
+        self.exchange = None
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         if self.paused:
@@ -285,7 +359,7 @@ class FrontProtocol(Protocol):
         inner = self.factory.build_daphne_protocol(self.addr)
         self.inner = inner
         inner.makeConnection(self.transport)
-        data, self.buffer = self.buffer, b""
+        data, self.buffer = prefix + self.buffer, b""
         if data:
             inner.dataReceived(data)
 
@@ -296,7 +370,9 @@ class FrontProtocol(Protocol):
             return
         timeout = self.factory.timeOut
         left = self.last_data + timeout - time.monotonic()
-        if self.exchange is None and left <= 0:
+        exchange = self.exchange
+        if left <= 0 and (exchange is None or exchange.body_left):
+            # Idle between requests, or a request body that stopped arriving (Twisted times both out).
             self.transport.loseConnection()
             return
         self._idle = self.factory.reactor.callLater(max(left, 1.0), self._check_idle)
@@ -327,10 +403,15 @@ class Exchange:
         "finished",
         "sent",
         "_begun",
+        "client",
+        "aborted",
     )
 
-    def __init__(self, front: FrontProtocol, method: bytes, target: bytes, length: int, close: bool) -> None:
+    def __init__(
+        self, front: FrontProtocol, method: bytes, target: bytes, length: int, close: bool, client: Any = None
+    ) -> None:
         self.front = front
+        self.client = client  # as the application saw it (``--proxy-headers``): the access log's
         self.front_transport = front.transport
         self.method = method
         self.target = target
@@ -349,6 +430,7 @@ class Exchange:
         self._chunked = False
         self._no_body = method == b"HEAD"
         self.finished = False
+        self.aborted = False
         self.sent = 0
         self._begun = time.time()
 
@@ -369,9 +451,21 @@ class Exchange:
         self._wake()
         return rest
 
-    def disconnected(self) -> None:
+    def _done(self) -> None:
+        """The response is out: the application's next ``receive`` is ``http.disconnect`` (as daphne's)."""
         self._gone = True
         self._wake()
+        self.front.factory.loop.call_soon(self._linger)  # by then the application has usually returned
+        self.front.exchange_done(self)
+
+    def disconnected(self) -> None:
+        if self._gone:
+            return
+        self._gone = True
+        self._wake()
+        self._linger()
+
+    def _linger(self) -> None:
         task = self.task
         if task is not None and not task.done():
             # What daphne does with an application still running after its client left.
@@ -424,6 +518,8 @@ class Exchange:
         if self.finished:
             return
         body = message.get("body", b"")
+        if not isinstance(body, bytes):
+            raise TypeError(f"http.response.body's body must be bytes, not {type(body).__name__}")
         more = message.get("more_body", False)
         transport = self.front_transport
         out: list[bytes] = []
@@ -449,7 +545,7 @@ class Exchange:
                 transport.writeSequence(out)
         if not more:
             self._log()
-            self.front.exchange_done(self)
+            self._done()
 
     def _head(self, first: int, more: bool) -> bytes:
         status = self._status
@@ -458,6 +554,8 @@ class Exchange:
         for name, value in self._headers:
             if not isinstance(name, bytes) or not isinstance(value, bytes):
                 raise ValueError("header names and values must be bytes")
+            if HEADER_NAME_RE.fullmatch(name) is None:
+                raise ValueError(f"invalid header name {name!r}")
             lowered = name.lower()
             if lowered == b"content-length":
                 has_length = True
@@ -478,13 +576,14 @@ class Exchange:
         if server_name and not has_server:
             lines.append(b"server: " + server_name.encode() + b"\r\n")
         if self.close or self.body_left:
+            self.close = True  # said so: the connection ends with this response
             lines.append(b"connection: close\r\n")
         lines.append(b"\r\n")
         return b"".join(lines)
 
     def _log(self) -> None:
         front = self.front
-        client = front.client
+        client = self.client
         try:
             front.server.log_action(
                 "http",
@@ -504,6 +603,8 @@ class Exchange:
     def abort(self) -> None:
         """Drop the connection now (a response cut short must not look complete)."""
         self.finished = True
+        self.close = True  # no pipelined request runs on a dropped connection
+        self.aborted = True
         if not self.front.lost:
             self.front_transport.abortConnection()
 
@@ -517,11 +618,11 @@ class Exchange:
         if self.finished or self.front.lost:
             if not self.finished:
                 self.finished = True
-                self.front.exchange_done(self)
+                self._done()
             return
         if self._written:
             self.abort()
-            self.front.exchange_done(self)
+            self._done()
             return
         # Like daphne: an application that ended (or failed) without a response gets a 500.
         body = b"<html><head><title>500 Internal Server Error</title></head><body><h1>500 Internal Server Error</h1>Exception inside application.</body></html>"
@@ -530,5 +631,6 @@ class Exchange:
         self._no_body = False
         self.front_transport.write(self._head(len(body), False) + body)
         self.finished = True
+        self.sent = len(body)
         self._log()
-        self.front.exchange_done(self)
+        self._done()

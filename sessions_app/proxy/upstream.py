@@ -113,8 +113,8 @@ def direct_failed(target: SessionTarget) -> None:
         _direct_failed[target.session_id] = time.monotonic() + DIRECT_RETRY_S
 
 
-async def _open(route: Route, factory: Any) -> tuple[Any, Any]:
-    """A connection to the route (the pool's opener)."""
+async def connect(route: Route, factory: Any) -> tuple[Any, Any]:
+    """A connection to the route: the pool's opener, and the front's WebSocket pipe's."""
     loop = asyncio.get_running_loop()
     if route.kind == "tunnel":
         assert route.agent_pk is not None
@@ -135,7 +135,7 @@ def request(route: Route, method: bytes, target: bytes, headers: Headers, body: 
     """
     return pool().request(
         route.pool_key,
-        functools.partial(_open, route),
+        functools.partial(connect, route),
         method,
         target,
         [*headers, (b"host", route.host_header_bytes)],

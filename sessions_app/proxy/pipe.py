@@ -1,0 +1,279 @@
+"""WebSockets through the front (:mod:`.front`) as a byte pipe, as nginx and JupyterHub's proxy do.
+
+The browser's handshake is authorized like every proxy request, rewritten (the platform's
+cookies and credentials removed, ``X-Forwarded-*`` set, ``Origin`` dropped) and sent to the
+session. Once the session answers ``101``, its answer goes back to the browser and from
+then on both directions carry the WebSocket protocol unchanged: frames, masks, fragments,
+pings, close codes, subprotocols and any extension the two ends negotiate are theirs. The
+control plane only moves bytes, so a 64 KiB media frame costs two socket writes instead
+of being parsed, unmasked, queued as an ASGI message and framed again.
+
+Once open, the browser's socket leaves Twisted: its file descriptor is duplicated into an
+asyncio transport (uvloop under the launcher), Twisted's copy is closed without a FIN, and
+both ends of the pipe are plain asyncio protocols writing straight to each other's
+transports (no writer registration and extra loop turn per write, as Twisted needs).
+Back-pressure both ways: an end whose write buffer passes ``OUTBOUND_BUFFER`` stops the
+other end's reading until it drains. An open pipe keeps the session's ``last_activity``
+fresh.
+
+Only the path every viewer takes is short-cut: a cross-site ``Origin``, a request the
+proxy would refuse, a session that is not running, a session that cannot be reached or
+that does not answer ``101`` are **handed to daphne** before a byte is written to the
+browser, and the ASGI proxy (:mod:`.websocket`) answers them exactly as it always has
+(403 before accept, 1013 while waking, ...). So is a handshake over TLS terminated by
+daphne itself, or on a connection with response bytes still unsent (the socket cannot
+leave Twisted then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import Any
+
+from django.conf import settings
+from twisted.internet.interfaces import ISSLTransport
+
+from sessions_app.proxy import activity, auth, origin_allowed, upstream
+from sessions_app.proxy.client import ConnectFailed
+from sessions_app.proxy.flow import OUTBOUND_BUFFER
+from sessions_app.proxy.paths import BadPath, parse
+from sessions_app.proxy.rewrite import request_headers, response_headers
+from sessions_app.proxy.tunnel import TunnelUnavailable
+
+log = logging.getLogger(__name__)
+
+MAX_RESPONSE_HEAD = 64 * 1024
+_UPGRADE = [(b"upgrade", b"websocket"), (b"connection", b"Upgrade")]
+
+
+class _NotPiped(Exception):
+    """daphne's ASGI path answers this one."""
+
+
+class _End(asyncio.Protocol):
+    """One end of the pipe (the browser's or the session's socket); bytes go to ``peer``."""
+
+    def __init__(self, pipe: WebSocketPipe) -> None:
+        self.pipe = pipe
+        self.transport: Any = None
+        self.peer: _End | None = None
+        self.closed = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=OUTBOUND_BUFFER)
+
+    def data_received(self, data: bytes) -> None:
+        self.peer.transport.write(data)  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        return False  # close: the other end is closed after its buffer drains
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pipe.end_closed(self)
+
+    # This end's writes are backed up: stop reading the other end until they drain.
+    def pause_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and not peer.closed:
+            peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and not peer.closed:
+            peer.transport.resume_reading()
+
+
+class _Session(_End):
+    """The session's end: its handshake answer first, then bytes for the browser."""
+
+    def __init__(self, pipe: WebSocketPipe) -> None:
+        super().__init__(pipe)
+        self.head = bytearray()
+        self.answered: asyncio.Future[tuple[bytes, bytes]] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None:
+            self.peer.transport.write(data)
+            return
+        self.head += data
+        end = self.head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.head) > MAX_RESPONSE_HEAD:
+                self._fail("the session's handshake answer is too long")
+            return
+        if not self.answered.done():
+            self.transport.pause_reading()  # until the browser's end is there
+            self.answered.set_result((bytes(self.head[:end]), bytes(self.head[end + 4 :])))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answered.done():
+            self._fail("the session closed the connection during the handshake")
+        super().connection_lost(exc)
+
+    def _fail(self, reason: str) -> None:
+        if not self.answered.done():
+            self.answered.set_exception(_NotPiped(reason))
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def detachable(transport: Any) -> bool:
+    """Whether the browser's socket can leave Twisted: plain TCP, nothing left to send."""
+    if ISSLTransport.providedBy(transport) or getattr(transport, "socket", None) is None:
+        return False
+    # FileDescriptor's write buffers (Twisted has no public "is the buffer empty").
+    return not getattr(transport, "dataBuffer", b"") and not getattr(transport, "_tempDataBuffer", None)
+
+
+def _detach(transport: Any) -> socket.socket:
+    """The browser's socket as a new socket object; Twisted forgets it without closing the connection."""
+    transport.stopReading()
+    transport.stopWriting()
+    sock = transport.socket
+    duplicate = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+    sock.close()  # Twisted's descriptor only: the connection lives on in the duplicate
+    return duplicate
+
+
+class WebSocketPipe:
+    """One browser WebSocket piped to its session (the front's ``exchange`` during the handshake)."""
+
+    def __init__(self, front: Any, scope: dict, raw_head: bytes) -> None:
+        self.front = front
+        self.scope = scope
+        self.raw_head = raw_head  # what daphne gets if the pipe is not for this request
+        self.session: _Session | None = None
+        self.browser: _End | None = None
+        self.keep_alive: asyncio.Task | None = None
+        self.task: asyncio.Task | None = None
+        self.body_left = 0  # the front's view while the handshake is under way
+        self.finished = False
+        self.detached: socket.socket | None = None  # the browser's socket, once out of Twisted
+
+    def disconnected(self) -> None:
+        """The browser left during the handshake: ``run`` stops at its next step."""
+        self._close_session()
+
+    async def run(self) -> None:
+        try:
+            await self._open()
+        except _NotPiped as exc:
+            log.debug("websocket %s goes to daphne: %s", self.scope["path"], exc)
+            self._give_up()
+        except Exception:
+            log.exception("websocket pipe for %s failed", self.scope["path"])
+            self._give_up()
+
+    def _give_up(self) -> None:
+        self._close_session()
+        if self.detached is not None:  # too late for daphne: the browser's connection ends
+            if self.browser is None:
+                self.detached.close()
+            return
+        if not self.front.lost:
+            self.front.hand_over(prefix=self.raw_head)
+
+    async def _open(self) -> None:
+        scope = self.scope
+        if not detachable(self.front.transport):
+            raise _NotPiped("the socket cannot leave Twisted (TLS, or response bytes unsent)")
+        if not origin_allowed(scope):
+            raise _NotPiped("cross-site Origin")
+        try:
+            path = parse(scope)
+        except BadPath as exc:
+            raise _NotPiped(exc.code) from None
+        decision = auth.cached_decision(scope, path) or await auth.authorize(scope, path)
+        target = decision.target
+        if decision.status != 200 or target is None or not target.ready or path.is_status or path.needs_slash:
+            raise _NotPiped("refused, or the session is not running")
+        client_ip = (scope.get("client") or ("", 0))[0] or ""
+        headers, _ = request_headers(
+            [(name, value) for name, value in scope["headers"] if name != b"origin"],
+            client_ip=client_ip,
+            scheme=scope["scheme"],
+            prefix=path.prefix,
+        )
+        target_bytes = path.upstream_path + b"?" + path.query if path.query else path.upstream_path
+        try:
+            routes = upstream.routes_for(target)
+        except upstream.NoRoute as exc:
+            raise _NotPiped(str(exc)) from None
+        loop = asyncio.get_running_loop()
+        for route in routes:
+            try:
+                _, session = await upstream.connect(route, lambda: _Session(self))
+            except (OSError, TimeoutError, ConnectFailed, TunnelUnavailable) as exc:
+                if route.kind == "direct" and not isinstance(exc, TimeoutError):
+                    upstream.direct_failed(target)
+                continue
+            break
+        else:
+            raise _NotPiped("no route answered")
+        self.session = session
+        if self.front.lost:
+            raise _NotPiped("the browser left")
+        head = [b"GET " + target_bytes + b" HTTP/1.1\r\nhost: " + route.host_header_bytes + b"\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in [*headers, *_UPGRADE]]
+        session.transport.write(b"".join(head) + b"\r\n")
+        try:
+            answer, early = await asyncio.wait_for(session.answered, settings.STREAMSPACE_PROXY_CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            raise _NotPiped("the session did not answer the handshake in time") from None
+        status_line, _, header_block = answer.partition(b"\r\n")
+        parts = status_line.split(b" ", 2)
+        if len(parts) < 2 or parts[1] != b"101":
+            raise _NotPiped(f"the session answered {status_line[:40]!r}")
+        answer_headers = []
+        for line in header_block.split(b"\r\n"):
+            name, sep, value = line.partition(b":")
+            if not sep:
+                raise _NotPiped("malformed handshake answer")
+            answer_headers.append((name.strip().lower(), value.strip()))
+        if self.front.lost:
+            raise _NotPiped("the browser left")
+        out = response_headers(answer_headers, prefix=path.prefix, upstream_hosts=route.location_hosts)
+        lines = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+        lines += [name + b": " + value + b"\r\n" for name, value in [*out, *_UPGRADE]]
+        lines.append(b"\r\n")
+        # From here on the connection is the pipe's: nothing can be handed to daphne any more.
+        front = self.front
+        early_from_browser = front.become(self)
+        self.detached = _detach(front.transport)
+        _, browser = await loop.connect_accepted_socket(lambda: _End(self), sock=self.detached)
+        self.browser = browser
+        browser.peer, session.peer = session, browser
+        browser.transport.writelines([*lines, early] if early else lines)
+        if early_from_browser:
+            session.transport.write(early_from_browser)
+        session.transport.resume_reading()
+        self.keep_alive = loop.create_task(activity.keep_alive(target.session_id))
+        front.server.log_action("websocket", "connected", {"path": scope["path"], "client": _client(scope)})
+
+    def end_closed(self, end: _End) -> None:
+        """One end hung up: the other is closed once what it was sent is out."""
+        other = end.peer
+        if other is not None and not other.closed:
+            other.transport.close()
+        if self.browser is not None and not self.finished:
+            self.finished = True
+            if self.keep_alive is not None:
+                self.keep_alive.cancel()
+            self.front.server.log_action(
+                "websocket", "disconnected", {"path": self.scope["path"], "client": _client(self.scope)}
+            )
+
+    def _close_session(self) -> None:
+        session = self.session
+        if session is not None and session.transport is not None and not session.closed:
+            session.transport.close()
+
+
+def _client(scope: dict) -> str | None:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None
