@@ -272,6 +272,8 @@ asyncio.run(main())
 
 
 def run(seconds: int, rounds: int, only: set[str], hold: float = 0) -> dict[str, dict[str, float]]:
+    if not shutil.which("wrk") or not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
+        subprocess.run([str(ROOT / "scripts" / "ensure-deploy-tools.sh")], check=True)
     os.sched_setaffinity(0, {0})
     env = bench_env(DATABASE, redis_db=3)
     reset_database(env, DATABASE)

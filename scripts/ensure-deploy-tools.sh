@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tools the deploy/ tests (tests/deploy) run: promtool (Prometheus rule checks and rule unit
-# tests), nginx (the compose load-balancer config) and systemd-analyze (unit verification).
+# tests), nginx (the compose load-balancer config) and systemd-analyze (unit verification);
+# and wrk, which bench/proxy_bench.py drives (nginx is one of that benchmark's targets too).
 # Helm rendering, Kubernetes schemas, Compose parsing and hadolint come from PyPI
 # (requirements-dev.txt). Idempotent; installs from Debian's packages only when missing.
 set -euo pipefail
@@ -44,3 +45,8 @@ if ! command -v systemd-analyze >/dev/null; then
   log "installing systemd (for systemd-analyze)"; apt_install_quiet systemd
 fi
 log "systemd-analyze: $(systemd-analyze --version | head -1)"
+
+if ! command -v wrk >/dev/null; then
+  log "installing wrk (bench/proxy_bench.py)"; apt_install_quiet wrk
+fi
+log "wrk: $(command -v wrk)"

@@ -1,8 +1,7 @@
 """Start the control plane's daphne, tuned: ``python -m streamspace.serve <daphne's arguments>``.
 
 The arguments are daphne's own (``daphne --help``); what this adds needs no configuration
-and takes a quarter to a third off daphne's CPU per proxied request (bench/RESULTS.md,
-"## Proxy"):
+and more than halves daphne's CPU per proxied request (bench/RESULTS.md, "## Proxy"):
 
 * **uvloop.** daphne runs Twisted's asyncio reactor on a loop it creates when
   ``daphne.server`` is first imported (``asyncio.new_event_loop()``), so the event-loop
@@ -20,6 +19,12 @@ and takes a quarter to a third off daphne's CPU per proxied request (bench/RESUL
   Cycles are still collected (startup's leftovers before the freeze).
 * **The access log's timestamp formatted once a second** rather than for every line
   (``strftime`` was ~3 % of daphne's CPU under load); the lines are unchanged.
+* **The proxy's HTTP front** (``sessions_app/proxy/front.py``): every connection starts
+  with a lean HTTP/1.1 reader that serves well-formed ``/api/v1/http/`` requests itself
+  (same ASGI application, without daphne's per-request Twisted ``Request``, queue and
+  partials) and pipes WebSockets the session accepts as bytes (``pipe.py``); anything
+  else is handed to daphne's own HTTP protocol with the bytes received so far.
+  ``STREAMSPACE_PROXY_FRONT=0`` leaves every request to daphne.
 * **No discarded log line.** At verbosity 0 and 1 daphne sends Twisted's log nowhere,
   but Twisted's HTTP factory still formats a combined-log line for every request to
   write there. That write is skipped (daphne's own access log is unchanged; at ``-v 2``

@@ -376,7 +376,9 @@ STREAMSPACE_PROXY_READ_TIMEOUT_S = envint("STREAMSPACE_PROXY_READ_TIMEOUT_S", 12
 STREAMSPACE_PROXY_BODY_TIMEOUT_S = envint("STREAMSPACE_PROXY_BODY_TIMEOUT_S", 60, minimum=1)
 # How long the browser-side replica waits for the agent's tunnel socket.
 STREAMSPACE_PROXY_TUNNEL_TIMEOUT_S = envint("STREAMSPACE_PROXY_TUNNEL_TIMEOUT_S", 10, minimum=1)
-# Largest WebSocket message relayed from a session (bytes).
+# Largest WebSocket message relayed from a session (bytes), where daphne terminates the
+# WebSocket (STREAMSPACE_PROXY_FRONT=0, or a server other than streamspace.serve); the front's
+# byte pipe leaves message sizes to the browser and the session.
 STREAMSPACE_PROXY_WS_MAX_MESSAGE = envint("STREAMSPACE_PROXY_WS_MAX_MESSAGE", 16 * 1024 * 1024, minimum=1024)
 
 # --- Secrets at rest (streamspace/crypto.py) -------------------------------------------

@@ -4,7 +4,7 @@
 
 ``GET /`` answers JSON: the class of the running event loop and of the loop under Twisted's
 reactor, the collector's freeze count and young-generation threshold, and whether Twisted's
-per-request log line is skipped on the listening HTTP factory.
+per-request log line is skipped on the listening HTTP factory, and that factory's class.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ def _report() -> dict[str, Any]:
         "frozen": gc.get_freeze_count(),
         "young_threshold": gc.get_threshold()[0],
         "twisted_log_skipped": bool(factories) and all("log" in vars(f) for f in factories),
+        "factory": sorted({f"{type(f).__module__}.{type(f).__qualname__}" for f in factories}),
     }
 
 

@@ -46,6 +46,13 @@ def test_daphne_runs_on_uvloop_with_a_frozen_heap(tmp_path):
     assert status == 0  # SIGTERM still stops it cleanly
 
 
+def test_the_proxy_front_listens_unless_turned_off(tmp_path):
+    report, _, _ = run_probe(tmp_path)
+    assert report["factory"] == ["sessions_app.proxy.front.FrontFactory"]
+    report, _, _ = run_probe(tmp_path, env={"STREAMSPACE_PROXY_FRONT": "0"})
+    assert report["factory"] == ["daphne.http_protocol.HTTPFactory"]
+
+
 def test_twisted_log_line_kept_at_verbosity_2(tmp_path):
     report, _, _ = run_probe(tmp_path, "-v", "2")
     assert report["loop"] == "uvloop.Loop" and not report["twisted_log_skipped"]
