@@ -49,7 +49,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.web.http import RESPONSES
 
-from sessions_app.proxy.paths import PREFIX_BYTES
+from sessions_app.proxy.paths import PREFIX_BYTES, TUNNEL_PATH
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ _TARGET = re.compile(rb"[\x21-\x7e]+")  # ASCII, no spaces or controls (daphne r
 _NO_BODY_STATUS = frozenset({204, 304})
 _PUNT_HEADERS = frozenset({b"transfer-encoding", b"expect"})
 _REQUEST_PREFIX = b" " + PREFIX_BYTES
+_TUNNEL_BYTES = TUNNEL_PATH.encode()
+_TUNNEL_PREFIX = b" " + _TUNNEL_BYTES
 
 
 class _Punt(Exception):
@@ -71,8 +73,9 @@ class _Punt(Exception):
 class FrontFactory(HTTPFactory):
     """daphne's HTTP factory whose connections start with :class:`FrontProtocol`."""
 
-    # What serves WebSocket handshakes under the prefix (None: daphne does).
+    # What serves WebSocket handshakes under the prefix, and agents' tunnel sockets (None: daphne).
     websocket_pipe: Any = None
+    tunnel_socket: Any = None
 
     def __init__(self, server: Any) -> None:
         super().__init__(server)
@@ -84,9 +87,11 @@ class FrontFactory(HTTPFactory):
         from django.apps import apps
 
         if apps.ready:  # the StreamSpace application (not, say, a bare ASGI app under the launcher)
+            from sessions_app.proxy.agent_socket import AgentSocket
             from sessions_app.proxy.pipe import WebSocketPipe
 
             self.websocket_pipe = WebSocketPipe
+            self.tunnel_socket = AgentSocket
 
     def buildProtocol(self, addr: Any) -> FrontProtocol:
         return FrontProtocol(self, addr)
@@ -169,7 +174,8 @@ class FrontProtocol(Protocol):
             if len(buf) > MAX_HEAD:
                 self.hand_over()
             return
-        if _REQUEST_PREFIX not in buf[:line_end]:
+        line = buf[:line_end]
+        if _REQUEST_PREFIX not in line and (_TUNNEL_PREFIX not in line or self.factory.tunnel_socket is None):
             self.hand_over()
             return
         end = buf.find(b"\r\n\r\n")
@@ -187,7 +193,9 @@ class FrontProtocol(Protocol):
             return
         rest = buf[end + 4 :]
         if exchange is None:  # a WebSocket handshake: the pipe decides, daphne answers the rest
-            pipe = self.factory.websocket_pipe(self, scope, buf[: end + 4])
+            tunnel = scope["raw_path"].startswith(_TUNNEL_BYTES)
+            handler = self.factory.tunnel_socket if tunnel else self.factory.websocket_pipe
+            pipe = handler(self, scope, buf[: end + 4])
             self.exchange = pipe
             self.buffer = rest
             pipe.task = self.factory.loop.create_task(pipe.run())
@@ -212,7 +220,8 @@ class FrontProtocol(Protocol):
         if len(parts) != 3 or parts[2] != b"HTTP/1.1":
             raise _Punt
         method, target = parts[0], parts[1]
-        if not target.startswith(PREFIX_BYTES) or _TARGET.fullmatch(target) is None:
+        tunnel = target.startswith(_TUNNEL_BYTES)
+        if not (tunnel or target.startswith(PREFIX_BYTES)) or _TARGET.fullmatch(target) is None:
             raise _Punt
         if HEADER_NAME_RE.fullmatch(method) is None:
             raise _Punt
@@ -267,9 +276,11 @@ class FrontProtocol(Protocol):
                 )
             except UnicodeDecodeError:
                 raise _Punt from None
-        # A WebSocket handshake (GET, no body) may be piped; any other upgrade is daphne's.
-        if (upgrade or websocket) and (
-            not (upgrade and websocket) or method != b"GET" or length or self.factory.websocket_pipe is None
+        # A WebSocket handshake (GET, no body) may be piped; any other upgrade is daphne's, and
+        # so is anything but a WebSocket handshake on the tunnel path.
+        handler = self.factory.tunnel_socket if tunnel else self.factory.websocket_pipe
+        if (upgrade or websocket or tunnel) and (
+            not (upgrade and websocket) or method != b"GET" or length or handler is None
         ):
             raise _Punt
         raw_path, _, query = target.partition(b"?")

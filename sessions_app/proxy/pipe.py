@@ -53,13 +53,13 @@ class _NotPiped(Exception):
     """daphne's ASGI path answers this one."""
 
 
-class _End(asyncio.Protocol):
-    """One end of the pipe (the browser's or the session's socket); bytes go to ``peer``."""
+class PipeEnd(asyncio.Protocol):
+    """One end of a pipe (a socket); bytes go to ``peer``; ``owner.end_closed(end)`` when it ends."""
 
-    def __init__(self, pipe: WebSocketPipe) -> None:
-        self.pipe = pipe
+    def __init__(self, owner: Any, peer: PipeEnd | None = None) -> None:
+        self.owner = owner
         self.transport: Any = None
-        self.peer: _End | None = None
+        self.peer = peer  # set before the first byte can arrive, where the other end exists
         self.closed = False
 
     def connection_made(self, transport: Any) -> None:
@@ -74,7 +74,7 @@ class _End(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.pipe.end_closed(self)
+        self.owner.end_closed(self)
 
     # This end's writes are backed up: stop reading the other end until they drain.
     def pause_writing(self) -> None:
@@ -88,7 +88,7 @@ class _End(asyncio.Protocol):
             peer.transport.resume_reading()
 
 
-class _Session(_End):
+class _Session(PipeEnd):
     """The session's end: its handshake answer first, then bytes for the browser."""
 
     def __init__(self, pipe: WebSocketPipe) -> None:
@@ -130,7 +130,7 @@ def detachable(transport: Any) -> bool:
     return not getattr(transport, "dataBuffer", b"") and not getattr(transport, "_tempDataBuffer", None)
 
 
-def _detach(transport: Any) -> socket.socket:
+def detach(transport: Any) -> socket.socket:
     """The browser's socket as a new socket object; Twisted forgets it without closing the connection."""
     transport.stopReading()
     transport.stopWriting()
@@ -148,7 +148,7 @@ class WebSocketPipe:
         self.scope = scope
         self.raw_head = raw_head  # what daphne gets if the pipe is not for this request
         self.session: _Session | None = None
-        self.browser: _End | None = None
+        self.browser: PipeEnd | None = None
         self.keep_alive: asyncio.Task | None = None
         self.task: asyncio.Task | None = None
         self.body_left = 0  # the front's view while the handshake is under way
@@ -244,18 +244,18 @@ class WebSocketPipe:
         # From here on the connection is the pipe's: nothing can be handed to daphne any more.
         front = self.front
         early_from_browser = front.become(self)
-        self.detached = _detach(front.transport)
-        _, browser = await loop.connect_accepted_socket(lambda: _End(self), sock=self.detached)
+        self.detached = detach(front.transport)
+        _, browser = await loop.connect_accepted_socket(lambda: PipeEnd(self, session), sock=self.detached)
         self.browser = browser
-        browser.peer, session.peer = session, browser
+        session.peer = browser
         browser.transport.writelines([*lines, early] if early else lines)
         if early_from_browser:
             session.transport.write(early_from_browser)
         session.transport.resume_reading()
         self.keep_alive = loop.create_task(activity.keep_alive(target.session_id))
-        front.server.log_action("websocket", "connected", {"path": scope["path"], "client": _client(scope)})
+        front.server.log_action("websocket", "connected", {"path": scope["path"], "client": client_text(scope)})
 
-    def end_closed(self, end: _End) -> None:
+    def end_closed(self, end: PipeEnd) -> None:
         """One end hung up: the other is closed once what it was sent is out."""
         other = end.peer
         if other is not None and not other.closed:
@@ -265,7 +265,7 @@ class WebSocketPipe:
             if self.keep_alive is not None:
                 self.keep_alive.cancel()
             self.front.server.log_action(
-                "websocket", "disconnected", {"path": self.scope["path"], "client": _client(self.scope)}
+                "websocket", "disconnected", {"path": self.scope["path"], "client": client_text(self.scope)}
             )
 
     def _close_session(self) -> None:
@@ -274,6 +274,6 @@ class WebSocketPipe:
             session.transport.close()
 
 
-def _client(scope: dict) -> str | None:
+def client_text(scope: dict) -> str | None:
     client = scope.get("client")
     return f"{client[0]}:{client[1]}" if client else None

@@ -27,11 +27,11 @@ from django.conf import settings
 
 from agent_runtime.pipes import until_first_done
 from sessions_app.proxy.flow import InboundFlow, OutboundFlow
+from sessions_app.proxy.paths import TUNNEL_PATH
 from sessions_app.proxy.rewrite import header_value
 
 log = logging.getLogger(__name__)
 
-TUNNEL_PATH = "/api/v1/agents/tunnel/"
 CHUNK = 256 * 1024
 
 
@@ -93,7 +93,21 @@ async def open_tunnel(agent_pk: int, session_id: str, port: int) -> socket.socke
     return ours
 
 
-def _agent_pk_for_token(token: str) -> int | None:
+def pending(stream_id: str) -> _Pending | None:
+    """The tunnel waiting for an agent socket under ``stream_id`` in this process, if any."""
+    entry = _pending.get(stream_id)
+    return entry if entry is not None and not entry.connected.done() else None
+
+
+def claim(stream_id: str, entry: _Pending) -> bool:
+    """Take ``entry`` for one agent socket (the front's); False if it is gone or taken."""
+    if _pending.get(stream_id) is not entry or entry.connected.done():
+        return False
+    del _pending[stream_id]
+    return True
+
+
+def agent_pk_for_token(token: str) -> int | None:
     from agents_app.services import agent_for_token
 
     agent = agent_for_token(token)
@@ -115,7 +129,7 @@ async def tunnel_endpoint(scope: dict, receive: Any, send: Any) -> None:
     token = authorization[7:].strip().decode("latin-1") if authorization[:7].lower() == b"bearer " else ""
     if pending is None or pending.connected.done():
         return await _reject(send, 4404)
-    agent_pk = await database_sync_to_async(_agent_pk_for_token)(token) if token else None
+    agent_pk = await database_sync_to_async(agent_pk_for_token)(token) if token else None
     if agent_pk != pending.agent_pk:
         log.warning("tunnel %s: refused a socket with the wrong agent token", stream_id)
         return await _reject(send, 4403)

@@ -176,3 +176,32 @@ def test_origin_check(origin, allowed):
     if origin is not None:
         headers.append((b"origin", origin))
     assert origin_allowed({"headers": headers}) is allowed
+
+
+def test_accept_key_is_rfc_6455s():
+    from sessions_app.proxy.agent_socket import accept_key
+
+    assert accept_key(b"dGhlIHNhbXBsZSBub25jZQ==") == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 §1.3
+
+
+async def test_a_pending_tunnel_is_claimed_once():
+    import socket
+
+    from sessions_app.proxy import tunnel
+
+    ours, theirs = socket.socketpair()
+    entry = tunnel._Pending(agent_pk=7, sock=theirs)
+    tunnel._pending["s1"] = entry
+    try:
+        assert tunnel.pending("s1") is entry and tunnel.pending("other") is None
+        assert tunnel.claim("s1", entry)
+        assert not tunnel.claim("s1", entry)  # a second socket for the same stream
+        assert tunnel.pending("s1") is None
+        tunnel._pending["s2"] = done = tunnel._Pending(agent_pk=7, sock=theirs)
+        done.connected.set_result(True)  # connected through daphne's endpoint already
+        assert tunnel.pending("s2") is None and not tunnel.claim("s2", done)
+    finally:
+        tunnel._pending.pop("s1", None)
+        tunnel._pending.pop("s2", None)
+        ours.close()
+        theirs.close()

@@ -1,0 +1,182 @@
+"""The agent's side of a tunnel through the front (:mod:`.front`): ``/api/v1/agents/tunnel/<id>``.
+
+Without the front, daphne terminates the agent's WebSocket (autobahn), queues every
+binary frame as an ASGI message, and :func:`.tunnel.tunnel_endpoint` writes it to the
+tunnel's socketpair, and the other way round: every byte of a tunnelled session crosses
+that machinery twice. Under the launcher the front answers the handshake of a tunnel this
+process is waiting for itself: the agent's socket leaves Twisted (as the WebSocket pipe's
+does, :func:`.pipe.detach`), frames are parsed and built by ``websockets``' sans-I/O
+protocol, and payloads go between the frames and the socketpair with back-pressure both
+ways (:class:`.pipe.PipeEnd`). Pings are answered, a close from either side closes the
+other.
+
+Only a well-formed handshake for a pending stream with its agent's token is taken; an
+unknown or already claimed stream, a wrong token or an odd handshake goes to daphne with
+the bytes received, and :func:`.tunnel.tunnel_endpoint` refuses it as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from websockets.frames import Opcode
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from sessions_app.proxy import tunnel
+from sessions_app.proxy.paths import TUNNEL_PATH
+from sessions_app.proxy.pipe import PipeEnd, client_text, detach, detachable
+
+log = logging.getLogger(__name__)
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+MAX_FRAME = 16 * 1024 * 1024  # the agent sends at most 256 KiB a frame (its socket reads)
+_PAYLOAD = (Opcode.BINARY, Opcode.CONT)
+
+
+def accept_key(key: bytes) -> bytes:
+    """``Sec-WebSocket-Accept`` for a handshake's ``Sec-WebSocket-Key``."""
+    return base64.b64encode(hashlib.sha1(key + _GUID).digest())
+
+
+class _NotOurs(Exception):
+    pass
+
+
+class _AgentEnd(PipeEnd):
+    """The agent's socket: WebSocket frames in and out; payloads to and from the socketpair."""
+
+    def __init__(self, owner: AgentSocket) -> None:
+        super().__init__(owner)
+        self.ws = ServerProtocol(state=State.OPEN, max_size=MAX_FRAME)
+        self.held: list[bytes] = []  # payloads that came before the socketpair's end was open
+
+    def data_received(self, data: bytes) -> None:
+        ws = self.ws
+        ws.receive_data(data)
+        peer = self.peer
+        for frame in ws.events_received():
+            if frame.opcode in _PAYLOAD and frame.data:
+                if peer is None:
+                    self.held.append(frame.data)
+                elif not peer.closed:
+                    peer.transport.write(frame.data)
+        self.flush()
+
+    def send(self, payload: bytes) -> None:
+        if self.ws.state is State.OPEN:
+            self.ws.send_binary(payload)
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what the protocol has to say (frames, pongs, close); close once it expects to."""
+        transport = self.transport
+        for chunk in self.ws.data_to_send():
+            if chunk:
+                transport.write(chunk)
+        if self.ws.close_expected() and not transport.is_closing():
+            transport.close()
+
+
+class _PairEnd(PipeEnd):
+    """The control plane's end of the tunnel's socketpair (the proxy's HTTP client is the other)."""
+
+    def data_received(self, data: bytes) -> None:
+        self.peer.send(data)  # type: ignore[union-attr]
+
+
+class AgentSocket:
+    """One agent WebSocket carrying one tunnel (the front's ``exchange`` during the handshake)."""
+
+    def __init__(self, front: Any, scope: dict, raw_head: bytes) -> None:
+        self.front = front
+        self.scope = scope
+        self.raw_head = raw_head
+        self.body_left = 0
+        self.task: asyncio.Task | None = None
+        self.agent: _AgentEnd | None = None
+        self.pair: _PairEnd | None = None
+        self.taken = False  # the socket left Twisted: daphne can no longer answer
+        self.finished = False
+
+    def disconnected(self) -> None:
+        """The agent left during the handshake; ``run`` hands nothing over after that."""
+
+    async def run(self) -> None:
+        try:
+            await self._open()
+        except _NotOurs as exc:
+            log.debug("tunnel socket %s goes to daphne: %s", self.scope["path"], exc)
+            if not self.taken and not self.front.lost:
+                self.front.hand_over(prefix=self.raw_head)
+        except Exception:
+            log.exception("tunnel socket %s failed", self.scope["path"])
+            if not self.taken and not self.front.lost:
+                self.front.hand_over(prefix=self.raw_head)
+            elif self.agent is not None:
+                self.agent.transport.abort()
+
+    async def _open(self) -> None:
+        stream_id = self.scope["path"][len(TUNNEL_PATH) :]
+        headers = dict(self.scope["headers"])
+        key = headers.get(b"sec-websocket-key", b"")
+        if headers.get(b"sec-websocket-version") != b"13" or len(base64.b64decode(key, validate=False)) != 16:
+            raise _NotOurs("not a WebSocket handshake this endpoint takes")
+        if not detachable(self.front.transport):
+            raise _NotOurs("the socket cannot leave Twisted")
+        pending = tunnel.pending(stream_id)
+        if pending is None:
+            raise _NotOurs("no such tunnel here")
+        authorization = headers.get(b"authorization", b"")
+        token = authorization[7:].strip().decode("latin-1") if authorization[:7].lower() == b"bearer " else ""
+        agent_pk = await database_sync_to_async(tunnel.agent_pk_for_token)(token) if token else None
+        if agent_pk != pending.agent_pk or self.front.lost or not tunnel.claim(stream_id, pending):
+            raise _NotOurs("wrong token, or claimed meanwhile")
+        # The stream is ours from here: nothing goes to daphne any more.
+        self.taken = True
+        early = self.front.become(self)
+        loop = asyncio.get_running_loop()
+        _, agent = await loop.connect_accepted_socket(lambda: _AgentEnd(self), sock=detach(self.front.transport))
+        self.agent = agent
+        agent.transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nserver: daphne\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+            b"sec-websocket-accept: " + accept_key(key) + b"\r\n\r\n"
+        )
+        if early:
+            agent.data_received(early)
+        try:
+            _, pair = await loop.connect_accepted_socket(lambda: _PairEnd(self, agent), sock=pending.sock)
+        except OSError:  # the proxy gave up waiting and closed its end
+            agent.ws.send_close(1001)
+            agent.flush()
+            raise
+        self.pair = pair
+        agent.peer = pair
+        for payload in agent.held:
+            pair.transport.write(payload)
+        agent.held.clear()
+        if not pending.connected.done():
+            pending.connected.set_result(True)
+        self.front.server.log_action(
+            "websocket", "connected", {"path": self.scope["path"], "client": client_text(self.scope)}
+        )
+
+    def end_closed(self, end: PipeEnd) -> None:
+        agent, pair = self.agent, self.pair
+        if end is pair and agent is not None and not agent.closed:
+            if agent.ws.state is State.OPEN:
+                agent.ws.send_close(1000)
+            agent.flush()
+            agent.transport.close()
+        elif end is agent and pair is not None and not pair.closed:
+            pair.transport.close()
+        if not self.finished:
+            self.finished = True
+            self.front.server.log_action(
+                "websocket", "disconnected", {"path": self.scope["path"], "client": client_text(self.scope)}
+            )
