@@ -245,12 +245,15 @@ class WebSocketPipe:
         front = self.front
         early_from_browser = front.become(self)
         self.detached = detach(front.transport)
+        if early_from_browser:  # ahead of anything the new transport reads from the kernel
+            session.transport.write(early_from_browser)
         _, browser = await loop.connect_accepted_socket(lambda: PipeEnd(self, session), sock=self.detached)
         self.browser = browser
         session.peer = browser
+        if browser.closed:  # the browser left during the await
+            self._close_session()
+            return
         browser.transport.writelines([*lines, early] if early else lines)
-        if early_from_browser:
-            session.transport.write(early_from_browser)
         session.transport.resume_reading()
         self.keep_alive = loop.create_task(activity.keep_alive(target.session_id))
         front.server.log_action("websocket", "connected", {"path": scope["path"], "client": client_text(scope)})

@@ -35,6 +35,13 @@ TRY_AGAIN_LATER = 1013
 BAD_GATEWAY = 1014
 
 
+def for_browser(code: int) -> int:
+    """A close code daphne can send: its WebSocket library (autobahn) sends only 1000 and
+    3000-4999, so an RFC 6455 code 10xx travels as 40xx (1013 "try again later" as 4013).
+    Under the launcher, piped WebSockets (:mod:`.pipe`) carry the session's own codes."""
+    return code if code == 1000 or 3000 <= code <= 4999 else 4000 + code % 1000
+
+
 def _sendable(code: int | None, default: int) -> int:
     if code is None or code in _RESERVED or not (1000 <= code <= 4999):
         return default
@@ -84,7 +91,7 @@ async def proxy_websocket(scope: dict, receive: Any, send: Any) -> None:
         if target.state == SessionState.HIBERNATED:
             await database_sync_to_async(activity.wake)(target.session_id, target.user_id)
         await send({"type": "websocket.accept"})
-        return await send({"type": "websocket.close", "code": TRY_AGAIN_LATER})
+        return await send({"type": "websocket.close", "code": for_browser(TRY_AGAIN_LATER)})
 
     client_ip = (scope.get("client") or ("", 0))[0] or ""
     headers, _ = request_headers(
@@ -144,7 +151,7 @@ async def relay(scope: dict, receive: Any, send: Any, session_ws: ClientConnecti
         if not browser_closed.is_set():
             received = session_ws.protocol.close_rcvd
             code = _sendable(received.code if received else None, BAD_GATEWAY if received is None else 1000)
-            await send({"type": "websocket.close", "code": code})
+            await send({"type": "websocket.close", "code": for_browser(code)})
 
     keep_alive = loop.create_task(activity.keep_alive(target.session_id))
     tasks = [loop.create_task(browser_to_session()), loop.create_task(session_to_browser())]

@@ -24,6 +24,7 @@ from agent_runtime.tunnel import run_tunnel
 from agents_app.dispatch import TUNNEL_MESSAGE_TYPE
 from agents_app.models import AgentInstance
 from sessions_app.models import Session, SessionState
+from sessions_app.proxy import auth
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_TOKEN = "docker-1-token"  # tests/conftest.py's docker_agent
@@ -88,6 +89,40 @@ def make_session(user, template, agent, *, endpoint: str, state: str = SessionSt
         state_changed_at=now,
         **extra,
     )
+
+
+@pytest.fixture
+def session(alice, template, docker_agent, upstream_port):
+    return make_session(alice, template, docker_agent, endpoint=f"127.0.0.1:{upstream_port}")
+
+
+def cookie_header(session, user) -> str:
+    return f"{auth.VIEWER_COOKIE}={auth.make_viewer_cookie(session.pk, user.pk)}"
+
+
+def ws_url(daphne, session, path="/ws") -> str:
+    return f"ws://127.0.0.1:{daphne.port}/api/v1/http/{session.pk}{path}"
+
+
+def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if b"\r\n\r\n" in b"".join(chunks):
+                    break
+        except TimeoutError:
+            pass
+    return b"".join(chunks)
+
+
+def status_of(reply: bytes) -> int:
+    return int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/") else 0
 
 
 @dataclass

@@ -22,17 +22,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from sessions_app.proxy import auth
-from tests.proxy.conftest import free_port, make_session
+from tests.proxy.conftest import cookie_header, free_port, make_session, raw_request, status_of, ws_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def session(alice, template, docker_agent, upstream_port):
-    return make_session(alice, template, docker_agent, endpoint=f"127.0.0.1:{upstream_port}")
 
 
 @pytest.fixture
@@ -46,10 +40,6 @@ def viewer(daphne, session, alice):
     assert "token=" not in first.headers["location"]
     yield client, f"/api/v1/http/{session.pk}"
     client.close()
-
-
-def cookie_header(session, user) -> str:
-    return f"{auth.VIEWER_COOKIE}={auth.make_viewer_cookie(session.pk, user.pk)}"
 
 
 def test_page_load_and_redirect_rewrites(viewer):
@@ -136,10 +126,6 @@ def test_methods_and_query_pass_through(viewer):
     assert head.status_code == 200 and head.content == b""
 
 
-def ws_url(daphne, session, path="/ws") -> str:
-    return f"ws://127.0.0.1:{daphne.port}/api/v1/http/{session.pk}{path}"
-
-
 def test_websocket_echo_subprotocol_and_close_codes(daphne, session, alice, upstream_port):
     headers = {"Cookie": cookie_header(session, alice)}
     with ws_connect(ws_url(daphne, session), additional_headers=headers, subprotocols=["superchat"]) as ws:
@@ -205,27 +191,6 @@ def test_slow_upstream_gets_504(viewer):
     assert reply.status_code == 504
     assert reply.json()["code"] == "upstream_timeout"
     assert time.monotonic() - started < 8
-
-
-def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        chunks = []
-        try:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                if b"\r\n\r\n" in b"".join(chunks):
-                    break
-        except TimeoutError:
-            pass
-    return b"".join(chunks)
-
-
-def status_of(reply: bytes) -> int:
-    return int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/") else 0
 
 
 @pytest.mark.parametrize(
