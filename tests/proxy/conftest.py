@@ -287,3 +287,12 @@ def close_old_connections_in_thread() -> None:
     from django.db import connections
 
     connections.close_all()
+
+
+def assert_echoes_text_and_binary(ws) -> None:
+    """A text frame and a 200 KB binary frame come back unchanged from the upstream's echo."""
+    ws.send("hello")
+    assert ws.recv(timeout=5) == "hello"
+    blob = os.urandom(200_000)
+    ws.send(blob)
+    assert ws.recv(timeout=5) == blob

@@ -22,7 +22,15 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from tests.proxy.conftest import cookie_header, free_port, make_session, raw_request, status_of, ws_url
+from tests.proxy.conftest import (
+    assert_echoes_text_and_binary,
+    cookie_header,
+    free_port,
+    make_session,
+    raw_request,
+    status_of,
+    ws_url,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -130,11 +138,7 @@ def test_websocket_echo_subprotocol_and_close_codes(daphne, session, alice, upst
     headers = {"Cookie": cookie_header(session, alice)}
     with ws_connect(ws_url(daphne, session), additional_headers=headers, subprotocols=["superchat"]) as ws:
         assert ws.subprotocol == "superchat"
-        ws.send("hello")
-        assert ws.recv(timeout=5) == "hello"
-        blob = os.urandom(200_000)
-        ws.send(blob)
-        assert ws.recv(timeout=5) == blob
+        assert_echoes_text_and_binary(ws)
         ws.send("!stream 50 65536")
         total = sum(len(ws.recv(timeout=5)) for _ in range(50))
         assert total == 50 * 65536

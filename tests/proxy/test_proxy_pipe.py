@@ -28,7 +28,15 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from sessions_app.models import Session, SessionState
-from tests.proxy.conftest import cookie_header, make_session, start_daphne, status_of, stop, ws_url
+from tests.proxy.conftest import (
+    assert_echoes_text_and_binary,
+    cookie_header,
+    make_session,
+    start_daphne,
+    status_of,
+    stop,
+    ws_url,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -160,11 +168,7 @@ def test_handshake_frames_and_close_codes_are_the_sessions(daphne, session, alic
     with viewer_ws(daphne, session, alice, subprotocols=["chat", "superchat"]) as ws:
         assert "aiohttp" in ws.response.headers["Server"]  # daphne/autobahn would say daphne
         assert ws.subprotocol == "chat"  # the session's pick among the offered
-        ws.send("hello")
-        assert ws.recv(timeout=5) == "hello"
-        blob = os.urandom(200_000)
-        ws.send(blob)
-        assert ws.recv(timeout=5) == blob
+        assert_echoes_text_and_binary(ws)
         ws.send("!close 4001")
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=5)
