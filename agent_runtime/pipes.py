@@ -1,4 +1,4 @@
-"""Byte pipes shared by the agent's tunnel and the control plane's tunnel endpoint."""
+"""Byte pipes shared by the agent's tunnel and the control plane's proxy (its WebSocket pipe and tunnel sockets)."""
 
 from __future__ import annotations
 
@@ -22,3 +22,44 @@ async def until_first_done(*directions: Coroutine[Any, Any, None]) -> None:
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+
+
+class PipeEnd(asyncio.Protocol):
+    """One end of a pipe (a socket); bytes go to ``peer``; ``owner.end_closed(end)`` when it ends.
+
+    Back-pressure: when this end's write buffer passes ``HIGH_WATER`` the peer stops reading
+    until it drains, so neither direction buffers without bound.
+    """
+
+    HIGH_WATER = 512 * 1024
+
+    def __init__(self, owner: Any, peer: PipeEnd | None = None) -> None:
+        self.owner = owner
+        self.transport: Any = None
+        self.peer = peer  # set before the first byte can arrive, where the other end exists
+        self.closed = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=self.HIGH_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        self.peer.transport.write(data)  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        return False  # close: the other end is closed after its buffer drains
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.owner.end_closed(self)
+
+    # This end's writes are backed up: stop reading the other end until they drain.
+    def pause_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and not peer.closed:
+            peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and not peer.closed:
+            peer.transport.resume_reading()

@@ -6,28 +6,37 @@ the control-plane replica serving the browser — authenticated with the agent t
 TCP bytes then travel as binary frames both ways until either side closes. Each tunnel
 carries one TCP connection; HTTP keep-alive on the control plane reuses it for many
 requests.
+
+The tunnel is plain asyncio on ``websockets``' sans-I/O protocol: the control plane's
+socket and the session's are two :class:`~agent_runtime.pipes.PipeEnd` s, frames are built
+(masked, as a client must) and parsed by ``websockets.client.ClientProtocol``, and bytes move
+with back-pressure both ways, with no task or queue per message.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
+import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.client import ClientProtocol
+from websockets.frames import Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
-from agent_runtime.pipes import until_first_done
+from agent_runtime.pipes import PipeEnd
 from agent_runtime.protocol import TunnelOpen
 
 log = logging.getLogger(__name__)
 
-CHUNK = 256 * 1024
 CONNECT_TIMEOUT_S = 10.0
+MAX_FRAME = 4 * 1024 * 1024
+_PAYLOAD = (Opcode.BINARY, Opcode.CONT, Opcode.TEXT)
 # Close codes the control plane sees when the agent cannot reach the session.
 SESSION_UNREACHABLE = 4502
 
@@ -59,6 +68,109 @@ async def _session_address(backend: Any, session_id: str, port: int) -> tuple[st
     return _endpoint(status, port)
 
 
+class _ControlPlaneEnd(PipeEnd):
+    """The WebSocket to the control plane: the handshake, then frames in and out."""
+
+    def __init__(self, owner: _Tunnel, ws: ClientProtocol) -> None:
+        super().__init__(owner)
+        self.ws = ws
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.held: list[bytes] = []  # payloads that came before the session's socket was open
+
+    def data_received(self, data: bytes) -> None:
+        ws = self.ws
+        ws.receive_data(data)
+        peer = self.peer
+        for event in ws.events_received():
+            if isinstance(event, Response):
+                if not self.opened.done():
+                    if ws.handshake_exc is not None:
+                        self.opened.set_exception(ws.handshake_exc)
+                    else:
+                        self.opened.set_result(None)
+            elif event.opcode in _PAYLOAD and event.data:
+                if peer is None:
+                    self.held.append(event.data)
+                elif not peer.closed:
+                    peer.transport.write(event.data)
+        self.flush()
+
+    def send(self, payload: bytes) -> None:
+        if self.ws.state is State.OPEN:
+            self.ws.send_binary(payload)
+            self.flush()
+
+    def close(self, code: int, reason: str = "") -> None:
+        if self.ws.state is State.OPEN:
+            self.ws.send_close(code, reason)
+        self.flush()
+        self.transport.close()
+
+    def flush(self) -> None:
+        transport = self.transport
+        for chunk in self.ws.data_to_send():
+            if chunk:
+                transport.write(chunk)
+        if self.ws.close_expected() and not transport.is_closing():
+            transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError("the control plane closed the connection"))
+        super().connection_lost(exc)
+
+
+class _SessionEnd(PipeEnd):
+    """The session's TCP port: its bytes go to the control plane as binary frames."""
+
+    def data_received(self, data: bytes) -> None:
+        self.peer.send(data)  # type: ignore[union-attr]
+
+
+class _Tunnel:
+    """Closes the other end when one ends; ``done`` once both are closed."""
+
+    def __init__(self) -> None:
+        self.control_plane: _ControlPlaneEnd | None = None
+        self.session: _SessionEnd | None = None
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def end_closed(self, end: PipeEnd) -> None:
+        control_plane, session = self.control_plane, self.session
+        if end is session and control_plane is not None and not control_plane.closed:
+            control_plane.close(1000)
+        elif end is control_plane and session is not None and not session.closed:
+            session.transport.close()
+        if all(e is None or e.closed for e in (control_plane, session)) and not self.done.done():
+            self.done.set_result(None)
+
+
+async def _open_control_plane(tunnel: _Tunnel, url: str, token: str) -> _ControlPlaneEnd:
+    uri = parse_uri(url)
+    ws = ClientProtocol(uri, max_size=MAX_FRAME)
+    request = ws.connect()
+    request.headers["Authorization"] = f"Bearer {token}"
+    request.headers["User-Agent"] = "streamspace-agent-tunnel"
+    loop = asyncio.get_running_loop()
+    context = ssl.create_default_context() if uri.secure else None
+    _, end = await loop.create_connection(
+        lambda: _ControlPlaneEnd(tunnel, ws),
+        uri.host,
+        uri.port,
+        ssl=context,
+        server_hostname=uri.host if context else None,
+    )
+    tunnel.control_plane = end
+    ws.send_request(request)
+    end.flush()
+    try:
+        await end.opened
+    except BaseException:
+        end.transport.abort()
+        raise
+    return end
+
+
 async def run_tunnel(payload: Any, *, token: str, backend: Any) -> None:
     """Serve one ``tunnel_open`` request until the tunnel closes (never raises)."""
     try:
@@ -70,50 +182,34 @@ async def run_tunnel(payload: Any, *, token: str, backend: Any) -> None:
         log.warning("tunnel %s: refusing url %r", request.stream_id, request.url)
         return
     host, port = await _session_address(backend, request.session_id, request.port)
+    tunnel = _Tunnel()
     try:
-        ws = await connect(
-            request.url,
-            additional_headers={"Authorization": f"Bearer {token}"},
-            compression=None,
-            max_size=4 * 1024 * 1024,
-            open_timeout=CONNECT_TIMEOUT_S,
-            user_agent_header="streamspace-agent-tunnel",
-            proxy=None,
-        )
+        control_plane = await asyncio.wait_for(_open_control_plane(tunnel, request.url, token), CONNECT_TIMEOUT_S)
     except Exception as exc:
         log.warning("tunnel %s: cannot reach the control plane at %s: %r", request.stream_id, request.url, exc)
         return
+    loop = asyncio.get_running_loop()
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=CHUNK), CONNECT_TIMEOUT_S)
+        _, session = await asyncio.wait_for(
+            loop.create_connection(lambda: _SessionEnd(tunnel, control_plane), host, port), CONNECT_TIMEOUT_S
+        )
     except (OSError, TimeoutError) as exc:
         log.warning(
             "tunnel %s: session %s at %s:%s unreachable: %r", request.stream_id, request.session_id, host, port, exc
         )
-        await ws.close(SESSION_UNREACHABLE, "session unreachable")
+        control_plane.close(SESSION_UNREACHABLE, "session unreachable")
         return
+    tunnel.session = session
+    control_plane.peer = session
+    for payload_bytes in control_plane.held:
+        session.transport.write(payload_bytes)
+    control_plane.held.clear()
+    if control_plane.closed:  # the control plane left while the session's port was dialled
+        session.transport.close()
     log.debug("tunnel %s open to %s:%s", request.stream_id, host, port)
-    await _pipe(ws, reader, writer)
-
-
-async def _pipe(ws: ClientConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    async def tcp_to_ws() -> None:
-        while True:
-            data = await reader.read(CHUNK)
-            if not data:
-                return
-            await ws.send(data)  # waits while the control plane is slow (bounded write buffer)
-
-    async def ws_to_tcp() -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for message in ws:
-                if isinstance(message, str):
-                    message = message.encode()
-                writer.write(message)
-                await writer.drain()
-
     try:
-        await until_first_done(tcp_to_ws(), ws_to_tcp())
+        await tunnel.done
     finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await ws.close()
+        for end in (control_plane, session):
+            if not end.closed:
+                end.transport.abort()

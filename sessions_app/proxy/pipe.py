@@ -12,7 +12,7 @@ Once open, the browser's socket leaves Twisted: its file descriptor is duplicate
 asyncio transport (uvloop under the launcher), Twisted's copy is closed without a FIN, and
 both ends of the pipe are plain asyncio protocols writing straight to each other's
 transports (no writer registration and extra loop turn per write, as Twisted needs).
-Back-pressure both ways: an end whose write buffer passes ``OUTBOUND_BUFFER`` stops the
+Back-pressure both ways: an end whose write buffer passes ``PipeEnd.HIGH_WATER`` stops the
 other end's reading until it drains. An open pipe keeps the session's ``last_activity``
 fresh.
 
@@ -36,9 +36,9 @@ from typing import Any
 from django.conf import settings
 from twisted.internet.interfaces import ISSLTransport
 
+from agent_runtime.pipes import PipeEnd
 from sessions_app.proxy import activity, auth, origin_allowed, upstream
 from sessions_app.proxy.client import ConnectFailed
-from sessions_app.proxy.flow import OUTBOUND_BUFFER
 from sessions_app.proxy.paths import BadPath, parse
 from sessions_app.proxy.rewrite import request_headers, response_headers
 from sessions_app.proxy.tunnel import TunnelUnavailable
@@ -51,41 +51,6 @@ _UPGRADE = [(b"upgrade", b"websocket"), (b"connection", b"Upgrade")]
 
 class _NotPiped(Exception):
     """daphne's ASGI path answers this one."""
-
-
-class PipeEnd(asyncio.Protocol):
-    """One end of a pipe (a socket); bytes go to ``peer``; ``owner.end_closed(end)`` when it ends."""
-
-    def __init__(self, owner: Any, peer: PipeEnd | None = None) -> None:
-        self.owner = owner
-        self.transport: Any = None
-        self.peer = peer  # set before the first byte can arrive, where the other end exists
-        self.closed = False
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        transport.set_write_buffer_limits(high=OUTBOUND_BUFFER)
-
-    def data_received(self, data: bytes) -> None:
-        self.peer.transport.write(data)  # type: ignore[union-attr]
-
-    def eof_received(self) -> bool:
-        return False  # close: the other end is closed after its buffer drains
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.owner.end_closed(self)
-
-    # This end's writes are backed up: stop reading the other end until they drain.
-    def pause_writing(self) -> None:
-        peer = self.peer
-        if peer is not None and not peer.closed:
-            peer.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        peer = self.peer
-        if peer is not None and not peer.closed:
-            peer.transport.resume_reading()
 
 
 class _Session(PipeEnd):
