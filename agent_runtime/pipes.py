@@ -32,12 +32,17 @@ class PipeEnd(asyncio.Protocol):
     """
 
     HIGH_WATER = 512 * 1024
+    # An end that writes replies of its own to what it reads (a WebSocket end answers pings)
+    # also stops reading itself while its writes are backed up: a peer that sends pings and
+    # never reads must not make us queue pongs without bound.
+    SELF_PACED = False
 
     def __init__(self, owner: Any, peer: PipeEnd | None = None) -> None:
         self.owner = owner
         self.transport: Any = None
         self.peer = peer  # set before the first byte can arrive, where the other end exists
         self.closed = False
+        self._holds: set[str] = set()  # why reading is paused ("peer", "self"); read when empty
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -53,13 +58,29 @@ class PipeEnd(asyncio.Protocol):
         self.closed = True
         self.owner.end_closed(self)
 
+    def hold(self, reason: str) -> None:
+        """Stop reading for ``reason`` (reading resumes once every reason is released)."""
+        if not self._holds and not self.closed:
+            self.transport.pause_reading()
+        self._holds.add(reason)
+
+    def release(self, reason: str) -> None:
+        if reason in self._holds:
+            self._holds.discard(reason)
+            if not self._holds and not self.closed:
+                self.transport.resume_reading()
+
     # This end's writes are backed up: stop reading the other end until they drain.
     def pause_writing(self) -> None:
         peer = self.peer
         if peer is not None and not peer.closed:
-            peer.transport.pause_reading()
+            peer.hold("peer")
+        if self.SELF_PACED:
+            self.hold("self")
 
     def resume_writing(self) -> None:
         peer = self.peer
         if peer is not None and not peer.closed:
-            peer.transport.resume_reading()
+            peer.release("peer")
+        if self.SELF_PACED:
+            self.release("self")

@@ -71,6 +71,8 @@ async def _session_address(backend: Any, session_id: str, port: int) -> tuple[st
 class _ControlPlaneEnd(PipeEnd):
     """The WebSocket to the control plane: the handshake, then frames in and out."""
 
+    SELF_PACED = True  # it answers pings
+
     def __init__(self, owner: _Tunnel, ws: ClientProtocol) -> None:
         super().__init__(owner)
         self.ws = ws

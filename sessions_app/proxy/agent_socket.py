@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 MAX_FRAME = 16 * 1024 * 1024  # the agent sends at most 256 KiB a frame (its socket reads)
 _PAYLOAD = (Opcode.BINARY, Opcode.CONT)
+_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nserver: daphne\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
 
 
 def accept_key(key: bytes) -> bytes:
@@ -51,16 +52,34 @@ class _NotOurs(Exception):
 class _AgentEnd(PipeEnd):
     """The agent's socket: WebSocket frames in and out; payloads to and from the socketpair."""
 
-    def __init__(self, owner: AgentSocket) -> None:
+    SELF_PACED = True  # it answers pings
+
+    def __init__(self, owner: AgentSocket, greeting: bytes, early: bytes) -> None:
         super().__init__(owner)
         self.ws = ServerProtocol(state=State.OPEN, max_size=MAX_FRAME)
         self.held: list[bytes] = []  # payloads that came before the socketpair's end was open
+        self.greeting = greeting  # the 101, written before anything else
+        self.early = early  # bytes the front read before the socket left Twisted
+
+    def connection_made(self, transport: Any) -> None:
+        # Runs before the transport's first read: the 101 and the bytes read earlier come
+        # first, whatever the kernel holds comes after.
+        super().connection_made(transport)
+        transport.write(self.greeting)
+        early, self.early = self.early, b""
+        if early:
+            self.data_received(early)
 
     def data_received(self, data: bytes) -> None:
         ws = self.ws
         ws.receive_data(data)
         peer = self.peer
         for frame in ws.events_received():
+            if frame.opcode is Opcode.TEXT:
+                # A tunnel carries bytes: a text message is a broken agent (its continuation
+                # frames must not pass for tunnel bytes either).
+                ws.fail(1003, "tunnels carry binary frames only")
+                break
             if frame.opcode in _PAYLOAD and frame.data:
                 if peer is None:
                     self.held.append(frame.data)
@@ -141,14 +160,11 @@ class AgentSocket:
         self.taken = True
         early = self.front.become(self)
         loop = asyncio.get_running_loop()
-        _, agent = await loop.connect_accepted_socket(lambda: _AgentEnd(self), sock=detach(self.front.transport))
-        self.agent = agent
-        agent.transport.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nserver: daphne\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
-            b"sec-websocket-accept: " + accept_key(key) + b"\r\n\r\n"
+        greeting = _SWITCHING + b"sec-websocket-accept: " + accept_key(key) + b"\r\n\r\n"
+        _, agent = await loop.connect_accepted_socket(
+            lambda: _AgentEnd(self, greeting, early), sock=detach(self.front.transport)
         )
-        if early:
-            agent.data_received(early)
+        self.agent = agent
         try:
             _, pair = await loop.connect_accepted_socket(lambda: _PairEnd(self, agent), sock=pending.sock)
         except OSError:  # the proxy gave up waiting and closed its end
@@ -160,6 +176,8 @@ class AgentSocket:
         for payload in agent.held:
             pair.transport.write(payload)
         agent.held.clear()
+        if agent.closed:  # the agent is already gone: the proxy sees the tunnel end at once
+            pair.transport.close()
         if not pending.connected.done():
             pending.connected.set_result(True)
         self.front.server.log_action(
