@@ -28,7 +28,8 @@ from twisted.internet.testing import StringTransport
 from zope.interface import alsoProvides
 
 from sessions_app.proxy import flow, front
-from sessions_app.proxy.front import BODY_HIGH, MAX_HEAD, MAX_HEADERS, FrontFactory, FrontProtocol
+from sessions_app.proxy.exchange import BODY_HIGH
+from sessions_app.proxy.front import MAX_HEAD, MAX_HEADERS, FrontFactory, FrontProtocol
 
 SID = "0b7d2c55-51f1-4b5c-9b7e-1a2b3c4d5e6f"
 PATH = f"/api/v1/http/{SID}/app/index.html".encode()
