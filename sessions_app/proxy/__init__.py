@@ -11,6 +11,12 @@ Modules: ``paths`` (parsing, hostile-path checks), ``auth`` (viewer tokens, cook
 authorization cache), ``rewrite`` (headers, Location, cookies), ``upstream`` (direct or
 tunnel), ``client`` (HTTP/1.1 keep-alive pool, llhttp), ``flow`` (back-pressure),
 ``activity`` (idle tracking, wake), ``pages`` (waking and error pages).
+
+Under ``python -m streamspace.serve`` a lean HTTP/1.1 front sits ahead of daphne's own
+protocol on every connection: ``front`` (parsing, hand-over to daphne) and ``exchange``
+(the ASGI side of a request it serves), ``pipe`` (WebSockets the session accepts, relayed
+as bytes) and ``agent_socket`` (agents' tunnel sockets, framed with websockets' sans-I/O
+protocol). What they do not take reaches the ASGI apps above through daphne, unchanged.
 """
 
 from __future__ import annotations

@@ -13,8 +13,10 @@ The other way round, daphne puts every frame the browser sends into an unbounded
 when the proxy falls behind (the session reads slowly) we pause reading the browser's
 socket until the queue has drained.
 
-Under another ASGI server (or a future daphne) these hooks are absent and the classes do
-nothing: servers that await the socket in ``send`` need no help.
+Requests served by the proxy's front (:mod:`.front`) carry their Twisted transport on
+``send``'s :class:`~.exchange.Exchange` (``front_transport``): the producer is registered
+on it directly. Under another ASGI server (or a future daphne) these hooks are absent and
+the classes do nothing: servers that await the socket in ``send`` need no help.
 """
 
 from __future__ import annotations
