@@ -16,11 +16,16 @@ Back-pressure both ways: an end whose write buffer passes ``PipeEnd.HIGH_WATER``
 other end's reading until it drains. An open pipe keeps the session's ``last_activity``
 fresh.
 
+A piped WebSocket is the browser's and the session's: daphne does not ping it and its
+``--websocket_timeout`` does not end it (both ends keep their own heartbeats, as they do
+behind nginx), and ``STREAMSPACE_PROXY_WS_MAX_MESSAGE`` applies only where daphne ends the
+WebSocket.
+
 Only the path every viewer takes is short-cut: a cross-site ``Origin``, a request the
 proxy would refuse, a session that is not running, a session that cannot be reached or
 that does not answer ``101`` are **handed to daphne** before a byte is written to the
 browser, and the ASGI proxy (:mod:`.websocket`) answers them exactly as it always has
-(403 before accept, 1013 while waking, ...). So is a handshake over TLS terminated by
+(403 before accept, 4013 "try again later" while waking, ...). So is a handshake over TLS terminated by
 daphne itself, or on a connection with response bytes still unsent (the socket cannot
 leave Twisted then).
 """
