@@ -51,6 +51,18 @@ def _fresh_plugin_caches():
         invalidate()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    # Each test gets its own channel-layer instance. channels-redis keeps per-instance
+    # receive locks; a receive still pending when an earlier test's event loop closed would
+    # hold them, and every later receive (on another loop) would fail.
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
 def make_user(username: str, role: str = Role.USER, **extra) -> User:
     return User.objects.create_user(
         username, email=f"{username}@example.com", password="pw-" + username, role=role, **extra
