@@ -43,6 +43,10 @@ class AgentClient:
 
     async def connect(self) -> bool:
         connected, _ = await self.comm.connect(timeout=5)
+        if not connected:
+            # The consumer refused, but runs until it hears the disconnect (its channel-layer
+            # receive with it): end it inside this test's event loop.
+            await self.comm.disconnect()
         return connected
 
     async def send(self, type_: str, **payload) -> None:
