@@ -84,3 +84,49 @@ class PipeEnd(asyncio.Protocol):
             peer.release("peer")
         if self.SELF_PACED:
             self.release("self")
+
+
+class FramedEnd(PipeEnd):
+    """A :class:`PipeEnd` that speaks WebSocket through ``ws`` (a ``websockets`` sans-I/O
+    protocol): payloads of the frames it receives go to the peer's socket (held until the
+    peer is linked), and what the peer sends goes out as binary frames.
+    """
+
+    SELF_PACED = True  # it answers pings
+
+    def __init__(self, owner: Any, ws: Any, peer: PipeEnd | None = None) -> None:
+        super().__init__(owner, peer)
+        self.ws = ws
+        self.held: list[bytes] = []  # payloads that came before the peer's socket was open
+
+    def deliver(self, payload: bytes) -> None:
+        peer = self.peer
+        if peer is None:
+            self.held.append(payload)
+        elif not peer.closed:
+            peer.transport.write(payload)
+
+    def link(self, peer: PipeEnd) -> None:
+        """The peer's socket is open: it gets what was held, and ends with us if we are gone."""
+        self.peer = peer
+        for payload in self.held:
+            peer.transport.write(payload)
+        self.held.clear()
+        if self.closed:
+            peer.transport.close()
+
+    def send(self, payload: bytes) -> None:
+        from websockets.protocol import State
+
+        if self.ws.state is State.OPEN:
+            self.ws.send_binary(payload)
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what the protocol has to say (frames, pongs, close); close once it expects to."""
+        transport = self.transport
+        for chunk in self.ws.data_to_send():
+            if chunk:
+                transport.write(chunk)
+        if self.ws.close_expected() and not transport.is_closing():
+            transport.close()

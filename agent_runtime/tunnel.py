@@ -29,7 +29,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from agent_runtime.pipes import PipeEnd
+from agent_runtime.pipes import FramedEnd, PipeEnd
 from agent_runtime.protocol import TunnelOpen
 
 log = logging.getLogger(__name__)
@@ -68,21 +68,16 @@ async def _session_address(backend: Any, session_id: str, port: int) -> tuple[st
     return _endpoint(status, port)
 
 
-class _ControlPlaneEnd(PipeEnd):
+class _ControlPlaneEnd(FramedEnd):
     """The WebSocket to the control plane: the handshake, then frames in and out."""
 
-    SELF_PACED = True  # it answers pings
-
     def __init__(self, owner: _Tunnel, ws: ClientProtocol) -> None:
-        super().__init__(owner)
-        self.ws = ws
+        super().__init__(owner, ws)
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.held: list[bytes] = []  # payloads that came before the session's socket was open
 
     def data_received(self, data: bytes) -> None:
         ws = self.ws
         ws.receive_data(data)
-        peer = self.peer
         for event in ws.events_received():
             if isinstance(event, Response):
                 if not self.opened.done():
@@ -91,30 +86,14 @@ class _ControlPlaneEnd(PipeEnd):
                     else:
                         self.opened.set_result(None)
             elif event.opcode in _PAYLOAD and event.data:
-                if peer is None:
-                    self.held.append(event.data)
-                elif not peer.closed:
-                    peer.transport.write(event.data)
+                self.deliver(event.data)
         self.flush()
-
-    def send(self, payload: bytes) -> None:
-        if self.ws.state is State.OPEN:
-            self.ws.send_binary(payload)
-            self.flush()
 
     def close(self, code: int, reason: str = "") -> None:
         if self.ws.state is State.OPEN:
             self.ws.send_close(code, reason)
         self.flush()
         self.transport.close()
-
-    def flush(self) -> None:
-        transport = self.transport
-        for chunk in self.ws.data_to_send():
-            if chunk:
-                transport.write(chunk)
-        if self.ws.close_expected() and not transport.is_closing():
-            transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():
@@ -202,12 +181,7 @@ async def run_tunnel(payload: Any, *, token: str, backend: Any) -> None:
         control_plane.close(SESSION_UNREACHABLE, "session unreachable")
         return
     tunnel.session = session
-    control_plane.peer = session
-    for payload_bytes in control_plane.held:
-        session.transport.write(payload_bytes)
-    control_plane.held.clear()
-    if control_plane.closed:  # the control plane left while the session's port was dialled
-        session.transport.close()
+    control_plane.link(session)  # closes the session's socket if the control plane already left
     log.debug("tunnel %s open to %s:%s", request.stream_id, host, port)
     try:
         await tunnel.done

@@ -28,9 +28,10 @@ from websockets.frames import Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from agent_runtime.pipes import FramedEnd, PipeEnd
 from sessions_app.proxy import tunnel
 from sessions_app.proxy.paths import TUNNEL_PATH
-from sessions_app.proxy.pipe import PipeEnd, client_text, detach, detachable
+from sessions_app.proxy.pipe import client_text, detach, detachable
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +50,11 @@ class _NotOurs(Exception):
     pass
 
 
-class _AgentEnd(PipeEnd):
+class _AgentEnd(FramedEnd):
     """The agent's socket: WebSocket frames in and out; payloads to and from the socketpair."""
 
-    SELF_PACED = True  # it answers pings
-
     def __init__(self, owner: AgentSocket, greeting: bytes, early: bytes) -> None:
-        super().__init__(owner)
-        self.ws = ServerProtocol(state=State.OPEN, max_size=MAX_FRAME)
-        self.held: list[bytes] = []  # payloads that came before the socketpair's end was open
+        super().__init__(owner, ServerProtocol(state=State.OPEN, max_size=MAX_FRAME))
         self.greeting = greeting  # the 101, written before anything else
         self.early = early  # bytes the front read before the socket left Twisted
 
@@ -73,7 +70,6 @@ class _AgentEnd(PipeEnd):
     def data_received(self, data: bytes) -> None:
         ws = self.ws
         ws.receive_data(data)
-        peer = self.peer
         for frame in ws.events_received():
             if frame.opcode is Opcode.TEXT:
                 # A tunnel carries bytes: a text message is a broken agent (its continuation
@@ -81,25 +77,8 @@ class _AgentEnd(PipeEnd):
                 ws.fail(1003, "tunnels carry binary frames only")
                 break
             if frame.opcode in _PAYLOAD and frame.data:
-                if peer is None:
-                    self.held.append(frame.data)
-                elif not peer.closed:
-                    peer.transport.write(frame.data)
+                self.deliver(frame.data)
         self.flush()
-
-    def send(self, payload: bytes) -> None:
-        if self.ws.state is State.OPEN:
-            self.ws.send_binary(payload)
-            self.flush()
-
-    def flush(self) -> None:
-        """Write what the protocol has to say (frames, pongs, close); close once it expects to."""
-        transport = self.transport
-        for chunk in self.ws.data_to_send():
-            if chunk:
-                transport.write(chunk)
-        if self.ws.close_expected() and not transport.is_closing():
-            transport.close()
 
 
 class _PairEnd(PipeEnd):
@@ -172,12 +151,7 @@ class AgentSocket:
             agent.flush()
             raise
         self.pair = pair
-        agent.peer = pair
-        for payload in agent.held:
-            pair.transport.write(payload)
-        agent.held.clear()
-        if agent.closed:  # the agent is already gone: the proxy sees the tunnel end at once
-            pair.transport.close()
+        agent.link(pair)  # if the agent is already gone, the proxy sees the tunnel end at once
         if not pending.connected.done():
             pending.connected.set_result(True)
         self.front.server.log_action(

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -241,13 +242,11 @@ class EndpointBackend:
         return InventoryItem(session_id=session_id, state="running", streaming_ready=True, endpoint=self.endpoint)
 
 
-@pytest.fixture
-async def agent(docker_agent, upstream_port):
-    """A connected leader whose channel this test reads: every tunnel_open runs run_tunnel."""
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
+async def connected_leader(agent: Any) -> str:
+    """A connected leader instance of ``agent`` whose channel (returned) the test itself reads."""
+    channel = await get_channel_layer().new_channel()
     await sync_to_async(AgentInstance.objects.create)(
-        agent=docker_agent,
+        agent=agent,
         instance_id="leader-1",
         pod="test",
         channel_name=channel,
@@ -255,6 +254,14 @@ async def agent(docker_agent, upstream_port):
         connected=True,
         connected_at=timezone.now(),
     )
+    return channel
+
+
+@pytest.fixture
+async def agent(docker_agent, upstream_port):
+    """A connected leader whose channel this test reads: every tunnel_open runs run_tunnel."""
+    layer = get_channel_layer()
+    channel = await connected_leader(docker_agent)
     state = {"opened": [], "backend": EndpointBackend(f"127.0.0.1:{upstream_port}")}
     tunnels: set[asyncio.Task] = set()
 

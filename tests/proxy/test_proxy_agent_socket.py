@@ -26,17 +26,17 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.utils import timezone
 
 from agent_runtime.tunnel import run_tunnel
 from agents_app.dispatch import TUNNEL_MESSAGE_TYPE
-from agents_app.models import Agent, AgentInstance
+from agents_app.models import Agent
 from agents_app.tokens import hash_token
 from sessions_app.proxy import auth
 from tests.proxy.conftest import (
     AGENT_TOKEN,
     EndpointBackend,
     close_old_connections_in_thread,
+    connected_leader,
     make_session,
     start_daphne,
     stop,
@@ -214,19 +214,21 @@ class Leader:
         return await asyncio.wait_for(task, BOUND)
 
 
+async def script_during_a_request(script: Any, launcher: Any, leader: Any, session: Any, user: Any) -> Any:
+    """Run ``script`` as the next tunnel's agent while a browser's request waits for it; its result."""
+    leader.plan.append(script)
+    async with browser(launcher, session, user) as client:
+        request = asyncio.ensure_future(client.get("/small"))
+        try:
+            return await leader.tunnel()
+        finally:
+            request.cancel()
+
+
 @pytest.fixture
 async def leader(docker_agent, upstream_port):
     layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await sync_to_async(AgentInstance.objects.create)(
-        agent=docker_agent,
-        instance_id="leader-1",
-        pod="test",
-        channel_name=channel,
-        is_leader=True,
-        connected=True,
-        connected_at=timezone.now(),
-    )
+    channel = await connected_leader(docker_agent)
     state = Leader(upstream_port)
 
     async def listen() -> None:
@@ -503,13 +505,7 @@ async def test_frames_pipelined_behind_the_handshake_are_taken_in_order(launcher
         size = len(FRONT_101) + len(b"sec-websocket-accept: \r\n\r\n") + 28 + len(expected)
         return await asyncio.wait_for(read_to_end(agent.reader, size), BOUND), agent.key
 
-    leader.plan.append(script)
-    async with browser(launcher, tunnelled, alice) as client:
-        request = asyncio.ensure_future(client.get("/small"))
-        try:
-            answer, key = await leader.tunnel()
-        finally:
-            request.cancel()
+    answer, key = await script_during_a_request(script, launcher, leader, tunnelled, alice)
     assert answer.startswith(FRONT_101), answer[:80]
     assert answer == FRONT_101 + b"sec-websocket-accept: " + accept_for(key) + b"\r\n\r\n" + expected
 
@@ -529,13 +525,7 @@ async def test_a_ping_flood_from_an_agent_that_does_not_read_is_bounded(launcher
             sent += len(burst)
         return sent, launcher.rss_kib() - before
 
-    leader.plan.append(script)
-    async with browser(launcher, tunnelled, alice) as client:
-        request = asyncio.ensure_future(client.get("/small"))
-        try:
-            sent, growth_kib = await leader.tunnel()
-        finally:
-            request.cancel()
+    sent, growth_kib = await script_during_a_request(script, launcher, leader, tunnelled, alice)
     # The pongs it owes an agent that does not read are bounded, not the pings it sent.
     assert growth_kib < 16 * 1024, f"{sent / MIB:.0f} MiB of pings grew the control plane by {growth_kib // 1024} MiB"
 
