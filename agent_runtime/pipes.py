@@ -7,6 +7,8 @@ import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
+from websockets.protocol import State
+
 
 async def until_first_done(*directions: Coroutine[Any, Any, None]) -> None:
     """Run the directions of a pipe until one of them ends, then cancel and reap the others.
@@ -116,11 +118,16 @@ class FramedEnd(PipeEnd):
             peer.transport.close()
 
     def send(self, payload: bytes) -> None:
-        from websockets.protocol import State
-
         if self.ws.state is State.OPEN:
             self.ws.send_binary(payload)
             self.flush()
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Send a close frame (if the WebSocket is still open), then close once it is written."""
+        if self.ws.state is State.OPEN:
+            self.ws.send_close(code, reason)
+        self.flush()
+        self.transport.close()
 
     def flush(self) -> None:
         """Write what the protocol has to say (frames, pongs, close); close once it expects to."""
@@ -130,3 +137,10 @@ class FramedEnd(PipeEnd):
                 transport.write(chunk)
         if self.ws.close_expected() and not transport.is_closing():
             transport.close()
+
+
+class RawEnd(PipeEnd):
+    """A plain socket whose peer is a :class:`FramedEnd`: its bytes go out as binary frames."""
+
+    def data_received(self, data: bytes) -> None:
+        self.peer.send(data)  # type: ignore[union-attr]

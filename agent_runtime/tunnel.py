@@ -26,10 +26,9 @@ import msgspec
 from websockets.client import ClientProtocol
 from websockets.frames import Opcode
 from websockets.http11 import Response
-from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from agent_runtime.pipes import FramedEnd, PipeEnd
+from agent_runtime.pipes import FramedEnd, PipeEnd, RawEnd
 from agent_runtime.protocol import TunnelOpen
 
 log = logging.getLogger(__name__)
@@ -89,23 +88,10 @@ class _ControlPlaneEnd(FramedEnd):
                 self.deliver(event.data)
         self.flush()
 
-    def close(self, code: int, reason: str = "") -> None:
-        if self.ws.state is State.OPEN:
-            self.ws.send_close(code, reason)
-        self.flush()
-        self.transport.close()
-
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():
             self.opened.set_exception(ConnectionError("the control plane closed the connection"))
         super().connection_lost(exc)
-
-
-class _SessionEnd(PipeEnd):
-    """The session's TCP port: its bytes go to the control plane as binary frames."""
-
-    def data_received(self, data: bytes) -> None:
-        self.peer.send(data)  # type: ignore[union-attr]
 
 
 class _Tunnel:
@@ -113,7 +99,7 @@ class _Tunnel:
 
     def __init__(self) -> None:
         self.control_plane: _ControlPlaneEnd | None = None
-        self.session: _SessionEnd | None = None
+        self.session: RawEnd | None = None  # the session's TCP port
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def end_closed(self, end: PipeEnd) -> None:
@@ -172,7 +158,7 @@ async def run_tunnel(payload: Any, *, token: str, backend: Any) -> None:
     loop = asyncio.get_running_loop()
     try:
         _, session = await asyncio.wait_for(
-            loop.create_connection(lambda: _SessionEnd(tunnel, control_plane), host, port), CONNECT_TIMEOUT_S
+            loop.create_connection(lambda: RawEnd(tunnel, control_plane), host, port), CONNECT_TIMEOUT_S
         )
     except (OSError, TimeoutError) as exc:
         log.warning(

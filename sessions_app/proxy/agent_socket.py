@@ -28,10 +28,10 @@ from websockets.frames import Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from agent_runtime.pipes import FramedEnd, PipeEnd
+from agent_runtime.pipes import FramedEnd, PipeEnd, RawEnd
 from sessions_app.proxy import tunnel
 from sessions_app.proxy.paths import TUNNEL_PATH
-from sessions_app.proxy.pipe import client_text, detach, detachable
+from sessions_app.proxy.pipe import detach, detachable, log_websocket
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +81,6 @@ class _AgentEnd(FramedEnd):
         self.flush()
 
 
-class _PairEnd(PipeEnd):
-    """The control plane's end of the tunnel's socketpair (the proxy's HTTP client is the other)."""
-
-    def data_received(self, data: bytes) -> None:
-        self.peer.send(data)  # type: ignore[union-attr]
-
-
 class AgentSocket:
     """One agent WebSocket carrying one tunnel (the front's ``exchange`` during the handshake)."""
 
@@ -98,7 +91,7 @@ class AgentSocket:
         self.body_left = 0
         self.task: asyncio.Task | None = None
         self.agent: _AgentEnd | None = None
-        self.pair: _PairEnd | None = None
+        self.pair: RawEnd | None = None  # our end of the tunnel's socketpair
         self.taken = False  # the socket left Twisted: daphne can no longer answer
         self.finished = False
 
@@ -145,30 +138,22 @@ class AgentSocket:
         )
         self.agent = agent
         try:
-            _, pair = await loop.connect_accepted_socket(lambda: _PairEnd(self, agent), sock=pending.sock)
+            _, pair = await loop.connect_accepted_socket(lambda: RawEnd(self, agent), sock=pending.sock)
         except OSError:  # the proxy gave up waiting and closed its end
-            agent.ws.send_close(1001)
-            agent.flush()
+            agent.close(1001)
             raise
         self.pair = pair
         agent.link(pair)  # if the agent is already gone, the proxy sees the tunnel end at once
         if not pending.connected.done():
             pending.connected.set_result(True)
-        self.front.server.log_action(
-            "websocket", "connected", {"path": self.scope["path"], "client": client_text(self.scope)}
-        )
+        log_websocket(self.front, self.scope, "connected")
 
     def end_closed(self, end: PipeEnd) -> None:
         agent, pair = self.agent, self.pair
         if end is pair and agent is not None and not agent.closed:
-            if agent.ws.state is State.OPEN:
-                agent.ws.send_close(1000)
-            agent.flush()
-            agent.transport.close()
+            agent.close(1000)
         elif end is agent and pair is not None and not pair.closed:
             pair.transport.close()
         if not self.finished:
             self.finished = True
-            self.front.server.log_action(
-                "websocket", "disconnected", {"path": self.scope["path"], "client": client_text(self.scope)}
-            )
+            log_websocket(self.front, self.scope, "disconnected")

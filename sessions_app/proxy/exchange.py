@@ -31,6 +31,11 @@ BODY_HIGH = 256 * 1024  # request body bytes queued for the application before r
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
+def client_text(client: Any) -> str | None:
+    """``host:port`` as daphne's access log writes a client (``None`` when there is none)."""
+    return f"{client[0]}:{client[1]}" if client else None
+
+
 class Exchange:
     """One request and its response: the ASGI ``receive`` and ``send`` of the application."""
 
@@ -236,7 +241,6 @@ class Exchange:
 
     def _log(self) -> None:
         front = self.front
-        client = self.client
         try:
             front.server.log_action(
                 "http",
@@ -245,7 +249,7 @@ class Exchange:
                     "path": self.target.decode("ascii"),
                     "status": self._status,
                     "method": self.method.decode("ascii", "replace"),
-                    "client": f"{client[0]}:{client[1]}" if client else None,
+                    "client": client_text(self.client),
                     "time_taken": time.time() - self._begun,
                     "size": self.sent,
                 },

@@ -154,8 +154,7 @@ class FrontProtocol(Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.lost = True
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
+        self._cancel_idle()
         if self.inner is not None:
             self.inner.connectionLost(reason)
             return
@@ -189,15 +188,12 @@ class FrontProtocol(Protocol):
             self.hand_over()
             return
         rest = buf[end + 4 :]
-        if exchange is None:  # a WebSocket handshake: the pipe decides, daphne answers the rest
-            tunnel = scope["raw_path"].startswith(_TUNNEL_BYTES)
-            handler = self.factory.tunnel_socket if tunnel else self.factory.websocket_pipe
-            pipe = handler(self, scope, buf[: end + 4])
+        if not isinstance(exchange, Exchange):  # a WebSocket handshake and its handler class
+            pipe = exchange(self, scope, buf[: end + 4])  # it decides; daphne answers the rest
             self.exchange = pipe
             self.buffer = rest
             pipe.task = self.factory.loop.create_task(pipe.run())
             return
-        self.buffer = b""
         self.exchange = exchange
         if exchange.body_left and rest:
             rest = exchange.feed(rest)
@@ -207,7 +203,9 @@ class FrontProtocol(Protocol):
         )
         task.add_done_callback(exchange.application_done)
 
-    def _parse(self, head: bytes) -> tuple[Exchange | None, dict]:
+    def _parse(self, head: bytes) -> tuple[Any, dict]:
+        """The request's :class:`Exchange` and scope, or for a WebSocket handshake the class that
+        takes it (``WebSocketPipe``, ``AgentSocket``) and its scope; ``_Punt`` if it is daphne's."""
         if _BAD_HEAD.search(head) is not None:
             raise _Punt
         lines = head.split(b"\r\n")
@@ -281,8 +279,6 @@ class FrontProtocol(Protocol):
         ):
             raise _Punt
         raw_path, _, query = target.partition(b"?")
-        if websocket:
-            return None, self._websocket_scope(method, raw_path, query, headers, client, scheme, root_path)
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -297,44 +293,37 @@ class FrontProtocol(Protocol):
             "client": client,
             "server": self.server_addr,
         }
+        if websocket:  # daphne's WebSocket scope: no method, ws/wss, the offered subprotocols
+            del scope["method"]
+            scope["type"], scope["scheme"] = "websocket", "wss" if scheme == "https" else "ws"
+            scope["subprotocols"] = [
+                part.strip().decode("latin-1")
+                for name, value in headers
+                if name == b"sec-websocket-protocol"
+                for part in value.split(b",")
+                if part.strip()
+            ]
+            return handler, scope
         return Exchange(self, method, target, length or 0, close, client), scope
-
-    def _websocket_scope(
-        self, method: bytes, raw_path: bytes, query: bytes, headers: list, client: Any, scheme: str, root_path: str
-    ) -> dict:
-        protocols = [
-            part.strip().decode("latin-1")
-            for name, value in headers
-            if name == b"sec-websocket-protocol"
-            for part in value.split(b",")
-            if part.strip()
-        ]
-        return {
-            "type": "websocket",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "path": unquote(raw_path.decode("ascii")),
-            "raw_path": raw_path,
-            "root_path": root_path,
-            "scheme": "wss" if scheme == "https" else "ws",
-            "query_string": query,
-            "headers": headers,
-            "client": client,
-            "server": self.server_addr,
-            "subprotocols": protocols,
-        }
 
     def become(self, owner: Any) -> bytes:
         """``owner`` (the WebSocket pipe) takes the connection; returns the bytes buffered meanwhile."""
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self.exchange = None
         self.inner = owner
-        data, self.buffer = self.buffer, b""
+        return self._give_up_connection()
+
+    def _give_up_connection(self) -> bytes:
+        """The front stops serving this connection: no idle timer, reading on; the buffered bytes."""
+        self._cancel_idle()
+        self.exchange = None
         if self.paused:
             self.paused = False
             self.transport.resumeProducing()
+        data, self.buffer = self.buffer, b""
         return data
+
+    def _cancel_idle(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
 
     def exchange_done(self, exchange: Exchange) -> None:
         """The response is complete: the next request, if the connection is kept."""
@@ -358,16 +347,10 @@ class FrontProtocol(Protocol):
 
         ``prefix``: bytes taken out of the buffer earlier (a WebSocket handshake the pipe gave up on).
         """
-        self.exchange = None
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        if self.paused:
-            self.paused = False
-            self.transport.resumeProducing()
+        data = prefix + self._give_up_connection()
         inner = self.factory.build_daphne_protocol(self.addr)
         self.inner = inner
         inner.makeConnection(self.transport)
-        data, self.buffer = prefix + self.buffer, b""
         if data:
             inner.dataReceived(data)
 

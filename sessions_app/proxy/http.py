@@ -142,7 +142,7 @@ async def forward(
         body = first.get("body") or b""
         if not body and method in _METHODS_WITHOUT_BODY:
             body = None
-    request_target = path.upstream_path + b"?" + path.query if path.query else path.upstream_path
+    request_target = path.upstream_target_bytes()
 
     response = route = None
     for index, route in enumerate(routes):

@@ -64,10 +64,12 @@ class ProxyPath:
             url += "?" + self.query.decode("ascii")
         return url
 
-    def upstream_target(self) -> str:
+    def upstream_target_bytes(self) -> bytes:
         """The request target sent upstream: path plus query, still encoded."""
-        target = self.upstream_path.decode("ascii")
-        return f"{target}?{self.query.decode('ascii')}" if self.query else target
+        return self.upstream_path + b"?" + self.query if self.query else self.upstream_path
+
+    def upstream_target(self) -> str:
+        return self.upstream_target_bytes().decode("ascii")
 
 
 def _check_segments(rest: bytes) -> None:

@@ -44,6 +44,7 @@ from twisted.internet.interfaces import ISSLTransport
 from agent_runtime.pipes import PipeEnd
 from sessions_app.proxy import activity, auth, origin_allowed, upstream
 from sessions_app.proxy.client import ConnectFailed
+from sessions_app.proxy.exchange import client_text
 from sessions_app.proxy.paths import BadPath, parse
 from sessions_app.proxy.rewrite import request_headers, response_headers
 from sessions_app.proxy.tunnel import TunnelUnavailable
@@ -68,7 +69,7 @@ class _Session(PipeEnd):
 
     def data_received(self, data: bytes) -> None:
         if self.peer is not None:
-            self.peer.transport.write(data)
+            super().data_received(data)
             return
         self.head += data
         end = self.head.find(b"\r\n\r\n")
@@ -169,7 +170,6 @@ class WebSocketPipe:
             scheme=scope["scheme"],
             prefix=path.prefix,
         )
-        target_bytes = path.upstream_path + b"?" + path.query if path.query else path.upstream_path
         try:
             routes = upstream.routes_for(target)
         except upstream.NoRoute as exc:
@@ -188,7 +188,7 @@ class WebSocketPipe:
         self.session = session
         if self.front.lost:
             raise _NotPiped("the browser left")
-        head = [b"GET " + target_bytes + b" HTTP/1.1\r\nhost: " + route.host_header_bytes + b"\r\n"]
+        head = [b"GET " + path.upstream_target_bytes() + b" HTTP/1.1\r\nhost: " + route.host_header_bytes + b"\r\n"]
         head += [name + b": " + value + b"\r\n" for name, value in [*headers, *_UPGRADE]]
         session.transport.write(b"".join(head) + b"\r\n")
         try:
@@ -226,7 +226,7 @@ class WebSocketPipe:
         browser.transport.writelines([*lines, early] if early else lines)
         session.transport.resume_reading()
         self.keep_alive = loop.create_task(activity.keep_alive(target.session_id))
-        front.server.log_action("websocket", "connected", {"path": scope["path"], "client": client_text(scope)})
+        log_websocket(front, scope, "connected")
 
     def end_closed(self, end: PipeEnd) -> None:
         """One end hung up: the other is closed once what it was sent is out."""
@@ -237,9 +237,7 @@ class WebSocketPipe:
             self.finished = True
             if self.keep_alive is not None:
                 self.keep_alive.cancel()
-            self.front.server.log_action(
-                "websocket", "disconnected", {"path": self.scope["path"], "client": client_text(self.scope)}
-            )
+            log_websocket(self.front, self.scope, "disconnected")
 
     def _close_session(self) -> None:
         session = self.session
@@ -247,6 +245,6 @@ class WebSocketPipe:
             session.transport.close()
 
 
-def client_text(scope: dict) -> str | None:
-    client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else None
+def log_websocket(front: Any, scope: dict, action: str) -> None:
+    """daphne's access-log line for a WebSocket the front took (``connected``, ``disconnected``)."""
+    front.server.log_action("websocket", action, {"path": scope["path"], "client": client_text(scope.get("client"))})
