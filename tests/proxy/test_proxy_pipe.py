@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from sessions_app.models import Session, SessionState
+from tests.portal.stack import wait_until
 from tests.proxy.conftest import (
     assert_echoes_text_and_binary,
     cookie_header,
@@ -42,14 +43,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(tran
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TEXT, BINARY = 0x1, 0x2
-
-
-def poll(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # -- RFC 6455 on a raw socket --
@@ -178,8 +171,10 @@ def test_handshake_frames_and_close_codes_are_the_sessions(daphne, session, alic
     with viewer_ws(daphne, session, alice) as ws:
         assert "aiohttp" in ws.response.headers["Server"]
         ws.close(4002)
-    poll(
+    wait_until(
         lambda: 4002 in httpx.get(f"http://127.0.0.1:{upstream_port}/ws-closes").json()[seen:],
+        10,
+        0.05,
         "the session to see close code 4002",
     )
 
@@ -364,9 +359,9 @@ def test_an_open_piped_websocket_keeps_last_activity_fresh(session, alice):
     try:
         with viewer_ws(server, session, alice) as ws:
             assert "aiohttp" in ws.response.headers["Server"]
-            poll(refreshed(age(3600)), "the first refresh", timeout=10)
+            wait_until(refreshed(age(3600)), 10, 0.05, "the first refresh")
             # No frame moves from here on: only the open pipe's keep-alive can write.
-            poll(refreshed(age(3600)), "the keep-alive to refresh last_activity", timeout=10)
+            wait_until(refreshed(age(3600)), 10, 0.05, "the keep-alive to refresh last_activity")
         old = age(3600)
         time.sleep(2.5)  # the absence of writes cannot be awaited: longer than two keep-alive turns
         assert Session.objects.get(pk=session.pk).last_activity == old, "keep-alive outlived the pipe"
