@@ -60,6 +60,16 @@ class PipeEnd(asyncio.Protocol):
         self.closed = True
         self.owner.end_closed(self)
 
+    def end(self) -> None:
+        """Close once what was written is out."""
+        self.transport.close()
+
+    def end_peer(self) -> None:
+        """This end is over: the other one ends too (if it is linked and still open)."""
+        peer = self.peer
+        if peer is not None and not peer.closed:
+            peer.end()
+
     def hold(self, reason: str) -> None:
         """Stop reading for ``reason`` (reading resumes once every reason is released)."""
         if not self._holds and not self.closed:
@@ -128,6 +138,9 @@ class FramedEnd(PipeEnd):
             self.ws.send_close(code, reason)
         self.flush()
         self.transport.close()
+
+    def end(self) -> None:
+        self.close(1000)
 
     def flush(self) -> None:
         """Write what the protocol has to say (frames, pongs, close); close once it expects to."""

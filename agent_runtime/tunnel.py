@@ -103,11 +103,8 @@ class _Tunnel:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def end_closed(self, end: PipeEnd) -> None:
+        end.end_peer()
         control_plane, session = self.control_plane, self.session
-        if end is session and control_plane is not None and not control_plane.closed:
-            control_plane.close(1000)
-        elif end is control_plane and session is not None and not session.closed:
-            session.transport.close()
         if all(e is None or e.closed for e in (control_plane, session)) and not self.done.done():
             self.done.set_result(None)
 

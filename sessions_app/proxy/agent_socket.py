@@ -91,7 +91,6 @@ class AgentSocket:
         self.body_left = 0
         self.task: asyncio.Task | None = None
         self.agent: _AgentEnd | None = None
-        self.pair: RawEnd | None = None  # our end of the tunnel's socketpair
         self.taken = False  # the socket left Twisted: daphne can no longer answer
         self.finished = False
 
@@ -142,18 +141,13 @@ class AgentSocket:
         except OSError:  # the proxy gave up waiting and closed its end
             agent.close(1001)
             raise
-        self.pair = pair
         agent.link(pair)  # if the agent is already gone, the proxy sees the tunnel end at once
         if not pending.connected.done():
             pending.connected.set_result(True)
         log_websocket(self.front, self.scope, "connected")
 
     def end_closed(self, end: PipeEnd) -> None:
-        agent, pair = self.agent, self.pair
-        if end is pair and agent is not None and not agent.closed:
-            agent.close(1000)
-        elif end is agent and pair is not None and not pair.closed:
-            pair.transport.close()
+        end.end_peer()
         if not self.finished:
             self.finished = True
             log_websocket(self.front, self.scope, "disconnected")

@@ -230,9 +230,7 @@ class WebSocketPipe:
 
     def end_closed(self, end: PipeEnd) -> None:
         """One end hung up: the other is closed once what it was sent is out."""
-        other = end.peer
-        if other is not None and not other.closed:
-            other.transport.close()
+        end.end_peer()
         if self.browser is not None and not self.finished:
             self.finished = True
             if self.keep_alive is not None:
