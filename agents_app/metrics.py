@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from django.db.models import Count
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from agents_app import registry
+from agents_app.hub import presence as registry
 from agents_app.models import Agent, AgentCommand, AgentInstance, CommandState
 
 LABELS = ["agent_id", "platform"]

@@ -227,8 +227,8 @@ def sweep_stale_instances(heartbeat_interval_s: float) -> int:
 
     from django.utils import timezone
 
-    from agents_app import registry
-    from plugins_app import events
+    from agents_app.hub import presence as registry
+    from streamspace import events
 
     cutoff = timezone.now() - timedelta(seconds=heartbeat_interval_s * registry.STALE_AFTER_INTERVALS)
     stale = list(AgentInstance.objects.filter(connected=True, last_heartbeat__lt=cutoff).select_related("agent"))
@@ -255,7 +255,7 @@ def with_live_heartbeats(agents: list[Agent]) -> list[Agent]:
     """
     from datetime import UTC, datetime
 
-    from agents_app import registry
+    from agents_app.hub import presence as registry
 
     for agent in agents:
         live = registry.connections(agent.agent_id)

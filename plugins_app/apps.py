@@ -8,8 +8,9 @@ class PluginsAppConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_delete, post_save
 
-        from plugins_app import bus, events
+        from plugins_app import bus
         from plugins_app.models import Plugin
+        from streamspace import events
 
         if bus.on_event not in events._subscribers:
             events.subscribe(bus.on_event)

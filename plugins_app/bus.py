@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 def on_event(envelope: dict[str, Any]) -> None:
-    """Subscribed to ``plugins_app.events`` when the app is ready."""
+    """Subscribed to ``streamspace.events`` when the app is ready."""
     try:
         delivery.queue_event(envelope)
     except Exception:  # an event must never fail the change that emitted it

@@ -11,7 +11,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from plugins_app.events import EVENTS
+from streamspace.events import EVENTS
 
 _EVENTS = {"type": "array", "items": {"enum": list(EVENTS)}, "uniqueItems": True, "maxItems": len(EVENTS)}
 _URL = {"type": "string", "minLength": 8, "maxLength": 2000, "pattern": "^https?://"}

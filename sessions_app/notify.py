@@ -107,9 +107,9 @@ def flush(batch: Batch) -> None:
 
 
 def _fan_out(changes: list[Change], actor: Any) -> None:
-    from plugins_app import events
     from sessions_app.api.representation import represent_many
     from sessions_app.models import Session
+    from streamspace import events
 
     bodies = {body["id"]: body for body in represent_many(Session.objects.filter(pk__in=[c[0] for c in changes]))}
     changed = [(bodies[str(c[0])], *c[1:]) for c in changes if str(c[0]) in bodies]

@@ -16,11 +16,11 @@ from django.utils import timezone
 
 from agents_app import services as agents
 from agents_app.models import CommandAction
-from plugins_app import events
 from sessions_app import quotas
 from sessions_app.models import GroupQuota, Session, SessionState, Template
 from sessions_app.notify import session_changed, sessions_changed
 from sessions_app.state import IllegalTransition, transition, transition_many
+from streamspace import events
 from streamspace.api.errors import Forbidden, ServiceError
 from streamspace.audit.services import event as audit_event
 from streamspace.audit.services import record, record_many

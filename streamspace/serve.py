@@ -19,7 +19,7 @@ and more than halves daphne's CPU per proxied request (bench/RESULTS.md, "## Pro
   Cycles are still collected (startup's leftovers before the freeze).
 * **The access log's timestamp formatted once a second** rather than for every line
   (``strftime`` was ~3 % of daphne's CPU under load); the lines are unchanged.
-* **The proxy's HTTP front** (``sessions_app/proxy/front.py``): every connection starts
+* **The proxy's HTTP front** (``streamspace/front/protocol.py``): every connection starts
   with a lean HTTP/1.1 reader that serves well-formed ``/api/v1/http/`` requests itself
   (same ASGI application, without daphne's per-request Twisted ``Request``, queue and
   partials) and pipes WebSockets the session accepts as bytes (``pipe.py``); anything
@@ -115,7 +115,7 @@ def _server_class() -> type:
                 # daphne's ``Server.run`` builds its factory from this module-level name.
                 import daphne.server
 
-                from sessions_app.proxy.front import FrontFactory
+                from streamspace.front.protocol import FrontFactory
 
                 daphne.server.HTTPFactory = FrontFactory
             super().run()

@@ -48,7 +48,7 @@ def test_daphne_runs_on_uvloop_with_a_frozen_heap(tmp_path):
 
 def test_the_proxy_front_listens_unless_turned_off(tmp_path):
     report, _, _ = run_probe(tmp_path)
-    assert report["factory"] == ["sessions_app.proxy.front.FrontFactory"]
+    assert report["factory"] == ["streamspace.front.protocol.FrontFactory"]
     report, _, _ = run_probe(tmp_path, env={"STREAMSPACE_PROXY_FRONT": "0"})
     assert report["factory"] == ["daphne.http_protocol.HTTPFactory"]
 

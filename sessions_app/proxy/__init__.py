@@ -70,7 +70,7 @@ async def websocket_app(scope: dict, receive: Any, send: Any) -> None:
 
 
 async def tunnel_endpoint(scope: dict, receive: Any, send: Any) -> None:
-    from sessions_app.proxy.tunnel import tunnel_endpoint as endpoint
+    from agents_app.tunnels import tunnel_endpoint as endpoint
 
     await endpoint(scope, receive, send)
 

@@ -18,9 +18,9 @@ from django.conf import settings
 
 from sessions_app.models import SessionState
 from sessions_app.proxy import activity, auth, client, pages, upstream
-from sessions_app.proxy.flow import OutboundFlow, abort_connection
 from sessions_app.proxy.paths import BadPath, ProxyPath, parse
 from sessions_app.proxy.rewrite import request_headers, response_headers
+from streamspace.transport.flow import OutboundFlow, abort_connection
 
 log = logging.getLogger(__name__)
 

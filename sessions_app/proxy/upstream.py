@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from agents_app.tunnels import TunnelUnavailable, open_tunnel
 from sessions_app.proxy.auth import SessionTarget
 from sessions_app.proxy.client import Body, ConnectFailed, Headers, Pool, Response
-from sessions_app.proxy.tunnel import TunnelUnavailable, open_tunnel
 
 DIRECT_RETRY_S = 60.0
 

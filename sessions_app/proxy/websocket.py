@@ -20,12 +20,12 @@ from django.conf import settings
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from agents_app.tunnels import TunnelUnavailable, open_tunnel
 from sessions_app.models import SessionState
 from sessions_app.proxy import activity, auth, upstream
-from sessions_app.proxy.flow import InboundFlow, OutboundFlow
 from sessions_app.proxy.paths import BadPath, ProxyPath, parse
 from sessions_app.proxy.rewrite import request_headers
-from sessions_app.proxy.tunnel import TunnelUnavailable, open_tunnel
+from streamspace.transport.flow import InboundFlow, OutboundFlow
 
 log = logging.getLogger(__name__)
 

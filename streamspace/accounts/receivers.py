@@ -33,7 +33,7 @@ def login_method(user: Any, request: Any) -> str:
 
 
 def _emit(event: str, user: User, data: dict[str, Any]) -> None:
-    from plugins_app.events import emit
+    from streamspace.events import emit
 
     transaction.on_commit(lambda: emit(event, actor=user, data=data))
 

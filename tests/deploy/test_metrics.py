@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from agents_app import registry
+from agents_app.hub import presence as registry
 from agents_app.metrics import AgentCollector
 from agents_app.models import Agent, AgentCommand, AgentInstance, CommandState
 from agents_app.tokens import hash_token

@@ -8,7 +8,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from agents_app import registry
+from agents_app.hub import presence as registry
 from agents_app.models import AgentCommand, AgentInstance, CommandState
 from sessions_app.models import Session, SessionState
 from tests.factories import make_session
@@ -404,8 +404,8 @@ async def test_status_changes_reach_the_portal_and_the_event_bus_in_order_even_a
 
     from channels.layers import get_channel_layer
 
-    from plugins_app import events
     from sessions_app import notify
+    from streamspace import events
 
     seen: list[str] = []
     events.subscribe(seen_event := lambda envelope: seen.append(envelope["event"]))

@@ -161,7 +161,7 @@ def test_logout_refuses_someone_elses_refresh_token(alice, bob):
 
 
 def test_login_audits_and_emits_user_login(alice, django_capture_on_commit_callbacks):
-    from plugins_app import events
+    from streamspace import events
 
     seen = []
     events.subscribe(seen.append)
@@ -179,7 +179,7 @@ def test_login_audits_and_emits_user_login(alice, django_capture_on_commit_callb
 
 
 def test_user_created_event_on_commit(db, django_capture_on_commit_callbacks):
-    from plugins_app import events
+    from streamspace import events
     from tests.conftest import make_user
 
     seen = []

@@ -23,9 +23,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from plugins_app import events, signing
+from plugins_app import signing
 from plugins_app.models import WebhookDelivery
 from sessions_app.models import Session
+from streamspace import events
 from tests.jobs.factories import make_session
 from tests.plugins.factories import SECRET, webhook_plugin
 from tests.plugins.receiver import Receiver

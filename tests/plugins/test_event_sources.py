@@ -15,11 +15,11 @@ from channels.db import database_sync_to_async
 
 from agents_app.models import Agent
 from agents_app.tokens import hash_token
-from plugins_app.events import EVENTS
 from plugins_app.services import install_plugin
 from sessions_app import services
 from sessions_app.models import UserQuota
 from sessions_app.state import transition
+from streamspace.events import EVENTS
 from tests.conftest import make_user
 from tests.hub.conftest import AgentClient
 

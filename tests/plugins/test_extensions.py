@@ -7,9 +7,10 @@ from types import SimpleNamespace
 import pytest
 import streamspace_example_plugin as example
 
-from plugins_app import events, registry
+from plugins_app import registry
 from plugins_app.extension import Extension
 from plugins_app.services import install_plugin, update_plugin
+from streamspace import events
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db

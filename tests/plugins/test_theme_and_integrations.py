@@ -9,10 +9,11 @@ from django.core import mail
 from django.template import engines
 from django.test import RequestFactory
 
-from plugins_app import events, secrets, theme
+from plugins_app import secrets, theme
 from plugins_app.context_processors import theme as theme_context
 from plugins_app.models import Plugin, WebhookDelivery
 from plugins_app.services import install_plugin, update_plugin
+from streamspace import events
 from tests.plugins.test_webhooks import drain
 
 pytestmark = pytest.mark.django_db

@@ -8,8 +8,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from plugins_app import delivery, events, http, signing
+from plugins_app import delivery, http, signing
 from plugins_app.models import WebhookDelivery
+from streamspace import events
 from tests.plugins.factories import SECRET, webhook_plugin
 
 pytestmark = pytest.mark.django_db

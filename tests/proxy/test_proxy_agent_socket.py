@@ -1,4 +1,4 @@
-"""The agent's tunnel socket under the launcher (``sessions_app/proxy/agent_socket.py``), end
+"""The agent's tunnel socket under the launcher (``agents_app/agent_socket.py``), end
 to end, against agents that misbehave: the front answers the handshake of a pending tunnel
 itself and parses the agent's frames with websockets' sans-I/O protocol; everything it does
 not take (a claimed stream, a wrong token) is daphne's ``tunnel_endpoint``'s to refuse.

@@ -1,4 +1,4 @@
-"""WebSockets piped as bytes by the launcher's front (``sessions_app/proxy/pipe.py``), end to end.
+"""WebSockets piped as bytes by the launcher's front (``streamspace/front/pipe.py``), end to end.
 
 A real ``python -m streamspace.serve`` process and the real upstream process
 (``upstream_server.py``, aiohttp). A piped handshake is recognisable by the session's own

@@ -179,7 +179,7 @@ def test_origin_check(origin, allowed):
 
 
 def test_accept_key_is_rfc_6455s():
-    from sessions_app.proxy.agent_socket import accept_key
+    from agents_app.agent_socket import accept_key
 
     assert accept_key(b"dGhlIHNhbXBsZSBub25jZQ==") == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 §1.3
 
@@ -187,7 +187,7 @@ def test_accept_key_is_rfc_6455s():
 async def test_a_pending_tunnel_is_claimed_once():
     import socket
 
-    from sessions_app.proxy import tunnel
+    from agents_app import tunnels as tunnel
 
     ours, theirs = socket.socketpair()
     entry = tunnel._Pending(agent_pk=7, sock=theirs)

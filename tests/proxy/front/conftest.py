@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from sessions_app.proxy import front
+from streamspace.front import protocol as front
 from tests.proxy.front.harness import (
     App,
     Conn,

@@ -1,4 +1,4 @@
-"""The harness for the front's tests (``sessions_app.proxy.front``): it is driven byte by byte.
+"""The harness for the front's tests (``streamspace.front.protocol``): it is driven byte by byte.
 
 No daphne process, no network, no database: a :class:`FrontProtocol` on a Twisted
 ``StringTransport``, a fake daphne server object, a Twisted ``Clock`` for the idle timer and
@@ -20,7 +20,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from sessions_app.proxy.front import MAX_HEAD, FrontFactory
+from streamspace.front.protocol import MAX_HEAD, FrontFactory
 
 SID = "0b7d2c55-51f1-4b5c-9b7e-1a2b3c4d5e6f"
 PATH = f"/api/v1/http/{SID}/app/index.html".encode()

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from sessions_app.proxy.exchange import BODY_HIGH
+from streamspace.front.exchange import BODY_HIGH
 from tests.proxy.front.harness import (
     PATH,
     Call,

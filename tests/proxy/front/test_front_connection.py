@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from sessions_app.proxy import flow
+from streamspace.transport import flow
 from tests.proxy.front.harness import (
     CLOSE_TIMEOUT,
     IDLE,
@@ -184,7 +184,7 @@ async def test_receive_after_the_response_returns_disconnect(connect):
     assert got == [{"type": "http.disconnect"}]
 
 
-# -- flow control hooks used by sessions_app.proxy.flow --
+# -- flow control hooks used by streamspace.transport.flow --
 
 
 async def test_outbound_flow_registers_a_producer_on_the_front_transport(connect):

@@ -1,4 +1,4 @@
-"""The front (``sessions_app.proxy.front``): its factory, the requests it serves itself
+"""The front (``streamspace.front.protocol``): its factory, the requests it serves itself
 (scope, access log, headers) and the ones it hands to daphne, byte for byte (harness:
 ``harness.py``)."""
 
@@ -15,7 +15,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from zope.interface import alsoProvides
 
-from sessions_app.proxy.front import MAX_HEAD, MAX_HEADERS, FrontFactory, FrontProtocol
+from streamspace.front.protocol import MAX_HEAD, MAX_HEADERS, FrontFactory, FrontProtocol
 from tests.proxy.front.harness import (
     IDLE,
     OTHER,

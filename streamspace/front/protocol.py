@@ -29,7 +29,7 @@ What the application sees is what daphne would give it (scope keys and values, t
 ``Daphne-Root-Path`` header), and what daphne adds to a response is added here too
 (``Server``, chunked framing when a streamed response has no length). The access log
 line is daphne's. Back-pressure and aborts: the exchange exposes its Twisted transport
-(``front_transport``) to :mod:`sessions_app.proxy.flow`.
+(``front_transport``) to :mod:`streamspace.transport.flow`.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ from daphne.utils import HEADER_NAME_RE, parse_x_forwarded_for
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
 
-from sessions_app.proxy.exchange import Exchange
 from sessions_app.proxy.paths import PREFIX_BYTES, TUNNEL_PATH
+from streamspace.front.exchange import Exchange
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,8 @@ class FrontFactory(HTTPFactory):
         from django.apps import apps
 
         if apps.ready:  # the StreamSpace application (not, say, a bare ASGI app under the launcher)
-            from sessions_app.proxy.agent_socket import AgentSocket
-            from sessions_app.proxy.pipe import WebSocketPipe
+            from agents_app.agent_socket import AgentSocket
+            from streamspace.front.pipe import WebSocketPipe
 
             self.websocket_pipe = WebSocketPipe
             self.tunnel_socket = AgentSocket

@@ -29,9 +29,9 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from agent_runtime.pipes import FramedEnd, PipeEnd, RawEnd
-from sessions_app.proxy import tunnel
+from agents_app import tunnels as tunnel
 from sessions_app.proxy.paths import TUNNEL_PATH
-from sessions_app.proxy.pipe import detach, detachable, log_websocket
+from streamspace.front.pipe import detach, detachable, log_websocket
 
 log = logging.getLogger(__name__)
 

@@ -42,12 +42,12 @@ from django.conf import settings
 from twisted.internet.interfaces import ISSLTransport
 
 from agent_runtime.pipes import PipeEnd
+from agents_app.tunnels import TunnelUnavailable
 from sessions_app.proxy import activity, auth, origin_allowed, upstream
 from sessions_app.proxy.client import ConnectFailed
-from sessions_app.proxy.exchange import client_text
 from sessions_app.proxy.paths import BadPath, parse
 from sessions_app.proxy.rewrite import request_headers, response_headers
-from sessions_app.proxy.tunnel import TunnelUnavailable
+from streamspace.front.exchange import client_text
 
 log = logging.getLogger(__name__)
 

@@ -66,7 +66,7 @@ def register(agent: Agent, hello: protocol.Register, *, pod: str, channel_name: 
 def after_register(agent: Agent, hello: protocol.Register) -> None:
     """Once ``registered`` went out: announce the connection and flush pending commands."""
     from agents_app import dispatch
-    from plugins_app import events
+    from streamspace import events
 
     events.emit(
         "agent.connected",

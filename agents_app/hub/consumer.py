@@ -1,7 +1,7 @@
 """The agent hub: one WebSocket per agent instance at ``/api/v1/agents/connect``.
 
 Protocol in ``agent_runtime/protocol.py`` (ARCHITECTURE §4). The consumer parses frames,
-keeps the Redis registry fresh and calls ``agents_app.hub`` for everything that touches the
+keeps the Redis registry fresh and calls ``agents_app.hub.rows`` for everything that touches the
 database. A bad frame gets an ``error`` frame and never affects another connection; a frame
 over 1 MiB closes this socket with 1009.
 """
@@ -19,8 +19,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from agent_runtime import protocol
-from agents_app import dispatch, hub, registry
+from agents_app import dispatch
 from agents_app import services as agent_services
+from agents_app.hub import presence as registry
+from agents_app.hub import rows as hub
 from agents_app.models import AgentCommand, CommandState
 from sessions_app import notify
 
@@ -42,7 +44,7 @@ def bearer_token(scope: dict[str, Any]) -> str:
 
 
 def _emit(event: str, data: dict[str, Any]) -> None:
-    from plugins_app import events
+    from streamspace import events
 
     events.emit(event, actor=None, data=data)
 

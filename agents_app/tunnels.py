@@ -26,9 +26,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from agent_runtime.pipes import until_first_done
-from sessions_app.proxy.flow import InboundFlow, OutboundFlow
 from sessions_app.proxy.paths import TUNNEL_PATH
 from sessions_app.proxy.rewrite import header_value
+from streamspace.transport.flow import InboundFlow, OutboundFlow
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ OUTBOUND_BUFFER = 512 * 1024
 
 
 def _front_transport(send: Any) -> Any | None:
-    """The client's Twisted transport when ``send`` is :class:`~sessions_app.proxy.front.Exchange`'s."""
+    """The client's Twisted transport when ``send`` is :class:`~streamspace.front.protocol.Exchange`'s."""
     return getattr(getattr(send, "__self__", None), "front_transport", None)
 
 

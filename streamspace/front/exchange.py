@@ -23,7 +23,7 @@ from daphne.utils import HEADER_NAME_RE
 from twisted.web.http import RESPONSES
 
 if TYPE_CHECKING:
-    from sessions_app.proxy.front import FrontProtocol
+    from streamspace.front.protocol import FrontProtocol
 
 log = logging.getLogger(__name__)
 
