@@ -29,8 +29,8 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from agent_runtime.pipes import FramedEnd, PipeEnd, RawEnd
+from agent_runtime.protocol import TUNNEL_PATH
 from agents_app import tunnels as tunnel
-from sessions_app.proxy.paths import TUNNEL_PATH
 from streamspace.front.pipe import detach, detachable, log_websocket
 
 log = logging.getLogger(__name__)

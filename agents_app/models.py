@@ -6,7 +6,13 @@ import uuid
 
 from django.db import models
 
-from sessions_app.models import Platform
+
+class Platform(models.TextChoices):
+    """Where an agent runs sessions; a template names the platform it needs."""
+
+    DOCKER = "docker", "Docker"
+    KUBERNETES = "kubernetes", "Kubernetes"
+    LOCAL = "local", "Local processes"
 
 
 class ProxyMode(models.TextChoices):

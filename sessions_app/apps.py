@@ -4,3 +4,13 @@ from django.apps import AppConfig
 class SessionsAppConfig(AppConfig):
     name = "sessions_app"
     verbose_name = "Sessions and catalog"
+
+    def ready(self) -> None:
+        # Imported here: receivers need the app registry, which is complete only now.
+        from agents_app import signals
+        from sessions_app import agent_reports
+
+        signals.command_finished.connect(agent_reports.on_command_finished, dispatch_uid="sessions-command-finished")
+        signals.command_expired.connect(agent_reports.on_command_expired, dispatch_uid="sessions-command-expired")
+        signals.session_reported.connect(agent_reports.on_session_reported, dispatch_uid="sessions-status")
+        signals.inventory_reported.connect(agent_reports.on_inventory_reported, dispatch_uid="sessions-inventory")

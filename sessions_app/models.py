@@ -9,11 +9,7 @@ from django.contrib.auth.models import Group
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
-
-class Platform(models.TextChoices):
-    DOCKER = "docker", "Docker"
-    KUBERNETES = "kubernetes", "Kubernetes"
-    LOCAL = "local", "Local processes"
+from agents_app.models import Platform
 
 
 class Template(models.Model):

@@ -228,3 +228,17 @@ def reconcile_quotas() -> list[dict[str, Any]]:
             details={**entry, "drifted_users": len(drifted)},
         )
     return drifted
+
+
+_TRANSITIONAL = (S.PENDING, S.STARTING, S.HIBERNATING, S.WAKING, S.STOPPING)
+
+
+def fail_stuck_sessions(max_age_s: float) -> int:
+    """Sessions stuck in a transitional state (starting, stopping, ...) longer than
+    ``max_age_s`` become ``failed`` so users see a reason instead of a spinner."""
+    cutoff = timezone.now() - timedelta(seconds=max_age_s)
+    stuck = Session.objects.filter(state__in=_TRANSITIONAL, state_changed_at__lt=cutoff)
+    return sum(
+        services.fail_session(session, f"Stuck in {session.state} for more than {int(max_age_s)} s.")
+        for session in stuck
+    )

@@ -8,7 +8,7 @@ so there is no bookkeeping on hot paths and every replica reports the same value
 aggregate with ``max``). A part that fails (the database is down, say) is reported through
 ``streamspace_metrics_collector_up{collector}`` instead of failing the whole scrape.
 
-Registered once, from ``AgentsAppConfig.ready`` (:func:`register_collectors`).
+Registered once, from ``PortalConfig.ready`` (:func:`register_collectors`).
 """
 
 from __future__ import annotations

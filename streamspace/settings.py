@@ -418,6 +418,7 @@ STREAMSPACE_PERIODIC_JOBS = {
     "idle-sweep": ("sessions_app.tasks.idle_sweep", STREAMSPACE_IDLE_SWEEP_INTERVAL_S),
     "command-sweep": ("agents_app.tasks.command_sweep", 30),
     "stale-agent-sweep": ("agents_app.tasks.stale_agent_sweep", 30),
+    "stuck-session-sweep": ("sessions_app.tasks.stuck_sweep", 30),
     "quota-reconcile": ("sessions_app.tasks.reconcile_quotas", STREAMSPACE_QUOTA_RECONCILE_S),
     "webhook-dispatch": (
         "plugins_app.tasks.dispatch_due_deliveries",

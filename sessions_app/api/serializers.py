@@ -4,7 +4,8 @@ from typing import Any
 
 from rest_framework import serializers
 
-from sessions_app.models import Platform, Session, Template
+from agents_app.models import Platform
+from sessions_app.models import Session, Template
 from streamspace.api.strict import StrictFieldsMixin
 
 MAX_CPU = 64_000

@@ -3,9 +3,10 @@
 Raw ASGI apps routed by ``streamspace.routing.build_application`` ahead of Django:
 
 * ``http_app`` — :mod:`.http` (streaming reverse proxy, waking page, status JSON);
-* ``websocket_app`` — :mod:`.websocket`, behind an ``Origin`` check for browsers;
-* ``tunnel_endpoint`` — :mod:`.tunnel`, the agent's side of a tunnel
-  (``/api/v1/agents/tunnel/<stream_id>``, routed by ``agents_app.routing``).
+* ``websocket_app`` — :mod:`.websocket`, behind an ``Origin`` check for browsers.
+
+Sessions an agent can reach but the control plane cannot are reached through agent
+tunnels (``agents_app/tunnels.py``).
 
 Modules: ``paths`` (parsing, hostile-path checks), ``auth`` (viewer tokens, cookies,
 authorization cache), ``rewrite`` (headers, Location, cookies), ``upstream`` (direct or
@@ -69,10 +70,4 @@ async def websocket_app(scope: dict, receive: Any, send: Any) -> None:
     await proxy_websocket(scope, receive, send)
 
 
-async def tunnel_endpoint(scope: dict, receive: Any, send: Any) -> None:
-    from agents_app.tunnels import tunnel_endpoint as endpoint
-
-    await endpoint(scope, receive, send)
-
-
-__all__ = ["PREFIX", "http_app", "origin_allowed", "tunnel_endpoint", "websocket_app"]
+__all__ = ["PREFIX", "http_app", "origin_allowed", "websocket_app"]

@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from agents_app.models import Agent, AgentCommand, AgentInstance
-from agents_app.services import NoAgent, direct_route, select_agent
+from sessions_app.placement import NoAgent, direct_route, select_agent
 from tests.factories import make_leader, make_session
 
 pytestmark = pytest.mark.django_db

@@ -499,12 +499,12 @@ async def test_a_direct_send_to_a_former_leader_is_handed_to_the_new_one(
 ):
     """The leader changes between agent selection and commit: the old leader's socket gives
     the command back and it reaches the new leader."""
-    from sessions_app import services
+    from sessions_app import placement
 
     old, new = make_client("old"), make_client("new")
     await old.register(is_leader=True)
     await new.register(is_leader=False)
-    real_select = services.agents.select_agent
+    real_select = placement.select_agent
 
     def stale_select(platform):  # what select_agent read just before leadership moved
         agent = real_select(platform)
@@ -520,7 +520,7 @@ async def test_a_direct_send_to_a_former_leader_is_handed_to_the_new_one(
     await new.send("leader", is_leader=True)
     await new.send("session_status", session_id="barrier", state="running")
     await new.recv_type("error")
-    monkeypatch.setattr(services.agents, "select_agent", stale_select)
+    monkeypatch.setattr(placement, "select_agent", stale_select)
     session = await launch(alice, template)
     delivered = await new.recv_type("command")
     assert delivered["session_id"] == str(session.pk)

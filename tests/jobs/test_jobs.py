@@ -45,7 +45,21 @@ def test_command_sweep_task(alice, template, docker_agent, settings):
     assert result["expired"] == 1
     assert AgentCommand.objects.get(pk=command.pk).state == "expired"
     assert Session.objects.get(pk=session.pk).state == "failed"
-    assert agent_tasks.command_sweep() == {"requeued": 0, "expired": 0, "failed_sessions": 0}
+    assert agent_tasks.command_sweep() == {"requeued": 0, "expired": 0}
+
+
+def test_stuck_sweep_task(alice, template, docker_agent, settings):
+    """A session left in a transition past the limit fails with the reason; a fresh one stays."""
+    stuck = make_session(alice, template, docker_agent, state="starting", idle_for_s=3600)
+    fresh = make_session(alice, template, docker_agent, state="stopping", idle_for_s=0)
+    Session.objects.filter(pk=stuck.pk).update(state_changed_at=timezone.now() - timedelta(hours=1))
+    Session.objects.filter(pk=fresh.pk).update(state_changed_at=timezone.now())
+    settings.STREAMSPACE_STUCK_SESSION_S = 600
+    assert session_tasks.stuck_sweep() == 1
+    stuck.refresh_from_db()
+    assert stuck.state == "failed" and "Stuck in starting" in stuck.status_message
+    assert Session.objects.get(pk=fresh.pk).state == "stopping"
+    assert session_tasks.stuck_sweep() == 0
 
 
 def test_stale_agent_sweep_task(docker_agent):
