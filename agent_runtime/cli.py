@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from agent_runtime import logs
+from agent_runtime.agent import run_agent
 from agent_runtime.backends import load_backend_class
 from agent_runtime.config import AgentConfig, ConfigError, LeaseConfig, default_instance_id, parse_duration
 
@@ -107,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"streamspace-agent: error: {exc}", file=sys.stderr)
         return 2
     logs.configure(args.log_level, context={"agent_id": config.agent_id, "instance_id": config.instance_id})
-    from agent_runtime.agent import run_agent
 
     try:
         asyncio.run(run_agent(config))

@@ -18,9 +18,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Count, Q, Sum
 
 from sessions_app.models import ACTIVE_STATES, RESOURCE_STATES, GroupQuota, Session, UserQuota
+from streamspace.audit.services import record
 
 LIMITS = ("max_sessions", "max_cpu_millicores", "max_memory_mb")
 
@@ -122,10 +124,6 @@ def set_user_overrides(
     user: Any, limits: dict[str, int | None], *, actor: Any = None, request: Any = None
 ) -> UserQuota:
     """Replace the user's quota overrides (``None`` falls back to groups/site) and audit it."""
-    from django.db import transaction
-
-    from streamspace.audit.services import record
-
     with transaction.atomic():
         quota = lock_user_quota(user)
         before = {limit: getattr(quota, limit) for limit in LIMITS}

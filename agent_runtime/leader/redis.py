@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 
-from agent_runtime.leader import Lease
+from agent_runtime.leader.lease import Lease
 
 # KEYS[1] = lease key, ARGV[1] = our token, ARGV[2] = lease duration (ms)
 RENEW_SCRIPT = """

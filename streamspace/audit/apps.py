@@ -7,6 +7,7 @@ class AuditConfig(AppConfig):
     verbose_name = "Audit"
 
     def ready(self) -> None:
+        # The admin site and the audit admin need the app registry, complete only now.
         from django.contrib import admin
 
         from streamspace.audit.admin import audit_admin_site
