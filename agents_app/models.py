@@ -42,7 +42,7 @@ class Agent(models.Model):
 
 
 class AgentInstance(models.Model):
-    """One connected (or once connected) replica of an agent, mirrored from the Redis registry."""
+    """One connected (or once connected) replica of an agent, mirrored from presence in Redis."""
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="instances")
     instance_id = models.CharField(max_length=128)

@@ -91,7 +91,7 @@ def send_pending(agent_pk: int) -> int:
 
 
 def with_live_heartbeats(agents: list[Agent]) -> list[Agent]:
-    """Overlay the registry's heartbeats on prefetched instances.
+    """Overlay presence's heartbeats on prefetched instances.
 
     The database mirror of heartbeats is rate-limited (``AGENT_HEARTBEAT_DB_WRITE_S``);
     Redis holds every one, so pages and the API show the true heartbeat age.

@@ -130,7 +130,7 @@ def enqueue(delivery_pks: list[int]) -> None:
     (never the request thread: an attempt may take ``WEBHOOK_TIMEOUT_S``)."""
     if settings.CELERY_TASK_ALWAYS_EAGER or not delivery_pks:
         return
-    from plugins_app.tasks import deliver
+    from plugins_app.tasks import deliver  # noqa: PLC0415 tasks.py imports this module
 
     WebhookDelivery.objects.filter(pk__in=delivery_pks).update(queued_at=timezone.now())
     for pk in delivery_pks:

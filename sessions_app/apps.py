@@ -7,8 +7,8 @@ class SessionsAppConfig(AppConfig):
 
     def ready(self) -> None:
         # Imported here: receivers need the app registry, which is complete only now.
-        from agents_app import signals
-        from sessions_app import agent_reports
+        from agents_app import signals  # noqa: PLC0415
+        from sessions_app import agent_reports  # noqa: PLC0415
 
         signals.command_finished.connect(agent_reports.on_command_finished, dispatch_uid="sessions-command-finished")
         signals.command_expired.connect(agent_reports.on_command_expired, dispatch_uid="sessions-command-expired")

@@ -1,7 +1,7 @@
 """The agent hub: one WebSocket per agent instance at ``/api/v1/agents/connect``.
 
 Protocol in ``agent_runtime/protocol.py`` (ARCHITECTURE §4). The consumer parses frames,
-keeps the Redis registry fresh and calls ``agents_app.hub.rows`` for everything that touches the
+keeps presence in Redis fresh and calls ``agents_app.hub.rows`` for everything that touches the
 database. A bad frame gets an ``error`` frame and never affects another connection; a frame
 over 1 MiB closes this socket with 1009.
 """
@@ -22,8 +22,7 @@ from django.utils import timezone
 from agent_runtime import protocol
 from agents_app import dispatch
 from agents_app import services as agent_services
-from agents_app.hub import presence as registry
-from agents_app.hub import rows
+from agents_app.hub import presence, rows
 from agents_app.models import AgentCommand, CommandState
 from agents_app.signals import UnknownSession
 from streamspace import events, fanout
@@ -95,11 +94,11 @@ class AgentConsumer(AsyncWebsocketConsumer):
         instance, agent = self.instance, self.agent
         await database_sync_to_async(rows.disconnect_instance)(instance.pk, self.channel_name)
         try:
-            await registry.unregister_instance(
+            await presence.unregister_instance(
                 platform=agent.platform, agent_id=agent.agent_id, instance_id=instance.instance_id
             )
         except Exception:  # Redis down: the keys expire on their own
-            log.exception("registry cleanup failed for %s/%s", agent.agent_id, instance.instance_id)
+            log.exception("presence cleanup failed for %s/%s", agent.agent_id, instance.instance_id)
         await database_sync_to_async(_emit)(
             "agent.disconnected",
             {
@@ -153,7 +152,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             rows.register, agent, hello, pod=settings.POD_NAME, channel_name=self.channel_name
         )
         self.is_leader = hello.is_leader
-        await registry.register_instance(
+        await presence.register_instance(
             platform=agent.platform,
             agent_id=agent.agent_id,
             instance_id=hello.instance_id,
@@ -181,7 +180,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         beat: protocol.Heartbeat = frame.payload
         if beat.is_leader != self.is_leader:
             await self._leadership(beat.is_leader)
-        await registry.heartbeat(
+        await presence.heartbeat(
             platform=self.agent.platform,
             agent_id=self.agent.agent_id,
             instance_id=self.instance.instance_id,
@@ -219,7 +218,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         took_over_at = timezone.now()
         changed = await database_sync_to_async(rows.set_leader)(self.agent, self.instance.pk, is_leader)
         self.is_leader = is_leader
-        await registry.heartbeat(
+        await presence.heartbeat(
             platform=self.agent.platform,
             agent_id=self.agent.agent_id,
             instance_id=self.instance.instance_id,

@@ -1,4 +1,5 @@
-"""The agent registry in Redis (ARCHITECTURE §4), kept by the hub consumers.
+"""Presence: which agent instances are connected to which replica, kept in Redis by the hub
+consumers (ARCHITECTURE §4).
 
 Keys (TTL refreshed by heartbeats, so a crashed replica's entries expire on their own):
 

@@ -8,8 +8,8 @@ class AuditConfig(AppConfig):
 
     def ready(self) -> None:
         # The admin site and the audit admin need the app registry, complete only now.
-        from django.contrib import admin
+        from django.contrib import admin  # noqa: PLC0415
 
-        from streamspace.audit.admin import audit_admin_site
+        from streamspace.audit.admin import audit_admin_site  # noqa: PLC0415
 
         audit_admin_site(admin.site)

@@ -8,7 +8,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from agents_app.hub import presence as registry
+from agents_app.hub import presence
 from agents_app.models import AgentCommand, AgentInstance, CommandState
 from sessions_app.models import Session, SessionState
 from tests.factories import make_session
@@ -50,11 +50,11 @@ async def test_register_creates_instance_and_registry_entries(make_client, hub_a
     instance = await get(AgentInstance, agent=agent, instance_id="inst-a")
     assert instance.connected and instance.is_leader and instance.pod == settings.POD_NAME
     assert instance.hostname == "test-host" and instance.capacity["sessions"] == 10
-    live = await database_sync_to_async(registry.connections)(agent.agent_id)
+    live = await database_sync_to_async(presence.connections)(agent.agent_id)
     assert live["inst-a"]["pod"] == settings.POD_NAME and live["inst-a"]["is_leader"] is True
     assert live["inst-a"]["channel"]
     await client.close()
-    assert await database_sync_to_async(registry.connections)(agent.agent_id) == {}
+    assert await database_sync_to_async(presence.connections)(agent.agent_id) == {}
     instance = await get(AgentInstance, pk=instance.pk)
     assert not instance.connected and not instance.is_leader and instance.disconnected_at
 
@@ -225,7 +225,7 @@ async def test_leader_change_moves_unacked_commands(make_client, alice, template
         lambda: dict(AgentInstance.objects.filter(agent=hub_agent[0]).values_list("instance_id", "is_leader"))
     )()
     assert instances == {"old": False, "new": True}
-    live = await database_sync_to_async(registry.connections)(hub_agent[0].agent_id)
+    live = await database_sync_to_async(presence.connections)(hub_agent[0].agent_id)
     assert live["new"]["is_leader"] and not live["old"]["is_leader"]
     # The next command goes to the new leader only.
     await database_sync_to_async(lambda: None)()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -38,8 +39,6 @@ def get_item(mapping: Any, key: Any) -> Any:
 @register.filter
 def as_json(value: Any) -> str:
     """Compact JSON for showing structured details (audit, deliveries) as users expect."""
-    import json
-
     return json.dumps(value, separators=(", ", ": "), sort_keys=True, default=str)
 
 
