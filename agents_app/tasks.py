@@ -1,4 +1,4 @@
-"""Periodic agent jobs (ARCHITECTURE §7) as Celery tasks; the queries live in ``services.py``.
+"""Periodic agent jobs (docs/architecture.md §11) as Celery tasks; the queries live in ``services.py``.
 
 Each sweep is idempotent (compare-and-set updates), so beat firing twice or two workers
 running the same sweep at once do no harm.

@@ -1,4 +1,4 @@
-"""The Redis registry's key names and shapes (ARCHITECTURE §4) with a real Redis."""
+"""The Redis registry's key names and shapes (docs/architecture.md §8) with a real Redis."""
 
 from __future__ import annotations
 
