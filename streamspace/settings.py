@@ -100,7 +100,8 @@ DATABASE_URL = envstr("DATABASE_URL")
 if DATABASE_URL:
     _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
     if _db["ENGINE"] == "django.db.backends.postgresql" and envbool("DATABASE_POOL", True):
-        # Under ASGI a connection per request costs 35-50 % of throughput (docs/architecture.md §14).
+        # Under ASGI, a new connection per request costs much of the throughput: pool them
+        # (docs/architecture.md §14).
         _db.setdefault("OPTIONS", {})["pool"] = {
             "min_size": envint("DATABASE_POOL_MIN", 2, minimum=0),
             "max_size": envint("DATABASE_POOL_MAX", 20, minimum=1),
