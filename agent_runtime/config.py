@@ -1,4 +1,4 @@
-"""Agent configuration from CLI flags and environment variables (ARCHITECTURE §5).
+"""Agent configuration from CLI flags and environment variables (docs/architecture.md §9).
 
 Durations are written like Kubernetes/Go durations: ``15s``, ``500ms``, ``1m``, ``1.5s``;
 a bare number means seconds. Bad values fail loudly with :class:`ConfigError`.

@@ -1,4 +1,4 @@
-"""The agent's link to the control plane (ARCHITECTURE §4).
+"""The agent's link to the control plane (docs/architecture.md §6).
 
 One :class:`AgentConnection` keeps a WebSocket to ``<control plane>/api/v1/agents/connect``
 open forever: it registers first (with the backend's inventory when leader), heartbeats at

@@ -1,4 +1,4 @@
-"""The agent <-> control-plane protocol (ARCHITECTURE §4): one source of truth.
+"""The agent <-> control-plane protocol (docs/architecture.md §6): one source of truth.
 
 Every frame is a JSON text message ``{"type": str, "id": str, "ts": float, "payload": {...}}``.
 Payloads are strict msgspec structs: unknown types, missing fields and wrong types are

@@ -1,6 +1,6 @@
 """Agent gauges for Prometheus, computed when ``/metrics`` is scraped (deploy/prometheus/alerts.yml).
 
-The truth about connected replicas is presence in Redis (heartbeats, ARCHITECTURE §4); the
+The truth about connected replicas is presence in Redis (heartbeats, docs/architecture.md §8); the
 database mirror says which replicas the control plane still *believes* connected. Reading
 both at scrape time gives the numbers the alert rules need without any bookkeeping on the
 hub's hot path:

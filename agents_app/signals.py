@@ -1,6 +1,6 @@
 """What agents report about the sessions they run, for the app that owns sessions.
 
-``agents_app`` sits below ``sessions_app`` (docs/architecture.md, "Dependencies"): it stores
+``agents_app`` sits below ``sessions_app`` (docs/architecture.md §2): it stores
 commands and talks to agents but never imports the session model or its rules. Whatever an
 agent says about a session is sent on one of these signals, and ``sessions_app`` connects
 its receivers in ``AppConfig.ready()`` (``sessions_app/agent_reports.py``). Receivers run

@@ -1,4 +1,4 @@
-"""Periodic agent jobs as Celery tasks; the sweeps live in ``agents_app/sweeps.py``.
+"""Periodic agent jobs (docs/architecture.md §11) as Celery tasks; the sweeps live in ``agents_app/sweeps.py``.
 
 Each sweep is idempotent (compare-and-set updates), so beat firing twice or two workers
 running the same sweep at once do no harm.

@@ -1,4 +1,4 @@
-"""Delivering events to webhook and integration plugins, with retries (ARCHITECTURE §7).
+"""Delivering events to webhook and integration plugins, with retries (docs/architecture.md §12).
 
 The outbox pattern: an event becomes one ``WebhookDelivery`` row per subscribed plugin
 (attempt 1, ``pending``); the Celery task :func:`deliver` (``acks_late``) claims a row,

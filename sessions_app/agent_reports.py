@@ -7,7 +7,7 @@ The agent hub stores commands and instances and sends every statement about a se
   agent's error); a failed stop fails it too; a successful stop makes it ``stopped``;
 - an expired command fails the session that was waiting on it;
 - a ``session_status`` frame goes through :func:`sessions_app.services.apply_agent_status`;
-- a leader's inventory on ``register`` is reconciled (docs/architecture.md, "Agent protocol").
+- a leader's inventory on ``register`` is reconciled (docs/architecture.md §6.4).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 Change = tuple[Any, Any, str | None, str]  # (session_id, user_id, previous state, new state)
 
-# previous state -> new state -> event name (ARCHITECTURE §8)
+# previous state -> new state -> event name (docs/architecture.md §12)
 _EVENTS = {
     ("pending", "running"): "session.started",
     ("starting", "running"): "session.started",

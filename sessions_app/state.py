@@ -1,4 +1,4 @@
-"""The session state machine (ARCHITECTURE §3). Only :func:`transition` changes a state."""
+"""The session state machine (docs/architecture.md §5). Only :func:`transition` changes a state."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Periodic session jobs (ARCHITECTURE §7): the idle sweep and quota reconciliation.
+"""Periodic session jobs (docs/architecture.md §11): the idle sweep and quota reconciliation.
 
 The Celery tasks in ``sessions_app/tasks.py`` (and ``manage.py run_jobs`` without a broker)
 call these. Each is idempotent: running it twice, or on two workers at once, does no harm,

@@ -1,4 +1,4 @@
-"""Short-lived viewer tokens bound to one session and one user (ARCHITECTURE §6)."""
+"""Short-lived viewer tokens bound to one session and one user (docs/architecture.md §10.1)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Protocol routing. Browser-facing sockets check Origin; the agent endpoint does not
-(agents are not browsers: they authenticate with their token, ARCHITECTURE §9)."""
+(agents are not browsers: they authenticate with their token, docs/architecture.md §14)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def build_application(http_app: Any) -> ProtocolTypeRouter:
     browser = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(browser_websocket_urlpatterns())))
     agents = URLRouter(agent_websocket_urlpatterns())
 
-    # The session proxy (ARCHITECTURE §6) is raw ASGI ahead of Django and Channels, for speed;
+    # The session proxy (docs/architecture.md §10.2) is raw ASGI ahead of Django and Channels, for speed;
     # its WebSocket side checks Origin itself (browsers must come from this site).
     from sessions_app import proxy
     from sessions_app.proxy.http import proxy_http  # bound once: the router runs per request

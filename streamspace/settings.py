@@ -1,4 +1,4 @@
-"""StreamSpace control-plane settings, driven by environment variables (ARCHITECTURE §2).
+"""StreamSpace control-plane settings, driven by environment variables (docs/architecture.md §3).
 
 With nothing set this is the embedded default: SQLite under ``STREAMSPACE_DATA_DIR``, the
 in-memory channel layer and a locmem cache. ``DATABASE_URL`` and ``REDIS_URL`` switch to the
@@ -100,7 +100,8 @@ DATABASE_URL = envstr("DATABASE_URL")
 if DATABASE_URL:
     _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
     if _db["ENGINE"] == "django.db.backends.postgresql" and envbool("DATABASE_POOL", True):
-        # Under ASGI a connection per request costs 35-50 % of throughput (ARCHITECTURE §9).
+        # Under ASGI, a new connection per request costs much of the throughput: pool them
+        # (docs/architecture.md §14).
         _db.setdefault("OPTIONS", {})["pool"] = {
             "min_size": envint("DATABASE_POOL_MIN", 2, minimum=0),
             "max_size": envint("DATABASE_POOL_MAX", 20, minimum=1),
@@ -129,7 +130,7 @@ if REDIS_URL:
         "default": {
             "BACKEND": "streamspace.channel_layer.RedisChannelLayer",  # send in one trip
             "CONFIG": {
-                # socket_timeout=None: see channels_redis #422 (ARCHITECTURE §9).
+                # socket_timeout=None: see channels_redis #422 (docs/architecture.md §14).
                 "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
                 "capacity": envint("CHANNEL_LAYER_CAPACITY", 1000, minimum=10),
                 "expiry": 60,
@@ -283,7 +284,7 @@ AXES_VERBOSE = False
 CORS_ALLOWED_ORIGINS = envlist("CORS_ALLOWED_ORIGINS", [])
 CORS_URLS_REGEX = r"^/api/.*$"
 
-# OpenID Connect (mozilla-django-oidc; names per ARCHITECTURE §2). Hidden unless configured.
+# OpenID Connect (mozilla-django-oidc; names per docs/architecture.md §3). Hidden unless configured.
 OIDC_OP_DISCOVERY_URL = envstr("OIDC_OP_DISCOVERY_URL")
 OIDC_OP_AUTHORIZATION_ENDPOINT = envstr("OIDC_OP_AUTHORIZATION_ENDPOINT")
 OIDC_OP_TOKEN_ENDPOINT = envstr("OIDC_OP_TOKEN_ENDPOINT")
@@ -349,7 +350,7 @@ STREAMSPACE_DEFAULT_IDLE_TIMEOUT_S = envint("STREAMSPACE_DEFAULT_IDLE_TIMEOUT_S"
 STREAMSPACE_VIEWER_TOKEN_TTL_S = envint("STREAMSPACE_VIEWER_TOKEN_TTL_S", 120, minimum=5)
 STREAMSPACE_ACTIVITY_WRITE_INTERVAL_S = envint("STREAMSPACE_ACTIVITY_WRITE_INTERVAL_S", 30, minimum=0)
 POD_NAME = envstr("POD_NAME", socket.gethostname())
-# Agent hub (ARCHITECTURE §4): heartbeat interval told to agents, ack timeout before re-send.
+# Agent hub (docs/architecture.md §7): heartbeat interval told to agents, ack timeout before re-send.
 AGENT_HEARTBEAT_INTERVAL_S = envint("AGENT_HEARTBEAT_INTERVAL_S", 10, minimum=1)
 AGENT_COMMAND_ACK_TIMEOUT_S = envint("AGENT_COMMAND_ACK_TIMEOUT_S", 30, minimum=1)
 AGENT_HEARTBEAT_DB_WRITE_S = envint("AGENT_HEARTBEAT_DB_WRITE_S", 60, minimum=0)
@@ -364,7 +365,7 @@ AGENT_HUB_FAN_OUT_THREADS = envbool(
 )
 POD_URL = envstr("POD_URL")
 
-# --- Session proxy (sessions_app/proxy, ARCHITECTURE §6) --------------------------------
+# --- Session proxy (sessions_app/proxy, docs/architecture.md §10) --------------------------------
 # How long a proxy authorization (cookie -> user -> right on a session) is reused in-process.
 STREAMSPACE_PROXY_AUTH_CACHE_S = envint("STREAMSPACE_PROXY_AUTH_CACHE_S", 5, minimum=0)
 # Lifetime of the viewer cookie set after a viewer token was accepted.

@@ -37,7 +37,7 @@ def pytest_runtest_setup(item):
 
 @pytest.fixture(autouse=True)
 def _fast_password_hasher(settings):
-    # PBKDF2 at production strength costs ~0.3 s a user; tests create many.
+    # PBKDF2 at production strength is slow on purpose; tests create many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 

@@ -1,6 +1,6 @@
 """The agent hub: one WebSocket per agent instance at ``/api/v1/agents/connect``.
 
-Protocol in ``agent_runtime/protocol.py`` (ARCHITECTURE §4). The consumer parses frames,
+Protocol in ``agent_runtime/protocol.py`` (docs/architecture.md §6). The consumer parses frames,
 keeps presence in Redis fresh and calls ``agents_app.hub.rows`` for everything that touches the
 database. A bad frame gets an ``error`` frame and never affects another connection; a frame
 over 1 MiB closes this socket with 1009.

@@ -1,5 +1,5 @@
 """Presence: which agent instances are connected to which replica, kept in Redis by the hub
-consumers (ARCHITECTURE §4).
+consumers (docs/architecture.md §8).
 
 Keys (TTL refreshed by heartbeats, so a crashed replica's entries expire on their own):
 

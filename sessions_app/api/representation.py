@@ -1,7 +1,7 @@
 """The session object of the API, built from ``values()`` rows.
 
 Listing is the hottest read of the API (portals poll it); building model instances and
-running a DRF serializer per row costs ~4x more than this (see bench/RESULTS.md). The
+running a DRF serializer per row costs several times more CPU (bench/RESULTS.md). The
 OpenAPI shape is declared by ``SessionSerializer``; ``test_session_representation`` keeps
 the two identical.
 """

@@ -1,4 +1,4 @@
-"""The session proxy: ``/api/v1/http/<session-id>/`` for HTTP and WebSocket (ARCHITECTURE §6).
+"""The session proxy: ``/api/v1/http/<session-id>/`` for HTTP and WebSocket (docs/architecture.md §10).
 
 Raw ASGI apps routed by ``streamspace.routing.build_application`` ahead of Django:
 
@@ -10,14 +10,14 @@ tunnels (``agents_app/tunnels.py``).
 
 Modules: ``paths`` (parsing, hostile-path checks), ``auth`` (viewer tokens, cookies,
 authorization cache), ``rewrite`` (headers, Location, cookies), ``upstream`` (direct or
-tunnel), ``client`` (HTTP/1.1 keep-alive pool, llhttp), ``flow`` (back-pressure),
-``activity`` (idle tracking, wake), ``pages`` (waking and error pages).
+tunnel), ``client`` (HTTP/1.1 keep-alive pool, llhttp), ``activity`` (idle tracking, wake),
+``pages`` (waking and error pages). Back-pressure against daphne's sockets is
+``streamspace.transport.flow``.
 
-Under ``python -m streamspace.serve`` a lean HTTP/1.1 front sits ahead of daphne's own
-protocol on every connection: ``front`` (parsing, hand-over to daphne) and ``exchange``
-(the ASGI side of a request it serves), ``pipe`` (WebSockets the session accepts, relayed
-as bytes) and ``agent_socket`` (agents' tunnel sockets, framed with websockets' sans-I/O
-protocol). What they do not take reaches the ASGI apps above through daphne, unchanged.
+Under ``python -m streamspace.serve`` the front (``streamspace/front/``) reads every
+connection first and serves the common proxy requests through these same apps, pipes the
+WebSockets sessions accept as bytes, and takes agents' tunnel sockets
+(``agents_app.agent_socket``); whatever it does not take reaches the apps above through daphne.
 """
 
 from __future__ import annotations

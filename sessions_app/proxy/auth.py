@@ -1,4 +1,4 @@
-"""Who may reach a session through the proxy (ARCHITECTURE §6).
+"""Who may reach a session through the proxy (docs/architecture.md §10.1).
 
 Credentials, in order: a viewer token in ``?token=`` (short-lived, bound to session and
 user; exchanged for the viewer cookie), the viewer cookie (scoped to the session's prefix),

@@ -3,10 +3,9 @@
 The proxy needs only a small part of an HTTP client: write a request head and a streamed
 body, parse the response (``httptools``, the llhttp binding under uvicorn), hand the body
 on under back-pressure, and keep the connection for the next request. Doing only that
-costs about half the CPU per request of a general-purpose client (aiohttp's
-``ClientSession``: cookie jar, tracing, URL objects, timers per read), which on one core
-is the difference between a proxy slower and faster than configurable-http-proxy
-(bench/RESULTS.md, "Proxy").
+spares every proxied request the work a general-purpose client does per request and per
+read (aiohttp's ``ClientSession``: cookie jar, tracing, URL objects, timers), which is a
+large part of the proxy's CPU (bench/RESULTS.md, "Proxy").
 
 Errors: :class:`ConnectFailed` (nothing was sent: the caller may try another route),
 :class:`UpstreamTimeout` (no byte from the session for ``read_timeout`` seconds while one

@@ -49,7 +49,7 @@ class Theme:
 
 def _from_plugin() -> Any:
     try:
-        from plugins_app.theme import current_theme  # provided by the plugins work
+        from plugins_app.theme import current_theme
     except ImportError:
         return None
     try:

@@ -1,4 +1,4 @@
-"""Agent selection for a new session (ARCHITECTURE §4): platform, connected leader first,
+"""Agent selection for a new session (docs/architecture.md §7.2): platform, connected leader first,
 least loaded next, name last; what it reports for the direct send."""
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ async def test_missing_token_is_refused(hub_agent):
 
 
 async def test_no_origin_needed_for_agents(make_client):
-    # Agents are not browsers: no Origin header, still accepted (ARCHITECTURE §9).
+    # Agents are not browsers: no Origin header, still accepted (docs/architecture.md §14).
     assert (await make_client().register())["heartbeat_interval_s"] == settings.AGENT_HEARTBEAT_INTERVAL_S
 
 

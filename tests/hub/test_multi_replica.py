@@ -1,5 +1,5 @@
 """Two daphne replicas sharing PostgreSQL and Redis, and a scripted agent built on
-``agent_runtime``'s connection code (ARCHITECTURE §4: cross-replica routing, reconnect,
+``agent_runtime``'s connection code (docs/architecture.md §7.3: cross-replica routing, reconnect,
 durable commands)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Presence in Redis: key names and shapes (ARCHITECTURE §4) with a real Redis."""
+"""Presence in Redis: key names and shapes (docs/architecture.md §8) with a real Redis."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Idle hibernation with every part real (issue #8's acceptance test).
+"""Idle hibernation with every part real.
 
 daphne serves the control plane on the test's PostgreSQL database and Redis db, a
 ``streamspace-agent --platform local`` runs the built-in demo app (``demo-canvas``), and

@@ -1,4 +1,4 @@
-"""The idle sweep (ARCHITECTURE §7): who hibernates, who does not, and at what query cost."""
+"""The idle sweep (docs/architecture.md §11): who hibernates, who does not, and at what query cost."""
 
 from __future__ import annotations
 

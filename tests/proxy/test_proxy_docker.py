@@ -1,5 +1,5 @@
-"""The proxy in front of a real session container (helper A's ``streamspace-test-session``
-image: websocketd serving a static page and a line-echo WebSocket on :8080), direct to the
+"""The proxy in front of a real session container (the ``streamspace-test-session``
+image of ``tests/images/``: websocketd serving a static page and a line-echo WebSocket on :8080), direct to the
 container's address and through an agent tunnel."""
 
 from __future__ import annotations
