@@ -12,7 +12,9 @@ import httpx
 import pytest
 
 from streamspace import serve
-from tests.proxy.conftest import ROOT, free_port, stop, wait_for_port
+from tests.support import ROOT
+from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import serve_command, stop
 
 
 def run_probe(tmp_path, *args: str, env: dict[str, str] | None = None) -> tuple[dict, str, int]:
@@ -21,8 +23,7 @@ def run_probe(tmp_path, *args: str, env: dict[str, str] | None = None) -> tuple[
     stderr = tmp_path / "stderr.log"
     with open(stderr, "wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streamspace.serve", *args, "-b", "127.0.0.1", "-p", str(port)]
-            + ["tests.serve_probe_app:application"],
+            serve_command(port, *args, app="tests.serve_probe_app:application"),
             cwd=ROOT,
             env={**os.environ, **(env or {})},
             stdout=subprocess.DEVNULL,

@@ -10,7 +10,7 @@ from agents_app.models import Agent
 from agents_app.tokens import hash_token
 from sessions_app.models import Template
 from streamspace.audit.models import AuditEvent
-from tests.conftest import client_for
+from tests.support.clients import client_for
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from agents_app.models import Agent, AgentCommand, AgentInstance
 from sessions_app.placement import NoAgent, direct_route, select_agent
-from tests.factories import make_leader, make_session
+from tests.support.factories import make_leader, make_session
 
 pytestmark = pytest.mark.django_db
 

@@ -11,8 +11,9 @@ from django.conf import settings
 from agents_app.hub import presence
 from agents_app.models import AgentCommand, AgentInstance, CommandState
 from sessions_app.models import Session, SessionState
-from tests.factories import make_session
-from tests.hub.conftest import AgentClient, frame, launch
+from tests.hub.conftest import launch
+from tests.support.agent_client import AgentClient, frame
+from tests.support.factories import make_session
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -342,7 +343,7 @@ async def test_tunnel_request_reaches_the_leader(make_client, hub_agent):
 
 
 async def test_agents_api_shows_instances_leader_pod_and_live_heartbeat(make_client, hub_agent, operator):
-    from tests.conftest import client_for
+    from tests.support.clients import client_for
 
     agent, _ = hub_agent
     leader, follower = make_client("lead"), make_client("follow")

@@ -33,7 +33,8 @@ from sessions_app.demo_catalog import DEMO_TEMPLATES
 from sessions_app.models import Session, SessionState, Template
 from streamspace.audit.models import AuditEvent
 from tests.jobs.test_celery_worker import Workers
-from tests.portal.stack import Stack, make_agent, stack_env, wait_until
+from tests.support.stack import Stack, make_agent, stack_env
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

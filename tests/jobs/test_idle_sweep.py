@@ -13,7 +13,7 @@ from agents_app.models import AgentCommand
 from sessions_app import sweeps
 from sessions_app.models import Session
 from streamspace.audit.models import AuditEvent
-from tests.jobs.factories import bulk_sessions, make_session
+from tests.support.factories import bulk_sessions, make_session
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from sessions_app import tasks as session_tasks
 from sessions_app.models import Session, UserQuota
 from streamspace import jobs
 from streamspace.audit.models import AuditEvent
-from tests.jobs.factories import make_session
+from tests.support.factories import make_session
 
 pytestmark = pytest.mark.django_db
 

@@ -23,9 +23,10 @@ from django.db import connection
 from django.utils import timezone
 
 from sessions_app.models import Session, SessionState, Template
-from tests.agent.conftest import docker_agent_id, docker_client  # noqa: F401 - fixtures
-from tests.conftest import make_user
-from tests.portal.stack import ROOT, Stack, make_agent, stack_env, wait_until
+from tests.support import ROOT
+from tests.support.factories import make_user
+from tests.support.stack import Stack, make_agent, stack_env
+from tests.support.waits import wait_until
 
 pytestmark = [
     pytest.mark.browser,
@@ -315,7 +316,7 @@ def test_user_and_operator_journey_on_a_local_agent(browser, stack, tmp_path):
 
 
 @pytest.mark.docker
-def test_launch_the_test_image_on_a_docker_agent(browser, stack, docker_client, docker_agent_id):  # noqa: F811
+def test_launch_the_test_image_on_a_docker_agent(browser, stack, docker_client, docker_agent_id):
     username = f"dora-{docker_agent_id}"  # unique: the home volume is per user
     make_person(username)
     agent, token = make_agent(docker_agent_id, "docker")

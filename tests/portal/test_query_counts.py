@@ -11,7 +11,7 @@ from plugins_app.models import Plugin, WebhookDelivery
 from sessions_app.models import GroupQuota, Session, SessionState, Template
 from streamspace.audit.models import AuditEvent
 from streamspace.portal.theme import current_theme
-from tests.conftest import make_user
+from tests.support.factories import make_user
 
 pytestmark = pytest.mark.django_db
 

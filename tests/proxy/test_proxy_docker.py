@@ -16,7 +16,8 @@ from asgiref.sync import sync_to_async
 from websockets.asyncio.client import connect as ws_connect
 
 from sessions_app.proxy import auth
-from tests.proxy.conftest import ROOT, make_session
+from tests.proxy.conftest import make_session
+from tests.support import ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -16,7 +16,8 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from sessions_app.proxy import auth
-from tests.proxy.conftest import AGENT_TOKEN, free_port, make_session
+from tests.proxy.conftest import AGENT_TOKEN, make_session
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

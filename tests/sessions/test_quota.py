@@ -1,4 +1,5 @@
-"""Effective quota resolution and enforcement (single-threaded; the race is in test_quota_race)."""
+"""Effective quota resolution and enforcement (single-threaded; the race under concurrent launches
+is in test_postgres_concurrency.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from django.contrib.auth.models import Group
 from sessions_app import quotas
 from sessions_app.models import GroupQuota, Session, SessionState, UserQuota
 from streamspace.audit.models import AuditEvent
-from tests.factories import make_session
+from tests.support.factories import make_session
 
 pytestmark = pytest.mark.django_db
 
