@@ -15,7 +15,7 @@ import ast
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
-ROOT_TESTS = {"test_architecture.py", "test_serve.py", "test_test_layout.py"}
+ROOT_TESTS = {"test_architecture.py", "test_docs.py", "test_serve.py", "test_test_layout.py"}
 SKIPPED = {"example_plugin"}  # an installed package of its own (tests/example_plugin/pyproject.toml)
 SHARED = "support"
 
