@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
@@ -118,7 +119,12 @@ class Session(models.Model):
 
     @property
     def viewer_path(self) -> str:
-        return f"/api/v1/http/{self.id}/"
+        return viewer_path(self.id)
+
+
+def viewer_path(session_id: Any) -> str:
+    """The proxy path that shows session ``session_id`` (its viewer, through the proxy)."""
+    return f"/api/v1/http/{session_id}/"
 
 
 class QuotaLimits(models.Model):
