@@ -21,18 +21,15 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils.module_loading import import_string
 
+from streamspace.audit import services as audit_services
+
 log = logging.getLogger(__name__)
 
 
 @shared_task(name="streamspace.jobs.prune_audit_log", ignore_result=True)
 def prune_audit_log() -> int:
     """Delete audit events older than the retention period (``streamspace.audit.services.prune``)."""
-    from streamspace.audit import services
-
-    prune = getattr(services, "prune", None)
-    if prune is None:  # the audit app of this build keeps everything
-        return 0
-    return int(prune() or 0)
+    return audit_services.prune()
 
 
 @dataclass

@@ -83,6 +83,16 @@ def test_run_jobs_once(alice, template, docker_agent, capsys):
     assert Session.objects.get(pk=idle.pk).state == "hibernating"
 
 
+def test_the_audit_prune_job_deletes_events_past_the_retention(settings, capsys):
+    settings.AUDIT_RETENTION_DAYS = 30
+    old = AuditEvent.objects.create(action="test.old")
+    AuditEvent.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=31))
+    kept = AuditEvent.objects.create(action="test.new")
+    call_command("run_jobs", "--once", "--job", "audit-prune")
+    assert capsys.readouterr().out.strip() == "audit-prune: 1"
+    assert list(AuditEvent.objects.values_list("pk", flat=True)) == [kept.pk]
+
+
 def test_run_jobs_rejects_unknown_job():
     from django.core.management.base import CommandError
 
