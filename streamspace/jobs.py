@@ -51,10 +51,6 @@ def configured_jobs(names: Iterable[str] | None = None) -> list[Job]:
     return [Job(name, table[name][0], float(table[name][1])) for name in wanted]
 
 
-def configured_jobs_names() -> list[str]:
-    return list(settings.STREAMSPACE_PERIODIC_JOBS)
-
-
 def run_job(job: Job) -> Any:
     """Run one job's task in this thread (the task body, as a worker would) and log the outcome."""
     started = time.monotonic()

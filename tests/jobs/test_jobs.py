@@ -74,12 +74,12 @@ def test_stale_agent_sweep_task(docker_agent):
     assert not AgentInstance.objects.get(instance_id="gone").connected
 
 
-def test_run_jobs_once(alice, template, docker_agent, capsys):
+def test_run_jobs_once(alice, template, docker_agent, capsys, settings):
     idle = make_session(alice, template, docker_agent, idle_timeout_s=5, idle_for_s=60)
     call_command("run_jobs", "--once")
     out = capsys.readouterr().out
     assert "idle-sweep: {'hibernated': 1, 'stopped': 0}" in out
-    assert set(line.split(":")[0] for line in out.splitlines()) == set(jobs.configured_jobs_names())
+    assert set(line.split(":")[0] for line in out.splitlines()) == set(settings.STREAMSPACE_PERIODIC_JOBS)
     assert Session.objects.get(pk=idle.pk).state == "hibernating"
 
 
