@@ -11,7 +11,6 @@ from django.contrib.auth.models import Group
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 
-from agents_app.api.views import agent_queryset
 from agents_app.models import Agent, AgentInstance
 from plugins_app.models import Plugin, WebhookDelivery
 from sessions_app import quotas
@@ -48,7 +47,7 @@ def overview() -> dict[str, Any]:
 
 def agents() -> list[Agent]:
     """Every agent with its replicas (leader first) and session/command counts (2 queries)."""
-    return list(agent_queryset())
+    return list(Agent.objects.with_replicas_and_counts())
 
 
 @dataclass
