@@ -83,6 +83,22 @@ ACTIVE_STATES = (
 RESOURCE_STATES = tuple(s for s in ACTIVE_STATES if s != SessionState.HIBERNATED)
 
 
+class SessionQuerySet(models.QuerySet):
+    """Who may see and who may change a session: the rule the API, the portal and its live updates share."""
+
+    def visible_to(self, user: Any) -> SessionQuerySet:
+        """The sessions ``user`` may see: all for an operator, else their own and those shared with them."""
+        if getattr(user, "is_operator", False):
+            return self
+        return self.filter(models.Q(user=user) | models.Q(shared_with=user)).distinct()
+
+    def managed_by(self, user: Any) -> SessionQuerySet:
+        """The sessions ``user`` may change (stop, hibernate, wake): all for an operator, else their own."""
+        if getattr(user, "is_operator", False):
+            return self
+        return self.filter(user=user)
+
+
 class Session(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=120)
@@ -106,6 +122,8 @@ class Session(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     shared_with = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="shared_sessions")
+
+    objects = SessionQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

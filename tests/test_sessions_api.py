@@ -8,6 +8,7 @@ from agents_app.models import AgentCommand, CommandState
 from sessions_app.models import Session, SessionState, Template
 from sessions_app.state import transition
 from streamspace.audit.models import AuditEvent
+from tests.factories import make_session
 
 pytestmark = pytest.mark.django_db
 
@@ -272,3 +273,20 @@ def test_a_serializer_field_is_a_representation_field():
     assert "state_changed_at" in plan.columns
     with pytest.raises(ImproperlyConfigured, match="uptime"):
         build_plan(SessionSerializer, COMPUTED | {"uptime": Computed((), lambda row: 0)})
+
+
+def test_who_may_see_and_who_may_change_a_session(alice, bob, operator, template, docker_agent):
+    """``Session.objects.visible_to`` / ``managed_by``: the rule the API and the portal apply."""
+    own = make_session(alice, template, docker_agent)
+    shared = make_session(bob, template, docker_agent)
+    shared.shared_with.add(alice, bob)  # shared with its owner too: still one row
+    other = make_session(bob, template, docker_agent)
+    every = {own.pk, shared.pk, other.pk}
+
+    def ids(queryset) -> list:
+        return sorted(queryset.values_list("pk", flat=True), key=str)
+
+    assert ids(Session.objects.visible_to(alice)) == sorted([own.pk, shared.pk], key=str)
+    assert ids(Session.objects.managed_by(alice)) == [own.pk]
+    assert set(ids(Session.objects.visible_to(bob))) == {shared.pk, other.pk}
+    assert set(ids(Session.objects.visible_to(operator))) == set(ids(Session.objects.managed_by(operator))) == every
