@@ -83,8 +83,30 @@ ACTIVE_STATES = (
 RESOURCE_STATES = tuple(s for s in ACTIVE_STATES if s != SessionState.HIBERNATED)
 
 
+def _usage_totals() -> dict[str, models.Aggregate]:
+    holding = models.Q(state__in=RESOURCE_STATES)
+    return {
+        "sessions": models.Count("id"),
+        "cpu_millicores": models.Sum("cpu_millicores", filter=holding, default=0),
+        "memory_mb": models.Sum("memory_mb", filter=holding, default=0),
+    }
+
+
 class SessionQuerySet(models.QuerySet):
-    """Who may see and who may change a session: the rule the API, the portal and its live updates share."""
+    """Who may see and who may change a session, and what sessions hold against a quota.
+
+    Usage is the quota rule of ``sessions_app.quotas``: every session in ``ACTIVE_STATES``
+    counts toward ``sessions``; CPU and memory count while it is in ``RESOURCE_STATES``
+    (a hibernated session holds none).
+    """
+
+    def usage(self) -> dict[str, int]:
+        """``{"sessions", "cpu_millicores", "memory_mb"}`` of these sessions (one query)."""
+        return self.filter(state__in=ACTIVE_STATES).aggregate(**_usage_totals())
+
+    def usage_by_user(self, *fields: str) -> models.QuerySet:
+        """:meth:`usage` per user: rows of ``user_id``, ``fields`` and the three totals (one query)."""
+        return self.filter(state__in=ACTIVE_STATES).values("user_id", *fields).annotate(**_usage_totals()).order_by()
 
     def visible_to(self, user: Any) -> SessionQuerySet:
         """The sessions ``user`` may see: all for an operator, else their own and those shared with them."""
