@@ -29,6 +29,7 @@ from agent_runtime.pipes import until_first_done
 from agent_runtime.protocol import TUNNEL_PATH
 from agents_app import dispatch
 from agents_app.services import agent_for_token
+from streamspace.api.auth_header import bearer_token
 from streamspace.transport.flow import InboundFlow, OutboundFlow
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,8 @@ async def tunnel_endpoint(scope: dict, receive: Any, send: Any) -> None:
     if message["type"] != "websocket.connect":
         return
     pending = _pending.get(stream_id)
-    authorization = next((v for k, v in scope.get("headers") or [] if k.lower() == b"authorization"), b"")
-    token = authorization[7:].strip().decode("latin-1") if authorization[:7].lower() == b"bearer " else ""
+    authorization = next((v for k, v in scope.get("headers") or [] if k.lower() == b"authorization"), None)
+    token = bearer_token(authorization)
     if pending is None or pending.connected.done():
         return await _reject(send, 4404)
     agent_pk = await database_sync_to_async(agent_pk_for_token)(token) if token else None

@@ -88,7 +88,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "plugins_app.context_processors.theme",
+                "plugins_app.context_processors.menu",
                 "streamspace.portal.context_processors.portal",  # theme + navigation for base.html
             ],
         },

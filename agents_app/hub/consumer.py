@@ -26,6 +26,7 @@ from agents_app.hub import presence, rows
 from agents_app.models import AgentCommand, CommandState
 from agents_app.signals import UnknownSession
 from streamspace import events, fanout
+from streamspace.api.auth_header import bearer_token
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +34,6 @@ REGISTER_TIMEOUT_S = 10.0
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_REGISTER = 4400
 CLOSE_FORBIDDEN = 4403
-
-
-def bearer_token(scope: dict[str, Any]) -> str:
-    for name, value in scope.get("headers", []):
-        if name == b"authorization":
-            kind, _, token = value.decode("latin-1").partition(" ")
-            if kind.lower() == "bearer":
-                return token.strip()
-    return ""
 
 
 def _emit(event: str, data: dict[str, Any]) -> None:
@@ -71,7 +63,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     # --- connection lifecycle -------------------------------------------------------------
     async def connect(self) -> None:
-        self.agent = await database_sync_to_async(agent_services.agent_for_token)(bearer_token(self.scope))
+        self.agent = await database_sync_to_async(agent_services.agent_for_token)(
+            bearer_token(dict(self.scope.get("headers", [])).get(b"authorization"))
+        )
         if self.agent is None:
             await self.close(code=CLOSE_UNAUTHORIZED)  # before accept: the handshake is refused (403)
             return

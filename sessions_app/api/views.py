@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -83,14 +83,9 @@ def session_queryset() -> QuerySet[Session]:
 
 
 def _visible_sessions(request: Request, *, manage: bool) -> QuerySet[Session]:
-    """Sessions the caller may see: own, every one for operators, shared ones when not managing."""
+    """The sessions the caller may change (``manage``) or see."""
     queryset = session_queryset()
-    user = request.user
-    if is_operator(user):
-        return queryset
-    if manage:
-        return queryset.filter(user=user)
-    return queryset.filter(Q(user=user) | Q(shared_with=user)).distinct()
+    return queryset.managed_by(request.user) if manage else queryset.visible_to(request.user)
 
 
 def _session_for(request: Request, session_id: Any, *, manage: bool) -> Session:

@@ -29,6 +29,7 @@ from sessions_app.models import Session, SessionState
 from sessions_app.proxy.paths import ProxyPath
 from sessions_app.proxy.rewrite import VIEWER_COOKIE, header_value, parse_cookies
 from sessions_app.viewer import read_viewer_token
+from streamspace.api.auth_header import bearer_token
 
 _COOKIE_SALT = "streamspace.viewer-cookie"
 _CACHE_MAX = 20_000
@@ -249,9 +250,9 @@ async def authorize(scope: dict, path: ProxyPath) -> Decision:
     if data is not None and data["s"] == str(sid):
         kind, credential = "viewer", viewer
     else:
-        authorization = header_value(headers, b"authorization") or b""
-        if authorization[:7].lower() == b"bearer ":
-            kind, credential = "jwt", authorization[7:].strip().decode("latin-1")
+        token = bearer_token(header_value(headers, b"authorization"))
+        if token:
+            kind, credential = "jwt", token
         elif cookies.get(settings.SESSION_COOKIE_NAME):
             kind, credential = "session", cookies[settings.SESSION_COOKIE_NAME]
 

@@ -25,7 +25,6 @@ from streamspace.transport.flow import OutboundFlow, abort_connection
 log = logging.getLogger(__name__)
 
 SMALL_RESPONSE = 64 * 1024
-_METHODS_WITHOUT_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 
 
 class _ClientGone(Exception):
@@ -133,15 +132,13 @@ async def forward(
     if first["type"] == "http.disconnect":
         return
     # A body that came in one message is sent as bytes (and can be replayed on a fresh
-    # connection); a longer one streams.
+    # connection); a longer one streams. The client frames an empty one by the method.
     request_body = None
     body: client.Body
     if first.get("more_body", False):
         body = request_body = _Body(receive, first)
     else:
         body = first.get("body") or b""
-        if not body and method in _METHODS_WITHOUT_BODY:
-            body = None
     request_target = path.upstream_target_bytes()
 
     response = route = None

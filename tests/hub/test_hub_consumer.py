@@ -38,6 +38,20 @@ async def test_missing_token_is_refused(hub_agent):
     assert not connected
 
 
+@pytest.mark.parametrize("template,accepted", [("bearer  {}", True), ("Basic {}", False), ("Bearer {} x", False)])
+async def test_the_token_header_is_read_by_the_shared_parser(hub_agent, template, accepted):
+    from channels.testing import WebsocketCommunicator
+
+    from streamspace.asgi import application
+
+    _, token = hub_agent
+    headers = [(b"authorization", template.format(token).encode())]
+    comm = WebsocketCommunicator(application, "/api/v1/agents/connect", headers=headers)
+    connected, _ = await comm.connect(timeout=5)
+    await comm.disconnect()
+    assert connected is accepted
+
+
 async def test_no_origin_needed_for_agents(make_client):
     # Agents are not browsers: no Origin header, still accepted (docs/architecture.md §14).
     assert (await make_client().register())["heartbeat_interval_s"] == settings.AGENT_HEARTBEAT_INTERVAL_S

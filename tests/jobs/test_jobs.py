@@ -74,13 +74,23 @@ def test_stale_agent_sweep_task(docker_agent):
     assert not AgentInstance.objects.get(instance_id="gone").connected
 
 
-def test_run_jobs_once(alice, template, docker_agent, capsys):
+def test_run_jobs_once(alice, template, docker_agent, capsys, settings):
     idle = make_session(alice, template, docker_agent, idle_timeout_s=5, idle_for_s=60)
     call_command("run_jobs", "--once")
     out = capsys.readouterr().out
     assert "idle-sweep: {'hibernated': 1, 'stopped': 0}" in out
-    assert set(line.split(":")[0] for line in out.splitlines()) == set(jobs.configured_jobs_names())
+    assert set(line.split(":")[0] for line in out.splitlines()) == set(settings.STREAMSPACE_PERIODIC_JOBS)
     assert Session.objects.get(pk=idle.pk).state == "hibernating"
+
+
+def test_the_audit_prune_job_deletes_events_past_the_retention(settings, capsys):
+    settings.AUDIT_RETENTION_DAYS = 30
+    old = AuditEvent.objects.create(action="test.old")
+    AuditEvent.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=31))
+    kept = AuditEvent.objects.create(action="test.new")
+    call_command("run_jobs", "--once", "--job", "audit-prune")
+    assert capsys.readouterr().out.strip() == "audit-prune: 1"
+    assert list(AuditEvent.objects.values_list("pk", flat=True)) == [kept.pk]
 
 
 def test_run_jobs_rejects_unknown_job():

@@ -165,6 +165,14 @@ async def test_jwt_and_portal_session_cookie_work(running, alice, bob, closing_c
     assert (await get(f"/api/v1/http/{running.pk}/small", cookie="sessionid=forged")).status == 401
 
 
+async def test_the_bearer_header_is_read_by_the_shared_parser(running, alice, closing_clients):
+    access = await sync_to_async(access_token)(alice)
+    path = f"/api/v1/http/{running.pk}/small"
+    assert (await get(path, headers={"authorization": f"bearer   {access}"})).status == 200
+    assert (await get(path, headers={"authorization": f"Basic {access}"})).status == 401
+    assert (await get(path, headers={"authorization": f"Bearer {access} x"})).status == 401
+
+
 async def test_deactivated_user_loses_access(running, alice, closing_clients):
     cookie = viewer_cookie_for(running, alice)
     assert (await get(f"/api/v1/http/{running.pk}/small", cookie=cookie)).status == 200

@@ -28,15 +28,6 @@ def age(value: datetime | None) -> str:
 
 
 @register.filter
-def get_item(mapping: Any, key: Any) -> Any:
-    """``mapping[key]`` in a template (None when absent)."""
-    try:
-        return mapping[key]
-    except (KeyError, IndexError, TypeError):
-        return None
-
-
-@register.filter
 def as_json(value: Any) -> str:
     """Compact JSON for showing structured details (audit, deliveries) as users expect."""
     return json.dumps(value, separators=(", ", ": "), sort_keys=True, default=str)
