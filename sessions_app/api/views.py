@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from sessions_app import services
+from sessions_app import access, services
 from sessions_app.api.representation import represent, represent_one, session_rows
 from sessions_app.api.serializers import (
     SessionCreateSerializer,
@@ -84,14 +84,10 @@ def session_queryset() -> QuerySet[Session]:
 
 
 def _visible_sessions(request: Request, *, manage: bool) -> QuerySet[Session]:
-    """Sessions the caller may see: own, every one for operators, shared ones when not managing."""
-    queryset = session_queryset()
-    user = request.user
-    if is_operator(user):
-        return queryset
+    """Sessions the caller may manage (``manage``) or view (``sessions_app.access``)."""
     if manage:
-        return queryset.filter(user=user)
-    return queryset.filter(Q(user=user) | Q(shared_with=user)).distinct()
+        return access.manageable(session_queryset(), request.user)
+    return access.viewable(session_queryset(), request.user)
 
 
 def _session_for(request: Request, session_id: Any, *, manage: bool) -> Session:

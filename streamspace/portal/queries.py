@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
-from sessions_app import quotas
+from sessions_app import access, quotas
 from sessions_app.api.representation import represent, session_rows
 from sessions_app.models import ACTIVE_STATES, Session, Template
 
@@ -91,18 +91,12 @@ def user_sessions(user: Any, *, include_history: bool = False, limit: int = 100)
 
 def visible_session(user: Any, session_id: Any) -> Session | None:
     """The session if ``user`` may view it (owner, share, operator), else None (1 query)."""
-    queryset = Session.objects.select_related("template", "user")
-    if not getattr(user, "is_operator", False):
-        queryset = queryset.filter(Q(user=user) | Q(shared_with=user)).distinct()
-    return queryset.filter(pk=session_id).first()
+    return access.viewable(Session.objects.select_related("template", "user"), user).filter(pk=session_id).first()
 
 
 def managed_session(user: Any, session_id: Any) -> Session | None:
     """The session if ``user`` may change it (owner or operator), else None (1 query)."""
-    queryset = Session.objects.select_related("template", "user")
-    if not getattr(user, "is_operator", False):
-        queryset = queryset.filter(user=user)
-    return queryset.filter(pk=session_id).first()
+    return access.manageable(Session.objects.select_related("template", "user"), user).filter(pk=session_id).first()
 
 
 def visible_session_body(user: Any, session_id: Any) -> dict[str, Any] | None:
