@@ -8,6 +8,7 @@ otherwise skip them fails instead.
 from __future__ import annotations
 
 import os
+import pwd
 
 import pytest
 from django.db import connection
@@ -20,6 +21,12 @@ from sessions_app.models import Template
 from streamspace.accounts.models import Role, User
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Local sessions of the suite's agents run as the suite's own account. Run as root (as in
+# containers), the local backend would otherwise start them as an unprivileged session
+# user, who cannot reach an interpreter installed under /root; switching users has its own
+# tests (tests/agent/test_local_session.py), which set the session user explicitly.
+os.environ.setdefault("STREAMSPACE_LOCAL_SESSION_USER", pwd.getpwuid(os.geteuid()).pw_name)
 
 
 def on_postgres() -> bool:
