@@ -37,7 +37,7 @@ REPORT = [
     "-c",
     'tr "\\0" "\\n" < /proc/self/environ > "$HOME/environ"; id -u > "$HOME/uid"; '
     'if cat "/proc/$AGENT_PID/environ" > /dev/null 2>&1; then echo yes; else echo no; fi > "$HOME/agent-environ"; '
-    "touch \"$HOME/done\"; exec sleep 60",
+    'touch "$HOME/done"; exec sleep 60',
 ]
 
 
@@ -137,6 +137,9 @@ def test_unknown_session_user_and_non_root_switch_are_refused():
         ("MY_SECRET", True),
         ("PGPASSWORD", True),
         ("OPENAI_API_KEY", True),
+        ("AWS_SECRET_ACCESS_KEY", True),
+        ("GOOGLE_APPLICATION_CREDENTIALS", True),
+        ("TOKENS_DIR", True),
         ("PATH", False),
         ("LANG", False),
         ("DISPLAY", False),
