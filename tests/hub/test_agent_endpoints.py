@@ -84,7 +84,6 @@ def test_operator_networks_extend_a_platform_but_never_to_metadata():
 # --- the attack, over the hub ------------------------------------------------------------
 
 
-
 def _agent(platform: str) -> tuple[Agent, str]:
     name = f"ep-{uuid.uuid4().hex[:8]}"
     token = f"token-{name}"
