@@ -10,6 +10,7 @@ releases named it ``homes/<cleaned name>``, shared by users whose names differ o
 provably belongs to (the sessions recorded in the state file that use it are all that
 user's; with none recorded, its name is exactly that user's name) and handed to no one
 else; the rename makes the decision final. See docs/persistent-homes.md.
+
 Every session runs in its own process group (``start_new_session``) so that terminate
 reaches its children too, and outlives the agent: a small JSON state file records pids
 (with their kernel start time, so a recycled pid is never mistaken for a session), and a
