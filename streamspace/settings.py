@@ -7,6 +7,7 @@ production topology (PostgreSQL with a psycopg pool, channels-redis, Redis cache
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import socket
 from datetime import timedelta
@@ -364,6 +365,23 @@ AGENT_HUB_FAN_OUT_THREADS = envbool(
     "AGENT_HUB_FAN_OUT_THREADS", DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 )
 POD_URL = envstr("POD_URL")
+# Networks, beyond their platform's own, that agents may report session endpoints in
+# (agents_app/endpoints.py): comma-separated <platform>=<network>, e.g.
+# "docker=203.0.113.0/24" (a Docker host reached on a public address) or
+# "docker=127.0.0.1/32" (a Docker engine on this host). Metadata and link-local addresses
+# stay refused whatever is listed here.
+STREAMSPACE_AGENT_ENDPOINT_NETWORKS = envlist("STREAMSPACE_AGENT_ENDPOINT_NETWORKS", [])
+for _item in STREAMSPACE_AGENT_ENDPOINT_NETWORKS:
+    _platform, _sep, _network = _item.partition("=")
+    try:
+        ipaddress.ip_network(_network.strip(), strict=False)
+    except ValueError:
+        _sep = ""
+    if not _sep or _platform.strip() not in ("docker", "kubernetes", "local"):
+        raise ConfigError(
+            f"STREAMSPACE_AGENT_ENDPOINT_NETWORKS: {_item!r} is not <platform>=<network> "
+            "(platform docker, kubernetes or local; network such as 10.1.0.0/16)"
+        )
 
 # --- Session proxy (sessions_app/proxy, docs/architecture.md §10) --------------------------------
 # How long a proxy authorization (cookie -> user -> right on a session) is reused in-process.

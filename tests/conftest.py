@@ -10,6 +10,7 @@ otherwise skip them fails instead.
 from __future__ import annotations
 
 import os
+import pwd
 
 import pytest
 from django.db import connection
@@ -24,6 +25,12 @@ from tests.support.clients import client_for
 from tests.support.factories import make_user
 
 pytest_plugins = ["tests.support.docker"]
+
+# Local sessions of the suite's agents run as the suite's own account. Run as root (as in
+# containers), the local backend would otherwise start them as an unprivileged session
+# user, who cannot reach an interpreter installed under /root; switching users has its own
+# tests (tests/agent/test_local_session.py), which set the session user explicitly.
+os.environ.setdefault("STREAMSPACE_LOCAL_SESSION_USER", pwd.getpwuid(os.geteuid()).pw_name)
 
 
 def on_postgres() -> bool:

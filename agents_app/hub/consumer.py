@@ -204,6 +204,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self.send_error(
                 "unknown_session", f"no session {frame.payload.session_id} on this agent", reply_to=frame.id
             )
+        except rows.EndpointRefused as exc:  # the status was applied without the endpoint
+            await self.send_error("endpoint_refused", str(exc), reply_to=frame.id)
 
     async def on_leader(self, frame: protocol.Frame) -> None:
         await self._leadership(frame.payload.is_leader)

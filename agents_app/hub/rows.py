@@ -12,13 +12,15 @@ import logging
 import uuid
 from typing import Any
 
+import msgspec
 from django.db import transaction
 from django.utils import timezone
 
 from agent_runtime import protocol
-from agents_app import dispatch, signals
+from agents_app import dispatch, endpoints, signals
 from agents_app.models import Agent, AgentCommand, AgentInstance, CommandState
 from streamspace import events
+from streamspace.audit.services import record
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,9 @@ def register(agent: Agent, hello: protocol.Register, *, pod: str, channel_name: 
     took_over_at = timezone.now()
     instance = connect_instance(agent, hello, pod=pod, channel_name=channel_name)
     if hello.is_leader:
-        signals.inventory_reported.send(sender=Agent, agent=agent, items=hello.sessions)
+        # Reported endpoints are checked before anything stores them (agents_app/endpoints.py).
+        items = _vetted_inventory(agent, hello.sessions)
+        signals.inventory_reported.send(sender=Agent, agent=agent, items=items)
         requeue_unacked(agent, sent_before=took_over_at)
     return instance
 
@@ -149,15 +153,54 @@ def complete(agent: Agent, result: protocol.Result) -> AgentCommand | None:
     return command
 
 
+class EndpointRefused(Exception):
+    """A ``session_status`` reported an endpoint its agent may not report; the rest of the
+    status was applied, with the session's endpoint cleared (:mod:`agents_app.endpoints`)."""
+
+
 def apply_status(agent: Agent, status: protocol.SessionStatus) -> None:
     """Report a ``session_status`` frame on :data:`agents_app.signals.session_reported`.
 
     Raises :class:`agents_app.signals.UnknownSession` when the id is not a session id, or when
-    a receiver does not know the session on this agent.
+    a receiver does not know the session on this agent; :class:`EndpointRefused` once the
+    status was reported without an endpoint the agent may not report.
     """
-    if session_uuid(status.session_id) is None:
+    session_id = session_uuid(status.session_id)
+    if session_id is None:
         raise signals.UnknownSession(status.session_id)
+    # Reported endpoints are checked before anything stores them (agents_app/endpoints.py).
+    reported = status.endpoint
+    endpoint, refused = endpoints.vetted(agent.platform, str(session_id), reported)
+    if refused:
+        status = msgspec.structs.replace(status, endpoint=endpoint)
     signals.session_reported.send(sender=Agent, agent=agent, status=status)
+    if refused:  # the session is this agent's: the receiver did not refuse the report
+        raise EndpointRefused(_record_refused_endpoint(agent, str(session_id), reported, refused))
+
+
+def _vetted_inventory(agent: Agent, items: list[protocol.InventoryItem]) -> list[protocol.InventoryItem]:
+    """The inventory with every endpoint checked; refused ones are cleared and audited."""
+    vetted = []
+    for item in items:
+        endpoint, refused = endpoints.vetted(agent.platform, item.session_id, item.endpoint)
+        if refused:
+            _record_refused_endpoint(agent, item.session_id, item.endpoint, refused)
+            item = msgspec.structs.replace(item, endpoint=endpoint)
+        vetted.append(item)
+    return vetted
+
+
+def _record_refused_endpoint(agent: Agent, session_id: str, endpoint: str | None, reason: str) -> str:
+    """Audit a refused endpoint (``agent.endpoint_refused``); returns the message for the agent."""
+    record(
+        "agent.endpoint_refused",
+        actor_repr=f"agent:{agent.agent_id}",
+        target_type="session",
+        target_id=session_id[:64],
+        details={"agent_id": agent.agent_id, "endpoint": (endpoint or "")[:300], "reason": reason},
+    )
+    log.warning("agent %s reported endpoint %r for %s: refused (%s)", agent.agent_id, endpoint, session_id, reason)
+    return f"endpoint {endpoint!r} refused: {reason}"
 
 
 def session_uuid(value: str) -> uuid.UUID | None:

@@ -10,6 +10,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -25,7 +26,7 @@ from sessions_app.api.serializers import (
 from sessions_app.models import Session, SessionState, Template
 from sessions_app.viewer import viewer_url
 from streamspace.api.errors import Conflict, ServiceError
-from streamspace.api.permissions import ReadAnyWriteOperator, is_operator
+from streamspace.api.permissions import NotReadScope, ReadAnyWriteOperator, is_operator
 from streamspace.audit.services import record
 
 
@@ -191,9 +192,15 @@ class SessionHeartbeatView(APIView):
 
 
 class SessionViewerUrlView(APIView):
+    # The viewer sends input to the session: a read-scoped API token may not obtain one.
+    permission_classes = [IsAuthenticated, NotReadScope]
+
     @extend_schema(responses=ViewerUrlSerializer)
     def get(self, request: Request, session_id: Any) -> Response:
-        """A short-lived URL for the session viewer, bound to this session and caller."""
+        """A short-lived URL for the session viewer, bound to this session and caller.
+
+        Needs a JWT, the portal's cookie or an API token with the write (or admin) scope.
+        """
         session = _session_for(request, session_id, manage=False)
         if session.state in (SessionState.STOPPING, SessionState.STOPPED, SessionState.FAILED):
             raise Conflict(

@@ -64,8 +64,8 @@ async def _not_ready(scope: dict, send: Any, path: ProxyPath, target: auth.Sessi
     state, message = target.state, target.status_message
     if state in (SessionState.HIBERNATED, SessionState.HIBERNATING):
         state, message, refused = await database_sync_to_async(activity.wake)(target.session_id, target.user_id)
-        if refused == 403:
-            return await pages.error(scope, send, 403, "quota_exceeded", message)
+        if refused is not None and refused.status == 403:  # quota exceeded, or not the viewer's to wake
+            return await pages.error(scope, send, 403, refused.code, refused.message)
     return await pages.waking(scope, send, prefix=path.prefix, state=state, message=message)
 
 

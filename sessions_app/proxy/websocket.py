@@ -89,7 +89,9 @@ async def proxy_websocket(scope: dict, receive: Any, send: Any) -> None:
     target = decision.target
     if not target.ready:
         if target.state == SessionState.HIBERNATED:
-            await database_sync_to_async(activity.wake)(target.session_id, target.user_id)
+            _, _, refused = await database_sync_to_async(activity.wake)(target.session_id, target.user_id)
+            if refused is not None and refused.status == 403:  # not this viewer's to wake, or over quota
+                return await _deny(send)
         await send({"type": "websocket.accept"})
         return await send({"type": "websocket.close", "code": for_browser(TRY_AGAIN_LATER)})
 

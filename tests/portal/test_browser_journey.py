@@ -22,6 +22,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from agent_runtime.backends.docker_objects import home_volume_name
 from sessions_app.models import Session, SessionState, Template
 from tests.support import ROOT
 from tests.support.factories import make_user
@@ -356,7 +357,7 @@ def test_launch_the_test_image_on_a_docker_agent(browser, stack, docker_client, 
         wait_until(lambda: session_state(session_id) == SessionState.STOPPED, timeout=60, what="stopped")
     finally:
         context.close()
-        home = f"streamspace-home-{username}"
+        home = home_volume_name(username)
         wait_until(lambda: not docker_client.containers.list(all=True, filters={"volume": home}), 30, what="cleanup")
         for volume in docker_client.volumes.list(filters={"name": home}):
             volume.remove(force=True)
