@@ -8,8 +8,7 @@ import pytest
 from agent_runtime.backends import docker_objects as objects
 from agent_runtime.backends.base import SessionSpec
 from agent_runtime.backends.docker import DockerBackend
-
-from .conftest import TEST_IMAGE
+from tests.support.docker import TEST_IMAGE
 
 pytestmark = pytest.mark.docker
 

@@ -17,8 +17,8 @@ from agents_app.models import Agent
 from agents_app.tokens import hash_token
 from sessions_app.models import Session, SessionState
 from streamspace.audit.models import AuditEvent
-from tests.factories import make_session
 from tests.hub.conftest import AgentClient
+from tests.support.factories import make_session
 
 SID = "0b9e5a36-5d1c-4a53-9d59-3c7c2b8a9e11"
 

@@ -10,9 +10,8 @@ from sessions_app.models import SessionState
 from sessions_app.state import transition
 from sessions_app.viewer import read_viewer_token
 from streamspace.accounts.tokens import create_token
-from tests.conftest import client_for
 from tests.identity.test_tokens_and_jwt import token_client
-from tests.test_sessions_api import launch
+from tests.support.clients import client_for, launch
 
 pytestmark = pytest.mark.django_db
 

@@ -17,8 +17,8 @@ from agents_app.models import AgentCommand
 from sessions_app import access, proxy
 from sessions_app.models import Session, SessionState
 from sessions_app.proxy import auth
-from tests.conftest import client_for
 from tests.proxy.conftest import asgi_http, make_session
+from tests.support.clients import client_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

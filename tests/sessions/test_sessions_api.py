@@ -8,13 +8,10 @@ from agents_app.models import AgentCommand, CommandState
 from sessions_app.models import Session, SessionState, Template
 from sessions_app.state import transition
 from streamspace.audit.models import AuditEvent
-from tests.factories import make_session
+from tests.support.clients import launch
+from tests.support.factories import make_session
 
 pytestmark = pytest.mark.django_db
-
-
-def launch(client, slug="xfce", **body):
-    return client.post("/api/v1/sessions", {"template": slug, **body}, format="json")
 
 
 def test_launch_creates_pending_session_command_and_audit(alice_client, alice, template, docker_agent):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -14,3 +16,8 @@ def client_for(user: User | None) -> APIClient:
     if user is not None:
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(user)}")
     return client
+
+
+def launch(client: APIClient, slug: str = "xfce", **body: Any) -> Any:
+    """``POST /api/v1/sessions`` for template ``slug`` with ``body``'s extra fields."""
+    return client.post("/api/v1/sessions", {"template": slug, **body}, format="json")
