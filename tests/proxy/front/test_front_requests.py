@@ -15,7 +15,8 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from zope.interface import alsoProvides
 
-from streamspace.front.protocol import MAX_HEAD, MAX_HEADERS, FrontFactory, FrontProtocol
+from streamspace.front.head import MAX_HEADERS
+from streamspace.front.protocol import MAX_HEAD, FrontFactory, FrontProtocol
 from tests.proxy.front.harness import (
     IDLE,
     OTHER,
