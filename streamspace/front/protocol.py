@@ -7,9 +7,9 @@ For the proxy's requests (the bulk of the traffic: every asset, every poll of a 
 UI) that machinery costs more CPU than the proxying itself.
 
 :class:`FrontProtocol` is the protocol of every connection daphne accepts when the
-control plane runs under ``python -m streamspace.serve``. It frames request heads itself
-(a head ends at its first blank line, and is at most ``MAX_HEAD`` bytes), has llhttp parse
-them (:mod:`.head`), and gives each request it serves to the handler the head names
+control plane runs under ``python -m streamspace.serve``. It finds where a request head
+ends (its first empty line, as Twisted finds it; at most ``MAX_HEAD`` bytes), has llhttp
+parse it (:mod:`.head`), and gives each request it serves to the handler the head names
 (:mod:`.handlers`): an HTTP request runs the same ASGI application through
 :class:`.exchange.Exchange`, a WebSocket handshake goes to :class:`.pipe.WebSocketPipe`
 or to the agents' tunnel socket.
@@ -166,23 +166,25 @@ class FrontProtocol(Protocol):
     # -- requests --
     def _next(self) -> None:
         buf = self.buffer
-        line_end = buf.find(b"\r\n")
+        line_end = buf.find(b"\n")
         if line_end >= 0:
             line = buf[:line_end]
             if _REQUEST_PREFIX not in line and (_TUNNEL_PREFIX not in line or self.factory.tunnel_socket is None):
                 self.hand_over()
                 return
-            end = buf.find(b"\r\n\r\n")
+            # Where Twisted would end the head; a head with bare LFs llhttp refuses (daphne's).
+            found = _HEAD_END.search(buf, line_end)
         else:
-            end = -1
-        if end < 0 or end > MAX_HEAD:
+            found = None
+        if found is None or found.start() > MAX_HEAD:
             if len(buf) > MAX_HEAD:
                 self.hand_over()
             else:
                 self._start_head_deadline()
             return
+        end = found.end()
         self._stop_head_deadline()
-        raw, rest = buf[: end + 4], buf[end + 4 :]
+        raw, rest = buf[:end], buf[end:]
         try:
             head = parse(raw, self)
         except NotServed:

@@ -16,10 +16,10 @@ Private Twisted names (no public API gives the same):
 * ``FileDescriptor.dataBuffer`` and ``FileDescriptor._tempDataBuffer``
   (:func:`detachable`): a TCP transport's unsent bytes. ``ITransport`` has no "is the
   write buffer empty", and a socket may leave Twisted only when nothing is left to send.
-* ``tcp.Connection.socket``, ``FileDescriptor.stopReading`` / ``stopWriting``
-  (:func:`detach`): the transport's socket object and the calls that take it out of the
-  reactor, so the socket can be duplicated into an asyncio transport. ``ITransport`` does
-  not expose the socket at all.
+* ``FileDescriptor.stopReading`` / ``stopWriting`` (:func:`detach`): they take the
+  transport out of the reactor before its socket (``ISystemHandle.getHandle``) is
+  duplicated into an asyncio transport; ``ITransport`` has no way to let go of a
+  connection without closing it.
 * ``HTTPChannel._waitingForTransport`` (:func:`channel_waiting`): whether Twisted's HTTP
   channel has already been told its transport's buffer is full. A producer registered
   after that moment is never paused, so the proxy starts paused instead.
@@ -54,8 +54,9 @@ daphne's internals (daphne has no documented Python API; every name is internal)
 * ``daphne.access.AccessLogGenerator`` and its ``stream``: the launcher's access log
   formats the same line.
 
-Twisted's documented interfaces (``Protocol``, ``ISSLTransport``, ``IPushProducer``,
-``HTTPFactory.timeOut`` and ``log``) are used directly where they are needed.
+Twisted's documented interfaces (``Protocol``, ``ISSLTransport``, ``ISystemHandle``,
+``IPushProducer``, ``HTTPFactory.timeOut``, ``reactor`` and ``log``) are used directly
+where they are needed.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ from typing import Any
 from daphne.access import AccessLogGenerator
 from daphne.http_protocol import HTTPFactory as DaphneHTTPFactory
 from daphne.utils import HEADER_NAME_RE, INVALID_HEADER_VALUE_BYTES, parse_x_forwarded_for
-from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.interfaces import ISSLTransport, ISystemHandle
 
 DAPHNE_VERSION = "4.2.3"
 TWISTED_VERSION = "26.10.0"
@@ -109,9 +110,11 @@ def reactor_loop(reactor: Any) -> asyncio.AbstractEventLoop | None:
 
 def detachable(transport: Any) -> bool:
     """Whether the transport's socket can leave Twisted: plain TCP with nothing left to send."""
-    if ISSLTransport.providedBy(transport) or getattr(transport, "socket", None) is None:
+    if ISSLTransport.providedBy(transport) or not ISystemHandle.providedBy(transport):
         return False
-    return not getattr(transport, "dataBuffer", b"") and not getattr(transport, "_tempDataBuffer", None)
+    if not transport.connected or transport.disconnecting:
+        return False
+    return not transport.dataBuffer and not transport._tempDataBuffer
 
 
 def detach(transport: Any) -> socket.socket:
@@ -122,7 +125,7 @@ def detach(transport: Any) -> socket.socket:
     """
     transport.stopReading()
     transport.stopWriting()
-    sock = transport.socket
+    sock = transport.getHandle()
     duplicate = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
     sock.close()
     return duplicate

@@ -291,6 +291,7 @@ class Conn:
         clock: Clock,
         *,
         timeout: float | None = None,
+        head_timeout: float | None = None,
         transport: Transport | None = None,
         real_daphne: bool = False,
         **settings: Any,
@@ -303,6 +304,7 @@ class Conn:
         factory.loop = asyncio.get_running_loop()
         factory.reactor = clock
         factory.timeOut = timeout
+        factory.head_timeout = head_timeout
         self.daphne: list[DaphneStandIn] = []
         if not real_daphne:
             factory.build_daphne_protocol = self._build_daphne
