@@ -349,6 +349,15 @@ class Conn:
         return "lose" in self.transport.events or "abort" in self.transport.events
 
 
+def assert_handed_over(conn: Conn, data: bytes) -> None:
+    """daphne's protocol took the connection with exactly ``data``; the front wrote and ran nothing."""
+    inner = conn.inner
+    assert inner is not None, "not handed over"
+    assert inner.received == data
+    assert inner.made == 1 and inner.transport is conn.transport and inner.addr == PEER
+    assert conn.app.calls == [] and conn.written == b""
+
+
 def too_long_head(blank_line: bool) -> bytes:
     """A request head one ``MAX_HEAD`` header long (with or without its blank line)."""
     head = b"GET " + PATH + b" HTTP/1.1\r\nHost: cp.example\r\nX-Big: " + b"a" * MAX_HEAD + b"\r\n"

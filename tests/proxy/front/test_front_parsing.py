@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.proxy.front.harness import IDLE, OTHER, PATH, request, settle
-from tests.proxy.front.test_front_requests import assert_handed_over
+from tests.proxy.front.harness import IDLE, OTHER, PATH, assert_handed_over, request, settle
 
 # Two parsers disagreeing on where a body ends is request smuggling: each of these must
 # reach daphne (which refuses them) and never the application through the front.
