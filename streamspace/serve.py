@@ -71,7 +71,7 @@ def install_uvloop() -> bool:
     if "daphne.server" in sys.modules:
         raise RuntimeError("install_uvloop() must run before daphne.server is imported")
     try:
-        import uvloop  # here, not above: optional, and only its policy is wanted
+        import uvloop  # noqa: PLC0415 optional: daphne runs without it
     except ImportError:
         return False
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
@@ -108,7 +108,7 @@ class AccessLog(AccessLogGenerator):
 
 def _server_class() -> type:
     Server = server_class()
-    from twisted.internet import reactor  # here, not above: daphne.server (just imported) installs it
+    from twisted.internet import reactor  # noqa: PLC0415 daphne.server (just imported) installs it
 
     class TunedServer(Server):
         """daphne's server, tuned once the reactor runs (the application is loaded by then)."""
@@ -121,7 +121,7 @@ def _server_class() -> type:
         def run(self) -> None:
             reactor.callWhenRunning(self.before_serving)
             if front_enabled():
-                from streamspace.front.protocol import FrontFactory  # here, not above: needs the application loaded
+                from streamspace.front.protocol import FrontFactory  # noqa: PLC0415 needs the application loaded
 
                 use_http_factory(FrontFactory)
             super().run()

@@ -74,8 +74,8 @@ class FrontFactory(DaphneHTTPFactory):
         self.loop: asyncio.AbstractEventLoop = reactor_loop(self.reactor) or asyncio.get_event_loop()
         self.head_timeout = HEAD_TIMEOUT_S
         if apps.ready:  # the StreamSpace application (not, say, a bare ASGI app under the launcher)
-            from agents_app.agent_socket import AgentSocket  # here, not above: imports Django models
-            from streamspace.front.pipe import WebSocketPipe  # here, not above: imports Django models
+            from agents_app.agent_socket import AgentSocket  # noqa: PLC0415 imports Django models
+            from streamspace.front.pipe import WebSocketPipe  # noqa: PLC0415 imports Django models
 
             self.websocket_pipe = WebSocketPipe
             self.tunnel_socket = AgentSocket

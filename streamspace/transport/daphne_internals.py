@@ -168,20 +168,20 @@ def channel_waiting(channel: Any) -> bool:
 
 def use_http_factory(factory_class: type) -> None:
     """Make ``daphne.server.Server.run`` listen with ``factory_class`` (a ``DaphneHTTPFactory``)."""
-    import daphne.server  # here, not above: importing it creates daphne's loop (after the launcher's policy)
+    import daphne.server  # noqa: PLC0415 importing it creates daphne's loop, after the launcher's policy
 
     daphne.server.HTTPFactory = factory_class
 
 
 def server_class() -> type:
     """``daphne.server.Server`` (importing it creates daphne's event loop and reactor)."""
-    from daphne.server import Server  # here, not above: importing it creates daphne's loop
+    from daphne.server import Server  # noqa: PLC0415 importing it creates daphne's loop
 
     return Server
 
 
 def command_line() -> Any:
     """A new ``daphne.cli.CommandLineInterface`` (whose ``server_class`` the launcher sets)."""
-    from daphne.cli import CommandLineInterface  # here, not above: it imports daphne.server
+    from daphne.cli import CommandLineInterface  # noqa: PLC0415 it imports daphne.server
 
     return CommandLineInterface()
