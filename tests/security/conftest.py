@@ -1,0 +1,95 @@
+"""One world per test module; each cell runs in the test transaction rolled back after it.
+
+The matrix has several hundred cells; building the principals, sessions, tokens and plugins
+for each would dominate the run. The world is committed once per module (before the first
+cell's transaction opens) and flushed after the last, the way ``TransactionTestCase`` leaves
+the database; each cell is an ordinary ``django_db`` test, so a cell that stops a session or
+deletes a template leaves the next cell the same world.
+
+The sockets and the proxy are ASGI apps whose database calls go through
+``database_sync_to_async``. A cell drives them with ``async_to_sync`` from this (the main)
+thread, so those calls run here, on the connection that holds the transaction; channels
+closes "old" connections around each such call, which inside a transaction would end it, so
+that clean-up is switched off while a cell runs.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+from django.core.management import call_command
+from django.test.utils import override_settings
+
+from sessions_app.proxy import activity
+from sessions_app.proxy import auth as proxy_auth
+from tests.security.world import World, build_world
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the upstream exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+@pytest.fixture(scope="session")
+def session_upstream() -> Iterator[str]:
+    """``host:port`` of a session-like HTTP + WebSocket server (the proxy tests' upstream)."""
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tests.proxy.upstream_server", "--port", str(port)], cwd=ROOT)
+    try:
+        _wait_for_port(port, process)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+@pytest.fixture(scope="module")
+def world(django_db_setup, django_db_blocker, session_upstream) -> Iterator[World]:
+    """The principals and their rows, committed for the module, flushed after it."""
+    # Users are created with the fast hasher, as everywhere in the suite (tests/conftest.py).
+    with django_db_blocker.unblock():
+        try:
+            with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+                built = build_world(session_upstream)
+            yield built
+        finally:
+            call_command("flush", interactive=False, verbosity=0)
+
+
+@pytest.fixture
+def cell(world, db, monkeypatch, settings) -> World:
+    """The world for one cell (the cell's own changes are rolled back with its transaction;
+    the cache, which holds rate-limit counters, is emptied)."""
+    cache.clear()
+    monkeypatch.setattr("channels.db.close_old_connections", lambda: None)
+    settings.STREAMSPACE_PROXY_AUTH_CACHE_S = 0
+    proxy_auth.clear_cache()
+    activity._last_touch.clear()
+    return world
