@@ -71,6 +71,7 @@ def has_role(principal: str, least: str) -> bool:
 ITEM_1 = "issue 15 item 1, lands with origins"  # the portal's login cookie is no proxy credential
 ITEM_5 = "issue 15 item 5, lands with agentsec"  # viewer URLs need the write scope
 ITEM_7 = "issue 15 item 7, lands with agentsec"  # share recipients do not wake through the proxy
+ITEMS_1_7 = "issue 15 items 1 and 7, lands with agentsec or origins, whichever is first"
 
 PROXY_PORTAL_COOKIE_ROWS = tuple(
     f"{kind} /api/v1/http/{{{target}}}/ portal-cookie"
@@ -104,6 +105,9 @@ PENDING: dict[tuple[str, str, str], str] = {
             ("WS", "bearer-jwt"),
         )
     },
+    # Carol's socket to the hibernated session with the portal cookie is refused as soon as
+    # either the cookie is no proxy credential or a share recipient no longer wakes.
+    ("proxy", "WS /api/v1/http/{hibernated}/ portal-cookie", CAROL): ITEMS_1_7,
 }
 
 
