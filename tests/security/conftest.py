@@ -15,12 +15,9 @@ that clean-up is switched off while a cell runs.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.core.cache import cache
@@ -29,45 +26,20 @@ from django.test.utils import override_settings
 
 from sessions_app.proxy import activity
 from sessions_app.proxy import auth as proxy_auth
+from tests.proxy.conftest import ROOT, free_port, stop, wait_for_port
 from tests.security.world import World, build_world
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the upstream exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {port}")
 
 
 @pytest.fixture(scope="session")
 def session_upstream() -> Iterator[str]:
     """``host:port`` of a session-like HTTP + WebSocket server (the proxy tests' upstream)."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "tests.proxy.upstream_server", "--port", str(port)], cwd=ROOT)
     try:
-        _wait_for_port(port, process)
+        wait_for_port(port, process)
         yield f"127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop(process)
 
 
 @pytest.fixture(scope="module")

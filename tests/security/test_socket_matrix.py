@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import uuid
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import ApplicationCommunicator, WebsocketCommunicator
+from django.utils import timezone
 
 from agent_runtime import protocol
 from agents_app import tunnels
-from agents_app.models import AgentCommand
+from agents_app.models import AgentCommand, AgentInstance
 from sessions_app.models import Session, SessionState
 from sessions_app.proxy import auth as proxy_auth
 from sessions_app.proxy import upstream
@@ -221,27 +223,39 @@ async def agent_socket(row: SocketRow, world: World, principal: str) -> Expectat
 
 
 async def tunnel_socket(row: SocketRow, world: World, principal: str, token: str | None = None) -> Expectation:
-    """Open the agent's side of a tunnel the proxy is waiting for (or of an unknown stream)."""
-    stream_id = uuid.uuid4().hex
-    ours, theirs = socket.socketpair()
-    pending = tunnels._Pending(agent_pk=world.session_agent.pk, sock=theirs)
-    if "unknown stream" not in row.name:
-        tunnels._pending[stream_id] = pending
-    headers = socket_headers(world, principal, origin=None)
-    if token is not None:
-        headers = [(b"authorization", f"Bearer {token}".encode())]
-    ws = WebsocketCommunicator(application, f"/api/v1/agents/tunnel/{stream_id}", headers=headers)
+    """The proxy asks the session agent for a tunnel (``agents_app.tunnels.open_tunnel``); the
+    principal then opens the agent's side of it (or of a stream nobody waits for)."""
+    layer = get_channel_layer()
+    leader_channel = await layer.new_channel()  # the session agent's leader, read by this test
+    await database_sync_to_async(AgentInstance.objects.create)(
+        agent=world.session_agent,
+        instance_id="matrix-leader",
+        pod="matrix",
+        channel_name=leader_channel,
+        is_leader=True,
+        connected=True,
+        connected_at=timezone.now(),
+    )
+    opener = asyncio.ensure_future(tunnels.open_tunnel(world.session_agent.pk, str(world.running.pk), 8080))
     try:
+        asked = await asyncio.wait_for(layer.receive(leader_channel), TIMEOUT_S)
+        stream_id = asked["payload"]["stream_id"]
+        if "unknown stream" in row.name:
+            stream_id = uuid.uuid4().hex
+        headers = socket_headers(world, principal, origin=None)
+        if token is not None:
+            headers = [(b"authorization", f"Bearer {token}".encode())]
+        ws = WebsocketCommunicator(application, f"/api/v1/agents/tunnel/{stream_id}", headers=headers)
         connected, _ = await ws.connect(timeout=TIMEOUT_S)
-        assert pending.connected.done() == connected  # a refused socket leaves the stream waiting
-        if connected:
-            await ws.disconnect()
-        return ACCEPT if connected else REFUSE
+        if not connected:
+            assert not opener.done()  # a refused socket leaves the proxy waiting for its agent
+            return REFUSE
+        (await asyncio.wait_for(opener, TIMEOUT_S)).close()  # the proxy got its end
+        await ws.disconnect()
+        return ACCEPT
     finally:
-        tunnels._pending.pop(stream_id, None)
-        ours.close()
-        theirs.close()
-        await asyncio.sleep(0)
+        opener.cancel()
+        await asyncio.gather(opener, return_exceptions=True)
 
 
 SURFACES = {"/ws/portal/": portal_socket, "/api/v1/agents/connect": agent_socket}
@@ -253,6 +267,12 @@ SOCKET_CELLS = [
 ]
 
 
+@pytest.fixture
+def _tunnels_reach_this_replica(settings):
+    settings.POD_URL = "http://testserver"  # where the agent is told to open its tunnel
+
+
+@pytest.mark.usefixtures("_tunnels_reach_this_replica")
 @pytest.mark.parametrize(("row", "who"), SOCKET_CELLS)
 def test_socket(row: SocketRow, who: str, cell: World):
     scenario = SURFACES.get(row.route, tunnel_socket)
@@ -264,6 +284,7 @@ def test_socket(row: SocketRow, who: str, cell: World):
     assert AgentCommand.objects.get(pk=cell.command.pk).state == cell.command.state
 
 
+@pytest.mark.usefixtures("_tunnels_reach_this_replica")
 def test_the_session_agent_opens_its_tunnel(cell: World):
     """The control cell of the tunnel rows: the agent the proxy asked is accepted."""
     row = next(r for r in SOCKET_ROWS if "pending stream" in r.name)
