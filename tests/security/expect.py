@@ -106,7 +106,8 @@ PENDING: dict[tuple[str, str, str], str] = {
         )
     },
     # Carol's socket to the hibernated session with the portal cookie is refused as soon as
-    # either the cookie is no proxy credential or a share recipient no longer wakes.
+    # either the cookie is no proxy credential or a share recipient no longer wakes (this
+    # entry replaces the item-1 one above).
     ("proxy", "WS /api/v1/http/{hibernated}/ portal-cookie", CAROL): ITEMS_1_7,
 }
 

@@ -20,7 +20,7 @@ from tests.security.expect import Expectation, Redirect, cell_id, marks_for
 from tests.security.page_cells import ADMIN_SUBTREE, PAGES, Page, PageIndex
 from tests.security.routes import as_template, http_routes, proxy_mounts, websocket_routes
 from tests.security.socket_cells import ROUTES_WITH_ROWS
-from tests.security.world import ALICE, ANONYMOUS, PRINCIPALS, World
+from tests.security.world import ADMIN, ALICE, ANONYMOUS, PRINCIPALS, World
 
 pytestmark = pytest.mark.django_db
 
@@ -103,15 +103,24 @@ def test_api(row: ApiRow, who: str, cell: World):
 UNSAFE_API_ROWS = [row for row in API_ROWS if not row.safe and row.endpoint.role != "any"]
 
 
+def allowed_person(expect: Any, ok: Any = None) -> str:
+    """alice, or the admin where alice is refused: someone the row lets through."""
+    return next(
+        who for who in (ALICE, ADMIN) if (expect(who) == ok if ok is not None else expect(who) not in (401, 403))
+    )
+
+
 @pytest.mark.parametrize("row", UNSAFE_API_ROWS, ids=lambda row: row.key)
 def test_api_refuses_the_portal_cookie_without_csrf_token(row: ApiRow, cell: World):
-    """A page on another origin that makes alice's browser send her portal cookie cannot
-    change anything: a request that changes state needs the CSRF token as well."""
+    """A page on another origin that makes a browser send its portal cookie cannot change
+    anything: a request that changes state needs the CSRF token as well."""
+    who = allowed_person(row.expect)
     client = APIClient(enforce_csrf_checks=True)
-    client.cookies["sessionid"] = cell.credentials[ALICE].portal_cookie
-    response = getattr(client, row.endpoint.method)(row.path(cell), row.body(cell, ALICE), format="json")
+    client.cookies["sessionid"] = cell.credentials[who].portal_cookie
+    response = getattr(client, row.endpoint.method)(row.path(cell), row.body(cell, who), format="json")
     assert response.status_code == 403, response.content[:300]
-    assert row.changed(cell, ALICE) in (None, False)
+    assert "CSRF" in response.json()["detail"]
+    assert row.changed(cell, who) in (None, False)
 
 
 # --- portal pages -----------------------------------------------------------------------
@@ -170,10 +179,12 @@ def test_no_method_skips_the_sign_in(pattern: str, cell: World):
 
 @pytest.mark.parametrize("page", [p for p in PAGES if p.method == "POST" and not p.csrf_exempt], ids=lambda p: p.key)
 def test_page_post_needs_the_csrf_token(page: Page, cell: World):
+    """The same POST as an allowed person's cell, without the CSRF token: refused, no change."""
+    who = allowed_person(page.expect, page.ok)
     client = Client(enforce_csrf_checks=True)
-    client.cookies["sessionid"] = cell.credentials[ALICE].portal_cookie
-    data = page.data(cell, ALICE) if page.data else {}
-    response = client.post(page.path(cell), data)
+    client.cookies["sessionid"] = cell.credentials[who].portal_cookie
+    response = client.post(page.path(cell), page.data(cell, who) if page.data else {})
     assert response.status_code == 403, response.content[:300]
+    assert b"CSRF" in response.content
     if page.effect is not None:
-        assert not page.effect(cell, ALICE)
+        assert not page.effect(cell, who)
