@@ -4,9 +4,9 @@ health, the Django admin's entry) × every principal.
 Portal pages authenticate with the Django session cookie only. API tokens and agent tokens
 are not portal credentials: their holders are anonymous here. Each row gives what a caller
 without a portal sign-in gets (``anon``), the least role a signed-in caller needs
-(``least``, else ``refused``), an object rule (``rule``: who gets 404 instead), and what an
-allowed caller gets (``ok``). ``effect`` reads back the change a state-changing row makes:
-it must have happened exactly when the caller was allowed.
+(``least``, else ``refused``), an object rule (``not_found_for``: who gets 404 instead), and
+what an allowed caller gets (``ok``). ``effect`` reads back the change a state-changing row
+makes: it must have happened exactly for the callers it names (``changes_for``).
 
 The Django admin's model pages are generated per registered model; their rights
 (``docs/roles.md``, "Django admin") are checked model by model in
@@ -35,9 +35,11 @@ ADMIN_SUBTREE = "/admin/"
 ADMIN_LOGIN = Redirect("/admin/login/")
 HOME = Redirect("/")
 
-VIEW = frozenset({BOB})  # a session: owner, share recipient, operator, admin
-MANAGE = frozenset({BOB, CAROL})  # a session: owner, operator, admin
-OWN = frozenset({BOB, CAROL, OPERATOR, ADMIN})  # alice's own things
+# Who gets 404 from a page about alice's session (viewed by its owner, share recipients,
+# operators, admins; managed by all of them but share recipients) or about her own things.
+CANNOT_VIEW = frozenset({BOB})
+CANNOT_MANAGE = frozenset({BOB, CAROL})
+NOT_THE_OWNER = frozenset({BOB, CAROL, OPERATOR, ADMIN})
 
 Path = Callable[[World], str]
 Data = Callable[[World, str], dict[str, Any]]
@@ -53,7 +55,7 @@ class Page:
     ok: Expectation
     least: str = ANY
     refused: Expectation = 403
-    rule: frozenset[str] = frozenset()
+    not_found_for: frozenset[str] = frozenset()
     data: Data | None = None
     json: bool = False  # ask for JSON (the portal's scripts do; answers carry the API status)
     effect: Effect | None = None
@@ -73,7 +75,7 @@ class Page:
             return self.anon
         if self.least != ANY and not has_role(principal, self.least):
             return self.refused
-        if principal in self.rule:
+        if principal in self.not_found_for:
             return 404
         return self.ok
 
@@ -131,11 +133,19 @@ PAGES: list[Page] = [
         LOGIN,
         Redirect("/sessions/", prefix=True),  # the new session's progress page
         ROLE_USER,
-        effect=lambda w, p: Session.objects.filter(user=w.user_of(p)).exclude(name__startswith="alice ").exists(),
+        effect=lambda w, p: Session.objects.exclude(pk__in=[w.running.pk, w.hibernated.pk]).exists(),
     ),
     Page("GET", "/sessions/", lambda w: "/sessions/", LOGIN, 200, ROLE_USER),
-    Page("GET", SESSION, lambda w: f"/sessions/{w.running.pk}/", LOGIN, 200, ROLE_USER, rule=VIEW),
-    Page("GET", SESSION + "view", lambda w: f"/sessions/{w.running.pk}/view", LOGIN, 200, ROLE_USER, rule=VIEW),
+    Page("GET", SESSION, lambda w: f"/sessions/{w.running.pk}/", LOGIN, 200, ROLE_USER, not_found_for=CANNOT_VIEW),
+    Page(
+        "GET",
+        SESSION + "view",
+        lambda w: f"/sessions/{w.running.pk}/view",
+        LOGIN,
+        200,
+        ROLE_USER,
+        not_found_for=CANNOT_VIEW,
+    ),
     # Opening a hibernated session wakes it only for who may manage it.
     Page(
         "GET",
@@ -144,7 +154,7 @@ PAGES: list[Page] = [
         LOGIN,
         200,
         ROLE_USER,
-        rule=VIEW,
+        not_found_for=CANNOT_VIEW,
         variant="hibernated: wakes for owner, operator, admin",
         effect=_state(_hibernated, SessionState.WAKING),
         effect_by=frozenset({ALICE, OPERATOR, ADMIN}),
@@ -157,7 +167,7 @@ PAGES: list[Page] = [
             LOGIN,
             202,
             ROLE_USER,
-            rule=MANAGE,
+            not_found_for=CANNOT_MANAGE,
             json=True,
             variant=action,
             effect=_state(target, state),
@@ -283,7 +293,7 @@ PAGES: list[Page] = [
         LOGIN,
         Redirect("/accounts/security/tokens/"),
         ROLE_USER,
-        rule=OWN,
+        not_found_for=NOT_THE_OWNER,
         effect=lambda w, p: ApiToken.objects.filter(pk=w.target_token_pk, revoked_at__isnull=False).exists(),
     ),
     # --- sign-in pages (django-allauth) -----------------------------------------------------
@@ -421,15 +431,9 @@ PAGES: list[Page] = [
 ]
 
 
-@dataclass
-class PageIndex:
-    """Rows by route pattern (several rows may exercise one route)."""
-
-    by_pattern: dict[str, list[Page]] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, pages: list[Page]) -> PageIndex:
-        index = cls()
-        for page in pages:
-            index.by_pattern.setdefault(page.pattern, []).append(page)
-        return index
+def pages_by_pattern(pages: list[Page]) -> dict[str, list[Page]]:
+    """The rows of each route pattern (several rows may exercise one route)."""
+    index: dict[str, list[Page]] = {}
+    for page in pages:
+        index.setdefault(page.pattern, []).append(page)
+    return index

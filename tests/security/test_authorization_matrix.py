@@ -14,18 +14,19 @@ from typing import Any
 import pytest
 from django.test import Client
 from rest_framework.test import APIClient
+from rest_framework.views import APIView
 
 from tests.security.api_cells import API_ROWS, ApiRow
 from tests.security.expect import Expectation, Redirect, cell_id, marks_for
-from tests.security.page_cells import ADMIN_SUBTREE, PAGES, Page, PageIndex
-from tests.security.routes import as_template, http_routes, proxy_mounts, websocket_routes
+from tests.security.page_cells import ADMIN_SUBTREE, PAGES, Page, pages_by_pattern
+from tests.security.routes import Route, as_template, http_routes, proxy_mounts, websocket_routes
 from tests.security.socket_cells import ROUTES_WITH_ROWS
 from tests.security.world import ADMIN, ALICE, ANONYMOUS, PRINCIPALS, World
 
 pytestmark = pytest.mark.django_db
 
 CSRF = "matrixcsrftokenmatrixcsrftoken12"  # 32 characters: a valid unmasked CSRF secret
-PAGE_INDEX = PageIndex.of(PAGES)
+PAGES_BY_PATTERN = pages_by_pattern(PAGES)
 
 
 def assert_answer(response: Any, expected: Expectation) -> None:
@@ -38,12 +39,14 @@ def assert_answer(response: Any, expected: Expectation) -> None:
 
 
 # --- every route has a row, every row a route ---------------------------------------------
-def test_every_http_route_has_rows():
+def routes_without_rows(routes: list[Route]) -> list[str]:
+    """``METHOD pattern`` of each API route method, and the pattern of each other route, that
+    the matrix has no row for (the admin's model pages aside: test_admin_roles.py)."""
     api_keys = {row.key for row in API_ROWS}
     missing = []
-    for route in http_routes():
+    for route in routes:
         if route.pattern.startswith(ADMIN_SUBTREE):
-            continue  # the admin's model pages: tests/identity/test_admin_roles.py
+            continue
         methods = route.drf_methods
         if route.pattern.startswith("/api/v1/") and methods is not None:
             missing += [
@@ -51,9 +54,31 @@ def test_every_http_route_has_rows():
                 for m in methods
                 if f"{m.upper()} {as_template(route.pattern)}" not in api_keys
             ]
-        elif route.pattern not in PAGE_INDEX.by_pattern:
+        elif route.pattern not in PAGES_BY_PATTERN:
             missing.append(route.pattern)
-    assert missing == [], "routes without a row in tests/security (api_matrix.py or page_cells.py)"
+    return missing
+
+
+def test_every_http_route_has_rows():
+    assert routes_without_rows(http_routes()) == [], "add rows: tests/api_matrix.py or tests/security/page_cells.py"
+
+
+def test_a_route_without_a_row_is_listed():
+    class NewView(APIView):
+        def get(self, request: Any) -> None: ...
+
+        def delete(self, request: Any) -> None: ...
+
+    new = [
+        Route("/api/v1/sessions/<uuid:session_id>/snapshots", NewView.as_view()),
+        Route("/ops/new-page/", lambda request: None),
+        Route("/admin/sessions_app/session/", lambda request: None),
+    ]
+    assert routes_without_rows(http_routes() + new) == [
+        "DELETE /api/v1/sessions/<uuid:session_id>/snapshots",
+        "GET /api/v1/sessions/<uuid:session_id>/snapshots",
+        "/ops/new-page/",
+    ]
 
 
 def test_every_row_names_a_route():
@@ -71,7 +96,7 @@ def test_every_socket_route_and_proxy_mount_has_rows():
 def test_admin_entry_points_are_rows():
     admin_routes = {r.pattern for r in http_routes() if r.pattern.startswith(ADMIN_SUBTREE)}
     assert {"/admin/", "/admin/login/", "/admin/logout/"} <= admin_routes
-    assert {"/admin/", "/admin/login/", "/admin/logout/"} <= set(PAGE_INDEX.by_pattern)
+    assert {"/admin/", "/admin/login/", "/admin/logout/"} <= set(PAGES_BY_PATTERN)
 
 
 # --- the REST API -----------------------------------------------------------------------
@@ -162,11 +187,11 @@ def test_page(page: Page, who: str, cell: World):
 OTHER_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
-@pytest.mark.parametrize("pattern", sorted(PAGE_INDEX.by_pattern), ids=str)
+@pytest.mark.parametrize("pattern", sorted(PAGES_BY_PATTERN), ids=str)
 def test_no_method_skips_the_sign_in(pattern: str, cell: World):
     """Methods a route has no row for answer 405 or 404, or what the route answers a caller
     without a portal sign-in for its first row: no method reaches a page unauthenticated."""
-    rows = PAGE_INDEX.by_pattern[pattern]
+    rows = PAGES_BY_PATTERN[pattern]
     listed = {page.method for page in rows}
     first = rows[0]
     for method in OTHER_METHODS:
