@@ -27,7 +27,6 @@ from agents_app.models import Agent
 from plugins_app.models import Plugin, WebhookDelivery
 from sessions_app.models import Session, SessionState, Template, UserQuota
 from streamspace.accounts.models import ApiToken, User
-from tests.api_matrix import ANY, ENDPOINTS, Endpoint
 from tests.security.expect import Expectation, has_role
 from tests.security.world import (
     ADMIN,
@@ -42,6 +41,7 @@ from tests.security.world import (
     READ_TOKEN,
     World,
 )
+from tests.support.api_matrix import ANY, ENDPOINTS, Endpoint
 
 NO_USER = frozenset({ANONYMOUS, OTHER_AGENT})
 

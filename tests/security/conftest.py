@@ -26,8 +26,10 @@ from django.test.utils import override_settings
 
 from sessions_app.proxy import activity
 from sessions_app.proxy import auth as proxy_auth
-from tests.proxy.conftest import ROOT, free_port, stop, wait_for_port
 from tests.security.world import World, build_world
+from tests.support import ROOT
+from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import stop
 
 
 @pytest.fixture(scope="session")

@@ -24,12 +24,12 @@ from django.contrib.sessions.models import Session as DjangoSession
 
 from sessions_app.models import Session, SessionState, Template, UserQuota
 from streamspace.accounts.models import ApiToken
-from tests.api_matrix import ADMIN as ROLE_ADMIN
-from tests.api_matrix import ANY
-from tests.api_matrix import OPERATOR as ROLE_OPERATOR
-from tests.api_matrix import USER as ROLE_USER
 from tests.security.expect import LOGIN, Expectation, Redirect, has_role
 from tests.security.world import ADMIN, ALICE, BOB, CAROL, OPERATOR, OTHER_AGENT, PEOPLE, World
+from tests.support.api_matrix import ADMIN as ROLE_ADMIN
+from tests.support.api_matrix import ANY
+from tests.support.api_matrix import OPERATOR as ROLE_OPERATOR
+from tests.support.api_matrix import USER as ROLE_USER
 
 ADMIN_SUBTREE = "/admin/"
 ADMIN_LOGIN = Redirect("/admin/login/")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.api_matrix import ANY
 from tests.security.api_cells import API_ROWS, NO_API_TOKEN, NOT_FOUND_FOR, NOT_READ_SCOPE, VIEW_SESSION
 from tests.security.page_cells import PAGES
 from tests.security.socket_cells import MANAGERS, VIEWERS, ProxyCell
 from tests.security.world import ADMIN, ALICE, ANONYMOUS, BOB, CAROL, OPERATOR, PEOPLE, READ_TOKEN, WRITE_TOKEN
+from tests.support.api_matrix import ANY
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "roles.md"

@@ -33,8 +33,8 @@ from plugins_app.services import install_plugin
 from sessions_app.models import Session, SessionState, Template
 from streamspace.accounts.models import Role, TokenScope, User
 from streamspace.accounts.tokens import create_token
-from tests.conftest import make_user
-from tests.plugins.factories import matrix_targets
+from tests.support.factories import make_user
+from tests.support.plugin_factories import matrix_targets
 
 ANONYMOUS = "anonymous"
 ALICE = "alice"
