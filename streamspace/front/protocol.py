@@ -43,11 +43,12 @@ from typing import Any
 from urllib.parse import unquote
 
 from daphne.http_protocol import HTTPFactory
-from daphne.utils import HEADER_NAME_RE, parse_x_forwarded_for
+from daphne.utils import HEADER_NAME_RE
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
 
 from sessions_app.proxy.paths import PREFIX_BYTES, TUNNEL_PATH
+from streamspace.api.client_ip import forwarded_address
 from streamspace.front.exchange import Exchange
 
 log = logging.getLogger(__name__)
@@ -257,12 +258,9 @@ class FrontProtocol(Protocol):
             headers.append((name, value))
         client, scheme = self.client, self.scheme
         if server.proxy_forwarded_address_header:
-            first: dict[bytes, bytes] = {}
-            for name, value in headers:
-                first.setdefault(name, value)  # daphne reads a repeated header's first value
-            try:
-                client, scheme = parse_x_forwarded_for(
-                    first,
+            try:  # every X-Forwarded-For line counts: the trusted proxy's is the last one
+                client, scheme = forwarded_address(
+                    headers,
                     server.proxy_forwarded_address_header,
                     server.proxy_forwarded_port_header,
                     server.proxy_forwarded_proto_header,
