@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from streamspace.accounts import throttle
+from streamspace.accounts import credentials, throttle
 from streamspace.accounts.models import User
 from streamspace.accounts.security import refusal, username_from
 from streamspace.audit.services import record
@@ -71,6 +71,7 @@ def _on_login_failed(sender: Any, credentials: dict[str, Any], request: Any = No
 @receiver(user_logged_out, dispatch_uid="streamspace.accounts.audit_logout")
 def _on_logout(sender: Any, request: Any, user: User | None, **kwargs: Any) -> None:
     if user is not None:
+        credentials.revoke(user)  # viewer tokens and cookies do not outlive the sign-out
         record("user.logout", actor=user, target=user, request=request)
 
 
