@@ -335,6 +335,12 @@ SAML_ATTRIBUTE_MAP = _idconf.DEFAULT_SAML_ATTRIBUTE_MAP | _idconf.parse_json_map
 )
 SAML_ROLE_MAP = _idconf.parse_role_map("SAML_ROLE_MAP", envstr("SAML_ROLE_MAP"))
 SAML_PROVIDER_NAME = envstr("SAML_PROVIDER_NAME", "SAML single sign-on")
+# How long IdP metadata is used before it is read again (URL or file); a failed refresh keeps
+# the last good copy.
+STREAMSPACE_SAML_METADATA_TTL_S = envint("STREAMSPACE_SAML_METADATA_TTL_S", 3600, minimum=1)
+# The IdP that SAML users recorded before identities named their IdP belong to (needed only
+# with several IdPs in the metadata; with one, it is that one).
+SAML_LEGACY_IDP_ENTITY_ID = envstr("SAML_LEGACY_IDP_ENTITY_ID")
 SAML_CONFIG_LOADER = "streamspace.accounts.saml.config_loader"
 SAML_ACS_FAILURE_RESPONSE_FUNCTION = "streamspace.accounts.saml.acs_failure"
 SAML_CREATE_UNKNOWN_USER = True
