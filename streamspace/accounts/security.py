@@ -15,6 +15,7 @@ valid one (see :func:`not_a_password_attempt` and the SSO limit in ``accounts.th
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from axes.backends import AxesStandaloneBackend
@@ -93,18 +94,18 @@ class LoginThrottleBackend(AxesStandaloneBackend):
         return None
 
 
-def retry_after(request: HttpRequest) -> int:
+def wait_seconds(request: HttpRequest) -> int:
     """Seconds a refused client should wait: the account's backoff, else axes' cool-off."""
     return getattr(request, "streamspace_retry_after", None) or lockout_seconds()
 
 
 def lockout_response(request: HttpRequest, original_response: Any = None, credentials: Any = None) -> HttpResponse:
     """JSON for the API, an HTML page for the portal; 429 with ``Retry-After`` either way."""
-    seconds = retry_after(request)
+    seconds = wait_seconds(request)
     if request.path.startswith("/api/"):
         response: HttpResponse = JsonResponse({"code": "locked_out", "detail": LOCKED_OUT_DETAIL}, status=429)
     else:
-        context = {"retry_minutes": -(-seconds // 60), "retry_seconds": seconds}
+        context = {"retry_minutes": math.ceil(seconds / 60), "retry_seconds": seconds}
         html = render_to_string("account/lockout.html", context, request=request)
         response = HttpResponse(html, status=429)
     if seconds:

@@ -6,11 +6,13 @@ Two limits complement django-axes' lockout per (account name, address):
   ``LOGIN_BACKOFF_FREE_FAILURES`` failed passwords for one account name, from any addresses,
   each further attempt must wait: ``LOGIN_BACKOFF_BASE_S``, doubling with every failure, at
   most ``LOGIN_BACKOFF_MAX_S``. Attempts refused while waiting are not checked and do not
-  count, so an attacker spreading guesses over many addresses gets one guess per wait, and
-  the owner is never locked out for longer than the current wait (no permanent lock to
-  abuse). The count is forgotten ``LOGIN_BACKOFF_RESET_S`` after the last failure, and on a
-  successful sign-in. Account names are counted whether or not the account exists, so the
-  answers reveal nothing.
+  count, so an attacker spreading guesses over many addresses gets one guess per wait. It is
+  a wait, never a lock: every wait ends, and hammering the account during one does not
+  lengthen it (an attacker who guesses once per wait can still keep the account at the
+  longest wait: a known limit of any per-account limit without trusted-device cookies). The count
+  is forgotten ``LOGIN_BACKOFF_RESET_S`` after the last failure, and on a successful
+  sign-in. Account names are counted whether or not the account exists, so the answers
+  reveal nothing.
 * **Per-address SSO failure limit** (:func:`sso_failure`): refused SAML responses and OIDC
   callbacks from one address within a sliding window of ``SSO_FAILURE_WINDOW_S`` beyond
   ``SSO_FAILURE_LIMIT`` are answered 429. It only ever shapes the answer to a *failed*
