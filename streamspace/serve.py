@@ -28,6 +28,12 @@ and is measured in bench/RESULTS.md ("Proxy"):
   a request head within ``STREAMSPACE_PROXY_HEAD_TIMEOUT_S``; anything else is handed to
   daphne's own HTTP protocol with the bytes received so far.
   ``STREAMSPACE_PROXY_FRONT=0`` leaves every request to daphne.
+* **One client-address rule.** daphne's ``--proxy-headers`` believes the leftmost
+  ``X-Forwarded-For`` entry from anyone, which the client writes. Under this launcher
+  daphne's HTTP and WebSocket protocols (and the front) resolve the client with
+  :mod:`streamspace.api.client_ip` instead: forwarded headers count only when the peer is
+  in ``STREAMSPACE_TRUSTED_PROXIES``, and the rightmost untrusted address wins, with or
+  without ``--proxy-headers``. The scope's ``client`` and the access log carry that address.
 * **No discarded log line.** At verbosity 0 and 1 daphne sends Twisted's log nowhere,
   but Twisted's HTTP factory still formats a combined-log line for every request to
   write there. That write is skipped (daphne's own access log is unchanged; at ``-v 2``
@@ -45,12 +51,14 @@ import sys
 import time
 from typing import Any
 
+from streamspace.api.client_ip import forwarded_address
 from streamspace.env import envbool
 from streamspace.logredact import redact
 from streamspace.transport.daphne_internals import (  # imports nothing of daphne's server
     AccessLogGenerator,
     command_line,
     server_class,
+    use_forwarded_address,
     use_http_factory,
 )
 
@@ -121,6 +129,7 @@ def _server_class() -> type:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            install_client_address(self)
             if type(self.action_logger) is AccessLogGenerator:
                 self.action_logger = AccessLog(self.action_logger.stream)
 
@@ -140,6 +149,20 @@ def _server_class() -> type:
             freeze_heap()
 
     return TunedServer
+
+
+def install_client_address(server: Any) -> None:
+    """Make daphne resolve every connection's client with :mod:`streamspace.api.client_ip`.
+
+    daphne's protocols call the module-level name ``parse_x_forwarded_for`` they imported
+    whenever the server has a forwarded-address header name; both are set here, so the
+    trust rule applies whether or not ``--proxy-headers`` was given (without trusted
+    proxies it returns the peer unchanged).
+    """
+    use_forwarded_address(forwarded_address)
+    server.proxy_forwarded_address_header = "X-Forwarded-For"
+    server.proxy_forwarded_port_header = None  # the client's port is not known behind a proxy
+    server.proxy_forwarded_proto_header = "X-Forwarded-Proto"
 
 
 def front_enabled() -> bool:
