@@ -21,8 +21,8 @@ from sessions_app import proxy
 from sessions_app.proxy import auth, upstream
 from streamspace.accounts.models import User
 from streamspace.asgi import application
-from tests.conftest import client_for
 from tests.proxy.conftest import asgi_http, make_session
+from tests.support.clients import client_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
