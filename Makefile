@@ -23,7 +23,9 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml tests/ex
 venv: $(BIN)/.installed
 
 ## run: the whole product on SQLite with the in-memory channel layer, on http://127.0.0.1:8000
+## (installs the local desktop's packages first when it can: scripts/ensure-desktop-deps.sh)
 run: venv
+	@scripts/ensure-desktop-deps.sh
 	$(BIN)/python manage.py migrate --noinput -v0
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py collectstatic --noinput -v0
@@ -41,6 +43,7 @@ services:
 	scripts/ensure-services.sh
 	scripts/ensure-docker.sh
 	scripts/ensure-browser.sh
+	scripts/ensure-desktop-deps.sh
 	scripts/ensure-test-peers.sh
 	scripts/ensure-deploy-tools.sh
 
@@ -63,8 +66,8 @@ bench: venv services
 clean:
 	rm -rf $(VENV) .streamspace
 
-## desktop-deps: what the local agent's "Linux desktop (Selkies)" template needs (Xvfb + selkies)
+## desktop-deps: what the local agent's "Linux desktop (Selkies)" template needs (Xvfb, openbox,
+## xterm, selkies); `make run` does the same without ever prompting for a sudo password
 .PHONY: desktop-deps
 desktop-deps: venv
-	@command -v Xvfb >/dev/null || { [ "$$(id -u)" = 0 ] && S= || S=sudo; DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -q xvfb xterm openbox; }
-	$(BIN)/pip install -q selkies==2.1.0
+	scripts/ensure-desktop-deps.sh --sudo

@@ -27,6 +27,7 @@ import time
 from collections import deque
 from typing import Any
 
+import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
@@ -38,6 +39,7 @@ from agent_runtime.leader import Elector
 from agent_runtime.protocol import (
     CONTROL_PLANE_MESSAGES,
     MAX_FRAME_BYTES,
+    Capacity,
     Command,
     Error,
     Heartbeat,
@@ -191,7 +193,7 @@ class AgentConnection:
         """One connection: register, then read frames. Returns True if it got registered."""
         is_leader = self._is_leader()
         inventory = await self.backend.inventory() if is_leader else []
-        capacity = await self.backend.capacity()
+        capacity = await self.capacity()
         register = Register(
             agent_id=self.config.agent_id,
             instance_id=self.config.instance_id,
@@ -278,6 +280,13 @@ class AgentConnection:
         except Exception:
             log.exception("tunnel failed", extra={"stream_id": payload.stream_id, "session_id": payload.session_id})
 
+    async def capacity(self) -> Capacity:
+        """The backend's capacity, with ``sessions`` set to ``--max-sessions`` when that is given."""
+        capacity = await self.backend.capacity()
+        if self.config.max_sessions > 0:
+            capacity = msgspec.structs.replace(capacity, sessions=self.config.max_sessions)
+        return capacity
+
     async def _heartbeat_loop(self, ws: ClientConnection) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
@@ -286,7 +295,7 @@ class AgentConnection:
                 if is_leader:
                     await self.executor.reconcile()
                 sessions = len(self.executor.reported) if is_leader else 0
-                capacity = await self.backend.capacity()
+                capacity = await self.capacity()
                 await self.send(Heartbeat(is_leader=is_leader, active_sessions=sessions, capacity=capacity))
             except Exception:  # a heartbeat must never take the connection down
                 log.exception("heartbeat failed")

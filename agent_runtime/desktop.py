@@ -2,10 +2,12 @@
 
 ``python -m agent_runtime.desktop --port 8080 --home /path/to/home``
 
-Starts a virtual X display (Xvfb), a window manager and a terminal when the host has them,
-and ``selkies`` (PyPI package) serving the desktop over HTTP/WebSocket on ``--port``. Every
-child runs in this process's group; SIGTERM stops them all. Install the dependencies with
-``make desktop-deps`` (Debian ``xvfb`` + ``pip install selkies``).
+Starts a virtual X display (Xvfb), a window manager, a terminal and ``selkies`` (PyPI
+package) serving the desktop over HTTP/WebSocket on ``--port``. Every child runs in this
+process's group; SIGTERM stops them all. ``scripts/ensure-desktop-deps.sh`` (run by
+``make run``) installs what it needs; the local agent reports the ``desktop`` feature only
+when :func:`missing_dependencies` is empty, so the catalog never offers a desktop that
+cannot start.
 """
 
 from __future__ import annotations
@@ -40,9 +42,14 @@ def selkies_command() -> list[str] | None:
 
 
 def missing_dependencies() -> list[str]:
+    """What this host lacks to run a desktop session, as short install hints (empty: nothing)."""
     missing = []
     if not shutil.which("Xvfb"):
         missing.append("Xvfb (Debian package 'xvfb')")
+    if not any(shutil.which(program) for program in WINDOW_MANAGERS):
+        missing.append("a window manager (Debian package 'openbox')")
+    if not any(shutil.which(program) for program in TERMINALS):
+        missing.append("a terminal (Debian package 'xterm')")
     if selkies_command() is None:
         missing.append("selkies (pip install selkies)")
     return missing
@@ -72,7 +79,8 @@ def run(port: int, home: Path, geometry: str) -> int:
     if missing:
         print(
             "streamspace desktop: cannot start, missing " + " and ".join(missing) + ". "
-            "Run `make desktop-deps` on the agent's host (or use a container template).",
+            "Run scripts/ensure-desktop-deps.sh (or `make desktop-deps`) on the agent's host, "
+            "or use a container template.",
             file=sys.stderr,
             flush=True,
         )

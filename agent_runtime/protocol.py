@@ -41,10 +41,35 @@ class Payload(msgspec.Struct, forbid_unknown_fields=False):
     """Base of every payload. Unknown extra fields are ignored (forward compatibility)."""
 
 
+# The most image references a ``capacity`` lists; a host with more reports ``images=None``.
+MAX_REPORTED_IMAGES = 500
+# ``Capacity.features`` names: what a host offers beyond running a template's command or image.
+FEATURE_DESKTOP = "desktop"  # Xvfb, a window manager, a terminal and selkies (agent_runtime/desktop.py)
+
+
 class Capacity(Payload):
+    """What an agent offers, sent in ``register`` and in every heartbeat.
+
+    The control plane decides from it whether the agent can serve a template now. Every
+    field after ``sessions`` is optional and defaults to "not reported", which the control
+    plane reads as "no restriction known": an agent that predates a field is never ruled out
+    by it.
+    """
+
     cpu_millicores: int = 0
     memory_mb: int = 0
+    # The most sessions this agent accepts at once (``--max-sessions``); 0 = no limit.
     sessions: int = 0
+    # What this host can run beyond the backend's basics (``FEATURE_*`` names); templates
+    # name the features they need. None = not reported.
+    features: list[str] | None = None
+    # The session images present on the host, as :func:`image_key` forms (at most
+    # ``MAX_REPORTED_IMAGES``). None = not reported (not an image backend, too many, or the
+    # engine could not be asked).
+    images: list[str] | None = None
+    # Whether a missing image is pulled when a session starts (then a missing image does not
+    # make a template unavailable).
+    pulls_images: bool = True
 
 
 class InventoryItem(Payload):
@@ -191,3 +216,23 @@ def encode(payload: Payload, *, frame_id: str | None = None) -> str:
 
 def to_dict(payload: Payload) -> dict[str, Any]:
     return msgspec.to_builtins(payload)
+
+
+def image_key(reference: str) -> str:
+    """The form in which image references are compared: Docker's short name with a tag.
+
+    ``nginx``, ``docker.io/library/nginx`` and ``nginx:latest`` are all ``nginx:latest``;
+    ``ghcr.io/org/app`` is ``ghcr.io/org/app:latest``; a digest reference
+    (``repo@sha256:...``) keeps its digest and gets no tag.
+    """
+    ref = reference.strip()
+    for prefix in ("docker.io/", "index.docker.io/", "registry-1.docker.io/"):
+        if ref.startswith(prefix):
+            ref = ref[len(prefix) :]
+            break
+    if ref.startswith("library/") and ref.count("/") == 1:
+        ref = ref[len("library/") :]
+    if "@" in ref:
+        return ref
+    last = ref.rsplit("/", 1)[-1]
+    return ref if ":" in last else f"{ref}:latest"

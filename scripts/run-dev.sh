@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make run`: the control plane (daphne), a local agent and the in-process job runner, as one
-# foreground command. Ctrl-C (or any of them exiting) stops all of them.
+# `make run`: the control plane (daphne), a local agent, a Docker agent when this host has the
+# session images, and the in-process job runner, as one foreground command. Ctrl-C (or any of
+# them exiting) stops all of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -28,6 +29,27 @@ AGENT_TOKEN=$(cat "$DATA/local-agent.token") STREAMSPACE_LOCAL_SESSION_USER=${ST
   $BIN/streamspace-agent --platform local \
   --control-plane "http://$HOST:$PORT" --agent-id local &
 pids+=($!)
+
+# A Docker agent when an engine answers and holds session images (ghcr.io/streamspace-dev/*,
+# built by the images' own build): the image templates then launch here too. It never pulls,
+# so a template whose image is not on this host shows as unavailable with that reason.
+session_images=$($BIN/python - 2>/dev/null <<'PY' || true
+import docker
+
+client = docker.from_env(timeout=3)
+client.ping()
+print(" ".join(sorted(t for i in client.images.list() for t in i.tags if t.startswith("ghcr.io/streamspace-dev/"))))
+PY
+)
+if [ -n "$session_images" ]; then
+  $BIN/python manage.py ensure_local_agent --platform docker --agent-id local-docker \
+    --token-file "$DATA/local-docker-agent.token" >/dev/null
+  AGENT_TOKEN=$(cat "$DATA/local-docker-agent.token") $BIN/streamspace-agent --platform docker \
+    --control-plane "http://$HOST:$PORT" --agent-id local-docker --data-dir "$DATA/docker-agent" \
+    --backend-option pull=never &
+  pids+=($!)
+  echo "Docker agent 'local-docker' started (session images here: $session_images)"
+fi
 
 # Periodic jobs (idle sweep, command sweep, ...) in-process when no Celery broker is configured.
 if [ -z "${REDIS_URL:-}" ] && $BIN/python manage.py help run_jobs >/dev/null 2>&1; then

@@ -1,4 +1,8 @@
-"""The demo catalog loaded by ``manage.py seed_demo`` (and ``make run``)."""
+"""The demo catalog loaded by ``manage.py seed_demo`` (and ``make run``).
+
+Every entry stays in the catalog whatever runs here: a template no connected agent can
+serve is shown as unavailable with the reason (``sessions_app.availability``).
+"""
 
 from __future__ import annotations
 
@@ -21,8 +25,8 @@ DEMO_TEMPLATES: list[dict[str, Any]] = [
     {
         "slug": "linux-desktop-selkies",
         "display_name": "Linux desktop (Selkies)",
-        "description": "An Xvfb desktop streamed by Selkies over WebRTC. Needs `make desktop-deps` on the "
-        "local agent's host.",
+        "description": "An Xvfb desktop with a terminal, streamed by Selkies. Runs on the local agent; "
+        "`make run` installs what it needs (Xvfb, openbox, xterm, selkies).",
         "category": "Desktops",
         "icon": "🖥️",
         "platform": "local",
@@ -30,6 +34,7 @@ DEMO_TEMPLATES: list[dict[str, Any]] = [
         "default_cpu_millicores": 2000,
         "default_memory_mb": 2048,
         "tags": ["desktop", "selkies", "webrtc"],
+        "requires": ["desktop"],
     },
     {
         "slug": "webtop-xfce",

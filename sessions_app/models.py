@@ -39,6 +39,11 @@ class Template(models.Model):
     env = models.JSONField(default=dict, blank=True)
     volume_mounts = models.JSONField(default=list, blank=True, help_text='[{"name", "mount_path", "read_only"}]')
     tags = models.JSONField(default=list, blank=True)
+    requires = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Features the agent\'s host must offer, e.g. ["desktop"] (agents report theirs).',
+    )
     idle_timeout_s = models.PositiveIntegerField(null=True, blank=True, help_text="Overrides the site default.")
     enabled = models.BooleanField(default=True, db_index=True)
     platform = models.CharField(

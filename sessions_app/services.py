@@ -96,8 +96,9 @@ def launch_session(
     """Create a ``pending`` session for ``user`` and queue its ``start_session`` command.
 
     Raises ``QuotaExceeded`` (403) if the session would exceed any of the user's limits,
-    ``Unavailable`` (503, ``no_agent``) if no agent could ever serve the template's platform,
-    ``ServiceError`` (400, ``template_disabled``) for a disabled template.
+    the refusal of :func:`sessions_app.placement.select_agent` (503 ``no_agent`` or
+    ``agent_full``, 409 ``image_missing`` or ``feature_missing``) if no agent can serve the
+    template now, ``ServiceError`` (400, ``template_disabled``) for a disabled template.
     """
     if not template.enabled:
         raise ServiceError(f"The template {template.slug} is disabled.", code="template_disabled")
@@ -106,7 +107,7 @@ def launch_session(
     groups = quotas.group_quotas(user)
     policy = policy_idle_timeout(user, template, groups=groups)
     idle = policy if idle_timeout_s is None else min(idle_timeout_s, policy)
-    agent = placement.select_agent(template.platform)
+    agent = placement.select_agent(template)
     with transaction.atomic():
         override = quotas.lock_user_quota(user)
         quota, current = quotas.effective_quota(user, override=override, groups=groups), quotas.usage(user)

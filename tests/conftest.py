@@ -16,7 +16,7 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from agents_app.models import Agent
+from agents_app.models import Agent, AgentInstance
 from agents_app.tokens import hash_token
 from sessions_app.models import Template
 from streamspace.accounts.models import Role, User
@@ -149,4 +149,8 @@ def template(db) -> Template:
 
 @pytest.fixture
 def docker_agent(db) -> Agent:
-    return Agent.objects.create(agent_id="docker-1", platform="docker", token_hash=hash_token("docker-1-token"))
+    """A docker agent whose leader is connected (so it can serve image templates) on no
+    channel: its commands stay ``pending`` for the test to read."""
+    agent = Agent.objects.create(agent_id="docker-1", platform="docker", token_hash=hash_token("docker-1-token"))
+    AgentInstance.objects.create(agent=agent, instance_id="docker-1-leader", is_leader=True, connected=True)
+    return agent

@@ -29,13 +29,14 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agent_runtime.backends import docker_objects as objects
 from agent_runtime.backends import homes
-from agent_runtime.backends.base import Backend, BackendError, SessionSpec, http_answers
-from agent_runtime.protocol import InventoryItem
+from agent_runtime.backends.base import Backend, BackendError, SessionSpec, host_capacity, http_answers
+from agent_runtime.protocol import MAX_REPORTED_IMAGES, Capacity, InventoryItem, image_key
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +296,24 @@ class DockerBackend(Backend):
     async def status(self, session_id: str) -> InventoryItem:
         return await self._item(session_id, await self._container(session_id))
 
+    async def capacity(self) -> Capacity:
+        """The host's size, the images present on the engine and whether missing ones are pulled.
+
+        ``images`` is None when the engine cannot be asked (the agent still registers: its
+        sessions' state comes from the inventory) or holds more than ``MAX_REPORTED_IMAGES``
+        references; the control plane then assumes any image may be present.
+        """
+        capacity = host_capacity()
+        capacity.pulls_images = self.pull != "never"
+        try:
+            client = await self.client()
+            images = await self._run(client.images.list)
+        except Exception as exc:  # a capacity report must never stop registration or a heartbeat
+            log.warning("cannot list images", extra={"error": str(exc)})
+            return capacity
+        capacity.images = local_image_keys(image.attrs for image in images)
+        return capacity
+
     async def inventory(self) -> list[InventoryItem]:
         client = await self.client()
         containers = await self._run(
@@ -311,3 +330,17 @@ class DockerBackend(Backend):
         if self._client is not None:
             await self._run(self._client.close)
         self._pool.shutdown(wait=False)
+
+
+def local_image_keys(images: Iterable[dict[str, Any]]) -> list[str] | None:
+    """The :func:`~agent_runtime.protocol.image_key` of every tag and digest of the engine's
+    images (``attrs`` of ``client.images.list()``), sorted; None if there are more than
+    ``MAX_REPORTED_IMAGES``."""
+    keys: set[str] = set()
+    for attrs in images:
+        for ref in [*(attrs.get("RepoTags") or []), *(attrs.get("RepoDigests") or [])]:
+            if ref and not ref.startswith("<none>"):
+                keys.add(image_key(ref))
+        if len(keys) > MAX_REPORTED_IMAGES:
+            return None
+    return sorted(keys)

@@ -39,9 +39,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent_runtime import desktop
 from agent_runtime.backends import homes, local_session
-from agent_runtime.backends.base import Backend, BackendError, SessionSpec, http_answers
-from agent_runtime.protocol import InventoryItem
+from agent_runtime.backends.base import Backend, BackendError, SessionSpec, host_capacity, http_answers
+from agent_runtime.protocol import FEATURE_DESKTOP, Capacity, InventoryItem
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +245,13 @@ class LocalBackend(Backend):
             await asyncio.sleep(0.02)
 
     # --- contract -----------------------------------------------------------------------
+    async def capacity(self) -> Capacity:
+        """The host's size, and ``desktop`` among the features only when every program a
+        desktop session needs is installed (:func:`agent_runtime.desktop.missing_dependencies`)."""
+        capacity = host_capacity()
+        capacity.features = [] if desktop.missing_dependencies() else [FEATURE_DESKTOP]
+        return capacity
+
     async def start(self, session_id: str, spec: SessionSpec) -> InventoryItem:
         async with self._lock:
             state = self._load()

@@ -53,6 +53,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
     instance = None
     is_leader = False
     _last_db_heartbeat = 0.0
+    # The capacity last written to the instance row: a heartbeat that changes it is written at
+    # once (placement and the catalog read it), others at most every AGENT_HEARTBEAT_DB_WRITE_S.
+    _db_capacity: dict | None = None
     _register_timer: asyncio.Task | None = None
     _poll_task: asyncio.Task | None = None
     _fan_out_queue: asyncio.Queue | None = None
@@ -146,6 +149,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             rows.register, agent, hello, pod=settings.POD_NAME, channel_name=self.channel_name
         )
         self.is_leader = hello.is_leader
+        self._db_capacity = protocol.to_dict(hello.capacity)
         await presence.register_instance(
             platform=agent.platform,
             agent_id=agent.agent_id,
@@ -183,8 +187,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
             is_leader=self.is_leader,
         )
         now = time.monotonic()
-        if now - self._last_db_heartbeat >= settings.AGENT_HEARTBEAT_DB_WRITE_S:
-            self._last_db_heartbeat = now
+        capacity = protocol.to_dict(beat.capacity)
+        if capacity != self._db_capacity or now - self._last_db_heartbeat >= settings.AGENT_HEARTBEAT_DB_WRITE_S:
+            self._last_db_heartbeat, self._db_capacity = now, capacity
             await database_sync_to_async(rows.record_heartbeat)(self.instance.pk, beat)
 
     async def on_ack(self, frame: protocol.Frame) -> None:

@@ -1,19 +1,34 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents_app.models import Platform
 from sessions_app.models import Session, Template
+from sessions_app.placement import CatalogAvailability
 from streamspace.api.strict import StrictFieldsMixin
 
 MAX_CPU = 64_000
 MAX_MEMORY = 262_144
 MAX_IDLE = 7 * 24 * 3600
+FEATURE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+
+
+class AvailabilitySerializer(serializers.Serializer):
+    """Whether a connected agent can serve the template now (``sessions_app.availability``);
+    ``code`` and ``reason`` say why not, with the code a launch would be refused with."""
+
+    available = serializers.BooleanField()
+    code = serializers.CharField(allow_blank=True)
+    reason = serializers.CharField(allow_blank=True)
 
 
 class TemplateSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    availability = serializers.SerializerMethodField()
+
     class Meta:
         model = Template
         fields = [
@@ -30,9 +45,11 @@ class TemplateSerializer(StrictFieldsMixin, serializers.ModelSerializer):
             "env",
             "volume_mounts",
             "tags",
+            "requires",
             "idle_timeout_s",
             "enabled",
             "platform",
+            "availability",
             "created_at",
             "updated_at",
         ]
@@ -59,6 +76,22 @@ class TemplateSerializer(StrictFieldsMixin, serializers.ModelSerializer):
         if not isinstance(value, list) or not all(isinstance(tag, str) and len(tag) <= 64 for tag in value):
             raise serializers.ValidationError("Must be a list of short strings.")
         return value
+
+    def validate_requires(self, value: Any) -> list[str]:
+        if not isinstance(value, list) or not all(
+            isinstance(name, str) and FEATURE_NAME.fullmatch(name) for name in value
+        ):
+            raise serializers.ValidationError("Must be a list of feature names (lowercase letters, digits, -).")
+        return value
+
+    @extend_schema_field(AvailabilitySerializer)
+    def get_availability(self, obj: Template) -> dict[str, Any]:
+        """From the request's :class:`~sessions_app.placement.CatalogAvailability` (one query for
+        a whole listing); a serializer used without one reads the agents itself."""
+        catalog = self.context.get("availability")
+        if catalog is None:
+            catalog = self.context["availability"] = CatalogAvailability()
+        return catalog.of(obj).as_dict()
 
     def validate_volume_mounts(self, value: Any) -> list[dict[str, Any]]:
         if not isinstance(value, list):

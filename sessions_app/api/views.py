@@ -24,6 +24,7 @@ from sessions_app.api.serializers import (
     ViewerUrlSerializer,
 )
 from sessions_app.models import Session, SessionState, Template
+from sessions_app.placement import CatalogAvailability
 from sessions_app.viewer import viewer_url
 from streamspace.accounts.credentials import epoch_of
 from streamspace.api.errors import Conflict, ServiceError
@@ -46,6 +47,9 @@ class TemplateListView(generics.ListCreateAPIView):
         if category:
             queryset = queryset.filter(category=category)
         return queryset
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "availability": CatalogAvailability()}
 
     def perform_create(self, serializer: TemplateSerializer) -> None:
         template = serializer.save()

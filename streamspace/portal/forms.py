@@ -11,7 +11,7 @@ from django import forms
 from sessions_app.api.serializers import TemplateSerializer
 from sessions_app.models import Template
 
-JSON_FIELDS = ("command", "env", "volume_mounts", "tags")
+JSON_FIELDS = ("command", "env", "volume_mounts", "tags", "requires")
 
 
 class TemplateForm(forms.ModelForm):
@@ -33,6 +33,7 @@ class TemplateForm(forms.ModelForm):
             "env",
             "volume_mounts",
             "tags",
+            "requires",
             "enabled",
         ]
         widgets = {
@@ -50,6 +51,7 @@ class TemplateForm(forms.ModelForm):
             "env": 'JSON object of strings, e.g. {"LANG": "en_US.UTF-8"}.',
             "volume_mounts": 'JSON list, e.g. [{"name": "data", "mount_path": "/data", "read_only": true}].',
             "tags": 'JSON list of strings, e.g. ["desktop"].',
+            "requires": 'Features the agent\'s host must offer, JSON list, e.g. ["desktop"].',
         }
 
     def clean(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from django.db.models import Q, QuerySet
 from sessions_app import quotas
 from sessions_app.api.representation import represent, session_rows
 from sessions_app.models import ACTIVE_STATES, Session, Template
+from sessions_app.placement import CatalogAvailability
 
 # Sessions in these states are shown under "My sessions"; stopped/failed are history.
 LIVE_STATES = tuple(ACTIVE_STATES)
@@ -53,7 +54,9 @@ def quota_meters(user: Any) -> list[QuotaMeter]:
 
 
 def catalog(*, search: str = "", category: str = "") -> tuple[list[Template], list[str]]:
-    """Enabled templates matching the filters, and every category that has one (2 queries)."""
+    """Enabled templates matching the filters, each with its ``availability``
+    (:class:`sessions_app.availability.Availability`), and every category that has one
+    (3 queries: templates, agents, categories)."""
     templates = Template.objects.filter(enabled=True).only(
         "slug",
         "display_name",
@@ -62,6 +65,9 @@ def catalog(*, search: str = "", category: str = "") -> tuple[list[Template], li
         "icon",
         "tags",
         "platform",
+        "image",
+        "requires",
+        "enabled",
         "default_cpu_millicores",
         "default_memory_mb",
     )
@@ -71,6 +77,10 @@ def catalog(*, search: str = "", category: str = "") -> tuple[list[Template], li
         )
     if category:
         templates = templates.filter(category=category)
+    templates = list(templates)
+    availability = CatalogAvailability()
+    for template in templates:
+        template.availability = availability.of(template)
     categories = (
         Template.objects.filter(enabled=True)
         .exclude(category="")
@@ -78,7 +88,7 @@ def catalog(*, search: str = "", category: str = "") -> tuple[list[Template], li
         .values_list("category", flat=True)
         .distinct()
     )
-    return list(templates), list(categories)
+    return templates, list(categories)
 
 
 def user_sessions(user: Any, *, include_history: bool = False, limit: int = 100) -> list[dict[str, Any]]:

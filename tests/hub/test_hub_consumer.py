@@ -205,8 +205,12 @@ async def test_result_for_unknown_command_is_an_error(make_client):
     assert (await client.recv_type("error"))["code"] == "unknown_command"
 
 
-async def test_commands_wait_for_a_leader(make_client, alice, template):
-    session = await launch(alice, template)  # no instance connected yet
+async def test_commands_wait_for_a_leader_socket(make_client, alice, template, hub_agent):
+    # A leader that is connected but has no socket on any replica yet (reconnecting).
+    await database_sync_to_async(AgentInstance.objects.create)(
+        agent=hub_agent[0], instance_id="i-0", is_leader=True, connected=True
+    )
+    session = await launch(alice, template)
     command = await get(AgentCommand, session=session)
     assert command.state == CommandState.PENDING
     client = make_client()

@@ -48,11 +48,13 @@ def test_operator_nav_only_for_operators(alice_browser, operator_browser):
 # --- catalog ----------------------------------------------------------------------------
 
 
-def test_catalog_lists_enabled_templates_with_quota(alice_browser, template, demo_template):
+def test_catalog_lists_enabled_templates_with_quota(alice_browser, template, demo_template, local_agent):
     Template.objects.create(slug="hidden", display_name="Hidden one", image="x/y:1", enabled=False)
     page = alice_browser.get("/").content.decode()
     assert "XFCE" in page and "Demo canvas" in page and "Hidden one" not in page
     assert 'formaction="/launch/demo-canvas"' in page
+    # No docker agent: XFCE is shown, unavailable, without a Launch button.
+    assert 'formaction="/launch/xfce"' not in page and 'data-unavailable="no_agent"' in page
     assert "Sessions</span>" in page and "0 / 3" in page  # default quota: 3 sessions
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
 from django import template
 from django.utils import timezone
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
 
@@ -39,3 +42,12 @@ def iso_short(value: Any) -> str:
     if not isinstance(value, str) or len(value) < 19:
         return "—"
     return value[:19].replace("T", " ")
+
+
+_CODE_SPAN = re.compile(r"`([^`\n]+)`")
+
+
+@register.filter
+def inline_code(value: str) -> SafeString:
+    """The text escaped, with spans between backticks shown as ``<code>``."""
+    return mark_safe(_CODE_SPAN.sub(lambda m: f"<code>{m.group(1)}</code>", str(escape(value))))

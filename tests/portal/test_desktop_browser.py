@@ -1,0 +1,134 @@
+"""What `make run` promises, in a real browser against a real stack: sign in as the admin,
+launch the demo catalog's "Linux desktop (Selkies)" on a local agent, see the terminal in the
+viewer and type into it; templates whose platform has no agent are shown unavailable with
+their reason and no Launch button.
+
+The desktop needs Xvfb, a window manager, a terminal and selkies on this host
+(scripts/ensure-desktop-deps.sh, run by `make services`); in CI their absence is a failure.
+With ``UPDATE_DOCS_SCREENSHOTS=1`` the viewer screenshot is also written to
+docs/screenshots/linux-desktop.png (the README's picture).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+
+import pytest
+from django.core.management import call_command
+
+from agent_runtime import desktop
+from agent_runtime.protocol import FEATURE_DESKTOP
+from sessions_app.models import Session, SessionState
+from tests.portal.test_browser_journey import DESKTOP, browser, make_person, shoot, sign_in, stack  # noqa: F401
+from tests.support import ROOT
+from tests.support.ci import unavailable
+from tests.support.stack import make_agent
+from tests.support.waits import wait_until
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True),
+]
+
+DOCS_SCREENSHOT = ROOT / "docs" / "screenshots" / "linux-desktop.png"
+DESKTOP_TIMEOUT_MS = 60_000
+
+
+def session_frame(page, session_id: str):
+    """The viewer's frame showing the session (the one place that knows where the viewer puts
+    a session: any frame whose URL names the session id, on whatever origin)."""
+    page.locator("iframe[data-frame]").wait_for()
+    return wait_until(
+        lambda: next((frame for frame in page.frames if session_id in frame.url), None), 30, what="session frame"
+    )
+
+
+def live_surface(frame):
+    """The element selkies draws the desktop on (a canvas or a video), once it has a size."""
+    surface = frame.locator("canvas:visible, video:visible").first
+    surface.wait_for(timeout=DESKTOP_TIMEOUT_MS)
+    wait_until(lambda: (surface.bounding_box() or {}).get("width", 0) > 100, 30, what="a drawn surface")
+    return surface
+
+
+def offers_desktop(agent) -> bool:
+    leader = agent.instances.filter(connected=True, is_leader=True).first()
+    return leader is not None and FEATURE_DESKTOP in (leader.capacity.get("features") or [])
+
+
+def distinct_colours(png: bytes) -> int:
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    return len(image.getcolors(maxcolors=1 << 24) or [])
+
+
+def bright_pixels(png: bytes) -> int:
+    """Pixels near white: the terminal's background (the X root and the page around are dark)."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("L")
+    return sum(count for value, count in enumerate(image.histogram()) if value >= 230)
+
+
+def test_admin_launches_the_linux_desktop_and_types_into_its_terminal(browser, stack, tmp_path):  # noqa: F811
+    missing = desktop.missing_dependencies()
+    if missing:
+        unavailable(f"the desktop needs {', '.join(missing)}: run scripts/ensure-desktop-deps.sh")
+    call_command("seed_demo", "--no-admin")  # the catalog `make run` loads
+    make_person("admin", role="admin")
+    agent, token = make_agent("local", "local")
+    stack.start_agent(agent, token, "local-a")
+    wait_until(lambda: offers_desktop(agent), what="the local agent offering desktops", logs=stack.logs)
+
+    context = browser.new_context(viewport=DESKTOP)
+    context.set_default_timeout(DESKTOP_TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        sign_in(page, stack.base, "admin", "pw-admin")
+        page.get_by_role("heading", name="Catalog").wait_for()
+
+        # No docker or kubernetes agent: the image templates are there, unavailable, with the reason.
+        for slug in ("firefox", "vscode", "webtop-xfce"):
+            card = page.locator(f'[data-template="{slug}"]')
+            assert card.get_attribute("data-available") == "false"
+            assert card.locator('[data-unavailable="no_agent"]').inner_text().startswith("Unavailable")
+            assert "No agent is registered for docker or kubernetes" in card.inner_text()
+            assert card.get_by_role("button").count() == 0
+        assert page.locator('[data-template="linux-desktop-selkies"]').get_attribute("data-available") == "true"
+        shoot(page, "catalog-make-run")
+
+        page.get_by_role("button", name="Launch Linux desktop (Selkies)").click()
+        page.locator("[data-viewer][data-state=running]").wait_for()
+        session_id = page.locator("[data-viewer]").get_attribute("data-session-id")
+        assert Session.objects.get(pk=session_id).state == SessionState.RUNNING
+        page.locator(".viewer__overlay").wait_for(state="hidden")
+        frame = session_frame(page, session_id)
+        surface = live_surface(frame)
+
+        # The terminal is on screen: the stream shows more than a blank display.
+        wait_until(lambda: bright_pixels(surface.screenshot()) > 10_000, 60, what="the terminal on screen")
+        before = surface.screenshot()
+        assert distinct_colours(before) > 2
+
+        # Typed text reaches the terminal: a command it runs writes a file on this host.
+        marker = tmp_path / f"typed-{uuid.uuid4().hex[:8]}"
+        box = surface.bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        text = f"echo MARKER > {marker}"
+        page.keyboard.type(text, delay=20)
+        wait_until(lambda: surface.screenshot() != before, 30, what="the typed text on screen")
+        page.keyboard.press("Enter")
+        wait_until(lambda: marker.exists() and marker.read_text().strip() == "MARKER", 30, what=f"{marker}")
+        shoot(page, "viewer-linux-desktop")
+        if os.environ.get("UPDATE_DOCS_SCREENSHOTS"):
+            page.screenshot(path=str(DOCS_SCREENSHOT))
+
+        page.locator("[data-viewer] [data-action=stop] button").click()
+        wait_until(lambda: Session.objects.get(pk=session_id).state == SessionState.STOPPED, 30, what="stopped")
+    finally:
+        context.close()
