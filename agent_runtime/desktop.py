@@ -24,6 +24,8 @@ from pathlib import Path
 
 WINDOW_MANAGERS = ("openbox", "xfwm4", "fluxbox", "twm")
 TERMINALS = ("xfce4-terminal", "xterm")
+# xterm's default window (80x24 of a 6x13 font) is a small island on a desktop-sized display.
+PROGRAM_ARGS = {"xterm": ("-geometry", "120x40")}
 
 
 def selkies_command() -> list[str] | None:
@@ -109,7 +111,7 @@ def run(port: int, home: Path, geometry: str) -> int:
         for candidates in (WINDOW_MANAGERS, TERMINALS):
             program = next((p for p in candidates if shutil.which(p)), None)
             if program:
-                children.append(subprocess.Popen([program], env=env, cwd=home))
+                children.append(subprocess.Popen([program, *PROGRAM_ARGS.get(program, ())], env=env, cwd=home))
         # The control plane's proxy authenticates viewers; selkies's own login would ask twice.
         argv = [*selkies_command(), "--addr", "127.0.0.1", "--port", str(port), "--enable-basic-auth=false"]
         selkies = subprocess.Popen(argv, env=env, cwd=home)

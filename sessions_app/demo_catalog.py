@@ -26,7 +26,7 @@ DEMO_TEMPLATES: list[dict[str, Any]] = [
         "slug": "linux-desktop-selkies",
         "display_name": "Linux desktop (Selkies)",
         "description": "An Xvfb desktop with a terminal, streamed by Selkies. Runs on the local agent; "
-        "`make run` installs what it needs (Xvfb, openbox, xterm, selkies).",
+        "make run installs what it needs (Xvfb, openbox, xterm, selkies).",
         "category": "Desktops",
         "icon": "🖥️",
         "platform": "local",

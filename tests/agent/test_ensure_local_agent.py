@@ -39,3 +39,14 @@ def test_refuses_an_agent_of_another_platform(tmp_path):
     Agent.objects.create(agent_id="local", platform="docker", token_hash=hash_token("x"))
     with pytest.raises(CommandError, match="platform docker"):
         call_command("ensure_local_agent", "--token-file", str(tmp_path / "t"))
+
+
+def test_the_docker_agent_make_run_starts(tmp_path):
+    token_file = tmp_path / "docker.token"
+    call_command(
+        "ensure_local_agent", "--platform", "docker", "--agent-id", "local-docker", "--token-file", str(token_file)
+    )
+    agent = agent_for_token(token_file.read_text().strip())
+    assert (agent.agent_id, agent.platform, agent.name) == ("local-docker", "docker", "Local Docker engine")
+    with pytest.raises(CommandError, match="platform docker, not local"):
+        call_command("ensure_local_agent", "--agent-id", "local-docker", "--token-file", str(token_file))

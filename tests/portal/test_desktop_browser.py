@@ -40,10 +40,12 @@ DESKTOP_TIMEOUT_MS = 60_000
 
 def session_frame(page, session_id: str):
     """The viewer's frame showing the session (the one place that knows where the viewer puts
-    a session: any frame whose URL names the session id, on whatever origin)."""
+    a session: the page's child frame whose URL names the session id, on whatever origin)."""
     page.locator("iframe[data-frame]").wait_for()
     return wait_until(
-        lambda: next((frame for frame in page.frames if session_id in frame.url), None), 30, what="session frame"
+        lambda: next((frame for frame in page.main_frame.child_frames if session_id in frame.url), None),
+        30,
+        what="session frame",
     )
 
 
@@ -126,6 +128,9 @@ def test_admin_launches_the_linux_desktop_and_types_into_its_terminal(browser, s
         wait_until(lambda: marker.exists() and marker.read_text().strip() == "MARKER", 30, what=f"{marker}")
         shoot(page, "viewer-linux-desktop")
         if os.environ.get("UPDATE_DOCS_SCREENSHOTS"):
+            page.keyboard.type("clear; echo Hello from a StreamSpace session; uname -sr", delay=20)
+            page.keyboard.press("Enter")
+            page.wait_for_timeout(1500)  # a picture for people: let the stream settle
             page.screenshot(path=str(DOCS_SCREENSHOT))
 
         page.locator("[data-viewer] [data-action=stop] button").click()

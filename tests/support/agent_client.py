@@ -19,7 +19,10 @@ def frame(type_: str, **payload) -> str:
     return json.dumps({"type": type_, "id": uuid.uuid4().hex, "ts": 0, "payload": payload})
 
 
-def register_payload(agent: Agent, instance_id: str, *, is_leader: bool = True, sessions=None) -> dict:
+CAPACITY = {"cpu_millicores": 8000, "memory_mb": 16384, "sessions": 10}
+
+
+def register_payload(agent: Agent, instance_id: str, *, is_leader: bool = True, sessions=None, capacity=None) -> dict:
     return {
         "agent_id": agent.agent_id,
         "instance_id": instance_id,
@@ -27,7 +30,7 @@ def register_payload(agent: Agent, instance_id: str, *, is_leader: bool = True, 
         "version": "test",
         "hostname": "test-host",
         "is_leader": is_leader,
-        "capacity": {"cpu_millicores": 8000, "memory_mb": 16384, "sessions": 10},
+        "capacity": CAPACITY if capacity is None else capacity,
         "sessions": sessions or [],
     }
 
@@ -63,11 +66,12 @@ class AgentClient:
         assert message["type"] == type_, message
         return message["payload"]
 
-    async def register(self, *, is_leader: bool = True, sessions=None) -> dict:
+    async def register(self, *, is_leader: bool = True, sessions=None, capacity=None) -> dict:
         assert await self.connect()
-        await self.send(
-            "register", **register_payload(self.agent, self.instance_id, is_leader=is_leader, sessions=sessions)
+        payload = register_payload(
+            self.agent, self.instance_id, is_leader=is_leader, sessions=sessions, capacity=capacity
         )
+        await self.send("register", **payload)
         return await self.recv_type("registered")
 
     async def nothing(self, timeout: float = 0.3) -> bool:
