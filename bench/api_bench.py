@@ -18,12 +18,14 @@ from common import bench_env, daphne, manage_shell, reset_database, summarize
 SETUP = """
 from streamspace.accounts.models import User
 from sessions_app.models import Template, UserQuota
-from agents_app.models import Agent
+from agents_app.models import Agent, AgentInstance
 from agents_app.tokens import hash_token
 u = User.objects.create_user('bench', password='bench-password', role='user')
 UserQuota.objects.create(user=u, max_sessions=10**6, max_cpu_millicores=10**9, max_memory_mb=10**9)
 Template.objects.create(slug='bench', display_name='Bench', image='registry.local/bench:1')
-Agent.objects.create(agent_id='bench-docker', platform='docker', token_hash=hash_token('bench'))
+a = Agent.objects.create(agent_id='bench-docker', platform='docker', token_hash=hash_token('bench'))
+# A leader connected on no channel: launches are placed, their commands stay pending.
+AgentInstance.objects.create(agent=a, instance_id='bench-0', is_leader=True, connected=True)
 """
 
 

@@ -58,7 +58,7 @@ def register(agent_id: str, platform: str) -> str:
         version="bench",
         hostname="bench",
         is_leader=True,
-        capacity={"cpu_millicores": 4000, "memory_mb": 8192, "sessions": 10},
+        capacity={"cpu_millicores": 4000, "memory_mb": 8192, "sessions": 0},  # no session limit
         sessions=[],
     )
 
