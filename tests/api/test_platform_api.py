@@ -121,6 +121,7 @@ def test_agents_api_counts_active_sessions_and_unacknowledged_commands(
         make_session(alice, template, docker_agent, state=state)
     for state in ("pending", "sent", "sent", "acked", "succeeded", "failed", "expired"):
         AgentCommand.objects.create(agent=docker_agent, action="start_session", state=state)
+    docker_agent.instances.all().delete()  # the fixture's connected leader: this test lays out its own
     for instance_id, leader in (("b", False), ("a", False), ("c", True)):
         AgentInstance.objects.create(agent=docker_agent, instance_id=instance_id, is_leader=leader)
     Agent.objects.create(agent_id="idle", platform="docker", token_hash="x")

@@ -27,7 +27,7 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from agents_app.models import Agent, AgentCommand
+from agents_app.models import Agent, AgentCommand, AgentInstance
 from agents_app.tokens import hash_token
 from plugins_app.services import install_plugin
 from sessions_app.models import Session, SessionState, Template
@@ -143,6 +143,8 @@ def build_world(upstream_endpoint: str) -> World:
     session_agent = Agent.objects.create(
         agent_id="docker-1", platform="docker", token_hash=hash_token(SESSION_AGENT_TOKEN)
     )
+    # Its leader is connected (launches are placed on it) on no channel (commands stay pending).
+    AgentInstance.objects.create(agent=session_agent, instance_id="docker-1-leader", is_leader=True, connected=True)
     other_agent = Agent.objects.create(agent_id="other-1", platform="docker", token_hash=hash_token(OTHER_AGENT_TOKEN))
     alice, carol = users[ALICE], users[CAROL]
     running = _session(alice, template, session_agent, SessionState.RUNNING, upstream_endpoint, carol)
