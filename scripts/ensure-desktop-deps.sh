@@ -22,7 +22,8 @@ selkies_ready() { "$BIN/python" -c 'import importlib.util, sys; sys.exit(importl
 missing=()   # what is still missing at the end
 commands=()  # how to install it
 
-if ! selkies_ready; then
+# Without the virtualenv yet, `make venv` installs selkies with the rest (requirements-dev.txt).
+if [ -x "$BIN/python" ] && ! selkies_ready; then
   pin=$(grep -E '^selkies==' requirements-dev.txt | cut -d' ' -f1)
   say "installing ${pin} into $BIN"
   "$BIN/pip" install -q "$pin" && selkies_ready || { missing+=(selkies); commands+=("$BIN/pip install ${pin}"); }
