@@ -2,8 +2,11 @@
 catalog's "unavailable" badges, the API's ``availability`` field and the launch refusals.
 
 The rule reads what placement reads for each candidate agent (``sessions_app.placement``):
-whether a leader is connected, how many sessions it runs, and the ``capacity`` its leader
-last reported (``agent_runtime.protocol.Capacity``). Nothing here queries the database.
+whether any replica is connected, how many sessions the agent runs, and the ``capacity`` its
+leader (else a connected follower) last reported (``agent_runtime.protocol.Capacity``).
+Nothing here queries the database. An agent whose replicas are all followers is still
+available: during a leader failover its commands wait in ``pending`` and go out when the
+new leader registers, so launches are not refused for the length of a lease.
 
 Refusal codes, in the order a launch tries them: ``no_agent`` (503: no connected agent for
 the platform), ``agent_full`` (503: every agent that could run it is at its session limit),
@@ -101,6 +104,7 @@ class CandidateLike(Protocol):
     agent_id: str
     platform: str
     has_leader: bool
+    has_replica: bool
     load: int
     leader_capacity: Any
 
@@ -128,7 +132,7 @@ def refusal(template: TemplateLike, agent: CandidateLike) -> Availability | None
     A capacity field the agent did not report restricts nothing (an older agent, or one
     whose engine could not list its images).
     """
-    if not agent.has_leader:
+    if not agent.has_replica:
         return Availability(
             False,
             NO_AGENT,

@@ -43,7 +43,8 @@ def _candidates_sql(platform_count: int) -> str:
     placement order, with what the rule and :func:`direct_route` need."""
     agent, instance = Agent._meta.db_table, AgentInstance._meta.db_table
     command, session = AgentCommand._meta.db_table, Session._meta.db_table
-    leader = f"FROM {instance} i WHERE i.agent_id = a.id AND i.connected AND i.is_leader"
+    connected = f"FROM {instance} i WHERE i.agent_id = a.id AND i.connected"
+    leader = f"{connected} AND i.is_leader"
     newest = f"{leader} AND i.channel_name <> '' ORDER BY i.connected_at DESC LIMIT 1"
     active = ", ".join(["%s"] * len(ACTIVE_STATES))
     where = "a.enabled"
@@ -52,8 +53,9 @@ def _candidates_sql(platform_count: int) -> str:
     return f"""
 SELECT a.*,
     EXISTS (SELECT 1 {leader}) AS has_leader,
+    EXISTS (SELECT 1 {connected}) AS has_replica,
     (SELECT COUNT(*) FROM {session} s WHERE s.agent_id = a.id AND s.state IN ({active})) AS load,
-    (SELECT i.capacity {leader} ORDER BY i.connected_at DESC LIMIT 1) AS leader_capacity,
+    (SELECT i.capacity {connected} ORDER BY i.is_leader DESC, i.connected_at DESC LIMIT 1) AS leader_capacity,
     (SELECT i.instance_id {newest}) AS leader_instance_id,
     (SELECT i.channel_name {newest}) AS leader_channel,
     EXISTS (SELECT 1 FROM {command} c WHERE c.agent_id = a.id AND c.state = %s) AS has_pending

@@ -32,7 +32,9 @@ DESKTOP_CMD = ["{python}", "-m", "agent_runtime.desktop", "--port", "{port}", "-
 
 
 def candidate(name="a", *, connected=True, load=0, **capacity):
-    return SimpleNamespace(agent_id=name, platform="docker", has_leader=connected, load=load, leader_capacity=capacity)
+    return SimpleNamespace(
+        agent_id=name, platform="docker", has_leader=connected, has_replica=connected, load=load, leader_capacity=capacity
+    )
 
 
 def template_of(**fields):
@@ -131,6 +133,17 @@ def test_no_agent_for_the_platform(alice_client, template):
     agent_with("docker-1", "docker", connected=False)
     assert_refused_alike(alice_client, "xfce", NO_AGENT, 503)
     assert "docker-1 is registered but offline" in catalog_entry(alice_client, "xfce")["reason"]
+
+
+def test_a_leader_failover_does_not_refuse_launches(alice_client, template):
+    """Only a follower connected (the leader's lease is moving): the template stays available
+    and a launch is accepted; its command waits in ``pending`` for the new leader."""
+    agent = agent_with("docker-1", "docker")
+    AgentInstance.objects.filter(agent=agent).update(is_leader=False)
+    assert catalog_entry(alice_client, "xfce") == {"available": True, "code": "", "reason": ""}
+    response = alice_client.post("/api/v1/sessions", {"template": "xfce"}, format="json")
+    assert response.status_code == 202, response.content
+    assert list(agent.commands.values_list("state", flat=True)) == ["pending"]
 
 
 def test_agent_full_until_a_session_ends(alice, alice_client, template):
