@@ -198,12 +198,11 @@ class SessionHeartbeatView(APIView):
 class SessionViewerUrlView(APIView):
     @extend_schema(responses=ViewerUrlSerializer)
     def get(self, request: Request, session_id: Any) -> Response:
-        """A short-lived URL for the session viewer, bound to this session and caller."""
+        """A short-lived URL that opens the session on its own origin, bound to this session and caller."""
         session = _session_for(request, session_id, manage=False)
         if session.state in (SessionState.STOPPING, SessionState.STOPPED, SessionState.FAILED):
             raise Conflict(
                 f"The session is {session.state}.", code="session_not_viewable", extra={"state": session.state}
             )
-        return Response(
-            {"url": viewer_url(session.id, request.user.pk), "expires_in": settings.STREAMSPACE_VIEWER_TOKEN_TTL_S}
-        )
+        url = viewer_url(session.id, request.user.pk, scheme=request.scheme, host=request.get_host())
+        return Response({"url": url, "expires_in": settings.STREAMSPACE_VIEWER_TOKEN_TTL_S})

@@ -1,4 +1,6 @@
-"""The session proxy: ``/api/v1/http/<session-id>/`` for HTTP and WebSocket (ARCHITECTURE §6).
+"""The session proxy, for HTTP and WebSocket (ARCHITECTURE §6): each session on its own origin,
+``<session-id>.<STREAMSPACE_SESSION_DOMAIN>`` (browsers), and under ``/api/v1/http/<session-id>/``
+on the portal's origin (API clients).
 
 Raw ASGI apps routed by ``streamspace.routing.build_application`` ahead of Django:
 
@@ -7,8 +9,8 @@ Raw ASGI apps routed by ``streamspace.routing.build_application`` ahead of Djang
 * ``tunnel_endpoint`` — :mod:`.tunnel`, the agent's side of a tunnel
   (``/api/v1/agents/tunnel/<stream_id>``, routed by ``agents_app.routing``).
 
-Modules: ``paths`` (parsing, hostile-path checks), ``auth`` (viewer tokens, cookies,
-authorization cache), ``rewrite`` (headers, Location, cookies), ``upstream`` (direct or
+Modules: ``origins`` (session hosts and origins), ``paths`` (parsing, hostile-path checks),
+``auth`` (viewer tokens, cookies, authorization cache), ``rewrite`` (headers, Location, cookies), ``upstream`` (direct or
 tunnel), ``client`` (HTTP/1.1 keep-alive pool, llhttp), ``flow`` (back-pressure),
 ``activity`` (idle tracking, wake), ``pages`` (waking and error pages).
 
@@ -24,11 +26,17 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from sessions_app.proxy.origins import session_id_for_host
 from sessions_app.proxy.paths import PREFIX
 
 
 def origin_allowed(scope: dict) -> bool:
-    """Browsers must come from this site (cross-site WebSocket hijacking); non-browsers send no Origin."""
+    """Whether a proxy WebSocket's ``Origin`` may open it (cross-site WebSocket hijacking).
+
+    On a session's origin only that origin's own pages may (never the portal's or another
+    session's); on the portal's prefix, the portal's own hosts (``ALLOWED_HOSTS``) but never a
+    session's origin. Non-browsers send no ``Origin``.
+    """
     from django.conf import settings
     from django.http.request import split_domain_port, validate_host
 
@@ -47,7 +55,12 @@ def origin_allowed(scope: dict) -> bool:
         return False
     if not parts.netloc:
         return False
-    if parts.netloc.lower() == host.decode("latin-1").lower():
+    same = parts.netloc.lower() == host.decode("latin-1").lower()
+    if session_id_for_host(host) is not None:
+        return same
+    if session_id_for_host(parts.netloc.encode("latin-1")) is not None:
+        return False
+    if same:
         return True
     origin_host, _ = split_domain_port(parts.netloc)
     return bool(origin_host) and validate_host(origin_host, settings.ALLOWED_HOSTS)
