@@ -16,6 +16,8 @@ from django.conf import settings
 from django.core.checks import Error, Tags, register
 from django.utils.http import is_same_domain
 
+from sessions_app.proxy.origins import is_session_origin
+
 # Any session's host: what a pattern must not match.
 _SAMPLE_ID = "00000000-0000-4000-8000-000000000000"
 
@@ -44,7 +46,8 @@ def _origin_errors(host: str) -> list[Error]:
     errors = []
     for pattern in getattr(settings, "CSRF_TRUSTED_ORIGINS", []):
         name = urlsplit(pattern).netloc.lower().split(":")[0]
-        if name and is_same_domain(host, name.removeprefix("*")):  # "*.example.com" as Django reads it
+        # "*.example.com" as Django reads it, or one session's own origin.
+        if name and (is_same_domain(host, name.removeprefix("*")) or is_session_origin(pattern)):
             errors.append(
                 Error(
                     f"CSRF_TRUSTED_ORIGINS entry {pattern!r} matches the session origins: "
@@ -55,9 +58,7 @@ def _origin_errors(host: str) -> list[Error]:
             )
     origin = f"https://{host}"
     cors = list(getattr(settings, "CORS_ALLOWED_ORIGINS", []))
-    matches = getattr(settings, "CORS_ALLOW_ALL_ORIGINS", False) or any(
-        urlsplit(entry).netloc.lower().split(":")[0] == host for entry in cors
-    )
+    matches = getattr(settings, "CORS_ALLOW_ALL_ORIGINS", False) or any(is_session_origin(entry) for entry in cors)
     matches = matches or any(
         re.match(regex, origin) or re.match(regex, f"http://{host}")
         for regex in getattr(settings, "CORS_ALLOWED_ORIGIN_REGEXES", [])

@@ -235,14 +235,18 @@ _resolve_async = database_sync_to_async(_resolve)
 
 
 def cached_decision(scope: dict, path: ProxyPath) -> Decision | None:
-    """The remembered decision for this request's viewer cookie, if any (no I/O, no await).
+    """The remembered decision for this request's credential, if any (no I/O, no await).
 
-    The common case of every request after the first on a session's origin: a hit here is
-    what :func:`authorize` would answer, without the coroutine.
+    The common case of every request after the first: a hit here is what :func:`authorize`
+    would answer, without the coroutine.
     """
-    if path.token is not None or not path.on_session_host:
+    if path.token is not None:
         return None
-    for value in cookie_values(scope.get("headers") or [], VIEWER_COOKIE):
+    headers = scope.get("headers") or []
+    if not path.on_session_host:
+        key = _api_key(headers, path.session_id)
+        return _cached(key) if key[0] != "none" else None
+    for value in cookie_values(headers, VIEWER_COOKIE):
         decision = _cached(("viewer", value, path.session_id))
         if decision is not None:
             return decision
@@ -291,17 +295,21 @@ async def _authorize_viewer(scope: dict, path: ProxyPath) -> Decision:
     return await _resolve_async("none", "", sid)
 
 
-async def _authorize_api_client(scope: dict, path: ProxyPath) -> Decision:
-    """On the portal's prefix: an ``Authorization`` header only (never a cookie)."""
-    authorization = header_value(scope.get("headers") or [], b"authorization") or b""
+def _api_key(headers: list, session_id: uuid.UUID) -> tuple[str, str, uuid.UUID]:
+    """``(kind, credential, session)`` of an ``Authorization`` header: ``jwt``, ``apitoken`` or ``none``."""
+    authorization = header_value(headers, b"authorization") or b""
     scheme, _, raw = authorization.partition(b" ")
     scheme = scheme.lower()
     kind = "jwt" if scheme == b"bearer" else "apitoken" if scheme == b"token" else "none"
-    credential = raw.strip().decode("latin-1") if kind != "none" else ""
-    key = (kind, credential, path.session_id)
+    return kind, raw.strip().decode("latin-1") if kind != "none" else "", session_id
+
+
+async def _authorize_api_client(scope: dict, path: ProxyPath) -> Decision:
+    """On the portal's prefix: an ``Authorization`` header only (never a cookie)."""
+    key = _api_key(scope.get("headers") or [], path.session_id)
     decision = _cached(key)
     if decision is None:
         client_ip = (scope.get("client") or ("", 0))[0] or ""
-        decision = await _resolve_async(kind, credential, path.session_id, client_ip)
+        decision = await _resolve_async(key[0], key[1], path.session_id, client_ip)
         _remember(key, decision)
     return decision
