@@ -18,7 +18,7 @@ from sessions_app.proxy.origins import portal_origin, session_origin
 _SALT = "streamspace.viewer-token"
 
 
-def make_viewer_token(session_id: Any, user_id: Any, portal: str = "") -> str:
+def make_viewer_token(session_id: Any, user_id: Any, *, portal: str = "") -> str:
     payload: dict[str, Any] = {"s": str(session_id), "u": user_id}
     if portal:
         payload["o"] = portal
@@ -56,5 +56,5 @@ def _well_formed(data: Any) -> bool:
 def viewer_url(session_id: Any, user_id: Any, *, scheme: str, host: str) -> str:
     """An absolute URL that opens the session on its own origin, for a browser that reached the
     portal at ``scheme://host`` (``host`` as Django validated it: ``request.get_host()``)."""
-    token = make_viewer_token(session_id, user_id, portal_origin(scheme, host))
+    token = make_viewer_token(session_id, user_id, portal=portal_origin(scheme, host))
     return f"{session_origin(session_id, scheme=scheme, host=host)}/?token={token}"

@@ -85,7 +85,7 @@ class Decision:
     portal_origin: str = ""
 
 
-def make_viewer_cookie(session_id: Any, user_id: Any, portal: str = "") -> str:
+def make_viewer_cookie(session_id: Any, user_id: Any, *, portal: str = "") -> str:
     payload: dict[str, Any] = {"s": str(session_id), "u": user_id}
     if portal:
         payload["o"] = portal
@@ -275,7 +275,9 @@ async def _authorize_viewer(scope: dict, path: ProxyPath) -> Decision:
         if decision.status != 200:
             return replace(decision, portal_origin=portal)
         cross_site = header_value(scope.get("headers") or [], b"sec-fetch-site") == b"cross-site"
-        cookie = cookie_header(make_viewer_cookie(sid, data["u"], portal), secure=_secure(scope), cross_site=cross_site)
+        cookie = cookie_header(
+            make_viewer_cookie(sid, data["u"], portal=portal), secure=_secure(scope), cross_site=cross_site
+        )
         return Decision(
             200, target=decision.target, set_cookie=cookie, redirect=path.public_url(), portal_origin=portal
         )

@@ -5,8 +5,8 @@ Playwright. The stack shares the test's PostgreSQL database and Redis db, so the
 the browser's effects in the database directly.
 
 User journey: sign in with password + TOTP → catalog → launch the demo template on a local
-agent (two replicas, one leader) → live progress → viewer: the session's own page through
-the proxy and a WebSocket round trip inside it → hibernate → wake → stop. Operator journey:
+agent (two replicas, one leader) → live progress → viewer: the session's own page on its own
+origin through the proxy and a WebSocket round trip inside it → hibernate → wake → stop. Operator journey:
 the agents page shows the leader and the follower; the audit page shows what the user did.
 A second test does the same launch on a real Docker agent with the test image.
 """
@@ -143,9 +143,15 @@ def demo_round_trip(page, frame) -> None:
     wait_until(lambda: re.fullmatch(r"[0-9.]+", frame.locator("#rtt").inner_text()), timeout=10, what="echo")
 
 
+def session_origin(stack: Stack, session_id: str) -> str:
+    """Where the portal's viewer loads a session: its own origin (``*.localhost`` resolves to
+    the loopback in Chromium), never the portal's."""
+    return f"http://{session_id}.localhost:{stack.port}"
+
+
 def websocket_echo(page, stack: Stack, session_id: str) -> str:
     """Open a WebSocket from inside the session's iframe (through the proxy) and echo a line."""
-    inner = next(f for f in page.frames if f.url.startswith(f"{stack.base}/api/v1/http/{session_id}/"))
+    inner = next(f for f in page.frames if f.url.startswith(session_origin(stack, session_id) + "/"))
     script = """() => new Promise((resolve, reject) => {
          const url = location.href.split('?')[0].replace(/^http/, 'ws');
          const ws = new WebSocket(url);
@@ -224,7 +230,9 @@ def test_user_and_operator_journey_on_a_local_agent(browser, stack, tmp_path):
     frame = page.frame_locator("iframe[data-frame]")
     frame.get_by_role("heading", name="Demo canvas").wait_for()
     src = page.locator("iframe[data-frame]").get_attribute("src")
-    assert src.startswith(f"/api/v1/http/{session_id}/?token=")
+    assert src.startswith(f"{session_origin(stack, session_id)}/?token=")
+    inner = page.locator("iframe[data-frame]").element_handle().content_frame()
+    assert inner.url == session_origin(stack, session_id) + "/"  # the token exchanged, then dropped
     demo_round_trip(page, frame)
     page.locator(".viewer__overlay").wait_for(state="hidden")
     shoot(page, "viewer")

@@ -52,11 +52,11 @@ def running(alice, template, docker_agent, upstream_port):
 
 
 def viewer_cookie_for(session, user, portal: str = PORTAL) -> str:
-    return f"{auth.VIEWER_COOKIE}={auth.make_viewer_cookie(session.pk, user.pk, portal)}"
+    return f"{auth.VIEWER_COOKIE}={auth.make_viewer_cookie(session.pk, user.pk, portal=portal)}"
 
 
 def token_for(session, user) -> str:
-    return make_viewer_token(session.pk, user.pk, PORTAL)
+    return make_viewer_token(session.pk, user.pk, portal=PORTAL)
 
 
 async def visit(session, path: str, *, cookie: str | None = None, headers: dict | None = None, **options):
