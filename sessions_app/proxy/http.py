@@ -87,7 +87,10 @@ async def proxy_http(scope: dict, receive: Any, send: Any) -> None:
 def _on_session_origin(scope: dict, path: ProxyPath) -> str:
     """The URL of a viewer link on the session's own origin (the token is exchanged there)."""
     host = host_header(scope.get("headers") or ()).decode("latin-1")
-    origin = session_origin(path.session_id, scheme=scope.get("scheme", "http"), host=host)
+    # Behind a TLS terminator daphne may see plain HTTP; a deployment without DEBUG is HTTPS
+    # (the portal's own cookies are Secure there).
+    scheme = scope.get("scheme", "http") if settings.DEBUG else "https"
+    origin = session_origin(path.session_id, scheme=scheme, host=host)
     query = path.query.decode("ascii")
     token = "token=" + quote(path.token or "", safe=":")  # signed tokens: URL-safe base64 and ":"
     return f"{origin}{path.upstream_path.decode('ascii')}?{query + '&' if query else ''}{token}"

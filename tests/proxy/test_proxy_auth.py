@@ -378,8 +378,11 @@ async def test_a_browser_on_the_prefix_is_sent_to_the_viewer(running, alice, clo
     assert fetch.status == 401
 
 
-async def test_a_viewer_link_on_the_prefix_moves_to_the_session_origin(running, alice, closing_clients):
+async def test_a_viewer_link_on_the_prefix_moves_to_the_session_origin(running, alice, settings, closing_clients):
     token = token_for(running, alice)
+    secure = await api(f"/api/v1/http/{running.pk}/?token={token}")  # without DEBUG: HTTPS
+    assert secure.header("location") == f"https://{running.pk}.localhost/?token={token}"
+    settings.DEBUG = True  # with it, the scheme the request came with
     reply = await api(f"/api/v1/http/{running.pk}/echo?a=1&token={token}")
     assert reply.status == 303
     location = reply.header("location")
