@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from agent_runtime import logs
+from agent_runtime.agent import run_agent
 from agent_runtime.backends import load_backend_class
 from agent_runtime.config import AgentConfig, ConfigError, LeaseConfig, default_instance_id, parse_duration
 
@@ -42,12 +43,19 @@ def build_parser(env: dict[str, str] | os._Environ[str] = os.environ) -> argpars
     flag("--max-sessions", "MAX_SESSIONS", "sessions this host accepts (0 = no limit)", default="0")
     flag("--drain-timeout", "DRAIN_TIMEOUT", "how long SIGTERM waits for running commands", default="30s")
     flag("--log-level", "LOG_LEVEL", "debug, info, warning, error", default="info")
+    flag(
+        "--session-user",
+        "STREAMSPACE_LOCAL_SESSION_USER",
+        "local backend, agent running as root: the account sessions run as "
+        "(default streamspace-session if it exists, else nobody)",
+        default="",
+    )
     parser.add_argument(
         "--backend-option",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="backend setting, repeatable (docker: network, publish_host, home_mount_path, stop_timeout, pull)",
+        help="backend setting, repeatable (docker: network, publish_host, home_mount_path, stop_timeout, pull; local: session_user)",
     )
     return parser
 
@@ -79,6 +87,8 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | os._Environ
         if not sep:
             raise ConfigError(f"--backend-option {item!r} is not KEY=VALUE")
         options[key.strip()] = value
+    if args.session_user:
+        options["session_user"] = args.session_user
     try:
         max_sessions = int(args.max_sessions)
     except ValueError:
@@ -107,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"streamspace-agent: error: {exc}", file=sys.stderr)
         return 2
     logs.configure(args.log_level, context={"agent_id": config.agent_id, "instance_id": config.instance_id})
-    from agent_runtime.agent import run_agent
 
     try:
         asyncio.run(run_agent(config))

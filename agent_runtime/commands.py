@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -269,8 +270,6 @@ class CommandExecutor:
 
 def command_id_of(raw: Any) -> str | None:
     """The ``command_id`` of a raw (possibly invalid) command frame, if it has a usable one."""
-    import json
-
     try:
         envelope = json.loads(raw)
         cid = envelope["payload"]["command_id"]

@@ -1,4 +1,4 @@
-"""Agent configuration from CLI flags and environment variables (ARCHITECTURE §5).
+"""Agent configuration from CLI flags and environment variables (docs/architecture.md §9).
 
 Durations are written like Kubernetes/Go durations: ``15s``, ``500ms``, ``1m``, ``1.5s``;
 a bare number means seconds. Bad values fail loudly with :class:`ConfigError`.
@@ -13,6 +13,8 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from agent_runtime import protocol
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -122,7 +124,7 @@ class AgentConfig:
         return [connect_url(url) for url in self.control_plane.split(",") if url.strip()]
 
 
-def connect_url(control_plane: str, path: str = "/api/v1/agents/connect") -> str:
+def connect_url(control_plane: str, path: str = protocol.CONNECT_PATH) -> str:
     """``http://cp:8000`` → ``ws://cp:8000/api/v1/agents/connect`` (https → wss)."""
     base = control_plane.strip().rstrip("/")
     if base.startswith("https://"):

@@ -1,4 +1,4 @@
-"""The agent's link to the control plane (ARCHITECTURE §4).
+"""The agent's link to the control plane (docs/architecture.md §6).
 
 One :class:`AgentConnection` keeps a WebSocket to ``<control plane>/api/v1/agents/connect``
 open forever: it registers first (with the backend's inventory when leader), heartbeats at
@@ -263,7 +263,8 @@ class AgentConnection:
 
     def _open_tunnel(self, payload: TunnelOpen) -> None:
         try:
-            from agent_runtime.tunnel import run_tunnel
+            # Looked up per tunnel: an agent packaged without the tunnel module still runs sessions.
+            from agent_runtime.tunnel import run_tunnel  # noqa: PLC0415
         except ImportError:
             log.error(
                 "tunnel_open received but this agent has no tunnel support", extra={"stream_id": payload.stream_id}

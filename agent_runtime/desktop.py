@@ -11,6 +11,7 @@ child runs in this process's group; SIGTERM stops them all. Install the dependen
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import signal
@@ -31,8 +32,6 @@ def selkies_command() -> list[str] | None:
     if shutil.which("selkies"):
         return ["selkies"]
     try:
-        import importlib.util
-
         if importlib.util.find_spec("selkies") is not None:
             return [sys.executable, "-m", "selkies"]
     except (ImportError, ValueError):

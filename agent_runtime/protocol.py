@@ -1,4 +1,4 @@
-"""The agent <-> control-plane protocol (ARCHITECTURE §4): one source of truth.
+"""The agent <-> control-plane protocol (docs/architecture.md §6): one source of truth.
 
 Every frame is a JSON text message ``{"type": str, "id": str, "ts": float, "payload": {...}}``.
 Payloads are strict msgspec structs: unknown types, missing fields and wrong types are
@@ -16,6 +16,10 @@ import msgspec
 
 MAX_FRAME_BYTES = 1024 * 1024  # larger frames close the socket (1009)
 PROTOCOL_VERSION = "1"
+# Where an agent's hub socket connects on the control plane, and where it opens the control
+# plane's side of a tunnel (``TUNNEL_PATH + stream_id``, the URL a ``tunnel_open`` carries).
+CONNECT_PATH = "/api/v1/agents/connect"
+TUNNEL_PATH = "/api/v1/agents/tunnel/"
 
 Platform = Literal["docker", "kubernetes", "local"]
 SessionStateName = Literal[

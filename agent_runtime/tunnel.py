@@ -1,4 +1,4 @@
-"""The agent's side of a session tunnel (ARCHITECTURE §6; no Django import).
+"""The agent's side of a session tunnel (docs/architecture.md §10.4; no Django import).
 
 On a ``tunnel_open`` frame the agent dials the session's port (the endpoint its backend
 reports, else ``127.0.0.1:<port>``) and opens a WebSocket to the ``url`` in the frame —

@@ -29,8 +29,9 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from agent_runtime.pipes import FramedEnd, PipeEnd, RawEnd
+from agent_runtime.protocol import TUNNEL_PATH
 from agents_app import tunnels as tunnel
-from sessions_app.proxy.paths import TUNNEL_PATH
+from streamspace.api.auth_header import bearer_token
 from streamspace.front.pipe import detach, detachable, log_websocket
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,7 @@ class AgentSocket:
         pending = tunnel.pending(stream_id)
         if pending is None:
             raise _NotOurs("no such tunnel here")
-        authorization = headers.get(b"authorization", b"")
-        token = authorization[7:].strip().decode("latin-1") if authorization[:7].lower() == b"bearer " else ""
+        token = bearer_token(headers.get(b"authorization"))
         agent_pk = await database_sync_to_async(tunnel.agent_pk_for_token)(token) if token else None
         if agent_pk != pending.agent_pk or self.front.lost or not tunnel.claim(stream_id, pending):
             raise _NotOurs("wrong token, or claimed meanwhile")

@@ -138,7 +138,7 @@ TUNNEL_MESSAGE_TYPE = "agent.tunnel_open"
 
 
 def request_tunnel(agent_pk: int, *, stream_id: str, session_id: str, port: int, url: str) -> bool:
-    """Ask the agent's leader to open a tunnel to a session port (ARCHITECTURE §6).
+    """Ask the agent's leader to open a tunnel to a session port (docs/architecture.md §10.4).
 
     Returns False when no leader is connected. The agent dials the session and connects its
     tunnel socket to ``url`` (the replica serving the browser); no bytes ride the layer.

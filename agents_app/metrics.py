@@ -1,6 +1,6 @@
 """Agent gauges for Prometheus, computed when ``/metrics`` is scraped (deploy/prometheus/alerts.yml).
 
-The truth about connected replicas is the Redis registry (heartbeats, ARCHITECTURE §4); the
+The truth about connected replicas is presence in Redis (heartbeats, docs/architecture.md §8); the
 database mirror says which replicas the control plane still *believes* connected. Reading
 both at scrape time gives the numbers the alert rules need without any bookkeeping on the
 hub's hot path:
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from django.db.models import Count
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from agents_app.hub import presence as registry
+from agents_app.hub import presence
 from agents_app.models import Agent, AgentCommand, AgentInstance, CommandState
 
 LABELS = ["agent_id", "platform"]
@@ -71,7 +71,7 @@ class AgentCollector:
             .values_list("agent__agent_id", "n")
         )
         for agent_id, platform in agents:
-            live = registry.connections(agent_id)
+            live = presence.connections(agent_id)
             labels = [agent_id, platform]
             families["leaders"].add_metric(labels, sum(1 for info in live.values() if info.get("is_leader")))
             families["instances"].add_metric(labels, len(live))

@@ -3,16 +3,60 @@
 from __future__ import annotations
 
 import uuid
+from typing import ClassVar
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
-from sessions_app.models import Platform
+
+class Platform(models.TextChoices):
+    """Where an agent runs sessions; a template names the platform it needs."""
+
+    DOCKER = "docker", "Docker"
+    KUBERNETES = "kubernetes", "Kubernetes"
+    LOCAL = "local", "Local processes"
 
 
 class ProxyMode(models.TextChoices):
     AUTO = "auto", "Auto (direct when reachable, else tunnel)"
     DIRECT = "direct", "Direct"
     TUNNEL = "tunnel", "Tunnel through the agent"
+
+
+class AgentQuerySet(models.QuerySet):
+    """Agents with what the agents API and the operator panel show next to each.
+
+    ``with_replicas_and_counts()`` is two queries for any number of agents: the agents with
+    their counts, then their replicas. ``active_session_count`` counts an agent's sessions in
+    :attr:`session_states`. Sessions and their states belong to ``sessions_app``, above this
+    app (docs/architecture.md, "Dependencies"): it sets those states in its
+    ``AppConfig.ready()``, and this app reaches sessions only through the reverse relation
+    ``sessions``.
+    """
+
+    session_states: ClassVar[tuple[str, ...]] = ()
+
+    def with_replicas(self) -> AgentQuerySet:
+        """Prefetch ``instances``: the leader first, then by instance id."""
+        return self.prefetch_related(
+            models.Prefetch("instances", queryset=AgentInstance.objects.order_by("-is_leader", "instance_id"))
+        )
+
+    def with_pending_commands(self) -> AgentQuerySet:
+        """Annotate ``pending_command_count``: commands not yet acknowledged (pending or sent)."""
+        pending = models.Q(commands__state__in=[CommandState.PENDING, CommandState.SENT])
+        return self.annotate(pending_command_count=models.Count("commands", filter=pending, distinct=True))
+
+    def with_session_count(self) -> AgentQuerySet:
+        """Annotate ``active_session_count``: the agent's sessions in :attr:`session_states`."""
+        if not self.session_states:
+            raise ImproperlyConfigured("AgentQuerySet.session_states is set by sessions_app's AppConfig.ready().")
+        active = models.Q(sessions__state__in=self.session_states)
+        return self.annotate(active_session_count=models.Count("sessions", filter=active, distinct=True))
+
+    def with_replicas_and_counts(self) -> AgentQuerySet:
+        """The agents as the agents API and the operator panel list them."""
+        return self.with_replicas().with_session_count().with_pending_commands()
 
 
 class Agent(models.Model):
@@ -28,6 +72,8 @@ class Agent(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField(null=True, blank=True)
 
+    objects = AgentQuerySet.as_manager()
+
     class Meta:
         ordering = ["agent_id"]
 
@@ -36,7 +82,7 @@ class Agent(models.Model):
 
 
 class AgentInstance(models.Model):
-    """One connected (or once connected) replica of an agent, mirrored from the Redis registry."""
+    """One connected (or once connected) replica of an agent, mirrored from presence in Redis."""
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="instances")
     instance_id = models.CharField(max_length=128)

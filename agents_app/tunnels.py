@@ -26,8 +26,10 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from agent_runtime.pipes import until_first_done
-from sessions_app.proxy.paths import TUNNEL_PATH
-from sessions_app.proxy.rewrite import header_value
+from agent_runtime.protocol import TUNNEL_PATH
+from agents_app import dispatch
+from agents_app.services import agent_for_token
+from streamspace.api.auth_header import bearer_token
 from streamspace.transport.flow import InboundFlow, OutboundFlow
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,6 @@ def tunnel_url(stream_id: str) -> str:
 
 
 def _request_tunnel(agent_pk: int, stream_id: str, session_id: str, port: int, url: str) -> bool:
-    from agents_app import dispatch
-
     return dispatch.request_tunnel(agent_pk, stream_id=stream_id, session_id=session_id, port=port, url=url)
 
 
@@ -108,8 +108,6 @@ def claim(stream_id: str, entry: _Pending) -> bool:
 
 
 def agent_pk_for_token(token: str) -> int | None:
-    from agents_app.services import agent_for_token
-
     agent = agent_for_token(token)
     return agent.pk if agent else None
 
@@ -125,8 +123,8 @@ async def tunnel_endpoint(scope: dict, receive: Any, send: Any) -> None:
     if message["type"] != "websocket.connect":
         return
     pending = _pending.get(stream_id)
-    authorization = header_value(scope.get("headers") or [], b"authorization") or b""
-    token = authorization[7:].strip().decode("latin-1") if authorization[:7].lower() == b"bearer " else ""
+    authorization = next((v for k, v in scope.get("headers") or [] if k.lower() == b"authorization"), None)
+    token = bearer_token(authorization)
     if pending is None or pending.connected.done():
         return await _reject(send, 4404)
     agent_pk = await database_sync_to_async(agent_pk_for_token)(token) if token else None

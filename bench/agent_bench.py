@@ -36,8 +36,8 @@ from agent_runtime.backends.docker_objects import container_config  # noqa: E402
 from agent_runtime.config import AgentConfig, parse_duration  # noqa: E402
 from agent_runtime.connection import AgentConnection  # noqa: E402
 from agent_runtime.leader import AlwaysLeader  # noqa: E402
-from tests.agent.fakes import FakeControlPlane  # noqa: E402
-from tests.agent.processes import spawn_agent  # noqa: E402
+from tests.support.fakes import FakeControlPlane  # noqa: E402
+from tests.support.processes import spawn_agent  # noqa: E402
 
 FAST = {"LEASE_DURATION": "3s", "RENEW_DEADLINE": "2s", "RETRY_PERIOD": "500ms"}
 DEFAULTS = {"LEASE_DURATION": "15s", "RENEW_DEADLINE": "10s", "RETRY_PERIOD": "2s"}

@@ -4,7 +4,7 @@
 
 Two daphne replicas (A, B) share PostgreSQL and Redis. A (all the agents) is pinned to CPU 0,
 B to CPU 1, as replicas on separate nodes would be; the simulated agents and the load
-generator run on CPU 1 (``--same-core`` pins both replicas to CPU 0, the earlier layout). All agents connect to A and heartbeat every 10 s
+generator run on CPU 1 (``--same-core`` pins both replicas to CPU 0). All agents connect to A and heartbeat every 10 s
 (staggered). Reported: A's CPU share and RSS while idle-heartbeating, then the command round
 trip (POST /api/v1/sessions → agent receives start_session → agent's result applied) with
 the API call on A (same replica) and on B (cross replica).

@@ -38,7 +38,7 @@ from sessions_app import sweeps  # noqa: E402
 from sessions_app.models import Session, Template  # noqa: E402
 from streamspace.accounts.models import User  # noqa: E402
 from streamspace.audit.models import AuditEvent  # noqa: E402
-from tests.jobs.factories import bulk_sessions  # noqa: E402
+from tests.support.factories import bulk_sessions  # noqa: E402
 
 
 def _kind(sql: str) -> str:

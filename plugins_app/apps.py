@@ -6,11 +6,12 @@ class PluginsAppConfig(AppConfig):
     verbose_name = "Plugins"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_delete, post_save
+        # Models and the bus (which reads models) load once the app registry is complete.
+        from django.db.models.signals import post_delete, post_save  # noqa: PLC0415
 
-        from plugins_app import bus
-        from plugins_app.models import Plugin
-        from streamspace import events
+        from plugins_app import bus  # noqa: PLC0415
+        from plugins_app.models import Plugin  # noqa: PLC0415
+        from streamspace import events  # noqa: PLC0415
 
         if bus.on_event not in events._subscribers:
             events.subscribe(bus.on_event)

@@ -1,4 +1,4 @@
-"""Delivering events to webhook and integration plugins, with retries (ARCHITECTURE §7).
+"""Delivering events to webhook and integration plugins, with retries (docs/architecture.md §12).
 
 The outbox pattern: an event becomes one ``WebhookDelivery`` row per subscribed plugin
 (attempt 1, ``pending``); the Celery task :func:`deliver` (``acks_late``) claims a row,
@@ -130,7 +130,7 @@ def enqueue(delivery_pks: list[int]) -> None:
     (never the request thread: an attempt may take ``WEBHOOK_TIMEOUT_S``)."""
     if settings.CELERY_TASK_ALWAYS_EAGER or not delivery_pks:
         return
-    from plugins_app.tasks import deliver
+    from plugins_app.tasks import deliver  # noqa: PLC0415 tasks.py imports this module
 
     WebhookDelivery.objects.filter(pk__in=delivery_pks).update(queued_at=timezone.now())
     for pk in delivery_pks:

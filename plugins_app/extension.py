@@ -1,4 +1,4 @@
-"""What an extension plugin is (ARCHITECTURE §8): subclass :class:`Extension`.
+"""What an extension plugin is (docs/architecture.md §12): subclass :class:`Extension`.
 
 An extension is a Python package that registers an :class:`Extension` subclass (or
 instance) in the entry-point group ``streamspace.plugins``::

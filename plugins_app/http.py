@@ -3,8 +3,10 @@
 Every request goes through :func:`post`, which
 
 - refuses URLs whose host resolves to a loopback, private, link-local, multicast, reserved
-  or unspecified address (SSRF), checking *every* resolved address, unless the host (or
-  the address) is listed in ``WEBHOOK_ALLOWED_HOSTS``;
+  or unspecified address (SSRF), or to an IPv6 address that carries such an IPv4 address
+  (6to4, Teredo, NAT64, IPv4-mapped/-compatible: ``streamspace.transport.addresses``),
+  checking *every* resolved address, unless the host (or the address) is listed in
+  ``WEBHOOK_ALLOWED_HOSTS``;
 - connects to the address it validated (the URL's host is kept for ``Host`` and TLS SNI /
   certificate checks), so a DNS answer that changes between the check and the connection
   cannot redirect the request inside the network;
@@ -25,6 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from django.conf import settings
+
+from streamspace.transport.addresses import is_public
 
 USER_AGENT = "StreamSpace-Webhooks/1.0"
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -49,17 +53,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _forbidden(address: IPAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return (
-        address.is_loopback
-        or address.is_private
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-        or not address.is_global
-    )
+    return not is_public(address)
 
 
 def _allowed_hosts() -> set[str]:

@@ -1,4 +1,4 @@
-"""Plugins and the log of webhook deliveries (ARCHITECTURE §7-8)."""
+"""Plugins and the log of webhook deliveries (docs/architecture.md §12)."""
 
 from __future__ import annotations
 

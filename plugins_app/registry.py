@@ -20,6 +20,7 @@ from packaging.version import Version
 import streamspace
 from plugins_app import schemas
 from plugins_app.extension import Extension
+from plugins_app.models import Plugin, PluginType
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,6 @@ def active() -> dict[str, dict[str, Any]]:
     cached = cache.get(ACTIVE_CACHE_KEY)
     if cached is not None:
         return cached
-    from plugins_app.models import Plugin, PluginType
-
     result = {}
     for name, config in Plugin.objects.filter(type=PluginType.EXTENSION, enabled=True).values_list("name", "config"):
         ext = extension(name)

@@ -1,6 +1,6 @@
 """How one delivery attempt reaches its target, per plugin type (all outbound HTTP via ``http.py``).
 
-- ``webhook``: the signed JSON POST of ARCHITECTURE §7;
+- ``webhook``: the signed JSON POST of docs/architecture.md §12;
 - ``integration`` / ``slack``: a Slack-compatible incoming-webhook message (``{"text": ...}``);
 - ``integration`` / ``email``: a plain-text mail through Django's e-mail backend.
 

@@ -1,4 +1,4 @@
-"""Webhook signatures (ARCHITECTURE §7), in the style of Stripe's.
+"""Webhook signatures (docs/architecture.md §12), in the style of Stripe's.
 
 ``X-StreamSpace-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>``
 

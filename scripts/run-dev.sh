@@ -19,8 +19,13 @@ POD_URL=${POD_URL:-http://$HOST:$PORT} $BIN/python -m streamspace.serve -b "$HOS
 pids+=($!)
 
 # The local agent: its token is re-issued on every start (tokens are stored hashed).
+# `make run` is one person's machine, so sessions run as that person: the venv's interpreter
+# may sit where other accounts cannot read it (under /root, say). Sessions still get a scrubbed
+# environment. A shared host runs the agent unprivileged or names a session user
+# (STREAMSPACE_LOCAL_SESSION_USER, docs/local-agent.md).
 $BIN/python manage.py ensure_local_agent --token-file "$DATA/local-agent.token" >/dev/null
-AGENT_TOKEN=$(cat "$DATA/local-agent.token") $BIN/streamspace-agent --platform local \
+AGENT_TOKEN=$(cat "$DATA/local-agent.token") STREAMSPACE_LOCAL_SESSION_USER=${STREAMSPACE_LOCAL_SESSION_USER:-$(id -un)} \
+  $BIN/streamspace-agent --platform local \
   --control-plane "http://$HOST:$PORT" --agent-id local &
 pids+=($!)
 

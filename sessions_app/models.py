@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
-
-class Platform(models.TextChoices):
-    DOCKER = "docker", "Docker"
-    KUBERNETES = "kubernetes", "Kubernetes"
-    LOCAL = "local", "Local processes"
+from agents_app.models import Platform
 
 
 class Template(models.Model):
@@ -86,6 +83,44 @@ ACTIVE_STATES = (
 RESOURCE_STATES = tuple(s for s in ACTIVE_STATES if s != SessionState.HIBERNATED)
 
 
+def _usage_totals() -> dict[str, models.Aggregate]:
+    holding = models.Q(state__in=RESOURCE_STATES)
+    return {
+        "sessions": models.Count("id"),
+        "cpu_millicores": models.Sum("cpu_millicores", filter=holding, default=0),
+        "memory_mb": models.Sum("memory_mb", filter=holding, default=0),
+    }
+
+
+class SessionQuerySet(models.QuerySet):
+    """Who may see and who may change a session, and what sessions hold against a quota.
+
+    Usage is the quota rule of ``sessions_app.quotas``: every session in ``ACTIVE_STATES``
+    counts toward ``sessions``; CPU and memory count while it is in ``RESOURCE_STATES``
+    (a hibernated session holds none).
+    """
+
+    def usage(self) -> dict[str, int]:
+        """``{"sessions", "cpu_millicores", "memory_mb"}`` of these sessions (one query)."""
+        return self.filter(state__in=ACTIVE_STATES).aggregate(**_usage_totals())
+
+    def usage_by_user(self, *fields: str) -> models.QuerySet:
+        """:meth:`usage` per user: rows of ``user_id``, ``fields`` and the three totals (one query)."""
+        return self.filter(state__in=ACTIVE_STATES).values("user_id", *fields).annotate(**_usage_totals()).order_by()
+
+    def visible_to(self, user: Any) -> SessionQuerySet:
+        """The sessions ``user`` may see: all for an operator, else their own and those shared with them."""
+        if getattr(user, "is_operator", False):
+            return self
+        return self.filter(models.Q(user=user) | models.Q(shared_with=user)).distinct()
+
+    def managed_by(self, user: Any) -> SessionQuerySet:
+        """The sessions ``user`` may change (stop, hibernate, wake): all for an operator, else their own."""
+        if getattr(user, "is_operator", False):
+            return self
+        return self.filter(user=user)
+
+
 class Session(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=120)
@@ -110,6 +145,8 @@ class Session(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     shared_with = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="shared_sessions")
 
+    objects = SessionQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [
@@ -122,7 +159,12 @@ class Session(models.Model):
 
     @property
     def viewer_path(self) -> str:
-        return f"/api/v1/http/{self.id}/"
+        return viewer_path(self.id)
+
+
+def viewer_path(session_id: Any) -> str:
+    """The proxy path that shows session ``session_id`` (its viewer, through the proxy)."""
+    return f"/api/v1/http/{session_id}/"
 
 
 class QuotaLimits(models.Model):

@@ -3,30 +3,27 @@
 - the portal gets the new session object over its per-user Channels group (live progress);
 - the event bus gets ``session.*`` events for plugins and webhooks.
 
-Callers on a latency-critical path (the agent hub applying an agent's frames) run their
-work under :func:`deferred`: the fan-out is collected instead of run, and the caller hands
-it to :func:`flush` off that path (the hub: a per-connection background queue, in order).
+Both go through :func:`streamspace.fanout.announce`, so a caller on a latency-critical path
+(the agent hub applying an agent's frames) can collect them and run them off that path.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from sessions_app.api.representation import represent_many
+from sessions_app.models import Session
+from streamspace import events, fanout
+
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-Change = tuple[Any, Any, str | None, str]
-Batch = list[tuple[list[Change], Any]]
-_local = threading.local()
+Change = tuple[Any, Any, str | None, str]  # (session_id, user_id, previous state, new state)
 
-# previous state -> new state -> event name (ARCHITECTURE §8)
+# previous state -> new state -> event name (docs/architecture.md §12)
 _EVENTS = {
     ("pending", "running"): "session.started",
     ("starting", "running"): "session.started",
@@ -59,57 +56,11 @@ def sessions_changed(changes: list[tuple[Any, Any, str | None, str]], *, actor: 
     each session still gets its own broadcast and its own event. Sessions deleted meanwhile
     are skipped.
     """
-    if not changes:
-        return
-    batch: Batch | None = getattr(_local, "batch", None)
-    if batch is not None:
-        batch.append((list(changes), actor))
-        return
-    _fan_out(changes, actor)
-
-
-@contextlib.contextmanager
-def deferred() -> Iterator[Batch]:
-    """Collect the fan-outs of this thread's changes instead of running them (see module doc)."""
-    outer = getattr(_local, "batch", None)
-    _local.batch = batch = []
-    try:
-        yield batch
-    finally:
-        _local.batch = outer
-
-
-def run_deferred(func: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, Batch]:
-    """``func(*args, **kwargs)`` under :func:`deferred`: its result and the collected fan-out.
-
-    If ``func`` raises, whatever it had committed before is fanned out at once.
-    """
-    with deferred() as batch:
-        try:
-            result = func(*args, **kwargs)
-        except BaseException:
-            flush(batch)
-            raise
-    return result, batch
-
-
-def flush(batch: Batch) -> None:
-    """Run a fan-out collected by :func:`deferred`, in order; consecutive changes by the same
-    actor go out together (one query, one trip to the channel layer)."""
-    merged: Batch = []
-    for changes, actor in batch:
-        if merged and merged[-1][1] is actor:
-            merged[-1][0].extend(changes)
-        else:
-            merged.append((list(changes), actor))
-    for changes, actor in merged:
-        _fan_out(changes, actor)
+    if changes:
+        fanout.announce(_fan_out, changes, actor)
 
 
 def _fan_out(changes: list[Change], actor: Any) -> None:
-    from sessions_app.api.representation import represent_many
-    from sessions_app.models import Session
-    from streamspace import events
 
     bodies = {body["id"]: body for body in represent_many(Session.objects.filter(pk__in=[c[0] for c in changes]))}
     changed = [(bodies[str(c[0])], *c[1:]) for c in changes if str(c[0]) in bodies]

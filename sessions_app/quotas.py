@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Q, Sum
+from django.db import transaction
 
-from sessions_app.models import ACTIVE_STATES, RESOURCE_STATES, GroupQuota, Session, UserQuota
+from sessions_app.models import GroupQuota, Session, UserQuota
+from streamspace.audit.services import record
 
 LIMITS = ("max_sessions", "max_cpu_millicores", "max_memory_mb")
 
@@ -81,17 +82,12 @@ def effective_quota(user: Any, *, override: Any = _UNREAD, groups: list[GroupQuo
 
 def usage(user: Any, *, exclude_session_id: Any = None) -> Usage:
     """What the user's sessions hold now (one aggregate query)."""
-    # only live rows: the (user, state) index skips a long history of stopped sessions
-    sessions = Session.objects.filter(user=user, state__in=ACTIVE_STATES)
+    # only live rows (usage() filters on the state): the (user, state) index skips a long
+    # history of stopped sessions
+    sessions = Session.objects.filter(user=user)
     if exclude_session_id is not None:
         sessions = sessions.exclude(pk=exclude_session_id)
-    holding = Q(state__in=RESOURCE_STATES)
-    totals = sessions.aggregate(
-        sessions=Count("id", filter=Q(state__in=ACTIVE_STATES)),
-        cpu=Sum("cpu_millicores", filter=holding),
-        memory=Sum("memory_mb", filter=holding),
-    )
-    return Usage(sessions=totals["sessions"] or 0, cpu_millicores=totals["cpu"] or 0, memory_mb=totals["memory"] or 0)
+    return Usage(**sessions.usage())
 
 
 def lock_user_quota(user: Any) -> UserQuota:
@@ -122,10 +118,6 @@ def set_user_overrides(
     user: Any, limits: dict[str, int | None], *, actor: Any = None, request: Any = None
 ) -> UserQuota:
     """Replace the user's quota overrides (``None`` falls back to groups/site) and audit it."""
-    from django.db import transaction
-
-    from streamspace.audit.services import record
-
     with transaction.atomic():
         quota = lock_user_quota(user)
         before = {limit: getattr(quota, limit) for limit in LIMITS}

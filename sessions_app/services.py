@@ -2,7 +2,8 @@
 
 Views, consumers and tasks call these functions; they own the rules. Every change is
 audited, every agent command is a durable row created in the same transaction as the state
-change (``agents_app.services.enqueue_command``), and the frame goes out on commit.
+change (``agents_app.services.enqueue_command``), and the frame goes out on commit. What
+agents report back arrives through ``sessions_app/agent_reports.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from django.utils import timezone
 
 from agents_app import services as agents
 from agents_app.models import CommandAction
-from sessions_app import quotas
+from sessions_app import placement, quotas
 from sessions_app.models import GroupQuota, Session, SessionState, Template
 from sessions_app.notify import session_changed, sessions_changed
 from sessions_app.state import IllegalTransition, transition, transition_many
@@ -105,7 +106,7 @@ def launch_session(
     groups = quotas.group_quotas(user)
     policy = policy_idle_timeout(user, template, groups=groups)
     idle = policy if idle_timeout_s is None else min(idle_timeout_s, policy)
-    agent = agents.select_agent(template.platform)
+    agent = placement.select_agent(template.platform)
     with transaction.atomic():
         override = quotas.lock_user_quota(user)
         quota, current = quotas.effective_quota(user, override=override, groups=groups), quotas.usage(user)
@@ -138,7 +139,9 @@ def launch_session(
                     "memory_mb": memory,
                 },
             )
-            agents.enqueue_command(session, CommandAction.START, start_spec(session), route=agents.direct_route(agent))
+            agents.enqueue_command(
+                session, CommandAction.START, start_spec(session), route=placement.direct_route(agent)
+            )
             session_id, user_id = session.pk, user.pk
             transaction.on_commit(lambda: session_changed(session_id, user_id, None, S.PENDING, actor=user))
     if limit is not None:

@@ -1,4 +1,4 @@
-"""The session state machine (ARCHITECTURE §3). Only :func:`transition` changes a state."""
+"""The session state machine (docs/architecture.md §5). Only :func:`transition` changes a state."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from sessions_app.models import Session, SessionState
+from sessions_app.notify import session_changed
 from streamspace.api.errors import Conflict
 
 S = SessionState
@@ -72,8 +73,6 @@ def transition(
         )
     for key, value in values.items():
         setattr(session, key, value)
-    from sessions_app.notify import session_changed
-
     session_id, user_id = session.pk, session.user_id
     transaction.on_commit(lambda: session_changed(session_id, user_id, current, target, actor=actor))
     return session

@@ -1,4 +1,4 @@
-"""Periodic session jobs (ARCHITECTURE §7): the idle sweep and quota reconciliation.
+"""Periodic session jobs (docs/architecture.md §11): the idle sweep and quota reconciliation.
 
 The Celery tasks in ``sessions_app/tasks.py`` (and ``manage.py run_jobs`` without a broker)
 call these. Each is idempotent: running it twice, or on two workers at once, does no harm,
@@ -16,11 +16,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, DateTimeField, DurationField, ExpressionWrapper, F, IntegerField, Q, Sum, Value
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, IntegerField, Value
 from django.utils import timezone
 
 from sessions_app import services
-from sessions_app.models import ACTIVE_STATES, RESOURCE_STATES, GroupQuota, Session, SessionState, UserQuota
+from sessions_app.models import GroupQuota, Session, SessionState, UserQuota
 from sessions_app.quotas import LIMITS
 from sessions_app.state import IllegalTransition
 from streamspace.audit.services import record
@@ -185,17 +185,7 @@ def reconcile_quotas() -> list[dict[str, Any]]:
     agent's inventory. Each such user is reported once per run in the audit log
     (``quota.drift``); nothing is stopped automatically. Three queries in all.
     """
-    holding = Q(state__in=RESOURCE_STATES)
-    rows = list(
-        Session.objects.filter(state__in=ACTIVE_STATES)
-        .values("user_id", "user__username")
-        .annotate(
-            sessions=Count("id"),
-            cpu_millicores=Sum("cpu_millicores", filter=holding, default=0),
-            memory_mb=Sum("memory_mb", filter=holding, default=0),
-        )
-        .order_by("user_id")
-    )
+    rows = list(Session.objects.usage_by_user("user__username").order_by("user_id"))
     limits = _limits_by_user([row["user_id"] for row in rows])
     drifted: list[dict[str, Any]] = []
     for row in rows:
@@ -228,3 +218,17 @@ def reconcile_quotas() -> list[dict[str, Any]]:
             details={**entry, "drifted_users": len(drifted)},
         )
     return drifted
+
+
+_TRANSITIONAL = (S.PENDING, S.STARTING, S.HIBERNATING, S.WAKING, S.STOPPING)
+
+
+def fail_stuck_sessions(max_age_s: float) -> int:
+    """Sessions stuck in a transitional state (starting, stopping, ...) longer than
+    ``max_age_s`` become ``failed`` so users see a reason instead of a spinner."""
+    cutoff = timezone.now() - timedelta(seconds=max_age_s)
+    stuck = Session.objects.filter(state__in=_TRANSITIONAL, state_changed_at__lt=cutoff)
+    return sum(
+        services.fail_session(session, f"Stuck in {session.state} for more than {int(max_age_s)} s.")
+        for session in stuck
+    )

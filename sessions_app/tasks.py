@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 
 from sessions_app import sweeps
 
@@ -19,3 +20,9 @@ def idle_sweep() -> dict[str, Any]:
 def reconcile_quotas() -> int:
     """Recompute usage from sessions and report users over their limits in the audit log."""
     return len(sweeps.reconcile_quotas())
+
+
+@shared_task(name="sessions_app.tasks.stuck_sweep", ignore_result=True)
+def stuck_sweep() -> int:
+    """Fail sessions stuck in a transition (starting, stopping, ...) for too long."""
+    return sweeps.fail_stuck_sessions(settings.STREAMSPACE_STUCK_SESSION_S)

@@ -1,4 +1,4 @@
-"""Short-lived viewer tokens bound to one session and one user (ARCHITECTURE §6).
+"""Short-lived viewer tokens bound to one session and one user (docs/architecture.md §10.1).
 
 A viewer URL points at the session's own origin (:mod:`sessions_app.proxy.origins`); the
 session origin exchanges the token for a cookie of its own host. The token also carries the

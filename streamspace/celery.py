@@ -1,4 +1,4 @@
-"""The Celery application (ARCHITECTURE §7).
+"""The Celery application (docs/architecture.md §11).
 
 Configuration comes from Django settings (``CELERY_*``). With a broker configured
 (``CELERY_BROKER_URL``, else ``REDIS_URL``) run ``celery -A streamspace worker -B`` next to the

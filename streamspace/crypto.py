@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import json
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
@@ -85,15 +86,11 @@ def decrypt(token: str | bytes) -> str:
 
 def encrypt_json(value: object) -> str:
     """Encrypt any JSON-serialisable value (e.g. a plugin's secrets dict)."""
-    import json
-
     return encrypt(json.dumps(value, separators=(",", ":"), sort_keys=True))
 
 
 def decrypt_json(token: str | bytes) -> object:
     """Inverse of :func:`encrypt_json`."""
-    import json
-
     return json.loads(decrypt(token))
 
 

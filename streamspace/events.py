@@ -1,4 +1,4 @@
-"""The event bus (ARCHITECTURE §8): services emit, subscribers receive.
+"""The event bus (docs/architecture.md §12): services emit, subscribers receive.
 
 A subscriber receives ``{"event", "occurred_at", "actor", "data"}``. ``emit`` is called after
 the change it reports has committed (callers use ``transaction.on_commit``), so a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
@@ -24,8 +25,6 @@ def _check_database() -> str | None:
 def _check_redis() -> str | None:
     if not settings.REDIS_URL:
         return None
-    import redis
-
     try:
         client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
         try:

@@ -21,18 +21,15 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils.module_loading import import_string
 
+from streamspace.audit import services as audit_services
+
 log = logging.getLogger(__name__)
 
 
 @shared_task(name="streamspace.jobs.prune_audit_log", ignore_result=True)
 def prune_audit_log() -> int:
     """Delete audit events older than the retention period (``streamspace.audit.services.prune``)."""
-    from streamspace.audit import services
-
-    prune = getattr(services, "prune", None)
-    if prune is None:  # the audit app of this build keeps everything
-        return 0
-    return int(prune() or 0)
+    return audit_services.prune()
 
 
 @dataclass
@@ -52,10 +49,6 @@ def configured_jobs(names: Iterable[str] | None = None) -> list[Job]:
     if unknown:
         raise ValueError(f"unknown job(s): {', '.join(sorted(unknown))}; known: {', '.join(table)}")
     return [Job(name, table[name][0], float(table[name][1])) for name in wanted]
-
-
-def configured_jobs_names() -> list[str]:
-    return list(settings.STREAMSPACE_PERIODIC_JOBS)
 
 
 def run_job(job: Job) -> Any:

@@ -8,7 +8,7 @@ so there is no bookkeeping on hot paths and every replica reports the same value
 aggregate with ``max``). A part that fails (the database is down, say) is reported through
 ``streamspace_metrics_collector_up{collector}`` instead of failing the whole scrape.
 
-Registered once, from ``AgentsAppConfig.ready`` (:func:`register_collectors`).
+Registered once, from ``PortalConfig.ready`` (:func:`register_collectors`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,14 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+import redis
 from django.conf import settings
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
+
+from agents_app.metrics import AgentCollector
+from plugins_app.metrics import WebhookCollector
+from streamspace import health
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +49,6 @@ class DependencyCollector:
         yield self._family()
 
     def collect(self) -> Iterator[Metric]:
-        from streamspace import health
-
         family = self._family()
         family.add_metric(["database"], 0 if health._check_database() else 1)
         if settings.REDIS_URL:
@@ -74,8 +77,6 @@ class CeleryQueueCollector:
     def collect(self) -> Iterator[Metric]:
         family = self._family()
         if broker_is_redis():
-            import redis
-
             queue = settings.CELERY_TASK_DEFAULT_QUEUE
             keys = [queue] + [f"{queue}{_KOMBU_PRIORITY_SEPARATOR}{p}" for p in _KOMBU_PRIORITY_STEPS]
             client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2, socket_connect_timeout=2)
@@ -91,9 +92,6 @@ class CeleryQueueCollector:
 
 
 def _parts() -> dict[str, Any]:
-    from agents_app.metrics import AgentCollector
-    from plugins_app.metrics import WebhookCollector
-
     return {
         "dependencies": DependencyCollector(),
         "agents": AgentCollector(),

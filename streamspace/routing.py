@@ -1,5 +1,5 @@
 """Protocol routing. Browser-facing sockets check Origin; the agent endpoint does not
-(agents are not browsers: they authenticate with their token, ARCHITECTURE §9).
+(agents are not browsers: they authenticate with their token, docs/architecture.md §14).
 
 A request whose ``Host`` is a session's own origin (``<session-id>.<STREAMSPACE_SESSION_DOMAIN>``)
 goes to the session proxy whatever its path: nothing of the portal (pages, API, sockets) is
@@ -56,8 +56,8 @@ def build_application(http_app: Any) -> ProtocolTypeRouter:
     browser = PortalOriginValidator(AuthMiddlewareStack(URLRouter(browser_websocket_urlpatterns())))
     agents = URLRouter(agent_websocket_urlpatterns())
 
-    # The session proxy (ARCHITECTURE §6) is raw ASGI ahead of Django and Channels, for speed;
-    # its WebSocket side checks Origin itself (a session's origin admits only its own pages).
+    # The session proxy (docs/architecture.md §10.2) is raw ASGI ahead of Django and Channels, for
+    # speed; its WebSocket side checks Origin itself (a session's origin admits only its own pages).
     from sessions_app import proxy
     from sessions_app.proxy.http import proxy_http  # bound once: the router runs per request
 

@@ -18,7 +18,11 @@ and more than halves daphne's CPU per proxied request (bench/RESULTS.md, "## Pro
   proxied request went to the collector; under the proxy benchmark none now does.
   Cycles are still collected (startup's leftovers before the freeze).
 * **The access log's timestamp formatted once a second** rather than for every line
-  (``strftime`` was ~3 % of daphne's CPU under load); the lines are unchanged.
+  (``strftime`` was ~3 % of daphne's CPU under load); the lines are daphne's, except that
+  secrets in a query string (the viewer's ``?token=``, anything ``streamspace.logredact``
+  masks) are written as ``[REDACTED]``. daphne writes its access log straight to a stream,
+  past the logging filters of ``settings.LOGGING``, so the masking happens here, for the
+  lines of daphne's own protocols and of the proxy's front alike.
 * **The proxy's HTTP front** (``streamspace/front/protocol.py``): every connection starts
   with a lean HTTP/1.1 reader that serves well-formed ``/api/v1/http/`` requests itself
   (same ASGI application, without daphne's per-request Twisted ``Request``, queue and
@@ -41,6 +45,8 @@ import time
 from typing import Any
 
 from daphne.access import AccessLogGenerator  # imports nothing of daphne's server
+
+from streamspace.logredact import redact
 
 logger = logging.getLogger("streamspace.serve")
 
@@ -78,12 +84,16 @@ def freeze_heap() -> None:
 
 
 class AccessLog(AccessLogGenerator):
-    """daphne's access log, line for line; the timestamp is formatted once a second."""
+    """daphne's access log, line for line, with secrets in query strings masked; the timestamp
+    is formatted once a second."""
 
     _second = -1
     _stamp = ""
 
     def __call__(self, protocol: str, action: str, details: dict) -> None:
+        path = details.get("path")
+        if path and "?" in path:  # only a query string carries secrets in the URLs we issue
+            details = {**details, "path": redact(path)}
         if protocol != "http" or action != "complete":
             return super().__call__(protocol, action, details)
         now = time.time()

@@ -1,4 +1,4 @@
-"""StreamSpace control-plane settings, driven by environment variables (ARCHITECTURE §2).
+"""StreamSpace control-plane settings, driven by environment variables (docs/architecture.md §3).
 
 With nothing set this is the embedded default: SQLite under ``STREAMSPACE_DATA_DIR``, the
 in-memory channel layer and a locmem cache. ``DATABASE_URL`` and ``REDIS_URL`` switch to the
@@ -7,6 +7,7 @@ production topology (PostgreSQL with a psycopg pool, channels-redis, Redis cache
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import socket
 from datetime import timedelta
@@ -88,7 +89,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "plugins_app.context_processors.theme",
+                "plugins_app.context_processors.menu",
                 "streamspace.portal.context_processors.portal",  # theme + navigation for base.html
             ],
         },
@@ -100,7 +101,8 @@ DATABASE_URL = envstr("DATABASE_URL")
 if DATABASE_URL:
     _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
     if _db["ENGINE"] == "django.db.backends.postgresql" and envbool("DATABASE_POOL", True):
-        # Under ASGI a connection per request costs 35-50 % of throughput (ARCHITECTURE §9).
+        # Under ASGI, a new connection per request costs much of the throughput: pool them
+        # (docs/architecture.md §14).
         _db.setdefault("OPTIONS", {})["pool"] = {
             "min_size": envint("DATABASE_POOL_MIN", 2, minimum=0),
             "max_size": envint("DATABASE_POOL_MAX", 20, minimum=1),
@@ -129,7 +131,7 @@ if REDIS_URL:
         "default": {
             "BACKEND": "streamspace.channel_layer.RedisChannelLayer",  # send in one trip
             "CONFIG": {
-                # socket_timeout=None: see channels_redis #422 (ARCHITECTURE §9).
+                # socket_timeout=None: see channels_redis #422 (docs/architecture.md §14).
                 "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
                 "capacity": envint("CHANNEL_LAYER_CAPACITY", 1000, minimum=10),
                 "expiry": 60,
@@ -283,7 +285,7 @@ AXES_VERBOSE = False
 CORS_ALLOWED_ORIGINS = envlist("CORS_ALLOWED_ORIGINS", [])
 CORS_URLS_REGEX = r"^/api/.*$"
 
-# OpenID Connect (mozilla-django-oidc; names per ARCHITECTURE §2). Hidden unless configured.
+# OpenID Connect (mozilla-django-oidc; names per docs/architecture.md §3). Hidden unless configured.
 OIDC_OP_DISCOVERY_URL = envstr("OIDC_OP_DISCOVERY_URL")
 OIDC_OP_AUTHORIZATION_ENDPOINT = envstr("OIDC_OP_AUTHORIZATION_ENDPOINT")
 OIDC_OP_TOKEN_ENDPOINT = envstr("OIDC_OP_TOKEN_ENDPOINT")
@@ -349,7 +351,7 @@ STREAMSPACE_DEFAULT_IDLE_TIMEOUT_S = envint("STREAMSPACE_DEFAULT_IDLE_TIMEOUT_S"
 STREAMSPACE_VIEWER_TOKEN_TTL_S = envint("STREAMSPACE_VIEWER_TOKEN_TTL_S", 120, minimum=5)
 STREAMSPACE_ACTIVITY_WRITE_INTERVAL_S = envint("STREAMSPACE_ACTIVITY_WRITE_INTERVAL_S", 30, minimum=0)
 POD_NAME = envstr("POD_NAME", socket.gethostname())
-# Agent hub (ARCHITECTURE §4): heartbeat interval told to agents, ack timeout before re-send.
+# Agent hub (docs/architecture.md §7): heartbeat interval told to agents, ack timeout before re-send.
 AGENT_HEARTBEAT_INTERVAL_S = envint("AGENT_HEARTBEAT_INTERVAL_S", 10, minimum=1)
 AGENT_COMMAND_ACK_TIMEOUT_S = envint("AGENT_COMMAND_ACK_TIMEOUT_S", 30, minimum=1)
 AGENT_HEARTBEAT_DB_WRITE_S = envint("AGENT_HEARTBEAT_DB_WRITE_S", 60, minimum=0)
@@ -363,8 +365,25 @@ AGENT_HUB_FAN_OUT_THREADS = envbool(
     "AGENT_HUB_FAN_OUT_THREADS", DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 )
 POD_URL = envstr("POD_URL")
+# Networks, beyond their platform's own, that agents may report session endpoints in
+# (agents_app/endpoints.py): comma-separated <platform>=<network>, e.g.
+# "docker=203.0.113.0/24" (a Docker host reached on a public address) or
+# "docker=127.0.0.1/32" (a Docker engine on this host). Metadata and link-local addresses
+# stay refused whatever is listed here.
+STREAMSPACE_AGENT_ENDPOINT_NETWORKS = envlist("STREAMSPACE_AGENT_ENDPOINT_NETWORKS", [])
+for _item in STREAMSPACE_AGENT_ENDPOINT_NETWORKS:
+    _platform, _sep, _network = _item.partition("=")
+    try:
+        ipaddress.ip_network(_network.strip(), strict=False)
+    except ValueError:
+        _sep = ""
+    if not _sep or _platform.strip() not in ("docker", "kubernetes", "local"):
+        raise ConfigError(
+            f"STREAMSPACE_AGENT_ENDPOINT_NETWORKS: {_item!r} is not <platform>=<network> "
+            "(platform docker, kubernetes or local; network such as 10.1.0.0/16)"
+        )
 
-# --- Session proxy (sessions_app/proxy, ARCHITECTURE §6) --------------------------------
+# --- Session proxy (sessions_app/proxy, docs/architecture.md §10) --------------------------------
 # How long a proxy authorization (cookie -> user -> right on a session) is reused in-process.
 STREAMSPACE_PROXY_AUTH_CACHE_S = envint("STREAMSPACE_PROXY_AUTH_CACHE_S", 5, minimum=0)
 # Lifetime of the viewer cookie set after a viewer token was accepted.
@@ -457,6 +476,7 @@ STREAMSPACE_PERIODIC_JOBS = {
     "idle-sweep": ("sessions_app.tasks.idle_sweep", STREAMSPACE_IDLE_SWEEP_INTERVAL_S),
     "command-sweep": ("agents_app.tasks.command_sweep", 30),
     "stale-agent-sweep": ("agents_app.tasks.stale_agent_sweep", 30),
+    "stuck-session-sweep": ("sessions_app.tasks.stuck_sweep", 30),
     "quota-reconcile": ("sessions_app.tasks.reconcile_quotas", STREAMSPACE_QUOTA_RECONCILE_S),
     "webhook-dispatch": (
         "plugins_app.tasks.dispatch_due_deliveries",

@@ -1,4 +1,6 @@
-"""Shared fixtures: personas (alice, bob, operator, admin), API clients, catalog and agents.
+"""Fixtures every test folder may use: personas (alice, bob, operator, admin), API clients,
+catalog and agents, and the Docker engine (``tests/support/docker.py``). Helper functions
+and classes shared between folders live in ``tests/support/``.
 
 Two passes run the suite (see the Makefile): SQLite + in-memory channel layer, then
 PostgreSQL + Redis. Tests marked ``postgres`` need the second; in CI a run that would
@@ -8,18 +10,27 @@ otherwise skip them fails instead.
 from __future__ import annotations
 
 import os
+import pwd
 
 import pytest
 from django.db import connection
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import AccessToken
 
 from agents_app.models import Agent
 from agents_app.tokens import hash_token
 from sessions_app.models import Template
 from streamspace.accounts.models import Role, User
+from tests.support.ci import unavailable
+from tests.support.clients import client_for
+from tests.support.factories import make_user
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+pytest_plugins = ["tests.support.docker"]
+
+# Local sessions of the suite's agents run as the suite's own account. Run as root (as in
+# containers), the local backend would otherwise start them as an unprivileged session
+# user, who cannot reach an interpreter installed under /root; switching users has its own
+# tests (tests/agent/test_local_session.py), which set the session user explicitly.
+os.environ.setdefault("STREAMSPACE_LOCAL_SESSION_USER", pwd.getpwuid(os.geteuid()).pw_name)
 
 
 def on_postgres() -> bool:
@@ -29,15 +40,21 @@ def on_postgres() -> bool:
 def pytest_runtest_setup(item):
     """A ``postgres`` test outside the PostgreSQL pass: skipped locally, a failure in CI."""
     if item.get_closest_marker("postgres") and not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        message = "needs DATABASE_URL=postgres://... and REDIS_URL (make test sets them)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("needs DATABASE_URL=postgres://... and REDIS_URL (make test sets them)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the item (``item.rep_call``), so fixtures can dump logs when
+    the test failed."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
 
 
 @pytest.fixture(autouse=True)
 def _fast_password_hasher(settings):
-    # PBKDF2 at production strength costs ~0.3 s a user; tests create many.
+    # PBKDF2 at production strength is slow on purpose; tests create many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
@@ -63,12 +80,6 @@ def _fresh_channel_layer():
     channel_layers.backends.clear()
 
 
-def make_user(username: str, role: str = Role.USER, **extra) -> User:
-    return User.objects.create_user(
-        username, email=f"{username}@example.com", password="pw-" + username, role=role, **extra
-    )
-
-
 @pytest.fixture
 def alice(db) -> User:
     return make_user("alice")
@@ -87,14 +98,6 @@ def operator(db) -> User:
 @pytest.fixture
 def admin_user(db) -> User:
     return make_user("admin", Role.ADMIN)
-
-
-def client_for(user: User | None) -> APIClient:
-    """An API client authenticated with a real JWT (or anonymous for None)."""
-    client = APIClient()
-    if user is not None:
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(user)}")
-    return client
 
 
 @pytest.fixture

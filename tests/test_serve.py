@@ -12,7 +12,9 @@ import httpx
 import pytest
 
 from streamspace import serve
-from tests.proxy.conftest import ROOT, free_port, stop, wait_for_port
+from tests.support import ROOT
+from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import serve_command, stop
 
 
 def run_probe(tmp_path, *args: str, env: dict[str, str] | None = None) -> tuple[dict, str, int]:
@@ -21,8 +23,7 @@ def run_probe(tmp_path, *args: str, env: dict[str, str] | None = None) -> tuple[
     stderr = tmp_path / "stderr.log"
     with open(stderr, "wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streamspace.serve", *args, "-b", "127.0.0.1", "-p", str(port)]
-            + ["tests.serve_probe_app:application"],
+            serve_command(port, *args, app="tests.serve_probe_app:application"),
             cwd=ROOT,
             env={**os.environ, **(env or {})},
             stdout=subprocess.DEVNULL,
@@ -94,3 +95,37 @@ def test_access_log_lines_are_daphnes(monkeypatch, details):
         serve.AccessLog(ours)(protocol, action, details)
     assert ours.getvalue() == theirs.getvalue()
     assert ours.getvalue().count("\n") == 3
+
+
+@pytest.mark.parametrize("front", ["1", "0"])
+def test_access_log_masks_viewer_tokens(tmp_path, front):
+    """daphne writes its access log past the logging filters: the launcher masks query secrets,
+    on the proxy's front and on daphne's own HTTP protocol."""
+    access_log = tmp_path / "access.log"
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamspace.serve", "--access-log", str(access_log), "-b", "127.0.0.1", "-p", str(port)]
+        + ["tests.serve_probe_app:application"],
+        cwd=ROOT,
+        env={**os.environ, "STREAMSPACE_PROXY_FRONT": front},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    secret = "eyJzIjoiYWJjIiwidSI6MX0:1tSeCrEt:viewer-signature-value"
+    paths = [
+        f"/api/v1/http/2b7e1516-28ae-4d2a-a6d2-abf715880c4f/?token={secret}",
+        f"/api/v1/http/2b7e1516-28ae-4d2a-a6d2-abf715880c4f/app.js?a=1&token={secret}&b=2",
+        f"/portal/?next=/x&api_key={secret}",
+    ]
+    try:
+        wait_for_port(port, process, timeout=30)
+        for path in paths:
+            assert httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10).status_code == 200
+    finally:
+        stop(process)
+    text = access_log.read_text()
+    assert text.count("\n") == len(paths), text
+    assert "1tSeCrEt" not in text
+    assert '"GET /api/v1/http/2b7e1516-28ae-4d2a-a6d2-abf715880c4f/?token=[REDACTED]" 200' in text
+    assert "/app.js?a=1&token=[REDACTED]&b=2" in text
+    assert "/portal/?next=/x&api_key=[REDACTED]" in text

@@ -8,6 +8,19 @@ Options (``--backend-option key=value`` or env ``STREAMSPACE_DOCKER_<KEY>``):
 ``network`` (default ``streamspace``), ``publish_host`` (default ``127.0.0.1``; ``none`` to
 rely on the network and report ``<container>:<port>``), ``home_mount_path`` (default
 ``/home/user``), ``stop_timeout`` (seconds, default 10), ``pull`` (``missing`` or ``never``).
+
+Persistent homes: each user's home is the volume ``streamspace-home-<slug>-<digest>``
+(:mod:`.homes`: one per exact user name), created by the agent with the label
+``streamspace.user=<exact user name>``. Homes of earlier releases were named
+``streamspace-home-<cleaned name>`` and were shared by users whose names differ only by
+``_ . - @ +``. Such a legacy volume is kept as the home of the one user it provably belongs
+to (:func:`.docker_objects.legacy_home_is_theirs`: its own owner label, else the owner
+labels of the containers that mount it, else its name naming exactly that user), and of no
+one else. The decision is made once per user and recorded: the user's own volume is created
+as a pointer labelled ``streamspace.home-legacy=<legacy volume>``, which later starts follow
+and which stops any other user from adopting the same legacy volume. Everyone else gets a
+fresh home of their own; docs/persistent-homes.md tells operators how to hand a legacy
+volume to a user by hand.
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agent_runtime.backends import docker_objects as objects
+from agent_runtime.backends import homes
 from agent_runtime.backends.base import Backend, BackendError, SessionSpec, http_answers
 from agent_runtime.protocol import InventoryItem
 
@@ -139,12 +153,66 @@ class DockerBackend(Backend):
             session_id=session_id, state="running", streaming_ready=ready, streaming_port=port, endpoint=endpoint
         )
 
+    async def _volume(self, name: str) -> Any | None:
+        import docker.errors
+
+        client = await self.client()
+        try:
+            return await self._run(client.volumes.get, name)
+        except docker.errors.NotFound:
+            return None
+
+    async def _home_volume(self, username: str) -> str:
+        """The volume holding ``username``'s home, deciding (once) whether a legacy one is theirs.
+
+        Creates the user's own labelled volume when it is missing: as their home, or as the
+        pointer to the legacy volume they keep.
+        """
+        own_name = objects.home_volume_name(username)
+        own = await self._volume(own_name)
+        if own is not None:
+            legacy = (own.attrs.get("Labels") or {}).get(objects.LABEL_HOME_LEGACY)
+            if legacy and await self._volume(legacy) is not None:
+                return legacy
+            return own_name
+        adopted = await self._adoptable_legacy(username)
+        client = await self.client()
+        labels = objects.home_volume_labels(username, self.agent_id, legacy=adopted)
+        await self._run(client.volumes.create, name=own_name, driver="local", labels=labels)
+        if adopted:
+            log.info("legacy home kept", extra={"user": username, "volume": adopted})
+            return adopted
+        return own_name
+
+    async def _adoptable_legacy(self, username: str) -> str | None:
+        """The legacy home volume of ``username`` if it exists and is provably theirs."""
+        legacy = homes.legacy_docker_volume(username)
+        volume = await self._volume(legacy) if legacy else None
+        if volume is None:
+            return None
+        client = await self.client()
+        pointers = await self._run(client.volumes.list, filters={"label": f"{objects.LABEL_HOME_LEGACY}={legacy}"})
+        mounting = await self._run(
+            client.containers.list, all=True, filters={"label": f"{objects.LABEL_HOME}={legacy}"}
+        )
+        theirs = objects.legacy_home_is_theirs(
+            username,
+            legacy,
+            volume_labels=volume.attrs.get("Labels") or {},
+            container_users={(c.labels or {}).get(objects.LABEL_USER, "") for c in mounting},
+            claimed_by={(v.attrs.get("Labels") or {}).get(objects.LABEL_USER, "") for v in pointers},
+        )
+        return legacy if theirs else None
+
     async def _reload(self, container: Any) -> Any:
         await self._run(container.reload)
         return container
 
     # --- contract -----------------------------------------------------------------------
     async def start(self, session_id: str, spec: SessionSpec) -> InventoryItem:
+        # Resolved on every start and wake, also for an existing container: that records
+        # (once) which home the user keeps while the evidence (this container) still exists.
+        home_volume = await self._home_volume(spec.require_user()) if spec.persistent_home else None
         config = objects.container_config(
             session_id,
             spec,
@@ -152,6 +220,7 @@ class DockerBackend(Backend):
             network=self.network,
             publish_host=self.publish_host,
             home_mount_path=self.home_mount_path,
+            home_volume=home_volume,
         )
         container = await self._container(session_id)
         if container is None:
@@ -193,8 +262,21 @@ class DockerBackend(Backend):
                 await self._run(container.remove, force=True)
             log.info("container removed", extra={"session_id": session_id})
         if spec.delete_home:
-            await self._delete_volume(home_volume or (objects.home_volume_name(spec.user) if spec.user else None))
+            await self._delete_home(spec.user, home_volume)
         return InventoryItem(session_id=session_id, state="stopped")
+
+    async def _delete_home(self, username: str, mounted: str | None) -> None:
+        """Remove the user's home: the volume the container mounted, the user's own volume
+        and the legacy volume it points to (never another user's)."""
+        names = [mounted] if mounted else []
+        if username:
+            own_name = objects.home_volume_name(username)
+            own = await self._volume(own_name)
+            if own is not None:
+                legacy = (own.attrs.get("Labels") or {}).get(objects.LABEL_HOME_LEGACY)
+                names += [legacy, own_name] if legacy else [own_name]
+        for name in dict.fromkeys(names):
+            await self._delete_volume(name)
 
     async def _delete_volume(self, name: str | None) -> None:
         import docker.errors

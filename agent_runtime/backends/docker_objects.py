@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from agent_runtime.backends import homes
 from agent_runtime.backends.base import BackendError, SessionSpec
 
 LABEL_SESSION = "streamspace.session-id"
@@ -17,6 +18,7 @@ LABEL_TEMPLATE = "streamspace.template"
 LABEL_MANAGED_BY = "streamspace.managed-by"
 LABEL_PORT = "streamspace.streaming-port"
 LABEL_HOME = "streamspace.home-volume"
+LABEL_HOME_LEGACY = "streamspace.home-legacy"  # on a home volume: the legacy volume holding the home
 DEFAULT_NETWORK = "streamspace"
 DEFAULT_HOME_MOUNT = "/home/user"
 
@@ -37,11 +39,45 @@ def container_name(session_id: str) -> str:
 
 
 def home_volume_name(username: str) -> str:
-    """``streamspace-home-<username>``, with characters Docker refuses in names replaced."""
-    cleaned = _VOLUME_SAFE.sub("_", username).strip("._-")
-    if not cleaned:
-        raise BackendError(f"username {username!r} cannot name a Docker volume")
-    return f"streamspace-home-{cleaned}"
+    """``streamspace-home-<slug>-<digest>``: the user's own home volume, one per exact user
+    name (:mod:`agent_runtime.backends.homes`)."""
+    if not username:
+        raise BackendError("spec is missing 'user' (the session owner's username)")
+    return homes.docker_home_volume(username)
+
+
+def home_volume_labels(username: str, agent_id: str, *, legacy: str | None = None) -> dict[str, str]:
+    """Labels of a user's home volume: its exact owner, and (for a user who kept a home
+    named by an earlier release) the legacy volume that holds the home."""
+    labels = {LABEL_USER: username, LABEL_MANAGED_BY: agent_id}
+    if legacy:
+        labels[LABEL_HOME_LEGACY] = legacy
+    return labels
+
+
+def legacy_home_is_theirs(
+    username: str,
+    legacy: str,
+    *,
+    volume_labels: dict[str, str] | None,
+    container_users: set[str],
+    claimed_by: set[str],
+) -> bool:
+    """Whether the legacy volume ``legacy`` provably holds ``username``'s home.
+
+    Its owner is read from the best evidence there is: the volume's own ``streamspace.user``
+    label; else the ``streamspace.user`` labels of the containers that mount it as their
+    home (sessions created before the upgrade); else its name, which names exactly one
+    user (``streamspace-home-alice`` is ``alice``'s, never ``alice_``'s or ``_alice``'s).
+    Every owner found must be ``username``, and no other user may have claimed it.
+    """
+    if claimed_by - {username}:
+        return False
+    if volume_labels and volume_labels.get(LABEL_USER):
+        return volume_labels[LABEL_USER] == username
+    if container_users:
+        return container_users == {username}
+    return homes.legacy_docker_owner(legacy) == username
 
 
 def _valid_reference(image: str) -> bool:
@@ -70,7 +106,10 @@ def validate_image(image: str) -> str:
     return image
 
 
-def session_labels(session_id: str, spec: SessionSpec, agent_id: str) -> dict[str, str]:
+def session_labels(
+    session_id: str, spec: SessionSpec, agent_id: str, *, home_volume: str | None = None
+) -> dict[str, str]:
+    """A session container's labels; ``home_volume``: the home it mounts (default: the user's own)."""
     labels = {
         LABEL_SESSION: session_id,
         LABEL_USER: spec.user,
@@ -79,15 +118,18 @@ def session_labels(session_id: str, spec: SessionSpec, agent_id: str) -> dict[st
         LABEL_PORT: str(spec.streaming_port),
     }
     if spec.persistent_home:
-        labels[LABEL_HOME] = home_volume_name(spec.require_user())
+        labels[LABEL_HOME] = home_volume or home_volume_name(spec.require_user())
     return labels
 
 
-def volumes(spec: SessionSpec, home_mount_path: str = DEFAULT_HOME_MOUNT) -> dict[str, dict[str, str]]:
-    """Named volumes to mount: the user's home (only with ``persistent_home``) and the template's."""
+def volumes(
+    spec: SessionSpec, home_mount_path: str = DEFAULT_HOME_MOUNT, *, home_volume: str | None = None
+) -> dict[str, dict[str, str]]:
+    """Named volumes to mount: the user's home (only with ``persistent_home``; ``home_volume``,
+    default the user's own) and the template's."""
     mounts: dict[str, dict[str, str]] = {}
     if spec.persistent_home:
-        mounts[home_volume_name(spec.require_user())] = {
+        mounts[home_volume or home_volume_name(spec.require_user())] = {
             "bind": spec.home_mount_path or home_mount_path,
             "mode": "rw",
         }
@@ -109,8 +151,12 @@ def container_config(
     network: str = DEFAULT_NETWORK,
     publish_host: str | None = "127.0.0.1",
     home_mount_path: str = DEFAULT_HOME_MOUNT,
+    home_volume: str | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for ``client.containers.create`` (docker SDK) for one session.
+
+    ``home_volume``: the home volume the backend resolved for the user (default: the user's
+    own, :func:`home_volume_name`).
 
     ``publish_host`` publishes the session port on that host address with a random host port
     (the control plane then reaches it at ``publish_host:<port>``); ``None`` leaves it reachable
@@ -122,7 +168,7 @@ def container_config(
         "image": image,
         "name": container_name(session_id),
         "hostname": f"ss-{session_id[:12]}",
-        "labels": session_labels(session_id, spec, agent_id),
+        "labels": session_labels(session_id, spec, agent_id, home_volume=home_volume),
         "environment": {
             **spec.env,
             "STREAMSPACE_SESSION_ID": session_id,
@@ -130,7 +176,7 @@ def container_config(
             "STREAMSPACE_STREAMING_PORT": str(spec.streaming_port),
         },
         "network": network,
-        "volumes": volumes(spec, home_mount_path),
+        "volumes": volumes(spec, home_mount_path, home_volume=home_volume),
         "detach": True,
         "init": True,  # reap zombies and forward SIGTERM, whatever the image's PID 1 is
         "restart_policy": {"Name": "no"},  # the agent decides what runs (hibernate = stopped)

@@ -3,10 +3,22 @@
 A template's ``command`` is an argv list; ``{python}`` becomes this interpreter,
 ``{port}`` a free loopback port and ``{home}`` the session's home directory (per user under
 ``<data dir>/homes/`` when ``persistent_home``, else per session and removed on stop).
+
+A user's home is ``homes/<slug>-<digest>`` (:mod:`.homes`: one per exact user name). Earlier
+releases named it ``homes/<cleaned name>``, shared by users whose names differ only by
+``_ . - @ +``. Such a legacy directory is renamed to the new name for the one user it
+provably belongs to (the sessions recorded in the state file that use it are all that
+user's; with none recorded, its name is exactly that user's name) and handed to no one
+else; the rename makes the decision final. See docs/persistent-homes.md.
+
 Every session runs in its own process group (``start_new_session``) so that terminate
 reaches its children too, and outlives the agent: a small JSON state file records pids
 (with their kernel start time, so a recycled pid is never mistaken for a session), and a
 restarted agent reports them in its inventory instead of starting them again.
+
+Sessions do not inherit the agent's environment and, where the agent runs as root, do not
+run as root (:mod:`.local_session`: option ``session_user``, ``--session-user``, env
+``STREAMSPACE_LOCAL_SESSION_USER``).
 
 CPU and memory limits are not enforced here; use the docker or kubernetes backend for that.
 """
@@ -27,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent_runtime.backends import homes, local_session
 from agent_runtime.backends.base import Backend, BackendError, SessionSpec, http_answers
 from agent_runtime.protocol import InventoryItem
 
@@ -37,7 +50,8 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def safe_name(value: str) -> str:
-    """A file-system-safe form of a username or session id."""
+    """A file-system-safe form of a session id (lossy: never used for user names, see
+    :func:`.homes.home_key`)."""
     cleaned = _SAFE_NAME.sub("_", value).strip("._") or "_"
     return cleaned[:64]
 
@@ -88,6 +102,7 @@ class LocalBackend(Backend):
         self.state_path = self.root / "state.json"
         self.logs_dir = self.root / "logs"
         self.homes_dir = self.data_dir / "homes"
+        self.session_user = local_session.resolve_session_user(self.options.get("session_user"))
         self._lock = asyncio.Lock()
         self._children: dict[int, asyncio.subprocess.Process] = {}
 
@@ -110,10 +125,31 @@ class LocalBackend(Backend):
         os.replace(tmp, self.state_path)
 
     # --- helpers ------------------------------------------------------------------------
-    def _home_for(self, session_id: str, spec: SessionSpec) -> Path:
+    def _home_for(self, session_id: str, spec: SessionSpec, state: dict[str, dict[str, Any]]) -> Path:
         if spec.persistent_home:
-            return self.homes_dir / safe_name(spec.require_user())
+            return self._user_home(spec.require_user(), state)
         return self.root / "sessions" / safe_name(session_id) / "home"
+
+    def _user_home(self, username: str, state: dict[str, dict[str, Any]]) -> Path:
+        """``homes/<slug>-<digest>``; a legacy ``homes/<cleaned name>`` that is provably the
+        user's is renamed to it first (see the module docstring)."""
+        home = self.homes_dir / homes.home_key(username)
+        if home.exists():
+            return home
+        legacy = self.homes_dir / homes.legacy_local_dir(username)
+        if not legacy.is_dir() or legacy == home:
+            return home
+        users = {r.get("spec", {}).get("user", "") for r in state.values() if r.get("home") == str(legacy)}
+        if (users or {homes.legacy_local_dir(username)}) != {username}:
+            return home  # another user's, or shared before: not handed to anyone
+        if any(self._alive(r) for r in state.values() if r.get("home") == str(legacy)):
+            return legacy  # a session runs in it now: renamed at a later start
+        legacy.rename(home)
+        for record in state.values():
+            if record.get("home") == str(legacy):
+                record["home"] = str(home)
+        log.info("legacy home renamed", extra={"user": username, "home": str(home)})
+        return home
 
     @staticmethod
     def _alive(record: dict[str, Any]) -> bool:
@@ -137,20 +173,21 @@ class LocalBackend(Backend):
             endpoint=f"127.0.0.1:{port}",
         )
 
-    async def _spawn(self, session_id: str, spec: SessionSpec, preferred_port: int | None) -> dict[str, Any]:
+    async def _spawn(
+        self, session_id: str, spec: SessionSpec, preferred_port: int | None, state: dict[str, dict[str, Any]]
+    ) -> dict[str, Any]:
         if not spec.command:
             raise BackendError("the local backend runs a template's 'command' (an argv list), and this one has none")
-        home = self._home_for(session_id, spec)
+        user = self.session_user
+        home = self._home_for(session_id, spec, state)
         home.mkdir(parents=True, exist_ok=True)
+        local_session.give_home(home, user)
         port = free_port(preferred_port)
         argv = substitute(spec.command, port=port, home=home)
-        env = {
-            **os.environ,
-            **spec.env,
-            "HOME": str(home),
-            "PORT": str(port),
-            "STREAMSPACE_SESSION_ID": session_id,
-        }
+        env = local_session.session_environment(
+            os.environ, spec.env, home=home, port=port, session_id=session_id, user=user
+        )
+        _check_reachable(argv[0], home, env, user)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.logs_dir / f"{safe_name(session_id)}.log"
         with open(log_path, "ab") as log_file:
@@ -163,6 +200,7 @@ class LocalBackend(Backend):
                     stdout=log_file,
                     stderr=asyncio.subprocess.STDOUT,
                     start_new_session=True,  # own process group: terminate reaches its children
+                    **_switch_to(user),
                 )
             except OSError as exc:
                 raise BackendError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
@@ -213,7 +251,7 @@ class LocalBackend(Backend):
             if record is not None and record["state"] == "running" and self._alive(record):
                 return await self._item(session_id, record)
             preferred = record.get("port") if record else None
-            state[session_id] = await self._spawn(session_id, spec, preferred)
+            state[session_id] = await self._spawn(session_id, spec, preferred, state)
             self._save(state)
             return await self._item(session_id, state[session_id])
 
@@ -250,6 +288,30 @@ class LocalBackend(Backend):
     async def inventory(self) -> list[InventoryItem]:
         state = self._load()
         return list(await asyncio.gather(*(self._item(sid, record) for sid, record in sorted(state.items()))))
+
+
+def _switch_to(user: local_session.SessionUser) -> dict[str, Any]:
+    """``subprocess`` arguments that start the session as ``user`` (none when no switch)."""
+    if not user.switch:
+        return {}
+    return {"user": user.uid, "group": user.gid, "extra_groups": []}
+
+
+def _check_reachable(program: str, home: Path, env: dict[str, str], user: local_session.SessionUser) -> None:
+    """Refuse clearly, before starting, what the session user could not reach."""
+    blocked = local_session.unreachable(home, user)
+    if blocked is not None:
+        raise BackendError(
+            f"the session user {user.name} cannot reach its home {home}: {blocked} is not searchable by it; "
+            "make the agent's data directory reachable (o+x on its parents) or set --session-user"
+        )
+    path = shutil.which(program, path=env.get("PATH")) if os.sep not in program else program
+    blocked = local_session.unreachable(Path(path), user, execute=True) if path else None
+    if blocked is not None:
+        raise BackendError(
+            f"the session user {user.name} cannot run {program}: {blocked} is not accessible to it; "
+            "install the session's programs where that user can run them or set --session-user"
+        )
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -24,29 +24,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from agent_runtime.config import ConfigError, LeaseConfig
+from agent_runtime.leader.file import FileLease
+from agent_runtime.leader.lease import Lease
+from agent_runtime.leader.redis import RedisLease
+
+__all__ = ["AlwaysLeader", "Elector", "Lease", "LeaderElector", "make_elector"]
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[bool], None]
-
-
-class Lease(ABC):
-    """One lease; every method is safe to call in any state."""
-
-    @abstractmethod
-    async def try_acquire(self) -> bool:
-        """Take the lease if it is free (or already ours). True when we hold it now."""
-
-    @abstractmethod
-    async def renew(self) -> bool:
-        """Extend our hold; False if the lease is no longer ours."""
-
-    @abstractmethod
-    async def release(self) -> None:
-        """Give the lease up if we hold it (never someone else's)."""
-
-    async def close(self) -> None:
-        await self.release()
 
 
 class Elector(ABC):
@@ -174,12 +160,8 @@ def make_elector(config: LeaseConfig, *, identity: str) -> Elector:
     if not config.enabled:
         return AlwaysLeader()
     if config.backend == "file":
-        from agent_runtime.leader.file import FileLease
-
         return LeaderElector(FileLease(config.file_lock_path, identity=identity), config, identity=identity)
     if config.backend == "redis":
-        from agent_runtime.leader.redis import RedisLease
-
         lease = RedisLease(
             config.redis_url,
             config.lease_key,

@@ -12,7 +12,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from agent_runtime.leader import Lease
+from agent_runtime.leader.lease import Lease
 
 
 class FileLease(Lease):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 
-from agent_runtime.leader import Lease
+from agent_runtime.leader.lease import Lease
 
 # KEYS[1] = lease key, ARGV[1] = our token, ARGV[2] = lease duration (ms)
 RENEW_SCRIPT = """
@@ -28,7 +28,7 @@ return 0
 class RedisLease(Lease):
     def __init__(self, url: str, key: str, *, lease_duration: float, identity: str = "", timeout: float = 2.0):
         try:
-            import redis.asyncio as aioredis
+            import redis.asyncio as aioredis  # noqa: PLC0415 optional dependency (streamspace-agent[redis])
         except ImportError as exc:  # optional dependency: pip install streamspace-agent[redis]
             raise RuntimeError("HA_BACKEND=redis needs the 'redis' package (pip install redis)") from exc
         self.key = key

@@ -5,8 +5,7 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
-from agents_app.models import Agent, AgentInstance, ProxyMode
-from sessions_app.models import Platform
+from agents_app.models import Agent, AgentInstance, Platform, ProxyMode
 from streamspace.api.strict import StrictFieldsMixin
 
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from django.db.models import Count, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -10,20 +9,8 @@ from rest_framework.views import APIView
 
 from agents_app import services
 from agents_app.api.serializers import AgentCreateSerializer, AgentSerializer
-from agents_app.models import Agent, AgentInstance, CommandState
-from sessions_app.models import ACTIVE_STATES
+from agents_app.models import Agent
 from streamspace.api.permissions import IsAdminRole, IsOperator
-
-
-def agent_queryset() -> QuerySet[Agent]:
-    return Agent.objects.prefetch_related(
-        Prefetch("instances", queryset=AgentInstance.objects.order_by("-is_leader", "instance_id"))
-    ).annotate(
-        active_session_count=Count("sessions", filter=Q(sessions__state__in=ACTIVE_STATES), distinct=True),
-        pending_command_count=Count(
-            "commands", filter=Q(commands__state__in=[CommandState.PENDING, CommandState.SENT]), distinct=True
-        ),
-    )
 
 
 class AgentListView(APIView):
@@ -33,7 +20,7 @@ class AgentListView(APIView):
     @extend_schema(responses=AgentSerializer(many=True))
     def get(self, request: Request) -> Response:
         """Every agent with its replicas: leader, control-plane pod, heartbeat age, sessions."""
-        agents = services.with_live_heartbeats(list(agent_queryset()))
+        agents = services.with_live_heartbeats(list(Agent.objects.with_replicas_and_counts()))
         return Response(AgentSerializer(agents, many=True).data)
 
     @extend_schema(
@@ -54,7 +41,7 @@ class AgentListView(APIView):
             agent.proxy_mode = data["proxy_mode"]
             agent.save(update_fields=["proxy_mode"])
         return Response(
-            {"agent": AgentSerializer(agent_queryset().get(pk=agent.pk)).data, "token": token},
+            {"agent": AgentSerializer(Agent.objects.with_replicas_and_counts().get(pk=agent.pk)).data, "token": token},
             status=status.HTTP_201_CREATED,
         )
 
@@ -64,5 +51,5 @@ class AgentDetailView(APIView):
 
     @extend_schema(responses=AgentSerializer)
     def get(self, request: Request, agent_id: str) -> Response:
-        agent = get_object_or_404(agent_queryset(), agent_id=agent_id)
+        agent = get_object_or_404(Agent.objects.with_replicas_and_counts(), agent_id=agent_id)
         return Response(AgentSerializer(services.with_live_heartbeats([agent])[0]).data)

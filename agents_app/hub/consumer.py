@@ -1,7 +1,7 @@
 """The agent hub: one WebSocket per agent instance at ``/api/v1/agents/connect``.
 
-Protocol in ``agent_runtime/protocol.py`` (ARCHITECTURE §4). The consumer parses frames,
-keeps the Redis registry fresh and calls ``agents_app.hub.rows`` for everything that touches the
+Protocol in ``agent_runtime/protocol.py`` (docs/architecture.md §6). The consumer parses frames,
+keeps presence in Redis fresh and calls ``agents_app.hub.rows`` for everything that touches the
 database. A bad frame gets an ``error`` frame and never affects another connection; a frame
 over 1 MiB closes this socket with 1009.
 """
@@ -16,15 +16,17 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from agent_runtime import protocol
 from agents_app import dispatch
 from agents_app import services as agent_services
-from agents_app.hub import presence as registry
-from agents_app.hub import rows as hub
+from agents_app.hub import presence, rows
 from agents_app.models import AgentCommand, CommandState
-from sessions_app import notify
+from agents_app.signals import UnknownSession
+from streamspace import events, fanout
+from streamspace.api.auth_header import bearer_token
 
 log = logging.getLogger(__name__)
 
@@ -34,27 +36,14 @@ CLOSE_BAD_REGISTER = 4400
 CLOSE_FORBIDDEN = 4403
 
 
-def bearer_token(scope: dict[str, Any]) -> str:
-    for name, value in scope.get("headers", []):
-        if name == b"authorization":
-            kind, _, token = value.decode("latin-1").partition(" ")
-            if kind.lower() == "bearer":
-                return token.strip()
-    return ""
-
-
 def _emit(event: str, data: dict[str, Any]) -> None:
-    from streamspace import events
-
     events.emit(event, actor=None, data=data)
 
 
-def _flush(batch: notify.Batch) -> None:
+def _flush(batch: fanout.Batch) -> None:
     """A fan-out, on whichever thread runs it; that thread's connection goes back at once."""
-    from django.db import connection
-
     try:
-        notify.flush(batch)
+        fanout.flush(batch)
     finally:
         connection.close()
 
@@ -74,7 +63,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     # --- connection lifecycle -------------------------------------------------------------
     async def connect(self) -> None:
-        self.agent = await database_sync_to_async(agent_services.agent_for_token)(bearer_token(self.scope))
+        self.agent = await database_sync_to_async(agent_services.agent_for_token)(
+            bearer_token(dict(self.scope.get("headers", [])).get(b"authorization"))
+        )
         if self.agent is None:
             await self.close(code=CLOSE_UNAUTHORIZED)  # before accept: the handshake is refused (403)
             return
@@ -95,13 +86,13 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if self.instance is None:
             return
         instance, agent = self.instance, self.agent
-        await database_sync_to_async(hub.disconnect_instance)(instance.pk, self.channel_name)
+        await database_sync_to_async(rows.disconnect_instance)(instance.pk, self.channel_name)
         try:
-            await registry.unregister_instance(
+            await presence.unregister_instance(
                 platform=agent.platform, agent_id=agent.agent_id, instance_id=instance.instance_id
             )
         except Exception:  # Redis down: the keys expire on their own
-            log.exception("registry cleanup failed for %s/%s", agent.agent_id, instance.instance_id)
+            log.exception("presence cleanup failed for %s/%s", agent.agent_id, instance.instance_id)
         await database_sync_to_async(_emit)(
             "agent.disconnected",
             {
@@ -152,10 +143,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         self.instance = await self._apply(
-            hub.register, agent, hello, pod=settings.POD_NAME, channel_name=self.channel_name
+            rows.register, agent, hello, pod=settings.POD_NAME, channel_name=self.channel_name
         )
         self.is_leader = hello.is_leader
-        await registry.register_instance(
+        await presence.register_instance(
             platform=agent.platform,
             agent_id=agent.agent_id,
             instance_id=hello.instance_id,
@@ -175,7 +166,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 heartbeat_interval_s=float(settings.AGENT_HEARTBEAT_INTERVAL_S), instance_id=hello.instance_id
             )
         )
-        await database_sync_to_async(hub.after_register)(agent, hello)
+        await database_sync_to_async(rows.after_register)(agent, hello)
         if hello.is_leader:
             self._start_polling()
 
@@ -183,7 +174,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         beat: protocol.Heartbeat = frame.payload
         if beat.is_leader != self.is_leader:
             await self._leadership(beat.is_leader)
-        await registry.heartbeat(
+        await presence.heartbeat(
             platform=self.agent.platform,
             agent_id=self.agent.agent_id,
             instance_id=self.instance.instance_id,
@@ -194,34 +185,36 @@ class AgentConsumer(AsyncWebsocketConsumer):
         now = time.monotonic()
         if now - self._last_db_heartbeat >= settings.AGENT_HEARTBEAT_DB_WRITE_S:
             self._last_db_heartbeat = now
-            await database_sync_to_async(hub.record_heartbeat)(self.instance.pk, beat)
+            await database_sync_to_async(rows.record_heartbeat)(self.instance.pk, beat)
 
     async def on_ack(self, frame: protocol.Frame) -> None:
-        await database_sync_to_async(hub.acknowledge)(self.agent, frame.payload.command_id)
+        await database_sync_to_async(rows.acknowledge)(self.agent, frame.payload.command_id)
 
     async def on_result(self, frame: protocol.Frame) -> None:
-        command = await self._apply(hub.complete, self.agent, frame.payload)
+        command = await self._apply(rows.complete, self.agent, frame.payload)
         if command is None:
             await self.send_error("unknown_command", f"no command {frame.payload.command_id}", reply_to=frame.id)
 
     async def on_session_status(self, frame: protocol.Frame) -> None:
         try:
-            if hub.session_uuid(frame.payload.session_id) is None:  # not an id: no database trip
-                raise hub.UnknownSession(frame.payload.session_id)
-            await self._apply(hub.apply_status, self.agent, frame.payload)
-        except hub.UnknownSession:
+            if rows.session_uuid(frame.payload.session_id) is None:  # not an id: no database trip
+                raise UnknownSession(frame.payload.session_id)
+            await self._apply(rows.apply_status, self.agent, frame.payload)
+        except UnknownSession:
             await self.send_error(
                 "unknown_session", f"no session {frame.payload.session_id} on this agent", reply_to=frame.id
             )
+        except rows.EndpointRefused as exc:  # the status was applied without the endpoint
+            await self.send_error("endpoint_refused", str(exc), reply_to=frame.id)
 
     async def on_leader(self, frame: protocol.Frame) -> None:
         await self._leadership(frame.payload.is_leader)
 
     async def _leadership(self, is_leader: bool) -> None:
         took_over_at = timezone.now()
-        changed = await database_sync_to_async(hub.set_leader)(self.agent, self.instance.pk, is_leader)
+        changed = await database_sync_to_async(rows.set_leader)(self.agent, self.instance.pk, is_leader)
         self.is_leader = is_leader
-        await registry.heartbeat(
+        await presence.heartbeat(
             platform=self.agent.platform,
             agent_id=self.agent.agent_id,
             instance_id=self.instance.instance_id,
@@ -239,7 +232,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def _take_over(self, took_over_at: Any) -> None:
         """As the new leader: unacked commands go back to pending, then everything pending is sent."""
-        await database_sync_to_async(hub.requeue_unacked)(self.agent, sent_before=took_over_at)
+        await database_sync_to_async(rows.requeue_unacked)(self.agent, sent_before=took_over_at)
         await database_sync_to_async(dispatch.send_pending_commands)(self.agent.pk)
         self._start_polling()
 
@@ -256,10 +249,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     # --- session changes: applied on the frame path, fanned out behind it ------------------
     async def _apply(self, func: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run a hub function that may change sessions; the portal broadcasts and events of
-        those changes (``sessions_app.notify``) go to this connection's fan-out queue, so the
-        next frame is not kept waiting for them. The queue keeps their order."""
-        result, batch = await database_sync_to_async(notify.run_deferred)(func, *args, **kwargs)
+        """Run a hub function that may change sessions; the announcements of those changes
+        (:mod:`streamspace.fanout`: portal broadcasts, events) go to this connection's fan-out
+        queue, so the next frame is not kept waiting for them. The queue keeps their order."""
+        result, batch = await database_sync_to_async(fanout.run_deferred)(func, *args, **kwargs)
         if batch:
             if self._fan_out_queue is None:
                 self._fan_out_queue = asyncio.Queue()

@@ -1,4 +1,5 @@
-"""The agent registry in Redis (ARCHITECTURE §4), kept by the hub consumers.
+"""Presence: which agent instances are connected to which replica, kept in Redis by the hub
+consumers (docs/architecture.md §8).
 
 Keys (TTL refreshed by heartbeats, so a crashed replica's entries expire on their own):
 
@@ -19,6 +20,8 @@ import json
 import time
 from typing import Any
 
+import redis
+import redis.asyncio as aioredis
 from django.conf import settings
 
 PREFIX = "streamspace:agents"
@@ -84,8 +87,6 @@ _clients: dict[int, Any] = {}
 
 def _redis() -> Any:
     """One asyncio Redis client per event loop (tests run many loops; daphne runs one)."""
-    import redis.asyncio as aioredis
-
     loop = asyncio.get_running_loop()
     client = _clients.get(id(loop))
     if client is None:
@@ -95,8 +96,6 @@ def _redis() -> Any:
 
 
 def _sync_redis() -> Any:
-    import redis
-
     return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=5)
 
 

@@ -1,28 +1,28 @@
-"""Database side of the agent hub: what each protocol frame does to the rows.
+"""What each protocol frame does to the agent hub's rows (instances and commands).
 
-The consumer (``consumers.py``) stays thin and calls these through
+The consumer (:mod:`agents_app.hub.consumer`) stays thin and calls these through
 ``database_sync_to_async``. Every function is safe to run more than once for the same frame
-(agents re-send, replicas race).
+(agents re-send, replicas race). What a frame says about a session is handed to the session
+app through :mod:`agents_app.signals`, in the same thread and transaction.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
+import msgspec
 from django.db import transaction
 from django.utils import timezone
 
 from agent_runtime import protocol
-from agents_app.models import Agent, AgentCommand, AgentInstance, CommandAction, CommandState
-from sessions_app import services as sessions
-from sessions_app.models import Session, SessionState
+from agents_app import dispatch, endpoints, signals
+from agents_app.models import Agent, AgentCommand, AgentInstance, CommandState
+from streamspace import events
 from streamspace.audit.services import record
 
 log = logging.getLogger(__name__)
-
-# Sessions that must exist on the leader; if its inventory lacks them they failed meanwhile.
-_EXPECTED_ON_AGENT = (SessionState.RUNNING, SessionState.HIBERNATED)
 
 
 def connect_instance(agent: Agent, hello: protocol.Register, *, pod: str, channel_name: str) -> AgentInstance:
@@ -58,16 +58,15 @@ def register(agent: Agent, hello: protocol.Register, *, pod: str, channel_name: 
     took_over_at = timezone.now()
     instance = connect_instance(agent, hello, pod=pod, channel_name=channel_name)
     if hello.is_leader:
-        reconcile_inventory(agent, hello.sessions)
+        # Reported endpoints are checked before anything stores them (agents_app/endpoints.py).
+        items = _vetted_inventory(agent, hello.sessions)
+        signals.inventory_reported.send(sender=Agent, agent=agent, items=items)
         requeue_unacked(agent, sent_before=took_over_at)
     return instance
 
 
 def after_register(agent: Agent, hello: protocol.Register) -> None:
     """Once ``registered`` went out: announce the connection and flush pending commands."""
-    from agents_app import dispatch
-    from streamspace import events
-
     events.emit(
         "agent.connected",
         data={"agent_id": agent.agent_id, "instance_id": hello.instance_id, "is_leader": hello.is_leader},
@@ -120,12 +119,15 @@ def acknowledge(agent: Agent, command_id: str) -> bool:
 
 
 NOT_LEADER = "not_leader"
-_FAIL_SESSION_ON = {CommandAction.START, CommandAction.WAKE, CommandAction.HIBERNATE}
 
 
 def complete(agent: Agent, result: protocol.Result) -> AgentCommand | None:
-    """Record a command's result; a failed start/wake/hibernate fails the session."""
-    # the few columns needed here; the session is read only when the result changes it
+    """Record a command's result and report it on :data:`agents_app.signals.command_finished`.
+
+    A result of an instance that lost its lease before executing (``not_leader``) does not
+    finish the command: it goes back to ``pending`` for whoever leads now.
+    """
+    # the few columns needed here; the session is read only by receivers that change it
     command = (
         AgentCommand.objects.filter(pk=result.command_id, agent=agent)
         .only("id", "agent_id", "session_id", "action", "state", "acked_at")
@@ -136,10 +138,6 @@ def complete(agent: Agent, result: protocol.Result) -> AgentCommand | None:
     if command.state in (CommandState.SUCCEEDED, CommandState.FAILED):
         return command  # a duplicate result (the agent re-sends for duplicate commands)
     if not result.ok and (result.error or "").startswith(NOT_LEADER):
-        # The instance lost its lease between ack and execution: the command is not failed,
-        # it belongs to whoever leads now.
-        from agents_app import dispatch
-
         AgentCommand.objects.filter(pk=command.pk).update(state=CommandState.PENDING, acked_at=None)
         dispatch.send_pending_commands(agent.pk)
         return command
@@ -150,90 +148,64 @@ def complete(agent: Agent, result: protocol.Result) -> AgentCommand | None:
     command.completed_at = now
     command.acked_at = command.acked_at or now
     command.save(update_fields=["state", "error", "result", "completed_at", "acked_at"])
-    session_id = command.session_id
-    if session_id is not None:
-        if not result.ok and command.action in _FAIL_SESSION_ON:
-            sessions.fail_session(session_id, f"{command.action} failed: {result.error or 'unknown error'}")
-        elif not result.ok and command.action == CommandAction.STOP:
-            sessions.fail_session(session_id, f"stop failed: {result.error or 'unknown error'}")
-        elif result.ok and command.action == CommandAction.STOP:
-            sessions.apply_agent_status(session_id, SessionState.STOPPED)
+    if command.session_id is not None:
+        signals.command_finished.send(sender=AgentCommand, command=command, ok=result.ok, error=result.error or "")
     return command
 
 
-class UnknownSession(LookupError):
-    pass
+class EndpointRefused(Exception):
+    """A ``session_status`` reported an endpoint its agent may not report; the rest of the
+    status was applied, with the session's endpoint cleared (:mod:`agents_app.endpoints`)."""
 
 
-def apply_status(agent: Agent, status: protocol.SessionStatus) -> bool:
-    """Apply a ``session_status`` frame for one of this agent's sessions."""
+def apply_status(agent: Agent, status: protocol.SessionStatus) -> None:
+    """Report a ``session_status`` frame on :data:`agents_app.signals.session_reported`.
+
+    Raises :class:`agents_app.signals.UnknownSession` when the id is not a session id, or when
+    a receiver does not know the session on this agent; :class:`EndpointRefused` once the
+    status was reported without an endpoint the agent may not report.
+    """
     session_id = session_uuid(status.session_id)
     if session_id is None:
-        raise UnknownSession(status.session_id)
-    try:
-        return sessions.apply_agent_status(
-            session_id,
-            status.state,
-            streaming_ready=status.streaming_ready,
-            streaming_port=status.streaming_port,
-            endpoint=status.endpoint,
-            message=status.message,
-            agent=agent,
-        )
-    except Session.DoesNotExist:
-        raise UnknownSession(status.session_id) from None
+        raise signals.UnknownSession(status.session_id)
+    # Reported endpoints are checked before anything stores them (agents_app/endpoints.py).
+    reported = status.endpoint
+    endpoint, refused = endpoints.vetted(agent.platform, str(session_id), reported)
+    if refused:
+        status = msgspec.structs.replace(status, endpoint=endpoint)
+    signals.session_reported.send(sender=Agent, agent=agent, status=status)
+    if refused:  # the session is this agent's: the receiver did not refuse the report
+        raise EndpointRefused(_record_refused_endpoint(agent, str(session_id), reported, refused))
 
 
-def session_uuid(value: str) -> Any:
+def _vetted_inventory(agent: Agent, items: list[protocol.InventoryItem]) -> list[protocol.InventoryItem]:
+    """The inventory with every endpoint checked; refused ones are cleared and audited."""
+    vetted = []
+    for item in items:
+        endpoint, refused = endpoints.vetted(agent.platform, item.session_id, item.endpoint)
+        if refused:
+            _record_refused_endpoint(agent, item.session_id, item.endpoint, refused)
+            item = msgspec.structs.replace(item, endpoint=endpoint)
+        vetted.append(item)
+    return vetted
+
+
+def _record_refused_endpoint(agent: Agent, session_id: str, endpoint: str | None, reason: str) -> str:
+    """Audit a refused endpoint (``agent.endpoint_refused``); returns the message for the agent."""
+    record(
+        "agent.endpoint_refused",
+        actor_repr=f"agent:{agent.agent_id}",
+        target_type="session",
+        target_id=session_id[:64],
+        details={"agent_id": agent.agent_id, "endpoint": (endpoint or "")[:300], "reason": reason},
+    )
+    log.warning("agent %s reported endpoint %r for %s: refused (%s)", agent.agent_id, endpoint, session_id, reason)
+    return f"endpoint {endpoint!r} refused: {reason}"
+
+
+def session_uuid(value: str) -> uuid.UUID | None:
     """The UUID a session id names, or None if it is not one."""
-    import uuid
-
     try:
         return uuid.UUID(value)
     except ValueError:
         return None
-
-
-def reconcile_inventory(agent: Agent, items: list[protocol.InventoryItem]) -> dict[str, list[str]]:
-    """Reconcile the leader's inventory with the database (ARCHITECTURE §4).
-
-    - a session the database expects on the agent (running/hibernated) that the agent lacks
-      becomes ``failed``;
-    - an item whose state differs is applied like a ``session_status``;
-    - workloads the database does not know (or knows as stopped) are reported in the audit
-      log and never deleted.
-    """
-    reported = {item.session_id: item for item in items}
-    known = {
-        str(s.pk): s
-        for s in Session.objects.filter(agent=agent)
-        .exclude(state=SessionState.STOPPED)
-        .filter(pk__in=[u for u in map(session_uuid, reported) if u is not None])
-    }
-    failed, updated = [], []
-    for session in Session.objects.filter(agent=agent, state__in=_EXPECTED_ON_AGENT):
-        lost = str(session.pk) not in reported
-        if lost and sessions.fail_session(session, "The agent no longer has this session (lost while disconnected)."):
-            failed.append(str(session.pk))
-    for session_id, item in reported.items():
-        session = known.get(session_id)
-        if session is None:
-            continue
-        if sessions.apply_agent_status(
-            session,
-            item.state,
-            streaming_ready=item.streaming_ready,
-            streaming_port=item.streaming_port,
-            endpoint=item.endpoint,
-        ):
-            updated.append(session_id)
-    unknown = sorted(set(reported) - set(known))
-    if unknown:
-        record(
-            "agent.unknown_sessions",
-            actor_repr=f"agent:{agent.agent_id}",
-            target=agent,
-            details={"session_ids": unknown[:200], "count": len(unknown)},
-        )
-        log.warning("agent %s reports %d sessions the control plane does not know", agent.agent_id, len(unknown))
-    return {"failed": failed, "updated": updated, "unknown": unknown}

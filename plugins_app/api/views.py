@@ -1,4 +1,4 @@
-"""Plugins admin API (ARCHITECTURE §3): thin views over ``plugins_app.services`` and ``delivery``."""
+"""Plugins admin API (docs/architecture.md §4): thin views over ``plugins_app.services`` and ``delivery``."""
 
 from __future__ import annotations
 

@@ -1,74 +1,141 @@
-"""The session object of the API, built from ``values()`` rows.
+"""The session object of the API, built from ``values()`` rows as ``SessionSerializer`` declares it.
 
-Listing is the hottest read of the API (portals poll it); building model instances and
-running a DRF serializer per row costs ~4x more than this (see bench/RESULTS.md). The
-OpenAPI shape is declared by ``SessionSerializer``; ``test_session_representation`` keeps
-the two identical.
+Listing is the hottest read of the API (portals poll it), and building model instances of
+four joined tables plus a DRF serializer per row costs several times more CPU
+(bench/RESULTS.md). So responses are built from ``values()`` rows, and the serializer stays
+the one declaration of the object: its fields give the field order, the ``values()``
+columns (``source="user.username"`` reads ``user__username``) and each value (what the
+field's ``to_representation`` returns, see ``_reader``). Only the fields the serializer
+computes need a row form here, in ``COMPUTED``; a serializer field that is neither a column
+nor in ``COMPUTED`` stops the first build with ``ImproperlyConfigured``.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
+from rest_framework import ISO_8601, serializers
+from rest_framework.settings import api_settings
 
-from sessions_app.models import Session
+from sessions_app.api.serializers import SessionSerializer, session_resources
+from sessions_app.models import Session, viewer_path
 
-_COLUMNS = (
-    "id",
-    "name",
-    "user__username",
-    "template__slug",
-    "state",
-    "platform",
-    "agent__agent_id",
-    "cpu_millicores",
-    "memory_mb",
-    "persistent_home",
-    "idle_timeout_s",
-    "streaming_ready",
-    "streaming_port",
-    "last_activity",
-    "created_at",
-    "updated_at",
-    "state_changed_at",
-    "status_message",
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Computed:
+    """A field the serializer computes: the columns it needs and how a row gives its value."""
+
+    columns: tuple[str, ...]
+    build: Callable[[Row], Any]
+
+
+_AS_STORED = (
+    serializers.CharField,
+    serializers.IntegerField,
+    serializers.BooleanField,
+    serializers.ChoiceField,
 )
 
+COMPUTED: dict[str, Computed] = {
+    "resources": Computed(
+        ("cpu_millicores", "memory_mb"), lambda row: session_resources(row["cpu_millicores"], row["memory_mb"])
+    ),
+    "viewer_path": Computed(("id",), lambda row: viewer_path(row["id"])),
+}
 
-def _iso(value: Any) -> str | None:
-    if value is None:
-        return None
+
+def _iso(value: datetime) -> str:
     text = value.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-def represent(row: dict[str, Any]) -> dict[str, Any]:
-    session_id = str(row["id"])
-    return {
-        "id": session_id,
-        "name": row["name"],
-        "user": row["user__username"],
-        "template": row["template__slug"],
-        "state": row["state"],
-        "platform": row["platform"],
-        "agent_id": row["agent__agent_id"],
-        "resources": {"cpu_millicores": row["cpu_millicores"], "memory_mb": row["memory_mb"]},
-        "persistent_home": row["persistent_home"],
-        "idle_timeout_s": row["idle_timeout_s"],
-        "streaming_ready": row["streaming_ready"],
-        "streaming_port": row["streaming_port"],
-        "last_activity": _iso(row["last_activity"]),
-        "created_at": _iso(row["created_at"]),
-        "updated_at": _iso(row["updated_at"]),
-        "state_changed_at": _iso(row["state_changed_at"]),
-        "status_message": row["status_message"],
-        "viewer_path": f"/api/v1/http/{session_id}/",
-    }
+def _utc_iso_dates() -> bool:
+    """Whether DRF writes a datetime the database returns as ``_iso`` does (ISO 8601 in UTC)."""
+    output = api_settings.DATETIME_FORMAT
+    return settings.USE_TZ and settings.TIME_ZONE == "UTC" and isinstance(output, str) and output.lower() == ISO_8601
+
+
+def _reader(column: str, field: serializers.Field) -> Callable[[Row], Any]:
+    """How a row gives ``field``'s value: what its ``to_representation`` returns.
+
+    The database already returns the value DRF would write for the plain types (``str``,
+    ``int``, ``bool``), so those are read as they are, and ``str`` of a UUID and ``_iso``
+    of a UTC datetime equal DRF's output without its per-value timezone lookup. Any other
+    field converts with its own ``to_representation``; ``None`` stays ``None``, as in DRF.
+    """
+    kind = type(field)
+    if kind in _AS_STORED:
+        return operator.itemgetter(column)
+    convert: Callable[[Any], Any] = field.to_representation
+    if kind is serializers.UUIDField and field.uuid_format == "hex_verbose":
+        convert = str
+    elif (
+        kind is serializers.DateTimeField
+        and not hasattr(field, "format")
+        and not hasattr(field, "timezone")
+        and _utc_iso_dates()
+    ):
+        convert = _iso
+
+    def read(row: Row) -> Any:
+        value = row[column]
+        return None if value is None else convert(value)
+
+    return read
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The ``values()`` columns a serializer's fields need and, in field order, their readers."""
+
+    columns: tuple[str, ...]
+    readers: tuple[tuple[str, Callable[[Row], Any]], ...]
+
+
+def build_plan(serializer_class: type[serializers.Serializer], computed: dict[str, Computed]) -> Plan:
+    """Read the plan off ``serializer_class``'s fields; ``computed`` gives the row form of the rest."""
+    fields = serializer_class().fields
+    columns: list[str] = []
+    readers: list[tuple[str, Callable[[Row], Any]]] = []
+    for name, field in fields.items():
+        if name in computed:
+            columns += computed[name].columns
+            readers.append((name, computed[name].build))
+        elif isinstance(field, serializers.SerializerMethodField):
+            raise ImproperlyConfigured(f"{serializer_class.__name__}.{name} is computed: give it a row form.")
+        else:
+            column = field.source.replace(".", "__")
+            columns.append(column)
+            readers.append((name, _reader(column, field)))
+    stale = set(computed) - set(fields)
+    if stale:
+        raise ImproperlyConfigured(f"Row forms for fields {serializer_class.__name__} lacks: {sorted(stale)}")
+    return Plan(tuple(dict.fromkeys(columns)), tuple(readers))
+
+
+@functools.cache
+def _plan() -> Plan:
+    return build_plan(SessionSerializer, COMPUTED)
+
+
+def represent(row: Row) -> dict[str, Any]:
+    """The API's session object for one row of :func:`session_rows`."""
+    return {name: read(row) for name, read in _plan().readers}
 
 
 def session_rows(queryset: QuerySet[Session]) -> QuerySet:
-    return queryset.values(*_COLUMNS)
+    """``queryset`` as the ``values()`` rows :func:`represent` takes."""
+    return queryset.values(*_plan().columns)
 
 
 def represent_many(queryset: QuerySet[Session]) -> list[dict[str, Any]]:

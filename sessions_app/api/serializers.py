@@ -4,7 +4,8 @@ from typing import Any
 
 from rest_framework import serializers
 
-from sessions_app.models import Platform, Session, Template
+from agents_app.models import Platform
+from sessions_app.models import Session, Template
 from streamspace.api.strict import StrictFieldsMixin
 
 MAX_CPU = 64_000
@@ -96,10 +97,17 @@ class SessionCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     idle_timeout_s = serializers.IntegerField(min_value=60, max_value=MAX_IDLE, required=False)
 
 
+# The session object of the API: its fields, their order, their types in the schema.
+# ``sessions_app.api.representation`` builds every session the API, the portal and the
+# notifications send from ``values()`` rows, with the columns and the values it reads off
+# these fields, so a field added here is added there. A field this class computes (a
+# method or a model property) needs its row form in ``representation.COMPUTED``, which
+# refuses to build anything until it has one. (A comment, not a docstring: drf-spectacular
+# would publish a docstring as the schema's description of Session.)
 class SessionSerializer(serializers.ModelSerializer):
     user = serializers.CharField(source="user.username", read_only=True)
     template = serializers.CharField(source="template.slug", read_only=True)
-    agent_id = serializers.SerializerMethodField()
+    agent_id = serializers.CharField(source="agent.agent_id", read_only=True, allow_null=True)
     resources = serializers.SerializerMethodField()
     viewer_path = serializers.CharField(read_only=True)
 
@@ -127,11 +135,13 @@ class SessionSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def get_agent_id(self, obj: Session) -> str | None:
-        return obj.agent.agent_id if obj.agent_id else None
-
     def get_resources(self, obj: Session) -> dict[str, int]:
-        return {"cpu_millicores": obj.cpu_millicores, "memory_mb": obj.memory_mb}
+        return session_resources(obj.cpu_millicores, obj.memory_mb)
+
+
+def session_resources(cpu_millicores: int, memory_mb: int) -> dict[str, int]:
+    """A session's ``resources`` object."""
+    return {"cpu_millicores": cpu_millicores, "memory_mb": memory_mb}
 
 
 class ViewerUrlSerializer(serializers.Serializer):

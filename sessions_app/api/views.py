@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -25,7 +26,7 @@ from sessions_app.api.serializers import (
 from sessions_app.models import Session, SessionState, Template
 from sessions_app.viewer import viewer_url
 from streamspace.api.errors import Conflict, ServiceError
-from streamspace.api.permissions import ReadAnyWriteOperator, is_operator
+from streamspace.api.permissions import NotReadScope, ReadAnyWriteOperator, is_operator
 from streamspace.audit.services import record
 
 
@@ -83,14 +84,9 @@ def session_queryset() -> QuerySet[Session]:
 
 
 def _visible_sessions(request: Request, *, manage: bool) -> QuerySet[Session]:
-    """Sessions the caller may see: own, every one for operators, shared ones when not managing."""
+    """The sessions the caller may change (``manage``) or see."""
     queryset = session_queryset()
-    user = request.user
-    if is_operator(user):
-        return queryset
-    if manage:
-        return queryset.filter(user=user)
-    return queryset.filter(Q(user=user) | Q(shared_with=user)).distinct()
+    return queryset.managed_by(request.user) if manage else queryset.visible_to(request.user)
 
 
 def _session_for(request: Request, session_id: Any, *, manage: bool) -> Session:
@@ -196,9 +192,15 @@ class SessionHeartbeatView(APIView):
 
 
 class SessionViewerUrlView(APIView):
+    # The viewer sends input to the session: a read-scoped API token may not obtain one.
+    permission_classes = [IsAuthenticated, NotReadScope]
+
     @extend_schema(responses=ViewerUrlSerializer)
     def get(self, request: Request, session_id: Any) -> Response:
-        """A short-lived URL that opens the session on its own origin, bound to this session and caller."""
+        """A short-lived URL that opens the session on its own origin, bound to this session and caller.
+
+        Needs a JWT, the portal's cookie or an API token with the write (or admin) scope.
+        """
         session = _session_for(request, session_id, manage=False)
         if session.state in (SessionState.STOPPING, SessionState.STOPPED, SessionState.FAILED):
             raise Conflict(

@@ -1,30 +1,34 @@
-"""The session proxy, for HTTP and WebSocket (ARCHITECTURE §6): each session on its own origin,
-``<session-id>.<STREAMSPACE_SESSION_DOMAIN>`` (browsers), and under ``/api/v1/http/<session-id>/``
-on the portal's origin (API clients).
+"""The session proxy, for HTTP and WebSocket (docs/architecture.md §10): each session on its own
+origin, ``<session-id>.<STREAMSPACE_SESSION_DOMAIN>`` (browsers), and under
+``/api/v1/http/<session-id>/`` on the portal's origin (API clients).
 
 Raw ASGI apps routed by ``streamspace.routing.build_application`` ahead of Django:
 
 * ``http_app`` — :mod:`.http` (streaming reverse proxy, waking page, status JSON);
-* ``websocket_app`` — :mod:`.websocket`, behind an ``Origin`` check for browsers;
-* ``tunnel_endpoint`` — :mod:`.tunnel`, the agent's side of a tunnel
-  (``/api/v1/agents/tunnel/<stream_id>``, routed by ``agents_app.routing``).
+* ``websocket_app`` — :mod:`.websocket`, behind an ``Origin`` check for browsers.
+
+Sessions an agent can reach but the control plane cannot are reached through agent
+tunnels (``agents_app/tunnels.py``).
 
 Modules: ``origins`` (session hosts and origins), ``paths`` (parsing, hostile-path checks),
-``auth`` (viewer tokens, cookies, authorization cache), ``rewrite`` (headers, Location, cookies), ``upstream`` (direct or
-tunnel), ``client`` (HTTP/1.1 keep-alive pool, llhttp), ``flow`` (back-pressure),
-``activity`` (idle tracking, wake), ``pages`` (waking and error pages).
+``auth`` (viewer tokens, cookies, authorization cache), ``rewrite`` (headers, Location,
+cookies), ``upstream`` (direct or tunnel), ``client`` (HTTP/1.1 keep-alive pool, llhttp),
+``activity`` (idle tracking, wake), ``pages`` (waking and error pages). Back-pressure against
+daphne's sockets is ``streamspace.transport.flow``.
 
-Under ``python -m streamspace.serve`` a lean HTTP/1.1 front sits ahead of daphne's own
-protocol on every connection: ``front`` (parsing, hand-over to daphne) and ``exchange``
-(the ASGI side of a request it serves), ``pipe`` (WebSockets the session accepts, relayed
-as bytes) and ``agent_socket`` (agents' tunnel sockets, framed with websockets' sans-I/O
-protocol). What they do not take reaches the ASGI apps above through daphne, unchanged.
+Under ``python -m streamspace.serve`` the front (``streamspace/front/``) reads every
+connection first and serves the common proxy requests through these same apps, pipes the
+WebSockets sessions accept as bytes, and takes agents' tunnel sockets
+(``agents_app.agent_socket``); whatever it does not take reaches the apps above through daphne.
 """
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
 
 from sessions_app.proxy.origins import session_id_for_host
 from sessions_app.proxy.paths import PREFIX
@@ -37,9 +41,6 @@ def origin_allowed(scope: dict) -> bool:
     session's); on the portal's prefix, the portal's own hosts (``ALLOWED_HOSTS``) but never a
     session's origin. Non-browsers send no ``Origin``.
     """
-    from django.conf import settings
-    from django.http.request import split_domain_port, validate_host
-
     origin = None
     host = b""
     for name, value in scope.get("headers") or []:
@@ -82,10 +83,4 @@ async def websocket_app(scope: dict, receive: Any, send: Any) -> None:
     await proxy_websocket(scope, receive, send)
 
 
-async def tunnel_endpoint(scope: dict, receive: Any, send: Any) -> None:
-    from agents_app.tunnels import tunnel_endpoint as endpoint
-
-    await endpoint(scope, receive, send)
-
-
-__all__ = ["PREFIX", "http_app", "origin_allowed", "tunnel_endpoint", "websocket_app"]
+__all__ = ["PREFIX", "http_app", "origin_allowed", "websocket_app"]

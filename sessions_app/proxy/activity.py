@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -64,19 +64,34 @@ async def keep_alive(session_id: uuid.UUID) -> None:
         await asyncio.sleep(_interval())
 
 
-def wake(session_id: Any, user_id: int) -> tuple[str, str, int]:
-    """Start waking a hibernated session: its state, a message, and 200 or the refusal's status."""
+class WakeRefused(NamedTuple):
+    status: int
+    code: str
+    message: str
+
+
+def wake(session_id: Any, user_id: int) -> tuple[str, str, WakeRefused | None]:
+    """Start waking a hibernated session for the viewer ``user_id``: its state, a message, and
+    why it was not woken (None when waking started or was not needed).
+
+    Only a viewer who may manage the session (``sessions_app.access.may_manage``: owner,
+    operator, admin) wakes it, exactly as through the API: a share recipient's request
+    does not run the session on its owner's quota (403 ``wake_not_allowed``).
+    """
     from django.contrib.auth import get_user_model
 
-    from sessions_app import services
+    from sessions_app import access, services
     from streamspace.api.errors import ServiceError
 
     session = Session.objects.select_related("user", "template").get(pk=session_id)
     if session.state != SessionState.HIBERNATED:
-        return session.state, session.status_message or "Waiting for the session to finish hibernating.", 200
+        return session.state, session.status_message or "Waiting for the session to finish hibernating.", None
     user = get_user_model().objects.get(pk=user_id)
+    if not access.may_manage(user, session):
+        message = "This session is hibernated; only its owner (or an operator) can wake it."
+        return session.state, message, WakeRefused(403, "wake_not_allowed", message)
     try:
         session = services.wake_session(session, actor=user)
     except ServiceError as exc:  # quota exceeded (403), or the state moved meanwhile (409)
-        return session.state, str(exc.detail), exc.status_code
-    return session.state, session.status_message, 200
+        return session.state, str(exc.detail), WakeRefused(exc.status_code, exc.code, str(exc.detail))
+    return session.state, session.status_message, None

@@ -1,4 +1,4 @@
-"""Who may reach a session through the proxy (ARCHITECTURE §6).
+"""Who may reach a session through the proxy (docs/architecture.md §10.1).
 
 Two ways in, each with its own credentials:
 
@@ -48,6 +48,7 @@ from sessions_app.proxy.rewrite import VIEWER_COOKIE, cookie_values, header_valu
 from sessions_app.viewer import expired_token_portal, read_viewer_token
 from streamspace.accounts.models import Role, TokenScope, User
 from streamspace.accounts.tokens import authenticate_key
+from streamspace.api.auth_header import parse_authorization
 
 _COOKIE_SALT = "streamspace.viewer-cookie"
 _CACHE_MAX = 20_000
@@ -299,11 +300,9 @@ async def _authorize_viewer(scope: dict, path: ProxyPath) -> Decision:
 
 def _api_key(headers: list, session_id: uuid.UUID) -> tuple[str, str, uuid.UUID]:
     """``(kind, credential, session)`` of an ``Authorization`` header: ``jwt``, ``apitoken`` or ``none``."""
-    authorization = header_value(headers, b"authorization") or b""
-    scheme, _, raw = authorization.partition(b" ")
-    scheme = scheme.lower()
-    kind = "jwt" if scheme == b"bearer" else "apitoken" if scheme == b"token" else "none"
-    return kind, raw.strip().decode("latin-1") if kind != "none" else "", session_id
+    scheme, credential = parse_authorization(header_value(headers, b"authorization"))
+    kind = {"bearer": "jwt", "token": "apitoken"}.get(scheme, "none") if credential else "none"
+    return kind, credential if kind != "none" else "", session_id
 
 
 async def _authorize_api_client(scope: dict, path: ProxyPath) -> Decision:

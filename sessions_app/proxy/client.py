@@ -3,10 +3,9 @@
 The proxy needs only a small part of an HTTP client: write a request head and a streamed
 body, parse the response (``httptools``, the llhttp binding under uvicorn), hand the body
 on under back-pressure, and keep the connection for the next request. Doing only that
-costs about half the CPU per request of a general-purpose client (aiohttp's
-``ClientSession``: cookie jar, tracing, URL objects, timers per read), which on one core
-is the difference between a proxy slower and faster than configurable-http-proxy
-(bench/RESULTS.md, "Proxy").
+spares every proxied request the work a general-purpose client does per request and per
+read (aiohttp's ``ClientSession``: cookie jar, tracing, URL objects, timers), which is a
+large part of the proxy's CPU (bench/RESULTS.md, "Proxy").
 
 Errors: :class:`ConnectFailed` (nothing was sent: the caller may try another route),
 :class:`UpstreamTimeout` (no byte from the session for ``read_timeout`` seconds while one
@@ -27,7 +26,10 @@ import httptools
 HIGH_WATER = 256 * 1024  # response bytes held before we stop reading the session's socket
 KEEPALIVE_S = 30.0  # an idle pooled connection older than this is closed, not reused
 MAX_IDLE_PER_KEY = 64
-_NO_BODY_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE"})
+# Methods whose request has no content by definition or by custom: an empty body is sent
+# without a Content-Length (RFC 9110 section 8.6), every other method's empty body with
+# ``content-length: 0``, so the session's server never waits for a body that is not coming.
+METHODS_WITHOUT_BODY = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE"})
 
 Headers = list[tuple[bytes, bytes]]
 Body = bytes | AsyncIterable[bytes] | None
@@ -332,7 +334,7 @@ class _Connection(asyncio.Protocol):
                 has_length = True
             parts += (name, b": ", value, b"\r\n")
         streaming = body is not None and not isinstance(body, bytes)
-        if isinstance(body, bytes) and not has_length and (body or method not in _NO_BODY_METHODS):
+        if isinstance(body, bytes) and not has_length and (body or method not in METHODS_WITHOUT_BODY):
             parts.append(b"content-length: %d\r\n" % len(body))
         elif streaming and not has_length:
             parts.append(b"transfer-encoding: chunked\r\n")

@@ -34,7 +34,6 @@ from streamspace.transport.flow import OutboundFlow, abort_connection
 log = logging.getLogger(__name__)
 
 SMALL_RESPONSE = 64 * 1024
-_METHODS_WITHOUT_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 
 
 class _ClientGone(Exception):
@@ -110,8 +109,8 @@ async def _not_ready(
     state, message = target.state, target.status_message
     if state in (SessionState.HIBERNATED, SessionState.HIBERNATING):
         state, message, refused = await database_sync_to_async(activity.wake)(target.session_id, target.user_id)
-        if refused == 403:
-            return await pages.error(scope, send, 403, "quota_exceeded", message, framing=framing)
+        if refused is not None and refused.status == 403:  # quota exceeded, or not the viewer's to wake
+            return await pages.error(scope, send, 403, refused.code, refused.message, framing=framing)
     return await pages.waking(scope, send, prefix=path.prefix, state=state, message=message, framing=framing)
 
 
@@ -179,15 +178,13 @@ async def forward(
     if first["type"] == "http.disconnect":
         return
     # A body that came in one message is sent as bytes (and can be replayed on a fresh
-    # connection); a longer one streams.
+    # connection); a longer one streams. The client frames an empty one by the method.
     request_body = None
     body: client.Body
     if first.get("more_body", False):
         body = request_body = _Body(receive, first)
     else:
         body = first.get("body") or b""
-        if not body and method in _METHODS_WITHOUT_BODY:
-            body = None
     request_target = path.upstream_target_bytes()
 
     response = route = None

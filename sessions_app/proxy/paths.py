@@ -20,8 +20,6 @@ from sessions_app.proxy.origins import scope_session_id
 
 PREFIX = "/api/v1/http/"
 PREFIX_BYTES = PREFIX.encode()
-# The agent's side of a tunnel (agents_app/tunnels.py).
-TUNNEL_PATH = "/api/v1/agents/tunnel/"
 # Served by the proxy itself (the waking page polls it); shadows the same path upstream.
 STATUS_PATH = b"/.streamspace/status"
 TOKEN_PARAM = b"token"

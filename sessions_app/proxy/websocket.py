@@ -38,7 +38,7 @@ BAD_GATEWAY = 1014
 def for_browser(code: int) -> int:
     """A close code daphne can send: its WebSocket library (autobahn) sends only 1000 and
     3000-4999, so an RFC 6455 code 10xx travels as 40xx (1013 "try again later" as 4013).
-    Under the launcher, piped WebSockets (:mod:`.pipe`) carry the session's own codes."""
+    Under the launcher, piped WebSockets (:mod:`streamspace.front.pipe`) carry the session's own codes."""
     return code if code == 1000 or 3000 <= code <= 4999 else 4000 + code % 1000
 
 
@@ -89,7 +89,9 @@ async def proxy_websocket(scope: dict, receive: Any, send: Any) -> None:
     target = decision.target
     if not target.ready:
         if target.state == SessionState.HIBERNATED:
-            await database_sync_to_async(activity.wake)(target.session_id, target.user_id)
+            _, _, refused = await database_sync_to_async(activity.wake)(target.session_id, target.user_id)
+            if refused is not None and refused.status == 403:  # not this viewer's to wake, or over quota
+                return await _deny(send)
         await send({"type": "websocket.accept"})
         return await send({"type": "websocket.close", "code": for_browser(TRY_AGAIN_LATER)})
 

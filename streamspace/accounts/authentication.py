@@ -17,6 +17,8 @@ from rest_framework.authentication import BaseAuthentication, SessionAuthenticat
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
+from streamspace.api.auth_header import parse_authorization
+
 # DRF imports these classes while ``rest_framework.views`` loads, so this module imports
 # nothing that imports DRF views (the service modules are imported inside the functions).
 
@@ -36,7 +38,21 @@ def check_mfa_enrolment(request: Any, user: Any) -> None:
 
 
 class StreamSpaceJWTAuthentication(JWTAuthentication):
-    """simplejwt's ``Bearer`` access tokens, plus the MFA enrolment gate."""
+    """simplejwt's ``Bearer`` access tokens, plus the MFA enrolment gate.
+
+    The header is read by ``streamspace.api.auth_header``, the parser the proxy and the
+    agents' endpoints use, so a value one of them accepts is accepted by all.
+    """
+
+    def get_raw_token(self, header: bytes) -> bytes | None:
+        scheme, token = parse_authorization(header)
+        if scheme != "bearer":
+            return None
+        if not token:
+            raise exceptions.AuthenticationFailed(
+                "Invalid bearer header: expected 'Bearer <token>'.", code="bad_authorization_header"
+            )
+        return token.encode("ascii")
 
     def authenticate(self, request: Any) -> tuple[Any, Any] | None:
         result = super().authenticate(request)
@@ -54,15 +70,11 @@ class ApiTokenAuthentication(BaseAuthentication):
         from streamspace.accounts.models import TokenScope
         from streamspace.accounts.tokens import authenticate_key
 
-        parts = get_authorization_header(request).split()
-        if not parts or parts[0].lower() != self.keyword.lower().encode():
+        scheme, key = parse_authorization(get_authorization_header(request))
+        if scheme != self.keyword.lower():
             return None
-        if len(parts) != 2:
+        if not key:
             raise exceptions.AuthenticationFailed("Invalid token header: expected 'Token <key>'.")
-        try:
-            key = parts[1].decode("ascii")
-        except UnicodeDecodeError as exc:
-            raise exceptions.AuthenticationFailed("Invalid token.") from exc
         token = authenticate_key(key, request=request)
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")

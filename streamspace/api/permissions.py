@@ -42,3 +42,17 @@ class ReadAnyWriteOperator(BasePermission):
         if not (request.user and request.user.is_authenticated):
             return False
         return request.method in SAFE_METHODS or is_operator(request.user)
+
+
+class NotReadScope(BasePermission):
+    """Refuses a ``read``-scoped API token even on a safe method.
+
+    For GETs that hand out a credential able to change something: a viewer URL's token lets
+    its bearer type and click inside the session, which a read token must not be able to do.
+    JWTs, the portal's cookie and ``write``/``admin`` tokens pass.
+    """
+
+    message = "This token has the read scope: a viewer can act inside the session, which needs the write scope."
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return getattr(request.user, "api_token_scope", None) != "read"

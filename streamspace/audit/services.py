@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
 
 from streamspace.audit.models import AuditEvent
 
@@ -88,11 +92,6 @@ def prune(older_than_days: int | None = None, *, batch_size: int = 5000) -> int:
     Deletes in batches so a first run over a large table does not hold one huge transaction.
     Returns the number of events deleted.
     """
-    from datetime import timedelta
-
-    from django.conf import settings
-    from django.utils import timezone
-
     days = settings.AUDIT_RETENTION_DAYS if older_than_days is None else older_than_days
     if days < 1:
         raise ValueError("older_than_days must be at least 1")

@@ -47,7 +47,8 @@ from daphne.utils import HEADER_NAME_RE, parse_x_forwarded_for
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
 
-from sessions_app.proxy.paths import PREFIX_BYTES, TUNNEL_PATH
+from agent_runtime.protocol import TUNNEL_PATH
+from sessions_app.proxy.paths import PREFIX_BYTES
 from streamspace.front.exchange import Exchange
 
 log = logging.getLogger(__name__)

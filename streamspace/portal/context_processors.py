@@ -7,7 +7,7 @@ from typing import Any
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 
-from streamspace.portal.theme import current_theme
+from plugins_app.theme import current_theme
 
 # (label, url name) of account pages; a link is shown only when its URL is installed, so the
 # layout works before and after the identity pages (allauth, MFA, API tokens) land.

@@ -9,14 +9,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, Prefetch, Q, QuerySet, Sum
+from django.db.models import Count, Prefetch, Q, QuerySet
 
-from agents_app.api.views import agent_queryset
 from agents_app.models import Agent, AgentInstance
 from plugins_app.models import Plugin, WebhookDelivery
 from sessions_app import quotas
 from sessions_app.api.representation import represent, session_rows
-from sessions_app.models import ACTIVE_STATES, RESOURCE_STATES, GroupQuota, Session, SessionState, Template
+from sessions_app.models import ACTIVE_STATES, GroupQuota, Session, SessionState, Template
 from streamspace.audit.models import AuditEvent
 from streamspace.portal.queries import text_param
 
@@ -48,7 +47,7 @@ def overview() -> dict[str, Any]:
 
 def agents() -> list[Agent]:
     """Every agent with its replicas (leader first) and session/command counts (2 queries)."""
-    return list(agent_queryset())
+    return list(Agent.objects.with_replicas_and_counts())
 
 
 @dataclass
@@ -125,18 +124,7 @@ def users(search: str, page_number: Any) -> tuple[Page, list[UserRow]]:
         queryset = queryset.filter(Q(username__icontains=search) | Q(email__icontains=search))
     page = paginate(queryset, page_number)
     people = list(page.object_list)
-    holding = Q(state__in=RESOURCE_STATES)
-    usage_rows = (
-        Session.objects.filter(user__in=[u.pk for u in people])
-        .values("user_id")
-        .annotate(
-            sessions=Count("id", filter=Q(state__in=ACTIVE_STATES)),
-            cpu=Sum("cpu_millicores", filter=holding),
-            memory=Sum("memory_mb", filter=holding),
-        )
-        .order_by()
-    )
-    usage = {r["user_id"]: r for r in usage_rows}
+    usage = {r["user_id"]: r for r in Session.objects.filter(user__in=[u.pk for u in people]).usage_by_user()}
     rows = []
     for person in people:
         override = getattr(person, "quota", None) if hasattr(person, "quota") else None
@@ -152,18 +140,14 @@ def users(search: str, page_number: Any) -> tuple[Page, list[UserRow]]:
                 sources[limit] = f"group:{group_name}"
             else:
                 limits[limit], sources[limit] = settings.STREAMSPACE_DEFAULT_QUOTA[limit], "default"
-        used = usage.get(person.pk, {})
+        used = usage.get(person.pk, {"sessions": 0, "cpu_millicores": 0, "memory_mb": 0})
         rows.append(
             UserRow(
                 user=person,
                 groups=[g.name for g in person.groups.all()],
                 limits=limits,
                 sources=sources,
-                usage={
-                    "sessions": used.get("sessions") or 0,
-                    "cpu_millicores": used.get("cpu") or 0,
-                    "memory_mb": used.get("memory") or 0,
-                },
+                usage={key: used[key] for key in ("sessions", "cpu_millicores", "memory_mb")},
             )
         )
     return page, rows

@@ -91,24 +91,15 @@ def user_sessions(user: Any, *, include_history: bool = False, limit: int = 100)
 
 def visible_session(user: Any, session_id: Any) -> Session | None:
     """The session if ``user`` may view it (owner, share, operator), else None (1 query)."""
-    queryset = Session.objects.select_related("template", "user")
-    if not getattr(user, "is_operator", False):
-        queryset = queryset.filter(Q(user=user) | Q(shared_with=user)).distinct()
-    return queryset.filter(pk=session_id).first()
+    return Session.objects.select_related("template", "user").visible_to(user).filter(pk=session_id).first()
 
 
 def managed_session(user: Any, session_id: Any) -> Session | None:
     """The session if ``user`` may change it (owner or operator), else None (1 query)."""
-    queryset = Session.objects.select_related("template", "user")
-    if not getattr(user, "is_operator", False):
-        queryset = queryset.filter(user=user)
-    return queryset.filter(pk=session_id).first()
+    return Session.objects.select_related("template", "user").managed_by(user).filter(pk=session_id).first()
 
 
 def visible_session_body(user: Any, session_id: Any) -> dict[str, Any] | None:
     """The API session object if ``user`` may view the session, else None (1 query)."""
-    queryset: QuerySet[Session] = Session.objects.filter(pk=session_id)
-    if not getattr(user, "is_operator", False):
-        queryset = queryset.filter(Q(user=user) | Q(shared_with=user))
-    row = session_rows(queryset).first()
+    row = session_rows(Session.objects.visible_to(user).filter(pk=session_id)).first()
     return represent(row) if row else None

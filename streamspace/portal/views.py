@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from sessions_app import services
+from sessions_app import access, services
 from sessions_app.api.representation import represent_one
 from sessions_app.models import SessionState, Template
 from streamspace.api.errors import ServiceError
@@ -137,7 +137,7 @@ def session_viewer(request: HttpRequest, session_id: Any) -> HttpResponse:
     if session.state in (SessionState.STOPPING, SessionState.STOPPED, SessionState.FAILED):
         messages.warning(request, f"{session.name} is {session.state}; it cannot be opened.")
         return redirect("portal:sessions")
-    can_manage = session.user_id == request.user.pk or getattr(request.user, "is_operator", False)
+    can_manage = access.may_manage(request.user, session)
     if session.state == SessionState.HIBERNATED and can_manage:
         try:
             services.wake_session(session, actor=request.user, request=request)

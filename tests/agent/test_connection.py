@@ -13,8 +13,7 @@ import pytest
 from agent_runtime.config import AgentConfig
 from agent_runtime.connection import AgentConnection, backoff_delays
 from agent_runtime.leader import AlwaysLeader
-
-from .fakes import CrashingBackend, FakeControlPlane, ManualElector, RecordingBackend, SlowReadyBackend
+from tests.support.fakes import CrashingBackend, FakeControlPlane, ManualElector, RecordingBackend, SlowReadyBackend
 
 IMAGE = "streamspace-test-session:latest"
 SPEC = {"image": IMAGE, "user": "alice", "template": "t"}

@@ -10,8 +10,8 @@ import pytest
 
 from agent_runtime.backends.base import BackendError, SessionSpec
 from agent_runtime.backends.docker import DockerBackend
-
-from .conftest import TEST_IMAGE
+from agent_runtime.backends.docker_objects import home_volume_name
+from tests.support.docker import TEST_IMAGE
 
 pytestmark = pytest.mark.docker
 
@@ -60,7 +60,10 @@ async def test_full_lifecycle(backend, docker_client, docker_agent_id):
     assert host["NanoCpus"] == 500_000_000 and host["Memory"] == 64 * 1024 * 1024
     assert host["Init"] is True
     mounts = {m["Name"]: m["Destination"] for m in container.attrs["Mounts"] if m["Type"] == "volume"}
-    assert mounts == {f"streamspace-home-{docker_agent_id}": "/home/user"}
+    assert mounts == {home_volume_name(docker_agent_id): "/home/user"}
+    assert docker_client.volumes.get(home_volume_name(docker_agent_id)).attrs["Labels"]["streamspace.user"] == (
+        docker_agent_id  # labelled with its exact owner
+    )
     assert "streamspace" in container.attrs["NetworkSettings"]["Networks"]
     ready = await until_ready(backend, "s1")
     assert ready.endpoint.startswith("127.0.0.1:")
@@ -85,7 +88,7 @@ async def test_full_lifecycle(backend, docker_client, docker_agent_id):
     assert (await backend.stop("s1", spec)).state == "stopped"
     assert (await backend.stop("s1", spec)).state == "stopped"  # repeated: no-op
     assert not docker_client.containers.list(all=True, filters={"name": "streamspace-s1"})
-    docker_client.volumes.get(f"streamspace-home-{docker_agent_id}")  # the home is kept
+    docker_client.volumes.get(home_volume_name(docker_agent_id))  # the home is kept
 
 
 async def test_restarted_backend_reports_and_recreates_nothing(backend, docker_client, docker_agent_id, tmp_path):
@@ -133,7 +136,7 @@ async def test_delete_home_removes_the_volume(backend, docker_client, docker_age
     spec = spec_for(docker_agent_id)
     await backend.start("s5", spec)
     await backend.stop("s5", SessionSpec.parse({"delete_home": True, "user": docker_agent_id}))
-    assert not docker_client.volumes.list(filters={"name": f"streamspace-home-{docker_agent_id}"})
+    assert not docker_client.volumes.list(filters={"name": home_volume_name(docker_agent_id)})
 
 
 async def test_docker_calls_do_not_block_the_event_loop(backend, docker_agent_id):

@@ -7,6 +7,8 @@ import pytest
 from agent_runtime.backends import docker_objects as objects
 from agent_runtime.backends.base import BackendError, SessionSpec
 
+ALICE_HOME = "streamspace-home-alice-2bd806c97f0e00af"  # sha256("alice")[:16]
+
 
 def spec(**overrides) -> SessionSpec:
     base = {"image": "registry.local/xfce:1", "user": "alice", "template": "xfce", "cpu_millicores": 1500,
@@ -26,7 +28,7 @@ def test_container_config():
             "streamspace.template": "xfce",
             "streamspace.managed-by": "docker-1",
             "streamspace.streaming-port": "3000",
-            "streamspace.home-volume": "streamspace-home-alice",
+            "streamspace.home-volume": ALICE_HOME,
         },
         "environment": {
             "A": "1",
@@ -35,7 +37,7 @@ def test_container_config():
             "STREAMSPACE_STREAMING_PORT": "3000",
         },  # fmt: skip
         "network": "streamspace",
-        "volumes": {"streamspace-home-alice": {"bind": "/home/user", "mode": "rw"}},
+        "volumes": {ALICE_HOME: {"bind": "/home/user", "mode": "rw"}},
         "detach": True,
         "init": True,
         "restart_policy": {"Name": "no"},
@@ -49,9 +51,9 @@ def test_container_config():
 def test_home_only_when_persistent_and_mount_path_configurable():
     assert objects.container_config("s", spec(persistent_home=False), agent_id="a")["volumes"] == {}
     config = objects.container_config("s", spec(), agent_id="a", home_mount_path="/config")
-    assert config["volumes"] == {"streamspace-home-alice": {"bind": "/config", "mode": "rw"}}
+    assert config["volumes"] == {ALICE_HOME: {"bind": "/config", "mode": "rw"}}
     per_spec = objects.container_config("s", spec(home_mount_path="/data"), agent_id="a")
-    assert per_spec["volumes"]["streamspace-home-alice"]["bind"] == "/data"
+    assert per_spec["volumes"][ALICE_HOME]["bind"] == "/data"
 
 
 def test_network_mode_publishes_nothing():
@@ -96,10 +98,11 @@ def test_invalid_images(image):
         objects.validate_image(image)
 
 
-def test_volume_names_are_sanitised():
-    assert objects.home_volume_name("alice@example.com") == "streamspace-home-alice_example.com"
-    with pytest.raises(BackendError):
-        objects.home_volume_name("@@@")
+def test_volume_names_are_docker_safe():
+    assert objects.home_volume_name("alice@example.com") == "streamspace-home-alice-example-com-ff8d9819fc0e12bf"
+    assert objects.home_volume_name("@@@").startswith("streamspace-home-user-")
+    with pytest.raises(BackendError, match="missing 'user'"):
+        objects.home_volume_name("")
 
 
 def test_missing_user_is_a_clear_error():

@@ -8,7 +8,6 @@ leader while the sessions started before keep running and stay tracked.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import signal
 import time
@@ -21,9 +20,10 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from agents_app.models import AgentInstance
 from agents_app.services import create_agent
 from sessions_app.models import Template
+from tests.support.docker import TEST_IMAGE
+from tests.support.processes import spawn_agent, start_daphne, stop
+from tests.support.waits import until
 
-from .conftest import TEST_IMAGE
-from .processes import spawn_agent
 from .test_leader import FAST, REDIS_URL, need_redis
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -31,8 +31,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(tran
 
 @pytest.fixture(scope="module")
 def daphne(django_db_setup, django_db_blocker):
-    from tests.proxy.conftest import start_daphne, stop
-
     with django_db_blocker.unblock():
         server = start_daphne({"AGENT_HEARTBEAT_INTERVAL_S": "1", "AGENT_HEARTBEAT_DB_WRITE_S": "0"})
     yield server
@@ -125,17 +123,6 @@ async def agents(daphne, tmp_path, request):
         backend = LocalBackend(agent_id=agent_id, data_dir=data_dir)
         for item in await backend.inventory():
             await backend.stop(item.session_id, SessionSpec())
-
-
-async def until(predicate, timeout: float = 30.0, step: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await predicate()
-        if last:
-            return last
-        await asyncio.sleep(step)
-    raise AssertionError(f"{what} not reached in {timeout} s (last: {last!r})")
 
 
 def leader_of(agent_id: str) -> str | None:

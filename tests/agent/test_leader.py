@@ -14,20 +14,18 @@ import pytest
 from agent_runtime.config import LeaseConfig
 from agent_runtime.leader import LeaderElector, Lease, make_elector
 from agent_runtime.leader.file import FileLease
-
-from .fakes import FakeControlPlane
-from .processes import spawn_agent
+from tests.support.ci import unavailable
+from tests.support.fakes import FakeControlPlane
+from tests.support.processes import spawn_agent
+from tests.support.waits import until
 
 FAST = {"LEASE_DURATION": "3s", "RENEW_DEADLINE": "2s", "RETRY_PERIOD": "500ms"}
 REDIS_URL = os.environ.get("REDIS_URL", "")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def need_redis():
     if not REDIS_URL:
-        if IN_CI:
-            pytest.fail("needs REDIS_URL")
-        pytest.skip("needs REDIS_URL")
+        unavailable("needs REDIS_URL")
 
 
 def fast_config(**overrides) -> LeaseConfig:
@@ -53,15 +51,6 @@ class FlakyLease(Lease):
         pass
 
 
-async def wait_until(predicate, timeout: float = 10.0, step: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(step)
-    raise AssertionError("condition not reached in time")
-
-
 # --- the elector, in-process -----------------------------------------------------------------
 async def test_file_lease_excludes_a_second_holder(tmp_path):
     a, b = FileLease(tmp_path / "lock", identity="a"), FileLease(tmp_path / "lock", identity="b")
@@ -82,10 +71,10 @@ async def test_elector_steps_down_when_renewals_fail():
     changes: list[bool] = []
     elector.subscribe(changes.append)
     task = asyncio.create_task(elector.run())
-    await wait_until(lambda: elector.is_leader)
+    await until(lambda: elector.is_leader, timeout=10)
     lease.mode = "fail"
     failed_at = time.monotonic()
-    await wait_until(lambda: changes == [True, False], timeout=3)
+    await until(lambda: changes == [True, False], timeout=3)
     assert not elector.is_leader
     assert time.monotonic() - failed_at <= 1.0 + 0.2 + 0.1  # within the renew deadline (+ one retry)
     task.cancel()
@@ -95,10 +84,10 @@ async def test_a_hung_renewal_cannot_extend_the_mandate():
     lease = FlakyLease()
     elector = LeaderElector(lease, fast_config())
     task = asyncio.create_task(elector.run())
-    await wait_until(lambda: elector.is_leader)
+    await until(lambda: elector.is_leader, timeout=10)
     lease.mode = "hang"
     hung_at = time.monotonic()
-    await wait_until(lambda: not elector.is_leader, timeout=3)
+    await until(lambda: not elector.is_leader, timeout=3)
     assert time.monotonic() - hung_at <= 1.0 + 0.1
     task.cancel()
 
@@ -110,7 +99,7 @@ async def test_a_stalled_loop_is_not_leader_when_it_resumes():
     changes: list[bool] = []
     elector.subscribe(changes.append)
     task = asyncio.create_task(elector.run())
-    await wait_until(lambda: elector.is_leader)
+    await until(lambda: elector.is_leader, timeout=10)
     time.sleep(1.1)  # blocks the event loop on purpose: nothing can renew meanwhile
     assert elector.is_leader is False  # the very first check after resuming refuses
     assert elector.check() is False and changes[-1] is False
@@ -265,7 +254,7 @@ async def test_sigterm_drains_and_hands_over_at_once(contenders, backend, tmp_pa
     start = await link_a.command("start_session", "s-drain", {"command": ["{python}", "-c", stubborn], "user": "alice"})
     assert (await cp.wait_result(start)).ok
     session_log = tmp_path / "a" / "local-backend" / "logs" / "s-drain.log"
-    await wait_until(lambda: session_log.exists() and "up" in session_log.read_text())  # SIGTERM is ignored now
+    await until(lambda: session_log.exists() and "up" in session_log.read_text(), timeout=10)  # SIGTERM is ignored now
     sent = time.monotonic()
     hibernate = await link_a.command("hibernate_session", "s-drain")  # takes the 5 s terminate grace
     await cp.wait_for(lambda: any(f.type == "ack" and f.payload.command_id == hibernate for f in link_a.frames))

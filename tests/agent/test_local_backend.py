@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 from websockets.asyncio.client import connect
 
+from agent_runtime.backends import homes
 from agent_runtime.backends.base import BackendError, SessionSpec
 from agent_runtime.backends.local import LocalBackend, process_start_time, substitute
 
@@ -22,11 +23,14 @@ def demo_spec(**overrides) -> SessionSpec:
     return SessionSpec.parse({"command": DEMO, "user": "alice", "template": "demo-canvas", **overrides})
 
 
+SAME_USER = {"session_user": os.environ["STREAMSPACE_LOCAL_SESSION_USER"]}  # tests/conftest.py
+
+
 @pytest.fixture
 async def backend(tmp_path):
-    backend = LocalBackend(agent_id="local", data_dir=tmp_path)
+    backend = LocalBackend(agent_id="local", data_dir=tmp_path, options=SAME_USER)
     yield backend
-    fresh = LocalBackend(agent_id="local", data_dir=tmp_path)  # also catches sessions of "restarted" backends
+    fresh = LocalBackend(agent_id="local", data_dir=tmp_path, options=SAME_USER)  # also catches "restarted" ones
     for item in await fresh.inventory():
         await fresh.stop(item.session_id, SessionSpec())
     log_dir = tmp_path / "local-backend" / "logs"
@@ -66,7 +70,7 @@ async def test_lifecycle_with_the_demo_app(backend, tmp_path):
     assert b"Demo canvas" in http_get(ready.endpoint)
     pid = pid_of(backend, "s1")
     assert os.getpgid(pid) == pid  # its own process group
-    home = tmp_path / "homes" / "alice"
+    home = tmp_path / "homes" / homes.home_key("alice")
     async with connect(f"ws://{ready.endpoint}/ws") as ws:
         await ws.send(json.dumps({"stroke": {"x0": 0, "y0": 0, "x1": 1, "y1": 1, "color": "#f00"}}))
         await ws.recv()
@@ -101,7 +105,7 @@ async def test_agent_restart_keeps_sessions_running(backend, tmp_path):
     await backend.start("s1", demo_spec())
     await until_ready(backend, "s1")
     pid = pid_of(backend, "s1")
-    restarted = LocalBackend(agent_id="local", data_dir=tmp_path)  # a new agent process, same data dir
+    restarted = LocalBackend(agent_id="local", data_dir=tmp_path, options=SAME_USER)  # a new agent, same data dir
     inventory = await restarted.inventory()
     assert [(i.session_id, i.state, i.streaming_ready) for i in inventory] == [("s1", "running", True)]
     assert (await restarted.start("s1", demo_spec())).state == "running"
@@ -120,8 +124,10 @@ async def test_ephemeral_home_is_removed_on_stop(backend, tmp_path):
 
 async def test_delete_home(backend, tmp_path):
     await backend.start("s3", demo_spec(user="bob"))
+    home = tmp_path / "homes" / homes.home_key("bob")
+    assert home.is_dir()
     await backend.stop("s3", SessionSpec(delete_home=True))
-    assert not (tmp_path / "homes" / "bob").exists()
+    assert not home.exists()
 
 
 async def test_errors_are_clear(backend):

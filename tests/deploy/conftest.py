@@ -6,9 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import IN_CI
+from tests.support.ci import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -50,7 +48,4 @@ def require_tool(name: str, *fallbacks: str) -> str:
         found = shutil.which(candidate) or (candidate if Path(candidate).is_file() else None)
         if found:
             return found
-    message = f"{name} is missing: run scripts/ensure-deploy-tools.sh (make services)"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(f"{name} is missing: run scripts/ensure-deploy-tools.sh (make services)")

@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from agents_app.hub import presence as registry
+from agents_app.hub import presence
 from agents_app.metrics import AgentCollector
 from agents_app.models import Agent, AgentCommand, AgentInstance, CommandState
 from agents_app.tokens import hash_token
@@ -38,7 +38,7 @@ def live_instances():
     added: list[tuple[str, str, str]] = []
 
     def add(agent: Agent, instance_id: str, *, is_leader: bool) -> None:
-        async_to_sync(registry.register_instance)(
+        async_to_sync(presence.register_instance)(
             platform=agent.platform,
             agent_id=agent.agent_id,
             instance_id=instance_id,
@@ -52,7 +52,7 @@ def live_instances():
 
     yield add
     for platform, agent_id, instance_id in added:
-        async_to_sync(registry.unregister_instance)(platform=platform, agent_id=agent_id, instance_id=instance_id)
+        async_to_sync(presence.unregister_instance)(platform=platform, agent_id=agent_id, instance_id=instance_id)
 
 
 @pytest.mark.django_db

@@ -4,7 +4,6 @@ upstream replicas, sticky per Django session, WebSocket-capable and failing over
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 from pathlib import Path
 
@@ -13,14 +12,9 @@ import pytest
 from aiohttp import web
 
 from tests.deploy.conftest import DEPLOY, require_tool
+from tests.support.ports import free_port
 
 CONF = DEPLOY / "nginx" / "streamspace.conf"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(tmp: Path, listen: int, upstreams: tuple[int, int]) -> Path:

@@ -1,4 +1,4 @@
-"""Agent selection for a new session (ARCHITECTURE §4): platform, connected leader first,
+"""Agent selection for a new session (docs/architecture.md §7.2): platform, connected leader first,
 least loaded next, name last; what it reports for the direct send."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 
 from agents_app.models import Agent, AgentCommand, AgentInstance
-from agents_app.services import NoAgent, direct_route, select_agent
-from tests.factories import make_leader, make_session
+from sessions_app.placement import NoAgent, direct_route, select_agent
+from tests.support.factories import make_leader, make_session
 
 pytestmark = pytest.mark.django_db
 

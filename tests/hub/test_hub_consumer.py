@@ -8,11 +8,12 @@ import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from agents_app.hub import presence as registry
+from agents_app.hub import presence
 from agents_app.models import AgentCommand, AgentInstance, CommandState
 from sessions_app.models import Session, SessionState
-from tests.factories import make_session
-from tests.hub.conftest import AgentClient, frame, launch
+from tests.hub.conftest import launch
+from tests.support.agent_client import AgentClient, frame
+from tests.support.factories import make_session
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -37,8 +38,22 @@ async def test_missing_token_is_refused(hub_agent):
     assert not connected
 
 
+@pytest.mark.parametrize("template,accepted", [("bearer  {}", True), ("Basic {}", False), ("Bearer {} x", False)])
+async def test_the_token_header_is_read_by_the_shared_parser(hub_agent, template, accepted):
+    from channels.testing import WebsocketCommunicator
+
+    from streamspace.asgi import application
+
+    _, token = hub_agent
+    headers = [(b"authorization", template.format(token).encode())]
+    comm = WebsocketCommunicator(application, "/api/v1/agents/connect", headers=headers)
+    connected, _ = await comm.connect(timeout=5)
+    await comm.disconnect()
+    assert connected is accepted
+
+
 async def test_no_origin_needed_for_agents(make_client):
-    # Agents are not browsers: no Origin header, still accepted (ARCHITECTURE §9).
+    # Agents are not browsers: no Origin header, still accepted (docs/architecture.md §14).
     assert (await make_client().register())["heartbeat_interval_s"] == settings.AGENT_HEARTBEAT_INTERVAL_S
 
 
@@ -50,11 +65,11 @@ async def test_register_creates_instance_and_registry_entries(make_client, hub_a
     instance = await get(AgentInstance, agent=agent, instance_id="inst-a")
     assert instance.connected and instance.is_leader and instance.pod == settings.POD_NAME
     assert instance.hostname == "test-host" and instance.capacity["sessions"] == 10
-    live = await database_sync_to_async(registry.connections)(agent.agent_id)
+    live = await database_sync_to_async(presence.connections)(agent.agent_id)
     assert live["inst-a"]["pod"] == settings.POD_NAME and live["inst-a"]["is_leader"] is True
     assert live["inst-a"]["channel"]
     await client.close()
-    assert await database_sync_to_async(registry.connections)(agent.agent_id) == {}
+    assert await database_sync_to_async(presence.connections)(agent.agent_id) == {}
     instance = await get(AgentInstance, pk=instance.pk)
     assert not instance.connected and not instance.is_leader and instance.disconnected_at
 
@@ -225,7 +240,7 @@ async def test_leader_change_moves_unacked_commands(make_client, alice, template
         lambda: dict(AgentInstance.objects.filter(agent=hub_agent[0]).values_list("instance_id", "is_leader"))
     )()
     assert instances == {"old": False, "new": True}
-    live = await database_sync_to_async(registry.connections)(hub_agent[0].agent_id)
+    live = await database_sync_to_async(presence.connections)(hub_agent[0].agent_id)
     assert live["new"]["is_leader"] and not live["old"]["is_leader"]
     # The next command goes to the new leader only.
     await database_sync_to_async(lambda: None)()
@@ -342,7 +357,7 @@ async def test_tunnel_request_reaches_the_leader(make_client, hub_agent):
 
 
 async def test_agents_api_shows_instances_leader_pod_and_live_heartbeat(make_client, hub_agent, operator):
-    from tests.conftest import client_for
+    from tests.support.clients import client_for
 
     agent, _ = hub_agent
     leader, follower = make_client("lead"), make_client("follow")
@@ -499,12 +514,12 @@ async def test_a_direct_send_to_a_former_leader_is_handed_to_the_new_one(
 ):
     """The leader changes between agent selection and commit: the old leader's socket gives
     the command back and it reaches the new leader."""
-    from sessions_app import services
+    from sessions_app import placement
 
     old, new = make_client("old"), make_client("new")
     await old.register(is_leader=True)
     await new.register(is_leader=False)
-    real_select = services.agents.select_agent
+    real_select = placement.select_agent
 
     def stale_select(platform):  # what select_agent read just before leadership moved
         agent = real_select(platform)
@@ -520,7 +535,7 @@ async def test_a_direct_send_to_a_former_leader_is_handed_to_the_new_one(
     await new.send("leader", is_leader=True)
     await new.send("session_status", session_id="barrier", state="running")
     await new.recv_type("error")
-    monkeypatch.setattr(services.agents, "select_agent", stale_select)
+    monkeypatch.setattr(placement, "select_agent", stale_select)
     session = await launch(alice, template)
     delivered = await new.recv_type("command")
     assert delivered["session_id"] == str(session.pk)

@@ -1,5 +1,5 @@
 """Two daphne replicas sharing PostgreSQL and Redis, and a scripted agent built on
-``agent_runtime``'s connection code (ARCHITECTURE §4: cross-replica routing, reconnect,
+``agent_runtime``'s connection code (docs/architecture.md §7.3: cross-replica routing, reconnect,
 durable commands)."""
 
 from __future__ import annotations
@@ -9,15 +9,11 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import connection
 
 from agent_runtime.backends.base import Backend, SessionSpec
 from agent_runtime.config import AgentConfig
@@ -27,10 +23,13 @@ from agent_runtime.protocol import InventoryItem
 from agents_app.models import Agent, AgentCommand
 from agents_app.tokens import hash_token
 from sessions_app.models import Session
-from tests.conftest import make_user
+from tests.support import ROOT
+from tests.support.factories import make_user
+from tests.support.ports import free_port
+from tests.support.processes import database_url, serve_command
+from tests.support.waits import until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class RecordingBackend(Backend):
@@ -81,19 +80,10 @@ class RecordingBackend(Backend):
         return [self._item(sid) for sid in self.sessions]
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_replica(name: str, port: int) -> subprocess.Popen:
-    db = settings.DATABASES["default"]
     env = dict(os.environ)
     env.update(
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{connection.settings_dict['NAME']}",
+        DATABASE_URL=database_url(),
         REDIS_URL=settings.REDIS_URL,
         SECRET_KEY=settings.SECRET_KEY,
         POD_NAME=name,
@@ -101,31 +91,12 @@ def start_replica(name: str, port: int) -> subprocess.Popen:
         LOG_LEVEL="WARNING",
     )
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamspace.serve",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "streamspace.asgi:application",
-        ],
+        serve_command(port),
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-
-
-async def wait_until(predicate, timeout: float = 30, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 async def http_ready(base: str) -> bool:
@@ -152,7 +123,7 @@ def replicas():
 async def test_cross_replica_dispatch_and_failover(replicas, template, tmp_path):
     bases, procs = replicas
     for base in bases.values():
-        await wait_until(lambda base=base: http_ready(base))
+        await until(lambda base=base: http_ready(base))
     from rest_framework_simplejwt.tokens import RefreshToken
 
     user = await database_sync_to_async(make_user)("carol")
@@ -190,7 +161,7 @@ async def test_cross_replica_dispatch_and_failover(replicas, template, tmp_path)
             )()
             return rows[0] if rows else None
 
-        assert await wait_until(instance_pod) == "replica-a"
+        assert await until(instance_pod) == "replica-a"
 
         # 1. Launch through replica B; the agent (on A) gets the command and the session runs.
         created = await api["b"].post("/api/v1/sessions", json={"template": template.slug})
@@ -200,7 +171,7 @@ async def test_cross_replica_dispatch_and_failover(replicas, template, tmp_path)
         async def state_on(name):
             return (await api[name].get(f"/api/v1/sessions/{session_id}")).json()
 
-        running = await wait_until(lambda: _state_is(state_on("b"), "running"))
+        running = await until(lambda: _state_is(state_on("b"), "running"))
         assert running["streaming_ready"] is True and running["streaming_port"] == 8080
         assert (await state_on("a"))["state"] == "running"
         assert backend.calls == [("start", session_id)]
@@ -208,14 +179,14 @@ async def test_cross_replica_dispatch_and_failover(replicas, template, tmp_path)
         # 2. Kill replica A. While the agent is away, stop the session through B.
         procs["a"].send_signal(signal.SIGKILL)
         procs["a"].wait(timeout=10)
-        await wait_until(lambda: _not(agent.connected.is_set()), timeout=30)
+        await until(lambda: _not(agent.connected.is_set()), timeout=30)
         stopped = await api["b"].delete(f"/api/v1/sessions/{session_id}")
         assert stopped.status_code == 202 and stopped.json()["state"] == "stopping"
         assert ("stop", session_id) not in backend.calls
 
         # 3. The agent reconnects to B and receives the stop exactly once.
-        await wait_until(lambda: _state_is(state_on("b"), "stopped"), timeout=40)
-        assert await wait_until(instance_pod) == "replica-b"
+        await until(lambda: _state_is(state_on("b"), "stopped"), timeout=40)
+        assert await until(instance_pod) == "replica-b"
         assert backend.calls.count(("stop", session_id)) == 1
         command = await database_sync_to_async(
             lambda: AgentCommand.objects.get(session_id=session_id, action="stop_session")
@@ -227,7 +198,7 @@ async def test_cross_replica_dispatch_and_failover(replicas, template, tmp_path)
         await asyncio.sleep(12)
         again = await api["b"].post("/api/v1/sessions", json={"template": template.slug})
         second = again.json()["id"]
-        await wait_until(lambda: _state_is(_get(api["b"], second), "running"))
+        await until(lambda: _state_is(_get(api["b"], second), "running"))
         assert backend.calls.count(("stop", session_id)) == 1  # still exactly once
         stats = await database_sync_to_async(lambda: Session.objects.get(pk=second).agent.agent_id)()
         assert stats == "docker-ha"
@@ -261,7 +232,7 @@ async def test_oversized_frame_through_daphne_closes_only_that_socket(replicas):
     import websockets
 
     bases, _ = replicas
-    await wait_until(lambda: http_ready(bases["a"]))
+    await until(lambda: http_ready(bases["a"]))
     for name in ("big", "calm"):
         await database_sync_to_async(Agent.objects.create)(
             agent_id=name, platform="docker", token_hash=hash_token(f"{name}-token")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -13,9 +12,10 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx
-import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from tests.support.ci import unavailable
+from tests.support.ports import free_port
+
 OIDC_DIR = Path(__file__).parent / "oidc"
 
 
@@ -23,16 +23,7 @@ def require(condition: bool, message: str) -> None:
     """A missing peer is a skip locally (run scripts/ensure-test-peers.sh) and a failure in CI."""
     if condition:
         return
-    message += " (scripts/ensure-test-peers.sh installs it; `make services` runs that)"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    unavailable(message + " (scripts/ensure-test-peers.sh installs it; `make services` runs that)")
 
 
 def start_oidc_provider(redirect_uri: str) -> tuple[subprocess.Popen, str]:
@@ -59,14 +50,6 @@ def start_oidc_provider(redirect_uri: str) -> tuple[subprocess.Popen, str]:
             break
     process.kill()
     raise RuntimeError("the OpenID Provider did not start")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 @dataclass

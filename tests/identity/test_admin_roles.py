@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.urls import reverse
 
 from streamspace.accounts.admin_roles import OPERATOR_ADMIN_RIGHTS
-from tests.conftest import make_user
+from tests.support.factories import make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from streamspace.audit.models import AuditEvent
-from tests.conftest import client_for, make_user
+from tests.support.clients import client_for
+from tests.support.factories import make_user
 
 pytestmark = pytest.mark.django_db
 

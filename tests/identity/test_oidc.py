@@ -16,7 +16,8 @@ from django.contrib.sessions.backends.db import SessionStore
 
 from streamspace.accounts.models import Role, SSOIdentity, User
 from streamspace.audit.models import AuditEvent
-from tests.identity.peers import follow_until, start_oidc_provider, stop, submit
+from tests.identity.peers import follow_until, start_oidc_provider, submit
+from tests.support.processes import stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.api_matrix import ENDPOINTS
+from tests.support.api_matrix import ENDPOINTS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "roles.md"
 COLUMNS = ("any", "user", "operator", "admin")

@@ -19,7 +19,8 @@ from django.test import override_settings
 from streamspace.accounts import conf
 from streamspace.accounts.models import Role, SSOIdentity, User
 from streamspace.audit.models import AuditEvent
-from tests.identity.peers import forms_in, free_port, require, submit
+from tests.identity.peers import forms_in, require, submit
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from streamspace.accounts.models import ApiToken
 from streamspace.audit.models import AuditEvent
-from tests.conftest import client_for
+from tests.support.clients import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -180,7 +180,7 @@ def test_login_audits_and_emits_user_login(alice, django_capture_on_commit_callb
 
 def test_user_created_event_on_commit(db, django_capture_on_commit_callbacks):
     from streamspace import events
-    from tests.conftest import make_user
+    from tests.support.factories import make_user
 
     seen = []
     events.subscribe(seen.append)

@@ -20,8 +20,7 @@ from sessions_app.models import Session
 from sessions_app.notify import user_group
 from sessions_app.state import IllegalTransition, transition_many
 from streamspace.audit.models import AuditEvent
-from tests.factories import make_leader
-from tests.jobs.factories import bulk_sessions, make_session
+from tests.support.factories import bulk_sessions, make_leader, make_session
 
 pytestmark = pytest.mark.django_db
 

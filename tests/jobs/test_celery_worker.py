@@ -20,31 +20,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from plugins_app import signing
 from plugins_app.models import WebhookDelivery
 from sessions_app.models import Session
 from streamspace import events
-from tests.jobs.factories import make_session
-from tests.plugins.factories import SECRET, webhook_plugin
-from tests.plugins.receiver import Receiver
+from tests.support import ROOT
+from tests.support.factories import make_session
+from tests.support.plugin_factories import SECRET, webhook_plugin
+from tests.support.processes import database_url
+from tests.support.waits import wait_until
+from tests.support.webhook_receiver import Receiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parents[2]
 CELERY = str(Path(sys.executable).with_name("celery"))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, logs: list[Path] = ()) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    tails = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in logs if p.exists())
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{tails}")
 
 
 class Workers:
@@ -54,10 +45,9 @@ class Workers:
         self.tmp_path, self.queue = tmp_path, queue
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Path] = []
-        db = connection.settings_dict
         self.env = {
             **os.environ,
-            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+            "DATABASE_URL": database_url(),
             "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL") or os.environ["REDIS_URL"],
             "CELERY_QUEUE": queue,
             "STREAMSPACE_IDLE_SWEEP_INTERVAL_S": "1",
@@ -84,7 +74,7 @@ class Workers:
             )
         self.procs.append(proc)
         self.logs.append(log)
-        wait_until(lambda: b"ready." in log.read_bytes(), 60, "the worker to start", self.logs)
+        wait_until(lambda: b"ready." in log.read_bytes(), 60, what="the worker to start", logs=self.logs)
         return proc
 
     def kill(self, proc: subprocess.Popen) -> None:
@@ -139,10 +129,12 @@ def test_beat_idle_sweep_hibernates_only_the_idle_session(workers, alice, templa
         Session.objects.filter(pk=active.pk).update(last_activity=timezone.now())
         return Session.objects.get(pk=idle.pk).state == "hibernating"
 
-    wait_until(idle_hibernated, 40, "the idle session to hibernate", workers.logs)
+    wait_until(idle_hibernated, 40, what="the idle session to hibernate", logs=workers.logs)
     hibernated_at = time.monotonic()
     # several more sweeps (every second) must leave the active session alone
-    wait_until(lambda: idle_hibernated() and time.monotonic() - hibernated_at > 4, 10, "more sweeps", workers.logs)
+    wait_until(
+        lambda: idle_hibernated() and time.monotonic() - hibernated_at > 4, 10, what="more sweeps", logs=workers.logs
+    )
     assert Session.objects.get(pk=active.pk).state == "running"
     assert Session.objects.get(pk=idle.pk).commands.filter(action="hibernate_session").count() == 1
 
@@ -155,7 +147,10 @@ def test_webhook_fails_three_times_then_arrives_exactly_once(workers, receiver_f
 
     assert receiver.wait_for(lambda r: len(r.processed) == 1, 60), workers.logs[0].read_text()[-3000:]
     wait_until(
-        lambda: WebhookDelivery.objects.filter(plugin=plugin, status="succeeded").exists(), 20, "the log", workers.logs
+        lambda: WebhookDelivery.objects.filter(plugin=plugin, status="succeeded").exists(),
+        20,
+        what="the log",
+        logs=workers.logs,
     )
     attempts = list(WebhookDelivery.objects.filter(plugin=plugin).order_by("attempt"))
     assert [(a.attempt, a.status) for a in attempts] == [(1, "failed"), (2, "failed"), (3, "failed"), (4, "succeeded")]
@@ -181,7 +176,9 @@ def test_worker_killed_mid_delivery_loses_nothing(workers, receiver_factory):
 
     workers.start(beat=False)
     assert receiver.wait_for(lambda r: len(r.processed) == 1, 60), workers.logs[-1].read_text()[-3000:]
-    wait_until(lambda: WebhookDelivery.objects.get(pk=row.pk).status == "succeeded", 20, "the log", workers.logs)
+    wait_until(
+        lambda: WebhookDelivery.objects.get(pk=row.pk).status == "succeeded", 20, what="the log", logs=workers.logs
+    )
     assert WebhookDelivery.objects.filter(plugin=plugin).count() == 1  # the same attempt, taken over
     assert {r.headers["X-StreamSpace-Delivery"] for r in receiver.requests} == {str(row.delivery_id)}
     assert receiver.duplicates == 0

@@ -1,4 +1,4 @@
-"""Idle hibernation with every part real (issue #8's acceptance test).
+"""Idle hibernation with every part real.
 
 daphne serves the control plane on the test's PostgreSQL database and Redis db, a
 ``streamspace-agent --platform local`` runs the built-in demo app (``demo-canvas``), and
@@ -35,7 +35,8 @@ from sessions_app.demo_catalog import DEMO_TEMPLATES
 from sessions_app.models import Session, SessionState, Template
 from streamspace.audit.models import AuditEvent
 from tests.jobs.test_celery_worker import Workers
-from tests.portal.stack import Stack, make_agent, stack_env, wait_until
+from tests.support.stack import Stack, make_agent, stack_env
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

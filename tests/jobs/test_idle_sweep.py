@@ -1,4 +1,4 @@
-"""The idle sweep (ARCHITECTURE §7): who hibernates, who does not, and at what query cost."""
+"""The idle sweep (docs/architecture.md §11): who hibernates, who does not, and at what query cost."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from agents_app.models import AgentCommand
 from sessions_app import sweeps
 from sessions_app.models import Session
 from streamspace.audit.models import AuditEvent
-from tests.jobs.factories import bulk_sessions, make_session
+from tests.support.factories import bulk_sessions, make_session
 
 pytestmark = pytest.mark.django_db
 

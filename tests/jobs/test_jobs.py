@@ -16,7 +16,7 @@ from sessions_app import tasks as session_tasks
 from sessions_app.models import Session, UserQuota
 from streamspace import jobs
 from streamspace.audit.models import AuditEvent
-from tests.jobs.factories import make_session
+from tests.support.factories import make_session
 
 pytestmark = pytest.mark.django_db
 
@@ -45,7 +45,21 @@ def test_command_sweep_task(alice, template, docker_agent, settings):
     assert result["expired"] == 1
     assert AgentCommand.objects.get(pk=command.pk).state == "expired"
     assert Session.objects.get(pk=session.pk).state == "failed"
-    assert agent_tasks.command_sweep() == {"requeued": 0, "expired": 0, "failed_sessions": 0}
+    assert agent_tasks.command_sweep() == {"requeued": 0, "expired": 0}
+
+
+def test_stuck_sweep_task(alice, template, docker_agent, settings):
+    """A session left in a transition past the limit fails with the reason; a fresh one stays."""
+    stuck = make_session(alice, template, docker_agent, state="starting", idle_for_s=3600)
+    fresh = make_session(alice, template, docker_agent, state="stopping", idle_for_s=0)
+    Session.objects.filter(pk=stuck.pk).update(state_changed_at=timezone.now() - timedelta(hours=1))
+    Session.objects.filter(pk=fresh.pk).update(state_changed_at=timezone.now())
+    settings.STREAMSPACE_STUCK_SESSION_S = 600
+    assert session_tasks.stuck_sweep() == 1
+    stuck.refresh_from_db()
+    assert stuck.state == "failed" and "Stuck in starting" in stuck.status_message
+    assert Session.objects.get(pk=fresh.pk).state == "stopping"
+    assert session_tasks.stuck_sweep() == 0
 
 
 def test_stale_agent_sweep_task(docker_agent):
@@ -60,13 +74,23 @@ def test_stale_agent_sweep_task(docker_agent):
     assert not AgentInstance.objects.get(instance_id="gone").connected
 
 
-def test_run_jobs_once(alice, template, docker_agent, capsys):
+def test_run_jobs_once(alice, template, docker_agent, capsys, settings):
     idle = make_session(alice, template, docker_agent, idle_timeout_s=5, idle_for_s=60)
     call_command("run_jobs", "--once")
     out = capsys.readouterr().out
     assert "idle-sweep: {'hibernated': 1, 'stopped': 0}" in out
-    assert set(line.split(":")[0] for line in out.splitlines()) == set(jobs.configured_jobs_names())
+    assert set(line.split(":")[0] for line in out.splitlines()) == set(settings.STREAMSPACE_PERIODIC_JOBS)
     assert Session.objects.get(pk=idle.pk).state == "hibernating"
+
+
+def test_the_audit_prune_job_deletes_events_past_the_retention(settings, capsys):
+    settings.AUDIT_RETENTION_DAYS = 30
+    old = AuditEvent.objects.create(action="test.old")
+    AuditEvent.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=31))
+    kept = AuditEvent.objects.create(action="test.new")
+    call_command("run_jobs", "--once", "--job", "audit-prune")
+    assert capsys.readouterr().out.strip() == "audit-prune: 1"
+    assert list(AuditEvent.objects.values_list("pk", flat=True)) == [kept.pk]
 
 
 def test_run_jobs_rejects_unknown_job():

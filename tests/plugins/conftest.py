@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.plugins.receiver import Receiver
+from tests.support.webhook_receiver import Receiver
 
 
 @pytest.fixture

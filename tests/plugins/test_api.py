@@ -7,7 +7,7 @@ import pytest
 from plugins_app import secrets
 from plugins_app.models import Plugin, WebhookDelivery
 from streamspace.audit.models import AuditEvent
-from tests.plugins.factories import failed_delivery, webhook_plugin
+from tests.support.plugin_factories import failed_delivery, webhook_plugin
 
 pytestmark = pytest.mark.django_db
 

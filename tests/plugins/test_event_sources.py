@@ -20,8 +20,8 @@ from sessions_app import services
 from sessions_app.models import UserQuota
 from sessions_app.state import transition
 from streamspace.events import EVENTS
-from tests.conftest import make_user
-from tests.hub.conftest import AgentClient
+from tests.support.agent_client import AgentClient
+from tests.support.factories import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,7 +11,7 @@ from plugins_app import registry
 from plugins_app.extension import Extension
 from plugins_app.services import install_plugin, update_plugin
 from streamspace import events
-from tests.conftest import client_for
+from tests.support.clients import client_for
 
 pytestmark = pytest.mark.django_db
 

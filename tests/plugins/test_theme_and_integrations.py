@@ -1,4 +1,4 @@
-"""Theme plugins (cached theme dict, context processor) and the Slack / e-mail integrations."""
+"""Theme plugins (cached theme, context processors) and the Slack / e-mail integrations."""
 
 from __future__ import annotations
 
@@ -10,37 +10,40 @@ from django.template import engines
 from django.test import RequestFactory
 
 from plugins_app import secrets, theme
-from plugins_app.context_processors import theme as theme_context
+from plugins_app.context_processors import menu as menu_context
 from plugins_app.models import Plugin, WebhookDelivery
 from plugins_app.services import install_plugin, update_plugin
 from streamspace import events
+from streamspace.portal.context_processors import portal as portal_context
 from tests.plugins.test_webhooks import drain
 
 pytestmark = pytest.mark.django_db
 
 
 def test_default_theme_then_plugin_theme_cached_and_invalidated(django_assert_num_queries):
-    assert theme.current_theme() == {"product_name": "StreamSpace", "logo_url": "", "colors": {}}
+    assert theme.current_theme() == theme.Theme(product_name="StreamSpace", logo_url="", colors=theme.DEFAULT_COLORS)
     plugin = install_plugin(
         name="acme",
         type="theme",
         config={"product_name": "Acme", "logo_url": "/static/acme.svg", "colors": {"primary": "#123456"}},
     )
-    assert theme.current_theme()["product_name"] == "Acme"
+    assert theme.current_theme().product_name == "Acme"
     with django_assert_num_queries(0):
-        assert theme.current_theme()["colors"] == {"primary": "#123456"}
+        current = theme.current_theme()
+    assert current.logo_url == "/static/acme.svg"
+    assert current.colors == {**theme.DEFAULT_COLORS, "primary": "#123456"}
     update_plugin(plugin, enabled=False)
-    assert theme.current_theme()["product_name"] == "StreamSpace"
+    assert theme.current_theme() == theme.Theme()
 
 
-def test_context_processor_and_portal_theme(alice):
+def test_the_context_processors_give_the_theme_and_the_plugin_menu(alice):
     install_plugin(name="acme", type="theme", config={"product_name": "Acme Cloud"})
     request = RequestFactory().get("/")
     request.user = alice
-    context = theme_context(request)
-    assert context["plugin_theme"]["product_name"] == "Acme Cloud"
+    context = portal_context(request) | menu_context(request)
+    assert context["theme"].product_name == "Acme Cloud"
     assert list(context["plugin_menu"]) == []
-    rendered = engines["django"].from_string("{{ plugin_theme.product_name }}").render(context)
+    rendered = engines["django"].from_string("{{ theme.product_name }}").render(context)
     assert rendered == "Acme Cloud"
 
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 from plugins_app import delivery, http, signing
 from plugins_app.models import WebhookDelivery
 from streamspace import events
-from tests.plugins.factories import SECRET, webhook_plugin
+from tests.support.plugin_factories import SECRET, webhook_plugin
 
 pytestmark = pytest.mark.django_db
 

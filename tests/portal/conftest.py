@@ -11,14 +11,6 @@ from agents_app.tokens import hash_token
 from sessions_app.models import Session, Template
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    """Keep each phase's report on the item, so fixtures can dump logs when a test failed."""
-    outcome = yield
-    report = outcome.get_result()
-    setattr(item, f"rep_{report.when}", report)
-
-
 def browser_for(user) -> Client:
     """A Django test client with a session cookie for ``user`` (as the browser has)."""
     client = Client()

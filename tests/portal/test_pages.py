@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from plugins_app.models import Plugin
 from sessions_app.models import Session, SessionState, Template, UserQuota
 from streamspace.audit.models import AuditEvent
 from tests.portal.conftest import browser_for, make_session
@@ -199,13 +200,12 @@ def test_shared_session_viewer_opens_without_controls(bob, alice, demo_template,
 # --- theme ----------------------------------------------------------------------------------
 
 
-def test_theme_plugin_sets_name_logo_and_colours(alice_browser, monkeypatch):
-    from streamspace.portal import theme
-
-    monkeypatch.setattr(
-        theme,
-        "_from_plugin",
-        lambda: {
+def test_theme_plugin_sets_name_logo_and_colours(alice_browser):
+    # Written straight to the row (as the admin or the ORM may), past the plugin API's schema.
+    Plugin.objects.create(
+        name="acme",
+        type="theme",
+        config={
             "product_name": "Acme Cloud",
             "logo_url": "/static/img/acme.svg",
             "colors": {"primary": "#ff0000", "bg": "red;}</style><script>alert(1)</script>"},
@@ -217,11 +217,11 @@ def test_theme_plugin_sets_name_logo_and_colours(alice_browser, monkeypatch):
     assert "alert(1)" not in page and "--ss-bg: #f4f6fa" not in page
 
 
-def test_a_broken_theme_plugin_falls_back_to_defaults(alice_browser, monkeypatch):
-    from streamspace.portal import theme
-
-    monkeypatch.setattr(theme, "_from_plugin", lambda: object())
-    assert "<title>Catalog · StreamSpace</title>" in alice_browser.get("/").content.decode()
+@pytest.mark.parametrize("config", [["not", "an", "object"], "theme", {"colors": ["#ff0000"], "product_name": ""}])
+def test_a_broken_theme_plugin_falls_back_to_defaults(alice_browser, config):
+    Plugin.objects.create(name="broken", type="theme", config=config)
+    page = alice_browser.get("/").content.decode()
+    assert "<title>Catalog · StreamSpace</title>" in page and "--ss-primary: #2457c5;" in page
 
 
 @pytest.mark.parametrize("path", ["/static/css/portal.css", "/static/js/portal.js", "/static/js/viewer.js"])

@@ -8,10 +8,10 @@ from django.utils import timezone
 
 from plugins_app import registry
 from plugins_app.models import Plugin, WebhookDelivery
+from plugins_app.theme import current_theme
 from sessions_app.models import GroupQuota, Session, SessionState, Template
 from streamspace.audit.models import AuditEvent
-from streamspace.portal.theme import current_theme
-from tests.conftest import make_user
+from tests.support.factories import make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -8,16 +8,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.db import connection
 from django.utils import timezone
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -27,37 +24,11 @@ from agents_app.dispatch import TUNNEL_MESSAGE_TYPE
 from agents_app.models import AgentInstance
 from sessions_app.models import Session, SessionState
 from sessions_app.proxy import auth
+from tests.support import ROOT
+from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import Daphne, start_daphne, stop
 
-ROOT = Path(__file__).resolve().parents[2]
 AGENT_TOKEN = "docker-1-token"  # tests/conftest.py's docker_agent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {port}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
 
 
 @pytest.fixture(scope="session")
@@ -193,49 +164,6 @@ async def asgi_http(
     start = next(m for m in sent if m["type"] == "http.response.start")
     data = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return Reply(start["status"], list(start.get("headers", [])), data)
-
-
-@dataclass
-class Daphne:
-    port: int
-    process: subprocess.Popen
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def rss_kib(self) -> int:
-        with open(f"/proc/{self.process.pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
-
-
-def start_daphne(extra_env: dict[str, str] | None = None) -> Daphne:
-    """daphne serving streamspace.asgi on the pytest-django test database, started the way
-    deployments start it (``python -m streamspace.serve``: uvloop, frozen heap)."""
-    port = free_port()
-    env = dict(os.environ)
-    db = connection.settings_dict
-    if connection.vendor == "postgresql":
-        env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "streamspace.settings",
-            "POD_URL": f"http://127.0.0.1:{port}",
-            "STREAMSPACE_PROXY_AUTH_CACHE_S": "0",
-            "LOG_LEVEL": "WARNING",
-            **(extra_env or {}),
-        }
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamspace.serve", "-b", "127.0.0.1", "-p", str(port), "streamspace.asgi:application"],
-        cwd=ROOT,
-        env=env,
-    )
-    wait_for_port(port, process, timeout=30)
-    return Daphne(port, process)
 
 
 @pytest.fixture(scope="module")

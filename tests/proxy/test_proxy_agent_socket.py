@@ -38,9 +38,8 @@ from tests.proxy.conftest import (
     close_old_connections_in_thread,
     connected_leader,
     make_session,
-    start_daphne,
-    stop,
 )
+from tests.support.processes import start_daphne, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -357,6 +357,14 @@ async def test_jwt_and_api_tokens_work_on_the_prefix(running, alice, bob, admin_
     assert (await api(f"/api/v1/http/{running.pk}/small", authorization=admin_scope)).status == 200
 
 
+async def test_the_authorization_header_is_read_by_the_shared_parser(running, alice, closing_clients):
+    access = bearer(alice).removeprefix("Bearer ")
+    path = f"/api/v1/http/{running.pk}/small"
+    assert (await api(path, authorization=f"bearer   {access}")).status == 200
+    assert (await api(path, authorization=f"Basic {access}")).status == 401
+    assert (await api(path, authorization=f"Bearer {access} x")).status == 401
+
+
 async def test_cookies_do_not_open_the_prefix(running, alice, closing_clients):
     """The review's attack: the portal's login cookie (or a viewer cookie) on the portal's own
     origin must never get session content served there."""

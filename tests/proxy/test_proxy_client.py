@@ -290,6 +290,29 @@ async def test_request_bodies(upstream_port):
     pool.close()
 
 
+@pytest.mark.parametrize("body", [b"", None])
+@pytest.mark.parametrize("method", [b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE", b"POST", b"PUT", b"PATCH"])
+async def test_an_empty_body_is_framed_by_the_method(method, body):
+    heads: list[bytes] = []
+
+    async def handler(reader, writer, number):
+        heads.append((await read_head(reader)).lower())
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        await reader.read()
+
+    pool = client.Pool()
+    async with Server(handler) as server:
+        response = await get(pool, server.port, method, body)
+        assert response.status == 204
+        response.release()
+    pool.close()
+    [head] = heads
+    assert head.startswith(method.lower() + b" /x http/1.1\r\n")
+    framed = method not in client.METHODS_WITHOUT_BODY and body is not None
+    assert (b"content-length: 0\r\n" in head) is framed
+    assert b"transfer-encoding" not in head
+
+
 async def test_a_failing_request_body_propagates():
     class BrowserGone(Exception):
         pass

@@ -27,12 +27,12 @@ from tests.proxy.conftest import (
     assert_echoes_text_and_binary,
     bearer,
     cookie_header,
-    free_port,
     make_session,
     raw_request,
     status_of,
     ws_url,
 )
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -1,5 +1,5 @@
-"""The proxy in front of a real session container (helper A's ``streamspace-test-session``
-image: websocketd serving a static page and a line-echo WebSocket on :8080), direct to the
+"""The proxy in front of a real session container (the ``streamspace-test-session``
+image of ``tests/images/``: websocketd serving a static page and a line-echo WebSocket on :8080), direct to the
 container's address and through an agent tunnel."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from websockets.asyncio.client import connect as ws_connect
 
-from tests.proxy.conftest import ROOT, bearer, make_session
+from tests.proxy.conftest import bearer, make_session
+from tests.support import ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -28,17 +28,16 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from sessions_app.models import Session, SessionState
-from tests.portal.stack import wait_until
 from tests.proxy.conftest import (
     assert_echoes_text_and_binary,
     bearer,
     cookie_header,
     make_session,
-    start_daphne,
     status_of,
-    stop,
     ws_url,
 )
+from tests.support.processes import start_daphne, stop
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -15,7 +15,8 @@ from asgiref.sync import sync_to_async
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.proxy.conftest import AGENT_TOKEN, bearer, free_port, make_session
+from tests.proxy.conftest import AGENT_TOKEN, bearer, make_session
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

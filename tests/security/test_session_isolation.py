@@ -20,7 +20,6 @@ requests from a session's page and the other defences must hold). Chromium maps
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -34,9 +33,11 @@ from django.db import connection
 from sessions_app.models import Session, SessionState, Template
 from streamspace.accounts.models import ApiToken
 from streamspace.audit.models import AuditEvent
-from tests.portal.stack import Stack, make_agent, stack_env, wait_until
-from tests.portal.test_browser_journey import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, demo_round_trip, make_person, sign_in
-from tests.proxy.conftest import free_port, stop, wait_for_port
+from tests.support.browser import TIMEOUT_MS, chromium, demo_round_trip, make_person, sign_in
+from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import stop
+from tests.support.stack import Stack, make_agent, stack_env
+from tests.support.waits import wait_until
 
 HOSTILE_APP = Path(__file__).with_name("hostile_app.py")
 SHAPES = {
@@ -49,25 +50,8 @@ PORTAL_COOKIES = ("sessionid", "csrftoken", "streamspace_viewer")
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/ensure-browser.sh (make services does)")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an asyncio loop on this thread, which trips Django's
-    # async-safety check for the test's own (synchronous) ORM calls.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            args = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP *.example.com 127.0.0.1"]
-            instance = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
-            yield instance
-            instance.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+    with chromium("--host-resolver-rules=MAP *.example.com 127.0.0.1") as instance:
+        yield instance
 
 
 @pytest.fixture(params=list(SHAPES))

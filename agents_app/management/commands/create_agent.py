@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from agents_app import services
-from sessions_app.models import Platform
+from agents_app.models import Platform
 from streamspace.api.errors import ServiceError
 
 

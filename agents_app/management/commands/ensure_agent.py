@@ -15,9 +15,8 @@ import os
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from agents_app.models import Agent
+from agents_app.models import Agent, Platform
 from agents_app.tokens import TOKEN_PREFIX, hash_token
-from sessions_app.models import Platform
 from streamspace.audit.services import record
 
 MIN_TOKEN_LENGTH = len(TOKEN_PREFIX) + 32

@@ -13,9 +13,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from agents_app.models import Agent
+from agents_app.models import Agent, Platform
 from agents_app.tokens import hash_token, new_token
-from sessions_app.models import Platform
 from streamspace.audit.services import record
 
 

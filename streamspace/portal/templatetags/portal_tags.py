@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -27,19 +28,8 @@ def age(value: datetime | None) -> str:
 
 
 @register.filter
-def get_item(mapping: Any, key: Any) -> Any:
-    """``mapping[key]`` in a template (None when absent)."""
-    try:
-        return mapping[key]
-    except (KeyError, IndexError, TypeError):
-        return None
-
-
-@register.filter
 def as_json(value: Any) -> str:
     """Compact JSON for showing structured details (audit, deliveries) as users expect."""
-    import json
-
     return json.dumps(value, separators=(", ", ": "), sort_keys=True, default=str)
 
 

@@ -8,12 +8,10 @@ from agents_app.models import AgentCommand, CommandState
 from sessions_app.models import Session, SessionState, Template
 from sessions_app.state import transition
 from streamspace.audit.models import AuditEvent
+from tests.support.clients import launch
+from tests.support.factories import make_session
 
 pytestmark = pytest.mark.django_db
-
-
-def launch(client, slug="xfce", **body):
-    return client.post("/api/v1/sessions", {"template": slug, **body}, format="json")
 
 
 def test_launch_creates_pending_session_command_and_audit(alice_client, alice, template, docker_agent):
@@ -211,18 +209,86 @@ def test_viewer_url_is_bound_to_session_and_user(alice_client, alice, template, 
     assert read_viewer_token(body["url"].split("token=", 1)[1], max_age=-1) is None
 
 
-def test_session_representation_matches_declared_serializer(alice_client, template, docker_agent):
-    """The fast values()-based representation and the OpenAPI serializer agree field for field."""
+def _both_forms(session_id) -> tuple[dict, dict]:
+    """The session as the API sends it (rows) and as ``SessionSerializer`` writes the instance."""
+    import json
+
     from rest_framework.renderers import JSONRenderer
 
     from sessions_app.api.representation import represent_one
     from sessions_app.api.serializers import SessionSerializer
 
-    session_id = launch(alice_client).json()["id"]
     session = Session.objects.select_related("user", "template", "agent").get(pk=session_id)
-    transition(session, SessionState.RUNNING, streaming_ready=True, streaming_port=8080)
-    session.refresh_from_db()
-    import json
-
     declared = json.loads(JSONRenderer().render(SessionSerializer(session).data))
-    assert json.loads(JSONRenderer().render(represent_one(session_id))) == declared
+    assert list(declared) == list(SessionSerializer().fields)
+    return json.loads(JSONRenderer().render(represent_one(session_id))), declared
+
+
+def test_session_representation_matches_declared_serializer(alice_client, template, docker_agent):
+    """The values()-based representation and the OpenAPI serializer agree on every field, in order."""
+    session_id = launch(alice_client, name="mine").json()["id"]
+    session = Session.objects.get(pk=session_id)
+    transition(session, SessionState.RUNNING, streaming_ready=True, streaming_port=8080, message="up")
+    sent, declared = _both_forms(session_id)
+    assert [key for key, value in declared.items() if value in (None, "")] == []  # every field compared with a value
+    assert list(sent.items()) == list(declared.items())
+
+    Session.objects.filter(pk=session_id).update(agent=None, streaming_port=None, status_message="")
+    sent, declared = _both_forms(session_id)
+    assert declared["agent_id"] is None and declared["streaming_port"] is None
+    assert list(sent.items()) == list(declared.items())
+
+
+def test_a_serializer_field_is_a_representation_field():
+    """A plain field added to the serializer is read from its column; a computed one needs a row form."""
+    import uuid
+
+    from django.core.exceptions import ImproperlyConfigured
+    from rest_framework import serializers
+
+    from sessions_app.api.representation import COMPUTED, Computed, build_plan
+    from sessions_app.api.serializers import SessionSerializer
+
+    class WithEndpoint(SessionSerializer):
+        class Meta(SessionSerializer.Meta):
+            fields = [*SessionSerializer.Meta.fields, "endpoint"]
+            read_only_fields = fields
+
+    plan = build_plan(WithEndpoint, COMPUTED)
+    assert "endpoint" in plan.columns and [name for name, _ in plan.readers][-1] == "endpoint"
+    row = dict.fromkeys(plan.columns, None) | {"id": uuid.uuid4(), "endpoint": "10.0.0.1:8080"}
+    assert dict(plan.readers)["endpoint"](row) == "10.0.0.1:8080"
+
+    class WithComputed(SessionSerializer):
+        uptime = serializers.SerializerMethodField()
+
+        class Meta(SessionSerializer.Meta):
+            fields = [*SessionSerializer.Meta.fields, "uptime"]
+            read_only_fields = fields
+
+        def get_uptime(self, obj) -> int:
+            return 0
+
+    with pytest.raises(ImproperlyConfigured, match="uptime"):
+        build_plan(WithComputed, COMPUTED)
+    plan = build_plan(WithComputed, COMPUTED | {"uptime": Computed(("state_changed_at",), lambda row: 0)})
+    assert "state_changed_at" in plan.columns
+    with pytest.raises(ImproperlyConfigured, match="uptime"):
+        build_plan(SessionSerializer, COMPUTED | {"uptime": Computed((), lambda row: 0)})
+
+
+def test_who_may_see_and_who_may_change_a_session(alice, bob, operator, template, docker_agent):
+    """``Session.objects.visible_to`` / ``managed_by``: the rule the API and the portal apply."""
+    own = make_session(alice, template, docker_agent)
+    shared = make_session(bob, template, docker_agent)
+    shared.shared_with.add(alice, bob)  # shared with its owner too: still one row
+    other = make_session(bob, template, docker_agent)
+    every = {own.pk, shared.pk, other.pk}
+
+    def ids(queryset) -> list:
+        return sorted(queryset.values_list("pk", flat=True), key=str)
+
+    assert ids(Session.objects.visible_to(alice)) == sorted([own.pk, shared.pk], key=str)
+    assert ids(Session.objects.managed_by(alice)) == [own.pk]
+    assert set(ids(Session.objects.visible_to(bob))) == {shared.pk, other.pk}
+    assert set(ids(Session.objects.visible_to(operator))) == set(ids(Session.objects.managed_by(operator))) == every

@@ -6,11 +6,12 @@ import pytest
 from django.contrib import admin
 from django.core.management import call_command
 
-from agents_app.models import Agent
+from agents_app.models import Agent, AgentCommand, AgentInstance, AgentQuerySet
 from agents_app.tokens import hash_token
-from sessions_app.models import Template
+from sessions_app.models import ACTIVE_STATES, SessionState, Template
 from streamspace.audit.models import AuditEvent
-from tests.conftest import client_for
+from tests.support.clients import client_for
+from tests.support.factories import make_session
 
 pytestmark = pytest.mark.django_db
 
@@ -110,6 +111,28 @@ def test_agents_api(admin_client, operator_client):
     assert listed[0]["agent_id"] == "docker-a" and listed[0]["instances"] == [] and "token" not in listed[0]
     assert operator_client.get("/api/v1/agents/docker-a").json()["proxy_mode"] == "auto"
     assert operator_client.get("/api/v1/agents/nope").status_code == 404
+
+
+def test_agents_api_counts_active_sessions_and_unacknowledged_commands(
+    operator_client, alice, template, docker_agent, django_assert_num_queries
+):
+    assert AgentQuerySet.session_states == tuple(ACTIVE_STATES)  # set by sessions_app's ready()
+    for state in SessionState.values:  # one session per state: 7 active, stopped and failed not
+        make_session(alice, template, docker_agent, state=state)
+    for state in ("pending", "sent", "sent", "acked", "succeeded", "failed", "expired"):
+        AgentCommand.objects.create(agent=docker_agent, action="start_session", state=state)
+    for instance_id, leader in (("b", False), ("a", False), ("c", True)):
+        AgentInstance.objects.create(agent=docker_agent, instance_id=instance_id, is_leader=leader)
+    Agent.objects.create(agent_id="idle", platform="docker", token_hash="x")
+
+    with django_assert_num_queries(2):
+        agents = {a.agent_id: a for a in Agent.objects.with_replicas_and_counts()}
+        assert [i.instance_id for i in agents["docker-1"].instances.all()] == ["c", "a", "b"]
+    assert (agents["docker-1"].active_session_count, agents["docker-1"].pending_command_count) == (7, 3)
+    assert (agents["idle"].active_session_count, agents["idle"].pending_command_count) == (0, 0)
+    body = operator_client.get(f"/api/v1/agents/{docker_agent.agent_id}").json()
+    assert (body["sessions"], body["pending_commands"]) == (7, 3)
+    assert [i["instance_id"] for i in body["instances"]] == ["c", "a", "b"]
 
 
 def test_create_agent_command_prints_token_once(capsys):

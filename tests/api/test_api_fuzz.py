@@ -10,9 +10,9 @@ from django.core.wsgi import get_wsgi_application
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from tests.api_matrix import ENDPOINTS
-from tests.conftest import client_for, make_user
-from tests.factories import make_session
+from tests.support.api_matrix import ENDPOINTS
+from tests.support.clients import client_for
+from tests.support.factories import make_session, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -84,7 +84,7 @@ BAD_BODIES = [
 def test_garbage_bodies_get_4xx(endpoint, admin_user, alice, template, docker_agent):
 
     session = make_session(admin_user, template, docker_agent)
-    from tests.plugins.factories import matrix_targets
+    from tests.support.plugin_factories import matrix_targets
 
     path = endpoint.path.format(
         session=session.pk, slug=template.slug, user=alice.pk, agent=docker_agent.agent_id, **matrix_targets()

@@ -27,6 +27,6 @@ def failed_delivery(plugin: Plugin, event: str = "session.created") -> WebhookDe
 
 
 def matrix_targets() -> dict[str, Any]:
-    """``{plugin}`` and ``{delivery}`` of tests/api_matrix.py."""
+    """``{plugin}`` and ``{delivery}`` of tests/support/api_matrix.py."""
     plugin = webhook_plugin()
     return {"plugin": plugin.pk, "delivery": failed_delivery(plugin).delivery_id}

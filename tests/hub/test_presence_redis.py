@@ -1,4 +1,4 @@
-"""The Redis registry's key names and shapes (ARCHITECTURE §4) with a real Redis."""
+"""Presence in Redis: key names and shapes (docs/architecture.md §8) with a real Redis."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def raw_redis() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
 
 
-async def test_registry_keys_while_connected_and_gone_after(make_client, hub_agent):
+async def test_presence_keys_while_connected_and_gone_after(make_client, hub_agent):
     agent, _ = hub_agent
     leader, follower = make_client("leader-1"), make_client("follower-1")
     await leader.register(is_leader=True)

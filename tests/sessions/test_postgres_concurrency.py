@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from sessions_app.models import Session, UserQuota
-from tests.conftest import client_for
+from tests.support.clients import client_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -109,7 +109,7 @@ def test_racing_claimers_send_each_pending_command_exactly_once(alice, template,
     one claimer, once."""
     from agents_app import dispatch
     from agents_app.models import AgentCommand
-    from tests.factories import make_leader, make_session
+    from tests.support.factories import make_leader, make_session
 
     make_leader(docker_agent)
     sessions = [make_session(alice, template, docker_agent) for _ in range(40)]
@@ -150,7 +150,7 @@ def test_racing_claimers_send_each_pending_command_exactly_once(alice, template,
 def test_a_claimed_command_carries_what_the_update_wrote(alice, template, docker_agent):
     from agents_app import dispatch
     from agents_app.models import AgentCommand
-    from tests.factories import make_session
+    from tests.support.factories import make_session
 
     session = make_session(alice, template, docker_agent)
     created = AgentCommand.objects.create(

@@ -1,4 +1,5 @@
-"""Effective quota resolution and enforcement (single-threaded; the race is in test_quota_race)."""
+"""Effective quota resolution and enforcement (single-threaded; the race under concurrent launches
+is in test_postgres_concurrency.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from django.contrib.auth.models import Group
 from sessions_app import quotas
 from sessions_app.models import GroupQuota, Session, SessionState, UserQuota
 from streamspace.audit.models import AuditEvent
-from tests.factories import make_session
+from tests.support.factories import make_session
 
 pytestmark = pytest.mark.django_db
 
@@ -56,6 +57,31 @@ def test_usage_counts_states(alice, template):
     # Not counted: stopped, failed. Hibernated counts as a session but holds no CPU/memory.
     assert usage.sessions == 7
     assert usage.cpu_millicores == 600 and usage.memory_mb == 60
+
+
+def test_usage_per_user_is_the_same_rule(alice, bob, template):
+    for state in SessionState.values:
+        make_session(alice, template, state=state, memory_mb=10)
+    make_session(bob, template, state="stopped")
+    make_session(bob, template, state="hibernated", memory_mb=10)
+    rows = {r["user_id"]: r for r in Session.objects.usage_by_user("user__username")}
+    assert rows[alice.pk] == {
+        "user_id": alice.pk,
+        "user__username": "alice",
+        **quotas.usage(alice).as_dict(),
+    }
+    assert rows[bob.pk] == {
+        "user_id": bob.pk,
+        "user__username": "bob",
+        "sessions": 1,
+        "cpu_millicores": 0,
+        "memory_mb": 0,
+    }
+    assert Session.objects.filter(user=bob, state="stopped").usage() == {
+        "sessions": 0,
+        "cpu_millicores": 0,
+        "memory_mb": 0,
+    }
 
 
 @pytest.mark.parametrize(

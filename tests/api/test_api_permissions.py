@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from django.urls import get_resolver
 
-from tests.api_matrix import ADMIN, ANY, ENDPOINTS, OPERATOR, ROLE_RANK, USER
-from tests.conftest import client_for, make_user
-from tests.factories import make_session
+from tests.support.api_matrix import ADMIN, ANY, ENDPOINTS, OPERATOR, ROLE_RANK, USER
+from tests.support.clients import client_for
+from tests.support.factories import make_session, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -17,7 +17,7 @@ def targets(alice, template, docker_agent):
 
     session = make_session(alice, template, docker_agent)
     from streamspace.accounts.tokens import create_token
-    from tests.plugins.factories import matrix_targets
+    from tests.support.plugin_factories import matrix_targets
 
     return {
         "session": session.pk,

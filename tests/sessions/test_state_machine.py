@@ -8,7 +8,7 @@ import pytest
 
 from sessions_app.models import Session, SessionState
 from sessions_app.state import TRANSITIONS, IllegalTransition, transition
-from tests.factories import make_session
+from tests.support.factories import make_session
 
 pytestmark = pytest.mark.django_db
 STATES = list(SessionState.values)

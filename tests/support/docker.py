@@ -1,42 +1,35 @@
-"""Fixtures for the agent tests: a real Docker engine (cleaned up by label), failure dumps."""
+"""The Docker engine for tests (a pytest plugin that ``tests/conftest.py`` loads): the engine
+client with the test session image built, and a unique agent id whose containers and volumes
+are removed after the test.
+
+Without an engine the tests that need one are skipped locally and fail in CI."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import sys
-from pathlib import Path
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
+from tests.support.ci import unavailable
+
 TEST_IMAGE = "streamspace-test-session:latest"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    setattr(item, f"rep_{report.when}", report)
-
-
-def _unavailable(message: str):
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
+"""Built from ``tests/images`` by ``tests/images/build.sh`` (no pulls)."""
 
 
 @pytest.fixture(scope="session")
-def docker_client():
+def docker_client() -> Iterator[Any]:
     try:
-        import docker
+        import docker  # inside the try: a missing client library counts as a missing engine
 
         client = docker.from_env()
         client.ping()
     except Exception as exc:  # no engine here
-        _unavailable(f"needs a Docker engine (scripts/ensure-docker.sh): {exc}")
+        unavailable(f"needs a Docker engine (scripts/ensure-docker.sh): {exc}")
     build = subprocess.run([str(ROOT / "tests/images/build.sh")], capture_output=True, text=True, timeout=300)
     if build.returncode != 0:
         pytest.fail(f"building {TEST_IMAGE} failed:\n{build.stdout}\n{build.stderr}")
@@ -45,7 +38,7 @@ def docker_client():
 
 
 @pytest.fixture
-def docker_agent_id(docker_client, request):
+def docker_agent_id(docker_client: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     """A unique agent id; every container it labels and every volume it names is removed after."""
     agent_id = f"test-{secrets.token_hex(4)}"
     yield agent_id

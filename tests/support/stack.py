@@ -1,4 +1,4 @@
-"""A real StreamSpace stack for browser tests: daphne serving the control plane on the
+"""A real StreamSpace stack for end-to-end tests: daphne serving the control plane on the
 pytest-django test database, plus agent processes (``streamspace-agent``) connected to it.
 
 Processes are started with the same PostgreSQL database and Redis db as the test, so what
@@ -8,31 +8,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agents_app.models import Agent
 from agents_app.tokens import hash_token, new_token
-from tests.proxy.conftest import free_port, stop, wait_for_port
-
-ROOT = Path(__file__).resolve().parents[2]
-AGENT_BIN = str(Path(sys.executable).parent / "streamspace-agent")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns a truthy value or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what or predicate}")
-        time.sleep(interval)
+from tests.support import ROOT
+from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import AGENT_BIN, database_url, serve_command, stop
 
 
 @dataclass
@@ -58,20 +42,7 @@ class Stack:
     def start_control_plane(self) -> None:
         self.port = free_port()
         env = {**self.env, "POD_URL": f"http://127.0.0.1:{self.port}", "POD_NAME": "cp-e2e"}
-        process = self._spawn(
-            "daphne",
-            [
-                sys.executable,
-                "-m",
-                "streamspace.serve",  # daphne as deployments start it
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "streamspace.asgi:application",
-            ],
-            env,
-        )
+        process = self._spawn("daphne", serve_command(self.port), env)
         wait_for_port(self.port, process, timeout=30)
 
     def start_agent(self, agent: Agent, token: str, instance_id: str, *, ha_lock: Path | None = None, **opts: str):
@@ -121,9 +92,8 @@ def make_agent(agent_id: str, platform: str) -> tuple[Agent, str]:
 def stack_env(connection: Any, data_dir: Path) -> dict[str, str]:
     """Environment for child processes: the test's database and Redis, verbose enough to debug."""
     env = dict(os.environ)
-    db = connection.settings_dict
     env.update(
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        DATABASE_URL=database_url(connection),
         STREAMSPACE_DATA_DIR=str(data_dir),
         DJANGO_SETTINGS_MODULE="streamspace.settings",
         LOG_LEVEL="WARNING",

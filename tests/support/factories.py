@@ -8,6 +8,14 @@ from typing import Any
 from django.utils import timezone
 
 from sessions_app.models import Session
+from streamspace.accounts.models import Role, User
+
+
+def make_user(username: str, role: str = Role.USER, **extra: Any) -> User:
+    """A user whose password is ``pw-<username>``."""
+    return User.objects.create_user(
+        username, email=f"{username}@example.com", password="pw-" + username, role=role, **extra
+    )
 
 
 def make_session(

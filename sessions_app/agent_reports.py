@@ -1,0 +1,107 @@
+"""What an agent's reports do to sessions: the receivers of :mod:`agents_app.signals`.
+
+The agent hub stores commands and instances and sends every statement about a session here
+(connected in ``SessionsAppConfig.ready()``); the session rules stay in this app:
+
+- a finished command: a failed start, wake or hibernate fails the session (the user sees the
+  agent's error); a failed stop fails it too; a successful stop makes it ``stopped``;
+- an expired command fails the session that was waiting on it;
+- a ``session_status`` frame goes through :func:`sessions_app.services.apply_agent_status`;
+- a leader's inventory on ``register`` is reconciled (docs/architecture.md §6.4).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from agent_runtime import protocol
+from agents_app.hub.rows import session_uuid
+from agents_app.models import Agent, AgentCommand, CommandAction
+from agents_app.signals import UnknownSession
+from sessions_app import services
+from sessions_app.models import Session, SessionState
+from streamspace.audit.services import record
+
+log = logging.getLogger(__name__)
+
+# Sessions that must exist on the leader; if its inventory lacks them they failed meanwhile.
+_EXPECTED_ON_AGENT = (SessionState.RUNNING, SessionState.HIBERNATED)
+_FAIL_SESSION_ON = {CommandAction.START, CommandAction.WAKE, CommandAction.HIBERNATE, CommandAction.STOP}
+
+
+def on_command_finished(sender: Any, *, command: AgentCommand, ok: bool, error: str, **_: Any) -> None:
+    if not ok and command.action in _FAIL_SESSION_ON:
+        verb = "stop" if command.action == CommandAction.STOP else command.action
+        services.fail_session(command.session_id, f"{verb} failed: {error or 'unknown error'}")
+    elif ok and command.action == CommandAction.STOP:
+        services.apply_agent_status(command.session_id, SessionState.STOPPED)
+
+
+def on_command_expired(sender: Any, *, command: AgentCommand, **_: Any) -> None:
+    if command.session_id is not None:
+        services.fail_session(command.session_id, f"{command.action} was not completed by the agent in time.")
+
+
+def on_session_reported(sender: Any, *, agent: Agent, status: protocol.SessionStatus, **_: Any) -> None:
+    try:
+        services.apply_agent_status(
+            session_uuid(status.session_id),
+            status.state,
+            streaming_ready=status.streaming_ready,
+            streaming_port=status.streaming_port,
+            endpoint=status.endpoint,
+            message=status.message,
+            agent=agent,
+        )
+    except Session.DoesNotExist:
+        raise UnknownSession(status.session_id) from None
+
+
+def on_inventory_reported(sender: Any, *, agent: Agent, items: list[protocol.InventoryItem], **_: Any) -> None:
+    reconcile_inventory(agent, items)
+
+
+def reconcile_inventory(agent: Agent, items: list[protocol.InventoryItem]) -> dict[str, list[str]]:
+    """Reconcile a leader's inventory with the database.
+
+    - a session the database expects on the agent (running/hibernated) that the agent lacks
+      becomes ``failed``;
+    - an item whose state differs is applied like a ``session_status``;
+    - workloads the database does not know (or knows as stopped) are reported in the audit
+      log and never deleted.
+    """
+    reported = {item.session_id: item for item in items}
+    known = {
+        str(s.pk): s
+        for s in Session.objects.filter(agent=agent)
+        .exclude(state=SessionState.STOPPED)
+        .filter(pk__in=[u for u in map(session_uuid, reported) if u is not None])
+    }
+    failed, updated = [], []
+    for session in Session.objects.filter(agent=agent, state__in=_EXPECTED_ON_AGENT):
+        lost = str(session.pk) not in reported
+        if lost and services.fail_session(session, "The agent no longer has this session (lost while disconnected)."):
+            failed.append(str(session.pk))
+    for session_id, item in reported.items():
+        session = known.get(session_id)
+        if session is None:
+            continue
+        if services.apply_agent_status(
+            session,
+            item.state,
+            streaming_ready=item.streaming_ready,
+            streaming_port=item.streaming_port,
+            endpoint=item.endpoint,
+        ):
+            updated.append(session_id)
+    unknown = sorted(set(reported) - set(known))
+    if unknown:
+        record(
+            "agent.unknown_sessions",
+            actor_repr=f"agent:{agent.agent_id}",
+            target=agent,
+            details={"session_ids": unknown[:200], "count": len(unknown)},
+        )
+        log.warning("agent %s reports %d sessions the control plane does not know", agent.agent_id, len(unknown))
+    return {"failed": failed, "updated": updated, "unknown": unknown}
