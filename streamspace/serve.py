@@ -23,16 +23,19 @@ and more than halves daphne's CPU per proxied request (bench/RESULTS.md, "## Pro
   masks) are written as ``[REDACTED]``. daphne writes its access log straight to a stream,
   past the logging filters of ``settings.LOGGING``, so the masking happens here, for the
   lines of daphne's own protocols and of the proxy's front alike.
-* **The proxy's HTTP front** (``streamspace/front/protocol.py``): every connection starts
-  with a lean HTTP/1.1 reader that serves well-formed ``/api/v1/http/`` requests itself
-  (same ASGI application, without daphne's per-request Twisted ``Request``, queue and
-  partials) and pipes WebSockets the session accepts as bytes (``pipe.py``); anything
-  else is handed to daphne's own HTTP protocol with the bytes received so far.
+* **The proxy's HTTP front** (``streamspace.front``): every connection starts with a lean
+  HTTP/1.1 reader that serves well-formed ``/api/v1/http/`` requests itself (same ASGI
+  application, without daphne's per-request Twisted ``Request``, queue and partials),
+  pipes WebSockets the session accepts as bytes and closes connections that do not send
+  a request head within ``STREAMSPACE_PROXY_HEAD_TIMEOUT_S``; anything else is handed to
+  daphne's own HTTP protocol with the bytes received so far.
   ``STREAMSPACE_PROXY_FRONT=0`` leaves every request to daphne.
 * **No discarded log line.** At verbosity 0 and 1 daphne sends Twisted's log nowhere,
   but Twisted's HTTP factory still formats a combined-log line for every request to
   write there. That write is skipped (daphne's own access log is unchanged; at ``-v 2``
-  and up Twisted's line is written as before).
+  and up Twisted's line is written).
+
+Every daphne name this uses comes from :mod:`streamspace.transport.daphne_internals`.
 """
 
 from __future__ import annotations
@@ -44,9 +47,14 @@ import sys
 import time
 from typing import Any
 
-from daphne.access import AccessLogGenerator  # imports nothing of daphne's server
-
+from streamspace.env import envbool
 from streamspace.logredact import redact
+from streamspace.transport.daphne_internals import (  # imports nothing of daphne's server
+    AccessLogGenerator,
+    command_line,
+    server_class,
+    use_http_factory,
+)
 
 logger = logging.getLogger("streamspace.serve")
 
@@ -68,7 +76,7 @@ def install_uvloop() -> bool:
     if "daphne.server" in sys.modules:
         raise RuntimeError("install_uvloop() must run before daphne.server is imported")
     try:
-        import uvloop
+        import uvloop  # noqa: PLC0415 optional: daphne runs without it
     except ImportError:
         return False
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
@@ -108,8 +116,8 @@ class AccessLog(AccessLogGenerator):
 
 
 def _server_class() -> type:
-    from daphne.server import Server
-    from twisted.internet import reactor
+    Server = server_class()
+    from twisted.internet import reactor  # noqa: PLC0415 daphne.server (just imported) installs it
 
     class TunedServer(Server):
         """daphne's server, tuned once the reactor runs (the application is loaded by then)."""
@@ -122,12 +130,9 @@ def _server_class() -> type:
         def run(self) -> None:
             reactor.callWhenRunning(self.before_serving)
             if front_enabled():
-                # daphne's ``Server.run`` builds its factory from this module-level name.
-                import daphne.server
+                from streamspace.front.protocol import FrontFactory  # noqa: PLC0415 needs the application loaded
 
-                from streamspace.front.protocol import FrontFactory
-
-                daphne.server.HTTPFactory = FrontFactory
+                use_http_factory(FrontFactory)
             super().run()
 
         def before_serving(self) -> None:
@@ -142,8 +147,6 @@ def _server_class() -> type:
 
 def front_enabled() -> bool:
     """``STREAMSPACE_PROXY_FRONT`` (default on): serve proxy requests through the lean front."""
-    from streamspace.env import envbool
-
     return envbool("STREAMSPACE_PROXY_FRONT", True)
 
 
@@ -157,9 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         # Logging is not configured yet (daphne does that from its -v option): logging's
         # last-resort handler prints warnings to stderr, which is where this belongs.
         logger.warning("uvloop is not installed: daphne runs on asyncio's default event loop")
-    from daphne.cli import CommandLineInterface
-
-    cli = CommandLineInterface()
+    cli = command_line()
     cli.server_class = _server_class()
     cli.run(sys.argv[1:] if argv is None else argv)
 

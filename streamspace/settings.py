@@ -393,6 +393,10 @@ STREAMSPACE_PROXY_CONNECT_TIMEOUT_S = envint("STREAMSPACE_PROXY_CONNECT_TIMEOUT_
 STREAMSPACE_PROXY_READ_TIMEOUT_S = envint("STREAMSPACE_PROXY_READ_TIMEOUT_S", 120, minimum=1)
 # Longest wait for the next request-body chunk from the client (slow uploads): 408 after.
 STREAMSPACE_PROXY_BODY_TIMEOUT_S = envint("STREAMSPACE_PROXY_BODY_TIMEOUT_S", 60, minimum=1)
+# Longest a connection may take to send a complete request head under the launcher's front
+# (streamspace/front/): from its start for the first request, from a request's first byte
+# after that. Slow-header ("slowloris") connections are closed after it.
+STREAMSPACE_PROXY_HEAD_TIMEOUT_S = envint("STREAMSPACE_PROXY_HEAD_TIMEOUT_S", 10, minimum=1)
 # How long the browser-side replica waits for the agent's tunnel socket.
 STREAMSPACE_PROXY_TUNNEL_TIMEOUT_S = envint("STREAMSPACE_PROXY_TUNNEL_TIMEOUT_S", 10, minimum=1)
 # Largest WebSocket message relayed from a session (bytes), where daphne terminates the

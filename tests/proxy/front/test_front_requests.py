@@ -15,7 +15,8 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from zope.interface import alsoProvides
 
-from streamspace.front.protocol import MAX_HEAD, MAX_HEADERS, FrontFactory, FrontProtocol
+from streamspace.front.head import MAX_HEADERS
+from streamspace.front.protocol import MAX_HEAD, FrontFactory, FrontProtocol
 from tests.proxy.front.harness import (
     IDLE,
     OTHER,
@@ -23,9 +24,9 @@ from tests.proxy.front.harness import (
     PEER,
     SID,
     App,
-    Conn,
     FakeServer,
     Transport,
+    assert_handed_over,
     gated,
     request,
     settle,
@@ -198,15 +199,6 @@ def _pieces(data: bytes, how: str) -> list[bytes]:
         return [data[i : i + 1] for i in range(len(data))]
     middle = len(data) // 2
     return [data[:7], data[7:middle], data[middle:]]
-
-
-def assert_handed_over(conn: Conn, data: bytes) -> None:
-    """daphne's protocol took the connection with exactly ``data``; the front wrote and ran nothing."""
-    inner = conn.inner
-    assert inner is not None, "not handed over"
-    assert inner.received == data
-    assert inner.made == 1 and inner.transport is conn.transport and inner.addr == PEER
-    assert conn.app.calls == [] and conn.written == b""
 
 
 @pytest.mark.parametrize("how", ["whole", "bytewise", "thirds"])
