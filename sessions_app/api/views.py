@@ -25,6 +25,7 @@ from sessions_app.api.serializers import (
 )
 from sessions_app.models import Session, SessionState, Template
 from sessions_app.viewer import viewer_url
+from streamspace.accounts.credentials import epoch_of
 from streamspace.api.errors import Conflict, ServiceError
 from streamspace.api.permissions import NotReadScope, ReadAnyWriteOperator, is_operator
 from streamspace.audit.services import record
@@ -206,5 +207,7 @@ class SessionViewerUrlView(APIView):
             raise Conflict(
                 f"The session is {session.state}.", code="session_not_viewable", extra={"state": session.state}
             )
-        url = viewer_url(session.id, request.user.pk, scheme=request.scheme, host=request.get_host())
+        url = viewer_url(
+            session.id, request.user.pk, scheme=request.scheme, host=request.get_host(), epoch=epoch_of(request.user)
+        )
         return Response({"url": url, "expires_in": settings.STREAMSPACE_VIEWER_TOKEN_TTL_S})

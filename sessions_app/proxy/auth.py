@@ -15,7 +15,11 @@ Two ways in, each with its own credentials:
 The owner, admins, operators and users the session is explicitly shared with pass (an API
 token counts its owner's admin or operator role only with the ``admin`` scope). A session
 that does not exist is a 404, no credential a 401, no right a 403, a stopped session a 410
-(so a viewer token cannot be replayed after stop).
+(so a viewer token cannot be replayed after stop). Two account rules hold whatever the
+credential: a user who must enrol in two-factor authentication first
+(``accounts.mfa.must_enrol``) gets a 403 ``mfa_enrollment_required``, and a viewer token or
+cookie from an earlier credentials epoch (the user has signed out or changed the password
+since, ``accounts.credentials``) is a 401 like no credential.
 
 The viewer cookie is ``SameSite=Lax`` (``Secure`` over HTTPS) when the portal and the session
 origin are one site (``streamspace.example.com`` and ``*.sessions.example.com``). When the
@@ -46,9 +50,11 @@ from sessions_app.models import Session, SessionState
 from sessions_app.proxy.paths import ProxyPath
 from sessions_app.proxy.rewrite import VIEWER_COOKIE, cookie_values, header_value
 from sessions_app.viewer import expired_token_portal, read_viewer_token
+from streamspace.accounts import credentials, mfa
 from streamspace.accounts.models import Role, TokenScope, User
 from streamspace.accounts.tokens import authenticate_key
 from streamspace.api.auth_header import parse_authorization
+from streamspace.api.client_ip import scope_ip
 
 _COOKIE_SALT = "streamspace.viewer-cookie"
 _CACHE_MAX = 20_000
@@ -86,8 +92,10 @@ class Decision:
     portal_origin: str = ""
 
 
-def make_viewer_cookie(session_id: Any, user_id: Any, *, portal: str = "") -> str:
-    payload: dict[str, Any] = {"s": str(session_id), "u": user_id}
+def make_viewer_cookie(session_id: Any, user_id: Any, *, epoch: int = 0, portal: str = "") -> str:
+    """The viewer cookie's value: it carries the credentials epoch of the token it replaces and
+    the portal origin that may frame the session."""
+    payload: dict[str, Any] = {"s": str(session_id), "u": user_id, credentials.EPOCH_CLAIM: epoch}
     if portal:
         payload["o"] = portal
     return signing.dumps(payload, salt=_COOKIE_SALT, compress=False)
@@ -162,7 +170,12 @@ def _user_from_jwt(raw: str) -> int | None:
     return token.get(api_settings.USER_ID_CLAIM)
 
 
-def _load(session_id: uuid.UUID, user_id: Any, *, staff_rights: bool = True) -> Decision:
+def _load(
+    session_id: uuid.UUID, user_id: Any, *, viewer: bool = False, epoch: int | None = None, staff_rights: bool = True
+) -> Decision:
+    """The decision for ``user_id`` on ``session_id``. ``viewer``: the credential was a viewer
+    token or cookie of credentials epoch ``epoch``; ``staff_rights``: an admin's or operator's
+    role counts (not through an API token without the admin scope)."""
     row = (
         Session.objects.filter(pk=session_id)
         .values(
@@ -182,12 +195,15 @@ def _load(session_id: uuid.UUID, user_id: Any, *, staff_rights: bool = True) -> 
         return Decision(404, "not_found", "No such session.")
     if user_id is None:
         return Decision(401, "not_authenticated", "Open this session from the StreamSpace portal.")
-    user = User.objects.filter(pk=user_id, is_active=True).values("role").first()
-    if user is None:
+    user = User.objects.filter(pk=user_id, is_active=True).only("role", "password", "credentials_epoch").first()
+    # A viewer credential from before a sign-out or password change is no credential.
+    if user is None or (viewer and not credentials.is_current(epoch, user.credentials_epoch)):
         return Decision(401, "not_authenticated", "Open this session from the StreamSpace portal.")
+    if mfa.must_enrol(user):  # the portal and the API refuse such a user everything else too
+        return Decision(403, "mfa_enrollment_required", "Set up two-factor authentication first.")
     allowed = (
         row["user_id"] == user_id
-        or (staff_rights and user["role"] in (Role.ADMIN, Role.OPERATOR))
+        or (staff_rights and user.role in (Role.ADMIN, Role.OPERATOR))
         or Session.shared_with.through.objects.filter(session_id=session_id, user_id=user_id).exists()
     )
     if not allowed:
@@ -215,9 +231,11 @@ def _as_user_id(value: Any) -> int | None:
         return None
 
 
-def _resolve(kind: str, credential: str, session_id: uuid.UUID, client_ip: str = "") -> Decision:
-    """The decision for one credential: ``user`` (an id already verified), ``jwt``, ``apitoken``
-    or ``none``."""
+def _resolve(
+    kind: str, credential: str, session_id: uuid.UUID, client_ip: str = "", epoch: int | None = None
+) -> Decision:
+    """The decision for one credential: ``viewer`` (a user id from a verified viewer token or
+    cookie of credentials epoch ``epoch``), ``jwt``, ``apitoken`` or ``none``."""
     if kind == "jwt":
         return _load(session_id, _as_user_id(_user_from_jwt(credential)))
     if kind == "apitoken":
@@ -229,7 +247,9 @@ def _resolve(kind: str, credential: str, session_id: uuid.UUID, client_ip: str =
                 403, "insufficient_scope", "A read-scope API token cannot reach sessions; use a write-scope token."
             )
         return _load(session_id, token.user_id, staff_rights=token.scope == TokenScope.ADMIN)
-    return _load(session_id, _as_user_id(credential) if kind == "user" else None)
+    if kind == "viewer":
+        return _load(session_id, _as_user_id(credential), viewer=True, epoch=epoch)
+    return _load(session_id, None)
 
 
 _resolve_async = database_sync_to_async(_resolve)
@@ -272,13 +292,13 @@ async def _authorize_viewer(scope: dict, path: ProxyPath) -> Decision:
         portal = data.get("o", "")
         if data["s"] != str(sid):
             return Decision(403, "invalid_token", "The viewer link belongs to another session.", portal_origin=portal)
-        decision = await _resolve_async("user", str(data["u"]), sid)
+        epoch = credentials.claimed_epoch(data)
+        decision = await _resolve_async("viewer", str(data["u"]), sid, "", epoch)
         if decision.status != 200:
             return replace(decision, portal_origin=portal)
         cross_site = header_value(scope.get("headers") or [], b"sec-fetch-site") == b"cross-site"
-        cookie = cookie_header(
-            make_viewer_cookie(sid, data["u"], portal=portal), secure=_secure(scope), cross_site=cross_site
-        )
+        value = make_viewer_cookie(sid, data["u"], epoch=epoch or 0, portal=portal)
+        cookie = cookie_header(value, secure=_secure(scope), cross_site=cross_site)
         return Decision(
             200, target=decision.target, set_cookie=cookie, redirect=path.public_url(), portal_origin=portal
         )
@@ -292,7 +312,8 @@ async def _authorize_viewer(scope: dict, path: ProxyPath) -> Decision:
         data = read_viewer_cookie(value)
         if data is None or data["s"] != str(sid):
             continue
-        decision = replace(await _resolve_async("user", str(data["u"]), sid), portal_origin=data.get("o", ""))
+        resolved = await _resolve_async("viewer", str(data["u"]), sid, "", credentials.claimed_epoch(data))
+        decision = replace(resolved, portal_origin=data.get("o", ""))
         _remember(key, decision)
         return decision
     return await _resolve_async("none", "", sid)
@@ -310,7 +331,6 @@ async def _authorize_api_client(scope: dict, path: ProxyPath) -> Decision:
     key = _api_key(scope.get("headers") or [], path.session_id)
     decision = _cached(key)
     if decision is None:
-        client_ip = (scope.get("client") or ("", 0))[0] or ""
-        decision = await _resolve_async(key[0], key[1], path.session_id, client_ip)
+        decision = await _resolve_async(key[0], key[1], path.session_id, scope_ip(scope))
         _remember(key, decision)
     return decision

@@ -29,6 +29,7 @@ from sessions_app.proxy.origins import host_header, scope_session_id, session_or
 from sessions_app.proxy.pages import PREFIX_FRAMING, Framing
 from sessions_app.proxy.paths import BadPath, ProxyPath, parse
 from sessions_app.proxy.rewrite import header_value, request_headers, response_headers
+from streamspace.api.client_ip import scope_ip
 from streamspace.transport.flow import OutboundFlow, abort_connection
 
 log = logging.getLogger(__name__)
@@ -170,9 +171,8 @@ async def forward(
     except upstream.NoRoute as exc:
         return await pages.error(scope, send, 502, "no_route", str(exc), framing=framing)
     method = scope["method"]
-    client_ip = (scope.get("client") or ("", 0))[0] or ""
     headers, _host = request_headers(
-        scope["headers"], client_ip=client_ip, scheme=scope.get("scheme", "http"), prefix=path.prefix
+        scope["headers"], client_ip=scope_ip(scope), scheme=scope.get("scheme", "http"), prefix=path.prefix
     )
     first = await receive()
     if first["type"] == "http.disconnect":

@@ -23,7 +23,7 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.utils import import_from_settings
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
-from streamspace.accounts.sso import ExternalUser, provision
+from streamspace.accounts.sso import ExternalUser, provision, too_many_sso_failures
 
 log = logging.getLogger(__name__)
 
@@ -159,5 +159,8 @@ class OIDCCallbackView(OIDCAuthenticationCallbackView):
             return self.login_failure()
 
     def login_failure(self) -> HttpResponse:
+        too_many = too_many_sso_failures(self.request, settings.OIDC_PROVIDER_NAME)
+        if too_many is not None:
+            return too_many
         messages.error(self.request, "Single sign-on did not complete. Please try again.")
         return super().login_failure()

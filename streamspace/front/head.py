@@ -33,9 +33,10 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from agent_runtime.protocol import TUNNEL_PATH
 from sessions_app.proxy.paths import PREFIX_BYTES
+from streamspace.api.client_ip import forwarded_address
 from streamspace.front.exchange import Exchange
 from streamspace.front.handlers import RequestHead
-from streamspace.transport.daphne_internals import INVALID_HEADER_VALUE_BYTES, parse_x_forwarded_for
+from streamspace.transport.daphne_internals import INVALID_HEADER_VALUE_BYTES
 
 if TYPE_CHECKING:
     from streamspace.front.protocol import FrontProtocol
@@ -130,12 +131,9 @@ def parse(raw: bytes, front: FrontProtocol) -> RequestHead:
         headers.append((name, value))
     client, scheme = front.client, front.scheme
     if server.proxy_forwarded_address_header:
-        first: dict[bytes, bytes] = {}
-        for name, value in headers:
-            first.setdefault(name, value)  # daphne reads a repeated header's first value
-        try:
-            client, scheme = parse_x_forwarded_for(
-                first,
+        try:  # every X-Forwarded-For line counts: the trusted proxy's is the last one
+            client, scheme = forwarded_address(
+                headers,
                 server.proxy_forwarded_address_header,
                 server.proxy_forwarded_port_header,
                 server.proxy_forwarded_proto_header,

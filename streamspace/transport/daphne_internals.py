@@ -53,6 +53,11 @@ daphne's internals (daphne has no documented Python API; every name is internal)
   of ``X-Forwarded-*``, so a request the front serves gets exactly daphne's answer.
 * ``daphne.access.AccessLogGenerator`` and its ``stream``: the launcher's access log
   formats the same line.
+* ``daphne.http_protocol.parse_x_forwarded_for`` and ``daphne.ws_protocol.parse_x_forwarded_for``,
+  the names daphne's HTTP and WebSocket protocols call to read ``X-Forwarded-*``
+  (:func:`use_forwarded_address`): the launcher puts the project's trust rule
+  (:mod:`streamspace.api.client_ip`) in their place. daphne trusts the leftmost address,
+  which the client writes.
 
 Twisted's documented interfaces (``Protocol``, ``ISSLTransport``, ``ISystemHandle``,
 ``IPushProducer``, ``HTTPFactory.timeOut``, ``reactor`` and ``log``) are used directly
@@ -164,6 +169,16 @@ def channel_waiting(channel: Any) -> bool:
 
 
 # -- daphne's server and command line --
+
+
+def use_forwarded_address(parser: Any) -> None:
+    """Make daphne's HTTP and WebSocket protocols read ``X-Forwarded-*`` with ``parser``
+    (same signature as daphne's ``parse_x_forwarded_for``)."""
+    import daphne.http_protocol  # noqa: PLC0415 bound as a module here, the names below are replaced in it
+    import daphne.ws_protocol  # noqa: PLC0415 it loads autobahn, which only the launcher needs
+
+    daphne.http_protocol.parse_x_forwarded_for = parser
+    daphne.ws_protocol.parse_x_forwarded_for = parser
 
 
 def use_http_factory(factory_class: type) -> None:

@@ -200,7 +200,8 @@ def test_viewer_url_is_bound_to_session_and_user(alice_client, alice, template, 
     # On the session's own origin (same scheme and port as the portal), never the portal's.
     assert body["url"].startswith(f"http://{session_id}.localhost/?token=")
     data = read_viewer_token(body["url"].split("token=", 1)[1])
-    assert data == {"s": session_id, "u": alice.pk, "o": "http://testserver"}  # o: the portal that may frame it
+    # o: the portal that may frame it; e: the credentials epoch (accounts.credentials)
+    assert data == {"s": session_id, "u": alice.pk, "e": alice.credentials_epoch, "o": "http://testserver"}
     on_port = alice_client.get(f"/api/v1/sessions/{session_id}/viewer-url", HTTP_HOST="localhost:8000").json()
     assert on_port["url"].startswith(f"http://{session_id}.localhost:8000/?token=")
     secure = alice_client.get(f"/api/v1/sessions/{session_id}/viewer-url", secure=True).json()
