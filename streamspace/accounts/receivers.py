@@ -20,6 +20,7 @@ from streamspace.accounts import credentials, throttle
 from streamspace.accounts.models import User
 from streamspace.accounts.security import refusal, username_from
 from streamspace.audit.services import record
+from streamspace.events import emit
 
 _BACKEND_METHODS = {
     "OIDCBackend": "oidc",
@@ -36,8 +37,6 @@ def login_method(user: Any, request: Any) -> str:
 
 
 def _emit(event: str, user: User, data: dict[str, Any]) -> None:
-    from streamspace.events import emit
-
     transaction.on_commit(lambda: emit(event, actor=user, data=data))
 
 

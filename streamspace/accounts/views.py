@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from base64 import b32encode
 from urllib.parse import urlencode
 
 from allauth.account.internal.decorators import login_stage_required
@@ -99,8 +100,6 @@ def mfa_setup(request: HttpRequest) -> HttpResponse:
 
 
 def _base32_secret(device) -> str:
-    from base64 import b32encode
-
     secret = b32encode(device.bin_key).decode().rstrip("=")
     return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
 

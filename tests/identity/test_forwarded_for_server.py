@@ -17,7 +17,9 @@ from django.contrib.auth.hashers import ScryptPasswordHasher
 from django.db import connection
 
 from streamspace.audit.models import AuditEvent
-from tests.proxy.conftest import ROOT, free_port, stop, wait_for_port
+from tests.support import ROOT
+from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
