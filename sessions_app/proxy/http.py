@@ -58,7 +58,7 @@ async def proxy_http(scope: dict, receive: Any, send: Any) -> None:
     if path.token is not None and not path.on_session_host and scope["method"] in ("GET", "HEAD"):
         return await pages.redirect(send, _on_session_origin(scope, path))
     decision = auth.cached_decision(scope, path) or await auth.authorize(scope, path)
-    framing = Framing(path.on_session_host, decision.portal_origin) if path.on_session_host else PREFIX_FRAMING
+    framing = Framing(True, decision.portal_origin) if path.on_session_host else PREFIX_FRAMING
     if decision.status != 200:
         if decision.status == 401 and not path.on_session_host and _browser_navigation(scope):
             return await pages.redirect(send, reverse("portal:viewer", args=[path.session_id]))
