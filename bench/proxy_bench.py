@@ -226,8 +226,8 @@ SETUP = """
 from agents_app.models import Agent
 from agents_app.tokens import hash_token
 from sessions_app.models import Template
-from sessions_app.proxy import auth
 from streamspace.accounts.models import User
+from streamspace.accounts.tokens import create_token
 from tests.proxy.conftest import make_session
 import json
 user = User.objects.create_user("bench", password="x")
@@ -237,7 +237,8 @@ tunnel = Agent.objects.create(agent_id="bench-tunnel", platform="docker", token_
 out = {}
 for name, agent in (("proxy", direct), ("proxy-tunnel", tunnel)):
     s = make_session(user, template, agent, endpoint="127.0.0.1:%(upstream)d")
-    out[name] = {"id": str(s.pk), "cookie": auth.VIEWER_COOKIE + "=" + auth.make_viewer_cookie(s.pk, user.pk)}
+    # The portal's prefix takes an API client's Authorization header (browsers use the session's origin).
+    out[name] = {"id": str(s.pk), "authorization": "Token " + create_token(user, name=name, scope="write")[1]}
 print(json.dumps(out))
 """
 
@@ -361,15 +362,15 @@ def run(seconds: int, rounds: int, only: set[str], hold: float = 0) -> dict[str,
             "direct": (f"http://127.0.0.1:{upstream}", {}),
             "proxy": (
                 f"http://127.0.0.1:{ports['daphne']}/api/v1/http/{sessions['proxy']['id']}",
-                {"Cookie": sessions["proxy"]["cookie"]},
+                {"Authorization": sessions["proxy"]["authorization"]},
             ),
             "proxy-tunnel": (
                 f"http://127.0.0.1:{ports['daphne']}/api/v1/http/{sessions['proxy-tunnel']['id']}",
-                {"Cookie": sessions["proxy-tunnel"]["cookie"]},
+                {"Authorization": sessions["proxy-tunnel"]["authorization"]},
             ),
             "proxy-daphne": (
                 f"http://127.0.0.1:{ports['daphne-nofront']}/api/v1/http/{sessions['proxy']['id']}",
-                {"Cookie": sessions["proxy"]["cookie"]},
+                {"Authorization": sessions["proxy"]["authorization"]},
             ),
             "nginx": (f"http://127.0.0.1:{ports['nginx']}", {}),
             "chp": (f"http://127.0.0.1:{ports['chp']}", {}),

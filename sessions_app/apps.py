@@ -18,3 +18,4 @@ class SessionsAppConfig(AppConfig):
         signals.inventory_reported.connect(agent_reports.on_inventory_reported, dispatch_uid="sessions-inventory")
         # An agent's sessions, as the agents API and the operator panel count them.
         AgentQuerySet.session_states = tuple(ACTIVE_STATES)
+        from sessions_app import checks  # noqa: F401, PLC0415  (registers the session-origin checks)

@@ -430,6 +430,45 @@ STREAMSPACE_PROXY_TUNNEL_TIMEOUT_S = envint("STREAMSPACE_PROXY_TUNNEL_TIMEOUT_S"
 # byte pipe leaves message sizes to the browser and the session.
 STREAMSPACE_PROXY_WS_MAX_MESSAGE = envint("STREAMSPACE_PROXY_WS_MAX_MESSAGE", 16 * 1024 * 1024, minimum=1024)
 
+
+# --- Session origins (sessions_app/proxy/origins.py) ------------------------------------
+# Every session is served on its own origin, ``<session-id>.<STREAMSPACE_SESSION_DOMAIN>``, so
+# that a session's web content never runs with the portal's authority (JupyterHub's
+# subdomain_host, Coder's wildcard access URL). Browsers resolve ``*.localhost`` to the
+# loopback, so the default needs no DNS: ``make run`` serves http://<id>.localhost:8000/.
+# Production: a wildcard DNS record and a wildcard TLS certificate for the domain.
+def _session_origins(domain: str, template: str) -> tuple[str, str]:
+    """The session domain and origin template, checked; ``ConfigError`` when they disagree."""
+    domain = domain.strip().strip(".").lower()
+    template = template.strip().rstrip("/")
+    if template:
+        scheme, sep, authority = template.partition("://")
+        host = authority.rsplit(":", 1)[0] if authority.count(":") == 1 else authority
+        port = authority[len(host) + 1 :]
+        if scheme not in ("http", "https") or not sep or not host.startswith("{session_id}.") or "/" in authority:
+            raise ConfigError(
+                f"STREAMSPACE_SESSION_ORIGIN_TEMPLATE={template!r} must look like "
+                "https://{session_id}.sessions.example.com[:port]"
+            )
+        if port and not port.isdigit():
+            raise ConfigError(f"STREAMSPACE_SESSION_ORIGIN_TEMPLATE={template!r} has a bad port")
+        template_domain = host.removeprefix("{session_id}.").lower()
+        if domain and domain != template_domain:
+            raise ConfigError(
+                f"STREAMSPACE_SESSION_ORIGIN_TEMPLATE's host {host!r} is not under "
+                f"STREAMSPACE_SESSION_DOMAIN={domain!r}"
+            )
+        domain = template_domain
+    domain = domain or "localhost"
+    if "{" in domain or "/" in domain or ":" in domain or " " in domain:
+        raise ConfigError(f"STREAMSPACE_SESSION_DOMAIN={domain!r} must be a host name, e.g. sessions.example.com")
+    return domain, template
+
+
+STREAMSPACE_SESSION_DOMAIN, STREAMSPACE_SESSION_ORIGIN_TEMPLATE = _session_origins(
+    envstr("STREAMSPACE_SESSION_DOMAIN"), envstr("STREAMSPACE_SESSION_ORIGIN_TEMPLATE")
+)
+
 # --- Secrets at rest (streamspace/crypto.py) -------------------------------------------
 # Comma-separated Fernet keys or passphrases; the first encrypts, all decrypt (rotation).
 # Empty → derived from SECRET_KEY (development; `manage.py check --deploy` warns).

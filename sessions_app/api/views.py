@@ -202,7 +202,7 @@ class SessionViewerUrlView(APIView):
 
     @extend_schema(responses=ViewerUrlSerializer)
     def get(self, request: Request, session_id: Any) -> Response:
-        """A short-lived URL for the session viewer, bound to this session and caller.
+        """A short-lived URL that opens the session on its own origin, bound to this session and caller.
 
         Needs a JWT, the portal's cookie or an API token with the write (or admin) scope.
         """
@@ -211,9 +211,7 @@ class SessionViewerUrlView(APIView):
             raise Conflict(
                 f"The session is {session.state}.", code="session_not_viewable", extra={"state": session.state}
             )
-        return Response(
-            {
-                "url": viewer_url(session.id, request.user.pk, epoch=epoch_of(request.user)),
-                "expires_in": settings.STREAMSPACE_VIEWER_TOKEN_TTL_S,
-            }
+        url = viewer_url(
+            session.id, request.user.pk, scheme=request.scheme, host=request.get_host(), epoch=epoch_of(request.user)
         )
+        return Response({"url": url, "expires_in": settings.STREAMSPACE_VIEWER_TOKEN_TTL_S})

@@ -1,4 +1,6 @@
-"""The session proxy: ``/api/v1/http/<session-id>/`` for HTTP and WebSocket (docs/architecture.md §10).
+"""The session proxy, for HTTP and WebSocket (docs/architecture.md §10): each session on its own
+origin, ``<session-id>.<STREAMSPACE_SESSION_DOMAIN>`` (browsers), and under
+``/api/v1/http/<session-id>/`` on the portal's origin (API clients).
 
 This package is the proxy's ASGI path, the one every request can take under any ASGI
 server: raw ASGI apps routed by ``streamspace.routing.build_application`` ahead of Django.
@@ -6,12 +8,12 @@ server: raw ASGI apps routed by ``streamspace.routing.build_application`` ahead 
 * ``http_app`` — :mod:`.http` (streaming reverse proxy, waking page, status JSON);
 * ``websocket_app`` — :mod:`.websocket`, behind an ``Origin`` check for browsers.
 
-Modules: ``paths`` (parsing, hostile-path checks), ``auth`` (viewer tokens, cookies,
-authorization cache), ``rewrite`` (headers, Location, cookies), ``upstream`` (direct or
-tunnel), ``client`` (HTTP/1.1 keep-alive pool, llhttp), ``activity`` (idle tracking,
-wake), ``pages`` (waking and error pages). Back-pressure against daphne's transports is
-``streamspace.transport.flow``; sessions an agent can reach but the control plane cannot
-are reached through agent tunnels (``agents_app/tunnels.py``).
+Modules: ``origins`` (session hosts and origins), ``paths`` (parsing, hostile-path checks),
+``auth`` (viewer tokens, cookies, authorization cache), ``rewrite`` (headers, Location,
+cookies), ``upstream`` (direct or tunnel), ``client`` (HTTP/1.1 keep-alive pool, llhttp),
+``activity`` (idle tracking, wake), ``pages`` (waking and error pages). Back-pressure against
+daphne's transports is ``streamspace.transport.flow``; sessions an agent can reach but the
+control plane cannot are reached through agent tunnels (``agents_app/tunnels.py``).
 
 Under ``python -m streamspace.serve`` the proxy's front (``streamspace.front``, a higher
 layer this package never imports) sits ahead of daphne on every connection and serves the
@@ -27,8 +29,9 @@ common requests without daphne's per-request machinery (agents' tunnel sockets i
   ``upstream.routes_for`` / ``connect`` / ``direct_failed``, ``activity.keep_alive``; so
   a piped handshake is authorized and rewritten exactly like one that comes through
   daphne, and every handshake it does not pipe reaches ``websocket_app`` through daphne;
-* ``paths.PREFIX_BYTES`` marks the requests the front may serve; every other request, and
-  any the front does not fully understand, reaches these apps through daphne.
+* ``paths.PREFIX_BYTES`` marks the requests the front may serve (``paths.parse`` reads the
+  ``Host`` too: on a session's own origin the whole path is the session's); every other
+  request, and any the front does not fully understand, reaches these apps through daphne.
 """
 
 from __future__ import annotations
@@ -36,14 +39,20 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+
+from sessions_app.proxy.origins import session_id_for_host
 from sessions_app.proxy.paths import PREFIX
 
 
 def origin_allowed(scope: dict) -> bool:
-    """Browsers must come from this site (cross-site WebSocket hijacking); non-browsers send no Origin."""
-    from django.conf import settings
-    from django.http.request import split_domain_port, validate_host
+    """Whether a proxy WebSocket's ``Origin`` may open it (cross-site WebSocket hijacking).
 
+    On a session's origin only that origin's own pages may (never the portal's or another
+    session's); on the portal's prefix, the portal's own hosts (``ALLOWED_HOSTS``) but never a
+    session's origin. Non-browsers send no ``Origin``.
+    """
     origin = None
     host = b""
     for name, value in scope.get("headers") or []:
@@ -59,7 +68,12 @@ def origin_allowed(scope: dict) -> bool:
         return False
     if not parts.netloc:
         return False
-    if parts.netloc.lower() == host.decode("latin-1").lower():
+    same = parts.netloc.lower() == host.decode("latin-1").lower()
+    if session_id_for_host(host) is not None:
+        return same
+    if session_id_for_host(parts.netloc.encode("latin-1")) is not None:
+        return False
+    if same:
         return True
     origin_host, _ = split_domain_port(parts.netloc)
     return bool(origin_host) and validate_host(origin_host, settings.ALLOWED_HOSTS)

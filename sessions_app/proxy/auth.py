@@ -1,15 +1,33 @@
 """Who may reach a session through the proxy (docs/architecture.md §10.1).
 
-Credentials, in order: a viewer token in ``?token=`` (short-lived, bound to session and
-user; exchanged for the viewer cookie), the viewer cookie (scoped to the session's prefix),
-``Authorization: Bearer <access JWT>`` (API clients), the portal's Django session cookie.
-The owner, admins, operators and users the session is explicitly shared with pass. A
-session that does not exist is a 404, no credential a 401, no right a 403, a stopped
-session a 410 (so a viewer token cannot be replayed after stop). Two account rules hold
-whatever the credential: a user who must enrol in two-factor authentication first
+Two ways in, each with its own credentials:
+
+* **The session's own origin** (browsers; :mod:`.origins`). A viewer token in ``?token=``
+  (short-lived, bound to session and user, issued by the portal) is exchanged for the viewer
+  cookie: a cookie of that host alone (no ``Domain``), ``HttpOnly``, ``Path=/``; later
+  requests present it. Nothing else counts there, and the portal's cookies never reach
+  that host (they are host-only cookies of the portal's host).
+* **The portal's prefix** ``/api/v1/http/<id>/`` (API clients): only an ``Authorization``
+  header, ``Bearer <access JWT>`` or ``Token <API token>`` (write or admin scope). A page
+  cannot make a browser send one, so what a session serves there never runs with the
+  portal's cookies; the portal's login cookie and viewer cookies are ignored on the prefix.
+
+The owner, admins, operators and users the session is explicitly shared with pass (an API
+token counts its owner's admin or operator role only with the ``admin`` scope). A session
+that does not exist is a 404, no credential a 401, no right a 403, a stopped session a 410
+(so a viewer token cannot be replayed after stop). Two account rules hold whatever the
+credential: a user who must enrol in two-factor authentication first
 (``accounts.mfa.must_enrol``) gets a 403 ``mfa_enrollment_required``, and a viewer token or
 cookie from an earlier credentials epoch (the user has signed out or changed the password
 since, ``accounts.credentials``) is a 401 like no credential.
+
+The viewer cookie is ``SameSite=Lax`` (``Secure`` over HTTPS) when the portal and the session
+origin are one site (``streamspace.example.com`` and ``*.sessions.example.com``). When the
+browser says the token arrived from another site (``Sec-Fetch-Site: cross-site``: the
+``make run`` default, ``localhost`` and ``<id>.localhost``, are two sites) a ``Lax`` cookie would
+never be sent inside the portal's frame, so the cookie is ``Partitioned`` (CHIPS):
+``SameSite=None; Secure`` (browsers accept ``Secure`` on ``http://*.localhost``), kept in the
+portal site's partition and sent only under it.
 
 The database is touched in one small ``database_sync_to_async`` call; its answer is cached
 in-process per credential for ``STREAMSPACE_PROXY_AUTH_CACHE_S`` (only for running sessions,
@@ -20,8 +38,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
-from importlib import import_module
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,10 +48,13 @@ from django.core import signing
 
 from sessions_app.models import Session, SessionState
 from sessions_app.proxy.paths import ProxyPath
-from sessions_app.proxy.rewrite import VIEWER_COOKIE, header_value, parse_cookies
-from sessions_app.viewer import read_viewer_token
+from sessions_app.proxy.rewrite import VIEWER_COOKIE, cookie_values, header_value
+from sessions_app.viewer import expired_token_portal, read_viewer_token
 from streamspace.accounts import credentials, mfa
-from streamspace.api.auth_header import bearer_token
+from streamspace.accounts.models import Role, TokenScope, User
+from streamspace.accounts.tokens import authenticate_key
+from streamspace.api.auth_header import parse_authorization
+from streamspace.api.client_ip import scope_ip
 
 _COOKIE_SALT = "streamspace.viewer-cookie"
 _CACHE_MAX = 20_000
@@ -68,12 +88,17 @@ class Decision:
     target: SessionTarget | None = None
     set_cookie: str | None = None  # value for a Set-Cookie header
     redirect: str | None = None  # strip the token by redirecting here
+    # The portal origin that may frame the session (from the viewer token or cookie; "" unknown).
+    portal_origin: str = ""
 
 
-def make_viewer_cookie(session_id: Any, user_id: Any, *, epoch: int = 0) -> str:
-    """The viewer cookie's value; it carries the credentials epoch of the token it replaces."""
-    data = {"s": str(session_id), "u": user_id, credentials.EPOCH_CLAIM: epoch}
-    return signing.dumps(data, salt=_COOKIE_SALT, compress=False)
+def make_viewer_cookie(session_id: Any, user_id: Any, *, epoch: int = 0, portal: str = "") -> str:
+    """The viewer cookie's value: it carries the credentials epoch of the token it replaces and
+    the portal origin that may frame the session."""
+    payload: dict[str, Any] = {"s": str(session_id), "u": user_id, credentials.EPOCH_CLAIM: epoch}
+    if portal:
+        payload["o"] = portal
+    return signing.dumps(payload, salt=_COOKIE_SALT, compress=False)
 
 
 def read_viewer_cookie(value: str) -> dict[str, Any] | None:
@@ -81,20 +106,25 @@ def read_viewer_cookie(value: str) -> dict[str, Any] | None:
         data = signing.loads(value, salt=_COOKIE_SALT, max_age=settings.STREAMSPACE_VIEWER_COOKIE_TTL_S)
     except signing.BadSignature:
         return None
-    return data if isinstance(data, dict) and "s" in data and "u" in data else None
+    if not isinstance(data, dict) or "s" not in data or "u" not in data or not isinstance(data.get("o", ""), str):
+        return None
+    return data
 
 
-def cookie_header(path: ProxyPath, value: str) -> str:
-    parts = [
-        f"{VIEWER_COOKIE}={value}",
-        f"Path={path.cookie_path}",
-        f"Max-Age={settings.STREAMSPACE_VIEWER_COOKIE_TTL_S}",
-        "HttpOnly",
-        "SameSite=Lax",
-    ]
-    if not settings.DEBUG:
-        parts.append("Secure")
+def cookie_header(value: str, *, secure: bool, cross_site: bool = False) -> str:
+    """``Set-Cookie`` for the viewer cookie: host-only (no ``Domain``), ``Path=/``, ``HttpOnly``."""
+    parts = [f"{VIEWER_COOKIE}={value}", "Path=/", f"Max-Age={settings.STREAMSPACE_VIEWER_COOKIE_TTL_S}", "HttpOnly"]
+    if cross_site:
+        parts += ["Secure", "SameSite=None", "Partitioned"]
+    else:
+        parts.append("SameSite=Lax")
+        if secure:
+            parts.append("Secure")
     return "; ".join(parts)
+
+
+def _secure(scope: dict) -> bool:
+    return scope.get("scheme") in ("https", "wss") or not settings.DEBUG
 
 
 # --- cache --------------------------------------------------------------------------------
@@ -127,15 +157,8 @@ def _remember(key: tuple, decision: Decision) -> None:
 
 
 # --- database (one thread hop per uncached request) ---------------------------------------
-def _user_from_django_session(session_key: str) -> int | None:
-    from django.contrib.auth import get_user
-
-    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    user = get_user(SimpleNamespace(session=store))
-    return user.pk if user.is_authenticated else None
-
-
 def _user_from_jwt(raw: str) -> int | None:
+    # simplejwt reads DRF's settings when it loads: imported on first use.
     from rest_framework_simplejwt.exceptions import TokenError
     from rest_framework_simplejwt.settings import api_settings
     from rest_framework_simplejwt.tokens import AccessToken
@@ -147,13 +170,12 @@ def _user_from_jwt(raw: str) -> int | None:
     return token.get(api_settings.USER_ID_CLAIM)
 
 
-def _load(session_id: uuid.UUID, user_id: Any, epoch: int | None = None, *, viewer: bool = False) -> Decision:
-    """The decision for ``user_id`` on ``session_id``; ``viewer``: the credential was a viewer
-    token or cookie of credentials epoch ``epoch``."""
-    from django.contrib.auth import get_user_model
-
-    from streamspace.accounts.models import Role
-
+def _load(
+    session_id: uuid.UUID, user_id: Any, *, viewer: bool = False, epoch: int | None = None, staff_rights: bool = True
+) -> Decision:
+    """The decision for ``user_id`` on ``session_id``. ``viewer``: the credential was a viewer
+    token or cookie of credentials epoch ``epoch``; ``staff_rights``: an admin's or operator's
+    role counts (not through an API token without the admin scope)."""
     row = (
         Session.objects.filter(pk=session_id)
         .values(
@@ -173,8 +195,7 @@ def _load(session_id: uuid.UUID, user_id: Any, epoch: int | None = None, *, view
         return Decision(404, "not_found", "No such session.")
     if user_id is None:
         return Decision(401, "not_authenticated", "Open this session from the StreamSpace portal.")
-    users = get_user_model().objects.filter(pk=user_id, is_active=True)
-    user = users.only("role", "password", "credentials_epoch").first()
+    user = User.objects.filter(pk=user_id, is_active=True).only("role", "password", "credentials_epoch").first()
     # A viewer credential from before a sign-out or password change is no credential.
     if user is None or (viewer and not credentials.is_current(epoch, user.credentials_epoch)):
         return Decision(401, "not_authenticated", "Open this session from the StreamSpace portal.")
@@ -182,7 +203,7 @@ def _load(session_id: uuid.UUID, user_id: Any, epoch: int | None = None, *, view
         return Decision(403, "mfa_enrollment_required", "Set up two-factor authentication first.")
     allowed = (
         row["user_id"] == user_id
-        or user.role in (Role.ADMIN, Role.OPERATOR)
+        or (staff_rights and user.role in (Role.ADMIN, Role.OPERATOR))
         or Session.shared_with.through.objects.filter(session_id=session_id, user_id=user_id).exists()
     )
     if not allowed:
@@ -203,77 +224,113 @@ def _load(session_id: uuid.UUID, user_id: Any, epoch: int | None = None, *, view
     return Decision(200, target=target)
 
 
-def _resolve(kind: str, credential: str, session_id: uuid.UUID, epoch: int | None = None) -> Decision:
-    if kind == "viewer":
-        data = read_viewer_cookie(credential)
-        user_id = data["u"] if data else None
-        epoch = credentials.claimed_epoch(data) if data else None
-    elif kind == "session":
-        user_id = _user_from_django_session(credential)
-    elif kind == "jwt":
-        user_id = _user_from_jwt(credential)
-    else:
-        user_id = credential or None
+def _as_user_id(value: Any) -> int | None:
     try:
-        user_id = int(user_id) if user_id is not None else None
+        return int(value) if value is not None else None
     except (TypeError, ValueError):
-        user_id = None
-    return _load(session_id, user_id, epoch, viewer=kind in ("viewer", "token"))
+        return None
+
+
+def _resolve(
+    kind: str, credential: str, session_id: uuid.UUID, client_ip: str = "", epoch: int | None = None
+) -> Decision:
+    """The decision for one credential: ``viewer`` (a user id from a verified viewer token or
+    cookie of credentials epoch ``epoch``), ``jwt``, ``apitoken`` or ``none``."""
+    if kind == "jwt":
+        return _load(session_id, _as_user_id(_user_from_jwt(credential)))
+    if kind == "apitoken":
+        token = authenticate_key(credential, request=SimpleNamespace(META={"REMOTE_ADDR": client_ip}))
+        if token is None:
+            return _load(session_id, None)
+        if token.scope == TokenScope.READ:
+            return Decision(
+                403, "insufficient_scope", "A read-scope API token cannot reach sessions; use a write-scope token."
+            )
+        return _load(session_id, token.user_id, staff_rights=token.scope == TokenScope.ADMIN)
+    if kind == "viewer":
+        return _load(session_id, _as_user_id(credential), viewer=True, epoch=epoch)
+    return _load(session_id, None)
 
 
 _resolve_async = database_sync_to_async(_resolve)
 
 
 def cached_decision(scope: dict, path: ProxyPath) -> Decision | None:
-    """The remembered decision for this request's viewer cookie, if any (no I/O, no await).
+    """The remembered decision for this request's credential, if any (no I/O, no await).
 
     The common case of every request after the first: a hit here is what :func:`authorize`
     would answer, without the coroutine.
     """
     if path.token is not None:
         return None
-    viewer = parse_cookies(scope.get("headers") or []).get(VIEWER_COOKIE)
-    return _cached(("viewer", viewer, path.session_id)) if viewer else None
+    headers = scope.get("headers") or []
+    if not path.on_session_host:
+        key = _api_key(headers, path.session_id)
+        return _cached(key) if key[0] != "none" else None
+    for value in cookie_values(headers, VIEWER_COOKIE):
+        decision = _cached(("viewer", value, path.session_id))
+        if decision is not None:
+            return decision
+    return None
 
 
 async def authorize(scope: dict, path: ProxyPath) -> Decision:
     """Decide a proxy request (HTTP or WebSocket) before anything is forwarded."""
-    headers = scope.get("headers") or []
+    if path.on_session_host:
+        return await _authorize_viewer(scope, path)
+    return await _authorize_api_client(scope, path)
+
+
+async def _authorize_viewer(scope: dict, path: ProxyPath) -> Decision:
+    """On the session's origin: the viewer token (exchanged for the cookie) or the viewer cookie."""
     sid = path.session_id
     if path.token is not None:
         data = read_viewer_token(path.token)
         if data is None:
-            return Decision(403, "invalid_token", "The viewer link is invalid or has expired.")
+            detail = "The viewer link is invalid or has expired."
+            return Decision(403, "invalid_token", detail, portal_origin=expired_token_portal(path.token))
+        portal = data.get("o", "")
         if data["s"] != str(sid):
-            return Decision(403, "invalid_token", "The viewer link belongs to another session.")
+            return Decision(403, "invalid_token", "The viewer link belongs to another session.", portal_origin=portal)
         epoch = credentials.claimed_epoch(data)
-        decision = await _resolve_async("token", str(data["u"]), sid, epoch)
+        decision = await _resolve_async("viewer", str(data["u"]), sid, "", epoch)
         if decision.status != 200:
-            return decision
-        cookie = cookie_header(path, make_viewer_cookie(sid, data["u"], epoch=epoch or 0))
-        return Decision(200, target=decision.target, set_cookie=cookie, redirect=path.public_url())
+            return replace(decision, portal_origin=portal)
+        cross_site = header_value(scope.get("headers") or [], b"sec-fetch-site") == b"cross-site"
+        value = make_viewer_cookie(sid, data["u"], epoch=epoch or 0, portal=portal)
+        cookie = cookie_header(value, secure=_secure(scope), cross_site=cross_site)
+        return Decision(
+            200, target=decision.target, set_cookie=cookie, redirect=path.public_url(), portal_origin=portal
+        )
 
-    cookies = parse_cookies(headers)
-    kind, credential = "user", ""
-    viewer = cookies.get(VIEWER_COOKIE)
-    if viewer:
-        # The raw signed value is the cache key, so a hit skips the HMAC check too.
-        decision = _cached(("viewer", viewer, sid))
+    # A browser may hold more than one (one per cookie partition): the first of this session wins.
+    for value in cookie_values(scope.get("headers") or [], VIEWER_COOKIE):
+        key = ("viewer", value, sid)
+        decision = _cached(key)  # the raw signed value is the key, so a hit skips the HMAC check too
         if decision is not None:
             return decision
-    data = read_viewer_cookie(viewer) if viewer else None
-    if data is not None and data["s"] == str(sid):
-        kind, credential = "viewer", viewer
-    else:
-        token = bearer_token(header_value(headers, b"authorization"))
-        if token:
-            kind, credential = "jwt", token
-        elif cookies.get(settings.SESSION_COOKIE_NAME):
-            kind, credential = "session", cookies[settings.SESSION_COOKIE_NAME]
+        data = read_viewer_cookie(value)
+        if data is None or data["s"] != str(sid):
+            continue
+        resolved = await _resolve_async("viewer", str(data["u"]), sid, "", credentials.claimed_epoch(data))
+        decision = replace(resolved, portal_origin=data.get("o", ""))
+        _remember(key, decision)
+        return decision
+    return await _resolve_async("none", "", sid)
 
-    key = (kind, credential, sid)
+
+def _api_key(headers: list, session_id: uuid.UUID) -> tuple[str, str, uuid.UUID]:
+    """``(kind, credential, session)`` of an ``Authorization`` header: ``jwt``, ``apitoken`` or ``none``."""
+    scheme, credential = parse_authorization(header_value(headers, b"authorization"))
+    kind = {"bearer": "jwt", "token": "apitoken"}.get(scheme, "none") if credential else "none"
+    return kind, credential if kind != "none" else "", session_id
+
+
+async def _authorize_api_client(scope: dict, path: ProxyPath) -> Decision:
+    """On the portal's prefix: an ``Authorization`` header only (never a cookie)."""
+    key = _api_key(scope.get("headers") or [], path.session_id)
     decision = _cached(key)
     if decision is None:
-        decision = await _resolve_async(kind, credential, sid)
+        decision = await _resolve_async(key[0], key[1], path.session_id, scope_ip(scope))
         _remember(key, decision)
     return decision

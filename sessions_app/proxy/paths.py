@@ -1,7 +1,9 @@
-"""Parsing and validating proxy paths: ``/api/v1/http/<session-id>/<rest>``.
+"""Parsing and validating proxy requests: on a session's own origin
+(``<session-id>.<STREAMSPACE_SESSION_DOMAIN>``, :mod:`.origins`) the whole path is the
+session's; on the portal's origin ``/api/v1/http/<session-id>/<rest>`` (API clients).
 
-The rest of the path is forwarded byte for byte (``raw_path``), never normalised, so what
-the session receives is what the browser sent. Paths that try to climb out of the prefix
+The forwarded path is sent byte for byte (``raw_path``), never normalised, so what the
+session receives is what the client sent. Paths that try to climb out of the prefix
 (``..`` and ``.`` segments, also percent-encoded or hidden behind encoded slashes and
 backslashes), control characters and NUL bytes are refused with 400 before anything is
 forwarded. The upstream host comes only from the session row, never from the request.
@@ -13,6 +15,8 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
+
+from sessions_app.proxy.origins import scope_session_id
 
 PREFIX = "/api/v1/http/"
 PREFIX_BYTES = PREFIX.encode()
@@ -40,11 +44,13 @@ class ProxyPath:
     query: bytes  # raw query string without the viewer token
     token: str | None  # value of ``?token=`` if present
     needs_slash: bool = False  # ``/api/v1/http/<id>`` without the trailing slash
-    # The public prefix without the trailing slash (``X-Forwarded-Prefix``).
+    # The public prefix without the trailing slash (``X-Forwarded-Prefix``); "" on a session origin.
     prefix: str = field(default="", compare=False)
+    # Addressed to the session's own origin (the browser's way in), not the portal's prefix.
+    on_session_host: bool = False
 
     def __post_init__(self) -> None:
-        if not self.prefix:
+        if not self.prefix and not self.on_session_host:
             object.__setattr__(self, "prefix", f"{PREFIX}{self.session_id}")
 
     @property
@@ -114,6 +120,13 @@ _SESSION_IDS_MAX = 10_000
 def parse(scope: dict) -> ProxyPath:
     """The session id, forwarded path and query of a proxy request, or ``BadPath``."""
     raw = scope.get("raw_path") or scope["path"].encode("utf-8")
+    on_host = scope_session_id(scope)
+    if on_host is not None:
+        if not raw.startswith(b"/"):  # an absolute-form target: the path alone is forwarded
+            raise BadPath(400, "bad_path", "The request target must be a path.")
+        _check_segments(raw)
+        query, token = _split_query(scope.get("query_string") or b"")
+        return ProxyPath(session_id=on_host, upstream_path=raw, query=query, token=token, on_session_host=True)
     if not raw.startswith(PREFIX_BYTES):
         raise BadPath(404, "not_found", "Not a session proxy path.")
     remainder = raw[len(PREFIX_BYTES) :]

@@ -3,15 +3,21 @@
 Requests: hop-by-hop headers (RFC 9110 §7.6.1, plus whatever ``Connection`` names) are
 dropped, the platform's credentials never leave the control plane (``Authorization``, the
 Django session and CSRF cookies, the viewer cookie), client-supplied forwarding headers are
-replaced by ours (``X-Forwarded-For/Proto/Host/Prefix``).
+replaced by ours (``X-Forwarded-For/Proto/Host``, and ``X-Forwarded-Prefix`` on the portal's
+prefix; on a session's own origin the session is served at ``/``).
 
 Responses: hop-by-hop headers are dropped, ``Location`` and cookie paths are moved under the
-session prefix, cookies that would shadow the platform's own are refused, and ``Domain`` is
-removed (the session's notion of its host means nothing to the browser).
+session prefix (nothing to move on a session origin), cookies that would shadow the
+platform's own are refused, and ``Domain`` is removed (a session's cookies stay on its own
+host: never one its page could share with the portal or another session).
+:func:`isolation_headers` keeps a session's content in its box: on its origin only the
+portal may frame it; on the prefix (API clients) it is sandboxed should a browser render it.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -133,7 +139,8 @@ def request_headers(
     out.append((b"x-forwarded-proto", b"https" if scheme in ("https", "wss") else b"http"))
     if host:
         out.append((b"x-forwarded-host", host))
-    out.append((b"x-forwarded-prefix", prefix.encode("ascii")))
+    if prefix:
+        out.append((b"x-forwarded-prefix", prefix.encode("ascii")))
     return out, host
 
 
@@ -209,6 +216,39 @@ def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes |
         if key.lower() == name:
             return value
     return None
+
+
+def cookie_values(headers: Iterable[tuple[bytes, bytes]], name: str) -> list[str]:
+    """Every value of cookie ``name`` in a request, in the order sent."""
+    values = []
+    for key, value in headers:
+        if key.lower() != b"cookie":
+            continue
+        for pair in value.decode("latin-1").split(";"):
+            key_, eq, val = pair.strip().partition("=")
+            if eq and key_ == name:
+                values.append(val.strip().strip('"'))
+    return values
+
+
+# Characters of an origin (scheme, host, port): anything else is refused in a header.
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+_SANDBOXED = ((b"content-security-policy", b"sandbox; frame-ancestors 'none'"),)
+
+
+@functools.lru_cache(maxsize=256)
+def isolation_headers(*, on_session_host: bool, portal_origin: str) -> tuple[tuple[bytes, bytes], ...]:
+    """Response headers that keep a session's content away from the portal.
+
+    On the session's origin: ``frame-ancestors`` names only the portal origin that issued the
+    viewer token (none when unknown), so no other page can frame the session. On the portal's
+    prefix: ``sandbox``, so that a response a browser renders there runs in an opaque origin,
+    never the portal's.
+    """
+    if not on_session_host:
+        return _SANDBOXED
+    ancestors = portal_origin if _ORIGIN.fullmatch(portal_origin) else "'none'"
+    return ((b"content-security-policy", f"frame-ancestors {ancestors}".encode("ascii")),)
 
 
 def parse_cookies(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:

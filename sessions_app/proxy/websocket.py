@@ -76,7 +76,7 @@ async def _connect(route: upstream.Route, path: ProxyPath, headers: list, subpro
 
 
 async def proxy_websocket(scope: dict, receive: Any, send: Any) -> None:
-    """ASGI entry point for WebSockets under ``/api/v1/http/<session-id>/``."""
+    """ASGI entry point for WebSockets to a session's origin or under ``/api/v1/http/<session-id>/``."""
     message = await receive()
     if message["type"] != "websocket.connect":
         return

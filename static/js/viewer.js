@@ -1,5 +1,5 @@
-/* StreamSpace session viewer: loads the session through the control plane's proxy with a
-   fresh short-lived viewer URL, follows the session's state live, shows a reconnect screen
+/* StreamSpace session viewer: loads the session from its own origin (through the control
+   plane's proxy) with a fresh short-lived viewer URL, follows the session's state live, shows a reconnect screen
    when the stream or the session goes away, and keeps the session marked active. */
 (function () {
   "use strict";
@@ -49,6 +49,7 @@
             return;
           }
           loaded = true;
+          failed = false;
           frame.src = result.body.url;
         })
         .catch(function () {
@@ -59,36 +60,45 @@
     var retries = 0;
     var MAX_RETRIES = 6;
 
-    // What the proxy answered inside the iframe (it is same-origin): the HTTP status of the
-    // frame's document, and whether it is an API error body instead of the session's page.
-    function frameFailure() {
-      try {
-        var win = frame.contentWindow;
-        var entry = win.performance.getEntriesByType("navigation")[0];
-        if (entry && entry.responseStatus >= 500) return "status";
-        var doc = frame.contentDocument;
-        if (doc && doc.contentType === "application/json" && /"code"/.test(doc.body ? doc.body.textContent : "")) return "json";
-      } catch (e) { return null; }
-      return null;
+    // The session runs on its own origin, so this page cannot look into the frame. The
+    // proxy's own pages there (errors, "not answering") report what happened with a
+    // postMessage to this origin: {type: "streamspace.proxy", status, code}. A session's page
+    // could send the same message; the worst it can do is make this viewer reconnect.
+    var failed = false;
+    function frameOrigin() {
+      try { return new URL(frame.src).origin; } catch (e) { return null; }
     }
 
-    frame.addEventListener("load", function () {
-      if (!loaded) return;
-      if (!frameFailure()) {
-        retries = 0;
-        hideOverlay();
-        return;
-      }
-      // The session is not answering (yet): it may still be binding its port after a start
-      // or a wake. Retry with a fresh viewer URL and backoff, then offer a manual reconnect.
-      if (session.state === "running" && retries < MAX_RETRIES) {
+    function retryOrGiveUp(report) {
+      if (report.status >= 500 && session.state === "running" && retries < MAX_RETRIES) {
+        // The session is not answering (yet): it may still be binding its port after a
+        // start or a wake. Retry with a fresh viewer URL and backoff.
         var wait = 500 * Math.pow(2, retries);
         retries += 1;
         showOverlay("Reconnecting…", "The session is not answering yet; retrying.", { reason: "retrying" });
         setTimeout(function () { if (session.state === "running") load(); }, wait);
         return;
       }
-      showOverlay("The stream dropped", "The session did not answer.", { reconnect: true, back: true, reason: "disconnected" });
+      if (report.status >= 500) {
+        showOverlay("The stream dropped", "The session did not answer.", { reconnect: true, back: true, reason: "disconnected" });
+      } else {
+        showOverlay("Cannot open the session", "The session refused this viewer (" + report.code + ").", { reconnect: true, back: true, reason: "error" });
+      }
+    }
+
+    window.addEventListener("message", function (event) {
+      if (event.source !== frame.contentWindow || event.origin !== frameOrigin()) return;
+      var report = event.data;
+      if (!report || report.type !== "streamspace.proxy" || typeof report.status !== "number") return;
+      if (!loaded || report.status < 400) return;
+      failed = true;
+      retryOrGiveUp({ status: report.status, code: String(report.code || "") });
+    });
+
+    frame.addEventListener("load", function () {
+      if (!loaded || failed) return;
+      retries = 0;
+      hideOverlay();
     });
 
     function setToolbar(state) {

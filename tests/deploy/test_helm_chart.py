@@ -137,6 +137,20 @@ def test_control_plane_ha_shape(ha):
     assert ingress["spec"]["tls"][0]["secretName"] == "streamspace-tls"
 
 
+def test_sessions_are_served_on_their_own_origins(ha):
+    """The Ingress routes the portal and *.<session domain> (each session's own origin) to the
+    control plane, the TLS secret covers both, and the control plane knows the domain."""
+    ingress = one(ha, "Ingress", "streamspace")
+    hosts = [rule["host"] for rule in ingress["spec"]["rules"]]
+    assert hosts == ["streamspace.example.com", "*.sessions.example.com"]
+    assert ingress["spec"]["tls"][0]["hosts"] == hosts
+    backends = {rule["http"]["paths"][0]["backend"]["service"]["name"] for rule in ingress["spec"]["rules"]}
+    assert backends == {"streamspace"}
+    config = one(ha, "ConfigMap", "streamspace")["data"]
+    assert config["STREAMSPACE_SESSION_DOMAIN"] == "sessions.example.com"
+    assert "sessions.example.com" not in config["CSRF_TRUSTED_ORIGINS"]
+
+
 def test_replica_count_without_autoscaling():
     docs = render({**values("minimal"), "autoscaling": {"enabled": False}, "controlPlane": {"replicas": 3}})
     assert one(docs, "Deployment", "streamspace")["spec"]["replicas"] == 3

@@ -114,6 +114,23 @@ async def test_sticky_websocket_load_balancing_and_failover(tmp_path):
             async with client.get(base + "/whoami", headers=headers) as r:
                 assert (await r.json())["forwarded_for"] == "127.0.0.1"
 
+            # A session's own origin reaches the control plane with its Host unchanged (the
+            # control plane routes by it), sticky by the viewer cookie there.
+            session_host = "0b5a1c3e-7f00-4d6a-9e55-2f1d0c8b9a77.localhost:8080"
+            viewer = {"Host": session_host, "Cookie": "streamspace_viewer=v1"}
+            async with client.get(base + "/whoami", headers=viewer) as r:
+                on_session = await r.json()
+            assert on_session["host"] == session_host
+            for _ in range(5):
+                async with client.get(base + "/whoami", headers=viewer) as r:
+                    assert (await r.json())["replica"] == on_session["replica"]
+            viewers = set()
+            for n in range(24):  # keyed by the cookie, not the (one) client address
+                headers = {"Host": session_host, "Cookie": f"streamspace_viewer=v{n}"}
+                async with client.get(base + "/whoami", headers=headers) as r:
+                    viewers.add((await r.json())["replica"])
+            assert viewers == {"cp-1", "cp-2"}
+
             # WebSockets pass through, to the same replica as the session's HTTP requests.
             async with client.ws_connect(base + "/ws", headers={"Cookie": "sessionid=alice-session"}) as ws:
                 assert await ws.receive_str(timeout=5) == first["replica"]

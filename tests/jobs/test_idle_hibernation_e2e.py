@@ -15,9 +15,11 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -109,20 +111,28 @@ def _sweeps_done(workers: Workers) -> int:
 
 
 def _open_viewer(api: httpx.Client, stack: Stack, session_id: str) -> ClientConnection:
-    """What a browser does: the viewer URL, its redirect that sets the proxy cookie, the socket."""
-    url = api.get(f"/api/v1/sessions/{session_id}/viewer-url").json()["url"]
-    with httpx.Client(base_url=stack.base, timeout=10) as browser:
-        landing = browser.get(url, follow_redirects=False)
+    """What a browser does: the viewer URL on the session's own origin, its redirect that sets
+    the viewer cookie there, the socket (127.0.0.1 dialled, the session's host named)."""
+    url = urlsplit(api.get(f"/api/v1/sessions/{session_id}/viewer-url").json()["url"])
+    assert url.hostname == f"{session_id}.localhost", url
+    with httpx.Client(base_url=stack.base, headers={"Host": url.netloc}, timeout=10) as browser:
+        landing = browser.get(f"/?{url.query}", follow_redirects=False)
         assert landing.status_code in (302, 303), landing.text
         assert "token=" not in landing.headers["location"]
         cookie = landing.headers["set-cookie"]
-        assert f"Path=/api/v1/http/{session_id}/" in cookie, cookie
+        assert "Path=/;" in cookie and "domain=" not in cookie.lower(), cookie  # this host only
         page = browser.get(landing.headers["location"])  # the cookie alone now opens the app
         assert page.status_code == 200 and b"Demo canvas" in page.content
     name_value = cookie.split(";", 1)[0]
-    ws_url = f"ws://127.0.0.1:{stack.port}/api/v1/http/{session_id}/ws"
+    sock = socket.create_connection(("127.0.0.1", stack.port))
     # No client pings: the socket stays truly idle, only the proxy's keep-alive counts.
-    viewer = ws_connect(ws_url, additional_headers={"Cookie": name_value}, ping_interval=None, open_timeout=10)
+    viewer = ws_connect(
+        f"ws://{url.netloc}/ws",
+        sock=sock,
+        additional_headers={"Cookie": name_value, "Origin": f"http://{url.netloc}"},
+        ping_interval=None,
+        open_timeout=10,
+    )
     viewer.send("hello through the proxy")
     assert viewer.recv(timeout=10) == "hello through the proxy"
     return viewer

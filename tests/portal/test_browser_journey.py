@@ -5,18 +5,16 @@ Playwright. The stack shares the test's PostgreSQL database and Redis db, so the
 the browser's effects in the database directly.
 
 User journey: sign in with password + TOTP → catalog → launch the demo template on a local
-agent (two replicas, one leader) → live progress → viewer: the session's own page through
-the proxy and a WebSocket round trip inside it → hibernate → wake → stop. Operator journey:
+agent (two replicas, one leader) → live progress → viewer: the session's own page on its own
+origin through the proxy and a WebSocket round trip inside it → hibernate → wake → stop. Operator journey:
 the agents page shows the leader and the follower; the audit page shows what the user did.
 A second test does the same launch on a real Docker agent with the test image.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -24,8 +22,7 @@ from django.utils import timezone
 
 from agent_runtime.backends.docker_objects import home_volume_name
 from sessions_app.models import Session, SessionState, Template
-from tests.support import ROOT
-from tests.support.factories import make_user
+from tests.support.browser import TIMEOUT_MS, chromium, demo_round_trip, make_person, shoot, sign_in
 from tests.support.stack import Stack, make_agent, stack_env
 from tests.support.waits import wait_until
 
@@ -36,42 +33,14 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
 DESKTOP = {"width": 1366, "height": 860}
 PHONE = {"width": 390, "height": 844}
-TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/ensure-browser.sh (make services does)")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an asyncio loop attached to this thread, which trips Django's
-    # async-safety check for the test's own (synchronous) ORM calls.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            yield instance
-            instance.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+    with chromium() as instance:
+        yield instance
 
 
 @pytest.fixture
@@ -85,69 +54,19 @@ def stack(request, tmp_path, settings) -> Iterator[Stack]:
         print(running.dump_logs())
 
 
-def shoot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    width = page.viewport_size["width"]
-    page.screenshot(path=str(ARTIFACTS / f"{name}-{'phone' if width < 600 else 'desktop'}.png"), full_page=True)
-
-
-def totp_code(user) -> str:
-    from django_otp.oath import TOTP
-    from django_otp.plugins.otp_totp.models import TOTPDevice
-
-    device = TOTPDevice.objects.get(user=user, confirmed=True)
-    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
-    return f"{totp.token():0{device.digits}d}"
-
-
-def sign_in(page, base: str, username: str, password: str, *, user=None, shots: bool = False) -> None:
-    page.goto(base + "/")
-    page.wait_for_url(re.compile(r"/accounts/login/"))
-    if shots:
-        shoot(page, "sign-in")
-    # allauth's field names (stable), not their labels (the identity pages word them).
-    page.locator("input[name=login]").fill(username)
-    page.locator("input[name=password]").fill(password)
-    page.locator("input[name=password]").press("Enter")
-    if user is not None:
-        page.wait_for_url(re.compile(r"/accounts/login/code/"))
-        if shots:
-            shoot(page, "sign-in-totp")
-        page.locator("input[name=code]").fill(totp_code(user))
-        page.locator("input[name=code]").press("Enter")
-    page.wait_for_url(base + "/")
-
-
-def make_person(username: str, role: str = "user"):
-    """A user whose password the stack can check: tests hash with MD5, daphne only knows PBKDF2."""
-    from django.contrib.auth.hashers import PBKDF2PasswordHasher
-
-    user = make_user(username, role)
-    hasher = PBKDF2PasswordHasher()
-    user.password = hasher.encode(f"pw-{username}", hasher.salt(), iterations=1000)
-    user.save(update_fields=["password"])
-    return user
-
-
 def session_state(session_id) -> str:
     return Session.objects.values_list("state", flat=True).get(pk=session_id)
 
 
-def demo_round_trip(page, frame) -> None:
-    """Draw a stroke on the demo canvas; it is drawn when the echo comes back over the WebSocket."""
-    frame.locator("#state").filter(has_text="connected").wait_for(timeout=TIMEOUT_MS)
-    box = frame.locator("canvas").bounding_box()
-    page.mouse.move(box["x"] + 40, box["y"] + 40)
-    page.mouse.down()
-    for step in range(1, 8):
-        page.mouse.move(box["x"] + 40 + step * 25, box["y"] + 40 + step * 12)
-    page.mouse.up()
-    wait_until(lambda: re.fullmatch(r"[0-9.]+", frame.locator("#rtt").inner_text()), timeout=10, what="echo")
+def session_origin(stack: Stack, session_id: str) -> str:
+    """Where the portal's viewer loads a session: its own origin (``*.localhost`` resolves to
+    the loopback in Chromium), never the portal's."""
+    return f"http://{session_id}.localhost:{stack.port}"
 
 
 def websocket_echo(page, stack: Stack, session_id: str) -> str:
     """Open a WebSocket from inside the session's iframe (through the proxy) and echo a line."""
-    inner = next(f for f in page.frames if f.url.startswith(f"{stack.base}/api/v1/http/{session_id}/"))
+    inner = next(f for f in page.frames if f.url.startswith(session_origin(stack, session_id) + "/"))
     script = """() => new Promise((resolve, reject) => {
          const url = location.href.split('?')[0].replace(/^http/, 'ws');
          const ws = new WebSocket(url);
@@ -226,7 +145,9 @@ def test_user_and_operator_journey_on_a_local_agent(browser, stack, tmp_path):
     frame = page.frame_locator("iframe[data-frame]")
     frame.get_by_role("heading", name="Demo canvas").wait_for()
     src = page.locator("iframe[data-frame]").get_attribute("src")
-    assert src.startswith(f"/api/v1/http/{session_id}/?token=")
+    assert src.startswith(f"{session_origin(stack, session_id)}/?token=")
+    inner = page.locator("iframe[data-frame]").element_handle().content_frame()
+    assert inner.url == session_origin(stack, session_id) + "/"  # the token exchanged, then dropped
     demo_round_trip(page, frame)
     page.locator(".viewer__overlay").wait_for(state="hidden")
     shoot(page, "viewer")

@@ -15,7 +15,8 @@ from django.test import Client
 
 from sessions_app import services
 from sessions_app.notify import user_group
-from streamspace.asgi import application
+from streamspace.asgi import application, django_asgi_app
+from streamspace.routing import build_application
 from tests.portal.conftest import make_session
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -30,11 +31,11 @@ def session_cookie(user) -> bytes:
     return f"sessionid={client.cookies['sessionid'].value}".encode()
 
 
-async def open_socket(user=None, *, origin=ORIGIN) -> tuple[WebsocketCommunicator, bool]:
+async def open_socket(user=None, *, origin=ORIGIN, app=application) -> tuple[WebsocketCommunicator, bool]:
     headers = [origin] if origin else []
     if user is not None:
         headers.append((b"cookie", await session_cookie(user)))
-    comm = WebsocketCommunicator(application, "/ws/portal/", headers=headers)
+    comm = WebsocketCommunicator(app, "/ws/portal/", headers=headers)
     connected, _ = await comm.connect(timeout=5)
     return comm, connected
 
@@ -51,6 +52,19 @@ async def test_anonymous_is_refused():
 async def test_foreign_origin_is_refused(alice):
     comm, connected = await open_socket(alice, origin=(b"origin", b"https://evil.example"))
     assert not connected
+
+
+async def test_a_session_origin_is_refused_even_inside_allowed_hosts(alice, settings):
+    """A session's page (its own origin, under the wildcard the deployment may allow) must not
+    open the portal's socket with the viewer's cookie."""
+    settings.ALLOWED_HOSTS = ["testserver", ".localhost"]
+    app = build_application(django_asgi_app)  # the validator reads ALLOWED_HOSTS when built
+    session_page = (b"origin", b"http://0b5a1c3e-7f00-4d6a-9e55-2f1d0c8b9a77.localhost:8000")
+    comm, connected = await open_socket(alice, origin=session_page, app=app)
+    assert not connected
+    comm, connected = await open_socket(alice, origin=(b"origin", b"http://other.localhost:8000"), app=app)
+    assert connected  # the same wildcard still admits the portal's own names
+    await comm.disconnect()
 
 
 async def test_group_updates_reach_the_users_socket_only(alice, bob):

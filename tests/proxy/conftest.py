@@ -16,6 +16,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.utils import timezone
+from rest_framework_simplejwt.tokens import AccessToken
 
 from agent_runtime.protocol import InventoryItem
 from agent_runtime.tunnel import run_tunnel
@@ -69,7 +70,19 @@ def session(alice, template, docker_agent, upstream_port):
 
 
 def cookie_header(session, user) -> str:
+    """The viewer cookie a browser holds on the session's own origin."""
     return f"{auth.VIEWER_COOKIE}={auth.make_viewer_cookie(session.pk, user.pk)}"
+
+
+def session_host(session_or_id: Any, port: int | None = None) -> str:
+    """``Host`` of a session's own origin (the default domain, ``localhost``; no DNS needed)."""
+    session_id = getattr(session_or_id, "pk", session_or_id)
+    return f"{session_id}.localhost" + (f":{port}" if port else "")
+
+
+def bearer(user) -> str:
+    """``Authorization`` of an API client: the only credential the portal's prefix takes."""
+    return f"Bearer {AccessToken.for_user(user)}"
 
 
 def ws_url(daphne, session, path="/ws") -> str:
@@ -113,7 +126,9 @@ class Reply:
         return [v.decode("latin-1") for k, v in self.headers if k.decode().lower() == name.lower()]
 
 
-async def asgi_http(app, method: str, target: str, *, headers=(), body: bytes = b"") -> Reply:
+async def asgi_http(
+    app, method: str, target: str, *, headers=(), body: bytes = b"", host: str = "testserver", scheme: str = "http"
+) -> Reply:
     """Call an ASGI HTTP app in-process the way daphne does (raw_path without the query)."""
     from urllib.parse import unquote
 
@@ -123,12 +138,12 @@ async def asgi_http(app, method: str, target: str, *, headers=(), body: bytes = 
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": method,
-        "scheme": "http",
+        "scheme": scheme,
         "path": unquote(raw_path),
         "raw_path": raw_path.encode(),
         "query_string": query.encode(),
         "root_path": "",
-        "headers": [(b"host", b"testserver")] + [(k.lower().encode(), v.encode()) for k, v in headers],
+        "headers": [(b"host", host.encode())] + [(k.lower().encode(), v.encode()) for k, v in headers],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
     }

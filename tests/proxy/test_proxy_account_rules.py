@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -21,7 +22,7 @@ from sessions_app import proxy
 from sessions_app.proxy import auth, upstream
 from streamspace.accounts.models import User
 from streamspace.asgi import application
-from tests.proxy.conftest import asgi_http, make_session
+from tests.proxy.conftest import asgi_http, bearer, make_session, session_host
 from tests.support.clients import client_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -42,9 +43,19 @@ async def running(alice, template, docker_agent, upstream_port):
     await upstream.close_clients()
 
 
-async def get(path: str, *, cookie: str | None = None):
+async def get(url: str, *, cookie: str | None = None, authorization: str | None = None):
+    """A GET of ``url``: an absolute URL (a session's origin) or a path on the portal's origin."""
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
     headers = [("cookie", cookie)] if cookie else []
-    return await asgi_http(proxy.http_app, "GET", path, headers=headers)
+    if authorization:
+        headers.append(("authorization", authorization))
+    return await asgi_http(proxy.http_app, "GET", target, headers=headers, host=parts.netloc or "testserver")
+
+
+def small_of(session) -> str:
+    """A page of the session on its own origin."""
+    return f"http://{session_host(session)}/small"
 
 
 @sync_to_async
@@ -95,7 +106,7 @@ def change_password(user: User) -> None:
 @pytest.mark.parametrize("revoke", [portal_logout, api_logout, change_password], ids=lambda f: f.__name__)
 async def test_viewer_credentials_end_with_the_sign_out_or_password_change(running, alice, revoke):
     token_url, cookie = await open_viewer(alice, running)
-    small = f"/api/v1/http/{running.pk}/small"
+    small = small_of(running)
     assert (await get(small, cookie=cookie)).status == 200
 
     await revoke(alice)
@@ -112,7 +123,7 @@ async def test_viewer_credentials_end_with_the_sign_out_or_password_change(runni
 async def test_another_users_sign_out_revokes_nothing_of_alice(running, alice, bob):
     _, cookie = await open_viewer(alice, running)
     await portal_logout(bob)
-    assert (await get(f"/api/v1/http/{running.pk}/small", cookie=cookie)).status == 200
+    assert (await get(small_of(running), cookie=cookie)).status == 200
 
 
 async def test_a_stale_copy_of_the_user_cannot_restore_an_old_epoch(running, alice):
@@ -121,7 +132,7 @@ async def test_a_stale_copy_of_the_user_cannot_restore_an_old_epoch(running, ali
     await portal_logout(alice)
     stale.first_name = "Alice"
     await sync_to_async(stale.save)()  # loaded before the sign-out
-    assert (await get(f"/api/v1/http/{running.pk}/small", cookie=cookie)).status == 401
+    assert (await get(small_of(running), cookie=cookie)).status == 401
 
 
 @sync_to_async
@@ -133,18 +144,22 @@ def session_cookie(user: User) -> str:
 
 async def test_mfa_enrolment_required_means_no_proxy_access(running, alice, settings):
     token_url, viewer_cookie = await open_viewer(alice, running)
-    portal_cookie = await session_cookie(alice)
-    small = f"/api/v1/http/{running.pk}/small"
+    jwt = bearer(alice)
+    on_origin, on_prefix = small_of(running), f"/api/v1/http/{running.pk}/small"
 
     settings.STREAMSPACE_MFA_REQUIRED = "all"  # alice has a password and no authenticator yet
-    for path, cookie in ((small, viewer_cookie), (small, portal_cookie), (token_url, None)):
-        refused = await get(path, cookie=cookie)
+    for url, cookie, authorization in (
+        (on_origin, viewer_cookie, None),
+        (on_prefix, None, jwt),
+        (token_url, None, None),
+    ):
+        refused = await get(url, cookie=cookie, authorization=authorization)
         assert refused.status == 403 and json.loads(refused.body)["code"] == "mfa_enrollment_required"
         assert refused.header("set-cookie") is None
 
     await sync_to_async(TOTPDevice.objects.create)(user=alice, name="phone", confirmed=True)
-    for cookie in (viewer_cookie, portal_cookie):
-        assert (await get(small, cookie=cookie)).status == 200
+    assert (await get(on_origin, cookie=viewer_cookie)).status == 200
+    assert (await get(on_prefix, authorization=jwt)).status == 200
     assert (await get(token_url)).status == 303
 
 

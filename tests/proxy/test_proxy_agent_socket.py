@@ -31,10 +31,10 @@ from agent_runtime.tunnel import run_tunnel
 from agents_app.dispatch import TUNNEL_MESSAGE_TYPE
 from agents_app.models import Agent
 from agents_app.tokens import hash_token
-from sessions_app.proxy import auth
 from tests.proxy.conftest import (
     AGENT_TOKEN,
     EndpointBackend,
+    bearer,
     close_old_connections_in_thread,
     connected_leader,
     make_session,
@@ -273,18 +273,17 @@ def direct(alice, template, upstream_port):
 
 
 def browser(launcher, session, user) -> httpx.AsyncClient:
-    cookie = f"{auth.VIEWER_COOKIE}={auth.make_viewer_cookie(session.pk, user.pk)}"
+    """A client of the session on the portal's prefix (an API client: the prefix takes no cookie)."""
     return httpx.AsyncClient(
-        base_url=f"{launcher.base}/api/v1/http/{session.pk}", headers={"Cookie": cookie}, timeout=BOUND
+        base_url=f"{launcher.base}/api/v1/http/{session.pk}", headers={"Authorization": bearer(user)}, timeout=BOUND
     )
 
 
 async def raw_get(launcher, session, user, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A browser's connection with a GET sent (``connection: close``): the test reads the answer."""
+    """A client's connection with a GET sent (``connection: close``): the test reads the answer."""
     reader, writer = await asyncio.open_connection("127.0.0.1", launcher.port)
-    cookie = f"{auth.VIEWER_COOKIE}={auth.make_viewer_cookie(session.pk, user.pk)}"
     writer.write(
-        f"GET /api/v1/http/{session.pk}{path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncookie: {cookie}\r\n"
+        f"GET /api/v1/http/{session.pk}{path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: {bearer(user)}\r\n"
         "connection: close\r\n\r\n".encode()
     )
     return reader, writer

@@ -1,6 +1,7 @@
 """The session proxy end to end over a real daphne process and a real upstream process.
 
-Direct mode: page load, large download with the control plane's memory measured, upload,
+On the portal's prefix, as API clients use it (``Authorization`` header); the browser's way
+in, the session's own origin, is ``test_proxy_session_origin.py``. Direct mode: page load, large download with the control plane's memory measured, upload,
 WebSocket echo (text, binary, subprotocols, close codes both ways), redirects and cookies,
 502/504, Origin checks, back-pressure against a slow reader, and hostile input on raw
 sockets. Tunnel mode (``test_proxy_tunnel.py``) repeats the data-path checks through
@@ -24,6 +25,7 @@ from websockets.sync.client import connect as ws_connect
 
 from tests.proxy.conftest import (
     assert_echoes_text_and_binary,
+    bearer,
     cookie_header,
     make_session,
     raw_request,
@@ -39,13 +41,8 @@ MIB = 1024 * 1024
 
 @pytest.fixture
 def viewer(daphne, session, alice):
-    """An httpx client holding the viewer cookie, and the session's proxy base URL."""
-    from sessions_app.viewer import viewer_url
-
-    client = httpx.Client(base_url=daphne.base, timeout=30)
-    first = client.get(viewer_url(session.pk, alice.pk))
-    assert first.status_code == 303
-    assert "token=" not in first.headers["location"]
+    """An API client's httpx client (bearer), and the session's proxy base URL."""
+    client = httpx.Client(base_url=daphne.base, headers={"Authorization": bearer(alice)}, timeout=30)
     yield client, f"/api/v1/http/{session.pk}"
     client.close()
 
@@ -93,7 +90,7 @@ def test_slow_reader_does_not_make_the_proxy_buffer(daphne, session, alice):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     request = (
         f"GET /api/v1/http/{session.pk}/bytes?size={400 * MIB} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Cookie: {cookie_header(session, alice)}\r\n\r\n"
+        f"Authorization: {bearer(alice)}\r\n\r\n"
     )
     sock.sendall(request.encode())
     sock.recv(65536)  # the headers arrived: the response is streaming; now stop reading
@@ -135,7 +132,7 @@ def test_methods_and_query_pass_through(viewer):
 
 
 def test_websocket_echo_subprotocol_and_close_codes(daphne, session, alice, upstream_port):
-    headers = {"Cookie": cookie_header(session, alice)}
+    headers = {"Authorization": bearer(alice)}
     with ws_connect(ws_url(daphne, session), additional_headers=headers, subprotocols=["superchat"]) as ws:
         assert ws.subprotocol == "superchat"
         assert_echoes_text_and_binary(ws)
@@ -164,14 +161,15 @@ def test_websocket_refusals(daphne, session, alice, bob):
     url = ws_url(daphne, session)
     for headers in (
         {},  # anonymous
-        {"Cookie": cookie_header(session, bob)},  # no right
-        {"Cookie": cookie_header(session, alice), "Origin": "http://evil.example"},  # cross-site
+        {"Cookie": cookie_header(session, alice)},  # a viewer cookie is the session origin's, not the prefix's
+        {"Authorization": bearer(bob)},  # no right
+        {"Authorization": bearer(alice), "Origin": "http://evil.example"},  # cross-site
     ):
         with pytest.raises(InvalidStatus) as refused:
             ws_connect(url, additional_headers=headers, open_timeout=5)
         assert refused.value.response.status_code == 403
     with ws_connect(
-        url, additional_headers={"Cookie": cookie_header(session, alice), "Origin": f"http://127.0.0.1:{daphne.port}"}
+        url, additional_headers={"Authorization": bearer(alice), "Origin": f"http://127.0.0.1:{daphne.port}"}
     ) as ws:
         ws.send("same-site")
         assert ws.recv(timeout=5) == "same-site"
@@ -182,7 +180,7 @@ def test_upstream_down_502_and_slow_504(daphne, alice, template, docker_agent):
     docker_agent.proxy_mode = "direct"
     docker_agent.save(update_fields=["proxy_mode"])
     reply = httpx.get(
-        f"{daphne.base}/api/v1/http/{dead.pk}/", headers={"Cookie": cookie_header(dead, alice), "Accept": "text/html"}
+        f"{daphne.base}/api/v1/http/{dead.pk}/", headers={"Authorization": bearer(alice), "Accept": "text/html"}
     )
     assert reply.status_code == 502
     assert b"not answering" in reply.content
@@ -216,44 +214,48 @@ def test_hostile_paths_are_refused(daphne, session, alice, template, docker_agen
     target = f"/api/v1/http/{session.pk}" + path.format(other=other.pk)
     reply = raw_request(
         daphne.port,
-        f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie_header(session, alice)}\r\n\r\n".encode(),
+        f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {bearer(alice)}\r\n\r\n".encode(),
     )
     assert status_of(reply) == 400, reply[:200]
 
 
 def test_prefix_escapes_never_reach_another_host(daphne, session, alice):
-    cookie = cookie_header(session, alice)
+    authorization = bearer(alice)
     # A path that looks like an authority stays a path on this session's upstream.
-    reply = httpx.get(f"{daphne.base}/api/v1/http/{session.pk}/echo//127.0.0.1:1/x", headers={"Cookie": cookie})
+    reply = httpx.get(
+        f"{daphne.base}/api/v1/http/{session.pk}/echo//127.0.0.1:1/x", headers={"Authorization": authorization}
+    )
     assert reply.status_code == 200 and reply.json()["path"] == "/echo//127.0.0.1:1/x"
-    reply = httpx.get(f"{daphne.base}/api/v1/http/{session.pk}/echo/@evil.example/", headers={"Cookie": cookie})
+    reply = httpx.get(
+        f"{daphne.base}/api/v1/http/{session.pk}/echo/@evil.example/", headers={"Authorization": authorization}
+    )
     assert reply.status_code == 200 and reply.json()["path"] == "/echo/@evil.example/"
     # Absolute-form request targets are not proxy paths at all.
     absolute = raw_request(
         daphne.port,
-        f"GET http://evil.example/api/v1/http/{session.pk}/echo HTTP/1.1\r\nHost: evil.example\r\nCookie: {cookie}\r\n\r\n".encode(),
+        f"GET http://evil.example/api/v1/http/{session.pk}/echo HTTP/1.1\r\nHost: evil.example\r\nAuthorization: {authorization}\r\n\r\n".encode(),
     )
     assert 400 <= status_of(absolute) < 500
     # An encoded CRLF in the query stays encoded: no header is injected upstream.
     reply = httpx.get(
-        f"{daphne.base}/api/v1/http/{session.pk}/echo?x=%0d%0aX-Injected:%201", headers={"Cookie": cookie}
+        f"{daphne.base}/api/v1/http/{session.pk}/echo?x=%0d%0aX-Injected:%201", headers={"Authorization": authorization}
     )
     assert reply.status_code == 200
     assert "x-injected" not in {k.lower() for k, _ in reply.json()["headers"]}
 
 
 def test_oversized_and_malformed_headers(daphne, session, alice):
-    cookie = cookie_header(session, alice)
+    authorization = bearer(alice)
     huge = "a" * (128 * 1024)
     reply = raw_request(
         daphne.port,
-        f"GET /api/v1/http/{session.pk}/echo HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nX-Big: {huge}\r\n\r\n".encode(),
+        f"GET /api/v1/http/{session.pk}/echo HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nX-Big: {huge}\r\n\r\n".encode(),
     )
     assert not (200 <= status_of(reply) < 300)
     many = "".join(f"X-H{i}: v\r\n" for i in range(1000))
     reply = raw_request(
         daphne.port,
-        f"GET /api/v1/http/{session.pk}/echo HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n{many}\r\n".encode(),
+        f"GET /api/v1/http/{session.pk}/echo HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\n{many}\r\n".encode(),
     )
     assert not (200 <= status_of(reply) < 300)
     bare = raw_request(
@@ -281,9 +283,7 @@ def test_slowloris_clients_do_not_starve_others(daphne, session, alice):
     thread.start()
     try:
         started = time.monotonic()
-        reply = httpx.get(
-            f"{daphne.base}/api/v1/http/{session.pk}/small", headers={"Cookie": cookie_header(session, alice)}
-        )
+        reply = httpx.get(f"{daphne.base}/api/v1/http/{session.pk}/small", headers={"Authorization": bearer(alice)})
         assert reply.status_code == 200
         assert time.monotonic() - started < 1.0
     finally:
@@ -299,10 +299,14 @@ def test_status_endpoint_and_waking_page_over_http(daphne, alice, template, dock
     asleep = make_session(
         alice, template, docker_agent, endpoint=f"127.0.0.1:{upstream_port}", state=SessionState.HIBERNATED
     )
-    cookie = cookie_header(asleep, alice)
-    page = httpx.get(f"{daphne.base}/api/v1/http/{asleep.pk}/", headers={"Cookie": cookie, "Accept": "text/html"})
+    authorization = bearer(alice)
+    page = httpx.get(
+        f"{daphne.base}/api/v1/http/{asleep.pk}/", headers={"Authorization": authorization, "Accept": "text/html"}
+    )
     assert page.status_code == 503 and b"waking up" in page.content
     assert Session.objects.get(pk=asleep.pk).state == SessionState.WAKING
-    status = httpx.get(f"{daphne.base}/api/v1/http/{asleep.pk}/.streamspace/status", headers={"Cookie": cookie})
+    status = httpx.get(
+        f"{daphne.base}/api/v1/http/{asleep.pk}/.streamspace/status", headers={"Authorization": authorization}
+    )
     assert status.json()["state"] == "waking"
     assert json.loads(status.content)["ready"] is False

@@ -15,8 +15,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from websockets.asyncio.client import connect as ws_connect
 
-from sessions_app.proxy import auth
-from tests.proxy.conftest import make_session
+from tests.proxy.conftest import bearer, make_session
 from tests.support import ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -50,18 +49,19 @@ def container_endpoint():
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
 
-def cookie(session, user) -> dict[str, str]:
-    return {"Cookie": f"{auth.VIEWER_COOKIE}={auth.make_viewer_cookie(session.pk, user.pk)}"}
+def credentials(session, user) -> dict[str, str]:
+    """An API client's header: the portal's prefix takes no cookie."""
+    return {"Authorization": bearer(user)}
 
 
 async def exercise(daphne, session, user) -> None:
     base = f"{daphne.base}/api/v1/http/{session.pk}"
-    async with httpx.AsyncClient(timeout=30, headers=cookie(session, user)) as client:
+    async with httpx.AsyncClient(timeout=30, headers=credentials(session, user)) as client:
         page = await client.get(f"{base}/")
         assert page.status_code == 200
         assert b"streamspace test session" in page.content
     url = f"ws://127.0.0.1:{daphne.port}/api/v1/http/{session.pk}/"
-    async with ws_connect(url, additional_headers=cookie(session, user)) as ws:
+    async with ws_connect(url, additional_headers=credentials(session, user)) as ws:
         for text in ("hello", "second line", "x" * 10_000):
             await ws.send(text)
             assert (await asyncio.wait_for(ws.recv(), 5)).rstrip("\n") == text

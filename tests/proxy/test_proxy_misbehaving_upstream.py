@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 
 from sessions_app import proxy
 from sessions_app.proxy import auth, upstream
-from tests.proxy.conftest import asgi_http, make_session
+from tests.proxy.conftest import asgi_http, make_session, session_host
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -48,7 +48,8 @@ async def through_proxy(server: asyncio.Server, alice, template, docker_agent, p
     port = server.sockets[0].getsockname()[1]
     session = await sync_to_async(make_session)(alice, template, docker_agent, endpoint=f"127.0.0.1:{port}")
     cookie = f"{auth.VIEWER_COOKIE}={auth.make_viewer_cookie(session.pk, alice.pk)}"
-    return lambda: asgi_http(proxy.http_app, "GET", f"/api/v1/http/{session.pk}{path}", headers=[("cookie", cookie)])
+    host = session_host(session)  # the browser's way in: the session's own origin
+    return lambda: asgi_http(proxy.http_app, "GET", path, headers=[("cookie", cookie)], host=host)
 
 
 async def test_a_body_that_stalls_is_a_504(alice, template, docker_agent):

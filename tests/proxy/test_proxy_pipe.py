@@ -30,6 +30,7 @@ from websockets.sync.client import connect as ws_connect
 from sessions_app.models import Session, SessionState
 from tests.proxy.conftest import (
     assert_echoes_text_and_binary,
+    bearer,
     cookie_header,
     make_session,
     status_of,
@@ -71,12 +72,12 @@ def frame(payload: bytes | str, opcode: int | None = None, *, mask: bool = True)
 
 
 def handshake(session, user, path: str = "/ws") -> tuple[bytes, bytes]:
-    """The browser's handshake bytes and its Sec-WebSocket-Key."""
+    """A client's handshake bytes (the prefix takes a bearer, no cookie) and its Sec-WebSocket-Key."""
     key = base64.b64encode(os.urandom(16))
     head = (
         f"GET /api/v1/http/{session.pk}{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n"
-        f"Cookie: {cookie_header(session, user)}\r\n\r\n"
+        f"Authorization: {bearer(user)}\r\n\r\n"
     )
     return head.encode(), key
 
@@ -142,7 +143,7 @@ def raw_ws(daphne, session, user, **options) -> Iterator[Raw]:
 
 def viewer_ws(daphne, session, user, **options):
     return ws_connect(
-        ws_url(daphne, session), additional_headers={"Cookie": cookie_header(session, user)}, open_timeout=10, **options
+        ws_url(daphne, session), additional_headers={"Authorization": bearer(user)}, open_timeout=10, **options
     )
 
 
@@ -199,7 +200,7 @@ def test_a_burst_sent_with_the_handshake_is_not_lost(daphne, session, alice):
 
 @pytest.mark.parametrize("pipelined", [False, True], ids=["after-the-response", "pipelined"])
 def test_websocket_after_an_http_request_on_the_same_connection(daphne, session, alice, pipelined):
-    get = f"GET /api/v1/http/{session.pk}/small HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie_header(session, alice)}\r\n\r\n"
+    get = f"GET /api/v1/http/{session.pk}/small HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {bearer(alice)}\r\n\r\n"
     upgrade, key = handshake(session, alice)
     with Raw(daphne.port) as raw:
         raw.sock.sendall(get.encode() + (upgrade if pipelined else b""))
@@ -239,12 +240,13 @@ def test_a_slow_browser_holds_the_session_back_and_loses_nothing(daphne, session
 # -- what the pipe leaves to daphne --
 
 
-@pytest.mark.parametrize("refusal", ["anonymous", "no right", "cross-site"])
+@pytest.mark.parametrize("refusal", ["anonymous", "a viewer cookie", "no right", "cross-site"])
 def test_refused_handshakes_get_403_and_the_next_connection_is_piped(daphne, session, alice, bob, refusal):
     headers = {
         "anonymous": {},
-        "no right": {"Cookie": cookie_header(session, bob)},
-        "cross-site": {"Cookie": cookie_header(session, alice), "Origin": "http://evil.example"},
+        "a viewer cookie": {"Cookie": cookie_header(session, alice)},  # a browser's: not on the prefix
+        "no right": {"Authorization": bearer(bob)},
+        "cross-site": {"Authorization": bearer(alice), "Origin": "http://evil.example"},
     }[refusal]
     with pytest.raises(InvalidStatus) as refused:
         ws_connect(ws_url(daphne, session), additional_headers=headers, open_timeout=10)
@@ -258,7 +260,7 @@ def test_a_plain_http_answer_to_the_handshake_is_refused_not_hung(daphne, sessio
     with pytest.raises(InvalidStatus) as refused:
         ws_connect(
             ws_url(daphne, session, "/small"),
-            additional_headers={"Cookie": cookie_header(session, alice)},
+            additional_headers={"Authorization": bearer(alice)},
             open_timeout=10,
         )
     assert refused.value.response.status_code == 403  # the ASGI proxy's refusal, via daphne

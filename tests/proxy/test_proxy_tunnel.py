@@ -15,8 +15,7 @@ from asgiref.sync import sync_to_async
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from sessions_app.proxy import auth
-from tests.proxy.conftest import AGENT_TOKEN, make_session
+from tests.proxy.conftest import AGENT_TOKEN, bearer, make_session
 from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -31,13 +30,14 @@ def tunnelled(alice, template, docker_agent):
     return make_session(alice, template, docker_agent, endpoint="")
 
 
-def cookie(session, user) -> dict[str, str]:
-    return {"Cookie": f"{auth.VIEWER_COOKIE}={auth.make_viewer_cookie(session.pk, user.pk)}"}
+def credentials(session, user) -> dict[str, str]:
+    """An API client's header: the portal's prefix takes no cookie."""
+    return {"Authorization": bearer(user)}
 
 
 async def test_http_through_the_tunnel(daphne, agent, tunnelled, alice):
     base = f"{daphne.base}/api/v1/http/{tunnelled.pk}"
-    async with httpx.AsyncClient(timeout=30, headers=cookie(tunnelled, alice)) as client:
+    async with httpx.AsyncClient(timeout=30, headers=credentials(tunnelled, alice)) as client:
         page = await client.get(f"{base}/")
         assert page.status_code == 200 and b"session page" in page.content
         assert agent["opened"][0]["session_id"] == str(tunnelled.pk)
@@ -63,7 +63,7 @@ async def test_http_through_the_tunnel(daphne, agent, tunnelled, alice):
 
 async def test_websocket_through_the_tunnel(daphne, agent, tunnelled, alice):
     url = f"ws://127.0.0.1:{daphne.port}/api/v1/http/{tunnelled.pk}/ws"
-    async with ws_connect(url, additional_headers=cookie(tunnelled, alice), subprotocols=["chat"]) as ws:
+    async with ws_connect(url, additional_headers=credentials(tunnelled, alice), subprotocols=["chat"]) as ws:
         assert ws.subprotocol == "chat"
         await ws.send("hello")
         assert await asyncio.wait_for(ws.recv(), 5) == "hello"
@@ -81,20 +81,20 @@ async def test_auto_mode_falls_back_to_the_tunnel(daphne, agent, alice, template
         alice, template, docker_agent, endpoint=f"10.255.255.1:{free_port()}"
     )
     base = f"{daphne.base}/api/v1/http/{unreachable.pk}"
-    async with httpx.AsyncClient(timeout=30, headers=cookie(unreachable, alice)) as client:
+    async with httpx.AsyncClient(timeout=30, headers=credentials(unreachable, alice)) as client:
         assert (await client.get(f"{base}/small")).status_code == 200
         assert len(agent["opened"]) >= 1
 
 
 async def test_session_unreachable_from_the_agent_is_502(daphne, agent, tunnelled, alice):
     agent["backend"].endpoint = f"127.0.0.1:{free_port()}"
-    async with httpx.AsyncClient(timeout=30, headers=cookie(tunnelled, alice)) as client:
+    async with httpx.AsyncClient(timeout=30, headers=credentials(tunnelled, alice)) as client:
         reply = await client.get(f"{daphne.base}/api/v1/http/{tunnelled.pk}/small")
     assert reply.status_code == 502
 
 
 async def test_no_leader_is_502(daphne, tunnelled, alice):
-    async with httpx.AsyncClient(timeout=30, headers=cookie(tunnelled, alice)) as client:
+    async with httpx.AsyncClient(timeout=30, headers=credentials(tunnelled, alice)) as client:
         reply = await client.get(f"{daphne.base}/api/v1/http/{tunnelled.pk}/small")
     assert reply.status_code == 502
 

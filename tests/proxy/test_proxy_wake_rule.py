@@ -17,7 +17,7 @@ from agents_app.models import AgentCommand
 from sessions_app import access, proxy
 from sessions_app.models import Session, SessionState
 from sessions_app.proxy import auth
-from tests.proxy.conftest import asgi_http, make_session
+from tests.proxy.conftest import asgi_http, make_session, session_host
 from tests.support.clients import client_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -41,7 +41,19 @@ def hibernated(alice, bob, template, docker_agent, upstream_port):
 
 
 def cookie(session, user) -> str:
+    """The viewer cookie a browser holds on the session's own origin."""
     return f"{auth.VIEWER_COOKIE}={auth.make_viewer_cookie(session.pk, user.pk)}"
+
+
+def open_page(session, user, *extra: tuple[str, str]):
+    """A browser opening the session on its own origin."""
+    headers = [("cookie", cookie(session, user)), *extra]
+    return asgi_http(proxy.http_app, "GET", "/", headers=headers, host=session_host(session))
+
+
+def open_socket(session, user) -> WebsocketCommunicator:
+    headers = [(b"host", session_host(session).encode()), (b"cookie", cookie(session, user).encode())]
+    return WebsocketCommunicator(proxy.websocket_app, "/ws", headers=headers)
 
 
 def state_and_wakes(session) -> tuple[str, int]:
@@ -49,27 +61,16 @@ def state_and_wakes(session) -> tuple[str, int]:
 
 
 async def test_share_recipient_cannot_wake_through_the_proxy_over_http(hibernated, bob):
-    reply = await asgi_http(
-        proxy.http_app, "GET", f"/api/v1/http/{hibernated.pk}/", headers=[("cookie", cookie(hibernated, bob))]
-    )
+    reply = await open_page(hibernated, bob)
     assert reply.status == 403
     assert json.loads(reply.body)["code"] == "wake_not_allowed"
     assert await sync_to_async(state_and_wakes)(hibernated) == (SessionState.HIBERNATED, 0)
-    html = await asgi_http(
-        proxy.http_app,
-        "GET",
-        f"/api/v1/http/{hibernated.pk}/",
-        headers=[("cookie", cookie(hibernated, bob)), ("accept", "text/html")],
-    )
+    html = await open_page(hibernated, bob, ("accept", "text/html"))
     assert html.status == 403 and b"only its owner" in html.body
 
 
 async def test_share_recipient_cannot_wake_through_the_proxy_over_websocket(hibernated, bob):
-    ws = WebsocketCommunicator(
-        proxy.websocket_app,
-        f"/api/v1/http/{hibernated.pk}/ws",
-        headers=[(b"host", b"testserver"), (b"cookie", cookie(hibernated, bob).encode())],
-    )
+    ws = open_socket(hibernated, bob)
     connected, _ = await ws.connect(timeout=5)
     assert not connected
     assert await sync_to_async(state_and_wakes)(hibernated) == (SessionState.HIBERNATED, 0)
@@ -78,19 +79,13 @@ async def test_share_recipient_cannot_wake_through_the_proxy_over_websocket(hibe
 @pytest.mark.parametrize("who", ["alice", "operator"])
 async def test_owner_and_operator_wake_through_the_proxy(who, hibernated, alice, operator):
     user = alice if who == "alice" else operator
-    reply = await asgi_http(
-        proxy.http_app, "GET", f"/api/v1/http/{hibernated.pk}/", headers=[("cookie", cookie(hibernated, user))]
-    )
+    reply = await open_page(hibernated, user)
     assert reply.status == 503 and json.loads(reply.body)["code"] == "session_starting"
     assert await sync_to_async(state_and_wakes)(hibernated) == (SessionState.WAKING, 1)
 
 
 async def test_owner_wakes_through_the_proxy_over_websocket(hibernated, alice):
-    ws = WebsocketCommunicator(
-        proxy.websocket_app,
-        f"/api/v1/http/{hibernated.pk}/ws",
-        headers=[(b"host", b"testserver"), (b"cookie", cookie(hibernated, alice).encode())],
-    )
+    ws = open_socket(hibernated, alice)
     connected, _ = await ws.connect(timeout=5)
     assert connected  # accepted, then closed with "try again later" while it wakes
     await ws.disconnect()

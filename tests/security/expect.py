@@ -68,31 +68,7 @@ def has_role(principal: str, least: str) -> bool:
 
 
 # --- cells written to the intended behaviour (issue 15), strict xfail until it lands -----
-ITEM_1 = "issue 15 item 1, lands with origins"  # the portal's login cookie is no proxy credential
-
-PROXY_PORTAL_COOKIE_ROWS = tuple(
-    f"{kind} /api/v1/http/{{{target}}}/ portal-cookie"
-    for kind, target in (
-        ("GET", "running"),
-        ("POST", "running"),
-        ("WS", "running"),
-        ("GET", "hibernated"),
-        ("WS", "hibernated"),
-    )
-)
-
-PENDING: dict[tuple[str, str, str], str] = {
-    # The cookie stops being a proxy credential: over HTTP bob's 403 becomes a 401 as well; a
-    # WebSocket he opens is refused either way.
-    **{
-        ("proxy", row, who): ITEM_1
-        for row in PROXY_PORTAL_COOKIE_ROWS
-        for who in (ALICE, BOB, CAROL, OPERATOR, ADMIN)
-        if not (row.startswith("WS ") and who == BOB)
-        # A share recipient's socket to a hibernated session is refused already: she may not wake it.
-        and not (row == "WS /api/v1/http/{hibernated}/ portal-cookie" and who == CAROL)
-    },
-}
+PENDING: dict[tuple[str, str, str], str] = {}
 
 
 def marks_for(surface: str, row: str, principal: str) -> list[pytest.MarkDecorator]:

@@ -4,8 +4,9 @@
   (``/api/v1/sessions/<uuid:session_id>/wake``) and, for DRF views, the methods the view
   class implements.
 * WebSocket: ``streamspace.routing``'s browser and agent patterns.
-* The session proxy, mounted ahead of Django under ``sessions_app.proxy.PREFIX`` for both
-  HTTP and WebSocket (``streamspace.routing.build_application``).
+* The session proxy, mounted ahead of Django for both HTTP and WebSocket
+  (``streamspace.routing.build_application``): under ``sessions_app.proxy.PREFIX`` on the
+  portal's origin, and on every session's own origin, ``<session-id>.<STREAMSPACE_SESSION_DOMAIN>``.
 
 The matrix (``tests/security/matrix.py``) must have an expectation for each; the
 completeness tests list any route without one.
@@ -17,6 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from sessions_app import proxy
@@ -60,8 +62,10 @@ def websocket_routes() -> list[str]:
 
 
 def proxy_mounts() -> list[str]:
-    """The raw ASGI mounts ahead of Django: the session proxy, over HTTP and WebSocket."""
-    return [f"http {proxy.PREFIX}", f"websocket {proxy.PREFIX}"]
+    """The raw ASGI mounts ahead of Django: the session proxy, over HTTP and WebSocket, under
+    its prefix and on each session's own host."""
+    origin = f"<session-id>.{settings.STREAMSPACE_SESSION_DOMAIN}"
+    return [f"http {proxy.PREFIX}", f"websocket {proxy.PREFIX}", f"http {origin}", f"websocket {origin}"]
 
 
 # Path converters of the API's routes -> the placeholders of tests/api_matrix.py.

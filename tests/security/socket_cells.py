@@ -3,10 +3,11 @@
 Surfaces (``tests/security/routes.py`` lists them from the routing):
 
 * the portal's live socket ``/ws/portal/`` (the portal cookie, same-origin browsers only);
-* the session proxy ``/api/v1/http/<id>/`` over HTTP and WebSocket, for a running and a
-  hibernated session, with each credential a person can hold: a viewer link (``?token=``),
-  the viewer cookie it is exchanged for, an access JWT (``Authorization: Bearer``), and the
-  portal's login cookie sent by a browser;
+* the session proxy over HTTP and WebSocket, for a running and a hibernated session, both
+  ways in: the session's own origin ``<id>.<STREAMSPACE_SESSION_DOMAIN>`` (browsers) and the
+  portal's prefix ``/api/v1/http/<id>/`` (API clients), with each credential a person can hold
+  on either: a viewer link (``?token=``), the viewer cookie it is exchanged for, an access JWT
+  (``Authorization: Bearer``), and the portal's login cookie sent by a browser;
 * the agent socket ``/api/v1/agents/connect`` and the tunnel endpoint
   ``/api/v1/agents/tunnel/<stream_id>`` (an agent token is a host-level credential: what
   another agent's token can and cannot do there is part of the matrix).
@@ -19,6 +20,8 @@ agent endpoints everyone presents their secret as ``Bearer`` (the scheme agents 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from django.conf import settings
 
 from tests.security.expect import ACCEPT, REFUSE, Expectation
 from tests.security.world import (
@@ -40,6 +43,9 @@ AGENT_SOCKET = "/api/v1/agents/connect"
 TUNNEL = "/api/v1/agents/tunnel/<str:stream_id>"
 PROXY_HTTP = "http /api/v1/http/"
 PROXY_WS = "websocket /api/v1/http/"
+SESSION_ORIGIN = f"<session-id>.{settings.STREAMSPACE_SESSION_DOMAIN}"  # every path is the session's
+ORIGIN_HTTP = f"http {SESSION_ORIGIN}"
+ORIGIN_WS = f"websocket {SESSION_ORIGIN}"
 
 SESSION_UPDATE = "session.update"  # the portal socket answers with the session
 NOT_FOUND_FRAME = "error"  # ... or with an error frame
@@ -70,21 +76,39 @@ class ProxyCell:
     target: str  # "running" or "hibernated"
     credential: str
     principal: str
+    way: str = "origin"  # the session's own origin (browsers) or the portal's "prefix" (API clients)
 
     @property
     def route(self) -> str:
-        return PROXY_WS if self.kind == "WS" else PROXY_HTTP
+        if self.way == "prefix":
+            return PROXY_WS if self.kind == "WS" else PROXY_HTTP
+        return ORIGIN_WS if self.kind == "WS" else ORIGIN_HTTP
 
     @property
     def row(self) -> str:
-        return f"{self.kind} /api/v1/http/{{{self.target}}}/ {self.credential}"
+        where = f"/api/v1/http/{{{self.target}}}/" if self.way == "prefix" else f"{{{self.target}}}.<session domain>/"
+        return f"{self.kind} {where} {self.credential}"
 
     def expect(self) -> Expectation:
-        """What the intended rules answer (docs/security.md); PENDING marks the cells that
-        differ from today's behaviour."""
-        who, websocket = self.principal, self.kind == "WS"
-        if who not in PEOPLE or self.credential == "portal-cookie":
-            return REFUSE if websocket else 401  # no proxy credential
+        """What the intended rules answer (docs/security.md, docs/architecture.md §10.1)."""
+        websocket = self.kind == "WS"
+        refused = REFUSE if websocket else 401  # no proxy credential
+        if self.way == "prefix":
+            # API clients only: an Authorization header counts, never a cookie. A viewer link
+            # is sent on to the session's origin (its token is exchanged there); a page load
+            # with the portal's cookie is sent to the portal's viewer.
+            if self.kind == "GET" and self.credential in ("viewer-link", "portal-cookie"):
+                return 303
+            if self.credential not in ("bearer-jwt", "token-header"):
+                return refused
+            if self.principal == READ_TOKEN:
+                return REFUSE if websocket else 403  # a read token does not act inside sessions
+        elif self.principal not in PEOPLE or self.credential not in ("viewer-link", "viewer-cookie"):
+            return refused  # on a session's origin only the viewer credential counts
+        return self._by_rights(websocket)
+
+    def _by_rights(self, websocket: bool) -> Expectation:
+        who = ALICE if self.principal == WRITE_TOKEN else self.principal  # alice's token, her rights
         if who not in VIEWERS:
             return REFUSE if websocket else 403
         if self.target == "hibernated" and who not in MANAGERS:
@@ -106,7 +130,8 @@ class ProxyCell:
 
 
 PROXY_CELLS = [
-    ProxyCell(kind, target, credential, who)
+    ProxyCell(kind, target, credential, who, way)
+    for way in ("origin", "prefix")
     for kind, target in (
         ("GET", "running"),
         ("POST", "running"),

@@ -19,6 +19,7 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import ApplicationCommunicator, WebsocketCommunicator
+from django.conf import settings
 from django.utils import timezone
 
 from agent_runtime import protocol
@@ -65,7 +66,14 @@ def proxy_credential(cell: ProxyCell, world: World, session: Session) -> tuple[s
     return "", []
 
 
-async def http_request(method: str, path: str, query: str, headers: list, body: bytes = b"") -> tuple[int, bytes]:
+def host_of(cell: ProxyCell, session: Session) -> bytes:
+    """The ``Host`` a cell's request names: the session's own or the portal's."""
+    return f"{session.pk}.{settings.STREAMSPACE_SESSION_DOMAIN}".encode() if cell.way == "origin" else HOST
+
+
+async def http_request(
+    method: str, path: str, query: str, headers: list, body: bytes = b"", host: bytes = HOST
+) -> tuple[int, bytes]:
     """One HTTP request through the application, the way daphne hands it over."""
     scope = {
         "type": "http",
@@ -77,7 +85,7 @@ async def http_request(method: str, path: str, query: str, headers: list, body: 
         "raw_path": path.encode(),
         "query_string": query.encode(),
         "root_path": "",
-        "headers": [(b"host", HOST), *headers],
+        "headers": [(b"host", host), *headers],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
     }
@@ -98,19 +106,23 @@ async def http_request(method: str, path: str, query: str, headers: list, body: 
 
 async def proxy_http(cell: ProxyCell, world: World, session: Session) -> tuple[int, bytes]:
     query, headers = proxy_credential(cell, world, session)
-    path = f"/api/v1/http/{session.pk}/" + ("small" if cell.kind == "GET" else "echo")
+    prefix = f"/api/v1/http/{session.pk}" if cell.way == "prefix" else ""
+    path = prefix + ("/small" if cell.kind == "GET" else "/echo")
+    body = b"posted" if cell.kind == "POST" else b""
     try:
-        return await http_request(cell.kind, path, query, headers, b"posted" if cell.kind == "POST" else b"")
+        return await http_request(cell.kind, path, query, headers, body, host_of(cell, session))
     finally:
         await upstream.close_clients()
 
 
 async def proxy_websocket(cell: ProxyCell, world: World, session: Session) -> str:
     query, headers = proxy_credential(cell, world, session)
+    host = host_of(cell, session)
     if cell.credential in ("viewer-cookie", "portal-cookie"):
-        headers.append((b"origin", SAME_ORIGIN))  # browsers send Origin on WebSockets
-    path = f"/api/v1/http/{session.pk}/ws" + (f"?{query}" if query else "")
-    ws = WebsocketCommunicator(application, path, headers=[(b"host", HOST), *headers])
+        headers.append((b"origin", b"http://" + host))  # a browser's page on that origin
+    prefix = f"/api/v1/http/{session.pk}" if cell.way == "prefix" else ""
+    path = f"{prefix}/ws" + (f"?{query}" if query else "")
+    ws = WebsocketCommunicator(application, path, headers=[(b"host", host), *headers])
     try:
         connected, _ = await ws.connect(timeout=TIMEOUT_S)
         if not connected:

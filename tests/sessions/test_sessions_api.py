@@ -197,9 +197,15 @@ def test_viewer_url_is_bound_to_session_and_user(alice_client, alice, template, 
 
     session_id = launch(alice_client).json()["id"]
     body = alice_client.get(f"/api/v1/sessions/{session_id}/viewer-url").json()
-    assert body["url"].startswith(f"/api/v1/http/{session_id}/?token=")
+    # On the session's own origin (same scheme and port as the portal), never the portal's.
+    assert body["url"].startswith(f"http://{session_id}.localhost/?token=")
     data = read_viewer_token(body["url"].split("token=", 1)[1])
-    assert data == {"s": session_id, "u": alice.pk, "e": alice.credentials_epoch}  # e: accounts.credentials
+    # o: the portal that may frame it; e: the credentials epoch (accounts.credentials)
+    assert data == {"s": session_id, "u": alice.pk, "e": alice.credentials_epoch, "o": "http://testserver"}
+    on_port = alice_client.get(f"/api/v1/sessions/{session_id}/viewer-url", HTTP_HOST="localhost:8000").json()
+    assert on_port["url"].startswith(f"http://{session_id}.localhost:8000/?token=")
+    secure = alice_client.get(f"/api/v1/sessions/{session_id}/viewer-url", secure=True).json()
+    assert secure["url"].startswith(f"https://{session_id}.localhost/?token=")
     assert read_viewer_token(body["url"].split("token=", 1)[1] + "x") is None
     assert read_viewer_token(body["url"].split("token=", 1)[1], max_age=-1) is None
 
