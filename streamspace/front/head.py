@@ -32,6 +32,7 @@ from urllib.parse import unquote
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from agent_runtime.protocol import TUNNEL_PATH
+from sessions_app.proxy.origins import session_id_for_host
 from sessions_app.proxy.paths import PREFIX_BYTES
 from streamspace.api.client_ip import forwarded_address
 from streamspace.front.exchange import Exchange
@@ -76,6 +77,15 @@ class _Reader:
         self.upgrade = parser.should_upgrade()
 
 
+def _on_session_host(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the request's ``Host`` is a session's own origin (``<session-id>.<domain>``):
+    every path there is the session's, as the ASGI routing decides it too."""
+    for name, value in headers:
+        if name.lower() == b"host":
+            return session_id_for_host(value.strip(b" \t")) is not None
+    return False
+
+
 def parse(raw: bytes, front: FrontProtocol) -> RequestHead:
     """The head ``raw`` (through its blank line) as the front serves it; :class:`NotServed` if daphne's."""
     if _DAPHNE_REFUSES.search(raw) is not None:
@@ -99,8 +109,12 @@ def parse(raw: bytes, front: FrontProtocol) -> RequestHead:
     target = reader.target
     factory = front.factory
     tunnel = target.startswith(TUNNEL_BYTES)
-    if not (target.startswith(PREFIX_BYTES) or (tunnel and factory.tunnel_socket is not None)):
-        raise NotServed("not a path the front serves")
+    if not (
+        target.startswith(PREFIX_BYTES)
+        or (tunnel and factory.tunnel_socket is not None)
+        or (target.startswith(b"/") and _on_session_host(reader.headers))
+    ):
+        raise NotServed("not a path or host the front serves")
     method = parser.get_method()
     server = front.server
     headers = []

@@ -42,6 +42,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
 
 from agent_runtime.protocol import TUNNEL_PATH
+from sessions_app.proxy.origins import session_id_for_host
 from sessions_app.proxy.paths import PREFIX_BYTES
 from streamspace.front.handlers import FrontHandler
 from streamspace.front.head import NotServed, parse
@@ -55,6 +56,7 @@ MAX_HEAD = 16 * 1024  # Twisted's totalHeadersSize: a longer head goes to daphne
 HEAD_TIMEOUT_S = 10
 _REQUEST_PREFIX = b" " + PREFIX_BYTES
 _TUNNEL_PREFIX = b" " + TUNNEL_PATH.encode()
+_HOST_LINE = re.compile(rb"\n[Hh][Oo][Ss][Tt][ \t]*:([^\r\n]*)\r?\n")
 # Where Twisted's HTTP channel ends a head: an empty line, CRLF or bare LF line ends.
 _HEAD_END = re.compile(rb"\n\r?\n")
 
@@ -164,12 +166,25 @@ class FrontProtocol(Protocol):
             handler.disconnected()
 
     # -- requests --
+    @staticmethod
+    def _maybe_session_host(buf: bytes, line_end: int) -> bool:
+        """For a target outside the proxy's prefix: whether the request may be for a session's
+        own origin. False as soon as a complete ``Host`` line names another host, so portal
+        requests go to daphne without waiting for the rest of their head; :func:`parse`
+        decides the rest once the head is complete."""
+        found = _HOST_LINE.search(buf, line_end)
+        return found is None or session_id_for_host(found.group(1).strip(b" \t")) is not None
+
     def _next(self) -> None:
         buf = self.buffer
         line_end = buf.find(b"\n")
         if line_end >= 0:
             line = buf[:line_end]
-            if _REQUEST_PREFIX not in line and (_TUNNEL_PREFIX not in line or self.factory.tunnel_socket is None):
+            if (
+                _REQUEST_PREFIX not in line
+                and (_TUNNEL_PREFIX not in line or self.factory.tunnel_socket is None)
+                and not self._maybe_session_host(buf, line_end)
+            ):
                 self.hand_over()
                 return
             # Where Twisted would end the head; a head with bare LFs llhttp refuses (daphne's).

@@ -33,7 +33,12 @@ DESKTOP_CMD = ["{python}", "-m", "agent_runtime.desktop", "--port", "{port}", "-
 
 def candidate(name="a", *, connected=True, load=0, **capacity):
     return SimpleNamespace(
-        agent_id=name, platform="docker", has_leader=connected, has_replica=connected, load=load, leader_capacity=capacity
+        agent_id=name,
+        platform="docker",
+        has_leader=connected,
+        has_replica=connected,
+        load=load,
+        leader_capacity=capacity,
     )
 
 

@@ -78,13 +78,15 @@ async def test_a_pipelined_head_waiting_for_the_response_in_flight_is_not_timed(
 
 async def test_a_head_handed_to_daphne_unfinished_is_still_timed(connect, clock):
     conn = connect(head_timeout=HEAD)
-    conn.send(OTHER[:40])  # another path: daphne's from the request line on
+    other = OTHER[:-2] + b"Accept: */*\r\n\r\n"
+    host_line_end = other.index(b"\n", other.index(b"Host")) + 1
+    conn.send(other[:host_line_end])  # another path on the portal's host: daphne's from the Host line on
     assert conn.inner is not None
     clock.advance(HEAD - 0.01)
-    conn.send(OTHER[40:-3])  # all but the blank line's last bytes
+    conn.send(other[host_line_end:-3])  # all but the blank line's last bytes
     assert not conn.closed
     clock.advance(0.01)
-    assert conn.transport.events == ["lose"] and conn.inner.received == OTHER[:-3]
+    assert conn.transport.events == ["lose"] and conn.inner.received == other[:-3]
 
 
 async def test_a_head_handed_to_daphne_completes_in_time(connect, clock):

@@ -202,6 +202,35 @@ def _pieces(data: bytes, how: str) -> list[bytes]:
     return [data[:7], data[7:middle], data[middle:]]
 
 
+async def test_any_path_on_a_session_host_is_served_by_the_front(connect):
+    """A session's own origin (``<id>.localhost``) is the browser's way in: the front serves it."""
+    conn = connect(lambda call: call.respond(b"hello"))
+    data = b"GET /index.html?a=1 HTTP/1.1\r\nHost: %s.localhost:8000\r\n\r\n" % SID.encode()
+    conn.send(data)
+    await conn.response()
+    assert conn.inner is None and len(conn.app.calls) == 1
+    assert conn.app.calls[0].scope["path"] == "/index.html"
+
+
+async def test_a_session_host_request_dribbled_bytewise_is_served_by_the_front(connect):
+    conn = connect(lambda call: call.respond(b"hello"))
+    data = b"GET / HTTP/1.1\r\nUser-Agent: x\r\nHost: %s.localhost\r\n\r\n" % SID.encode()
+    conn.send(*[data[i : i + 1] for i in range(len(data))])
+    await conn.response()
+    assert conn.inner is None and len(conn.app.calls) == 1
+
+
+@pytest.mark.parametrize(
+    "host", [b"localhost:8000", b"not-a-session.localhost", SID.encode() + b".example.org", b"x." + SID.encode()]
+)
+async def test_other_hosts_keep_other_paths_with_daphne(connect, host):
+    conn = connect()
+    data = b"GET /index.html HTTP/1.1\r\nHost: %s\r\n\r\n" % host
+    conn.send(data)
+    await settle()
+    assert_handed_over(conn, data)
+
+
 @pytest.mark.parametrize("how", ["whole", "bytewise", "thirds"])
 async def test_other_paths_are_handed_to_daphne_with_the_exact_bytes(connect, how):
     conn = connect()
@@ -213,10 +242,11 @@ async def test_other_paths_are_handed_to_daphne_with_the_exact_bytes(connect, ho
 
 async def test_bytes_after_the_hand_over_go_straight_to_daphne(connect):
     conn = connect()
-    conn.send(OTHER[:40])
-    assert conn.inner is not None  # the request line was enough
-    conn.send(OTHER[40:], b"\x00 anything at all \xff")
-    assert conn.inner.chunks == [OTHER[:40], OTHER[40:], b"\x00 anything at all \xff"]
+    host_line_end = OTHER.index(b"\n", OTHER.index(b"Host")) + 1
+    conn.send(OTHER[:host_line_end])
+    assert conn.inner is not None  # the request line and the portal's Host line were enough
+    conn.send(OTHER[host_line_end:], b"\x00 anything at all \xff")
+    assert conn.inner.chunks == [OTHER[:host_line_end], OTHER[host_line_end:], b"\x00 anything at all \xff"]
     conn.disconnect()
     assert conn.inner.lost == [None]
 
