@@ -18,18 +18,18 @@ from channels.security.websocket import OriginValidator
 from django.conf import settings
 from django.urls import URLPattern
 
+from agents_app.routing import websocket_urlpatterns
+from sessions_app import proxy
+from sessions_app.proxy.http import proxy_http
 from sessions_app.proxy.origins import is_session_origin, scope_session_id
+from streamspace.portal.routing import websocket_urlpatterns as portal
 
 
 def agent_websocket_urlpatterns() -> list[URLPattern]:
-    from agents_app.routing import websocket_urlpatterns
-
     return websocket_urlpatterns
 
 
 def browser_websocket_urlpatterns() -> list[URLPattern]:
-    from streamspace.portal.routing import websocket_urlpatterns as portal
-
     return [*portal]
 
 
@@ -58,8 +58,6 @@ def build_application(http_app: Any) -> ProtocolTypeRouter:
 
     # The session proxy (docs/architecture.md §10.2) is raw ASGI ahead of Django and Channels, for
     # speed; its WebSocket side checks Origin itself (a session's origin admits only its own pages).
-    from sessions_app import proxy
-    from sessions_app.proxy.http import proxy_http  # bound once: the router runs per request
 
     prefix = proxy.PREFIX
 

@@ -79,14 +79,18 @@ def origin_allowed(scope: dict) -> bool:
     return bool(origin_host) and validate_host(origin_host, settings.ALLOWED_HOSTS)
 
 
+# The front imports this package before Django's apps are loaded, and the ASGI modules load
+# models: they are imported on the first request.
+
+
 async def http_app(scope: dict, receive: Any, send: Any) -> None:
-    from sessions_app.proxy.http import proxy_http
+    from sessions_app.proxy.http import proxy_http  # noqa: PLC0415 see above
 
     await proxy_http(scope, receive, send)
 
 
 async def websocket_app(scope: dict, receive: Any, send: Any) -> None:
-    from sessions_app.proxy.websocket import proxy_websocket
+    from sessions_app.proxy.websocket import proxy_websocket  # noqa: PLC0415 see above
 
     if not origin_allowed(scope):
         await receive()

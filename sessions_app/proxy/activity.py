@@ -16,8 +16,11 @@ from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user_model
 
+from sessions_app import access, services
 from sessions_app.models import Session, SessionState
+from streamspace.api.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +32,6 @@ def _interval() -> float:
 
 
 def _record(session_id: uuid.UUID) -> bool:
-    from sessions_app import services
-
     return services.record_activity(Session(pk=session_id))
 
 
@@ -78,11 +79,6 @@ def wake(session_id: Any, user_id: int) -> tuple[str, str, WakeRefused | None]:
     operator, admin) wakes it, exactly as through the API: a share recipient's request
     does not run the session on its owner's quota (403 ``wake_not_allowed``).
     """
-    from django.contrib.auth import get_user_model
-
-    from sessions_app import access, services
-    from streamspace.api.errors import ServiceError
-
     session = Session.objects.select_related("user", "template").get(pk=session_id)
     if session.state != SessionState.HIBERNATED:
         return session.state, session.status_message or "Waiting for the session to finish hibernating.", None

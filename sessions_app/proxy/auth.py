@@ -159,9 +159,9 @@ def _remember(key: tuple, decision: Decision) -> None:
 # --- database (one thread hop per uncached request) ---------------------------------------
 def _user_from_jwt(raw: str) -> int | None:
     # simplejwt reads DRF's settings when it loads: imported on first use.
-    from rest_framework_simplejwt.exceptions import TokenError
-    from rest_framework_simplejwt.settings import api_settings
-    from rest_framework_simplejwt.tokens import AccessToken
+    from rest_framework_simplejwt.exceptions import TokenError  # noqa: PLC0415 see above
+    from rest_framework_simplejwt.settings import api_settings  # noqa: PLC0415 see above
+    from rest_framework_simplejwt.tokens import AccessToken  # noqa: PLC0415 see above
 
     try:
         token = AccessToken(raw)
