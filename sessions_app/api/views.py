@@ -15,17 +15,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from sessions_app import services
+from sessions_app import access, launch_reports, services
 from sessions_app.api.representation import represent, represent_one, session_rows
 from sessions_app.api.serializers import (
     SessionCreateSerializer,
+    SessionLogsSerializer,
     SessionSerializer,
     TemplateSerializer,
     ViewerUrlSerializer,
 )
 from sessions_app.models import Session, SessionState, Template
 from sessions_app.viewer import viewer_url
-from streamspace.api.errors import Conflict, ServiceError
+from streamspace.api.errors import Conflict, Forbidden, ServiceError
 from streamspace.api.permissions import NotReadScope, ReadAnyWriteOperator, is_operator
 from streamspace.audit.services import record
 
@@ -189,6 +190,22 @@ class SessionHeartbeatView(APIView):
         session = _session_for(request, session_id, manage=False)
         services.record_activity(session)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SessionLogsView(APIView):
+    @extend_schema(responses=SessionLogsSerializer)
+    def get(self, request: Request, session_id: Any) -> Response:
+        """How the session's launch went and, if its workload died, how it ended.
+
+        The launch's steps with their durations, the workload's exit status and the last
+        lines of its output as the agent reported them with the failure (at most 8 KiB,
+        secrets masked). For the owner, operators and admins; users the session is shared
+        with get 403.
+        """
+        session = _session_for(request, session_id, manage=False)
+        if not access.may_manage(request.user, session):
+            raise Forbidden("Only the session's owner and operators may read its logs.")
+        return Response(launch_reports.logs_body(session))
 
 
 class SessionViewerUrlView(APIView):
