@@ -169,7 +169,8 @@ async def test_a_progress_step_alone_reaches_the_portal_without_an_event(make_cl
         async with PortalWatcher(alice.pk) as portal:
             done = {**first, "label": "Pulled image x", "state": "done", "duration_s": 4.2}
             await client.send("session_status", session_id=str(session.pk), state="starting", progress=[done])
-            body = await portal.next()
+            # (the broadcast of the first frame's state change may still be on its way)
+            body = (await portal.until(lambda body: body["progress"] == [done]))[-1]
             # the same steps again change nothing, and nothing is sent for them
             await client.send("session_status", session_id=str(session.pk), state="starting", progress=[done])
             then = {"step": "workload", "label": "Creating", "state": "active", "at_s": 4.2, "duration_s": None}
