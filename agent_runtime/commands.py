@@ -320,7 +320,7 @@ class CommandExecutor:
             message = failure_message(exit, launching=launch is not None)
             progress = None
             if launch is not None:
-                launch.fail(message)
+                launch.fail(exit.description)
                 progress = launch.steps()
             code = exit.exit_code if exit.exit_code is not None else observed.exit_code
             failed = InventoryItem(

@@ -104,7 +104,7 @@ async def test_a_command_that_exits_at_once_fails_with_its_exit_code_and_output(
     assert "AGENT_TOKEN=[REDACTED]" in failed.log_tail
     # the launch's steps: the process started, then it is the step that failed
     assert [(s.step, s.state) for s in failed.progress] == [("workload", "failed")]
-    assert failed.progress[0].label == failed.message
+    assert failed.progress[0].label == "The process exited with code 3."
     # and the backend agrees, on its own and after a restart of the agent
     assert (await backend.status("crash")).state == "failed"
     restarted = LocalBackend(agent_id="local", data_dir=backend.data_dir, options=SAME_USER)
