@@ -226,7 +226,7 @@ class CommandExecutor:
             else:
                 error = f"internal agent error: {exc!r}"
                 log.exception("command crashed", extra={"command_id": cid, "action": command.action, "session_id": sid})
-            if self._launches.pop(sid, None) is not None and launch.current is not None:
+            if launch is not None and self._launches.pop(sid, None) is launch and launch.current is not None:
                 launch.fail(error[:200])
                 await self.send(SessionStatus(session_id=sid, state=launch.state_name, progress=launch.steps()))
             await self._finish(command, Result(command_id=cid, ok=False, error=error))

@@ -14,6 +14,10 @@ connected at takeover simply registers with is_leader=true and its inventory).
 
 ``result`` and ``session_status`` frames that could not be sent because the socket was
 down are kept (bounded) and sent after the next ``registered``.
+
+The backend's watch of its workloads (:meth:`Backend.watch`) runs for the agent's lifetime,
+connected or not; what it and the launches report goes to the executor
+(:meth:`Backend.listen`), which turns it into ``session_status`` frames.
 """
 
 from __future__ import annotations

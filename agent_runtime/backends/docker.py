@@ -371,6 +371,8 @@ class DockerBackend(Backend):
             except Exception as exc:  # the engine went away or the stream broke
                 log.warning("docker event stream ended; re-opening", extra={"error": str(exc), "delay_s": delay})
             since = opened - 1  # events of the last second may come twice: an exit is checked, not counted
+            if time.time() - opened > EVENTS_RETRY_MAX_S:
+                delay = 1.0  # it had been working: start the backoff again
             await asyncio.sleep(delay)
             delay = min(delay * 2, EVENTS_RETRY_MAX_S)
 
