@@ -1,18 +1,24 @@
-"""The agent's side of a tunnel through the front (:mod:`.front`): ``/api/v1/agents/tunnel/<id>``.
+"""The agent's side of a tunnel through the proxy's front: ``/api/v1/agents/tunnel/<id>``.
 
 Without the front, daphne terminates the agent's WebSocket (autobahn), queues every
-binary frame as an ASGI message, and :func:`.tunnel.tunnel_endpoint` writes it to the
-tunnel's socketpair, and the other way round: every byte of a tunnelled session crosses
-that machinery twice. Under the launcher the front answers the handshake of a tunnel this
-process is waiting for itself: the agent's socket leaves Twisted (as the WebSocket pipe's
-does, :func:`.pipe.detach`), frames are parsed and built by ``websockets``' sans-I/O
-protocol, and payloads go between the frames and the socketpair with back-pressure both
-ways (:class:`.pipe.PipeEnd`). Pings are answered, a close from either side closes the
-other.
+binary frame as an ASGI message, and :func:`agents_app.tunnels.tunnel_endpoint` writes it
+to the tunnel's socketpair, and the other way round: every byte of a tunnelled session
+crosses that machinery twice. Under the launcher the front gives the handshake of a
+tunnel this process is waiting for to :class:`AgentSocket`: the agent's socket leaves
+Twisted (``streamspace.transport.daphne_internals.detach``), frames are parsed and built
+by ``websockets``' sans-I/O protocol, and payloads go between the frames and the
+socketpair with back-pressure both ways (``agent_runtime.pipes``). Pings are answered, a
+close from either side closes the other.
+
+:class:`AgentSocket` is one of the front's handlers. This module sits below the front
+(``streamspace.front``) and does not import it: it provides what
+``streamspace.front.handlers.FrontHandler`` lists (``__init__(front, head)``,
+``body_left``, ``start``, ``feed``, ``disconnected``) structurally, and
+``tests/proxy/front/test_front_handlers.py`` checks that it does.
 
 Only a well-formed handshake for a pending stream with its agent's token is taken; an
 unknown or already claimed stream, a wrong token or an odd handshake goes to daphne with
-the bytes received, and :func:`.tunnel.tunnel_endpoint` refuses it as before.
+the bytes received, and :func:`agents_app.tunnels.tunnel_endpoint` refuses it.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from agent_runtime.pipes import FramedEnd, PipeEnd, RawEnd
 from agent_runtime.protocol import TUNNEL_PATH
 from agents_app import tunnels as tunnel
 from streamspace.api.auth_header import bearer_token
-from streamspace.front.pipe import detach, detachable, log_websocket
+from streamspace.transport.access_log import log_websocket
+from streamspace.transport.daphne_internals import detach, detachable
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +90,29 @@ class _AgentEnd(FramedEnd):
 
 
 class AgentSocket:
-    """One agent WebSocket carrying one tunnel (the front's ``exchange`` during the handshake)."""
+    """One agent WebSocket carrying one tunnel (the front's handler for its handshake).
 
-    def __init__(self, front: Any, scope: dict, raw_head: bytes) -> None:
+    ``front`` is the front's connection (``streamspace.front.handlers.FrontConnection``),
+    ``head`` the parsed handshake (``RequestHead``: its ``scope`` and ``raw`` bytes).
+    """
+
+    def __init__(self, front: Any, head: Any) -> None:
         self.front = front
-        self.scope = scope
-        self.raw_head = raw_head
-        self.body_left = 0
+        self.scope = head.scope
+        self.raw_head = head.raw  # what daphne gets if the socket is not taken
+        self.body_left = 0  # a handshake has no body
         self.task: asyncio.Task | None = None
         self.agent: _AgentEnd | None = None
         self.taken = False  # the socket left Twisted: daphne can no longer answer
         self.finished = False
+
+    def start(self) -> None:
+        """Check the handshake and take the socket (``run``)."""
+        self.task = self.front.factory.loop.create_task(self.run())
+
+    def feed(self, data: bytes) -> bytes:
+        """A handshake has no body: every byte after its head is the WebSocket's (never called)."""
+        return data
 
     def disconnected(self) -> None:
         """The agent left during the handshake; ``run`` hands nothing over after that."""
@@ -144,10 +163,10 @@ class AgentSocket:
         agent.link(pair)  # if the agent is already gone, the proxy sees the tunnel end at once
         if not pending.connected.done():
             pending.connected.set_result(True)
-        log_websocket(self.front, self.scope, "connected")
+        log_websocket(self.front.server, self.scope, "connected")
 
     def end_closed(self, end: PipeEnd) -> None:
         end.end_peer()
         if not self.finished:
             self.finished = True
-            log_websocket(self.front, self.scope, "disconnected")
+            log_websocket(self.front.server, self.scope, "disconnected")

@@ -1,7 +1,7 @@
 """Start the control plane's daphne, tuned: ``python -m streamspace.serve <daphne's arguments>``.
 
 The arguments are daphne's own (``daphne --help``); what this adds needs no configuration
-and more than halves daphne's CPU per proxied request (bench/RESULTS.md, "## Proxy"):
+and is measured in bench/RESULTS.md ("Proxy"):
 
 * **uvloop.** daphne runs Twisted's asyncio reactor on a loop it creates when
   ``daphne.server`` is first imported (``asyncio.new_event_loop()``), so the event-loop
@@ -9,30 +9,37 @@ and more than halves daphne's CPU per proxied request (bench/RESULTS.md, "## Pro
   is installed before that import. Without uvloop (not installed, or a platform it does
   not support) daphne runs on asyncio's default loop and says so on stderr.
 * **A frozen heap, a larger young generation.** Once the application is loaded,
-  everything allocated so far (Django, DRF, the URL resolvers: ~140,000 objects) is moved
-  out of the cyclic garbage collector's reach with ``gc.freeze()``, and the young
-  generation may hold 100,000 objects before it is collected (CPython: 700). With the
-  defaults, the objects daphne keeps for each finished request until its once-a-second
-  sweep are promoted again and again, and push a full collection of the whole heap
-  about once a second under load (~0.1 s each, finding nothing): ~75 µs of every
-  proxied request went to the collector; under the proxy benchmark none now does.
-  Cycles are still collected (startup's leftovers before the freeze).
+  everything allocated so far (Django, DRF, the URL resolvers) is moved out of the cyclic
+  garbage collector's reach with ``gc.freeze()``, and the young generation may hold
+  100,000 objects before it is collected (CPython: 700). With the defaults, the objects
+  daphne keeps for each finished request until its once-a-second sweep are promoted again
+  and again and push repeated full collections of the whole heap under load, which find
+  nothing. Cycles are still collected (startup's leftovers before the freeze).
 * **The access log's timestamp formatted once a second** rather than for every line
-  (``strftime`` was ~3 % of daphne's CPU under load); the lines are daphne's, except that
+  (``strftime`` per line is a visible share of daphne's CPU under load); the lines are daphne's, except that
   secrets in a query string (the viewer's ``?token=``, anything ``streamspace.logredact``
   masks) are written as ``[REDACTED]``. daphne writes its access log straight to a stream,
   past the logging filters of ``settings.LOGGING``, so the masking happens here, for the
   lines of daphne's own protocols and of the proxy's front alike.
-* **The proxy's HTTP front** (``streamspace/front/protocol.py``): every connection starts
-  with a lean HTTP/1.1 reader that serves well-formed ``/api/v1/http/`` requests itself
-  (same ASGI application, without daphne's per-request Twisted ``Request``, queue and
-  partials) and pipes WebSockets the session accepts as bytes (``pipe.py``); anything
-  else is handed to daphne's own HTTP protocol with the bytes received so far.
+* **The proxy's HTTP front** (``streamspace.front``): every connection starts with a lean
+  HTTP/1.1 reader that serves well-formed ``/api/v1/http/`` requests itself (same ASGI
+  application, without daphne's per-request Twisted ``Request``, queue and partials),
+  pipes WebSockets the session accepts as bytes and closes connections that do not send
+  a request head within ``STREAMSPACE_PROXY_HEAD_TIMEOUT_S``; anything else is handed to
+  daphne's own HTTP protocol with the bytes received so far.
   ``STREAMSPACE_PROXY_FRONT=0`` leaves every request to daphne.
+* **One client-address rule.** daphne's ``--proxy-headers`` believes the leftmost
+  ``X-Forwarded-For`` entry from anyone, which the client writes. Under this launcher
+  daphne's HTTP and WebSocket protocols (and the front) resolve the client with
+  :mod:`streamspace.api.client_ip` instead: forwarded headers count only when the peer is
+  in ``STREAMSPACE_TRUSTED_PROXIES``, and the rightmost untrusted address wins, with or
+  without ``--proxy-headers``. The scope's ``client`` and the access log carry that address.
 * **No discarded log line.** At verbosity 0 and 1 daphne sends Twisted's log nowhere,
   but Twisted's HTTP factory still formats a combined-log line for every request to
   write there. That write is skipped (daphne's own access log is unchanged; at ``-v 2``
-  and up Twisted's line is written as before).
+  and up Twisted's line is written).
+
+Every daphne name this uses comes from :mod:`streamspace.transport.daphne_internals`.
 """
 
 from __future__ import annotations
@@ -44,9 +51,16 @@ import sys
 import time
 from typing import Any
 
-from daphne.access import AccessLogGenerator  # imports nothing of daphne's server
-
+from streamspace.api.client_ip import forwarded_address
+from streamspace.env import envbool
 from streamspace.logredact import redact
+from streamspace.transport.daphne_internals import (  # imports nothing of daphne's server
+    AccessLogGenerator,
+    command_line,
+    server_class,
+    use_forwarded_address,
+    use_http_factory,
+)
 
 logger = logging.getLogger("streamspace.serve")
 
@@ -54,9 +68,8 @@ logger = logging.getLogger("streamspace.serve")
 # is 700). daphne keeps every finished request's objects (request, task, scope) until its
 # once-a-second sweep (``Server.application_checker``), so a second's worth of requests is
 # alive at any time; a young generation smaller than that promotes all of them and then
-# collects them again as old. 100,000 holds a few thousand requests a second: under the
-# proxy benchmark no collection runs at all (a collection of that many objects takes
-# ~20 ms here, and frees cycles exactly as before).
+# collects them again as old. 100,000 holds a few thousand requests a second, so young
+# collections stay rare under load; each still frees whatever cycles there are.
 YOUNG_GC_THRESHOLD = 100_000
 
 
@@ -68,7 +81,7 @@ def install_uvloop() -> bool:
     if "daphne.server" in sys.modules:
         raise RuntimeError("install_uvloop() must run before daphne.server is imported")
     try:
-        import uvloop
+        import uvloop  # noqa: PLC0415 optional: daphne runs without it
     except ImportError:
         return False
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
@@ -108,26 +121,24 @@ class AccessLog(AccessLogGenerator):
 
 
 def _server_class() -> type:
-    from daphne.server import Server
-    from twisted.internet import reactor
+    Server = server_class()
+    from twisted.internet import reactor  # noqa: PLC0415 daphne.server (just imported) installs it
 
     class TunedServer(Server):
         """daphne's server, tuned once the reactor runs (the application is loaded by then)."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            install_client_address(self)
             if type(self.action_logger) is AccessLogGenerator:
                 self.action_logger = AccessLog(self.action_logger.stream)
 
         def run(self) -> None:
             reactor.callWhenRunning(self.before_serving)
             if front_enabled():
-                # daphne's ``Server.run`` builds its factory from this module-level name.
-                import daphne.server
+                from streamspace.front.protocol import FrontFactory  # noqa: PLC0415 needs the application loaded
 
-                from streamspace.front.protocol import FrontFactory
-
-                daphne.server.HTTPFactory = FrontFactory
+                use_http_factory(FrontFactory)
             super().run()
 
         def before_serving(self) -> None:
@@ -140,10 +151,22 @@ def _server_class() -> type:
     return TunedServer
 
 
+def install_client_address(server: Any) -> None:
+    """Make daphne resolve every connection's client with :mod:`streamspace.api.client_ip`.
+
+    daphne's protocols call the module-level name ``parse_x_forwarded_for`` they imported
+    whenever the server has a forwarded-address header name; both are set here, so the
+    trust rule applies whether or not ``--proxy-headers`` was given (without trusted
+    proxies it returns the peer unchanged).
+    """
+    use_forwarded_address(forwarded_address)
+    server.proxy_forwarded_address_header = "X-Forwarded-For"
+    server.proxy_forwarded_port_header = None  # the client's port is not known behind a proxy
+    server.proxy_forwarded_proto_header = "X-Forwarded-Proto"
+
+
 def front_enabled() -> bool:
     """``STREAMSPACE_PROXY_FRONT`` (default on): serve proxy requests through the lean front."""
-    from streamspace.env import envbool
-
     return envbool("STREAMSPACE_PROXY_FRONT", True)
 
 
@@ -157,9 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         # Logging is not configured yet (daphne does that from its -v option): logging's
         # last-resort handler prints warnings to stderr, which is where this belongs.
         logger.warning("uvloop is not installed: daphne runs on asyncio's default event loop")
-    from daphne.cli import CommandLineInterface
-
-    cli = CommandLineInterface()
+    cli = command_line()
     cli.server_class = _server_class()
     cli.run(sys.argv[1:] if argv is None else argv)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from streamspace.api.client_ip import parse_trusted_proxies
 from streamspace.env import ConfigError, envbool, envint, envlist, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -40,6 +41,10 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
+# Reverse proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For is
+# believed; the client is the rightmost address that is not one of them. Empty: forwarded
+# headers are ignored and the TCP peer is the client (streamspace/api/client_ip.py).
+STREAMSPACE_TRUSTED_PROXIES = parse_trusted_proxies(envlist("STREAMSPACE_TRUSTED_PROXIES", []))
 
 INSTALLED_APPS = [
     "daphne",
@@ -230,7 +235,7 @@ MIDDLEWARE.append("axes.middleware.AxesMiddleware")
 TEMPLATES[0]["OPTIONS"]["context_processors"].append("streamspace.accounts.context_processors.identity")
 
 AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out clients before any check
+    "streamspace.accounts.security.LoginThrottleBackend",  # first: axes' lockout + per-account backoff
     "django.contrib.auth.backends.ModelBackend",
     "allauth.account.auth_backends.AuthenticationBackend",
     "streamspace.accounts.oidc.OIDCBackend",  # inert unless OIDC_ENABLED
@@ -271,14 +276,29 @@ OTP_TOTP_ISSUER = envstr("OTP_TOTP_ISSUER", "StreamSpace")
 
 # Login lockout (django-axes): per submitted username + client address, so the answer is the
 # same whether or not the account exists and one attacker cannot lock everyone out.
+# Attempts without a username (SSO callbacks) are not axes' business (accounts/security.py).
 AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 10, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=envint("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+# Attempts refused during a lockout are not counted, so retrying cannot prolong it forever.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_DISABLE_ACCESS_LOG = True  # successes are in the audit log
 AXES_USERNAME_CALLABLE = "streamspace.accounts.security.username_from"
-AXES_CLIENT_IP_CALLABLE = "streamspace.audit.services.client_ip"
+AXES_CLIENT_IP_CALLABLE = "streamspace.api.client_ip.request_ip"
 AXES_LOCKOUT_CALLABLE = "streamspace.accounts.security.lockout_response"
+AXES_WHITELIST_CALLABLE = "streamspace.accounts.security.not_a_password_attempt"
+# Per-account backoff, whatever the address (accounts/throttle.py): after this many failures
+# each attempt waits BASE seconds, doubling per failure up to MAX; forgotten RESET seconds
+# after the last failure or at a successful sign-in.
+LOGIN_BACKOFF_FREE_FAILURES = envint("LOGIN_BACKOFF_FREE_FAILURES", AXES_FAILURE_LIMIT, minimum=1)
+LOGIN_BACKOFF_BASE_S = envint("LOGIN_BACKOFF_BASE_S", 2, minimum=1)
+LOGIN_BACKOFF_MAX_S = envint("LOGIN_BACKOFF_MAX_S", 900, minimum=1)
+LOGIN_BACKOFF_RESET_S = envint("LOGIN_BACKOFF_RESET_S", 12 * 3600, minimum=60)
+# Refused SAML responses / OIDC callbacks per address in a sliding window before the refusal
+# answers 429 (a valid assertion always signs in).
+SSO_FAILURE_LIMIT = envint("SSO_FAILURE_LIMIT", 10, minimum=1)
+SSO_FAILURE_WINDOW_S = envint("SSO_FAILURE_WINDOW_S", 300, minimum=1)
 AXES_VERBOSE = False
 
 # CORS: closed unless origins are listed (API only).
@@ -317,6 +337,12 @@ SAML_ATTRIBUTE_MAP = _idconf.DEFAULT_SAML_ATTRIBUTE_MAP | _idconf.parse_json_map
 )
 SAML_ROLE_MAP = _idconf.parse_role_map("SAML_ROLE_MAP", envstr("SAML_ROLE_MAP"))
 SAML_PROVIDER_NAME = envstr("SAML_PROVIDER_NAME", "SAML single sign-on")
+# How long IdP metadata is used before it is read again (URL or file); a failed refresh keeps
+# the last good copy.
+STREAMSPACE_SAML_METADATA_TTL_S = envint("STREAMSPACE_SAML_METADATA_TTL_S", 3600, minimum=1)
+# The IdP that SAML users recorded before identities named their IdP belong to (needed only
+# with several IdPs in the metadata; with one, it is that one).
+SAML_LEGACY_IDP_ENTITY_ID = envstr("SAML_LEGACY_IDP_ENTITY_ID")
 SAML_CONFIG_LOADER = "streamspace.accounts.saml.config_loader"
 SAML_ACS_FAILURE_RESPONSE_FUNCTION = "streamspace.accounts.saml.acs_failure"
 SAML_CREATE_UNKNOWN_USER = True
@@ -393,6 +419,10 @@ STREAMSPACE_PROXY_CONNECT_TIMEOUT_S = envint("STREAMSPACE_PROXY_CONNECT_TIMEOUT_
 STREAMSPACE_PROXY_READ_TIMEOUT_S = envint("STREAMSPACE_PROXY_READ_TIMEOUT_S", 120, minimum=1)
 # Longest wait for the next request-body chunk from the client (slow uploads): 408 after.
 STREAMSPACE_PROXY_BODY_TIMEOUT_S = envint("STREAMSPACE_PROXY_BODY_TIMEOUT_S", 60, minimum=1)
+# Longest a connection may take to send a complete request head under the launcher's front
+# (streamspace/front/): from its start for the first request, from a request's first byte
+# after that. Slow-header ("slowloris") connections are closed after it.
+STREAMSPACE_PROXY_HEAD_TIMEOUT_S = envint("STREAMSPACE_PROXY_HEAD_TIMEOUT_S", 10, minimum=1)
 # How long the browser-side replica waits for the agent's tunnel socket.
 STREAMSPACE_PROXY_TUNNEL_TIMEOUT_S = envint("STREAMSPACE_PROXY_TUNNEL_TIMEOUT_S", 10, minimum=1)
 # Largest WebSocket message relayed from a session (bytes), where daphne terminates the

@@ -69,6 +69,16 @@ def _fresh_plugin_caches():
 
 
 @pytest.fixture(autouse=True)
+def _fresh_throttles(monkeypatch):
+    # Sign-in throttles live in the cache, which outlives a test (and, on Redis, the run).
+    import uuid
+
+    from streamspace.accounts import throttle
+
+    monkeypatch.setattr(throttle, "KEY_PREFIX", f"streamspace:test-throttle:{uuid.uuid4().hex}:")
+
+
+@pytest.fixture(autouse=True)
 def _fresh_channel_layer():
     # Each test gets its own channel-layer instance. channels-redis keeps per-instance
     # receive locks; a receive still pending when an earlier test's event loop closed would

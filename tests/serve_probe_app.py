@@ -16,14 +16,15 @@ from typing import Any
 
 
 def _report() -> dict[str, Any]:
-    from daphne.http_protocol import HTTPFactory
     from twisted.internet import reactor
 
+    from streamspace.transport.daphne_internals import DaphneHTTPFactory, reactor_loop
+
     loop = asyncio.get_running_loop()
-    factories = [r.factory for r in reactor.getReaders() if isinstance(getattr(r, "factory", None), HTTPFactory)]
+    factories = [r.factory for r in reactor.getReaders() if isinstance(getattr(r, "factory", None), DaphneHTTPFactory)]
     return {
         "loop": f"{type(loop).__module__}.{type(loop).__qualname__}",
-        "reactor_loop_is_running_loop": reactor._asyncioEventloop is loop,
+        "reactor_loop_is_running_loop": reactor_loop(reactor) is loop,
         "frozen": gc.get_freeze_count(),
         "young_threshold": gc.get_threshold()[0],
         "twisted_log_skipped": bool(factories) and all("log" in vars(f) for f in factories),

@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime
 import io
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -14,7 +16,7 @@ import pytest
 from streamspace import serve
 from tests.support import ROOT
 from tests.support.ports import free_port, wait_for_port
-from tests.support.processes import serve_command, stop
+from tests.support.processes import serve_command, start_daphne, stop
 
 
 def run_probe(tmp_path, *args: str, env: dict[str, str] | None = None) -> tuple[dict, str, int]:
@@ -52,6 +54,26 @@ def test_the_proxy_front_listens_unless_turned_off(tmp_path):
     assert report["factory"] == ["streamspace.front.protocol.FrontFactory"]
     report, _, _ = run_probe(tmp_path, env={"STREAMSPACE_PROXY_FRONT": "0"})
     assert report["factory"] == ["daphne.http_protocol.HTTPFactory"]
+
+
+def test_connections_without_a_complete_head_in_time_are_closed():
+    """STREAMSPACE_PROXY_HEAD_TIMEOUT_S set low: silent, proxy-bound and daphne-bound slow heads all end."""
+    server = start_daphne({"STREAMSPACE_PROXY_HEAD_TIMEOUT_S": "1"})
+    starts = [b"", b"GET /api/v1/http/x/ HTTP/1.1\r\nHost: a\r\n", b"GET /api/v1/sessions HTTP/1.1\r\nHost: a\r\n"]
+    socks = []
+    try:
+        started = time.monotonic()
+        for data in starts:
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            socks.append(sock)
+            sock.sendall(data)
+        for sock in socks:
+            assert sock.recv(1024) == b""  # closed, nothing answered
+        assert 0.9 <= time.monotonic() - started < 5
+    finally:
+        for sock in socks:
+            sock.close()
+        stop(server.process)
 
 
 def test_twisted_log_line_kept_at_verbosity_2(tmp_path):

@@ -26,6 +26,7 @@ from sessions_app.api.serializers import (
 )
 from sessions_app.models import Session, SessionState, Template
 from sessions_app.viewer import viewer_url
+from streamspace.accounts.credentials import epoch_of
 from streamspace.api.errors import Conflict, Forbidden, ServiceError
 from streamspace.api.permissions import NotReadScope, ReadAnyWriteOperator, is_operator
 from streamspace.audit.services import record
@@ -224,5 +225,8 @@ class SessionViewerUrlView(APIView):
                 f"The session is {session.state}.", code="session_not_viewable", extra={"state": session.state}
             )
         return Response(
-            {"url": viewer_url(session.id, request.user.pk), "expires_in": settings.STREAMSPACE_VIEWER_TOKEN_TTL_S}
+            {
+                "url": viewer_url(session.id, request.user.pk, epoch=epoch_of(request.user)),
+                "expires_in": settings.STREAMSPACE_VIEWER_TOKEN_TTL_S,
+            }
         )

@@ -5,7 +5,11 @@ user; exchanged for the viewer cookie), the viewer cookie (scoped to the session
 ``Authorization: Bearer <access JWT>`` (API clients), the portal's Django session cookie.
 The owner, admins, operators and users the session is explicitly shared with pass. A
 session that does not exist is a 404, no credential a 401, no right a 403, a stopped
-session a 410 (so a viewer token cannot be replayed after stop).
+session a 410 (so a viewer token cannot be replayed after stop). Two account rules hold
+whatever the credential: a user who must enrol in two-factor authentication first
+(``accounts.mfa.must_enrol``) gets a 403 ``mfa_enrollment_required``, and a viewer token or
+cookie from an earlier credentials epoch (the user has signed out or changed the password
+since, ``accounts.credentials``) is a 401 like no credential.
 
 The database is touched in one small ``database_sync_to_async`` call; its answer is cached
 in-process per credential for ``STREAMSPACE_PROXY_AUTH_CACHE_S`` (only for running sessions,
@@ -29,6 +33,7 @@ from sessions_app.models import Session, SessionState
 from sessions_app.proxy.paths import ProxyPath
 from sessions_app.proxy.rewrite import VIEWER_COOKIE, header_value, parse_cookies
 from sessions_app.viewer import read_viewer_token
+from streamspace.accounts import credentials, mfa
 from streamspace.api.auth_header import bearer_token
 
 _COOKIE_SALT = "streamspace.viewer-cookie"
@@ -65,8 +70,10 @@ class Decision:
     redirect: str | None = None  # strip the token by redirecting here
 
 
-def make_viewer_cookie(session_id: Any, user_id: Any) -> str:
-    return signing.dumps({"s": str(session_id), "u": user_id}, salt=_COOKIE_SALT, compress=False)
+def make_viewer_cookie(session_id: Any, user_id: Any, *, epoch: int = 0) -> str:
+    """The viewer cookie's value; it carries the credentials epoch of the token it replaces."""
+    data = {"s": str(session_id), "u": user_id, credentials.EPOCH_CLAIM: epoch}
+    return signing.dumps(data, salt=_COOKIE_SALT, compress=False)
 
 
 def read_viewer_cookie(value: str) -> dict[str, Any] | None:
@@ -140,7 +147,9 @@ def _user_from_jwt(raw: str) -> int | None:
     return token.get(api_settings.USER_ID_CLAIM)
 
 
-def _load(session_id: uuid.UUID, user_id: Any) -> Decision:
+def _load(session_id: uuid.UUID, user_id: Any, epoch: int | None = None, *, viewer: bool = False) -> Decision:
+    """The decision for ``user_id`` on ``session_id``; ``viewer``: the credential was a viewer
+    token or cookie of credentials epoch ``epoch``."""
     from django.contrib.auth import get_user_model
 
     from streamspace.accounts.models import Role
@@ -164,12 +173,16 @@ def _load(session_id: uuid.UUID, user_id: Any) -> Decision:
         return Decision(404, "not_found", "No such session.")
     if user_id is None:
         return Decision(401, "not_authenticated", "Open this session from the StreamSpace portal.")
-    user = get_user_model().objects.filter(pk=user_id, is_active=True).values("role").first()
-    if user is None:
+    users = get_user_model().objects.filter(pk=user_id, is_active=True)
+    user = users.only("role", "password", "credentials_epoch").first()
+    # A viewer credential from before a sign-out or password change is no credential.
+    if user is None or (viewer and not credentials.is_current(epoch, user.credentials_epoch)):
         return Decision(401, "not_authenticated", "Open this session from the StreamSpace portal.")
+    if mfa.must_enrol(user):  # the portal and the API refuse such a user everything else too
+        return Decision(403, "mfa_enrollment_required", "Set up two-factor authentication first.")
     allowed = (
         row["user_id"] == user_id
-        or user["role"] in (Role.ADMIN, Role.OPERATOR)
+        or user.role in (Role.ADMIN, Role.OPERATOR)
         or Session.shared_with.through.objects.filter(session_id=session_id, user_id=user_id).exists()
     )
     if not allowed:
@@ -190,10 +203,11 @@ def _load(session_id: uuid.UUID, user_id: Any) -> Decision:
     return Decision(200, target=target)
 
 
-def _resolve(kind: str, credential: str, session_id: uuid.UUID) -> Decision:
+def _resolve(kind: str, credential: str, session_id: uuid.UUID, epoch: int | None = None) -> Decision:
     if kind == "viewer":
         data = read_viewer_cookie(credential)
         user_id = data["u"] if data else None
+        epoch = credentials.claimed_epoch(data) if data else None
     elif kind == "session":
         user_id = _user_from_django_session(credential)
     elif kind == "jwt":
@@ -204,7 +218,7 @@ def _resolve(kind: str, credential: str, session_id: uuid.UUID) -> Decision:
         user_id = int(user_id) if user_id is not None else None
     except (TypeError, ValueError):
         user_id = None
-    return _load(session_id, user_id)
+    return _load(session_id, user_id, epoch, viewer=kind in ("viewer", "token"))
 
 
 _resolve_async = database_sync_to_async(_resolve)
@@ -232,10 +246,11 @@ async def authorize(scope: dict, path: ProxyPath) -> Decision:
             return Decision(403, "invalid_token", "The viewer link is invalid or has expired.")
         if data["s"] != str(sid):
             return Decision(403, "invalid_token", "The viewer link belongs to another session.")
-        decision = await _resolve_async("user", str(data["u"]), sid)
+        epoch = credentials.claimed_epoch(data)
+        decision = await _resolve_async("token", str(data["u"]), sid, epoch)
         if decision.status != 200:
             return decision
-        cookie = cookie_header(path, make_viewer_cookie(sid, data["u"]))
+        cookie = cookie_header(path, make_viewer_cookie(sid, data["u"], epoch=epoch or 0))
         return Decision(200, target=decision.target, set_cookie=cookie, redirect=path.public_url())
 
     cookies = parse_cookies(headers)

@@ -20,6 +20,7 @@ from sessions_app.models import SessionState
 from sessions_app.proxy import activity, auth, client, pages, upstream
 from sessions_app.proxy.paths import BadPath, ProxyPath, parse
 from sessions_app.proxy.rewrite import request_headers, response_headers
+from streamspace.api.client_ip import scope_ip
 from streamspace.transport.flow import OutboundFlow, abort_connection
 
 log = logging.getLogger(__name__)
@@ -124,9 +125,8 @@ async def forward(
     except upstream.NoRoute as exc:
         return await pages.error(scope, send, 502, "no_route", str(exc))
     method = scope["method"]
-    client_ip = (scope.get("client") or ("", 0))[0] or ""
     headers, _host = request_headers(
-        scope["headers"], client_ip=client_ip, scheme=scope.get("scheme", "http"), prefix=path.prefix
+        scope["headers"], client_ip=scope_ip(scope), scheme=scope.get("scheme", "http"), prefix=path.prefix
     )
     first = await receive()
     if first["type"] == "http.disconnect":

@@ -169,7 +169,7 @@ def _close_on_server_shutdown(loop: asyncio.AbstractEventLoop) -> None:
     """Under daphne, close the pool before the reactor stops."""
     if "twisted.internet.reactor" not in sys.modules:
         return
-    from twisted.internet import reactor
+    from twisted.internet import reactor  # noqa: PLC0415 only once daphne installed it; importing installs one
 
     def close() -> None:
         current = _pools.pop(loop, None)

@@ -25,6 +25,7 @@ from sessions_app.models import SessionState
 from sessions_app.proxy import activity, auth, upstream
 from sessions_app.proxy.paths import BadPath, ProxyPath, parse
 from sessions_app.proxy.rewrite import request_headers
+from streamspace.api.client_ip import scope_ip
 from streamspace.transport.flow import InboundFlow, OutboundFlow
 
 log = logging.getLogger(__name__)
@@ -95,9 +96,12 @@ async def proxy_websocket(scope: dict, receive: Any, send: Any) -> None:
         await send({"type": "websocket.accept"})
         return await send({"type": "websocket.close", "code": for_browser(TRY_AGAIN_LATER)})
 
-    client_ip = (scope.get("client") or ("", 0))[0] or ""
     headers, _ = request_headers(
-        scope["headers"], client_ip=client_ip, scheme=scope.get("scheme", "ws"), prefix=path.prefix, websocket=True
+        scope["headers"],
+        client_ip=scope_ip(scope),
+        scheme=scope.get("scheme", "ws"),
+        prefix=path.prefix,
+        websocket=True,
     )
     subprotocols = list(scope.get("subprotocols") or [])
     try:

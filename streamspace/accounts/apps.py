@@ -7,11 +7,12 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts"
 
     def ready(self) -> None:
-        from django.contrib import admin
+        # Receivers, checks and the admin need the app registry, complete only now.
+        from django.contrib import admin  # noqa: PLC0415
 
-        from streamspace.accounts import checks, receivers  # noqa: F401  (registers receivers and checks)
-        from streamspace.accounts.admin_roles import apply_roles
-        from streamspace.accounts.views import admin_login_redirect
+        from streamspace.accounts import checks, receivers  # noqa: F401, PLC0415 (registers receivers and checks)
+        from streamspace.accounts.admin_roles import apply_roles  # noqa: PLC0415
+        from streamspace.accounts.views import admin_login_redirect  # noqa: PLC0415
 
         # The admin signs in through the portal login, so the second factor and the lockout
         # apply there too.

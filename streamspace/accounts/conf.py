@@ -79,6 +79,8 @@ def saml_config(
 
     Assertions must be signed by the IdP (``want_assertions_signed``); unsolicited
     (IdP-initiated) responses are refused so each assertion answers one request of ours.
+    What we sign (AuthnRequests, with a key pair) uses RSA-SHA256; what we accept is checked
+    in ``accounts.saml`` (SHA-2 only).
     """
     base = base_url.rstrip("/")
     metadata: dict[str, Any] = {}
@@ -111,6 +113,9 @@ def saml_config(
                 "want_assertions_signed": True,
                 "want_response_signed": False,
                 "only_use_keys_in_metadata": True,
+                # pysaml2 reads these per service; its default for both is SHA-1.
+                "signing_algorithm": "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+                "digest_algorithm": "http://www.w3.org/2001/04/xmlenc#sha256",
             },
         },
         "metadata": metadata,

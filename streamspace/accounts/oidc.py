@@ -17,13 +17,15 @@ import requests
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_login_failed
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.utils import import_from_settings
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
-from streamspace.accounts.sso import ExternalUser, provision
+from streamspace.accounts.models import SSOIdentity
+from streamspace.accounts.sso import ExternalUser, provision, too_many_sso_failures
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +110,6 @@ class OIDCBackend(OIDCAuthenticationBackend):
         return bool(claims.get("sub"))
 
     def filter_users_by_claims(self, claims: dict[str, Any]) -> list[Any]:
-        from streamspace.accounts.models import SSOIdentity
-
         identity = SSOIdentity.objects.filter(provider="oidc", subject=claims.get("sub", "")).select_related("user")
         return [i.user for i in identity]
 
@@ -153,11 +153,12 @@ class OIDCCallbackView(OIDCAuthenticationCallbackView):
             return super().get(request)
         except SuspiciousOperation as exc:  # unknown state: forged or replayed callback
             log.warning("OIDC callback refused: %s", exc)
-            from django.contrib.auth.signals import user_login_failed
-
             user_login_failed.send(sender=__name__, credentials={}, request=request, reason="oidc_invalid_state")
             return self.login_failure()
 
     def login_failure(self) -> HttpResponse:
+        too_many = too_many_sso_failures(self.request, settings.OIDC_PROVIDER_NAME)
+        if too_many is not None:
+            return too_many
         messages.error(self.request, "Single sign-on did not complete. Please try again.")
         return super().login_failure()

@@ -1,8 +1,10 @@
-"""Audit and events for authentication, whichever way it happened.
+"""Audit, events and the per-account backoff count for authentication, whichever way it happened.
 
 Django sends ``user_logged_in``/``user_login_failed``/``user_logged_out`` from every login
 path (allauth forms, the admin, OIDC, SAML and our JSON login), so recording here is the one
-place that cannot be bypassed by a new login path. Events go out after commit.
+place that cannot be bypassed by a new login path. Events go out after commit. A failure
+with an account name counts towards that name's backoff (``accounts.throttle``) unless the
+attempt was refused unchecked; a sign-in clears it.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
+from streamspace.accounts import credentials, throttle
 from streamspace.accounts.models import User
-from streamspace.accounts.security import username_from
+from streamspace.accounts.security import refusal, username_from
 from streamspace.audit.services import record
+from streamspace.events import emit
 
 _BACKEND_METHODS = {
     "OIDCBackend": "oidc",
@@ -33,13 +37,12 @@ def login_method(user: Any, request: Any) -> str:
 
 
 def _emit(event: str, user: User, data: dict[str, Any]) -> None:
-    from streamspace.events import emit
-
     transaction.on_commit(lambda: emit(event, actor=user, data=data))
 
 
 @receiver(user_logged_in, dispatch_uid="streamspace.accounts.audit_login")
 def _on_login(sender: Any, request: Any, user: User, **kwargs: Any) -> None:
+    throttle.reset(user.get_username(), user.email)
     method = login_method(user, request)
     details = {"method": method, "mfa": bool(getattr(request, "streamspace_mfa_method", None))}
     record("user.login", actor=user, target=user, request=request, details=details)
@@ -48,8 +51,13 @@ def _on_login(sender: Any, request: Any, user: User, **kwargs: Any) -> None:
 
 @receiver(user_login_failed, dispatch_uid="streamspace.accounts.audit_login_failed")
 def _on_login_failed(sender: Any, credentials: dict[str, Any], request: Any = None, **kwargs: Any) -> None:
-    reason = kwargs.get("reason") or getattr(request, "streamspace_login_error", None) or "invalid_credentials"
+    refused = refusal(request)
+    reason = (
+        refused or kwargs.get("reason") or getattr(request, "streamspace_login_error", None) or "invalid_credentials"
+    )
     name = username_from(request, credentials) or ""
+    if not refused:  # a refused attempt checked nothing: it does not lengthen the backoff
+        throttle.record_failure(name)
     record(
         "user.login_failed",
         actor_repr=name[:150] or "anonymous",
@@ -62,6 +70,7 @@ def _on_login_failed(sender: Any, credentials: dict[str, Any], request: Any = No
 @receiver(user_logged_out, dispatch_uid="streamspace.accounts.audit_logout")
 def _on_logout(sender: Any, request: Any, user: User | None, **kwargs: Any) -> None:
     if user is not None:
+        credentials.revoke(user)  # viewer tokens and cookies do not outlive the sign-out
         record("user.logout", actor=user, target=user, request=request)
 
 

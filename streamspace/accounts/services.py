@@ -9,6 +9,7 @@ from rest_framework import status
 
 from streamspace.accounts import mfa
 from streamspace.accounts.models import Role, User
+from streamspace.accounts.security import LOCKED_OUT_DETAIL
 from streamspace.api.errors import ServiceError
 from streamspace.audit.services import record
 
@@ -29,8 +30,6 @@ def password_login(request: Any, username: str, password: str, otp: str | None) 
     ``request`` is the Django ``HttpRequest``: django-axes counts failures on it and flags a
     lockout. Wrong password and unknown user fail alike; a wrong code counts as a failure.
     """
-    from streamspace.accounts.security import LOCKED_OUT_DETAIL
-
     request.streamspace_login_method = "api"
     user = authenticate(request, username=username, password=password)
     if getattr(request, "axes_locked_out", False):

@@ -15,10 +15,14 @@ from typing import Any
 
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 from django.utils import timezone
 
+from streamspace.accounts import throttle
 from streamspace.accounts.models import Role, SSOIdentity, User
 from streamspace.accounts.services import set_role
+from streamspace.api.client_ip import request_ip
 from streamspace.audit.services import record
 
 _ROLE_RANK = {Role.USER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
@@ -27,10 +31,15 @@ _USERNAME_SAFE = re.compile(r"[^\w.@+-]")
 
 @dataclass
 class ExternalUser:
-    """What an identity provider told us about the person signing in."""
+    """What an identity provider told us about the person signing in.
+
+    ``issuer`` names the provider that vouches for ``subject`` (a SAML IdP's entity id); a
+    subject is matched only together with it. Empty for OIDC (one provider per deployment).
+    """
 
     provider: str
     subject: str
+    issuer: str = ""
     username: str = ""
     email: str = ""
     first_name: str = ""
@@ -61,7 +70,7 @@ def provision(external: ExternalUser, *, role_map: dict[str, str], request: Any 
         identity = (
             SSOIdentity.objects.select_for_update()
             .select_related("user")
-            .filter(provider=external.provider, subject=external.subject)
+            .filter(provider=external.provider, issuer=external.issuer, subject=external.subject)
             .first()
         )
         if identity is None:
@@ -77,12 +86,12 @@ def provision(external: ExternalUser, *, role_map: dict[str, str], request: Any 
             try:
                 with transaction.atomic():
                     identity = SSOIdentity.objects.create(
-                        user=user, provider=external.provider, subject=external.subject
+                        user=user, provider=external.provider, issuer=external.issuer, subject=external.subject
                     )
             except IntegrityError:  # a parallel first login won the race
                 user.delete()
                 identity = SSOIdentity.objects.select_related("user").get(
-                    provider=external.provider, subject=external.subject
+                    provider=external.provider, issuer=external.issuer, subject=external.subject
                 )
                 user = identity.user
             else:
@@ -91,7 +100,12 @@ def provision(external: ExternalUser, *, role_map: dict[str, str], request: Any 
                     actor=user,
                     target=user,
                     request=request,
-                    details={"via": external.provider, "subject": external.subject, "role": user.role},
+                    details={
+                        "via": external.provider,
+                        "issuer": external.issuer,
+                        "subject": external.subject,
+                        "role": user.role,
+                    },
                 )
         else:
             user = identity.user
@@ -119,3 +133,17 @@ def _sync_groups(user: User, names: Iterable[str]) -> None:
         group, _ = Group.objects.get_or_create(name=name)
         groups.append(group)
     user.groups.set(groups)
+
+
+def too_many_sso_failures(request: HttpRequest, provider: str) -> HttpResponse | None:
+    """Count a refused SSO sign-in from this address; the 429 page once past the limit, else None.
+
+    The per-address SSO failure limit (``accounts.throttle``) only ever changes the answer to
+    a refusal: a valid assertion or code signs in whatever came before it from the address.
+    """
+    wait = throttle.sso_failure(request_ip(request))
+    if not wait:
+        return None
+    response = render(request, "account/sso_error.html", {"provider": provider, "too_many": True}, status=429)
+    response["Retry-After"] = str(wait)
+    return response

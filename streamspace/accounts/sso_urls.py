@@ -13,6 +13,8 @@ from django.utils.module_loading import import_string
 from djangosaml2 import views as saml_views
 from mozilla_django_oidc.utils import import_from_settings
 
+from streamspace.accounts.saml import AssertionConsumerServiceView
+
 
 def _when(flag: str, view: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(view)
@@ -35,7 +37,7 @@ oidc_urlpatterns = [
 
 saml_urlpatterns = [
     path("login/", _when("SAML_ENABLED", saml_views.LoginView.as_view()), name="saml2_login"),
-    path("acs/", _when("SAML_ENABLED", saml_views.AssertionConsumerServiceView.as_view()), name="saml2_acs"),
+    path("acs/", _when("SAML_ENABLED", AssertionConsumerServiceView.as_view()), name="saml2_acs"),
     path("logout/", _when("SAML_ENABLED", saml_views.LogoutInitView.as_view()), name="saml2_logout"),
     path("ls/", _when("SAML_ENABLED", saml_views.LogoutView.as_view()), name="saml2_ls"),
     path("ls/post/", _when("SAML_ENABLED", saml_views.LogoutView.as_view()), name="saml2_ls_post"),

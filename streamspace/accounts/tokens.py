@@ -17,8 +17,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from streamspace.accounts.models import ApiToken, TokenScope, User
+from streamspace.api.client_ip import request_ip
 from streamspace.api.errors import Conflict, ServiceError
-from streamspace.audit.services import client_ip, record
+from streamspace.audit.services import record
 
 KEY_PREFIX = "ssp_"
 LAST_USED_WRITE_INTERVAL = timedelta(seconds=60)
@@ -92,7 +93,7 @@ def authenticate_key(key: str, *, request: Any = None) -> ApiToken | None:
     if not token.user.is_active:
         return None
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_WRITE_INTERVAL:
-        ip = client_ip(request)
+        ip = request_ip(request)
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now, last_used_ip=ip)
         token.last_used_at, token.last_used_ip = now, ip
     return token

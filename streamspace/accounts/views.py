@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from base64 import b32encode
+from urllib.parse import urlencode
+
 from allauth.account.internal.decorators import login_stage_required
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -9,7 +12,9 @@ from django.contrib.auth.signals import user_login_failed
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.decorators import method_decorator
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django.views.generic import FormView
 
@@ -95,8 +100,6 @@ def mfa_setup(request: HttpRequest) -> HttpResponse:
 
 
 def _base32_secret(device) -> str:
-    from base64 import b32encode
-
     secret = b32encode(device.bin_key).decode().rstrip("=")
     return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
 
@@ -162,16 +165,26 @@ def api_token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     return redirect("account_api_tokens")
 
 
+def safe_next(request: HttpRequest, default: str) -> str:
+    """``?next=`` when it stays on this site (a path, or a URL of this host), else ``default``.
+
+    Django's ``url_has_allowed_host_and_scheme``, as allauth checks its own ``next``, with
+    this request's host as the only allowed one: ``https://evil.example/``, ``//evil.example``,
+    ``/\\evil.example`` and ``javascript:`` are all refused.
+    """
+    target = request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, require_https=request.is_secure()):
+        return target
+    return default
+
+
 def admin_login_redirect(request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
     """Replaces ``admin.site.login``: send to the portal login (TOTP step, lockout, SSO)."""
-    from urllib.parse import urlencode
-
-    from django.urls import reverse
-
+    admin_index = reverse("admin:index")
     if request.user.is_authenticated:
         if not request.user.is_staff:
             # Signed in without admin rights: answering with the login page would loop.
             raise PermissionDenied("The admin is for operators and admins.")
-        return redirect(request.GET.get("next") or "admin:index")
-    next_url = request.GET.get("next") or reverse("admin:index")
+        return redirect(safe_next(request, admin_index))
+    next_url = safe_next(request, admin_index)
     return redirect(f"{reverse('account_login')}?{urlencode({'next': next_url})}")

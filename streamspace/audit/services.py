@@ -8,15 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from streamspace.api.client_ip import request_ip
 from streamspace.audit.models import AuditEvent
-
-
-def client_ip(request: Any) -> str | None:
-    """The client address as daphne saw it (proxies are trusted only via settings)."""
-    if request is None:
-        return None
-    meta = getattr(request, "META", {})
-    return meta.get("REMOTE_ADDR") or None
 
 
 def record(
@@ -80,7 +73,7 @@ def event(
         action=action,
         target_type=target_type,
         target_id=str(target_id),
-        ip=client_ip(request),
+        ip=request_ip(request),  # resolved behind STREAMSPACE_TRUSTED_PROXIES
         user_agent=user_agent,
         details=details or {},
     )

@@ -1,14 +1,15 @@
-"""One HTTP request and its response on the proxy's front (:mod:`.front`): the ASGI side.
+"""One HTTP request and its response on the proxy's front: the ASGI side.
 
-:class:`Exchange` is the application's ``receive`` and ``send`` for one request the front
-parsed: the request body as ``http.request`` messages (the socket pauses while more than
+:class:`Exchange` is the front's handler (:class:`~streamspace.front.handlers.FrontHandler`)
+for a plain HTTP request, and the application's ``receive`` and ``send`` for it: the
+request body as ``http.request`` messages (the socket pauses while more than
 ``BODY_HIGH`` bytes wait for the application), then ``http.disconnect``; the response head
 written with the first body bytes (``content-length`` added for a one-piece body, chunked
-framing for a streamed one without a length, as daphne would), ``Server`` as daphne sets
+framing for a streamed one without a length, as daphne does), ``Server`` as daphne sets
 it, the access log line as daphne writes it. An application that fails before its response
 gets daphne's 500 page; one that fails during it has its connection dropped, so a cut-off
 body never looks complete. ``front_transport`` and :meth:`Exchange.abort` are what
-:mod:`.flow` uses for back-pressure and aborts.
+:mod:`streamspace.transport.flow` uses for back-pressure and aborts.
 """
 
 from __future__ import annotations
@@ -19,21 +20,18 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from daphne.utils import HEADER_NAME_RE
 from twisted.web.http import RESPONSES
 
+from streamspace.transport.access_log import client_text
+from streamspace.transport.daphne_internals import HEADER_NAME_RE
+
 if TYPE_CHECKING:
-    from streamspace.front.protocol import FrontProtocol
+    from streamspace.front.handlers import FrontConnection, RequestHead
 
 log = logging.getLogger(__name__)
 
 BODY_HIGH = 256 * 1024  # request body bytes queued for the application before reading pauses
 _NO_BODY_STATUS = frozenset({204, 304})
-
-
-def client_text(client: Any) -> str | None:
-    """``host:port`` as daphne's access log writes a client (``None`` when there is none)."""
-    return f"{client[0]}:{client[1]}" if client else None
 
 
 class Exchange:
@@ -42,6 +40,7 @@ class Exchange:
     __slots__ = (
         "front",
         "front_transport",
+        "scope",
         "method",
         "target",
         "body_left",
@@ -62,19 +61,17 @@ class Exchange:
         "sent",
         "_begun",
         "client",
-        "aborted",
     )
 
-    def __init__(
-        self, front: FrontProtocol, method: bytes, target: bytes, length: int, close: bool, client: Any = None
-    ) -> None:
+    def __init__(self, front: FrontConnection, head: RequestHead) -> None:
         self.front = front
-        self.client = client  # as the application saw it (``--proxy-headers``): the access log's
         self.front_transport = front.transport
-        self.method = method
-        self.target = target
-        self.body_left = length
-        self.close = close
+        self.scope = head.scope
+        self.client = head.scope["client"]  # as the application saw it (``--proxy-headers``): the access log's
+        self.method = head.method
+        self.target = head.target
+        self.body_left = head.body_length
+        self.close = head.close
         self.task: asyncio.Task | None = None
         self._chunks: collections.deque[bytes] = collections.deque()
         self._queued = 0
@@ -86,11 +83,18 @@ class Exchange:
         self._started = False
         self._written = False
         self._chunked = False
-        self._no_body = method == b"HEAD"
+        self._no_body = self.method == b"HEAD"
         self.finished = False
-        self.aborted = False
         self.sent = 0
         self._begun = time.time()
+
+    def start(self) -> None:
+        """Run the application for this request."""
+        front = self.front
+        self.task = task = front.factory.loop.create_task(
+            front.server.application(scope=self.scope, receive=self.receive, send=self.send)
+        )
+        task.add_done_callback(self.application_done)
 
     # -- request body, from the front --
     def feed(self, data: bytes) -> bytes:
@@ -114,7 +118,8 @@ class Exchange:
         self._gone = True
         self._wake()
         self.front.factory.loop.call_soon(self._linger)  # by then the application has usually returned
-        self.front.exchange_done(self)
+        # Asked to close, or the application answered before the body was all in: the connection ends.
+        self.front.request_done(self, keep_alive=not (self.close or self.body_left))
 
     def disconnected(self) -> None:
         if self._gone:
@@ -143,7 +148,7 @@ class Exchange:
                 chunks.clear()
                 self._queued = 0
                 front = self.front
-                if front.paused and front.exchange is self and not front.lost:
+                if front.paused and front.handler is self and not front.lost:
                     front.paused = False
                     self.front_transport.resumeProducing()
                 more = self.body_left > 0
@@ -261,9 +266,7 @@ class Exchange:
         """Drop the connection now (a response cut short must not look complete)."""
         self.finished = True
         self.close = True  # no pipelined request runs on a dropped connection
-        self.aborted = True
-        if not self.front.lost:
-            self.front_transport.abortConnection()
+        self.front.abort()
 
     def application_done(self, task: asyncio.Task) -> None:
         if task.cancelled():

@@ -1,4 +1,8 @@
-"""WebSockets through the front (:mod:`.front`) as a byte pipe, as nginx and JupyterHub's proxy do.
+"""WebSockets through the front as a byte pipe, as nginx and JupyterHub's proxy do.
+
+:class:`WebSocketPipe` is the front's handler
+(:class:`~streamspace.front.handlers.FrontHandler`) for a WebSocket handshake under the
+proxy's prefix.
 
 The browser's handshake is authorized like every proxy request, rewritten (the platform's
 cookies and credentials removed, ``X-Forwarded-*`` set, ``Origin`` dropped) and sent to the
@@ -24,22 +28,22 @@ WebSocket.
 Only the path every viewer takes is short-cut: a cross-site ``Origin``, a request the
 proxy would refuse, a session that is not running, a session that cannot be reached or
 that does not answer ``101`` are **handed to daphne** before a byte is written to the
-browser, and the ASGI proxy (:mod:`.websocket`) answers them exactly as it always has
-(403 before accept, 4013 "try again later" while waking, ...). So is a handshake over TLS terminated by
-daphne itself, or on a connection with response bytes still unsent (the socket cannot
-leave Twisted then).
+browser, and the ASGI proxy (:mod:`sessions_app.proxy.websocket`) answers them (403
+before accept, 4013 "try again later" while waking, ...). So is a handshake over TLS
+terminated by daphne itself, or on a connection with response bytes still unsent (the
+socket cannot leave Twisted then). The session's answer is parsed by llhttp; an answer it
+refuses is not piped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING
 
 from django.conf import settings
-from twisted.internet.interfaces import ISSLTransport
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from agent_runtime.pipes import PipeEnd
 from agents_app.tunnels import TunnelUnavailable
@@ -47,7 +51,11 @@ from sessions_app.proxy import activity, auth, origin_allowed, upstream
 from sessions_app.proxy.client import ConnectFailed
 from sessions_app.proxy.paths import BadPath, parse
 from sessions_app.proxy.rewrite import request_headers, response_headers
-from streamspace.front.exchange import client_text
+from streamspace.transport.access_log import log_websocket
+from streamspace.transport.daphne_internals import detach, detachable
+
+if TYPE_CHECKING:
+    from streamspace.front.handlers import FrontConnection, RequestHead
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +87,7 @@ class _Session(PipeEnd):
             return
         if not self.answered.done():
             self.transport.pause_reading()  # until the browser's end is there
-            self.answered.set_result((bytes(self.head[:end]), bytes(self.head[end + 4 :])))
+            self.answered.set_result((bytes(self.head[: end + 4]), bytes(self.head[end + 4 :])))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.answered.done():
@@ -93,31 +101,13 @@ class _Session(PipeEnd):
             self.transport.abort()
 
 
-def detachable(transport: Any) -> bool:
-    """Whether the browser's socket can leave Twisted: plain TCP, nothing left to send."""
-    if ISSLTransport.providedBy(transport) or getattr(transport, "socket", None) is None:
-        return False
-    # FileDescriptor's write buffers (Twisted has no public "is the buffer empty").
-    return not getattr(transport, "dataBuffer", b"") and not getattr(transport, "_tempDataBuffer", None)
-
-
-def detach(transport: Any) -> socket.socket:
-    """The browser's socket as a new socket object; Twisted forgets it without closing the connection."""
-    transport.stopReading()
-    transport.stopWriting()
-    sock = transport.socket
-    duplicate = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
-    sock.close()  # Twisted's descriptor only: the connection lives on in the duplicate
-    return duplicate
-
-
 class WebSocketPipe:
     """One browser WebSocket piped to its session (the front's ``exchange`` during the handshake)."""
 
-    def __init__(self, front: Any, scope: dict, raw_head: bytes) -> None:
+    def __init__(self, front: FrontConnection, head: RequestHead) -> None:
         self.front = front
-        self.scope = scope
-        self.raw_head = raw_head  # what daphne gets if the pipe is not for this request
+        self.scope = head.scope
+        self.raw_head = head.raw  # what daphne gets if the pipe is not for this request
         self.session: _Session | None = None
         self.browser: PipeEnd | None = None
         self.keep_alive: asyncio.Task | None = None
@@ -125,6 +115,14 @@ class WebSocketPipe:
         self.body_left = 0  # the front's view while the handshake is under way
         self.finished = False
         self.detached: socket.socket | None = None  # the browser's socket, once out of Twisted
+
+    def start(self) -> None:
+        """Try the handshake with the session (``run``)."""
+        self.task = self.front.factory.loop.create_task(self.run())
+
+    def feed(self, data: bytes) -> bytes:
+        """A handshake has no body: every byte after its head is the WebSocket's (never called)."""
+        return data
 
     def disconnected(self) -> None:
         """The browser left during the handshake: ``run`` stops at its next step."""
@@ -195,16 +193,7 @@ class WebSocketPipe:
             answer, early = await asyncio.wait_for(session.answered, settings.STREAMSPACE_PROXY_CONNECT_TIMEOUT_S)
         except TimeoutError:
             raise _NotPiped("the session did not answer the handshake in time") from None
-        status_line, _, header_block = answer.partition(b"\r\n")
-        parts = status_line.split(b" ", 2)
-        if len(parts) < 2 or parts[1] != b"101":
-            raise _NotPiped(f"the session answered {status_line[:40]!r}")
-        answer_headers = []
-        for line in header_block.split(b"\r\n"):
-            name, sep, value = line.partition(b":")
-            if not sep:
-                raise _NotPiped("malformed handshake answer")
-            answer_headers.append((name.strip().lower(), value.strip()))
+        answer_headers = switching_headers(answer)
         if self.front.lost:
             raise _NotPiped("the browser left")
         out = response_headers(answer_headers, prefix=path.prefix, upstream_hosts=route.location_hosts)
@@ -226,7 +215,7 @@ class WebSocketPipe:
         browser.transport.writelines([*lines, early] if early else lines)
         session.transport.resume_reading()
         self.keep_alive = loop.create_task(activity.keep_alive(target.session_id))
-        log_websocket(front, scope, "connected")
+        log_websocket(front.server, scope, "connected")
 
     def end_closed(self, end: PipeEnd) -> None:
         """One end hung up: the other is closed once what it was sent is out."""
@@ -235,7 +224,7 @@ class WebSocketPipe:
             self.finished = True
             if self.keep_alive is not None:
                 self.keep_alive.cancel()
-            log_websocket(self.front, self.scope, "disconnected")
+            log_websocket(self.front.server, self.scope, "disconnected")
 
     def _close_session(self) -> None:
         session = self.session
@@ -243,6 +232,29 @@ class WebSocketPipe:
             session.transport.close()
 
 
-def log_websocket(front: Any, scope: dict, action: str) -> None:
-    """daphne's access-log line for a WebSocket the front took (``connected``, ``disconnected``)."""
-    front.server.log_action("websocket", action, {"path": scope["path"], "client": client_text(scope.get("client"))})
+class _Answer:
+    """llhttp's callbacks for the session's answer to the handshake."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value.strip(b" \t")))
+
+
+def switching_headers(head: bytes) -> list[tuple[bytes, bytes]]:
+    """The headers of the session's answer ``head`` (through its blank line) if it is a 101; else ``_NotPiped``."""
+    answer = _Answer()
+    parser = HttpResponseParser(answer)
+    try:
+        parser.feed_data(head)
+    except HttpParserUpgrade:
+        pass  # a 101 with Upgrade: what follows is the WebSocket's
+    except HttpParserError as exc:
+        raise _NotPiped(f"malformed handshake answer: {exc}") from None
+    status = parser.get_status_code()
+    if status != 101:
+        raise _NotPiped(f"the session answered {status}")
+    return answer.headers

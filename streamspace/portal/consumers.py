@@ -1,6 +1,7 @@
 """The browser's live channel: ``/ws/portal/``.
 
-One socket per open portal page. It joins the signed-in user's group
+One socket per open portal page, for a signed-in user who has no two-factor enrolment
+pending (``accounts.mfa.must_enrol``; else it closes with 4403). It joins the user's group
 (``sessions_app.notify.user_group``) and relays every ``session.update`` the session
 services broadcast on commit. The browser may send:
 
@@ -22,11 +23,14 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from sessions_app.notify import user_group
+from streamspace.accounts import mfa
 from streamspace.portal import queries
 
 MAX_FRAME_BYTES = 16 * 1024
 # Close code for a handshake without a signed-in user (4000-4999: application codes).
 CLOSE_UNAUTHENTICATED = 4401
+# ... and for a user who must enrol in two-factor authentication before anything else.
+CLOSE_MFA_ENROLMENT_REQUIRED = 4403
 
 
 class PortalConsumer(AsyncJsonWebsocketConsumer):
@@ -36,6 +40,9 @@ class PortalConsumer(AsyncJsonWebsocketConsumer):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if await database_sync_to_async(mfa.must_enrol)(user):  # as the portal's pages and the API
+            await self.close(code=CLOSE_MFA_ENROLMENT_REQUIRED)
             return
         self.group = user_group(user.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)

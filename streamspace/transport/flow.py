@@ -2,30 +2,36 @@
 
 ASGI has no flow control for ``send``: daphne's ``send`` returns at once and Twisted keeps
 whatever the client has not read yet in memory. With a slow browser and a fast session the
-proxy would buffer without bound. Daphne hands the application ``send`` as
-``functools.partial(server.handle_reply, protocol)``; from the protocol we reach Twisted's
-HTTP channel and register a streaming producer on it (Twisted's public ``IConsumer`` API).
-Twisted then tells us when its buffer is over ``bufferSize`` (raised to ``OUTBOUND_BUFFER``)
-and when it drained,
-and the proxy stops reading from the session in between.
+proxy would buffer without bound. From daphne's ``send`` we reach its protocol and
+Twisted's HTTP channel (:mod:`.daphne_internals`) and register a streaming producer on it
+(Twisted's public ``IConsumer`` API). Twisted then tells us when its buffer is over
+``bufferSize`` (raised to ``OUTBOUND_BUFFER``) and when it drained, and the proxy stops
+reading from the session in between.
 
 The other way round, daphne puts every frame the browser sends into an unbounded queue;
 when the proxy falls behind (the session reads slowly) we pause reading the browser's
 socket until the queue has drained.
 
-Requests served by the proxy's front (:mod:`.front`) carry their Twisted transport on
-``send``'s :class:`~.exchange.Exchange` (``front_transport``): the producer is registered
-on it directly. Under another ASGI server (or a future daphne) these hooks are absent and
-the classes do nothing: servers that await the socket in ``send`` need no help.
+Requests served by the proxy's front (``streamspace.front``) carry their Twisted transport
+on ``send``'s ``Exchange`` (``send.__self__.front_transport``): the producer is registered
+on it directly. Under another ASGI server these hooks are absent and the classes do
+nothing: servers that await the socket in ``send`` need no help.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from typing import Any
+
+from streamspace.transport.daphne_internals import (
+    channel_waiting,
+    client_transport,
+    daphne_protocol,
+    receive_queue,
+    upgraded_channel,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +43,8 @@ OUTBOUND_BUFFER = 512 * 1024
 
 
 def _front_transport(send: Any) -> Any | None:
-    """The client's Twisted transport when ``send`` is :class:`~streamspace.front.protocol.Exchange`'s."""
+    """The client's Twisted transport when ``send`` is the front's ``Exchange.send``."""
     return getattr(getattr(send, "__self__", None), "front_transport", None)
-
-
-def _daphne_protocol(send: Any) -> Any | None:
-    if isinstance(send, functools.partial) and send.args:
-        return send.args[0]
-    return None
 
 
 class OutboundFlow:
@@ -80,19 +80,16 @@ class OutboundFlow:
             except (AttributeError, RuntimeError):  # the connection is already gone
                 log.debug("no back-pressure hook on %r", transport, exc_info=True)
             return flow
-        protocol = _daphne_protocol(send)
+        protocol = daphne_protocol(send)
         if protocol is None:
             return flow
         try:
-            transport = getattr(protocol, "transport", None) or getattr(
-                getattr(protocol, "channel", None), "transport", None
-            )
+            transport = client_transport(protocol)
             if transport is not None and getattr(transport, "bufferSize", OUTBOUND_BUFFER) < OUTBOUND_BUFFER:
                 transport.bufferSize = OUTBOUND_BUFFER
             if websocket:
-                # After the upgrade, the HTTP channel is still the transport's producer.
-                channel = getattr(protocol.transport, "producer", None)
-                if channel is None or not hasattr(channel, "registerProducer"):
+                channel = upgraded_channel(protocol)
+                if channel is None:
                     return flow
                 channel.registerProducer(flow, True)
                 flow._consumer = channel
@@ -100,7 +97,7 @@ class OutboundFlow:
                 protocol.registerProducer(flow, True)
                 flow._consumer = protocol
                 channel = getattr(protocol, "channel", None)
-            if getattr(channel, "_waitingForTransport", False):
+            if channel_waiting(channel):  # a producer registered now would never be paused
                 flow.pauseProducing()
         except (AttributeError, RuntimeError, ValueError):  # another producer, or an unknown server
             log.debug("no back-pressure hook on %r", protocol, exc_info=True)
@@ -124,10 +121,8 @@ class InboundFlow:
     """Pauses reading the browser's socket while daphne's queue for this connection is long."""
 
     def __init__(self, send: Any, receive: Any) -> None:
-        protocol = _daphne_protocol(send)
-        self._transport = getattr(protocol, "transport", None)
-        queue = getattr(receive, "__self__", None)
-        self._queue = queue if isinstance(queue, asyncio.Queue) else None
+        self._transport = getattr(daphne_protocol(send), "transport", None)
+        self._queue = receive_queue(receive)
         self._paused = False
 
     def after_receive(self) -> None:
@@ -156,8 +151,7 @@ def abort_connection(send: Any) -> bool:
     if _front_transport(send) is not None:
         send.__self__.abort()
         return True
-    protocol = _daphne_protocol(send)
-    transport = getattr(protocol, "transport", None) or getattr(getattr(protocol, "channel", None), "transport", None)
+    transport = client_transport(daphne_protocol(send))
     abort = getattr(transport, "abortConnection", None)
     if abort is None:
         return False

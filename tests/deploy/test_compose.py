@@ -105,7 +105,7 @@ def test_control_plane_replicas(project):
         assert cp["environment"]["DATABASE_URL"] == "postgres://streamspace:pw@postgres:5432/streamspace"
         assert cp["environment"]["REDIS_URL"] == "redis://redis:6379/0"
         assert cp["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-        assert set(cp["networks"]) == {"backend", "sessions"}
+        assert set(cp["networks"]) == {"backend", "sessions", "edge"}
     assert services["migrate"]["command"][-1].startswith("python manage.py migrate --noinput && ")
     assert "ensure_agent" in services["migrate"]["command"][-1]
     celery = services["celery"]["command"]
@@ -122,6 +122,22 @@ def test_nginx_load_balances_both_replicas(project):
     conf = (DEPLOY / source).read_text()
     assert "server control-plane-1:8000" in conf and "server control-plane-2:8000" in conf
     assert nginx["ports"] == ["8080:80"]
+
+
+def test_only_nginx_is_a_trusted_proxy(project):
+    """The control planes believe X-Forwarded-For from the edge network's subnet, which only
+    nginx and they are on: not from sessions, agents or anything on the backend network."""
+    from streamspace.api.client_ip import parse_trusted_proxies
+
+    services = project["services"]
+    subnet = project["networks"]["edge"]["ipam"]["config"][0]["subnet"]
+    assert subnet == dotenv(ENV_EXAMPLE)["EDGE_SUBNET"]
+    on_edge = {name for name, service in services.items() if "edge" in service.get("networks", [])}
+    assert on_edge == {"nginx", "control-plane-1", "control-plane-2"}
+    assert services["nginx"]["networks"] == ["edge"]
+    for n in (1, 2):
+        trusted = services[f"control-plane-{n}"]["environment"]["STREAMSPACE_TRUSTED_PROXIES"]
+        assert [str(net) for net in parse_trusted_proxies(trusted.split(","))] == [subnet]
 
 
 def test_docker_agent_pair_with_redis_lease(project):

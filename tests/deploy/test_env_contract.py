@@ -32,3 +32,7 @@ def test_every_daphne_invocation_keeps_websockets_open():
         assert "streamspace.serve" in text  # daphne through the launcher
         flat = " ".join(text.replace('"', " ").replace("- ", " ").split())
         assert "--websocket_timeout -1" in flat, path.name
+        # daphne's --proxy-headers believes the leftmost X-Forwarded-For, which clients write;
+        # the client address comes from STREAMSPACE_TRUSTED_PROXIES instead (streamspace/serve.py).
+        commands = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+        assert "--proxy-headers" not in "\n".join(commands), path.name

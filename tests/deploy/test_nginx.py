@@ -109,6 +109,10 @@ async def test_sticky_websocket_load_balancing_and_failover(tmp_path):
             assert spread == {"cp-1", "cp-2"}
             assert first["host"] == f"127.0.0.1:{listen}" and first["proto"] == "http"
             assert first["forwarded_for"] == "127.0.0.1"
+            # nginx is the edge: a client's own X-Forwarded-For never reaches the control plane
+            headers = {"Cookie": "sessionid=alice-session", "X-Forwarded-For": "6.6.6.6, 10.0.0.1"}
+            async with client.get(base + "/whoami", headers=headers) as r:
+                assert (await r.json())["forwarded_for"] == "127.0.0.1"
 
             # WebSockets pass through, to the same replica as the session's HTTP requests.
             async with client.ws_connect(base + "/ws", headers={"Cookie": "sessionid=alice-session"}) as ws:

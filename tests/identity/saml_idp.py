@@ -3,27 +3,35 @@
 It serves ``/sso/redirect`` (HTTP-Redirect binding): parses the SP's AuthnRequest, shows a login
 form, and on ``/sso/login`` answers with a signed assertion through the HTTP-POST binding
 (an auto-submitting form, as browsers get it). ``?unsigned=1`` on the login form's action
-makes it send an unsigned assertion, for the refusal test.
+makes it send an unsigned assertion, ``?sha1=1`` one signed RSA-SHA1 with SHA-1 digests, for
+the refusal tests. It signs with RSA-SHA256 and SHA-256 digests otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import html
+import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, xmldsig
 from saml2.config import IdPConfig
 from saml2.metadata import create_metadata_string
 from saml2.saml import AUTHN_PASSWORD_PROTECTED, NAMEID_FORMAT_PERSISTENT, NameID
 from saml2.server import Server
+
+from streamspace.accounts import conf
+from tests.identity.peers import free_port
 
 USERS = {
     "saml-bob": {
@@ -66,11 +74,12 @@ class _Quiet(WSGIRequestHandler):
 
 
 class SamlIdP:
-    def __init__(self, directory: Path, port: int) -> None:
+    def __init__(self, directory: Path, port: int, name: str = "idp") -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.port = port
         self.directory = directory
-        self.key_file, self.cert_file = make_keypair(directory, "idp")
+        self.name = name
+        self.key_file, self.cert_file = make_keypair(directory, name)
         self.server: Server | None = None
         self._httpd: WSGIServer | None = None
 
@@ -84,6 +93,9 @@ class SamlIdP:
                     "policy": {"default": {"lifetime": {"minutes": 5}, "attribute_restrictions": None}},
                     "name_id_format": [NAMEID_FORMAT_PERSISTENT],
                     "want_authn_requests_signed": False,
+                    # pysaml2 reads these per service; its default for both is SHA-1.
+                    "signing_algorithm": xmldsig.SIG_RSA_SHA256,
+                    "digest_algorithm": xmldsig.DIGEST_SHA256,
                 }
             },
             "key_file": self.key_file,
@@ -92,10 +104,14 @@ class SamlIdP:
             "xmlsec_binary": "/usr/bin/xmlsec1",
         }
 
+    @property
+    def entity_id(self) -> str:
+        return f"{self.url}/metadata"
+
     def metadata_file(self) -> str:
         config = IdPConfig()
         config.load(self.config(None))
-        path = self.directory / "idp-metadata.xml"
+        path = self.directory / f"{self.name}-metadata.xml"
         path.write_text(create_metadata_string(None, config=config, sign=False).decode())
         return str(path)
 
@@ -120,7 +136,9 @@ class SamlIdP:
         if path == "/sso/login" and environ["REQUEST_METHOD"] == "POST":
             length = int(environ.get("CONTENT_LENGTH") or 0)
             form = {k: v[0] for k, v in parse_qs(environ["wsgi.input"].read(length).decode()).items()}
-            return self._answer(form, sign=query.get("unsigned") != "1", start_response=start_response)
+            return self._answer(
+                form, sign=query.get("unsigned") != "1", sha1=query.get("sha1") == "1", start_response=start_response
+            )
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found"]
 
@@ -138,7 +156,7 @@ class SamlIdP:
         start_response("200 OK", [("Content-Type", "text/html")])
         return [body.encode()]
 
-    def _answer(self, form: dict, *, sign: bool, start_response) -> list[bytes]:
+    def _answer(self, form: dict, *, sign: bool, sha1: bool, start_response) -> list[bytes]:
         request = self.server.parse_authn_request(form["SAMLRequest"], BINDING_HTTP_REDIRECT).message
         username = form["username"]
         binding, destination = self.server.pick_binding(
@@ -154,9 +172,50 @@ class SamlIdP:
             authn={"class_ref": AUTHN_PASSWORD_PROTECTED, "authn_auth": self.url},
             sign_assertion=sign,
             sign_response=False,
+            **({"sign_alg": xmldsig.SIG_RSA_SHA1, "digest_alg": xmldsig.DIGEST_SHA1} if sha1 else {}),
         )
         http_args = self.server.apply_binding(
             binding, str(response), destination, form.get("RelayState", ""), response=True
         )
         start_response("200 OK", [("Content-Type", "text/html")])
         return [http_args["data"].encode() if isinstance(http_args["data"], str) else http_args["data"]]
+
+
+@contextlib.contextmanager
+def running_idps(portal: str, directory: Path, names: list[str], **extra_settings: object) -> Iterator[list[SamlIdP]]:
+    """IdPs ``names`` on loopback, all in the SP's metadata, with SAML on in the settings."""
+    from django.test import override_settings
+
+    peers = [SamlIdP(directory, free_port(), name) for name in names]
+    sp_config = conf.saml_config(
+        base_url=portal,
+        sp_entity_id="",
+        idp_metadata_url="",
+        idp_metadata_file=peers[0].metadata_file(),
+        sp_key_file="",
+        sp_cert_file="",
+        xmlsec_binary=shutil.which("xmlsec1") or "/usr/bin/xmlsec1",
+        debug=False,
+    )
+    sp_config["metadata"]["local"] = [peer.metadata_file() for peer in peers]
+    overrides = override_settings(
+        SAML_ENABLED=True,
+        SAML_CONFIG=sp_config,
+        SAML_ROLE_MAP={"streamspace-operators": "operator"},
+        SAML_PROVIDER_NAME="Test SAML",
+        **extra_settings,
+    )
+    overrides.enable()
+    try:
+        # The IdPs learn about us from our metadata, fetched at its stable URL.
+        metadata = httpx.get(f"{portal}/saml2/metadata/", timeout=10)
+        assert metadata.status_code == 200, metadata.text[:300]
+        sp_metadata = directory / "sp-metadata.xml"
+        sp_metadata.write_bytes(metadata.content)
+        for peer in peers:
+            peer.start(str(sp_metadata))
+        yield peers
+    finally:
+        for peer in peers:
+            peer.stop()
+        overrides.disable()

@@ -166,3 +166,26 @@ def test_replayed_callback_is_refused(oidc, live_server, browser):
     replay = browser.get(callback.headers["location"])  # same code and state, new browser session
     assert replay.status_code == 302 and replay.headers["location"] == "/accounts/login/"
     assert signed_in_user(browser) is None
+
+
+def junk_callback(attacker: httpx.Client, portal: str) -> httpx.Response:
+    """A callback with a state of its own browser session and a made-up code."""
+    start = attacker.get(f"{portal}/oidc/authenticate/")
+    state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+    return attacker.get(f"{portal}/oidc/callback/?{urlencode({'code': 'made-up', 'state': state})}")
+
+
+def test_junk_callbacks_never_lock_out_a_valid_sign_in(oidc, live_server, browser, settings):
+    """Refused callbacks from one address, then a valid sign-in from it: signed in."""
+    with httpx.Client(timeout=15) as attacker:
+        junk = [junk_callback(attacker, live_server.url) for _ in range(settings.SSO_FAILURE_LIMIT + 1)]
+    # not a lock: a valid code from the same address signs in…
+    landed = browser.get(sign_in_at_provider(browser, live_server.url, "sso-alice").headers["location"])
+    assert landed.status_code == 302 and landed.headers["location"] == "/sessions/"
+    assert signed_in_user(browser).username == "sso-alice"
+    # …while the junk past the limit was answered 429: a rate limit
+    refused = [(r.status_code, r.headers.get("location")) for r in junk]
+    assert refused == [(302, "/accounts/login/")] * settings.SSO_FAILURE_LIMIT + [(429, None)]
+    assert int(junk[-1].headers["Retry-After"]) > 0
+    failures = AuditEvent.objects.filter(action="user.login_failed", details__method="oidc")
+    assert failures.count() == settings.SSO_FAILURE_LIMIT + 1

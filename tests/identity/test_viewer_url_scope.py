@@ -43,7 +43,7 @@ def test_write_and_admin_tokens_get_a_viewer_url(running, alice, admin_user, sco
     response = token_client(key).get(f"/api/v1/sessions/{running.pk}/viewer-url")
     assert response.status_code == 200, response.content
     token = parse_qs(urlsplit(response.json()["url"]).query)["token"][0]
-    assert read_viewer_token(token) == {"s": str(running.pk), "u": user.pk}
+    assert read_viewer_token(token) == {"s": str(running.pk), "u": user.pk, "e": user.credentials_epoch}
 
 
 def test_jwt_and_portal_cookie_get_a_viewer_url(running, alice, client):

@@ -199,7 +199,7 @@ def test_viewer_url_is_bound_to_session_and_user(alice_client, alice, template, 
     body = alice_client.get(f"/api/v1/sessions/{session_id}/viewer-url").json()
     assert body["url"].startswith(f"/api/v1/http/{session_id}/?token=")
     data = read_viewer_token(body["url"].split("token=", 1)[1])
-    assert data == {"s": session_id, "u": alice.pk}
+    assert data == {"s": session_id, "u": alice.pk, "e": alice.credentials_epoch}  # e: accounts.credentials
     assert read_viewer_token(body["url"].split("token=", 1)[1] + "x") is None
     assert read_viewer_token(body["url"].split("token=", 1)[1], max_age=-1) is None
 

@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from streamspace.accounts.mfa import has_totp
 from streamspace.accounts.models import Role, User
 from streamspace.accounts.services import set_role
 from streamspace.api.errors import Conflict
@@ -27,8 +28,6 @@ class AdminUserSerializer(serializers.ModelSerializer):
         fields = ["id", "username", "email", "role", "is_active", "groups", "mfa_enabled", "last_login", "date_joined"]
 
     def get_mfa_enabled(self, user: User) -> bool:
-        from streamspace.accounts.mfa import has_totp
-
         return has_totp(user)
 
 

@@ -12,6 +12,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenRefreshView
 
+from streamspace.accounts.credentials import revoke as revoke_viewer_credentials
 from streamspace.accounts.services import password_login
 from streamspace.api.errors import ServiceError
 from streamspace.api.strict import StrictFieldsMixin
@@ -74,7 +75,10 @@ class LogoutSerializer(StrictFieldsMixin, serializers.Serializer):
 class LogoutView(APIView):
     @extend_schema(request=LogoutSerializer, responses={204: None})
     def post(self, request: Request) -> Response:
-        """Revoke a refresh token (blacklist); the short-lived access token simply expires."""
+        """Revoke a refresh token (blacklist) and every viewer credential of the caller.
+
+        The short-lived access token simply expires.
+        """
         body = LogoutSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
@@ -84,6 +88,7 @@ class LogoutView(APIView):
         if str(token.get("user_id")) != str(request.user.pk):
             raise ServiceError("That refresh token belongs to someone else.", code="invalid_token")
         token.blacklist()
+        revoke_viewer_credentials(request.user)  # viewer tokens and cookies end with the sign-out
         record("user.logout", actor=request.user, target=request.user, request=request, details={"api": True})
         return Response(status=status.HTTP_204_NO_CONTENT)
 

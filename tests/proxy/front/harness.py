@@ -291,6 +291,7 @@ class Conn:
         clock: Clock,
         *,
         timeout: float | None = None,
+        head_timeout: float | None = None,
         transport: Transport | None = None,
         real_daphne: bool = False,
         **settings: Any,
@@ -303,6 +304,7 @@ class Conn:
         factory.loop = asyncio.get_running_loop()
         factory.reactor = clock
         factory.timeOut = timeout
+        factory.head_timeout = head_timeout
         self.daphne: list[DaphneStandIn] = []
         if not real_daphne:
             factory.build_daphne_protocol = self._build_daphne
@@ -345,6 +347,15 @@ class Conn:
     @property
     def closed(self) -> bool:
         return "lose" in self.transport.events or "abort" in self.transport.events
+
+
+def assert_handed_over(conn: Conn, data: bytes) -> None:
+    """daphne's protocol took the connection with exactly ``data``; the front wrote and ran nothing."""
+    inner = conn.inner
+    assert inner is not None, "not handed over"
+    assert inner.received == data
+    assert inner.made == 1 and inner.transport is conn.transport and inner.addr == PEER
+    assert conn.app.calls == [] and conn.written == b""
 
 
 def too_long_head(blank_line: bool) -> bytes:

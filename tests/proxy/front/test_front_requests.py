@@ -15,7 +15,9 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from zope.interface import alsoProvides
 
-from streamspace.front.protocol import MAX_HEAD, MAX_HEADERS, FrontFactory, FrontProtocol
+from streamspace.api.client_ip import parse_trusted_proxies
+from streamspace.front.head import MAX_HEADERS
+from streamspace.front.protocol import MAX_HEAD, FrontFactory, FrontProtocol
 from tests.proxy.front.harness import (
     IDLE,
     OTHER,
@@ -23,9 +25,9 @@ from tests.proxy.front.harness import (
     PEER,
     SID,
     App,
-    Conn,
     FakeServer,
     Transport,
+    assert_handed_over,
     gated,
     request,
     settle,
@@ -200,15 +202,6 @@ def _pieces(data: bytes, how: str) -> list[bytes]:
     return [data[:7], data[7:middle], data[middle:]]
 
 
-def assert_handed_over(conn: Conn, data: bytes) -> None:
-    """daphne's protocol took the connection with exactly ``data``; the front wrote and ran nothing."""
-    inner = conn.inner
-    assert inner is not None, "not handed over"
-    assert inner.received == data
-    assert inner.made == 1 and inner.transport is conn.transport and inner.addr == PEER
-    assert conn.app.calls == [] and conn.written == b""
-
-
 @pytest.mark.parametrize("how", ["whole", "bytewise", "thirds"])
 async def test_other_paths_are_handed_to_daphne_with_the_exact_bytes(connect, how):
     conn = connect()
@@ -344,41 +337,52 @@ PROXY_HEADERS = {
     "proxy_forwarded_proto_header": "X-Forwarded-Proto",
 }
 FORWARDED = (b"X-Forwarded-For: 203.0.113.7, 10.1.1.1", b"X-Forwarded-Port: 4711", b"X-Forwarded-Proto: https")
+PEER_IP = PEER.host  # the harness' TCP peer
+
+
+def trust(settings, *proxies: str) -> None:
+    settings.STREAMSPACE_TRUSTED_PROXIES = parse_trusted_proxies(proxies)
 
 
 @pytest.mark.parametrize(
-    ("server_settings", "client", "scheme"),
+    ("proxies", "client", "scheme"),
     [
-        (PROXY_HEADERS, ["203.0.113.7", 4711], "https"),
-        ({}, ["192.0.2.10", 50123], "http"),
+        ([PEER_IP], ["10.1.1.1", 0], "https"),  # the address the trusted peer appended
+        ([PEER_IP, "10.0.0.0/8"], ["203.0.113.7", 0], "https"),  # the rightmost untrusted one
+        ([], [PEER_IP, PEER.port], "http"),  # an untrusted peer's headers mean nothing
     ],
-    ids=["proxy-headers", "not-trusted"],
+    ids=["trusted-peer", "trusted-chain", "not-trusted"],
 )
-async def test_forwarded_headers_set_client_and_scheme_when_trusted(connect, server_settings, client, scheme):
-    conn = connect(**server_settings)
+async def test_forwarded_headers_set_client_and_scheme_when_trusted(connect, settings, proxies, client, scheme):
+    trust(settings, *proxies)
+    conn = connect(**PROXY_HEADERS)
     conn.send(request(*FORWARDED))
     (call,) = await conn.calls(1)
     assert call.scope["client"] == client and call.scope["scheme"] == scheme
     assert (b"x-forwarded-for", b"203.0.113.7, 10.1.1.1") in call.scope["headers"]
 
 
-async def test_the_first_forwarded_for_header_wins_as_in_daphne(connect):
+async def test_every_forwarded_for_line_counts_and_the_last_untrusted_address_wins(connect, settings):
+    trust(settings, PEER_IP)
     conn = connect(**PROXY_HEADERS)
     conn.send(request(b"X-Forwarded-For: 203.0.113.7", b"X-Forwarded-For: 198.51.100.9"))
     (call,) = await conn.calls(1)
-    assert call.scope["client"] == ["203.0.113.7", 0]
+    assert call.scope["client"] == ["198.51.100.9", 0]
 
 
-async def test_access_log_shows_the_forwarded_client_as_daphne_does(connect):
+async def test_access_log_shows_the_resolved_client(connect, settings):
+    trust(settings, PEER_IP, "10.0.0.0/8")
     conn = connect(**PROXY_HEADERS)
     conn.send(request(*FORWARDED))
     await conn.response()
-    assert conn.server.access_log[0][2]["client"] == "203.0.113.7:4711"
+    assert conn.server.access_log[0][2]["client"] == "203.0.113.7:0"
 
 
-async def test_non_utf8_forwarded_header_does_not_break_the_connection(connect):
+async def test_non_utf8_forwarded_header_does_not_break_the_connection(connect, settings):
+    trust(settings, PEER_IP)
     conn = connect(**PROXY_HEADERS)
-    data = request(b"X-Forwarded-For: 203.0.113.7", b"X-Forwarded-Proto: \xff\xfe")
-    conn.send(data)  # actual: UnicodeDecodeError from parse_x_forwarded_for (daphne answers 500)
-    await settle()
-    assert_handed_over(conn, data)
+    conn.send(request(b"X-Forwarded-For: 203.0.113.7", b"X-Forwarded-Proto: \xff\xfe"))
+    (call,) = await conn.calls(1)  # served by the front; an unknown scheme is ignored
+    assert call.scope["client"] == ["203.0.113.7", 0] and call.scope["scheme"] == "http"
+    (response,) = await conn.response()
+    assert response.status == 200
