@@ -11,6 +11,17 @@
   ``result`` ok=false ``not_leader``.
 * Malformed commands (unknown action, bad session id, invalid spec, bad image) get a
   ``result`` with ok=false and an error the user can act on; nothing here raises out.
+* **A dead workload is reported as failed**, with its exit status and the tail of its
+  output, as soon as the backend notices (:meth:`CommandExecutor.exited`, queued on the
+  session's lane so it follows the command that may have caused it), when the readiness
+  watch finds it gone, or at the latest at the next periodic check (:meth:`reconcile`). A
+  session counts as dead when this agent last reported it running (or was launching it)
+  and the backend no longer sees it running; an exit the agent caused (stop, hibernate) is
+  therefore never a failure.
+* **Launch progress**: a start or wake is timed step by step (:mod:`agent_runtime.progress`):
+  the backend's steps (image, workload), then waiting for the stream and ready. Each step
+  goes out as a ``session_status`` with ``progress`` (state ``starting`` or ``waking`` while
+  the command runs), and the statuses that end the launch carry the final steps.
 """
 
 from __future__ import annotations
@@ -22,10 +33,23 @@ import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from agent_runtime.backends.base import Backend, BackendError, SessionSpec
-from agent_runtime.protocol import Ack, Command, InventoryItem, Payload, Result, SessionStatus, to_dict
+from agent_runtime.backends.base import Backend, BackendError, SessionSpec, WorkloadExit
+from agent_runtime.progress import LaunchProgress
+from agent_runtime.protocol import (
+    STEP_READY,
+    STEP_STREAM,
+    Ack,
+    Command,
+    InventoryItem,
+    Payload,
+    ProgressStep,
+    Result,
+    SessionStatus,
+    to_dict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +61,16 @@ READY_POLL_S = 0.25
 Send = Callable[[Payload], Awaitable[None]]
 
 
-def status_frame(item: InventoryItem, message: str | None = None) -> SessionStatus:
+_LAUNCHES = {"start_session": "starting", "wake_session": "waking"}
+
+
+def status_frame(
+    item: InventoryItem,
+    message: str | None = None,
+    *,
+    log_tail: str = "",
+    progress: list[ProgressStep] | None = None,
+) -> SessionStatus:
     return SessionStatus(
         session_id=item.session_id,
         state=item.state,
@@ -45,7 +78,26 @@ def status_frame(item: InventoryItem, message: str | None = None) -> SessionStat
         streaming_port=item.streaming_port,
         endpoint=item.endpoint,
         message=message,
+        exit_code=item.exit_code,
+        log_tail=log_tail,
+        progress=progress,
     )
+
+
+@dataclass(frozen=True)
+class ExitNotice:
+    """A backend's word that a session's workload ended, queued on the session's lane."""
+
+    session_id: str
+    exit_code: int | None
+
+
+def failure_message(exit: WorkloadExit, *, launching: bool) -> str:
+    """The user's sentence for a dead workload ("… before the session was ready." while launching)."""
+    text = exit.description.strip() or "The session's workload ended."
+    if launching:
+        text = text.rstrip(".") + " before the session was ready."
+    return text
 
 
 class CommandExecutor:
@@ -66,9 +118,11 @@ class CommandExecutor:
         self.ready_timeout = ready_timeout
         self.seen_limit = seen_limit
         self._seen: OrderedDict[str, Result | None] = OrderedDict()  # None while running
-        self._lanes: dict[str, deque[Command]] = {}
+        self._lanes: dict[str, deque[Command | ExitNotice]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._launches: dict[str, LaunchProgress] = {}  # sessions being started or woken, until ready
+        self._dying: set[str] = set()  # sessions whose failure is being reported
         self.reported: dict[str, InventoryItem] = {}  # last status sent per session
         self.accepting = True
         self.timings: deque[tuple[str, float]] = deque(maxlen=1000)  # (action, seconds) for benchmarks
@@ -96,9 +150,12 @@ class CommandExecutor:
         if error:
             await self._finish(command, Result(command_id=cid, ok=False, error=error))
             return
-        self._lanes.setdefault(command.session_id, deque()).append(command)
-        if command.session_id not in self._workers:
-            self._workers[command.session_id] = asyncio.create_task(self._lane(command.session_id))
+        self._enqueue(command.session_id, command)
+
+    def _enqueue(self, session_id: str, item: Command | ExitNotice) -> None:
+        self._lanes.setdefault(session_id, deque()).append(item)
+        if session_id not in self._workers:
+            self._workers[session_id] = asyncio.create_task(self._lane(session_id))
 
     async def reject_malformed(self, command_id: str, error: str) -> None:
         """A command frame that failed validation but named its id: answer it, once."""
@@ -130,7 +187,11 @@ class CommandExecutor:
         lane = self._lanes[session_id]
         try:
             while lane:
-                await self._execute(lane.popleft())
+                item = lane.popleft()
+                if isinstance(item, ExitNotice):
+                    await self._check_exit(item)
+                else:
+                    await self._execute(item)
         finally:
             # No await between the emptiness check above and this cleanup: a command queued
             # meanwhile would have found the worker still registered.
@@ -147,19 +208,28 @@ class CommandExecutor:
             return
         self._cancel_watcher(sid)
         started = time.monotonic()
+        launch = None
+        if command.action in _LAUNCHES:
+            launch = self._launches[sid] = LaunchProgress(_LAUNCHES[command.action])
+        else:
+            self._launches.pop(sid, None)
         try:
             spec = SessionSpec.parse(command.spec)
             item = await self._run(command.action, sid, spec)
-        except BackendError as exc:
-            log.warning(
-                "command failed",
-                extra={"command_id": cid, "action": command.action, "session_id": sid, "error": str(exc)},
-            )
-            await self._finish(command, Result(command_id=cid, ok=False, error=str(exc)))
-            return
         except Exception as exc:
-            log.exception("command crashed", extra={"command_id": cid, "action": command.action, "session_id": sid})
-            await self._finish(command, Result(command_id=cid, ok=False, error=f"internal agent error: {exc!r}"))
+            if isinstance(exc, BackendError):
+                error = str(exc)
+                log.warning(
+                    "command failed",
+                    extra={"command_id": cid, "action": command.action, "session_id": sid, "error": error},
+                )
+            else:
+                error = f"internal agent error: {exc!r}"
+                log.exception("command crashed", extra={"command_id": cid, "action": command.action, "session_id": sid})
+            if launch is not None and self._launches.pop(sid, None) is launch and launch.current is not None:
+                launch.fail(error[:200])
+                await self.send(SessionStatus(session_id=sid, state=launch.state_name, progress=launch.steps()))
+            await self._finish(command, Result(command_id=cid, ok=False, error=error))
             return
         elapsed = time.monotonic() - started
         self.timings.append((command.action, elapsed))
@@ -174,8 +244,15 @@ class CommandExecutor:
             },
         )
         await self._finish(command, Result(command_id=cid, ok=True, data=to_dict(item)))
-        await self.report(item)
-        if item.state == "running" and not item.streaming_ready:
+        if launch is None:
+            await self.report(item)
+        elif item.state != "running":  # the workload ended while it was being started
+            await self._report_death(sid, item)
+        elif item.streaming_ready:
+            await self._ready(sid, item)
+        else:
+            launch.update(STEP_STREAM, f"Waiting for the session to answer on port {item.streaming_port}")
+            await self.report(item, progress=launch.steps())
             self._watchers[sid] = asyncio.create_task(self._watch_ready(sid))
 
     async def _run(self, action: str, session_id: str, spec: SessionSpec) -> InventoryItem:
@@ -194,28 +271,110 @@ class CommandExecutor:
         self._remember(cid, result)
         await self.send(result)
 
+    # --- what the backend reports on its own (BackendListener) ------------------------------
+    async def step(self, session_id: str, step: str, label: str, state: str) -> None:
+        """A step of a start or wake: sent at once, with every step of the launch so far."""
+        launch = self._launches.get(session_id)
+        if launch is None:
+            return
+        launch.update(step, label, state)
+        await self.send(SessionStatus(session_id=session_id, state=launch.state_name, progress=launch.steps()))
+
+    def exited(self, session_id: str, exit_code: int | None) -> None:
+        """A workload ended: checked on the session's lane, after the command running there."""
+        if self.accepting and SESSION_ID.match(session_id):
+            self._enqueue(session_id, ExitNotice(session_id, exit_code))
+
+    async def _check_exit(self, notice: ExitNotice) -> None:
+        sid = notice.session_id
+        before = self.reported.get(sid)
+        if not self.is_leader() or before is None or before.state != "running":
+            return  # not ours to report, or an exit this agent caused (stop, hibernate)
+        try:
+            item = await self.backend.status(sid)
+        except BackendError as exc:
+            log.warning("status after an exit failed", extra={"session_id": sid, "error": str(exc)})
+            return
+        if item.state == "running":
+            return  # running again since (a wake): the notice is stale
+        if item.exit_code is None and notice.exit_code is not None:
+            item = InventoryItem(
+                session_id=sid, state=item.state, streaming_port=item.streaming_port, exit_code=notice.exit_code
+            )
+        await self._report_death(sid, item)
+
+    async def _report_death(self, session_id: str, observed: InventoryItem) -> None:
+        """Report ``session_id`` as failed: how its workload ended, the tail of its output and
+        (while it was being launched) the launch's steps with the one it died in failed."""
+        if session_id in self._dying:
+            return
+        self._dying.add(session_id)
+        try:
+            self._cancel_watcher(session_id)
+            try:
+                exit = await self.backend.exit_info(session_id)
+            except Exception as exc:  # the failure is reported without the details
+                log.warning("exit_info failed", extra={"session_id": session_id, "error": repr(exc)})
+                exit = WorkloadExit()
+            launch = self._launches.pop(session_id, None)
+            message = failure_message(exit, launching=launch is not None)
+            progress = None
+            if launch is not None:
+                launch.fail(exit.description)
+                progress = launch.steps()
+            code = exit.exit_code if exit.exit_code is not None else observed.exit_code
+            failed = InventoryItem(
+                session_id=session_id, state="failed", streaming_port=observed.streaming_port, exit_code=code
+            )
+            log.warning("session workload ended", extra={"session_id": session_id, "exit_code": code})
+            await self.report(failed, message, log_tail=exit.log_tail, progress=progress)
+        finally:
+            self._dying.discard(session_id)
+
     # --- status ---------------------------------------------------------------------------
-    async def report(self, item: InventoryItem, message: str | None = None) -> None:
+    async def report(
+        self,
+        item: InventoryItem,
+        message: str | None = None,
+        *,
+        log_tail: str = "",
+        progress: list[ProgressStep] | None = None,
+    ) -> None:
         if item.state == "stopped":
             self.reported.pop(item.session_id, None)
         else:
             self.reported[item.session_id] = item
-        await self.send(status_frame(item, message))
+        await self.send(status_frame(item, message, log_tail=log_tail, progress=progress))
+
+    async def _ready(self, session_id: str, item: InventoryItem) -> None:
+        """The launch is over: the session streams."""
+        launch = self._launches.pop(session_id, None)
+        progress = None
+        if launch is not None:
+            launch.update(STEP_STREAM, f"The session answers on port {item.streaming_port}", "done")
+            launch.update(STEP_READY, "Ready", "done")
+            progress = launch.steps()
+        await self.report(item, progress=progress)
 
     async def _watch_ready(self, session_id: str) -> None:
-        """Poll until the session's port answers HTTP, then report ``streaming_ready``."""
+        """Poll until the session's port answers HTTP, then report ``streaming_ready``; a
+        workload that ends meanwhile is reported as failed."""
         deadline = time.monotonic() + self.ready_timeout
         try:
             while time.monotonic() < deadline:
                 await asyncio.sleep(READY_POLL_S)
                 item = await self.backend.status(session_id)
                 if item.state != "running":
-                    await self.report(item, "the session stopped before it was ready")
+                    await self._report_death(session_id, item)
                     return
                 if item.streaming_ready:
-                    await self.report(item)
+                    await self._ready(session_id, item)
                     return
             log.warning("session never became ready", extra={"session_id": session_id, "timeout": self.ready_timeout})
+            launch = self._launches.get(session_id)
+            if launch is not None:
+                launch.fail(f"The session did not answer within {self.ready_timeout:.0f} s")
+                await self.send(status_frame(item, progress=launch.steps()))
         except BackendError as exc:
             log.warning("readiness check failed", extra={"session_id": session_id, "error": str(exc)})
         finally:
@@ -223,8 +382,9 @@ class CommandExecutor:
                 del self._watchers[session_id]
 
     def _cancel_watcher(self, session_id: str) -> None:
-        task = self._watchers.pop(session_id, None)
-        if task is not None:
+        task = self._watchers.get(session_id)
+        if task is not None and task is not asyncio.current_task():
+            del self._watchers[session_id]
             task.cancel()
 
     def busy(self, session_id: str) -> bool:
@@ -241,7 +401,9 @@ class CommandExecutor:
             if self.busy(sid):
                 continue
             before = self.reported.get(sid)
-            if before is None or (before.state, before.streaming_ready, before.endpoint) != (
+            if before is not None and before.state == "running" and item.state != "running":
+                await self._report_death(sid, item)
+            elif before is None or (before.state, before.streaming_ready, before.endpoint) != (
                 item.state,
                 item.streaming_ready,
                 item.endpoint,
@@ -249,7 +411,11 @@ class CommandExecutor:
                 await self.report(item)
         for sid, before in list(self.reported.items()):
             if sid not in observed and not self.busy(sid) and before.state != "stopped":
-                await self.report(InventoryItem(session_id=sid, state="stopped"), "the workload is gone")
+                gone = InventoryItem(session_id=sid, state="stopped")
+                if before.state == "running":
+                    await self._report_death(sid, gone)
+                else:
+                    await self.report(gone, "the workload is gone")
 
     # --- shutdown -------------------------------------------------------------------------
     @property

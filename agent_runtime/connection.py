@@ -14,6 +14,10 @@ connected at takeover simply registers with is_leader=true and its inventory).
 
 ``result`` and ``session_status`` frames that could not be sent because the socket was
 down are kept (bounded) and sent after the next ``registered``.
+
+The backend's watch of its workloads (:meth:`Backend.watch`) runs for the agent's lifetime,
+connected or not; what it and the launches report goes to the executor
+(:meth:`Backend.listen`), which turns it into ``session_status`` frames.
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ class AgentConnection:
         self.executor = CommandExecutor(
             backend, self.send, is_leader=self._is_leader, on_refused=self._announce_not_leader
         )
+        backend.listen(self.executor)  # launch steps and workload exits go to the executor
         self.heartbeat_interval = 10.0
         self.connected = asyncio.Event()
         self.registrations = 0
@@ -151,6 +156,7 @@ class AgentConnection:
         delays = backoff_delays(self.config.backoff_initial, self.config.backoff_max)
         urls = self.config.connect_urls
         attempt = 0
+        self._spawn(self._watch_backend())
         while not self._stopping.is_set():
             url = urls[attempt % len(urls)]
             attempt += 1
@@ -262,6 +268,18 @@ class AgentConnection:
             log.warning("control plane reported an error", extra={"code": payload.code, "detail": payload.message})
         elif isinstance(payload, Registered):
             self.heartbeat_interval = max(0.1, payload.heartbeat_interval_s)
+
+    async def _watch_backend(self) -> None:
+        """Run the backend's watch of its workloads (exits) for as long as the agent runs; a
+        watch that fails is started again (the periodic check covers the gap)."""
+        delays = backoff_delays(1.0, 30.0)
+        while not self._stopping.is_set():
+            try:
+                await self.backend.watch()
+                return  # this backend has nothing to watch
+            except Exception:
+                log.exception("the backend's watch of its workloads failed; restarting it")
+            await asyncio.sleep(next(delays))
 
     def _open_tunnel(self, payload: TunnelOpen) -> None:
         try:

@@ -27,6 +27,21 @@ SessionStateName = Literal[
 ]
 Action = Literal["start_session", "stop_session", "hibernate_session", "wake_session"]
 
+# A failed workload's output travels with its failure (``SessionStatus.log_tail``): the last
+# LOG_TAIL_MAX_LINES lines, at most LOG_TAIL_MAX_BYTES bytes of UTF-8, secrets masked by the agent.
+LOG_TAIL_MAX_BYTES = 8192
+LOG_TAIL_MAX_LINES = 100
+# Launch progress (``SessionStatus.progress``): at most PROGRESS_MAX_STEPS steps per launch.
+PROGRESS_MAX_STEPS = 16
+# Step names agents report, in the order a launch passes them (a backend reports the ones
+# that apply to it; other names are allowed and shown by their label):
+STEP_IMAGE = "image"  # the image is present, or is being pulled
+STEP_WORKLOAD = "workload"  # the container / pod / process is being created and started
+STEP_STREAM = "stream"  # waiting for the session's port to answer
+STEP_READY = "ready"  # the session streams
+# A step's state: "active" (running now; ``duration_s`` is None), "done" or "failed".
+STEP_STATES = ("active", "done", "failed")
+
 
 class ProtocolError(ValueError):
     """A frame that does not follow the protocol; ``code`` goes into the ``error`` frame."""
@@ -78,6 +93,25 @@ class InventoryItem(Payload):
     streaming_ready: bool = False
     streaming_port: int | None = None
     endpoint: str | None = None
+    # A workload that is not running: its exit status when the backend knows it (a process's
+    # exit code, 128 + N for a signal N; a container's exit code), else None.
+    exit_code: int | None = None
+
+
+class ProgressStep(Payload):
+    """One step of a launch (start or wake) as the agent saw it.
+
+    ``at_s``: when the step began, in seconds since the launch began (the agent's monotonic
+    clock, so the control plane's clock does not matter); ``duration_s``: how long it took,
+    None while it is ``active``. ``state`` is one of :data:`STEP_STATES`; a receiver treats
+    another value as ``done`` (a newer agent may know more states).
+    """
+
+    step: str
+    label: str = ""
+    state: str = "done"
+    at_s: float = 0.0
+    duration_s: float | None = None
 
 
 # --- agent -> control plane ----------------------------------------------------------------
@@ -110,12 +144,29 @@ class Result(Payload):
 
 
 class SessionStatus(Payload):
+    """A session's state as its agent sees it.
+
+    The optional fields below came after the first version of the protocol; a receiver that
+    does not know them ignores them, and an agent that does not send them gets the defaults:
+
+    * ``exit_code`` and ``log_tail`` travel with a ``failed`` state: the workload's exit
+      status (None when unknown) and the last lines of its output (bounded by
+      :data:`LOG_TAIL_MAX_BYTES` and :data:`LOG_TAIL_MAX_LINES`, secrets masked).
+    * ``progress``: every step of the session's current launch so far (at most
+      :data:`PROGRESS_MAX_STEPS`), replacing what an earlier frame said; None leaves the
+      receiver's copy as it is. While a start (wake) runs, the agent sends ``starting``
+      (``waking``) frames that carry only progress.
+    """
+
     session_id: str
     state: SessionStateName
     streaming_ready: bool = False
     streaming_port: int | None = None
     endpoint: str | None = None
     message: str | None = None
+    exit_code: int | None = None
+    log_tail: str = ""
+    progress: list[ProgressStep] | None = None
 
 
 class Leader(Payload):

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.models import Group
 
-from sessions_app.models import GroupQuota, Session, Template, UserQuota
+from sessions_app.models import GroupQuota, Session, SessionLog, Template, UserQuota
 
 
 @admin.register(Template)
@@ -38,9 +38,26 @@ class SessionAdmin(admin.ModelAdmin):
         "streaming_ready",
         "streaming_port",
         "endpoint",
+        "exit_code",
+        "launch_progress",
         "created_at",
         "updated_at",
     )
+
+
+@admin.register(SessionLog)
+class SessionLogAdmin(admin.ModelAdmin):
+    """Output tails as agents reported them with failures (masked); read-only."""
+
+    list_display = ("session", "captured_at", "truncated")
+    raw_id_fields = ("session",)
+    readonly_fields = ("session", "text", "truncated", "captured_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(UserQuota)

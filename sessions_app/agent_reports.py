@@ -6,8 +6,14 @@ The agent hub stores commands and instances and sends every statement about a se
 - a finished command: a failed start, wake or hibernate fails the session (the user sees the
   agent's error); a failed stop fails it too; a successful stop makes it ``stopped``;
 - an expired command fails the session that was waiting on it;
-- a ``session_status`` frame goes through :func:`sessions_app.services.apply_agent_status`;
+- a ``session_status`` frame goes through :func:`sessions_app.services.apply_agent_status`,
+  with its progress, exit status and output tail stored by :mod:`sessions_app.launch_reports`
+  in the same transaction;
 - a leader's inventory on ``register`` is reconciled (docs/architecture.md §6.4).
+
+A session the control plane holds as ``running`` whose workload an agent reports stopped
+(``hibernated``: a container that exited looks like a hibernated one) stopped on its own:
+it fails, with the exit code the agent saw.
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.db import transaction
+
 from agent_runtime import protocol
 from agents_app.hub.rows import session_uuid
 from agents_app.models import Agent, AgentCommand, CommandAction
 from agents_app.signals import UnknownSession
-from sessions_app import services
+from sessions_app import launch_reports, services
 from sessions_app.models import Session, SessionState
 from streamspace.audit.services import record
 
@@ -44,18 +52,36 @@ def on_command_expired(sender: Any, *, command: AgentCommand, **_: Any) -> None:
 
 
 def on_session_reported(sender: Any, *, agent: Agent, status: protocol.SessionStatus, **_: Any) -> None:
-    try:
-        services.apply_agent_status(
-            session_uuid(status.session_id),
-            status.state,
+    with transaction.atomic():
+        session = (
+            Session.objects.select_for_update()
+            .only("id", "user_id", "state", "exit_code", "launch_progress")
+            .filter(pk=session_uuid(status.session_id), agent=agent)
+            .first()
+        )
+        if session is None:
+            raise UnknownSession(status.session_id)
+        state, message = launch_reports.effective_state(session.state, status.state), status.message
+        if state != status.state:
+            message = message or launch_reports.stopped_on_its_own(status.exit_code)
+        stored = launch_reports.record(
+            session,
+            failing=launch_reports.is_failure(session.state, state),
+            exit_code=status.exit_code,
+            log_tail=status.log_tail,
+            progress=status.progress,
+        )
+        changed = services.apply_agent_status(
+            session,
+            state,
             streaming_ready=status.streaming_ready,
             streaming_port=status.streaming_port,
             endpoint=status.endpoint,
-            message=status.message,
+            message=message,
             agent=agent,
         )
-    except Session.DoesNotExist:
-        raise UnknownSession(status.session_id) from None
+        if stored and not changed:
+            launch_reports.refreshed(session)
 
 
 def on_inventory_reported(sender: Any, *, agent: Agent, items: list[protocol.InventoryItem], **_: Any) -> None:
@@ -87,13 +113,21 @@ def reconcile_inventory(agent: Agent, items: list[protocol.InventoryItem]) -> di
         session = known.get(session_id)
         if session is None:
             continue
-        if services.apply_agent_status(
-            session,
-            item.state,
-            streaming_ready=item.streaming_ready,
-            streaming_port=item.streaming_port,
-            endpoint=item.endpoint,
-        ):
+        state = launch_reports.effective_state(session.state, item.state)
+        message = launch_reports.stopped_on_its_own(item.exit_code) if state != item.state else None
+        with transaction.atomic():
+            launch_reports.record(
+                session, failing=launch_reports.is_failure(session.state, state), exit_code=item.exit_code
+            )
+            changed = services.apply_agent_status(
+                session,
+                state,
+                streaming_ready=item.streaming_ready,
+                streaming_port=item.streaming_port,
+                endpoint=item.endpoint,
+                message=message,
+            )
+        if changed:
             updated.append(session_id)
     unknown = sorted(set(reported) - set(known))
     if unknown:

@@ -144,6 +144,14 @@ class Session(models.Model):
     streaming_port = models.PositiveIntegerField(null=True, blank=True)
     endpoint = models.CharField(max_length=300, blank=True, help_text="host:port the control plane can reach.")
     status_message = models.CharField(max_length=500, blank=True)
+    exit_code = models.IntegerField(
+        null=True, blank=True, help_text="A failed session: its workload's exit status, as its agent reported it."
+    )
+    launch_progress = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The steps of the latest launch or wake as the agent reported them (sessions_app/launch_reports.py).",
+    )
     last_activity = models.DateTimeField()
     state_changed_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -165,6 +173,25 @@ class Session(models.Model):
     @property
     def viewer_path(self) -> str:
         return viewer_path(self.id)
+
+
+class SessionLog(models.Model):
+    """The end of a session's workload output, as its agent reported it with a failure.
+
+    Its own table, not a column of ``Session``: the session row is read on every API call,
+    list and portal broadcast, and a few KiB of text per row would travel with each of
+    those; the tail is read only by the logs endpoint and the session's page. One row per
+    session (the latest failure's), bounded by ``launch_reports.LOG_TAIL_MAX_CHARS`` and
+    masked (``streamspace.logredact``) before it is stored.
+    """
+
+    session = models.OneToOneField(Session, primary_key=True, on_delete=models.CASCADE, related_name="log")
+    text = models.TextField(blank=True)
+    truncated = models.BooleanField(default=False, help_text="The agent's tail was cut to the stored bound.")
+    captured_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"log of {self.session_id}"
 
 
 def viewer_path(session_id: Any) -> str:

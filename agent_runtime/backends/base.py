@@ -18,6 +18,32 @@ they are acknowledged and the agent may be restarted at any moment, so
 All methods return protocol :class:`~agent_runtime.protocol.InventoryItem` values.
 ``streaming_ready`` is true only once the session's port answers HTTP. Methods must not
 block the event loop: blocking client libraries run in an executor.
+
+**A dead workload is never reported as running.** Whatever ends a session's process,
+container or pod (it exits at start, crashes hours later, is killed from outside, runs out
+of memory), the backend
+
+* says so within seconds, without being asked: it calls :meth:`Backend.workload_exited`
+  from the platform's own notification (a child process's exit, Docker's event stream, a
+  Kubernetes watch on the session's pods: a terminated container, ``CrashLoopBackOff``, a
+  pod in phase ``Failed``), not from a slow poll. :meth:`watch` runs for the agent's
+  lifetime to receive those notifications; the agent then checks :meth:`status` and
+  reports the failure, so a notification may be a false alarm (a stop of its own) but a
+  missing one leaves the failure to the agent's periodic check (one heartbeat interval);
+* reports it in :meth:`status` and :meth:`inventory` as not ``running`` (``failed``, or,
+  where the platform cannot tell a crash from a stop, the state of a stopped workload, with
+  ``exit_code`` set where known);
+* tells how it ended in :meth:`exit_info`: the exit status (a process's exit code, or
+  128 + N for signal N, as shells and Docker write it; a container's ``ExitCode``; a pod's
+  ``lastState.terminated.exitCode``), a sentence a user understands, and the tail of the
+  workload's output (a process's stdout and stderr, a container's log, a pod's log and
+  events), bounded and masked with :func:`agent_runtime.logtail.tail`.
+
+**Progress.** While ``start`` and ``wake`` run, a backend reports each step it takes with
+:meth:`Backend.report_step` (the names are in :mod:`agent_runtime.protocol`: ``image`` for
+"present" or "pulling", ``workload`` for creating and starting the container, pod or
+process); the agent adds the steps that follow (waiting for the stream, ready), times them
+and sends them to the control plane.
 """
 
 from __future__ import annotations
@@ -25,10 +51,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal as signal_module
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import msgspec
 
@@ -37,6 +64,63 @@ from agent_runtime.protocol import Capacity, InventoryItem
 
 class BackendError(Exception):
     """A command the backend cannot carry out; the message goes to the user as is."""
+
+
+class WorkloadExit(msgspec.Struct, frozen=True):
+    """How a session's workload ended (:meth:`Backend.exit_info`).
+
+    ``exit_code``: the exit status (128 + N for signal N), None when the backend cannot know
+    it (a process that was not its child); ``description``: one sentence for the user
+    ("The process exited with code 3."); ``log_tail``: the end of its output, bounded and
+    masked (:func:`agent_runtime.logtail.tail`).
+    """
+
+    exit_code: int | None = None
+    description: str = "The session's workload ended."
+    log_tail: str = ""
+
+
+class BackendListener(Protocol):
+    """Who hears what a backend reports without being asked (the agent's command executor)."""
+
+    async def step(self, session_id: str, step: str, label: str, state: str) -> None:
+        """A launch of ``session_id`` reached ``step`` (``state``: active, done or failed)."""
+
+    def exited(self, session_id: str, exit_code: int | None) -> None:
+        """``session_id``'s workload ended (or may have: the listener checks ``status``).
+
+        Called on the event loop's thread; must not block.
+        """
+
+
+class _NobodyListens:
+    async def step(self, session_id: str, step: str, label: str, state: str) -> None:
+        return None
+
+    def exited(self, session_id: str, exit_code: int | None) -> None:
+        return None
+
+
+def signal_exit_code(returncode: int) -> int:
+    """A process's exit status as shells and Docker write it: a signal N becomes 128 + N
+    (Python's ``returncode`` is -N for a signal)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def describe_exit(noun: str, exit_code: int | None, *, oom: bool = False) -> str:
+    """One sentence saying how a workload ended ("The process was killed by signal 9 (SIGKILL).")."""
+    if oom:
+        return f"The {noun} was killed: it ran out of memory (exit code {exit_code})."
+    if exit_code is None:
+        return f"The {noun} ended (its exit status is unknown)."
+    if exit_code > 128 and exit_code - 128 < 65:
+        number = exit_code - 128
+        try:
+            name = f", {signal_module.Signals(number).name}"
+        except ValueError:
+            name = ""
+        return f"The {noun} was killed by signal {number}{name} (exit code {exit_code})."
+    return f"The {noun} exited with code {exit_code}."
 
 
 class VolumeMount(msgspec.Struct, forbid_unknown_fields=False):
@@ -93,6 +177,36 @@ class Backend(ABC):
         self.agent_id = agent_id
         self.data_dir = Path(data_dir)
         self.options = dict(options or {})
+        self.listener: BackendListener = _NobodyListens()
+
+    # --- what the backend reports without being asked -------------------------------------
+    def listen(self, listener: BackendListener) -> None:
+        """Send progress steps and exit notifications to ``listener`` (the agent does this once)."""
+        self.listener = listener
+
+    async def report_step(self, session_id: str, step: str, label: str, state: str = "active") -> None:
+        """Tell the agent that ``session_id``'s launch reached ``step`` (see the module docstring)."""
+        await self.listener.step(session_id, step, label, state)
+
+    def workload_exited(self, session_id: str, exit_code: int | None = None) -> None:
+        """Tell the agent that ``session_id``'s workload ended; call on the event loop's thread."""
+        self.listener.exited(session_id, exit_code)
+
+    async def watch(self) -> None:  # noqa: B027  (optional hook)
+        """Receive the platform's notifications of ended workloads for as long as the agent
+        runs, calling :meth:`workload_exited` for each (cancelled at shutdown).
+
+        A backend without a push mechanism returns at once; the agent then finds dead
+        workloads by its periodic check only.
+        """
+
+    async def exit_info(self, session_id: str) -> WorkloadExit:
+        """How ``session_id``'s workload ended: exit status, a sentence, the tail of its output.
+
+        Asked once a workload is no longer running; a backend that keeps no record says what
+        it can (the default: nothing beyond "it ended").
+        """
+        return WorkloadExit()
 
     @abstractmethod
     async def start(self, session_id: str, spec: SessionSpec) -> InventoryItem:

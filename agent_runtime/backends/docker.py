@@ -9,6 +9,13 @@ Options (``--backend-option key=value`` or env ``STREAMSPACE_DOCKER_<KEY>``):
 rely on the network and report ``<container>:<port>``), ``home_mount_path`` (default
 ``/home/user``), ``stop_timeout`` (seconds, default 10), ``pull`` (``missing`` or ``never``).
 
+Exits: :meth:`DockerBackend.watch` follows the engine's event stream (``die`` events of
+this agent's containers) and reports each exit at once; :meth:`DockerBackend.exit_info`
+reads the container's exit code (``State.ExitCode``, ``OOMKilled``) and its log tail. A
+stopped container is what a hibernated session looks like, so ``status`` cannot tell a
+crash from a hibernation by itself: the agent knows which of its sessions it hibernated,
+and the control plane fails a session it holds as running whose container stopped.
+
 Persistent homes: each user's home is the volume ``streamspace-home-<slug>-<digest>``
 (:mod:`.homes`: one per exact user name), created by the agent with the label
 ``streamspace.user=<exact user name>``. Homes of earlier releases were named
@@ -29,14 +36,34 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agent_runtime.backends import docker_objects as objects
 from agent_runtime.backends import homes
-from agent_runtime.backends.base import Backend, BackendError, SessionSpec, host_capacity, http_answers
-from agent_runtime.protocol import MAX_REPORTED_IMAGES, Capacity, InventoryItem, image_key
+from agent_runtime.backends.base import (
+    Backend,
+    BackendError,
+    SessionSpec,
+    WorkloadExit,
+    describe_exit,
+    host_capacity,
+    http_answers,
+)
+from agent_runtime.logtail import tail
+from agent_runtime.protocol import (
+    LOG_TAIL_MAX_LINES,
+    MAX_REPORTED_IMAGES,
+    STEP_IMAGE,
+    STEP_WORKLOAD,
+    Capacity,
+    InventoryItem,
+    image_key,
+)
+
+EVENTS_RETRY_MAX_S = 30.0  # the event stream is re-opened after a failure, backing off to this
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +85,8 @@ class DockerBackend(Backend):
         self.stop_timeout = int(float(opts.get("stop_timeout", "10")))
         self.pull = opts.get("pull", "missing")
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="docker")
+        self._events_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="docker-events")
+        self._events_stream: Any = None
         self._client: Any = None
         self._network_ready = False
 
@@ -117,21 +146,26 @@ class DockerBackend(Backend):
                     raise
         self._network_ready = True
 
-    async def _ensure_image(self, image: str) -> None:
+    async def _ensure_image(self, session_id: str, image: str) -> None:
         import docker.errors
 
         client = await self.client()
         try:
             await self._run(client.images.get, image)
+            await self.report_step(session_id, STEP_IMAGE, f"Image {image} is present", "done")
             return
         except docker.errors.NotFound:
             if self.pull == "never":
+                await self.report_step(session_id, STEP_IMAGE, f"Image {image} is not on this host", "failed")
                 raise BackendError(f"image {image} is not present on this Docker host (pulling is off)") from None
         log.info("pulling image", extra={"image": image})
+        await self.report_step(session_id, STEP_IMAGE, f"Pulling image {image}")
         try:
             await self._run(client.images.pull, image)
         except (BackendError, docker.errors.NotFound) as exc:
+            await self.report_step(session_id, STEP_IMAGE, f"Pulling image {image} failed", "failed")
             raise BackendError(f"image {image} is not on this host and cannot be pulled: {exc}") from None
+        await self.report_step(session_id, STEP_IMAGE, f"Pulled image {image}", "done")
 
     async def _item(self, session_id: str, container: Any | None) -> InventoryItem:
         if container is None:
@@ -141,7 +175,9 @@ class DockerBackend(Backend):
         port = int(labels.get(objects.LABEL_PORT, "8080"))
         state = objects.state_of(attrs)
         if state != "running":
-            return InventoryItem(session_id=session_id, state=state, streaming_port=port)
+            return InventoryItem(
+                session_id=session_id, state=state, streaming_port=port, exit_code=objects.exit_code_of(attrs)
+            )
         if self.publish_host:
             endpoint = objects.published_endpoint(attrs, port)
         else:
@@ -226,20 +262,34 @@ class DockerBackend(Backend):
         container = await self._container(session_id)
         if container is None:
             await self._ensure_network()
-            await self._ensure_image(config["image"])
+            await self._ensure_image(session_id, config["image"])
+            await self.report_step(session_id, STEP_WORKLOAD, "Creating the container")
             client = await self.client()
             try:
                 container = await self._run(client.containers.create, **config)
             except BackendError as exc:
                 if "Conflict" not in str(exc) and "already in use" not in str(exc):
+                    await self.report_step(session_id, STEP_WORKLOAD, "Creating the container failed", "failed")
                     raise
                 container = await self._container(session_id)  # created concurrently: take it
                 if container is None:
                     raise
             log.info("container created", extra={"session_id": session_id, "container": config["name"]})
         if container.status != "running":
-            await self._run(container.start)
-        return await self._item(session_id, await self._reload(container))
+            await self.report_step(session_id, STEP_WORKLOAD, "Starting the container")
+            try:
+                await self._run(container.start)
+            except BackendError:
+                await self.report_step(session_id, STEP_WORKLOAD, "Starting the container failed", "failed")
+                raise
+        item = await self._item(session_id, await self._reload(container))
+        if item.state != "running":  # it ended as soon as it started
+            await self.report_step(session_id, STEP_WORKLOAD, "The container exited at once", "failed")
+            return InventoryItem(
+                session_id=session_id, state="failed", streaming_port=item.streaming_port, exit_code=item.exit_code
+            )
+        await self.report_step(session_id, STEP_WORKLOAD, "Container started", "done")
+        return item
 
     async def wake(self, session_id: str, spec: SessionSpec) -> InventoryItem:
         return await self.start(session_id, spec)
@@ -326,7 +376,67 @@ class DockerBackend(Backend):
                 items.append(self._item(session_id, container))
         return sorted(await asyncio.gather(*items), key=lambda item: item.session_id)
 
+    async def exit_info(self, session_id: str) -> WorkloadExit:
+        import docker.errors
+
+        container = await self._container(session_id)
+        if container is None:
+            return WorkloadExit(description="The session's container is gone.")
+        state = container.attrs.get("State") or {}
+        code = objects.exit_code_of(container.attrs)
+        description = describe_exit("container", code, oom=bool(state.get("OOMKilled")))
+        if state.get("Error"):
+            description = f"{description} Docker: {state['Error']}"
+        try:
+            output = await self._run(container.logs, stdout=True, stderr=True, tail=LOG_TAIL_MAX_LINES)
+        except (BackendError, docker.errors.NotFound) as exc:
+            output = f"(the container's log cannot be read: {exc})".encode()
+        return WorkloadExit(exit_code=code, description=description, log_tail=tail(output))
+
+    async def watch(self) -> None:
+        """Follow the engine's ``die`` events of this agent's containers; re-open the stream
+        after a failure (from where it broke, so no exit is missed) until cancelled."""
+        loop = asyncio.get_running_loop()
+        since: float | None = None
+        delay = 1.0
+        while True:
+            opened = time.time()
+            try:
+                await loop.run_in_executor(self._events_pool, self._follow_events, loop, since)
+            except Exception as exc:  # the engine went away or the stream broke
+                log.warning("docker event stream ended; re-opening", extra={"error": str(exc), "delay_s": delay})
+            since = opened - 1  # events of the last second may come twice: an exit is checked, not counted
+            if time.time() - opened > EVENTS_RETRY_MAX_S:
+                delay = 1.0  # it had been working: start the backoff again
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, EVENTS_RETRY_MAX_S)
+
+    def _follow_events(self, loop: asyncio.AbstractEventLoop, since: float | None) -> None:
+        """Blocking (the events thread): hand each container exit to the event loop."""
+        stream = self._docker().events(
+            since=int(since) if since else None,
+            decode=True,
+            filters={"type": "container", "event": ["die"], "label": [f"{objects.LABEL_MANAGED_BY}={self.agent_id}"]},
+        )
+        self._events_stream = stream
+        try:
+            for event in stream:
+                attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                session_id = attributes.get(objects.LABEL_SESSION)
+                if session_id:
+                    code = attributes.get("exitCode")
+                    exit_code = int(code) if isinstance(code, str) and code.isdigit() else None
+                    loop.call_soon_threadsafe(self.workload_exited, session_id, exit_code)
+        finally:
+            self._events_stream = None
+            stream.close()
+
     async def close(self) -> None:
+        stream = self._events_stream
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()  # ends the events thread's blocking read
+        self._events_pool.shutdown(wait=False)
         if self._client is not None:
             await self._run(self._client.close)
         self._pool.shutdown(wait=False)

@@ -204,6 +204,15 @@ def published_endpoint(attrs: dict[str, Any], streaming_port: int) -> str | None
     return None
 
 
+def exit_code_of(attrs: dict[str, Any]) -> int | None:
+    """A container's exit code (inspect output), None while it runs or if it never ran."""
+    state = attrs.get("State") or {}
+    if state.get("Status") != "exited" and not state.get("Dead"):
+        return None
+    code = state.get("ExitCode")
+    return code if isinstance(code, int) else None
+
+
 def state_of(attrs: dict[str, Any]) -> str:
     """Map Docker's container state to a session state."""
     status = (attrs.get("State") or {}).get("Status", "")

@@ -16,6 +16,11 @@ reaches its children too, and outlives the agent: a small JSON state file record
 (with their kernel start time, so a recycled pid is never mistaken for a session), and a
 restarted agent reports them in its inventory instead of starting them again.
 
+A session's process is watched: the exit of a child is noticed at once (its reaper task),
+the exit of a process adopted after an agent restart through a pidfd (:meth:`watch`), and
+either is reported to the agent (:meth:`Backend.workload_exited`) with the exit status
+where it is known (children only) and the tail of the session's output file.
+
 Sessions do not inherit the agent's environment and, where the agent runs as root, do not
 run as root (:mod:`.local_session`: option ``session_user``, ``--session-user``, env
 ``STREAMSPACE_LOCAL_SESSION_USER``).
@@ -41,12 +46,23 @@ from typing import Any
 
 from agent_runtime import desktop
 from agent_runtime.backends import homes, local_session
-from agent_runtime.backends.base import Backend, BackendError, SessionSpec, host_capacity, http_answers
-from agent_runtime.protocol import FEATURE_DESKTOP, Capacity, InventoryItem
+from agent_runtime.backends.base import (
+    Backend,
+    BackendError,
+    SessionSpec,
+    WorkloadExit,
+    describe_exit,
+    host_capacity,
+    http_answers,
+    signal_exit_code,
+)
+from agent_runtime.logtail import file_tail
+from agent_runtime.protocol import FEATURE_DESKTOP, STEP_WORKLOAD, Capacity, InventoryItem
 
 log = logging.getLogger(__name__)
 
 TERMINATE_GRACE_S = 5.0
+REAP_WAIT_S = 2.0  # how long exit_info waits for a child that is exiting to be reaped
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -106,6 +122,8 @@ class LocalBackend(Backend):
         self.session_user = local_session.resolve_session_user(self.options.get("session_user"))
         self._lock = asyncio.Lock()
         self._children: dict[int, asyncio.subprocess.Process] = {}
+        self._exit_codes: dict[str, tuple[int, int]] = {}  # session_id -> (pid, exit status) of children
+        self._terminating: set[int] = set()  # pids this backend is ending: their exit is no news
 
     # --- state file ---------------------------------------------------------------------
     def _load(self) -> dict[str, dict[str, Any]]:
@@ -154,8 +172,14 @@ class LocalBackend(Backend):
 
     @staticmethod
     def _alive(record: dict[str, Any]) -> bool:
-        pid = record.get("pid")
-        return bool(pid) and process_start_time(pid) == record.get("pid_start")
+        """Whether the record's process runs. A process that had already exited when it was
+        recorded (no start time) never runs, whatever its recycled pid does later."""
+        pid, started = record.get("pid"), record.get("pid_start")
+        return bool(pid) and started is not None and process_start_time(pid) == started
+
+    def _exit_code(self, session_id: str, record: dict[str, Any]) -> int | None:
+        known = self._exit_codes.get(session_id)
+        return known[1] if known is not None and known[0] == record.get("pid") else None
 
     async def _item(self, session_id: str, record: dict[str, Any] | None) -> InventoryItem:
         if record is None:
@@ -164,7 +188,12 @@ class LocalBackend(Backend):
         if record["state"] == "hibernated":
             return InventoryItem(session_id=session_id, state="hibernated", streaming_port=port)
         if not self._alive(record):
-            return InventoryItem(session_id=session_id, state="failed", streaming_port=port)
+            return InventoryItem(
+                session_id=session_id,
+                state="failed",
+                streaming_port=port,
+                exit_code=self._exit_code(session_id, record),
+            )
         ready = await http_answers("127.0.0.1", port, timeout=1.0)
         return InventoryItem(
             session_id=session_id,
@@ -206,7 +235,7 @@ class LocalBackend(Backend):
             except OSError as exc:
                 raise BackendError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
         self._children[proc.pid] = proc
-        asyncio.get_running_loop().create_task(self._reap(proc))
+        asyncio.get_running_loop().create_task(self._reap(session_id, proc))
         log.info("session process started", extra={"session_id": session_id, "pid": proc.pid, "port": port})
         return {
             "pid": proc.pid,
@@ -219,15 +248,26 @@ class LocalBackend(Backend):
             "started_at": time.time(),
         }
 
-    async def _reap(self, proc: asyncio.subprocess.Process) -> None:
-        code = await proc.wait()
+    async def _reap(self, session_id: str, proc: asyncio.subprocess.Process) -> None:
+        """Wait for a child to exit, keep its exit status and report the exit (unless this
+        backend ended it: a stop or a hibernation)."""
+        code = signal_exit_code(await proc.wait())
         self._children.pop(proc.pid, None)
-        log.info("session process exited", extra={"pid": proc.pid, "returncode": code})
+        self._exit_codes[session_id] = (proc.pid, code)
+        expected = proc.pid in self._terminating
+        self._terminating.discard(proc.pid)
+        log.info(
+            "session process exited",
+            extra={"session_id": session_id, "pid": proc.pid, "exit_code": code, "expected": expected},
+        )
+        if not expected:
+            self.workload_exited(session_id, code)
 
     async def _terminate(self, record: dict[str, Any]) -> None:
         if not self._alive(record):
             return
         pid = record["pid"]
+        self._terminating.add(pid)
         _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + TERMINATE_GRACE_S
         while time.monotonic() < deadline:
@@ -259,8 +299,12 @@ class LocalBackend(Backend):
             if record is not None and record["state"] == "running" and self._alive(record):
                 return await self._item(session_id, record)
             preferred = record.get("port") if record else None
+            await self.report_step(session_id, STEP_WORKLOAD, "Starting the process")
             state[session_id] = await self._spawn(session_id, spec, preferred, state)
             self._save(state)
+            await self.report_step(
+                session_id, STEP_WORKLOAD, f"Process started (pid {state[session_id]['pid']})", "done"
+            )
             return await self._item(session_id, state[session_id])
 
     async def wake(self, session_id: str, spec: SessionSpec) -> InventoryItem:
@@ -296,6 +340,48 @@ class LocalBackend(Backend):
     async def inventory(self) -> list[InventoryItem]:
         state = self._load()
         return list(await asyncio.gather(*(self._item(sid, record) for sid, record in sorted(state.items()))))
+
+    async def exit_info(self, session_id: str) -> WorkloadExit:
+        record = self._load().get(session_id)
+        if record is None:
+            return WorkloadExit(description="The session's process is gone.")
+        child = self._children.get(record.get("pid") or 0)
+        if child is not None:  # exiting now: its status is a moment away
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(child.wait()), REAP_WAIT_S)
+            await asyncio.sleep(0)  # let the reaper record it
+        code = self._exit_code(session_id, record)
+        tail = file_tail(record["log"]) if record.get("log") else ""
+        return WorkloadExit(exit_code=code, description=describe_exit("process", code), log_tail=tail)
+
+    async def watch(self) -> None:
+        """Notice the exit of sessions' processes that are not this agent's children (started
+        before it restarted) through a pidfd each; children are watched by their reapers."""
+        loop = asyncio.get_running_loop()
+        watched: dict[int, str] = {}  # pidfd -> session_id
+
+        def ended(fd: int) -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            self.workload_exited(watched.pop(fd), None)
+
+        try:
+            for session_id, record in self._load().items():
+                pid = record.get("pid") or 0
+                if record.get("state") != "running" or pid in self._children or not self._alive(record):
+                    continue
+                try:
+                    fd = os.pidfd_open(pid)
+                except (AttributeError, OSError) as exc:  # no pidfd here: the periodic check finds it
+                    log.info("cannot watch an adopted session process", extra={"pid": pid, "error": str(exc)})
+                    continue
+                watched[fd] = session_id
+                loop.add_reader(fd, ended, fd)
+            await asyncio.Event().wait()
+        finally:
+            for fd in watched:
+                loop.remove_reader(fd)
+                os.close(fd)
 
 
 def _switch_to(user: local_session.SessionUser) -> dict[str, Any]:

@@ -130,6 +130,19 @@ class SessionCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     idle_timeout_s = serializers.IntegerField(min_value=60, max_value=MAX_IDLE, required=False)
 
 
+class ProgressStepSerializer(serializers.Serializer):
+    step = serializers.CharField(help_text="image, workload, stream, ready (or another step an agent names)")
+    label = serializers.CharField()
+    state = serializers.ChoiceField(choices=["active", "done", "failed"])
+    at_s = serializers.FloatField(help_text="When the step began, in seconds since the launch began.")
+    duration_s = serializers.FloatField(allow_null=True, help_text="How long it took; null while active.")
+
+
+@extend_schema_field(ProgressStepSerializer(many=True))
+class ProgressField(serializers.JSONField):
+    """The launch's steps as stored (``sessions_app.launch_reports.progress_rows``)."""
+
+
 # The session object of the API: its fields, their order, their types in the schema.
 # ``sessions_app.api.representation`` builds every session the API, the portal and the
 # notifications send from ``values()`` rows, with the columns and the values it reads off
@@ -143,6 +156,11 @@ class SessionSerializer(serializers.ModelSerializer):
     agent_id = serializers.CharField(source="agent.agent_id", read_only=True, allow_null=True)
     resources = serializers.SerializerMethodField()
     viewer_path = serializers.CharField(read_only=True)
+    progress = ProgressField(
+        source="launch_progress",
+        read_only=True,
+        help_text="The steps of the latest launch or wake, as the agent reported them, with how long each took.",
+    )
 
     class Meta:
         model = Session
@@ -165,6 +183,8 @@ class SessionSerializer(serializers.ModelSerializer):
             "state_changed_at",
             "status_message",
             "viewer_path",
+            "exit_code",
+            "progress",
         ]
         read_only_fields = fields
 
@@ -175,6 +195,19 @@ class SessionSerializer(serializers.ModelSerializer):
 def session_resources(cpu_millicores: int, memory_mb: int) -> dict[str, int]:
     """A session's ``resources`` object."""
     return {"cpu_millicores": cpu_millicores, "memory_mb": memory_mb}
+
+
+class SessionLogsSerializer(serializers.Serializer):
+    session_id = serializers.UUIDField()
+    state = serializers.CharField()
+    status_message = serializers.CharField()
+    exit_code = serializers.IntegerField(allow_null=True, help_text="The workload's exit status (failed sessions).")
+    log_tail = serializers.CharField(
+        help_text="The last lines of the workload's output, reported with its failure (at most 8 KiB, secrets masked)."
+    )
+    log_truncated = serializers.BooleanField(help_text="The tail was cut to fit the bound.")
+    captured_at = serializers.DateTimeField(allow_null=True, help_text="When the agent reported the tail.")
+    progress = ProgressStepSerializer(many=True)
 
 
 class ViewerUrlSerializer(serializers.Serializer):

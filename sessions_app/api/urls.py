@@ -10,6 +10,7 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/hibernate", views.SessionHibernateView.as_view(), name="session-hibernate"),
     path("sessions/<uuid:session_id>/wake", views.SessionWakeView.as_view(), name="session-wake"),
     path("sessions/<uuid:session_id>/heartbeat", views.SessionHeartbeatView.as_view(), name="session-heartbeat"),
+    path("sessions/<uuid:session_id>/logs", views.SessionLogsView.as_view(), name="session-logs"),
     path("sessions/<uuid:session_id>/viewer-url", views.SessionViewerUrlView.as_view(), name="session-viewer-url"),
     path("users/me/quota", quota_views.MyQuotaView.as_view(), name="my-quota"),
     path("users/<int:user_id>/quota", quota_views.UserQuotaView.as_view(), name="user-quota"),

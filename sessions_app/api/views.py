@@ -15,10 +15,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from sessions_app import services
+from sessions_app import launch_reports, services
 from sessions_app.api.representation import represent, represent_one, session_rows
 from sessions_app.api.serializers import (
     SessionCreateSerializer,
+    SessionLogsSerializer,
     SessionSerializer,
     TemplateSerializer,
     ViewerUrlSerializer,
@@ -194,6 +195,20 @@ class SessionHeartbeatView(APIView):
         session = _session_for(request, session_id, manage=False)
         services.record_activity(session)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SessionLogsView(APIView):
+    @extend_schema(responses=SessionLogsSerializer)
+    def get(self, request: Request, session_id: Any) -> Response:
+        """How the session's launch went and, if its workload died, how it ended.
+
+        The launch's steps with their durations, the workload's exit status and the last
+        lines of its output as the agent reported them with the failure (at most 8 KiB,
+        secrets masked). For those who manage the session (owner, operators, admins): the
+        output may hold what the owner alone should see, so anyone else, a user the session
+        is shared with included, gets 404.
+        """
+        return Response(launch_reports.logs_body(_session_for(request, session_id, manage=True)))
 
 
 class SessionViewerUrlView(APIView):

@@ -158,12 +158,31 @@
 
   // --- launch progress ----------------------------------------------------------------
   var ORDER = { pending: 0, starting: 1, running: 2 };
+  var STEP_CLASS = { active: "is-current", failed: "is-failed", done: "is-done" };
 
-  function renderProgress(root, session) {
-    root.dataset.state = session.state;
-    setBadge(root, session.state);
-    var message = root.querySelector("[data-status-message]");
-    if (message && session.status_message) message.textContent = session.status_message;
+  // The steps the agent reported (label, state, duration), replacing the list's items.
+  function renderAgentSteps(list, steps) {
+    while (list.firstChild) list.removeChild(list.firstChild);
+    steps.forEach(function (step) {
+      var item = document.createElement("li");
+      item.dataset.stepName = step.step;
+      item.className = STEP_CLASS[step.state] || "is-done";
+      var label = document.createElement("span");
+      label.textContent = step.label || step.step;
+      item.appendChild(label);
+      if (step.duration_s !== null && step.duration_s !== undefined) {
+        var took = document.createElement("span");
+        took.className = "step-duration";
+        took.textContent = step.duration_s.toFixed(1) + " s";
+        item.appendChild(document.createTextNode(" "));
+        item.appendChild(took);
+      }
+      list.appendChild(item);
+    });
+  }
+
+  // The session's states as steps, for agents that report no steps of their own.
+  function renderStateSteps(root, session) {
     var position = ORDER[session.state];
     if (session.state === "waking") position = 1;
     root.querySelectorAll("[data-step]").forEach(function (step) {
@@ -174,18 +193,63 @@
       if (index < position || session.state === "running") step.className = "is-done";
       else if (index === position) step.className = "is-current";
     });
+  }
+
+  // A failed session's output tail, read once from the logs API (owners and operators only:
+  // the page names the URL only for them).
+  function loadLogs(root) {
+    var url = root.dataset.logsUrl;
+    if (!url || root.dataset.logsLoaded) return;
+    root.dataset.logsLoaded = "1";
+    fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (logs) {
+        if (!logs) return;
+        var block = root.querySelector("[data-log-block]");
+        if (block && logs.log_tail) {
+          root.querySelector("[data-log-tail]").textContent = logs.log_tail;
+          block.hidden = false;
+        }
+      })
+      .catch(function () { delete root.dataset.logsLoaded; });
+  }
+
+  function renderProgress(root, session) {
+    root.dataset.state = session.state;
+    setBadge(root, session.state);
+    var message = root.querySelector("[data-status-message]");
+    if (message && session.status_message) message.textContent = session.status_message;
+    var agentSteps = root.querySelector("[data-agent-steps]");
+    var stateSteps = root.querySelector("[data-steps]");
+    var reported = session.progress && session.progress.length > 0;
+    if (agentSteps) {
+      agentSteps.hidden = !reported;
+      if (reported) renderAgentSteps(agentSteps, session.progress);
+    }
+    if (stateSteps) stateSteps.hidden = reported;
+    if (!reported) renderStateSteps(root, session);
     var failure = root.querySelector("[data-failure]");
     if (session.state === "failed" || session.state === "stopped") {
       failure.hidden = false;
       root.querySelector("[data-cancel]").hidden = true;
       if (message) message.hidden = true;
+      root.querySelector("[data-failure-title]").textContent =
+        session.state === "stopped" ? "The session was stopped" : "The session failed";
       root.querySelector("[data-failure-reason]").textContent =
         session.status_message || (session.state === "stopped" ? "The session was stopped." : "Unknown error.");
+      var exitLine = root.querySelector("[data-exit-line]");
+      if (exitLine) {
+        exitLine.hidden = session.exit_code === null || session.exit_code === undefined;
+        root.querySelector("[data-exit-code]").textContent = exitLine.hidden ? "" : String(session.exit_code);
+      }
+      if (session.state === "failed") loadLogs(root);
     }
     var open = root.querySelector("[data-open-viewer]");
     if (session.state === "running" || session.state === "hibernated") {
       open.hidden = false;
-      if (session.state === "running") location.assign(root.dataset.viewerUrl);
+      // An agent that reports steps says when the stream answers: the viewer opens then,
+      // after the page has shown the wait. Without steps, it opens as soon as it runs.
+      if (session.state === "running" && (session.streaming_ready || !reported)) location.assign(root.dataset.viewerUrl);
     }
   }
 

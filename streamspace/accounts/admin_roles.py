@@ -16,6 +16,7 @@ ALL = frozenset({"view", "add", "change", "delete"})
 OPERATOR_ADMIN_RIGHTS: dict[str, frozenset[str]] = {
     "sessions_app.template": ALL,
     "sessions_app.session": frozenset({"view", "change", "delete"}),
+    "sessions_app.sessionlog": frozenset({"view"}),
     "sessions_app.userquota": frozenset({"view"}),
     "sessions_app.groupquota": frozenset({"view"}),
     "agents_app.agent": frozenset({"view"}),

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from sessions_app import access, services
+from sessions_app import access, launch_reports, services
 from sessions_app.api.representation import represent_one
 from sessions_app.models import SessionState, Template
 from streamspace.api.errors import ServiceError
@@ -116,14 +116,28 @@ def my_sessions(request: HttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def session_progress(request: HttpRequest, session_id: Any) -> HttpResponse:
-    """Launch (or wake) progress; the page moves on to the viewer once the session runs."""
+    """Launch (or wake) progress; the page moves on to the viewer once the session runs.
+
+    The steps are the ones the agent reported (with their durations), or the session's
+    states for an agent that reports none. A failed session shows why: its message, its
+    workload's exit status and, to those who may read its logs (owner, operators), the tail
+    of the workload's output.
+    """
     session = queries.visible_session(request.user, session_id)
     if session is None:
         raise Http404
+    can_read_logs = access.may_manage(request.user, session)
+    logs = launch_reports.logs_body(session) if can_read_logs and session.state == SessionState.FAILED else None
     return render(
         request,
         "portal/session_progress.html",
-        {"nav_active": "sessions", "session": represent_one(session.pk), "steps": LAUNCH_STEPS},
+        {
+            "nav_active": "sessions",
+            "session": represent_one(session.pk),
+            "steps": LAUNCH_STEPS,
+            "logs": logs,
+            "logs_url": reverse("session-logs", args=[session.pk]) if can_read_logs else "",
+        },
     )
 
 

@@ -73,6 +73,7 @@ MANAGE_SESSION = frozenset(
         "DELETE /api/v1/sessions/{session}",
         "POST /api/v1/sessions/{session}/hibernate",
         "POST /api/v1/sessions/{session}/wake",
+        "GET /api/v1/sessions/{session}/logs",  # the workload's output: the owner's
     }
 )
 OWN_TOKEN = frozenset({"GET /api/v1/tokens/{token}", "DELETE /api/v1/tokens/{token}"})

@@ -230,7 +230,10 @@ def test_session_representation_matches_declared_serializer(alice_client, templa
     session_id = launch(alice_client, name="mine").json()["id"]
     session = Session.objects.get(pk=session_id)
     transition(session, SessionState.RUNNING, streaming_ready=True, streaming_port=8080, message="up")
+    step = {"step": "ready", "label": "Ready", "state": "done", "at_s": 1.5, "duration_s": 0.0}
+    Session.objects.filter(pk=session_id).update(exit_code=3, launch_progress=[step])
     sent, declared = _both_forms(session_id)
+    assert declared["progress"] == [step]
     assert [key for key, value in declared.items() if value in (None, "")] == []  # every field compared with a value
     assert list(sent.items()) == list(declared.items())
 

@@ -258,3 +258,21 @@ class ManualElector:
     async def stop(self) -> None:
         self.stopped = True
         self.set_leader(False)
+
+
+class SteppingBackend(SlowReadyBackend):
+    """Reports a launch's steps as the Docker backend does: the image is pulled (taking
+    ``pull_s``), the container is created and started; then it answers after ``ready_after``."""
+
+    def __init__(self, pull_s: float = 0.3, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.pull_s = pull_s
+
+    async def start(self, session_id: str, spec: SessionSpec) -> InventoryItem:
+        await self.report_step(session_id, "image", f"Pulling image {spec.image}")
+        await asyncio.sleep(self.pull_s)
+        await self.report_step(session_id, "image", f"Pulled image {spec.image}", "done")
+        await self.report_step(session_id, "workload", "Creating the container")
+        item = await super().start(session_id, spec)
+        await self.report_step(session_id, "workload", "Container started", "done")
+        return item

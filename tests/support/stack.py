@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from django.db import connection
 
 from agents_app.models import Agent
 from agents_app.tokens import hash_token, new_token
@@ -100,3 +103,17 @@ def stack_env(connection: Any, data_dir: Path) -> dict[str, str]:
     )
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set for Playwright in the test process only
     return env
+
+
+def wait_for_other_connections_to_close(timeout: float = 10.0) -> None:
+    """The children's PostgreSQL connections end a moment after they exit; the test database
+    cannot be dropped before they have."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+        time.sleep(0.05)
