@@ -41,6 +41,12 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+try:  # optional dependency: pip install streamspace-agent[docker]
+    import docker
+    import docker.errors
+except ImportError:
+    docker = None
+
 from agent_runtime.backends import docker_objects as objects
 from agent_runtime.backends import homes
 from agent_runtime.backends.base import (
@@ -73,10 +79,8 @@ class DockerBackend(Backend):
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        try:
-            import docker  # noqa: F401  (optional dependency: pip install streamspace-agent[docker])
-        except ImportError as exc:
-            raise BackendError("the docker backend needs the 'docker' package (pip install docker)") from exc
+        if docker is None:
+            raise BackendError("the docker backend needs the 'docker' package (pip install docker)")
         opts = self.options
         self.network = opts.get("network", objects.DEFAULT_NETWORK)
         publish = opts.get("publish_host", "127.0.0.1")
@@ -93,8 +97,6 @@ class DockerBackend(Backend):
     # --- plumbing -----------------------------------------------------------------------
     async def _run(self, fn, *args: Any, **kwargs: Any) -> Any:
         """Run a blocking Docker SDK call in the pool; API errors become BackendError."""
-        import docker.errors
-
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
@@ -107,8 +109,6 @@ class DockerBackend(Backend):
 
     def _docker(self) -> Any:
         if self._client is None:
-            import docker
-
             self._client = docker.from_env()
         return self._client
 
@@ -116,8 +116,6 @@ class DockerBackend(Backend):
         return await self._run(self._docker)
 
     async def _container(self, session_id: str) -> Any | None:
-        import docker.errors
-
         client = await self.client()
         try:
             return await self._run(client.containers.get, objects.container_name(session_id))
@@ -127,8 +125,6 @@ class DockerBackend(Backend):
     async def _ensure_network(self) -> None:
         if self._network_ready:
             return
-        import docker.errors
-
         client = await self.client()
         try:
             await self._run(client.networks.get, self.network)
@@ -147,8 +143,6 @@ class DockerBackend(Backend):
         self._network_ready = True
 
     async def _ensure_image(self, session_id: str, image: str) -> None:
-        import docker.errors
-
         client = await self.client()
         try:
             await self._run(client.images.get, image)
@@ -191,8 +185,6 @@ class DockerBackend(Backend):
         )
 
     async def _volume(self, name: str) -> Any | None:
-        import docker.errors
-
         client = await self.client()
         try:
             return await self._run(client.volumes.get, name)
@@ -303,8 +295,6 @@ class DockerBackend(Backend):
         return await self._item(session_id, await self._reload(container))
 
     async def stop(self, session_id: str, spec: SessionSpec) -> InventoryItem:
-        import docker.errors
-
         container = await self._container(session_id)
         home_volume = None
         if container is not None:
@@ -330,8 +320,6 @@ class DockerBackend(Backend):
             await self._delete_volume(name)
 
     async def _delete_volume(self, name: str | None) -> None:
-        import docker.errors
-
         if not name:
             return
         client = await self.client()
@@ -377,8 +365,6 @@ class DockerBackend(Backend):
         return sorted(await asyncio.gather(*items), key=lambda item: item.session_id)
 
     async def exit_info(self, session_id: str) -> WorkloadExit:
-        import docker.errors
-
         container = await self._container(session_id)
         if container is None:
             return WorkloadExit(description="The session's container is gone.")

@@ -44,6 +44,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from agent_runtime import desktop
 from agent_runtime.backends import homes, local_session
 from agent_runtime.backends.base import (
@@ -414,6 +416,4 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 
 def _spec_dict(spec: SessionSpec) -> dict[str, Any]:
-    import msgspec
-
     return msgspec.to_builtins(spec)
