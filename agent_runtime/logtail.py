@@ -14,43 +14,28 @@ import os
 import re
 from pathlib import Path
 
+from agent_runtime import redaction
 from agent_runtime.protocol import LOG_TAIL_MAX_BYTES, LOG_TAIL_MAX_LINES
 
-MASK = "[REDACTED]"
-
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+_PATTERNS: tuple[redaction.Pattern, ...] = (
     # PEM private keys, whole blocks
     (
         re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S),
-        MASK,
+        redaction.MASK,
     ),
     # scheme://user:password@host
-    (re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:)[^\s@/]+@"), rf"\1{MASK}@"),
-    # Authorization: Bearer xxx / Token xxx / Basic xxx
-    (re.compile(r"(?i)\b(bearer|token|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), rf"\1 {MASK}"),
-    # JWTs (three base64url parts, the first starting with eyJ)
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"), MASK),
-    # StreamSpace personal API keys
-    (re.compile(r"\bssp_[A-Za-z0-9_-]{8,}"), MASK),
-    # key=value, "key": "value", key: value for secret-looking keys (AGENT_TOKEN=..., password: ...)
-    (
-        re.compile(
-            r"""(?ix)
-            (["']?\b(?:[\w-]*(?:password|passwd|secret|token|api[_-]?key|credential|private[_-]?key)[\w-]*|authorization)\b["']?
-            \s*[:=]\s*)
-            (?:"[^"]*"|'[^']*'|[^\s&,;"'}]+)
-            """
-        ),
-        rf"\1{MASK}",
+    (re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:)[^\s@/]+@"), rf"\1{redaction.MASK}@"),
+    *redaction.COMMON,
+    # secret-looking keys in program output (AGENT_TOKEN=..., password: ...)
+    redaction.key_value(
+        r"[\w-]*(?:password|passwd|secret|token|api[_-]?key|credential|private[_-]?key)[\w-]*|authorization"
     ),
 )
 
 
 def redact(text: str) -> str:
     """``text`` with every secret-looking value masked."""
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+    return redaction.redact(text, _PATTERNS)
 
 
 def tail(text: str | bytes, *, max_lines: int = LOG_TAIL_MAX_LINES, max_bytes: int = LOG_TAIL_MAX_BYTES) -> str:

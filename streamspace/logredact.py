@@ -8,36 +8,22 @@ Attached to every handler in ``settings.LOGGING``. It masks bearer/API tokens in
 from __future__ import annotations
 
 import logging
-import re
 
-MASK = "[REDACTED]"
+from agent_runtime import redaction
 
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Authorization: Bearer xxx / Token xxx / Basic xxx
-    (re.compile(r"(?i)\b(bearer|token|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), rf"\1 {MASK}"),
-    # JWTs (three base64url parts, the first starting with eyJ)
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"), MASK),
-    # StreamSpace personal API keys
-    (re.compile(r"\bssp_[A-Za-z0-9_-]{8,}"), MASK),
-    # key=value, "key": "value", key: value for sensitive keys
-    (
-        re.compile(
-            r"""(?ix)
-            (["']?\b(?:[\w-]*(?:password|passwd|secret|token|api[_-]?key)|otp|code|authorization|sessionid|csrftoken|SAMLResponse)\b["']?
-            \s*[:=]\s*)
-            (?:"[^"]*"|'[^']*'|[^\s&,;"'}]+)
-            """
-        ),
-        rf"\1{MASK}",
+MASK = redaction.MASK
+
+_PATTERNS: tuple[redaction.Pattern, ...] = (
+    *redaction.COMMON,
+    redaction.key_value(
+        r"[\w-]*(?:password|passwd|secret|token|api[_-]?key)|otp|code|authorization|sessionid|csrftoken|SAMLResponse"
     ),
 )
 
 
 def redact(text: str) -> str:
     """Return ``text`` with every secret-looking value masked."""
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+    return redaction.redact(text, _PATTERNS)
 
 
 class RedactSecretsFilter(logging.Filter):
