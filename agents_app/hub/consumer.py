@@ -178,14 +178,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         beat: protocol.Heartbeat = frame.payload
         if beat.is_leader != self.is_leader:
             await self._leadership(beat.is_leader)
-        await presence.heartbeat(
-            platform=self.agent.platform,
-            agent_id=self.agent.agent_id,
-            instance_id=self.instance.instance_id,
-            pod=settings.POD_NAME,
-            channel=self.channel_name,
-            is_leader=self.is_leader,
-        )
+        await self._refresh_presence()
         now = time.monotonic()
         capacity = protocol.to_dict(beat.capacity)
         if capacity != self._db_capacity or now - self._last_db_heartbeat >= settings.AGENT_HEARTBEAT_DB_WRITE_S:
@@ -215,18 +208,22 @@ class AgentConsumer(AsyncWebsocketConsumer):
     async def on_leader(self, frame: protocol.Frame) -> None:
         await self._leadership(frame.payload.is_leader)
 
-    async def _leadership(self, is_leader: bool) -> None:
-        took_over_at = timezone.now()
-        changed = await database_sync_to_async(rows.set_leader)(self.agent, self.instance.pk, is_leader)
-        self.is_leader = is_leader
+    async def _refresh_presence(self) -> None:
+        """This instance is alive on this replica, as leader or not (presence's TTLs restart)."""
         await presence.heartbeat(
             platform=self.agent.platform,
             agent_id=self.agent.agent_id,
             instance_id=self.instance.instance_id,
             pod=settings.POD_NAME,
             channel=self.channel_name,
-            is_leader=is_leader,
+            is_leader=self.is_leader,
         )
+
+    async def _leadership(self, is_leader: bool) -> None:
+        took_over_at = timezone.now()
+        changed = await database_sync_to_async(rows.set_leader)(self.agent, self.instance.pk, is_leader)
+        self.is_leader = is_leader
+        await self._refresh_presence()
         if changed:
             await database_sync_to_async(_emit)(
                 "agent.leader_changed",
