@@ -113,7 +113,19 @@ def run(port: int, home: Path, geometry: str) -> int:
             if program:
                 children.append(subprocess.Popen([program, *PROGRAM_ARGS.get(program, ())], env=env, cwd=home))
         # The control plane's proxy authenticates viewers; selkies's own login would ask twice.
-        argv = [*selkies_command(), "--addr", "127.0.0.1", "--port", str(port), "--enable-basic-auth=false"]
+        # The page is framed by the portal, on another origin than the session's: selkies may
+        # not narrow framing itself ('self' by default), because the proxy sends the
+        # frame-ancestors policy naming the one portal origin that opened the session, and
+        # browsers enforce every frame-ancestors policy a response carries.
+        argv = [
+            *selkies_command(),
+            "--addr",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--enable-basic-auth=false",
+            "--frame-ancestors=*",
+        ]
         selkies = subprocess.Popen(argv, env=env, cwd=home)
         children.append(selkies)
         print(f"streamspace desktop: display :{display}, selkies on 127.0.0.1:{port}", flush=True)

@@ -8,6 +8,10 @@ BIN=.venv/bin
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 DATA=${STREAMSPACE_DATA_DIR:-$PWD/.streamspace}
+# One site for the portal and its sessions: the portal at streamspace.localhost, each session
+# at <id>.streamspace.localhost (browsers resolve *.localhost to the loopback and treat it as a
+# secure context). Sessions then keep their storage in browsers that block third-party storage.
+export STREAMSPACE_SESSION_DOMAIN=${STREAMSPACE_SESSION_DOMAIN:-streamspace.localhost}
 pids=()
 cleanup() { trap - INT TERM EXIT; for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait || true; }
 trap cleanup INT TERM EXIT
@@ -57,5 +61,5 @@ if [ -z "${REDIS_URL:-}" ] && $BIN/python manage.py help run_jobs >/dev/null 2>&
   pids+=($!)
 fi
 
-echo "StreamSpace on http://$HOST:$PORT/  (API docs /api/docs/, admin /admin/, health /healthz)"
+echo "StreamSpace on http://streamspace.localhost:$PORT/ (also http://$HOST:$PORT/; API docs /api/docs/, admin /admin/, health /healthz)"
 wait -n

@@ -20,14 +20,16 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 
 from agent_runtime import desktop
 from agent_runtime.protocol import FEATURE_DESKTOP
 from sessions_app.models import Session, SessionState
-from tests.portal.test_browser_journey import DESKTOP, browser, make_person, shoot, sign_in, stack  # noqa: F401
+from tests.portal.test_browser_journey import DESKTOP, make_person, shoot, sign_in
 from tests.support import ROOT
+from tests.support.browser import chromium
 from tests.support.ci import unavailable
-from tests.support.stack import make_agent
+from tests.support.stack import Stack, make_agent, stack_env
 from tests.support.waits import wait_until
 
 pytestmark = [
@@ -38,6 +40,31 @@ pytestmark = [
 ]
 
 DOCS_SCREENSHOT = ROOT / "docs" / "screenshots" / "linux-desktop.png"
+# `make run`'s shape: the portal at ``streamspace.localhost`` and each session at
+# ``<id>.streamspace.localhost``, one site (so the Selkies client keeps its localStorage in
+# browsers that block third-party storage, as this Chromium does) and a secure context (the
+# client refuses plain HTTP elsewhere); browsers resolve ``*.localhost`` to the loopback.
+PORTAL_HOST = SESSION_DOMAIN = "streamspace.localhost"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    with chromium() as instance:
+        yield instance
+
+
+@pytest.fixture
+def stack(request, tmp_path) -> Iterator[Stack]:
+    running = Stack(env=stack_env(connection, tmp_path), data_dir=tmp_path)
+    running.env.update(ALLOWED_HOSTS=f"{PORTAL_HOST},127.0.0.1", STREAMSPACE_SESSION_DOMAIN=SESSION_DOMAIN)
+    running.start_control_plane()
+    yield running
+    running.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(running.dump_logs())
+
+
 DESKTOP_TIMEOUT_MS = 60_000
 
 
@@ -45,11 +72,18 @@ def session_frame(page, session_id: str):
     """The viewer's frame showing the session (the one place that knows where the viewer puts
     a session: the page's child frame whose URL names the session id, on whatever origin)."""
     page.locator("iframe[data-frame]").wait_for()
-    return wait_until(
-        lambda: next((frame for frame in page.main_frame.child_frames if session_id in frame.url), None),
-        30,
-        what="session frame",
-    )
+
+    def find():
+        return next((frame for frame in page.main_frame.child_frames if session_id in frame.url), None)
+
+    # Frame URLs change only as Playwright processes the browser's events, which it does
+    # inside its own calls: wait for the navigation rather than polling a stale property.
+    frame = find()
+    if frame is None:
+        page.wait_for_event("framenavigated", predicate=lambda navigated: session_id in navigated.url, timeout=30_000)
+        frame = find()
+    assert frame is not None, [frame.url for frame in page.main_frame.child_frames]
+    return frame
 
 
 def wait_for_live_surface(frame) -> None:
@@ -90,7 +124,7 @@ def shared_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_admin_launches_the_linux_desktop_and_types_into_its_terminal(browser, stack, shared_dir):  # noqa: F811
+def test_admin_launches_the_linux_desktop_and_types_into_its_terminal(browser, stack, shared_dir):
     missing = desktop.missing_dependencies()
     if missing:
         unavailable(f"the desktop needs {', '.join(missing)}: run scripts/ensure-desktop-deps.sh")
@@ -104,7 +138,7 @@ def test_admin_launches_the_linux_desktop_and_types_into_its_terminal(browser, s
     context.set_default_timeout(DESKTOP_TIMEOUT_MS)
     page = context.new_page()
     try:
-        sign_in(page, stack.base, "admin", "pw-admin")
+        sign_in(page, f"http://{PORTAL_HOST}:{stack.port}", "admin", "pw-admin")
         page.get_by_role("heading", name="Catalog").wait_for()
 
         # No docker or kubernetes agent: the image templates are there, unavailable, with the reason.
