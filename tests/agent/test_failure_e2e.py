@@ -123,7 +123,10 @@ def test_a_local_command_that_exits_at_once_fails_with_its_marker(stack, api, al
     assert session.status_message == "The process exited with code 3 before the session was ready."
     body = check_logs_and_page(stack, api, alice, session_id, 3)
     assert f"{MARKER} cannot open display" in body["log_tail"] and "leaked-1234" not in body["log_tail"]
-    assert [(s["step"], s["state"]) for s in body["progress"]] == [("workload", "failed")]
+    # The process may die before or after the agent saw it start: the step it died in is failed,
+    # whatever came before it is done.
+    steps = [(s["step"], s["state"]) for s in body["progress"]]
+    assert steps in ([("workload", "failed")], [("workload", "done"), ("stream", "failed")]), steps
     assert MARKER in portal_page(stack, alice, session_id)
 
 
