@@ -14,7 +14,7 @@ class Lease(ABC):
 
     @abstractmethod
     async def renew(self) -> bool:
-        """Extend our hold; False if the lease is no longer ours."""
+        """Extend our hold; False if another replica holds the lease (or nobody does)."""
 
     @abstractmethod
     async def release(self) -> None:
