@@ -1,12 +1,21 @@
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.models import Group
 
+from sessions_app.icon_upload import IconUploadForm
 from sessions_app.models import GroupQuota, Session, SessionLog, Template, UserQuota
+
+
+class TemplateAdminForm(IconUploadForm, forms.ModelForm):
+    class Meta:
+        model = Template
+        fields = "__all__"
 
 
 @admin.register(Template)
 class TemplateAdmin(admin.ModelAdmin):
+    form = TemplateAdminForm
     list_display = ("display_name", "slug", "category", "platform", "image", "enabled")
     list_filter = ("enabled", "category", "platform")
     search_fields = ("slug", "display_name", "description")
