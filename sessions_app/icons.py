@@ -3,9 +3,9 @@
 A template shows, in order: its uploaded icon (``Template.icon_file``, stored in the database
 so every control-plane replica serves it without shared storage; checked on upload by
 ``sessions_app.icon_upload``), else the image URL in ``Template.icon`` (an ``https://``
-address or a path on this site such as ``/static/icons/desktop.svg``), else a text badge (the
-template's initials) beside the emoji ``icon`` holds, if any: emoji render as empty boxes on
-machines without an emoji font, so they never stand alone.
+address or a path on this site such as ``/static/icons/desktop.svg``), else a text badge of
+the template's initials with the emoji ``icon`` holds (if any) as its tooltip: emoji render
+as empty boxes on machines without an emoji font, so an emoji is never what is drawn.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ class Template(models.Model):
         max_length=300,
         blank=True,
         help_text="An image URL (https://… or a path on this site such as /static/icons/desktop.svg) or an "
-        "emoji, shown beside a text badge only when there is no image.",
+        "emoji (the tooltip of a text badge, used only when there is no image).",
     )
     # An uploaded icon (sessions_app.icons): in the database so every replica serves it.
     # Never loaded with catalog rows (queries list their columns); icon_digest versions its URL.

@@ -53,7 +53,7 @@ class Migration(migrations.Migration):
             name="icon",
             field=models.CharField(
                 blank=True,
-                help_text="An image URL (https://… or a path on this site such as /static/icons/desktop.svg) or an emoji, shown beside a text badge only when there is no image.",
+                help_text="An image URL (https://… or a path on this site such as /static/icons/desktop.svg) or an emoji (the tooltip of a text badge, used only when there is no image).",
                 max_length=300,
             ),
         ),
