@@ -69,10 +69,13 @@ class UsageView(APIView):
             return JSONRenderer(), JSONRenderer.media_type
         return super().perform_content_negotiation(request, force)
 
-    def handle_exception(self, exc: Exception) -> Response:
-        # Errors are always the API's JSON error shape, whatever format was asked for.
-        self.request.accepted_renderer, self.request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
-        return super().handle_exception(exc)
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        # Only a report is CSV: errors and OPTIONS metadata stay the API's JSON, whatever
+        # format was asked for.
+        renderer = getattr(request, "accepted_renderer", None)
+        if isinstance(renderer, UsageCSVRenderer) and not (isinstance(response.data, dict) and "rows" in response.data):
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
 
     @extend_schema(
         parameters=[

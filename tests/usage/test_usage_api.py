@@ -113,3 +113,9 @@ def test_a_bad_query_asking_for_csv_still_gets_a_json_error(operator_client):
     response = operator_client.get(URL, {"format": "csv", "group_by": "planet"})
     assert response.status_code == 400
     assert response.json()["code"] == "invalid"
+
+
+def test_options_asking_for_csv_gets_json_metadata(operator_client):
+    response = operator_client.options(URL, HTTP_ACCEPT="text/csv")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/json")
