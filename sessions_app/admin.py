@@ -1,12 +1,21 @@
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.models import Group
 
-from sessions_app.models import GroupQuota, Session, SessionLog, Template, UserQuota
+from sessions_app.icon_upload import IconUploadForm
+from sessions_app.models import GroupQuota, Session, SessionLog, SessionPeriod, Template, UserQuota
+
+
+class TemplateAdminForm(IconUploadForm, forms.ModelForm):
+    class Meta:
+        model = Template
+        fields = "__all__"
 
 
 @admin.register(Template)
 class TemplateAdmin(admin.ModelAdmin):
+    form = TemplateAdminForm
     list_display = ("display_name", "slug", "category", "platform", "image", "enabled")
     list_filter = ("enabled", "category", "platform")
     search_fields = ("slug", "display_name", "description")
@@ -85,3 +94,20 @@ class GroupAdmin(DjangoGroupAdmin):
 @admin.register(GroupQuota)
 class GroupQuotaAdmin(admin.ModelAdmin):
     list_display = ("group", "max_sessions", "max_cpu_millicores", "max_memory_mb", "idle_timeout_s")
+
+
+@admin.register(SessionPeriod)
+class SessionPeriodAdmin(admin.ModelAdmin):
+    """The state history, read only: it is written by state changes (sessions_app.history)."""
+
+    list_display = ("session", "user", "template", "state", "started_at", "ended_at", "cpu_millicores", "memory_mb")
+    list_filter = ("state",)
+    search_fields = ("session__id", "user__username", "template__slug")
+    list_select_related = ("session", "user", "template")
+    date_hierarchy = "started_at"
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+    def has_change_permission(self, request: object, obj: object = None) -> bool:
+        return False

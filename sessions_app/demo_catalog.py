@@ -8,6 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+
+
+def _icon(name: str) -> str:
+    """The shipped icon ``static/icons/<name>.svg``, as the path the portal serves it at."""
+    return f"/{settings.STATIC_URL.strip('/')}/icons/{name}.svg"
+
+
 DEMO_TEMPLATES: list[dict[str, Any]] = [
     {
         "slug": "demo-canvas",
@@ -15,7 +23,7 @@ DEMO_TEMPLATES: list[dict[str, Any]] = [
         "description": "A tiny built-in session app (HTTP page, WebSocket echo and a shared canvas). "
         "Runs on the local agent with nothing else installed.",
         "category": "Demo",
-        "icon": "🎨",
+        "icon": _icon("canvas"),
         "platform": "local",
         "command": ["{python}", "-m", "agent_runtime.demo_app", "--port", "{port}", "--home", "{home}"],
         "default_cpu_millicores": 250,
@@ -28,7 +36,7 @@ DEMO_TEMPLATES: list[dict[str, Any]] = [
         "description": "An Xvfb desktop with a terminal, streamed by Selkies. Runs on the local agent; "
         "make run installs what it needs (Xvfb, openbox, xterm, selkies).",
         "category": "Desktops",
-        "icon": "🖥️",
+        "icon": _icon("desktop"),
         "platform": "local",
         "command": ["{python}", "-m", "agent_runtime.desktop", "--port", "{port}", "--home", "{home}"],
         "default_cpu_millicores": 2000,
@@ -41,7 +49,7 @@ DEMO_TEMPLATES: list[dict[str, Any]] = [
         "display_name": "Ubuntu XFCE desktop",
         "description": "A full XFCE desktop in a container, streamed by Selkies.",
         "category": "Desktops",
-        "icon": "🐧",
+        "icon": _icon("desktop"),
         "image": "ghcr.io/linuxserver/webtop:ubuntu-xfce",
         "default_cpu_millicores": 2000,
         "default_memory_mb": 4096,
@@ -52,7 +60,7 @@ DEMO_TEMPLATES: list[dict[str, Any]] = [
         "display_name": "Firefox",
         "description": "The Firefox browser in an isolated container.",
         "category": "Browsers",
-        "icon": "🦊",
+        "icon": _icon("browser"),
         "image": "ghcr.io/linuxserver/firefox:latest",
         "default_cpu_millicores": 1000,
         "default_memory_mb": 2048,
@@ -63,7 +71,7 @@ DEMO_TEMPLATES: list[dict[str, Any]] = [
         "display_name": "VS Code",
         "description": "Visual Studio Code in the browser with a persistent home.",
         "category": "Development",
-        "icon": "🧑‍💻",
+        "icon": _icon("code"),
         "image": "ghcr.io/linuxserver/code-server:latest",
         "default_cpu_millicores": 1000,
         "default_memory_mb": 2048,

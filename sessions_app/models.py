@@ -11,6 +11,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 from agents_app.models import Platform
+from sessions_app import icons
 
 
 class Template(models.Model):
@@ -20,7 +21,17 @@ class Template(models.Model):
     display_name = models.CharField(max_length=120)
     description = models.TextField(blank=True)
     category = models.CharField(max_length=64, blank=True, db_index=True)
-    icon = models.CharField(max_length=300, blank=True, help_text="Image URL or a short emoji.")
+    icon = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="An image URL (https://… or a path on this site such as /static/icons/desktop.svg) or an "
+        "emoji (the tooltip of a text badge, used only when there is no image).",
+    )
+    # An uploaded icon (sessions_app.icons): in the database so every replica serves it.
+    # Never loaded with catalog rows (queries list their columns); icon_digest versions its URL.
+    icon_file = models.BinaryField(blank=True, default=b"", editable=False)
+    icon_file_type = models.CharField(max_length=32, blank=True, editable=False)
+    icon_digest = models.CharField(max_length=16, blank=True, editable=False)
     image = models.CharField(
         max_length=300,
         blank=True,
@@ -60,6 +71,17 @@ class Template(models.Model):
 
     def __str__(self) -> str:
         return self.display_name
+
+    def set_icon_file(self, data: bytes, content_type: str) -> None:
+        """Keep ``data`` (already checked by ``sessions_app.icon_upload.read_icon``) as the uploaded icon;
+        empty ``data`` removes it."""
+        self.icon_file, self.icon_file_type = data, content_type if data else ""
+        self.icon_digest = icons.digest(data) if data else ""
+
+    @property
+    def icon_badge(self) -> dict[str, str]:
+        """What the catalog's icon slot shows (``sessions_app.icons.badge``)."""
+        return icons.badge(slug=self.slug, display_name=self.display_name, icon=self.icon, icon_digest=self.icon_digest)
 
 
 class SessionState(models.TextChoices):
@@ -192,6 +214,36 @@ class SessionLog(models.Model):
 
     def __str__(self) -> str:
         return f"log of {self.session_id}"
+
+
+class SessionPeriod(models.Model):
+    """One stretch of a session's life in one state: the state history usage is computed from.
+
+    ``sessions_app.history`` writes it: every state change closes the session's open period
+    (``ended_at``) and opens the next in the same transaction as the change, so a session's
+    periods tile its life with no gap and no overlap, and exactly one (the current state's)
+    is open until the session is deleted. Owner, template and resources are copied in, so the
+    history outlives a deleted session, template or user (the foreign keys become null).
+    """
+
+    session = models.ForeignKey(Session, null=True, on_delete=models.SET_NULL, related_name="periods")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    template = models.ForeignKey(Template, null=True, on_delete=models.SET_NULL, related_name="+")
+    state = models.CharField(max_length=16, choices=SessionState.choices)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True, help_text="Empty while the session is in this state.")
+    cpu_millicores = models.PositiveIntegerField()
+    memory_mb = models.PositiveIntegerField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["started_at"]),
+            models.Index(fields=["ended_at"]),
+            models.Index(fields=["session", "ended_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_id} {self.state} from {self.started_at:%Y-%m-%d %H:%M}"
 
 
 def viewer_path(session_id: Any) -> str:

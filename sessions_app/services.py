@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from agents_app import services as agents
 from agents_app.models import CommandAction
-from sessions_app import placement, quotas
+from sessions_app import history, placement, quotas
 from sessions_app.models import GroupQuota, Session, SessionState, Template
 from sessions_app.notify import session_changed, sessions_changed
 from sessions_app.state import IllegalTransition, transition, transition_many
@@ -128,6 +128,7 @@ def launch_session(
                 last_activity=now,
                 state_changed_at=now,
             )
+            history.record([session], S.PENDING, now)
             record(
                 "session.create",
                 actor=user,

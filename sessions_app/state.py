@@ -7,6 +7,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from sessions_app import history
 from sessions_app.models import Session, SessionState
 from sessions_app.notify import session_changed
 from streamspace.api.errors import Conflict
@@ -59,12 +60,16 @@ def transition(
 
     The write is a compare-and-set on the state column, so two writers racing on the same
     session cannot both apply a transition from the same state; the loser gets
-    :class:`IllegalTransition` (HTTP 409). ``fields`` are saved in the same UPDATE.
+    :class:`IllegalTransition` (HTTP 409). ``fields`` are saved in the same UPDATE, and the
+    state history (``sessions_app.history``) in the same transaction.
     """
     current = session.state
     _check(current, target)
     values = _values(target, message, fields)
-    updated = Session.objects.filter(pk=session.pk, state=current).update(**values)
+    with transaction.atomic():
+        updated = Session.objects.filter(pk=session.pk, state=current).update(**values)
+        if updated:
+            history.record([session], target, values["state_changed_at"])
     if not updated:
         session.refresh_from_db(fields=["state"])
         raise IllegalTransition(
@@ -101,6 +106,7 @@ def transition_many(sessions: list[Session], target: str, *, message: str | None
             f"{len(sessions) - updated} of the sessions changed state concurrently.",
             extra={"state": current, "target": target},
         )
+    history.record(sessions, target, values["state_changed_at"])
     for session in sessions:
         for key, value in values.items():
             setattr(session, key, value)

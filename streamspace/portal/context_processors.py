@@ -21,6 +21,7 @@ ACCOUNT_LINKS = (
 NAV_LINKS = (
     ("catalog", "Catalog", "portal:catalog", "user"),
     ("sessions", "My sessions", "portal:sessions", "user"),
+    ("usage", "My usage", "portal:usage", "user"),
     ("ops", "Operations", "portal:ops", "operator"),
 )
 LOGOUT_URL_NAMES = ("account_logout", "admin:logout")

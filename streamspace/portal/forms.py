@@ -9,12 +9,13 @@ from typing import Any
 from django import forms
 
 from sessions_app.api.serializers import TemplateSerializer
+from sessions_app.icon_upload import IconUploadForm
 from sessions_app.models import Template
 
 JSON_FIELDS = ("command", "env", "volume_mounts", "tags", "requires")
 
 
-class TemplateForm(forms.ModelForm):
+class TemplateForm(IconUploadForm, forms.ModelForm):
     class Meta:
         model = Template
         fields = [

@@ -13,7 +13,7 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 
 from agents_app.models import Agent, AgentInstance
 from plugins_app.models import Plugin, WebhookDelivery
-from sessions_app import quotas
+from sessions_app import icons, quotas
 from sessions_app.api.representation import represent, session_rows
 from sessions_app.models import ACTIVE_STATES, GroupQuota, Session, SessionState, Template
 from streamspace.audit.models import AuditEvent
@@ -162,14 +162,16 @@ def groups() -> list[tuple[Group, GroupQuota | None, int]]:
 
 
 def templates() -> list[dict[str, Any]]:
-    """Every template (enabled or not) with its active-session count (1 query)."""
-    return list(
+    """Every template (enabled or not) with its active-session count and its icon slot
+    (``icon_badge``) (1 query)."""
+    rows = list(
         Template.objects.annotate(active_sessions=Count("sessions", filter=Q(sessions__state__in=ACTIVE_STATES)))
         .values(
             "slug",
             "display_name",
             "category",
             "icon",
+            "icon_digest",
             "platform",
             "image",
             "enabled",
@@ -180,6 +182,11 @@ def templates() -> list[dict[str, Any]]:
         )
         .order_by("category", "display_name")
     )
+    for row in rows:
+        row["icon_badge"] = icons.badge(
+            slug=row["slug"], display_name=row["display_name"], icon=row["icon"], icon_digest=row["icon_digest"]
+        )
+    return rows
 
 
 @dataclass

@@ -162,7 +162,7 @@ def templates(request: HttpRequest) -> HttpResponse:
 def template_edit(request: HttpRequest, slug: str | None = None) -> HttpResponse:
     """Create or edit a catalog template (validated exactly like the API)."""
     instance = get_object_or_404(Template, slug=slug) if slug else None
-    form = TemplateForm(request.POST or None, instance=instance)
+    form = TemplateForm(request.POST or None, request.FILES or None, instance=instance)
     if request.method == "POST" and form.is_valid():
         template = form.save()
         action = "template.update" if instance else "template.create"

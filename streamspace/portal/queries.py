@@ -63,6 +63,7 @@ def catalog(*, search: str = "", category: str = "") -> tuple[list[Template], li
         "description",
         "category",
         "icon",
+        "icon_digest",
         "tags",
         "platform",
         "image",

@@ -186,3 +186,26 @@ def session_action(request: HttpRequest, session_id: Any, action: str) -> HttpRe
             return JsonResponse(represent_one(session.pk), status=202)
         messages.success(request, f"{session.name}: {action} requested.")
     return redirect(_safe_next(request, "/sessions/"))
+
+
+@require_GET
+@login_required
+def template_icon(request: HttpRequest, slug: str) -> HttpResponse:
+    """A template's uploaded icon (``sessions_app.icons``). Cached for a year when asked for by
+    its current digest (``?v=``), which changes with every upload; sandboxed so an SVG opened
+    directly cannot run script on the portal's origin."""
+    row = (
+        Template.objects.filter(slug=slug)
+        .exclude(icon_digest="")
+        .values("icon_file", "icon_file_type", "icon_digest")
+        .first()
+    )
+    if row is None:
+        raise Http404("This template has no uploaded icon.")
+    response = HttpResponse(bytes(row["icon_file"]), content_type=row["icon_file_type"])
+    current = request.GET.get("v") == row["icon_digest"]
+    response["Cache-Control"] = "private, max-age=31536000, immutable" if current else "private, no-cache"
+    response["ETag"] = f'"{row["icon_digest"]}"'
+    response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -122,6 +122,14 @@ TEMPLATE_FORM = {
     "enabled": "on",
 }
 
+
+def _uploaded_icon(w: World) -> str:
+    """The catalog template's icon URL, after giving it an uploaded icon."""
+    w.template.set_icon_file(b'<svg xmlns="http://www.w3.org/2000/svg"/>', "image/svg+xml")
+    w.template.save(update_fields=["icon_file", "icon_file_type", "icon_digest"])
+    return f"/catalog/icons/{w.template.slug}"
+
+
 SESSION = "/sessions/<uuid:session_id>/"
 PAGES: list[Page] = [
     # --- the portal ---------------------------------------------------------------------
@@ -136,6 +144,8 @@ PAGES: list[Page] = [
         effect=lambda w, p: Session.objects.exclude(pk__in=[w.running.pk, w.hibernated.pk]).exists(),
     ),
     Page("GET", "/sessions/", lambda w: "/sessions/", LOGIN, 200, ROLE_USER),
+    Page("GET", "/usage/", lambda w: "/usage/", LOGIN, 200, ROLE_USER),
+    Page("GET", "/catalog/icons/<slug:slug>", _uploaded_icon, LOGIN, 200, ROLE_USER),
     Page("GET", SESSION, lambda w: f"/sessions/{w.running.pk}/", LOGIN, 200, ROLE_USER, not_found_for=CANNOT_VIEW),
     Page(
         "GET",
@@ -188,6 +198,7 @@ PAGES: list[Page] = [
             ("/ops/users/", ROLE_ADMIN),
             ("/ops/templates/", ROLE_OPERATOR),
             ("/ops/templates/new", ROLE_OPERATOR),
+            ("/ops/usage/", ROLE_OPERATOR),
             ("/ops/plugins/", ROLE_ADMIN),
             ("/ops/audit/", ROLE_ADMIN),
         )

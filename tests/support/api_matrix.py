@@ -43,6 +43,7 @@ ENDPOINTS = [
     Endpoint("get", "/api/v1/users/me/quota", USER),
     Endpoint("get", "/api/v1/users/{user}/quota", ADMIN),
     Endpoint("put", "/api/v1/users/{user}/quota", ADMIN),
+    Endpoint("get", "/api/v1/usage", USER),
     Endpoint("get", "/api/v1/agents", OPERATOR),
     Endpoint("post", "/api/v1/agents", ADMIN),
     Endpoint("get", "/api/v1/agents/{agent}", OPERATOR),

@@ -33,8 +33,9 @@ TIMEOUT_MS = 30_000
 
 
 @contextmanager
-def chromium(*extra_args: str) -> Iterator[Any]:
-    """A Playwright Chromium browser (a failure, not a skip, when Chromium is missing)."""
+def chromium(*extra_args: str, env: dict[str, str] | None = None) -> Iterator[Any]:
+    """A Playwright Chromium browser (a failure, not a skip, when Chromium is missing);
+    ``env`` is added to the browser process's environment."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/ensure-browser.sh (make services does)")
     from playwright.sync_api import sync_playwright  # loads a driver: only where a browser test runs
@@ -45,7 +46,9 @@ def chromium(*extra_args: str) -> Iterator[Any]:
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
         with sync_playwright() as playwright:
-            instance = playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args])
+            instance = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args], env={**os.environ, **(env or {})}
+            )
             yield instance
             instance.close()
     finally:
@@ -53,6 +56,18 @@ def chromium(*extra_args: str) -> Iterator[Any]:
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         else:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+def fonts_without_emoji(folder: Path) -> dict[str, str]:
+    """The environment that gives Chromium only the DejaVu fonts (Debian's fonts-dejavu-core,
+    always present where Chromium is): a server image's fonts, with no emoji font."""
+    config = folder / "fonts.conf"
+    config.write_text(
+        '<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd"><fontconfig>'
+        "<dir>/usr/share/fonts/truetype/dejavu</dir>"
+        f"<cachedir>{folder / 'fontcache'}</cachedir></fontconfig>"
+    )
+    return {"FONTCONFIG_FILE": str(config)}
 
 
 def shoot(page: Any, name: str) -> None:
