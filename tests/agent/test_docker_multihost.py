@@ -25,16 +25,9 @@ from tests.support.fakes import FakeControlPlane
 from tests.support.processes import spawn_agent
 from tests.support.waits import until
 
-from .test_e2e import (  # noqa: F401  (fixtures of the real control plane, shared with the e2e tests)
-    _close_thread_connections,
-    agents,
-    api,
-    daphne,
-    docker_template,
-    launch,
-    leader_of,
-    session_where,
-)
+# The real control plane's fixtures, shared with the e2e tests: a test names them as arguments,
+# which ruff reads as redefinitions (F811).
+from .test_e2e import _close_thread_connections, agents, api, daphne, docker_template, launch, leader_of, session_where  # noqa: F401
 
 CLAIM_ON = {"STREAMSPACE_DOCKER_DAEMON_CLAIM": "enforce", "STREAMSPACE_DOCKER_PULL": "never"}
 
@@ -126,7 +119,11 @@ async def test_replicas_elect_on_a_key_derived_from_their_daemon(docker_client, 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 async def test_two_hosts_are_two_agents_and_the_control_plane_places_sessions_on_both(
-    api, agents, docker_template, docker_agent_id, docker_client  # noqa: F811  (the fixtures imported above)
+    api,  # noqa: F811
+    agents,  # noqa: F811
+    docker_template,  # noqa: F811
+    docker_agent_id,
+    docker_client,
 ):
     host_a, host_b = f"{docker_agent_id}-host-a", f"{docker_agent_id}-host-b"
     try:
