@@ -20,6 +20,8 @@ keep that true:
 
 The claim check is the backend option ``daemon_claim``: ``enforce`` (default) or ``off``
 (for test engines shared by many short-lived test agents).
+
+See docs/architecture.md §17.4.
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ Swarm places it; the node then holding the home is recorded in the Swarm config
 service of that user, and every hibernated service, is pinned to it with the constraint
 ``node.id==<node>``. With a shared volume driver (``home_volume_driver``: NFS, a cluster
 volume plugin) no pinning is needed and sessions can run on any node.
+
+See docs/architecture.md §17.1.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ A session is a replicated Swarm service ``streamspace-<session_id>`` (replicas 1
 failure stays visible as the service's latest task. These functions turn a session spec
 into the keyword arguments of ``client.services.create`` (docker SDK) and Swarm's service
 and task objects (inspect output) into session states, so they are tested as plain dicts.
+
+See docs/architecture.md §17.1.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ holder has stopped acting before anyone can take the lease over, even if it is p
 
 The engine is reached the way the Docker backend reaches it (``DOCKER_HOST``); it must be
 a Swarm manager.
+
+See docs/architecture.md §17.3.
 """
 
 from __future__ import annotations
