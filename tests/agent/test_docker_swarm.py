@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import urllib.request
+import uuid
 
 import docker.errors
 import pytest
@@ -14,7 +15,10 @@ from agent_runtime.backends.base import BackendError, SessionSpec
 from agent_runtime.backends.docker import DockerBackend
 from agent_runtime.backends.docker_objects import home_volume_name
 from agent_runtime.backends.docker_swarm import DockerSwarmBackend, home_node_config_name
+from agent_runtime.commands import CommandExecutor
 from agent_runtime.config import LeaseConfig
+from agent_runtime.protocol import Command
+from tests.agent.test_workload_exits import WITHIN_S, Recorder
 from tests.support.docker import TEST_IMAGE
 from tests.support.waits import until
 
@@ -171,3 +175,46 @@ async def test_prepare_accepts_a_manager_and_capacity_sums_the_nodes(swarm_backe
     assert await swarm_backend.prepare(lease) == lease
     capacity = await swarm_backend.capacity()
     assert capacity.cpu_millicores >= 1000 and capacity.memory_mb > 0 and capacity.images is None
+
+
+@pytest.fixture
+async def executor(swarm_backend):
+    """The real command executor over the Swarm mode, its frames recorded, the watch running."""
+    recorder = Recorder()
+    commands = CommandExecutor(swarm_backend, recorder, is_leader=lambda: True)
+    swarm_backend.listen(commands)
+    watch = asyncio.create_task(swarm_backend.watch())
+    yield commands, recorder
+    watch.cancel()
+    await asyncio.gather(watch, return_exceptions=True)
+    await commands.drain(5)
+
+
+async def submit(commands, session_id: str, spec: dict) -> None:
+    await commands.submit(
+        Command(command_id=uuid.uuid4().hex, action="start_session", session_id=session_id, spec=spec)
+    )
+
+
+async def test_through_the_agent_a_missing_image_is_a_failed_session_with_the_reason(executor, docker_agent_id):
+    commands, recorder = executor
+    session_id = sid()
+    spec = {"image": "streamspace-swarm-missing:nope", "user": docker_agent_id, "persistent_home": False}
+    await submit(commands, session_id, spec)
+    failed = await recorder.status(session_id, "failed", timeout=60)
+    assert "No such image: streamspace-swarm-missing:nope" in failed.message
+    assert failed.progress[-1].state == "failed"
+
+
+async def test_through_the_agent_a_task_killed_from_outside_fails_within_seconds(
+    executor, docker_agent_id, docker_client
+):
+    commands, recorder = executor
+    session_id = sid()
+    await submit(commands, session_id, {"image": TEST_IMAGE, "user": docker_agent_id, "persistent_home": False})
+    await recorder.status(session_id, "running", timeout=60)
+    (container,) = docker_client.containers.list(filters={"label": f"streamspace.session-id={session_id}"})
+    container.kill()
+    failed = await recorder.status(session_id, "failed", timeout=WITHIN_S)
+    assert failed.exit_code == 137
+    assert "killed by signal 9" in failed.message
