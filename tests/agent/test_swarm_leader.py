@@ -14,6 +14,7 @@ import docker.errors
 import pytest
 
 from agent_runtime.leader.swarm import LABEL_HOLDER, SwarmLease, lease_service_name
+from tests.support.docker import TEST_IMAGE
 from tests.support.fakes import FakeControlPlane
 from tests.support.processes import spawn_agent
 
@@ -151,3 +152,53 @@ async def test_sigterm_hands_the_swarm_lease_over_at_once(swarm_contenders, dock
     link_b = link_of(cp, "b")
     await cp.wait_for(lambda: leading(link_b), timeout=10)
     assert time.monotonic() - stopped < 3.0  # not a lease expiry: the record was released
+
+
+async def test_an_agent_in_swarm_mode_runs_sessions_and_a_new_leader_finds_them(
+    swarm_manager, docker_client, docker_agent_id, lease_key, tmp_path
+):
+    """The whole path through agent processes: STREAMSPACE_DOCKER_MODE=swarm with
+    HA_BACKEND=swarm; the follower that takes over lists the session the dead leader started."""
+    env = {
+        "ENABLE_HA": "true", "HA_BACKEND": "swarm", "LEASE_KEY": lease_key, **FAST,
+        "STREAMSPACE_DOCKER_MODE": "swarm", "STREAMSPACE_DOCKER_NETWORK": "streamspace-swarm-tests",
+        "STREAMSPACE_DOCKER_STOP_TIMEOUT": "2",
+    }  # fmt: skip
+    session_id = f"swarm-{secrets.token_hex(4)}"
+    spec = {"image": TEST_IMAGE, "user": docker_agent_id, "persistent_home": False}
+    procs = []
+    try:
+        async with FakeControlPlane(heartbeat_interval_s=0.5) as cp:
+            for name in ("a", "b"):
+                procs.append(
+                    await spawn_agent(
+                        cp.url, cp.token, instance_id=name, agent_id=docker_agent_id, platform="docker",
+                        data_dir=tmp_path / name, env=env,
+                    )
+                )  # fmt: skip
+                await cp.wait_for(lambda name=name: link_of(cp, name), timeout=30)
+            await cp.wait_for(lambda: leading(link_of(cp, "a")) or leading(link_of(cp, "b")), timeout=30)
+            leader, follower = ("a", "b") if leading(link_of(cp, "a")) else ("b", "a")
+            link = link_of(cp, leader)
+            cid = await link.command("start_session", session_id, spec)
+            assert (await cp.wait_result(cid, timeout=60)).ok
+            await cp.wait_for(
+                lambda: any(f.payload.session_id == session_id and f.payload.streaming_ready for f in link.of_type("session_status")),
+                timeout=30,
+            )  # fmt: skip
+            procs[0 if leader == "a" else 1].signal(signal.SIGKILL)
+            new = link_of(cp, follower)
+            await cp.wait_for(lambda: leading(new), timeout=15)
+            await cp.wait_for(
+                lambda: any(f.payload.session_id == session_id and f.payload.state == "running" for f in new.of_type("session_status")),
+                timeout=30,
+            )  # fmt: skip
+            cid = await new.command("stop_session", session_id, {})
+            assert (await cp.wait_result(cid, timeout=60)).ok
+            with pytest.raises(docker.errors.NotFound):
+                docker_client.services.get(f"streamspace-{session_id}")
+    finally:
+        for proc in procs:
+            await proc.stop()
+        for service in docker_client.services.list(filters={"label": f"streamspace.managed-by={docker_agent_id}"}):
+            service.remove()
