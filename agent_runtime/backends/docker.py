@@ -138,14 +138,25 @@ class DockerBackend(Backend):
     async def client(self) -> Any:
         return await self._run(self._docker)
 
+    async def engine_info(self) -> dict[str, Any]:
+        """``docker info``, waiting (backing off to 30 s) while the engine does not answer: an
+        agent started before its engine (boot order) waits for it instead of exiting."""
+        delay = 0.5
+        while True:
+            try:
+                client = await self.client()
+                return await self._run(client.info)
+            except BackendError as exc:
+                log.warning("the docker engine does not answer; waiting", extra={"error": str(exc), "delay_s": delay})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, EVENTS_RETRY_MAX_S)
+
     async def prepare(self, lease: LeaseConfig) -> LeaseConfig:
         """Claim the daemon for this agent (refusing one another agent manages) and scope the
         lease to it, so only replicas sharing this daemon elect together (:mod:`.docker_daemon`)."""
-        client = await self.client()
+        daemon_id = str((await self.engine_info()).get("ID") or "")
         if self.daemon_claim == "enforce":
-            daemon_id = await self._run(docker_daemon.claim_daemon, client, self.agent_id)
-        else:
-            daemon_id = str((await self._run(client.info)).get("ID") or "")
+            daemon_id = await self._run(docker_daemon.claim_daemon, await self.client(), self.agent_id)
         return docker_daemon.daemon_lease(lease, daemon_id) if daemon_id else lease
 
     async def _container(self, session_id: str) -> Any | None:

@@ -85,8 +85,7 @@ class DockerSwarmBackend(DockerBackend):
     # --- plumbing -----------------------------------------------------------------------
     async def prepare(self, lease: LeaseConfig) -> LeaseConfig:
         """Refuse to run unless the engine is a Swarm manager (only managers see every service)."""
-        client = await self.client()
-        swarm.require_manager(await self._run(client.info))
+        swarm.require_manager(await self.engine_info())
         return lease
 
     async def _ensure_network(self) -> None:

@@ -3,6 +3,8 @@ scope: plain dicts in, plain dicts out (no engine)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from agent_runtime.backends import docker_swarm_objects as swarm
@@ -153,3 +155,16 @@ def test_an_unknown_docker_mode_is_refused(tmp_path):
         DockerBackend(agent_id="a", data_dir=tmp_path, options={"daemon_claim": "maybe"})
     assert isinstance(DockerBackend(agent_id="a", data_dir=tmp_path, options={"mode": "swarm"}), DockerSwarmBackend)
     assert type(DockerBackend(agent_id="a", data_dir=tmp_path, options={})) is DockerBackend
+
+
+async def test_an_agent_started_before_its_engine_waits_for_it(tmp_path, monkeypatch, caplog):
+    from agent_runtime.backends.docker import DockerBackend
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine-here.sock")
+    backend = DockerBackend(agent_id="a", data_dir=tmp_path, options={"mode": "swarm"})
+    try:
+        with pytest.raises(TimeoutError):  # still waiting, not refusing: the engine may come up
+            await asyncio.wait_for(backend.prepare(LeaseConfig()), 1.0)
+    finally:
+        await backend.close()
+    assert "the docker engine does not answer; waiting" in caplog.text
