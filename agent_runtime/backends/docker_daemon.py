@@ -76,7 +76,7 @@ def claim_daemon(client: Any, agent_id: str) -> str:
         holder = (volume.attrs.get("Labels") or {}).get(objects.LABEL_MANAGED_BY, "")
         if holder == agent_id:
             return daemon_id
-        theirs = client.containers.list(all=True, limit=1, filters={"label": f"{objects.LABEL_MANAGED_BY}={holder}"})
+        theirs = client.api.containers(all=True, limit=1, filters={"label": f"{objects.LABEL_MANAGED_BY}={holder}"})
         if theirs:
             raise BackendError(refusal(holder, agent_id, daemon_id))
         log.warning("taking over a stale daemon claim", extra={"previous_agent": holder, "daemon_id": daemon_id})

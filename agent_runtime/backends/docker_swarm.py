@@ -297,10 +297,11 @@ class DockerSwarmBackend(DockerBackend):
         client = await self.client()
         deadline = time.monotonic() + self.stop_timeout + 10
         while time.monotonic() < deadline:
-            running = await self._run(
-                client.containers.list, all=True, filters={"label": f"{objects.LABEL_SESSION}={session_id}"}
+            # the API's list (no inspect of each container, which races with their removal)
+            listed = await self._run(
+                client.api.containers, all=True, filters={"label": f"{objects.LABEL_SESSION}={session_id}"}
             )
-            if not [c for c in running if (c.labels or {}).get(objects.LABEL_MANAGED_BY) == self.agent_id]:
+            if not [c for c in listed if (c.get("Labels") or {}).get(objects.LABEL_MANAGED_BY) == self.agent_id]:
                 return
             await asyncio.sleep(0.2)
 
