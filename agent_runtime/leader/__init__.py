@@ -2,7 +2,8 @@
 
 A :class:`Lease` is the storage primitive (``file``: ``flock``; ``redis``: ``SET NX PX``
 with compare-and-renew / compare-and-delete in Lua; ``swarm``: a record in the Swarm's raft
-store written by compare-and-swap on its version, :mod:`agent_runtime.leader.swarm`). :class:`LeaderElector` runs the loop:
+store written by compare-and-swap on its version, :mod:`agent_runtime.leader.swarm`).
+:class:`LeaderElector` runs the loop:
 
 * a follower tries to acquire every ``retry_period``;
 * the leader renews every ``retry_period``; each success extends its *mandate* to
