@@ -121,11 +121,16 @@ class DockerSwarmBackend(DockerBackend):
         client = await self.client()
         return await self._run(client.api.tasks, filters={"service": service["ID"]})
 
-    async def _update(self, service: dict[str, Any], *, replicas: int | None = None, pin: str | None = None) -> None:
-        """Change a service's replicas and/or add a node constraint, at the version we read
-        (a concurrent change makes Swarm refuse; the caller's command is then retried)."""
+    async def _update(
+        self, service: dict[str, Any], *, replicas: int | None = None, pin: str | None = None, force: bool = False
+    ) -> None:
+        """Change a service's replicas, add a node constraint and/or (``force``) replace its
+        task, at the version we read (a concurrent change makes Swarm refuse; the caller's
+        command is then retried)."""
         spec = service["Spec"]
         template = dict(spec["TaskTemplate"])
+        if force:
+            template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
         if pin:
             placement = dict(template.get("Placement") or {})
             constraints = list(placement.get("Constraints") or [])
@@ -261,8 +266,8 @@ class DockerSwarmBackend(DockerBackend):
         elif swarm.session_state(service, tasks := await self._tasks(service)) == "failed":
             old = {task["ID"] for task in tasks}
             await self.report_step(session_id, STEP_WORKLOAD, "Starting a new task for the Swarm service")
-            client = await self.client()
-            await self._run(client.services.get(swarm.service_name(session_id)).force_update)
+            pin = await self._home_node(spec.require_user()) if local_home else None
+            await self._update(service, pin=pin, force=True)  # the new task lands where the home is
         task, item = await self._await_task(session_id, old)
         if item.state != "running":
             label = "The task did not run" if item.state == "failed" else "The task is still not running"
