@@ -6,8 +6,8 @@ import asyncio
 import logging
 import signal
 
-from agent_runtime.backends import load_backend_class
-from agent_runtime.config import AgentConfig
+from agent_runtime.backends import BackendError, load_backend_class
+from agent_runtime.config import AgentConfig, ConfigError
 from agent_runtime.connection import AgentConnection
 from agent_runtime.leader import make_elector
 
@@ -18,8 +18,16 @@ async def run_agent(config: AgentConfig) -> None:
     """Run until SIGTERM/SIGINT; then drain commands, release the lease and exit."""
     backend_class = load_backend_class(config.platform)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    backend = backend_class(agent_id=config.agent_id, data_dir=config.data_dir, options=config.backend_options)
-    elector = make_elector(config.lease, identity=config.instance_id)
+    try:
+        backend = backend_class(agent_id=config.agent_id, data_dir=config.data_dir, options=config.backend_options)
+    except BackendError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        lease = await backend.prepare(config.lease)
+    except BackendError as exc:  # the platform refuses this agent: say why and exit
+        await backend.close()
+        raise ConfigError(str(exc)) from None
+    elector = make_elector(lease, identity=config.instance_id)
     connection = AgentConnection(config, backend, elector)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -27,7 +27,7 @@ def build_parser(env: dict[str, str] | os._Environ[str] = os.environ) -> argpars
     parser = argparse.ArgumentParser(
         prog="streamspace-agent",
         description="Run StreamSpace sessions on this host for a control plane.",
-        epilog="HA: ENABLE_HA=true HA_BACKEND=file|redis (FILE_LOCK_PATH, REDIS_URL, LEASE_KEY, "
+        epilog="HA: ENABLE_HA=true HA_BACKEND=file|redis|swarm (FILE_LOCK_PATH, REDIS_URL, LEASE_KEY, "
         "LEASE_DURATION=15s, RENEW_DEADLINE=10s, RETRY_PERIOD=2s)",
     )
 

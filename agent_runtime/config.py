@@ -83,10 +83,10 @@ class LeaseConfig:
         return lease
 
     def validate(self) -> None:
-        if self.backend not in ("file", "redis"):
+        if self.backend not in ("file", "redis", "swarm"):
             raise ConfigError(
-                f"HA_BACKEND={self.backend!r} is not available in this agent (choose file or redis; "
-                "kubernetes and swarm leases ship with their platform backends)"
+                f"HA_BACKEND={self.backend!r} is not available in this agent (choose file, redis or swarm; "
+                "the kubernetes lease ships with its platform backend)"
             )
         if not self.renew_deadline < self.lease_duration:
             raise ConfigError("RENEW_DEADLINE must be shorter than LEASE_DURATION")

@@ -1,12 +1,14 @@
 """Agent benchmarks: HA failover time per lease backend, and the agent's session-start overhead.
 
-    .venv/bin/python bench/agent_bench.py [--runs 10] [--defaults] [--starts 10]
+    .venv/bin/python bench/agent_bench.py [--runs 10] [--defaults] [--starts 10] [--swarm]
 
 Failover: two real ``streamspace-agent`` processes (local backend) of one agent connect to a
 fake control plane (a websockets server in this process); the leader is killed with SIGKILL
 and we time kill → the follower's ``leader`` (is_leader=true) frame, then → the first command
 executed by it. LEASE_DURATION=3s, RENEW_DEADLINE=2s, RETRY_PERIOD=500ms unless --defaults
 (15s/10s/2s, one run each). Redis: REDIS_URL (default redis://127.0.0.1:6379/14).
+``--swarm`` adds the Swarm lease's row (kill -9 and SIGSTOP, ``bench/swarm_bench.py``); it
+makes the engine a single-node Swarm manager for the run if it is not one.
 
 Start overhead: an in-process agent with the Docker backend and the local test image
 (``tests/images/build.sh``); per ``start_session`` we time command sent → ``ack`` →
@@ -185,6 +187,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--starts", type=int, default=10)
     parser.add_argument("--defaults", action="store_true", help="also one run per backend at 15s/10s/2s")
+    parser.add_argument("--swarm", action="store_true", help="also the Swarm lease (HA_BACKEND=swarm)")
     parser.add_argument("--skip-failover", action="store_true")
     parser.add_argument("--skip-start", action="store_true")
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
@@ -194,6 +197,13 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     if not args.skip_failover:
         asyncio.run(bench_failover(args.runs, args.defaults, args.redis_url))
+    if args.swarm:
+        from swarm_bench import bench_swarm_failover
+
+        label = "LEASE_DURATION=3s RENEW_DEADLINE=2s RETRY_PERIOD=500ms"
+        asyncio.run(bench_swarm_failover(args.runs, FAST, label))
+        if args.defaults:
+            asyncio.run(bench_swarm_failover(1, DEFAULTS, "defaults 15s/10s/2s"))
     if not args.skip_start:
         asyncio.run(bench_start(args.starts))
 

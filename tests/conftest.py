@@ -31,6 +31,10 @@ pytest_plugins = ["tests.support.docker"]
 # user, who cannot reach an interpreter installed under /root; switching users has its own
 # tests (tests/agent/test_local_session.py), which set the session user explicitly.
 os.environ.setdefault("STREAMSPACE_LOCAL_SESSION_USER", pwd.getpwuid(os.geteuid()).pw_name)
+# The suite's Docker agents (each test its own agent id) share one engine, often with other
+# runs of the suite; one-agent-per-daemon claims would refuse all but one of them. The claim
+# has its own tests (tests/agent/test_docker_daemon_claim.py), which turn it on.
+os.environ.setdefault("STREAMSPACE_DOCKER_DAEMON_CLAIM", "off")
 
 
 def on_postgres() -> bool:

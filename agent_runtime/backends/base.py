@@ -59,6 +59,7 @@ from typing import Any, ClassVar, Protocol
 
 import msgspec
 
+from agent_runtime.config import LeaseConfig
 from agent_runtime.protocol import Capacity, InventoryItem
 
 
@@ -191,6 +192,15 @@ class Backend(ABC):
     def workload_exited(self, session_id: str, exit_code: int | None = None) -> None:
         """Tell the agent that ``session_id``'s workload ended; call on the event loop's thread."""
         self.listener.exited(session_id, exit_code)
+
+    async def prepare(self, lease: LeaseConfig) -> LeaseConfig:
+        """Check the platform before the agent connects and return the lease to elect on.
+
+        Raise :class:`BackendError` to refuse to run (the agent exits with the message); a
+        backend may scope the lease to what its replicas share (the Docker backend: the
+        daemon). The default accepts and returns ``lease`` unchanged.
+        """
+        return lease
 
     async def watch(self) -> None:  # noqa: B027  (optional hook)
         """Receive the platform's notifications of ended workloads for as long as the agent

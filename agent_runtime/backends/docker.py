@@ -7,7 +7,10 @@ loses nothing: ``inventory`` lists the containers labelled ``streamspace.managed
 Options (``--backend-option key=value`` or env ``STREAMSPACE_DOCKER_<KEY>``):
 ``network`` (default ``streamspace``), ``publish_host`` (default ``127.0.0.1``; ``none`` to
 rely on the network and report ``<container>:<port>``), ``home_mount_path`` (default
-``/home/user``), ``stop_timeout`` (seconds, default 10), ``pull`` (``missing`` or ``never``).
+``/home/user``), ``stop_timeout`` (seconds, default 10), ``pull`` (``missing`` or ``never``),
+``mode`` (``plain``, the default: containers on this one daemon; ``swarm``: Swarm services,
+:mod:`.docker_swarm`, which constructing ``DockerBackend`` with that option returns), and
+``daemon_claim`` (``enforce`` or ``off``: one agent per daemon, :mod:`.docker_daemon`).
 
 Exits: :meth:`DockerBackend.watch` follows the engine's event stream (``die`` events of
 this agent's containers) and reports each exit at once; :meth:`DockerBackend.exit_info`
@@ -47,8 +50,8 @@ try:  # optional dependency: pip install streamspace-agent[docker]
 except ImportError:
     docker = None
 
+from agent_runtime.backends import docker_daemon, homes
 from agent_runtime.backends import docker_objects as objects
-from agent_runtime.backends import homes
 from agent_runtime.backends.base import (
     Backend,
     BackendError,
@@ -58,6 +61,7 @@ from agent_runtime.backends.base import (
     host_capacity,
     http_answers,
 )
+from agent_runtime.config import LeaseConfig
 from agent_runtime.logtail import tail
 from agent_runtime.protocol import (
     LOG_TAIL_MAX_LINES,
@@ -70,18 +74,37 @@ from agent_runtime.protocol import (
 )
 
 EVENTS_RETRY_MAX_S = 30.0  # the event stream is re-opened after a failure, backing off to this
+MODES = ("plain", "swarm")
 
 log = logging.getLogger(__name__)
 
 
 class DockerBackend(Backend):
     platform = "docker"
+    mode = "plain"
+
+    def __new__(cls, **kwargs: Any) -> DockerBackend:
+        """``mode=swarm`` (``STREAMSPACE_DOCKER_MODE``) builds the Swarm mode's subclass, so every
+        place that constructs the ``docker`` backend gets the mode its options ask for."""
+        mode = str((kwargs.get("options") or {}).get("mode", "plain")).strip().lower() or "plain"
+        if mode not in MODES:
+            raise BackendError(f"STREAMSPACE_DOCKER_MODE={mode!r} is not a mode of the docker backend (plain, swarm)")
+        if mode == "swarm" and cls is DockerBackend:
+            from agent_runtime.backends.docker_swarm import DockerSwarmBackend  # noqa: PLC0415 it imports this module
+
+            cls = DockerSwarmBackend
+        return super().__new__(cls)
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         if docker is None:
             raise BackendError("the docker backend needs the 'docker' package (pip install docker)")
         opts = self.options
+        self.daemon_claim = opts.get("daemon_claim", "enforce").strip().lower()
+        if self.daemon_claim not in docker_daemon.CLAIM_POLICIES:
+            raise BackendError(
+                f"daemon_claim={self.daemon_claim!r} must be one of {', '.join(docker_daemon.CLAIM_POLICIES)}"
+            )
         self.network = opts.get("network", objects.DEFAULT_NETWORK)
         publish = opts.get("publish_host", "127.0.0.1")
         self.publish_host = None if publish.lower() in ("", "none", "false") else publish
@@ -114,6 +137,27 @@ class DockerBackend(Backend):
 
     async def client(self) -> Any:
         return await self._run(self._docker)
+
+    async def engine_info(self) -> dict[str, Any]:
+        """``docker info``, waiting (backing off to 30 s) while the engine does not answer: an
+        agent started before its engine (boot order) waits for it instead of exiting."""
+        delay = 0.5
+        while True:
+            try:
+                client = await self.client()
+                return await self._run(client.info)
+            except BackendError as exc:
+                log.warning("the docker engine does not answer; waiting", extra={"error": str(exc), "delay_s": delay})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, EVENTS_RETRY_MAX_S)
+
+    async def prepare(self, lease: LeaseConfig) -> LeaseConfig:
+        """Claim the daemon for this agent (refusing one another agent manages) and scope the
+        lease to it, so only replicas sharing this daemon elect together (:mod:`.docker_daemon`)."""
+        daemon_id = str((await self.engine_info()).get("ID") or "")
+        if self.daemon_claim == "enforce":
+            daemon_id = await self._run(docker_daemon.claim_daemon, await self.client(), self.agent_id)
+        return docker_daemon.daemon_lease(lease, daemon_id) if daemon_id else lease
 
     async def _container(self, session_id: str) -> Any | None:
         client = await self.client()

@@ -1,7 +1,9 @@
 """Leader election among the replicas of one agent (client-go ``leaderelection`` semantics).
 
 A :class:`Lease` is the storage primitive (``file``: ``flock``; ``redis``: ``SET NX PX``
-with compare-and-renew / compare-and-delete in Lua). :class:`LeaderElector` runs the loop:
+with compare-and-renew / compare-and-delete in Lua; ``swarm``: a record in the Swarm's raft
+store written by compare-and-swap on its version, :mod:`agent_runtime.leader.swarm`).
+:class:`LeaderElector` runs the loop:
 
 * a follower tries to acquire every ``retry_period``;
 * the leader renews every ``retry_period``; each success extends its *mandate* to
@@ -168,6 +170,13 @@ def make_elector(config: LeaseConfig, *, identity: str) -> Elector:
             lease_duration=config.lease_duration,
             identity=identity,
             timeout=config.retry_period,
+        )
+        return LeaderElector(lease, config, identity=identity)
+    if config.backend == "swarm":
+        from agent_runtime.leader.swarm import SwarmLease  # noqa: PLC0415 needs the optional docker package
+
+        lease = SwarmLease(
+            config.lease_key, lease_duration=config.lease_duration, identity=identity, timeout=config.retry_period
         )
         return LeaderElector(lease, config, identity=identity)
     raise ConfigError(f"HA_BACKEND={config.backend!r} is not available")

@@ -51,3 +51,27 @@ def docker_agent_id(docker_client: Any, request: pytest.FixtureRequest) -> Itera
         container.remove(force=True)
     for volume in docker_client.volumes.list(filters={"name": f"streamspace-home-{agent_id}"}):
         volume.remove(force=True)
+
+
+@pytest.fixture(scope="session")
+def swarm_manager(docker_client: Any) -> Iterator[str]:
+    """The engine as a single-node Swarm manager; yields its node id.
+
+    An engine already in a swarm is used as it is. One that is not is initialised here
+    (advertising 127.0.0.1) and leaves the swarm after the test session, so nothing of the
+    tests' Swarm outlives them; other users' plain containers are not affected either way.
+    """
+    state = (docker_client.info().get("Swarm") or {}).get("LocalNodeState")
+    initialised = False
+    if state != "active":
+        try:
+            docker_client.swarm.init(advertise_addr="127.0.0.1")
+        except Exception as exc:
+            unavailable(f"needs an engine that can run a single-node Swarm (docker swarm init): {exc}")
+        initialised = True
+    swarm = docker_client.info()["Swarm"]
+    if not swarm.get("ControlAvailable"):
+        unavailable("this engine is a Swarm worker; the Swarm tests need a manager")
+    yield swarm["NodeID"]
+    if initialised:
+        docker_client.swarm.leave(force=True)
