@@ -144,6 +144,15 @@ class SessionSpec(msgspec.Struct, forbid_unknown_fields=False):
     template: str = ""
     delete_home: bool = False
     home_mount_path: str = ""
+    # Scheduling hints for cluster backends (kubernetes): GPUs to request (``nvidia.com/gpu``),
+    # the pod's node selector and tolerations (Kubernetes' own JSON shapes).
+    gpu: int = 0
+    # The session's stream secrets (SECRET_CONTRACT: full control / view only); handed to the
+    # workload as STREAMSPACE_STREAM_SECRET / STREAMSPACE_STREAM_VIEW_SECRET when set.
+    stream_secret: str = ""
+    stream_view_secret: str = ""
+    node_selector: dict[str, str] = msgspec.field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | None) -> SessionSpec:
@@ -158,6 +167,8 @@ class SessionSpec(msgspec.Struct, forbid_unknown_fields=False):
             raise BackendError(f"invalid spec: {exc}") from None
         if spec.cpu_millicores < 0 or spec.memory_mb < 0:
             raise BackendError("invalid spec: cpu_millicores and memory_mb must not be negative")
+        if spec.gpu < 0:
+            raise BackendError("invalid spec: gpu must not be negative")
         if not 1 <= spec.streaming_port <= 65535:
             raise BackendError("invalid spec: streaming_port must be between 1 and 65535")
         return spec
