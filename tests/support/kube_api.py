@@ -23,10 +23,12 @@ that agent processes, test code and the backend in the test's event loop can all
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 import uuid
@@ -104,6 +106,7 @@ class KubeAPI:
         self.cond = threading.Condition()
         self.stopping = False
         self.server: ThreadingHTTPServer | None = None
+        self.connections: set[Any] = set()
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> KubeAPI:
@@ -124,6 +127,10 @@ class KubeAPI:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+        with self.cond:  # keep-alive connections would go on being served: cut them
+            for sock in list(self.connections):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     @property
     def url(self) -> str:
@@ -349,6 +356,17 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         return None
 
+    def setup(self) -> None:
+        super().setup()
+        with self.kube.cond:
+            self.kube.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.kube.cond:
+            self.kube.connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
     def _send(self, code: int, payload: Any, content_type: str = "application/json") -> None:
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(code)
@@ -440,6 +458,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _dispatch(self) -> None:
+        if self.kube.stopping:
+            self.close_connection = True
+            return
         try:
             self._route()
         except ApiError as exc:
