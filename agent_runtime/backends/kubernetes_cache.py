@@ -76,11 +76,15 @@ class Informer:
                 delay = 0.5
                 self._watch_from(version)
             except ApiException as exc:
+                if self._stopped.is_set():
+                    return
                 if exc.status != 410:
                     log.warning("kubernetes watch of %s failed: %s %s", self.kind, exc.status, exc.reason)
                     self._stopped.wait(delay)
                     delay = min(delay * 2, RETRY_MAX_S)
             except Exception as exc:  # an unreachable API server: retry with backoff, never die
+                if self._stopped.is_set():
+                    return  # close() cut the connection
                 log.warning("kubernetes watch of %s failed: %r", self.kind, exc)
                 self._stopped.wait(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
