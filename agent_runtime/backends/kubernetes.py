@@ -75,7 +75,7 @@ class KubernetesBackend(Backend):
             raise BackendError(f"kubernetes backend option: {exc}") from None
         self.selector = objects.selector(self.agent_id)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="k8s")
-        self._api: Any = None
+        self._api: Any = kc.api_client(self.options)  # fails the start-up without a cluster to talk to
         self._informers: dict[str, Informer] = {}
         self._cluster_ips: dict[str, str] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -83,8 +83,6 @@ class KubernetesBackend(Backend):
 
     # --- plumbing -----------------------------------------------------------------------
     def _clients(self) -> tuple[Any, Any, Any]:
-        if self._api is None:
-            self._api = kc.api_client(self.options)
         api = self._api
         return kc.kubernetes.client.CoreV1Api(api), kc.kubernetes.client.AppsV1Api(api), api
 
@@ -414,8 +412,9 @@ class KubernetesBackend(Backend):
         return InventoryItem(session_id=session_id, state="stopped")
 
     async def capacity(self) -> Capacity:
-        # The cluster's capacity is the scheduler's business: report no limit but the agent's own.
-        return Capacity(sessions=int(self.options.get("max_sessions", "0") or 0), pulls_images=True)
+        """No size: what fits is the scheduler's business (an unschedulable pod fails its
+        session with the scheduler's reason, §17.2); nodes pull missing images."""
+        return Capacity(pulls_images=True)
 
     async def close(self) -> None:
         for informer in self._informers.values():
@@ -423,5 +422,4 @@ class KubernetesBackend(Backend):
         for timer in self._timers.values():
             timer.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._api is not None:
-            self._api.close()
+        self._api.close()

@@ -23,6 +23,7 @@ except ImportError:
 import contextlib
 
 from agent_runtime.backends.base import BackendError
+from agent_runtime.config import ConfigError
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -33,7 +34,9 @@ def require_client() -> None:
 
 
 def api_client(options: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None) -> Any:
-    """A ``kubernetes.client.ApiClient`` for this agent (see the module docstring)."""
+    """A ``kubernetes.client.ApiClient`` for this agent (see the module docstring); a
+    :class:`ConfigError` when there is no usable configuration, so the agent exits at
+    start-up with the reason instead of retrying forever."""
     require_client()
     env = os.environ if env is None else env
     options = options or {}
@@ -47,7 +50,7 @@ def api_client(options: Mapping[str, str] | None = None, env: Mapping[str, str] 
             return kubernetes.client.ApiClient(configuration)
         return kubernetes.config.new_client_from_config()
     except (kubernetes.config.ConfigException, OSError) as exc:
-        raise BackendError(
+        raise ConfigError(
             f"cannot reach Kubernetes: no usable kubeconfig or in-cluster service account ({exc})"
         ) from None
 

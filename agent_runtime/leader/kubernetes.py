@@ -50,14 +50,12 @@ class KubernetesLease(Lease):
         self.identity = identity
         self.duration_s = max(1, math.ceil(lease_duration))
         self.timeout = timeout
-        self._api_client = api_client
+        self._api_client = api_client if api_client is not None else kc.api_client()  # ConfigError without a cluster
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
         self.conflicts = 0  # 409s met (tests, logs)
 
     def _api(self) -> Any:
-        if self._api_client is None:
-            self._api_client = kc.api_client()
         return kc.kubernetes.client.CoordinationV1Api(self._api_client)
 
     def _read(self) -> dict | None:
@@ -180,5 +178,4 @@ class KubernetesLease(Lease):
         try:
             await self.release()
         finally:
-            if self._api_client is not None:
-                await asyncio.to_thread(self._api_client.close)
+            await asyncio.to_thread(self._api_client.close)

@@ -102,7 +102,7 @@ async def test_elector_over_the_kubernetes_lease_steps_down_when_the_api_is_gone
     task.cancel()
 
 
-def test_config_defaults_and_validation(tmp_path):
+def test_config_defaults_and_validation(kube, tmp_path, monkeypatch):
     config = LeaseConfig.from_env("kubernetes", tmp_path, {"ENABLE_HA": "true", "HA_BACKEND": "kubernetes"})
     assert (config.lease_key, config.lease_namespace) == ("k8s-agent-leader", "streamspace")
     assert (config.lease_duration, config.renew_deadline, config.retry_period) == (15.0, 10.0, 2.0)
@@ -112,7 +112,11 @@ def test_config_defaults_and_validation(tmp_path):
     assert LeaseConfig.from_env("kubernetes", tmp_path, env).lease_namespace == "leases"
     with pytest.raises(ConfigError, match="RENEW_DEADLINE"):
         LeaseConfig.from_env("kubernetes", tmp_path, {"HA_BACKEND": "kubernetes", "RENEW_DEADLINE": "20s"})
+    monkeypatch.setenv("KUBECONFIG", str(kube.write_kubeconfig(tmp_path / "kubeconfig")))
     assert isinstance(make_elector(config, identity="x"), LeaderElector)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="cannot reach Kubernetes"):
+        make_elector(config, identity="x")  # the agent exits at start-up with the reason
 
 
 # --- two real agent processes ---------------------------------------------------------------------
