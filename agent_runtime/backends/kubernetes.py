@@ -413,7 +413,7 @@ class KubernetesBackend(Backend):
 
     async def capacity(self) -> Capacity:
         """No size: what fits is the scheduler's business (an unschedulable pod fails its
-        session with the scheduler's reason, §17.2); nodes pull missing images."""
+        session with the scheduler's reason, §18.2); nodes pull missing images."""
         return Capacity(pulls_images=True)
 
     async def close(self) -> None:

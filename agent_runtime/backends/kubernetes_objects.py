@@ -33,7 +33,6 @@ ANNOTATION_USER = "streamspace.io/user"  # the exact user name
 ANNOTATION_PORT = "streamspace.io/streaming-port"
 ANNOTATION_HOME = "streamspace.io/home"
 GPU_RESOURCE = "nvidia.com/gpu"
-SECRET_KEYS = {"stream_secret": "STREAMSPACE_STREAM_SECRET", "stream_view_secret": "STREAMSPACE_STREAM_VIEW_SECRET"}
 # The waiting reasons of a container that will not get better by waiting: the session fails at
 # once with a sentence naming what to fix. ErrImagePull is not here: kubelet retries it and
 # says ImagePullBackOff seconds later.
@@ -114,7 +113,7 @@ def _metadata(name: str, namespace: str, labels: dict[str, str], annotations: di
 
 def secret_values(spec: SessionSpec) -> dict[str, str]:
     """The session's stream secrets as pod env names → values (empty when the spec has none)."""
-    return {env: value for field, env in SECRET_KEYS.items() if (value := getattr(spec, field, "") or "")}
+    return spec.stream_environment()
 
 
 def secret_manifest(session_id: str, spec: SessionSpec, *, agent_id: str, namespace: str) -> dict | None:
@@ -156,7 +155,7 @@ def _resources(spec: SessionSpec) -> dict:
         requests["cpu"] = limits["cpu"] = f"{spec.cpu_millicores}m"
     if spec.memory_mb:
         requests["memory"] = limits["memory"] = f"{spec.memory_mb}Mi"
-    gpus = int(getattr(spec, "gpu", 0) or 0)
+    gpus = spec.gpu
     if gpus:  # extended resources: request must equal limit
         requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(gpus)
     out: dict[str, Any] = {}
@@ -199,8 +198,14 @@ def deployment_manifest(
         annotations[ANNOTATION_USER] = spec.user
     if home_claim_name:
         annotations[ANNOTATION_HOME] = home_claim_name
+    if spec.shm_size_mb:  # the template's size wins over the backend's default
+        shm_size = f"{spec.shm_size_mb}Mi"
     volumes: list[dict] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}}]
     mounts: list[dict] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    if spec.read_only_root:  # what stays writable besides the home
+        for volume, path in (("tmp", "/tmp"), ("run", "/run")):
+            volumes.append({"name": volume, "emptyDir": {}})
+            mounts.append({"name": volume, "mountPath": path})
     if home_claim_name:
         volumes.append({"name": "home", "persistentVolumeClaim": {"claimName": home_claim_name}})
         mounts.append({"name": "home", "mountPath": home_path})
@@ -235,6 +240,8 @@ def deployment_manifest(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
+    if spec.read_only_root:
+        container["securityContext"]["readOnlyRootFilesystem"] = True
     if spec.command:
         container["command"] = list(spec.command)
     pod_spec: dict[str, Any] = {
@@ -252,12 +259,10 @@ def deployment_manifest(
     }
     if image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": secret} for secret in image_pull_secrets]
-    node_selector = dict(getattr(spec, "node_selector", None) or {})
-    if node_selector:
-        pod_spec["nodeSelector"] = node_selector
-    tolerations = list(getattr(spec, "tolerations", None) or [])
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = list(spec.tolerations)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

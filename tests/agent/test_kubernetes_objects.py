@@ -92,6 +92,13 @@ def test_gpu_node_selector_tolerations_command_and_home_path():
     assert "imagePullSecrets" not in pod
     with pytest.raises(BackendError, match="gpu"):
         SessionSpec.parse({"gpu": -1})
+    tight = deployment(spec=spec(shm_size_mb=256, read_only_root=True))
+    (c,) = tight["spec"]["template"]["spec"]["containers"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}} in tight["spec"]["template"][
+        "spec"
+    ]["volumes"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"/tmp", "/run"} <= {m["mountPath"] for m in c["volumeMounts"]}
     with pytest.raises(BackendError, match="image"):
         deployment(spec=spec(image=""))
 
