@@ -123,3 +123,27 @@ def test_launch_proxy_hibernate_wake_stop_through_the_control_plane(stack, kube,
         wait_until(lambda: _state(sid)["state"] == "stopped", timeout=30)
         assert kube.list("deployments", NS) == [] and kube.list("services", NS) == []
         assert len(kube.list("persistentvolumeclaims", NS)) == 1  # the home is kept
+
+
+def test_an_image_that_cannot_be_pulled_fails_the_session_with_the_reason(stack, kube, alice):
+    kube.auto_ready = False
+
+    def pull_fails(pod: dict) -> None:  # the kubelet's verdict on this node
+        kube.set_pod(NS, pod["metadata"]["name"], "waiting", reason="ImagePullBackOff",
+                     message='Back-off pulling image "registry.example/missing:1"')  # fmt: skip
+
+    kube.on_pod_created = pull_fails
+    agent, token = make_agent("k8s-e2e-fail", "kubernetes")
+    Template.objects.create(slug="k8s-missing", display_name="Missing image", image="registry.example/missing:1",
+                            platform="kubernetes", default_cpu_millicores=250, default_memory_mb=128)  # fmt: skip
+    stack.start_agent(agent, token, "k8s-f", endpoint="cluster-ip")
+    access = str(RefreshToken.for_user(alice).access_token)
+    with httpx.Client(base_url=stack.base, headers={"Authorization": f"Bearer {access}"}, timeout=20) as api:
+        wait_until(lambda: Agent.objects.get(pk=agent.pk).instances.filter(is_leader=True, connected=True).exists())
+        response = api.post("/api/v1/sessions", json={"template": "k8s-missing", "persistent_home": False})
+        assert response.status_code == 202, response.text
+        sid = response.json()["id"]
+        wait_until(lambda: _state(sid)["state"] == "failed", timeout=30)
+        body = api.get(f"/api/v1/sessions/{sid}").json()
+        assert "ImagePullBackOff" in body["status_message"] and "registry.example/missing:1" in body["status_message"]
+        assert "imagePullSecrets" in body["status_message"]  # what the user can do about it
