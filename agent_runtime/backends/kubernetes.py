@@ -150,8 +150,8 @@ class KubernetesBackend(Backend):
 
     def _pod_changed(self, kind: str, pod: dict) -> None:
         session_id = objects.session_id_of(pod)
-        if not session_id or kind == "DELETED":
-            return
+        if not session_id or kind == "DELETED" or (pod.get("metadata") or {}).get("deletionTimestamp"):
+            return  # a pod going away (hibernate, stop, a reschedule) is not a failure
         failure = objects.pod_failure(pod, unschedulable_after=self.unschedulable_after)
         if failure is not None:
             self.workload_exited(session_id, failure["exit_code"])
