@@ -86,10 +86,19 @@ class KubernetesBackend(Backend):
         api = self._api
         return kc.kubernetes.client.CoreV1Api(api), kc.kubernetes.client.AppsV1Api(api), api
 
-    async def _call(self, doing: str, fn_name: str, api: str, *args: Any, missing_ok: bool = False, **kwargs: Any):
-        """Run one blocking API call in the pool; returns the JSON body, None for a 404 when
-        ``missing_ok``; raises :class:`kc.ApiException` for 409 (callers decide) and
-        :class:`BackendError` for anything else."""
+    async def _call(
+        self,
+        doing: str,
+        fn_name: str,
+        api: str,
+        *args: Any,
+        missing_ok: bool = False,
+        exists_ok: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Run one blocking API call in the pool; returns the JSON body, or None for a 404 when
+        ``missing_ok`` and for a 409 when ``exists_ok``; any other failure is a
+        :class:`BackendError` saying what the agent was doing."""
 
         def run() -> Any:
             core, apps, client = self._clients()
@@ -104,10 +113,8 @@ class KubernetesBackend(Backend):
         try:
             return await loop.run_in_executor(self._pool, run)
         except kc.ApiException as exc:
-            if exc.status == 404 and missing_ok:
+            if (exc.status == 404 and missing_ok) or (exc.status == 409 and exists_ok):
                 return None
-            if exc.status == 409:
-                raise
             raise kc.api_error(exc, doing) from None
         except BackendError:
             raise
@@ -116,16 +123,12 @@ class KubernetesBackend(Backend):
 
     async def _create(self, doing: str, fn_name: str, api: str, manifest: dict) -> bool:
         """Create ``manifest``; False when it exists already (created by an earlier attempt)."""
-        try:
-            await self._call(doing, fn_name, api, self.namespace, manifest)
-            return True
-        except kc.ApiException:  # 409 AlreadyExists
-            return False
+        return await self._call(doing, fn_name, api, self.namespace, manifest, exists_ok=True) is not None
 
     async def _informers_ready(self) -> None:
         if not self._informers:
             self._loop = asyncio.get_running_loop()
-            core, apps, _ = await asyncio.get_running_loop().run_in_executor(self._pool, self._clients)
+            core, apps, _ = self._clients()  # no I/O: the informers' threads do the requests
             self._informers = {
                 "deployments": Informer(
                     "deployments", apps.list_namespaced_deployment, self.namespace, self.selector, self._event
