@@ -8,9 +8,11 @@ import uuid
 
 import pytest
 
+from agent_runtime.backends import kubernetes_client as kc
 from agent_runtime.backends.base import BackendError, SessionSpec
 from agent_runtime.backends.kubernetes import KubernetesBackend
 from agent_runtime.backends.kubernetes_objects import home_claim_name
+from agent_runtime.config import ConfigError
 from tests.support.kube_api import KubeAPI
 from tests.support.waits import until
 
@@ -235,3 +237,15 @@ def test_bad_options_are_refused(tmp_path):
         KubernetesBackend(agent_id="a", data_dir=tmp_path, options={"home_size": "lots"})
     with pytest.raises(BackendError, match="endpoint"):
         KubernetesBackend(agent_id="a", data_dir=tmp_path, options={"endpoint": "nodeport"})
+
+
+def test_where_the_client_config_comes_from(kube, tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")  # in a pod, but no service account token here
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    with pytest.raises(ConfigError, match="in-cluster service account"):
+        kc.api_client({})
+    config = kube.write_kubeconfig(tmp_path / "kubeconfig")
+    monkeypatch.setenv("KUBECONFIG", str(config))  # an explicit kubeconfig wins over in-cluster
+    assert kc.api_client({}).configuration.host == kube.url
