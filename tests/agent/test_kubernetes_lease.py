@@ -146,12 +146,23 @@ async def contenders(kube, tmp_path, request):
         **FAST,
     }
     procs = []
-    a = await spawn_agent(cp.url, cp.token, instance_id="a", data_dir=tmp_path / "a", platform="kubernetes", env=env)
-    procs.append(a)
-    await cp.wait_for(lambda: (link := link_of(cp, "a")) and leading(link), timeout=20)
-    b = await spawn_agent(cp.url, cp.token, instance_id="b", data_dir=tmp_path / "b", platform="kubernetes", env=env)
-    procs.append(b)
-    await cp.wait_for(lambda: link_of(cp, "b"), timeout=20)
+    try:  # start-up on a loaded machine: importing the kubernetes client alone takes seconds
+        a = await spawn_agent(
+            cp.url, cp.token, instance_id="a", data_dir=tmp_path / "a", platform="kubernetes", env=env
+        )
+        procs.append(a)
+        await cp.wait_for(lambda: (link := link_of(cp, "a")) and leading(link), timeout=60)
+        b = await spawn_agent(
+            cp.url, cp.token, instance_id="b", data_dir=tmp_path / "b", platform="kubernetes", env=env
+        )
+        procs.append(b)
+        await cp.wait_for(lambda: link_of(cp, "b"), timeout=60)
+    except TimeoutError:
+        for proc in procs:
+            await proc.stop()
+            sys.stderr.write(f"--- agent {proc.instance_id}\n{proc.log()[-4000:]}\n")
+        await cp.stop()
+        raise
     assert not leading(link_of(cp, "b"))
     yield cp, a, b, env["LEASE_KEY"]
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
