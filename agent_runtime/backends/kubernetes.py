@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -137,12 +138,14 @@ class KubernetesBackend(Backend):
             }
             for informer in self._informers.values():
                 informer.start()
-        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + SYNC_TIMEOUT_S
         for informer in self._informers.values():
-            if not informer.synced.is_set():
-                synced = await loop.run_in_executor(None, informer.wait_synced, SYNC_TIMEOUT_S)
-                if not synced:
+            # Polled, not waited for in a thread: a thread blocked on the event would hold up
+            # the agent's exit for as long as the API server is unreachable.
+            while not informer.synced.is_set():
+                if time.monotonic() > deadline:
                     raise BackendError(f"kubernetes: cannot list {informer.kind} in namespace {self.namespace}")
+                await asyncio.sleep(0.05)
 
     # --- watch: exits without being asked -----------------------------------------------------
     def _event(self, kind: str, obj: dict | None) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -129,7 +128,3 @@ class Informer:
                 else:
                     self.items[name] = raw
             self.on_event(kind, raw)
-
-    def wait_synced(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        return self.synced.wait(max(0.0, deadline - time.monotonic()))
