@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -27,8 +28,8 @@ def build_parser(env: dict[str, str] | os._Environ[str] = os.environ) -> argpars
     parser = argparse.ArgumentParser(
         prog="streamspace-agent",
         description="Run StreamSpace sessions on this host for a control plane.",
-        epilog="HA: ENABLE_HA=true HA_BACKEND=file|redis|swarm (FILE_LOCK_PATH, REDIS_URL, LEASE_KEY, "
-        "LEASE_DURATION=15s, RENEW_DEADLINE=10s, RETRY_PERIOD=2s)",
+        epilog="HA: ENABLE_HA=true HA_BACKEND=file|redis|kubernetes|swarm (FILE_LOCK_PATH, REDIS_URL, LEASE_KEY, "
+        "LEASE_NAMESPACE, LEASE_DURATION=15s, RENEW_DEADLINE=10s, RETRY_PERIOD=2s)",
     )
 
     def flag(name: str, var: str, help_text: str, default: str | None = None, **kwargs) -> None:
@@ -55,7 +56,8 @@ def build_parser(env: dict[str, str] | os._Environ[str] = os.environ) -> argpars
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="backend setting, repeatable (docker: network, publish_host, home_mount_path, stop_timeout, pull; local: session_user)",
+        help="backend setting, repeatable (docker: network, publish_host, home_mount_path, stop_timeout, pull; "
+        "kubernetes: namespace, storage_class, home_size, shm_size, image_pull_secrets, endpoint, ...; local: session_user)",
     )
     return parser
 
@@ -89,6 +91,9 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | os._Environ
         options[key.strip()] = value
     if args.session_user:
         options["session_user"] = args.session_user
+    lease = LeaseConfig.from_env(platform_name, data_dir, env)
+    if platform_name == "kubernetes" and not env.get("LEASE_NAMESPACE") and options.get("namespace"):
+        lease = dataclasses.replace(lease, lease_namespace=options["namespace"])  # the sessions' namespace
     try:
         max_sessions = int(args.max_sessions)
     except ValueError:
@@ -100,7 +105,7 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | os._Environ
         platform=platform,
         instance_id=args.instance_id or default_instance_id(),
         data_dir=data_dir,
-        lease=LeaseConfig.from_env(platform_name, data_dir, env),
+        lease=lease,
         backend_options=options,
         max_sessions=max_sessions,
         drain_timeout=parse_duration(args.drain_timeout, name="--drain-timeout"),

@@ -65,28 +65,33 @@ class LeaseConfig:
     retry_period: float = 2.0
     file_lock_path: str = ""
     redis_url: str = ""
+    # HA_BACKEND=kubernetes: the Lease's namespace (LEASE_NAMESPACE, else the sessions' namespace).
+    lease_namespace: str = "streamspace"
 
     @classmethod
     def from_env(cls, platform: str, data_dir: Path, env: Mapping[str, str] | None = None) -> LeaseConfig:
         env = os.environ if env is None else env
+        backend = env.get("HA_BACKEND", "file").strip().lower() or "file"
+        # The Kubernetes Lease keeps the name the Helm chart and the design give it.
+        default_key = "k8s-agent-leader" if backend == "kubernetes" else f"{platform}-agent-leader"
         lease = cls(
             enabled=parse_bool(env.get("ENABLE_HA"), name="ENABLE_HA"),
-            backend=env.get("HA_BACKEND", "file").strip().lower() or "file",
-            lease_key=env.get("LEASE_KEY") or f"{platform}-agent-leader",
+            backend=backend,
+            lease_key=env.get("LEASE_KEY") or default_key,
             lease_duration=parse_duration(env.get("LEASE_DURATION", "15s"), name="LEASE_DURATION"),
             renew_deadline=parse_duration(env.get("RENEW_DEADLINE", "10s"), name="RENEW_DEADLINE"),
             retry_period=parse_duration(env.get("RETRY_PERIOD", "2s"), name="RETRY_PERIOD"),
             file_lock_path=env.get("FILE_LOCK_PATH") or str(data_dir / f"{platform}-agent-leader.lock"),
             redis_url=env.get("REDIS_URL", ""),
+            lease_namespace=env.get("LEASE_NAMESPACE") or env.get("STREAMSPACE_KUBERNETES_NAMESPACE") or "streamspace",
         )
         lease.validate()
         return lease
 
     def validate(self) -> None:
-        if self.backend not in ("file", "redis", "swarm"):
+        if self.backend not in ("file", "redis", "kubernetes", "swarm"):
             raise ConfigError(
-                f"HA_BACKEND={self.backend!r} is not available in this agent (choose file, redis or swarm; "
-                "the kubernetes lease ships with its platform backend)"
+                f"HA_BACKEND={self.backend!r} is not available in this agent (choose file, redis, kubernetes or swarm)"
             )
         if not self.renew_deadline < self.lease_duration:
             raise ConfigError("RENEW_DEADLINE must be shorter than LEASE_DURATION")

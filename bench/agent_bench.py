@@ -6,7 +6,11 @@ Failover: two real ``streamspace-agent`` processes (local backend) of one agent 
 fake control plane (a websockets server in this process); the leader is killed with SIGKILL
 and we time kill → the follower's ``leader`` (is_leader=true) frame, then → the first command
 executed by it. LEASE_DURATION=3s, RENEW_DEADLINE=2s, RETRY_PERIOD=500ms unless --defaults
-(15s/10s/2s, one run each). Redis: REDIS_URL (default redis://127.0.0.1:6379/14).
+(15s/10s/2s, one run each). Redis: REDIS_URL (default redis://127.0.0.1:6379/14). Kubernetes:
+the ``coordination.k8s.io/v1`` Lease on the API emulator (tests/support/kube_api.py) in this
+process; from the Lease's stored versions each run also checks that the old leader's mandate
+(its last renewal + RENEW_DEADLINE) ended before the new leader's first write, i.e. that two
+leaders never acted at once, and reports the smallest such gap.
 ``--swarm`` adds the Swarm lease's row (kill -9 and SIGSTOP, ``bench/swarm_bench.py``); it
 makes the engine a single-node Swarm manager for the run if it is not one.
 
@@ -39,6 +43,7 @@ from agent_runtime.config import AgentConfig, parse_duration  # noqa: E402
 from agent_runtime.connection import AgentConnection  # noqa: E402
 from agent_runtime.leader import AlwaysLeader  # noqa: E402
 from tests.support.fakes import FakeControlPlane  # noqa: E402
+from tests.support.kube_api import KubeAPI  # noqa: E402
 from tests.support.processes import spawn_agent  # noqa: E402
 
 FAST = {"LEASE_DURATION": "3s", "RENEW_DEADLINE": "2s", "RETRY_PERIOD": "500ms"}
@@ -64,13 +69,40 @@ def link_of(cp, instance_id):
     return links[-1] if links else None
 
 
-async def failover_once(backend: str, timings: dict[str, str], workdir: Path, redis_url: str) -> tuple[float, float]:
+def lease_gap(kube: KubeAPI, key: str, renew_deadline: float) -> float:
+    """Seconds between the end of a's last mandate and b's first write of the Lease (> 0: never
+    two leaders at once)."""
+    from datetime import datetime
+
+    with kube.cond:
+        writes = [
+            (
+                datetime.fromisoformat(obj["spec"]["renewTime"].replace("Z", "+00:00")).timestamp(),
+                obj["spec"].get("holderIdentity"),
+            )
+            for _, resource, _, kind, obj in kube.events
+            if resource == "leases" and obj["metadata"]["name"] == key and kind != "DELETED"
+        ]
+    last_a = max(t for t, holder in writes if holder == "a")
+    first_b = min(t for t, holder in writes if holder == "b")
+    return first_b - (last_a + renew_deadline)
+
+
+async def failover_once(
+    backend: str, timings: dict[str, str], workdir: Path, redis_url: str, gaps: list[float]
+) -> tuple[float, float]:
     cp = FakeControlPlane(heartbeat_interval_s=1.0)
     await cp.start()
-    env = {"ENABLE_HA": "true", "HA_BACKEND": backend, "LEASE_KEY": f"bench-{secrets.token_hex(4)}", **timings}
+    key = f"bench-{secrets.token_hex(4)}"
+    env = {"ENABLE_HA": "true", "HA_BACKEND": backend, "LEASE_KEY": key, **timings}
     env["FILE_LOCK_PATH"] = str(workdir / "leader.lock")
     env["REDIS_URL"] = redis_url
     env["LOG_LEVEL"] = "warning"
+    kube = None
+    if backend == "kubernetes":
+        kube = KubeAPI().start()
+        env["KUBECONFIG"] = str(kube.write_kubeconfig(workdir / "kubeconfig"))
+        env["LEASE_NAMESPACE"] = "bench"
     a = await spawn_agent(cp.url, cp.token, instance_id="a", data_dir=workdir / "a", env=env)
     b = None
     try:
@@ -87,30 +119,37 @@ async def failover_once(backend: str, timings: dict[str, str], workdir: Path, re
         cid = await link_b.command("stop_session", "bench", {})
         await cp.wait_result(cid, timeout=30)
         acted = time.monotonic() - killed
+        if kube is not None:
+            gap = lease_gap(kube, key, parse_duration(timings["RENEW_DEADLINE"]))
+            assert gap > 0, f"two leaders could act at once ({gap:.3f} s)"
+            gaps.append(gap)
         return took_over, acted
     finally:
         await a.stop()
         if b is not None:
             await b.stop()
         await cp.stop()
+        if kube is not None:
+            kube.stop()
 
 
-async def bench_failover(runs: int, defaults: bool, redis_url: str) -> None:
+async def bench_failover(runs: int, defaults: bool, redis_url: str, backends: list[str]) -> None:
     print(f"## failover (kill -9 of the leader), {runs} runs each")
     for label, timings, n in [("LEASE_DURATION=3s RENEW_DEADLINE=2s RETRY_PERIOD=500ms", FAST, runs)] + (
         [("defaults 15s/10s/2s", DEFAULTS, 1)] if defaults else []
     ):
-        for backend in ("file", "redis"):
-            takeovers, actions = [], []
+        for backend in backends:
+            takeovers, actions, gaps = [], [], []
             for _ in range(n):
                 with tempfile.TemporaryDirectory() as tmp:
-                    took_over, acted = await failover_once(backend, timings, Path(tmp), redis_url)
+                    took_over, acted = await failover_once(backend, timings, Path(tmp), redis_url, gaps)
                 takeovers.append(took_over)
                 actions.append(acted)
+            never_two = f"; old mandate ended >= {min(gaps):.2f} s before the takeover" if gaps else ""
             print(
                 f"{backend:5} {label}: takeover p50 {statistics.median(takeovers):.2f} s "
                 f"(min {min(takeovers):.2f}, max {max(takeovers):.2f}); first command executed p50 "
-                f"{statistics.median(actions):.2f} s  [n={n}]",
+                f"{statistics.median(actions):.2f} s{never_two}  [n={n}]",
                 flush=True,
             )
 
@@ -189,6 +228,7 @@ def main() -> None:
     parser.add_argument("--defaults", action="store_true", help="also one run per backend at 15s/10s/2s")
     parser.add_argument("--swarm", action="store_true", help="also the Swarm lease (HA_BACKEND=swarm)")
     parser.add_argument("--skip-failover", action="store_true")
+    parser.add_argument("--lease-backends", default="file,redis,kubernetes", help="comma-separated HA_BACKEND values")
     parser.add_argument("--skip-start", action="store_true")
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
     args = parser.parse_args()
@@ -196,7 +236,8 @@ def main() -> None:
 
     logging.basicConfig(level=logging.WARNING)
     if not args.skip_failover:
-        asyncio.run(bench_failover(args.runs, args.defaults, args.redis_url))
+        backends = [b.strip() for b in args.lease_backends.split(",") if b.strip()]
+        asyncio.run(bench_failover(args.runs, args.defaults, args.redis_url, backends))
     if args.swarm:
         from swarm_bench import bench_swarm_failover
 

@@ -1,9 +1,10 @@
 """Leader election among the replicas of one agent (client-go ``leaderelection`` semantics).
 
 A :class:`Lease` is the storage primitive (``file``: ``flock``; ``redis``: ``SET NX PX``
-with compare-and-renew / compare-and-delete in Lua; ``swarm``: a record in the Swarm's raft
-store written by compare-and-swap on its version, :mod:`agent_runtime.leader.swarm`).
-:class:`LeaderElector` runs the loop:
+with compare-and-renew / compare-and-delete in Lua; ``kubernetes``: a ``coordination.k8s.io/v1``
+Lease written with optimistic concurrency, :mod:`agent_runtime.leader.kubernetes`; ``swarm``: a
+record in the Swarm's raft store written by compare-and-swap on its version,
+:mod:`agent_runtime.leader.swarm`). :class:`LeaderElector` runs the loop:
 
 * a follower tries to acquire every ``retry_period``;
 * the leader renews every ``retry_period``; each success extends its *mandate* to
@@ -169,6 +170,17 @@ def make_elector(config: LeaseConfig, *, identity: str) -> Elector:
             config.lease_key,
             lease_duration=config.lease_duration,
             identity=identity,
+            timeout=config.retry_period,
+        )
+        return LeaderElector(lease, config, identity=identity)
+    if config.backend == "kubernetes":
+        from agent_runtime.leader.kubernetes import KubernetesLease  # noqa: PLC0415 optional dependency (kubernetes)
+
+        lease = KubernetesLease(
+            config.lease_key,
+            config.lease_namespace,
+            identity=identity,
+            lease_duration=config.lease_duration,
             timeout=config.retry_period,
         )
         return LeaderElector(lease, config, identity=identity)

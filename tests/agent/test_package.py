@@ -96,10 +96,15 @@ def test_flags_and_env(tmp_path):
     assert (config.agent_id, config.token, config.instance_id) == ("flag-id", "t2", "i9")
 
 
-def test_kubernetes_is_a_clear_error(capsys):
-    code = main(["--platform", "kubernetes", "--control-plane", "http://cp", "--token", "t"])
+def test_kubernetes_without_a_cluster_is_a_clear_error(capsys, monkeypatch, tmp_path):
+    for var in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config either
+    code = main(
+        ["--platform", "kubernetes", "--control-plane", "http://cp", "--token", "t", "--data-dir", str(tmp_path)]
+    )
     assert code == 2
-    assert "'kubernetes' backend is not installed" in capsys.readouterr().err
+    assert "cannot reach Kubernetes: no usable kubeconfig or in-cluster service account" in capsys.readouterr().err
 
 
 def test_missing_flags_are_named(capsys, monkeypatch):

@@ -31,9 +31,11 @@ def code_env_vars() -> set[str]:
         text = path.read_text(encoding="utf-8")
         for pattern in _ENV_READS:
             names.update(pattern.findall(text))
-    # The Docker backend's options are STREAMSPACE_DOCKER_<OPTION> (agent_runtime/cli.py).
-    docker_backend = (REPO / "agent_runtime" / "backends" / "docker.py").read_text(encoding="utf-8")
-    names.update(f"STREAMSPACE_DOCKER_{o.upper()}" for o in re.findall(r"opts\.get\(\"([a-z_]+)\"", docker_backend))
+    # A backend's options are STREAMSPACE_<PLATFORM>_<OPTION> (agent_runtime/cli.py).
+    for platform in ("docker", "kubernetes"):
+        backend = (REPO / "agent_runtime" / "backends" / f"{platform}.py").read_text(encoding="utf-8")
+        options = re.findall(r"opts\.get\(\"([a-z_]+)\"", backend)
+        names.update(f"STREAMSPACE_{platform.upper()}_{o.upper()}" for o in options)
     return names
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from helm_python import Chart, HelmError, lint
 
-from tests.deploy.conftest import DEPLOY, unknown_env_vars
+from tests.deploy.conftest import DEPLOY, REPO, unknown_env_vars
 
 CHART = DEPLOY / "helm" / "streamspace"
 KUBE_VERSION = "1.30.0"
@@ -88,8 +88,12 @@ def test_every_manifest_matches_the_kubernetes_schema(name):
 def test_required_secrets_fail_the_render_with_a_clear_message():
     with pytest.raises(HelmError, match="secrets.secretKey is required"):
         render({})
+    without_token = {k: v for k, v in values("minimal")["secrets"].items() if k != "agentToken"}
     with pytest.raises(HelmError, match="secrets.agentToken is required when agent.enabled"):
-        render({**values("minimal"), "agent": {"enabled": True}})
+        render({"secrets": without_token})
+    assert not [
+        d for d in render({"secrets": without_token, "agent": {"enabled": False}}) if "agent" in d["metadata"]["name"]
+    ]
 
 
 def test_existing_secret_replaces_the_chart_secret():
@@ -175,13 +179,19 @@ def test_migrations_hook_and_plain_job(ha):
     plain = render({**values("minimal"), "migrations": {"helmHook": False}}, upgrade=True)
     (job,) = find(plain, "Job")
     assert job["metadata"]["name"].startswith("streamspace-migrate-") and "annotations" not in job["metadata"]
+    assert "ensure_agent" in job["spec"]["template"]["spec"]["containers"][0]["command"][-1]  # agent on by default
+    no_agent = render({**values("minimal"), "agent": {"enabled": False}})
+    (job,) = find(no_agent, "Job")
     assert "ensure_agent" not in job["spec"]["template"]["spec"]["containers"][0]["command"][-1]
 
 
-def test_agent_is_disabled_by_default(minimal):
-    assert not [d for d in minimal if "agent" in d["metadata"]["name"]]
-    assert yaml.safe_load((CHART / "values.yaml").read_text())["agent"]["enabled"] is False
-    assert "not implemented yet" in notes(values("minimal"))
+def test_agent_is_enabled_by_default(minimal):
+    assert yaml.safe_load((CHART / "values.yaml").read_text())["agent"]["enabled"] is True
+    agent = one(minimal, "Deployment", "streamspace-agent")
+    assert agent["spec"]["replicas"] == 3
+    env = {e["name"]: e.get("value") for e in agent["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["STREAMSPACE_KUBERNETES_NAMESPACE"] == NAMESPACE == env["LEASE_NAMESPACE"]
+    assert "not implemented" not in notes(values("minimal"))
 
 
 def test_agent_replicas_lease_and_rbac(ha):
@@ -192,30 +202,73 @@ def test_agent_replicas_lease_and_rbac(ha):
     one(ha, "ServiceAccount", "streamspace-agent")
     env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
     assert env["PLATFORM"] == "kubernetes" and env["HA_BACKEND"] == "kubernetes" and env["ENABLE_HA"] == "true"
-    assert env["LEASE_KEY"] == "k8s-agent-leader"
+    assert env["LEASE_KEY"] == "k8s-agent-leader" and env["LEASE_NAMESPACE"] == NAMESPACE
     assert (env["LEASE_DURATION"], env["RENEW_DEADLINE"], env["RETRY_PERIOD"]) == ("15s", "10s", "2s")
     assert env["CONTROL_PLANE_URL"] == "http://streamspace.streamspace.svc:80"
+    assert env["STREAMSPACE_KUBERNETES_NAMESPACE"] == "streamspace-sessions"
+    assert (env["STREAMSPACE_KUBERNETES_HOME_SIZE"], env["STREAMSPACE_KUBERNETES_HOME_ACCESS_MODE"]) == (
+        "10Gi",
+        "ReadWriteOnce",
+    )
+    assert env["STREAMSPACE_KUBERNETES_STORAGE_CLASS"] == "" and env["STREAMSPACE_KUBERNETES_SHM_SIZE"] == "1Gi"
+    assert env["STREAMSPACE_KUBERNETES_NETWORK_POLICY"] == "false"  # the chart's policy isolates sessions
+    assert "app.kubernetes.io/component=control-plane" in env["STREAMSPACE_KUBERNETES_ALLOWED_FROM"]
 
     lease_role = one(ha, "Role", "streamspace-agent-leader-election")
     assert lease_role["rules"] == [
-        {
-            "apiGroups": ["coordination.k8s.io"],
-            "resources": ["leases"],
-            "verbs": ["get", "list", "watch", "create", "update", "patch"],
-        }
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
     ]
     sessions_role = one(ha, "Role", "streamspace-agent-sessions")
     assert sessions_role["metadata"]["namespace"] == "streamspace-sessions"
-    granted = {(g, r) for rule in sessions_role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
-    assert {
-        ("apps", "deployments"),
-        ("", "services"),
-        ("", "persistentvolumeclaims"),
-        ("networking.k8s.io", "networkpolicies"),
-    } <= granted
     for binding in find(ha, "RoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "streamspace-agent", "namespace": NAMESPACE}]
     assert one(ha, "PodDisruptionBudget", "streamspace-agent")["spec"]["minAvailable"] == 2
+
+
+# The client's method names → (API group, resource, RBAC verb).
+_CALL = re.compile(r"\b(create|read|list|patch|replace|delete)_namespaced_([a-z_]+)\b")
+_VERB = {"create": "create", "read": "get", "list": "list", "patch": "patch", "replace": "update", "delete": "delete"}
+_RESOURCE = {
+    "deployment": ("apps", "deployments"),
+    "deployment_scale": ("apps", "deployments/scale"),
+    "pod": ("", "pods"),
+    "pod_log": ("", "pods/log"),
+    "service": ("", "services"),
+    "persistent_volume_claim": ("", "persistentvolumeclaims"),
+    "secret": ("", "secrets"),
+    "network_policy": ("networking.k8s.io", "networkpolicies"),
+    "lease": ("coordination.k8s.io", "leases"),
+}
+
+
+def _verbs_the_code_uses() -> set[tuple[str, str, str]]:
+    used = set()
+    for path in ("backends/kubernetes.py", "backends/kubernetes_cache.py", "leader/kubernetes.py"):
+        text = (REPO / "agent_runtime" / path).read_text()
+        for match in _CALL.finditer(text):
+            verb, kind = match[1], match[2]
+            group, resource = _RESOURCE[kind]
+            used.add((group, resource, _VERB[verb]))
+            if verb == "list":  # the informers list, then watch
+                used.add((group, resource, "watch"))
+    return used
+
+
+@pytest.mark.parametrize("network_policy", [True, False])
+def test_the_agent_roles_grant_exactly_the_verbs_the_code_uses(network_policy):
+    docs = render({**values("ha"), "networkPolicy": {"enabled": network_policy}})
+    granted = {
+        (group, resource, verb)
+        for name in ("streamspace-agent-leader-election", "streamspace-agent-sessions")
+        for rule in one(docs, "Role", name)["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    used = _verbs_the_code_uses()
+    if network_policy:  # the chart's own policy: the agent writes none
+        used = {u for u in used if u[1] != "networkpolicies"}
+    assert granted == used
 
 
 def test_network_policy_isolates_sessions(ha):
