@@ -28,7 +28,7 @@ def open_current_periods(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("sessions_app", "0003_session_failure_reports"),
+        ("sessions_app", "0004_template_stream_fields"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
