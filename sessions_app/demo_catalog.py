@@ -2,11 +2,30 @@
 
 Every entry stays in the catalog whatever runs here: a template no connected agent can
 serve is shown as unavailable with the reason (``sessions_app.availability``).
+
+The container templates run the session images StreamSpace ships (``deploy/images``, built
+by ``make images`` with no registry): ``ghcr.io/streamspace-dev/<name>:<version>`` on Docker
+or Kubernetes, selkies on port 8080, the session user's home at ``/home/user``.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from agent_runtime import images
+
+
+def shipped(name: str, **entry: Any) -> dict[str, Any]:
+    """A template of the shipped image ``name``: its image, port and the platform choice
+    (empty: Docker or Kubernetes, wherever an agent can run it)."""
+    return {
+        "image": images.shipped_image(name),
+        "streaming_port": images.STREAMING_PORT,
+        "platform": "",
+        "tags": [*entry.pop("tags", []), "selkies"],
+        **entry,
+    }
+
 
 DEMO_TEMPLATES: list[dict[str, Any]] = [
     {
@@ -36,37 +55,49 @@ DEMO_TEMPLATES: list[dict[str, Any]] = [
         "tags": ["desktop", "selkies", "webrtc"],
         "requires": ["desktop"],
     },
-    {
-        "slug": "webtop-xfce",
-        "display_name": "Ubuntu XFCE desktop",
-        "description": "A full XFCE desktop in a container, streamed by Selkies.",
-        "category": "Desktops",
-        "icon": "🐧",
-        "image": "ghcr.io/linuxserver/webtop:ubuntu-xfce",
-        "default_cpu_millicores": 2000,
-        "default_memory_mb": 4096,
-        "tags": ["desktop", "xfce"],
-    },
-    {
-        "slug": "firefox",
-        "display_name": "Firefox",
-        "description": "The Firefox browser in an isolated container.",
-        "category": "Browsers",
-        "icon": "🦊",
-        "image": "ghcr.io/linuxserver/firefox:latest",
-        "default_cpu_millicores": 1000,
-        "default_memory_mb": 2048,
-        "tags": ["browser"],
-    },
-    {
-        "slug": "vscode",
-        "display_name": "VS Code",
-        "description": "Visual Studio Code in the browser with a persistent home.",
-        "category": "Development",
-        "icon": "🧑‍💻",
-        "image": "ghcr.io/linuxserver/code-server:latest",
-        "default_cpu_millicores": 1000,
-        "default_memory_mb": 2048,
-        "tags": ["ide", "development"],
-    },
+    shipped(
+        "desktop",
+        slug="desktop",
+        display_name="Debian desktop",
+        description="A Debian desktop with a terminal in a container (openbox, xterm), streamed by Selkies. "
+        "Your home folder is kept between sessions.",
+        category="Desktops",
+        icon="🐧",
+        default_cpu_millicores=2000,
+        default_memory_mb=2048,
+        tags=["desktop", "debian"],
+    ),
+    shipped(
+        "terminal",
+        slug="terminal",
+        display_name="Terminal",
+        description="A full-screen terminal with git, tmux, vim and curl, in a container.",
+        category="Development",
+        icon="⌨️",
+        default_cpu_millicores=1000,
+        default_memory_mb=1024,
+        tags=["terminal", "development"],
+    ),
+    shipped(
+        "firefox",
+        slug="firefox",
+        display_name="Firefox",
+        description="Debian's Firefox ESR in an isolated container.",
+        category="Browsers",
+        icon="🦊",
+        default_cpu_millicores=2000,
+        default_memory_mb=2048,
+        tags=["browser"],
+    ),
+    shipped(
+        "libreoffice",
+        slug="libreoffice",
+        display_name="LibreOffice",
+        description="LibreOffice Writer, Calc and Impress in a container; documents stay in your home folder.",
+        category="Office",
+        icon="📝",
+        default_cpu_millicores=2000,
+        default_memory_mb=2048,
+        tags=["office"],
+    ),
 ]
