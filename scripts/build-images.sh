@@ -12,9 +12,10 @@
 # image its own Dockerfile on the desktop image: the same images as a registry build, tagged
 # ghcr.io/streamspace-dev/<name>:<version> (version: pyproject.toml).
 #
-# Cached: each image carries the hash of its inputs (its directory, this script, the
-# version, and for apps the desktop's hash) as the label streamspace.image-inputs; an image
-# whose label matches is not rebuilt, so a warm run takes about a second.
+# Cached: the root filesystem is named by the hash of what goes into it (ROOTFS_INPUTS and
+# ROOTFS_RECIPE), and each image carries the hash of its inputs (its directory, the version,
+# and the root filesystem's or the desktop's hash) as the label streamspace.image-inputs; an
+# image whose label matches is not rebuilt, so a warm run takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[images] %s\n' "$*"; }
@@ -31,8 +32,12 @@ for name in "${wanted[@]}"; do
   [ -f "deploy/images/$name/Dockerfile" ] || { log "no image named '$name' (deploy/images/<name>/Dockerfile)"; exit 2; }
 done
 
-inputs_hash() {  # the hash of a directory's files, this script and the version (+ extra words)
-  { find "deploy/images/$1" -type f -print0 | sort -z | xargs -0 sha256sum; sha256sum "$0"; echo "$VERSION ${*:2}"; } \
+# What the root filesystem is made of; change ROOTFS_RECIPE when the mmdebstrap call changes.
+ROOTFS_RECIPE="bookworm main+updates+security, variant apt, setup.sh in a clean environment (1)"
+ROOTFS_INPUTS=(deploy/images/desktop/packages.txt deploy/images/desktop/requirements.txt deploy/images/desktop/setup.sh)
+
+inputs_hash() {  # the hash of a directory's files and the version (+ extra words)
+  { find "deploy/images/$1" -type f ! -path "*/__pycache__/*" -print0 | sort -z | xargs -0 sha256sum; echo "$VERSION ${*:2}"; } \
     | sha256sum | cut -c1-16
 }
 current_label() { docker image inspect -f "{{ index .Config.Labels \"$LABEL\" }}" "$1" 2>/dev/null || true; }
@@ -45,12 +50,14 @@ build() {  # build <name> <hash> <docker build args...>
   fi
   log "building $image"
   local started=$SECONDS
-  DOCKER_BUILDKIT=0 docker build -q --label "$LABEL=$hash" --build-arg "VERSION=$VERSION" "${@:3}" \
-    -t "$image" "deploy/images/$name" >/dev/null
+  local out
+  out=$(DOCKER_BUILDKIT=0 docker build -q --label "$LABEL=$hash" --build-arg "VERSION=$VERSION" "${@:3}" \
+    -t "$image" "deploy/images/$name" 2>&1) || { printf '%s\n' "$out" >&2; log "building $image failed"; exit 1; }
   log "built $image in $((SECONDS - started)) s"
 }
 
-desktop_hash=$(inputs_hash desktop)
+rootfs_hash=$({ sha256sum "${ROOTFS_INPUTS[@]}"; echo "$ROOTFS_RECIPE"; } | sha256sum | cut -c1-16)
+desktop_hash=$(inputs_hash desktop "$rootfs_hash")
 needs_desktop=false
 for name in "${wanted[@]}"; do
   if [ "$name" = desktop ]; then needs_desktop=true
@@ -59,9 +66,9 @@ for name in "${wanted[@]}"; do
 done
 
 if $needs_desktop && [ "$(current_label "$REGISTRY/desktop:$VERSION")" != "$desktop_hash" ]; then
-  rootfs_image="streamspace.local/desktop-rootfs:$desktop_hash"
+  rootfs_image="streamspace.local/desktop-rootfs:$rootfs_hash"
   if ! docker image inspect "$rootfs_image" >/dev/null 2>&1; then
-    tarball="$CACHE/desktop-rootfs-$desktop_hash.tar"
+    tarball="$CACHE/desktop-rootfs-$rootfs_hash.tar"
     if [ ! -s "$tarball" ]; then
       scripts/ensure-image-tools.sh
       mkdir -p "$CACHE"
@@ -90,7 +97,7 @@ if $needs_desktop && [ "$(current_label "$REGISTRY/desktop:$VERSION")" != "$desk
       mv "$tarball.partial" "$tarball"
       log "root filesystem ready in $((SECONDS - started)) s: $tarball"
       # Older root filesystems of the desktop are of no further use.
-      find "$CACHE" -maxdepth 1 -name 'desktop-rootfs-*.tar' ! -name "desktop-rootfs-$desktop_hash.tar" -delete
+      find "$CACHE" -maxdepth 1 -name 'desktop-rootfs-*.tar*' ! -name "desktop-rootfs-$rootfs_hash.tar" -delete
     fi
     log "loading the root filesystem as $rootfs_image"
     docker import "$tarball" "$rootfs_image" >/dev/null
@@ -98,7 +105,7 @@ if $needs_desktop && [ "$(current_label "$REGISTRY/desktop:$VERSION")" != "$desk
   build desktop "$desktop_hash" --build-arg "DEBIAN_BASE=$rootfs_image"
   # The root filesystem image is only the desktop's first layer: keep the newest, drop older ones.
   docker images --format '{{.Repository}}:{{.Tag}}' streamspace.local/desktop-rootfs \
-    | grep -v ":$desktop_hash\$" | xargs -r docker rmi -f >/dev/null 2>&1 || true
+    | grep -v ":$rootfs_hash\$" | xargs -r docker rmi -f >/dev/null 2>&1 || true
 elif $needs_desktop; then
   log "$REGISTRY/desktop:$VERSION is up to date"
 fi

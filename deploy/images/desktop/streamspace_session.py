@@ -60,7 +60,8 @@ def selkies_command(port: int, env: dict[str, str], dev: Path = Path("/dev")) ->
     frame-ancestors policy itself, so selkies allows any ancestor rather than only its own
     origin (browsers apply every policy a response carries).
     """
-    argv = [SELKIES, "--addr", "0.0.0.0", "--port", str(port), "--frame-ancestors=*"]
+    # The images have no sound server: selkies would retry one forever.
+    argv = [SELKIES, "--addr", "0.0.0.0", "--port", str(port), "--frame-ancestors=*", "--audio-enabled=false"]
     selkies_env = {key: value for key, value in env.items() if key not in SECRET_VARIABLES}
     secret = env.get("STREAMSPACE_STREAM_SECRET", "")
     if secret:
