@@ -16,11 +16,17 @@ from agent_runtime import images
 
 
 def shipped(name: str, **entry: Any) -> dict[str, Any]:
-    """A template of the shipped image ``name``: its image, port and the platform choice
-    (empty: Docker or Kubernetes, wherever an agent can run it)."""
+    """A template of the shipped image ``name``: its image, port and home, the per-session
+    stream secret its entry point requires, a read-only root (the images write only to the
+    home and /tmp) and the platform choice (empty: Docker or Kubernetes, wherever an agent
+    can run it). ``shm_size_mb`` is the entry's: Firefox and LibreOffice want more than
+    Docker's 64 MiB."""
     return {
         "image": images.shipped_image(name),
         "streaming_port": images.STREAMING_PORT,
+        "home_path": images.HOME_PATH,
+        "stream_auth": True,
+        "read_only_root": True,
         "platform": "",
         "tags": [*entry.pop("tags", []), "selkies"],
         **entry,
@@ -58,6 +64,7 @@ DEMO_TEMPLATES: list[dict[str, Any]] = [
     shipped(
         "desktop",
         slug="desktop",
+        shm_size_mb=512,
         display_name="Debian desktop",
         description="A Debian desktop with a terminal in a container (openbox, xterm), streamed by Selkies. "
         "Your home folder is kept between sessions.",
@@ -70,6 +77,7 @@ DEMO_TEMPLATES: list[dict[str, Any]] = [
     shipped(
         "terminal",
         slug="terminal",
+        shm_size_mb=256,
         display_name="Terminal",
         description="A full-screen terminal with git, tmux, vim and curl, in a container.",
         category="Development",
@@ -81,6 +89,7 @@ DEMO_TEMPLATES: list[dict[str, Any]] = [
     shipped(
         "firefox",
         slug="firefox",
+        shm_size_mb=2048,
         display_name="Firefox",
         description="Debian's Firefox ESR in an isolated container.",
         category="Browsers",
@@ -92,6 +101,7 @@ DEMO_TEMPLATES: list[dict[str, Any]] = [
     shipped(
         "libreoffice",
         slug="libreoffice",
+        shm_size_mb=1024,
         display_name="LibreOffice",
         description="LibreOffice Writer, Calc and Impress in a container; documents stay in your home folder.",
         category="Office",

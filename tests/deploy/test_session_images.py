@@ -111,6 +111,9 @@ def test_the_demo_catalog_runs_the_shipped_images_with_their_port():
     assert {entry["image"] for entry in containers} == {images.shipped_image(name) for name in images.NAMES}
     for entry in containers:
         assert entry["streaming_port"] == images.STREAMING_PORT and entry["platform"] == ""
+        assert entry["home_path"] == images.HOME_PATH and entry["stream_auth"] and entry["read_only_root"]
+        assert entry["shm_size_mb"] >= 256
+    assert next(e for e in containers if e["slug"] == "firefox")["shm_size_mb"] >= 1024
 
 
 def test_an_unknown_image_name_is_refused():
