@@ -4,7 +4,8 @@
 which ``make services`` runs), Debian's Chromium driven by Playwright in `make run`'s shape
 (the portal at ``streamspace.localhost``, the session on its own origin).
 
-Alice launches the catalog's "Debian desktop"; a program inside the container paints the X
+Alice launches the catalog's "Debian desktop"; selkies in the container refuses a request
+that bypasses the proxy (the per-session stream secret); a program inside it paints the X
 root window a known colour and the browser's picture of the stream shows it; text typed in
 the browser runs in the session's terminal (read back from inside the container); the file
 it wrote in her home survives hibernate and wake; Bob's viewer URL for her session is refused
@@ -22,6 +23,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from django.core.management import call_command
 from django.db import connection
@@ -171,6 +173,11 @@ def test_alice_streams_the_desktop_image_and_bob_is_refused(
         session = Session.objects.get(pk=session_id)
         assert session.template.image == desktop_image and session.user == alice
         viewer = open_viewer(page, session_id)
+
+        # Only the proxy can use the stream: selkies in the container wants the session's secret.
+        session.refresh_from_db()
+        assert session.stream_secret and session.endpoint
+        assert httpx.get(f"http://{session.endpoint}/", timeout=10).status_code == 401
 
         # A program inside the session paints the X root window; the browser's picture shows it.
         assert share_of(viewer.screenshot(), MAGENTA) < 0.01
