@@ -46,7 +46,7 @@ services:
 	scripts/ensure-desktop-deps.sh
 	scripts/ensure-test-peers.sh
 	scripts/ensure-deploy-tools.sh
-	scripts/build-images.sh desktop
+	scripts/build-images.sh
 
 ## images: the session images of deploy/images (ghcr.io/streamspace-dev/<name>:<version>), built
 ## with no registry from Debian's packages (mmdebstrap) and cached; see deploy/README.md
