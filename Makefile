@@ -9,7 +9,7 @@ PORT ?= 8000
 PG_URL ?= postgres://postgres@127.0.0.1:5432/streamspace
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test venv lint check test-sqlite test-postgres services bench clean
+.PHONY: run test venv lint check test-sqlite test-postgres services images bench clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml tests/example_plugin/pyproject.toml
 	@scripts/bootstrap.sh
@@ -46,6 +46,12 @@ services:
 	scripts/ensure-desktop-deps.sh
 	scripts/ensure-test-peers.sh
 	scripts/ensure-deploy-tools.sh
+	scripts/build-images.sh
+
+## images: the session images of deploy/images (ghcr.io/streamspace-dev/<name>:<version>), built
+## with no registry from Debian's packages (mmdebstrap) and cached; see deploy/README.md
+images:
+	scripts/build-images.sh
 
 ## test: lint, Django checks, then the suite on SQLite and on PostgreSQL + Redis
 test: lint check services test-sqlite test-postgres

@@ -35,7 +35,7 @@ AGENT_TOKEN=$(cat "$DATA/local-agent.token") STREAMSPACE_LOCAL_SESSION_USER=${ST
 pids+=($!)
 
 # A Docker agent when an engine answers and holds session images (ghcr.io/streamspace-dev/*,
-# built by the images' own build): the image templates then launch here too. It never pulls,
+# built by `make images`): the image templates then launch here too. It never pulls,
 # so a template whose image is not on this host shows as unavailable with that reason.
 session_images=$($BIN/python - 2>/dev/null <<'PY' || true
 import docker

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from agent_runtime.images import missing_image_hint
 from agent_runtime.protocol import FEATURE_DESKTOP, image_key
 from streamspace.api.errors import Conflict, ServiceError, Unavailable
 
@@ -161,7 +162,7 @@ def refusal(template: TemplateLike, agent: CandidateLike) -> Availability | None
             False,
             IMAGE_MISSING,
             f"The image {template.image} is not on the host of agent {agent.agent_id}, which does not pull "
-            f"images; build or pull it there (`docker pull {template.image}`).",
+            f"images. {missing_image_hint(template.image)}",
         )
     return None
 

@@ -2,6 +2,10 @@
 
 Every entry stays in the catalog whatever runs here: a template no connected agent can
 serve is shown as unavailable with the reason (``sessions_app.availability``).
+
+The container templates run the session images StreamSpace ships (``deploy/images``, built
+by ``make images`` with no registry): ``ghcr.io/streamspace-dev/<name>:<version>`` on Docker
+or Kubernetes, selkies on port 8080, the session user's home at ``/home/user``.
 """
 
 from __future__ import annotations
@@ -9,6 +13,26 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+
+from agent_runtime import images
+
+
+def shipped(name: str, **entry: Any) -> dict[str, Any]:
+    """A template of the shipped image ``name``: its image, port and home, the per-session
+    stream secret its entry point requires, a read-only root (the images write only to the
+    home and /tmp) and the platform choice (empty: Docker or Kubernetes, wherever an agent
+    can run it). ``shm_size_mb`` is the entry's: Firefox and LibreOffice want more than
+    Docker's 64 MiB."""
+    return {
+        "image": images.shipped_image(name),
+        "streaming_port": images.STREAMING_PORT,
+        "home_path": images.HOME_PATH,
+        "stream_auth": True,
+        "read_only_root": True,
+        "platform": "",
+        "tags": [*entry.pop("tags", []), "selkies"],
+        **entry,
+    }
 
 
 def _icon(name: str) -> str:
@@ -44,37 +68,53 @@ DEMO_TEMPLATES: list[dict[str, Any]] = [
         "tags": ["desktop", "selkies", "webrtc"],
         "requires": ["desktop"],
     },
-    {
-        "slug": "webtop-xfce",
-        "display_name": "Ubuntu XFCE desktop",
-        "description": "A full XFCE desktop in a container, streamed by Selkies.",
-        "category": "Desktops",
-        "icon": _icon("desktop"),
-        "image": "ghcr.io/linuxserver/webtop:ubuntu-xfce",
-        "default_cpu_millicores": 2000,
-        "default_memory_mb": 4096,
-        "tags": ["desktop", "xfce"],
-    },
-    {
-        "slug": "firefox",
-        "display_name": "Firefox",
-        "description": "The Firefox browser in an isolated container.",
-        "category": "Browsers",
-        "icon": _icon("browser"),
-        "image": "ghcr.io/linuxserver/firefox:latest",
-        "default_cpu_millicores": 1000,
-        "default_memory_mb": 2048,
-        "tags": ["browser"],
-    },
-    {
-        "slug": "vscode",
-        "display_name": "VS Code",
-        "description": "Visual Studio Code in the browser with a persistent home.",
-        "category": "Development",
-        "icon": _icon("code"),
-        "image": "ghcr.io/linuxserver/code-server:latest",
-        "default_cpu_millicores": 1000,
-        "default_memory_mb": 2048,
-        "tags": ["ide", "development"],
-    },
+    shipped(
+        "desktop",
+        slug="desktop",
+        shm_size_mb=512,
+        display_name="Debian desktop",
+        description="A Debian desktop with a terminal in a container (openbox, xterm), streamed by Selkies. "
+        "Your home folder is kept between sessions.",
+        category="Desktops",
+        icon=_icon("desktop"),
+        default_cpu_millicores=2000,
+        default_memory_mb=2048,
+        tags=["desktop", "debian"],
+    ),
+    shipped(
+        "terminal",
+        slug="terminal",
+        shm_size_mb=256,
+        display_name="Terminal",
+        description="A full-screen terminal with git, tmux, vim and curl, in a container.",
+        category="Development",
+        icon=_icon("terminal"),
+        default_cpu_millicores=1000,
+        default_memory_mb=1024,
+        tags=["terminal", "development"],
+    ),
+    shipped(
+        "firefox",
+        slug="firefox",
+        shm_size_mb=2048,
+        display_name="Firefox",
+        description="Debian's Firefox ESR in an isolated container.",
+        category="Browsers",
+        icon=_icon("browser"),
+        default_cpu_millicores=2000,
+        default_memory_mb=2048,
+        tags=["browser"],
+    ),
+    shipped(
+        "libreoffice",
+        slug="libreoffice",
+        shm_size_mb=1024,
+        display_name="LibreOffice",
+        description="LibreOffice Writer, Calc and Impress in a container; documents stay in your home folder.",
+        category="Office",
+        icon=_icon("office"),
+        default_cpu_millicores=2000,
+        default_memory_mb=2048,
+        tags=["office"],
+    ),
 ]

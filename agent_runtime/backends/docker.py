@@ -73,6 +73,7 @@ from agent_runtime.backends.base import (
     http_answers,
 )
 from agent_runtime.config import LeaseConfig
+from agent_runtime.images import missing_image_hint
 from agent_runtime.logtail import tail
 from agent_runtime.protocol import (
     LOG_TAIL_MAX_LINES,
@@ -217,14 +218,21 @@ class DockerBackend(Backend):
         except docker.errors.NotFound:
             if self.pull == "never":
                 await self.report_step(session_id, STEP_IMAGE, f"Image {image} is not on this host", "failed")
-                raise BackendError(f"image {image} is not present on this Docker host (pulling is off)") from None
+                raise BackendError(
+                    f"The image {image} is not on this Docker host, which does not pull images. "
+                    + missing_image_hint(image)
+                ) from None
         log.info("pulling image", extra={"image": image})
         await self.report_step(session_id, STEP_IMAGE, f"Pulling image {image}")
         try:
             await self._run(client.images.pull, image)
         except (BackendError, docker.errors.NotFound) as exc:
             await self.report_step(session_id, STEP_IMAGE, f"Pulling image {image} failed", "failed")
-            raise BackendError(f"image {image} is not on this host and cannot be pulled: {exc}") from None
+            reason = str(exc).removeprefix("docker: ")
+            raise BackendError(
+                f"The image {image} is not on this Docker host and pulling it failed ({reason}). "
+                + missing_image_hint(image)
+            ) from None
         await self.report_step(session_id, STEP_IMAGE, f"Pulled image {image}", "done")
 
     async def _item(self, session_id: str, container: Any | None) -> InventoryItem:

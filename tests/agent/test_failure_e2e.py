@@ -23,6 +23,7 @@ from django.test import Client
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from agent_runtime.backends.local import process_start_time
+from agent_runtime.images import shipped_image
 from sessions_app.models import Session, SessionState, Template
 from tests.support.docker import TEST_IMAGE
 from tests.support.stack import Stack, make_agent, stack_env, wait_for_other_connections_to_close
@@ -189,3 +190,20 @@ def test_a_running_container_killed_from_outside_fails_within_seconds(
     session = failed_within(session_id, killed_at)
     assert session.exit_code == 137 and "SIGKILL" in session.status_message
     check_logs_and_page(stack, api, alice, session_id, 137)
+
+
+@pytest.mark.docker
+def test_a_shipped_image_missing_on_the_docker_host_fails_the_launch_naming_make_images(
+    stack, api, alice, docker_agent_id
+):
+    # A version no build ever made: the host lacks it and no registry serves it.
+    image = shipped_image("desktop", version="0.0.0-images-absent")
+    Template.objects.create(slug="absent-image", display_name="Absent image", platform="docker", image=image)
+    start_agent(stack, "docker", docker_agent_id, stop_timeout="2")  # pulls missing images
+    began = time.monotonic()
+    session_id = launch(api, "absent-image")
+    session = failed_within(session_id, began, timeout=30)  # includes the engine's failed pull
+    assert image in session.status_message and "`make images`" in session.status_message
+    body = api.get(f"/api/v1/sessions/{session_id}").json()
+    assert body["progress"][0]["step"] == "image" and body["progress"][0]["state"] == "failed"
+    assert image in portal_page(stack, alice, session_id)

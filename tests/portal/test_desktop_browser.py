@@ -142,7 +142,7 @@ def test_admin_launches_the_linux_desktop_and_types_into_its_terminal(browser, s
         page.get_by_role("heading", name="Catalog").wait_for()
 
         # No docker or kubernetes agent: the image templates are there, unavailable, with the reason.
-        for slug in ("firefox", "vscode", "webtop-xfce"):
+        for slug in ("desktop", "terminal", "firefox", "libreoffice"):
             card = page.locator(f'[data-template="{slug}"]')
             assert card.get_attribute("data-available") == "false"
             assert card.locator('[data-unavailable="no_agent"]').inner_text().startswith("Unavailable")

@@ -11,6 +11,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from agent_runtime.images import shipped_image
 from agents_app.models import Agent, AgentInstance
 from agents_app.tokens import hash_token
 from sessions_app.availability import (
@@ -232,3 +233,8 @@ def test_the_portal_shows_the_reason_and_no_launch_button(alice, template, deskt
     assert response.status_code == 409 and response.json()["code"] == FEATURE_MISSING
     response = alice_browser.post("/launch/xfce", follow=True)
     assert "Could not launch XFCE: No agent is registered for docker or kubernetes" in response.content.decode()
+
+
+def test_a_missing_shipped_image_names_make_images():
+    why = refusal(template_of(image=shipped_image("desktop")), candidate(images=["other:latest"], pulls_images=False))
+    assert why.code == IMAGE_MISSING and shipped_image("desktop") in why.reason and "`make images`" in why.reason
