@@ -1,8 +1,12 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.models import Group
 
-from sessions_app.models import GroupQuota, Session, SessionLog, Template, UserQuota
+from sessions_app.models import GroupQuota, Session, SessionLog, Share, Template, UserQuota
 
 
 @admin.register(Template)
@@ -11,6 +15,20 @@ class TemplateAdmin(admin.ModelAdmin):
     list_filter = ("enabled", "category", "platform")
     search_fields = ("slug", "display_name", "description")
     prepopulated_fields = {"slug": ("display_name",)}
+
+
+class ShareInline(admin.TabularInline):
+    """The session's shares, shown read-only: they are granted and revoked through the API or
+    the portal, which audit each change and close what a revocation ends (sessions_app.sharing)."""
+
+    model = Share
+    extra = 0
+    can_delete = False
+    fields = ("role", "user", "group", "may_manage", "expires_at", "created_by", "created_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(Session)
@@ -30,7 +48,7 @@ class SessionAdmin(admin.ModelAdmin):
     search_fields = ("id", "name", "user__username")
     list_select_related = ("user", "template", "agent")
     raw_id_fields = ("user",)
-    filter_horizontal = ("shared_with",)
+    inlines = [ShareInline]
     # State changes go through the state machine (services), not through this form.
     readonly_fields = (
         "state",

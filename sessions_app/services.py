@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from agents_app import services as agents
 from agents_app.models import CommandAction
-from sessions_app import placement, quotas
+from sessions_app import placement, quotas, sharing
 from sessions_app.models import GroupQuota, Session, SessionState, Template
 from sessions_app.notify import session_changed, sessions_changed
 from sessions_app.state import IllegalTransition, transition, transition_many
@@ -158,6 +158,7 @@ def stop_session(session: Session, *, actor: Any = None, request: Any = None) ->
             return session
         transition(session, S.STOPPING, message="Stopping", actor=actor)
         record("session.stop", actor=actor, target=session, request=request)
+        sharing.end_all(session, actor=actor)  # a share ends with its session
         agents.enqueue_command(session, CommandAction.STOP, {"delete_home": False})
     return session
 
