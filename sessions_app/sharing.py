@@ -160,6 +160,14 @@ def end_all(session: Session, *, actor: Any = None, reason: str = "session_stopp
     return len(shares)
 
 
+def record_recipient_use(session: Session, user: Any, role: str, *, request: Any = None) -> None:
+    """A share recipient opened the session (asked for a viewer URL): audit and event."""
+    details = {"role": role, "recipient": user.get_username()}
+    record("share.use", actor=user, target=session, request=request, details=details)
+    data = {"session_id": str(session.pk), "kind": "user", **details}
+    transaction.on_commit(lambda: events.emit("share.used", actor=user, data=data))
+
+
 def resolve_recipient(*, username: str | None = None, group: str | None = None) -> Any:
     """The active user or the group named in a share request, or a 400 naming what is wrong."""
     if username is not None:
