@@ -4,7 +4,7 @@
   every recipient of a share (to the user or one of their groups), whatever its role.
 * **Interact** (send input through the viewer, upload files): the owner, operators, admins
   and recipients of a *collaborator* share. A *viewer* share sees the picture only
-  (docs/architecture.md §17: how the proxy keeps a viewer's input away from the session).
+  (docs/architecture.md §18: how the proxy keeps a viewer's input away from the session).
 * **Manage** (stop, hibernate, wake, read the logs): the owner, operators and admins, and a
   recipient whose share says ``may_manage``. Without it a recipient never changes the
   session's lifecycle: waking runs the session again on its owner's quota, so it is the

@@ -1,4 +1,4 @@
-"""Share links' keys: how a key is stored and found (docs/architecture.md §17).
+"""Share links' keys: how a key is stored and found (docs/architecture.md §18).
 
 A link's key is shown once, when the link is created (``sessions_app.sharing``); the
 database keeps only its SHA-256, so a leaked database does not leak live links. The

@@ -1,4 +1,4 @@
-"""Sharing a session: grants to users and groups, share links, revocation (docs/architecture.md §17).
+"""Sharing a session: grants to users and groups, share links, revocation (docs/architecture.md §18).
 
 Every grant, use and revocation is written to the audit log (``share.grant``, ``share.use``,
 ``share.revoke``) and announced on the event bus (``share.granted``, ``share.used``,
@@ -131,7 +131,7 @@ def create_link(
 
 
 def link_url(session_id: Any, key: str, *, scheme: str, host: str) -> str:
-    """The URL a link's holder opens: the session's own origin with the key (docs §17)."""
+    """The URL a link's holder opens: the session's own origin with the key (docs §18)."""
     return f"{session_origin(session_id, scheme=scheme, host=host)}/?{LINK_PARAM}={key}"
 
 

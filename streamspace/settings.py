@@ -414,7 +414,7 @@ for _item in STREAMSPACE_AGENT_ENDPOINT_NETWORKS:
 STREAMSPACE_PROXY_AUTH_CACHE_S = envint("STREAMSPACE_PROXY_AUTH_CACHE_S", 5, minimum=0)
 # Lifetime of the viewer cookie set after a viewer token was accepted.
 STREAMSPACE_VIEWER_COOKIE_TTL_S = envint("STREAMSPACE_VIEWER_COOKIE_TTL_S", 12 * 3600, minimum=60)
-# Sharing (docs/architecture.md §17): the longest lifetime a share link may be given; how long
+# Sharing (docs/architecture.md §18): the longest lifetime a share link may be given; how long
 # an open connection's entry in the "connected now" list lives without a refresh.
 STREAMSPACE_SHARE_LINK_MAX_S = envint("STREAMSPACE_SHARE_LINK_MAX_S", 30 * 86400, minimum=60)
 STREAMSPACE_PRESENCE_TTL_S = envint("STREAMSPACE_PRESENCE_TTL_S", 90, minimum=10)

@@ -1,4 +1,4 @@
-"""The shares of a session (docs/architecture.md §17): list, grant, create a link, revoke.
+"""The shares of a session (docs/architecture.md §18): list, grant, create a link, revoke.
 
 ``GET/POST /api/v1/sessions/<id>/shares`` and ``DELETE /api/v1/sessions/<id>/shares/<share_id>``.
 Who may: the session's owner, operators and admins (``access.may_share``). A recipient, who

@@ -34,7 +34,7 @@ def copy_back(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("auth", "0012_alter_user_first_name_max_length"),
-        ("sessions_app", "0003_session_failure_reports"),
+        ("sessions_app", "0004_template_stream_fields"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -50,6 +50,7 @@ from sessions_app import access, share_links
 from sessions_app.models import Session, SessionState, Share, ShareRole
 from sessions_app.proxy.paths import ProxyPath
 from sessions_app.proxy.rewrite import VIEWER_COOKIE, cookie_values, header_value
+from sessions_app.proxy.stream_auth import upstream_authorization
 from sessions_app.viewer import expired_token_portal, read_viewer_token
 from streamspace.accounts import credentials, mfa
 from streamspace.accounts.models import Role, TokenScope, User
@@ -80,6 +81,9 @@ class SessionTarget:
     username: str = ""  # the caller's ("" for a link), for the session's "connected now" list
     share_id: int | None = None  # the share link that let the caller in
     expires_at: float | None = None  # epoch seconds: when that link expires
+    # ``Authorization`` sent upstream with every request and handshake (``stream_auth``): the
+    # view secret for a viewer; None: none.
+    upstream_authorization: bytes | None = None
 
     @property
     def ready(self) -> bool:
@@ -87,14 +91,16 @@ class SessionTarget:
 
     @property
     def view_only(self) -> bool:
-        """A viewer share: the picture, no input (docs/architecture.md §17)."""
+        """A viewer share: the picture, no input (docs/architecture.md §18)."""
         return self.role == ShareRole.VIEWER
 
     @property
     def drops_input(self) -> bool:
         """Whether the proxy itself keeps this caller's input from the session: a viewer's
-        WebSocket frames and non-safe HTTP requests (docs/architecture.md §17)."""
-        return self.view_only
+        WebSocket frames and non-safe HTTP requests, unless the session's own view-only
+        credential is presented upstream (the streaming server then drops the input itself;
+        docs/architecture.md §18)."""
+        return self.view_only and self.upstream_authorization is None
 
     @property
     def via_share(self) -> bool:
@@ -215,6 +221,8 @@ _ROW_FIELDS = (
     "agent_id",
     "agent__proxy_mode",
     "status_message",
+    "stream_secret",
+    "stream_view_secret",
 )
 
 
@@ -228,6 +236,7 @@ def _target(session_id: uuid.UUID, row: dict, **caller: Any) -> SessionTarget:
         agent_pk=row["agent_id"],
         proxy_mode=row["agent__proxy_mode"] or "auto",
         status_message=row["status_message"],
+        upstream_authorization=_upstream_authorization(row, view_only=caller.get("role") == ShareRole.VIEWER),
         **caller,
     )
 
@@ -278,6 +287,11 @@ def _load(
     if row["state"] in ENDED_STATES:
         return Decision(410, "session_ended", f"The session is {row['state']}.")
     return Decision(200, target=_target(session_id, row, user_id=user_id, role=role, username=user.username))
+
+
+def _upstream_authorization(row: dict[str, Any], *, view_only: bool) -> bytes | None:
+    value = upstream_authorization(SimpleNamespace(**row), view_only=view_only)
+    return value.encode("ascii") if value is not None else None
 
 
 def _as_user_id(value: Any) -> int | None:

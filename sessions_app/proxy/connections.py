@@ -1,5 +1,5 @@
 """The proxy's open WebSockets: who is connected now, and closing them when a share ends
-(docs/architecture.md §17).
+(docs/architecture.md §18).
 
 Every proxied WebSocket, through the ASGI path (:mod:`.websocket`) or the front's pipe
 (``streamspace.front.pipe``), runs :func:`watch` while it is open. That

@@ -1,4 +1,4 @@
-"""Who is connected to a session now, across replicas (docs/architecture.md §17).
+"""Who is connected to a session now, across replicas (docs/architecture.md §18).
 
 Each open proxied WebSocket has one entry in the Redis hash
 ``streamspace:sessions:viewers:{session_id}`` (field: the connection's key; value: JSON

@@ -9,7 +9,7 @@ socket keeps the session's ``last_activity`` fresh.
 
 A viewer share's socket (``SessionTarget.view_only``) carries the session's frames to the
 browser but none of the browser's text or binary frames to the session (docs/architecture.md
-§17); every socket is watched (:mod:`.connections`): listed as connected, and closed with
+§18); every socket is watched (:mod:`.connections`): listed as connected, and closed with
 ``4403`` the moment the share that let it in ends.
 """
 
@@ -107,6 +107,7 @@ async def proxy_websocket(scope: dict, receive: Any, send: Any) -> None:
         scheme=scope.get("scheme", "ws"),
         prefix=path.prefix,
         websocket=True,
+        authorization=target.upstream_authorization,
     )
     subprotocols = list(scope.get("subprotocols") or [])
     try:

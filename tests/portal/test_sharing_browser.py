@@ -1,4 +1,4 @@
-"""Sharing in a real browser against the served stack (docs/architecture.md §17).
+"""Sharing in a real browser against the served stack (docs/architecture.md §18).
 
 alice shares her session with bob from the viewer's Share dialog: as a viewer bob sees the
 picture and his typing does not reach the session; as a collaborator it does; alice sees him

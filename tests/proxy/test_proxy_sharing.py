@@ -1,10 +1,11 @@
-"""Shares through the session proxy, in-process against the real upstream (docs/architecture.md §17):
+"""Shares through the session proxy, in-process against the real upstream (docs/architecture.md §18):
 share links exchanged on the session's origin, a viewer's input kept from the session, open
 WebSockets closed the moment their share ends, and the "connected now" list."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import timedelta
 
@@ -16,6 +17,7 @@ from django.utils import timezone
 from sessions_app import proxy, sharing
 from sessions_app.models import Session, SessionState, Share
 from sessions_app.proxy import activity, auth, connections, presence, upstream
+from sessions_app.proxy.stream_auth import basic_credentials
 from streamspace.audit.models import AuditEvent
 from tests.proxy.conftest import asgi_http, make_session, session_host
 from tests.support.factories import share
@@ -218,4 +220,27 @@ async def test_stopping_the_session_closes_shared_sockets(running, alice, bob):
     assert (await ws.connect(timeout=5))[0]
     await sync_to_async(services.stop_session)(running, actor=alice)
     assert await ws.receive_output(timeout=5) == {"type": "websocket.close", "code": connections.REVOKED_CLOSE_CODE}
+    await upstream.close_clients()
+
+
+async def test_a_viewer_of_a_session_with_a_view_secret_is_presented_with_it(
+    alice, bob, template, docker_agent, upstream_port
+):
+    """The shipped desktop images: the view-only credential goes upstream and the streaming
+    server drops the viewer's input itself, so the proxy forwards the viewer's frames."""
+    secured = await sync_to_async(make_session)(
+        alice,
+        template,
+        docker_agent,
+        endpoint=f"127.0.0.1:{upstream_port}",
+        stream_secret="full-" + "a" * 40,
+        stream_view_secret="view-" + "b" * 40,
+    )
+    await sync_to_async(share)(secured, bob, role="viewer")
+    ws = socket_for(secured, viewer_cookie(secured, bob))
+    assert (await ws.connect(timeout=5))[0]
+    await ws.send_to(text_data="!headers")  # reaches the session: it is the server's to drop
+    headers = dict((name.lower(), value) for name, value in json.loads(await ws.receive_from(timeout=5)))
+    assert headers["authorization"] == basic_credentials("view-" + "b" * 40)
+    await ws.disconnect()
     await upstream.close_clients()

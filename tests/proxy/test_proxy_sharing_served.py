@@ -1,4 +1,4 @@
-"""Revocation across processes (docs/architecture.md §17): the served control plane
+"""Revocation across processes (docs/architecture.md §18): the served control plane
 (``python -m streamspace.serve``: the front's byte pipe and the ASGI relay) holds the open
 WebSockets, and the revocation is made in this test's process, as another replica's API would
 make it; the channel layer over Redis carries it. The "connected now" list is read from Redis

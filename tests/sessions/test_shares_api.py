@@ -1,6 +1,6 @@
 """``/api/v1/sessions/<id>/shares``: who may list, grant and revoke (owner, recipient by role,
 stranger, operator, admin), what a share lets its recipient do through the rest of the API,
-malformed bodies, links, and the audit trail (docs/architecture.md §17)."""
+malformed bodies, links, and the audit trail (docs/architecture.md §18)."""
 
 from __future__ import annotations
 
