@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.models import Group
 
+from sessions_app import sharing
 from sessions_app.models import GroupQuota, Session, SessionLog, Share, Template, UserQuota
 
 
@@ -61,6 +62,32 @@ class SessionAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
+
+
+@admin.register(Share)
+class ShareAdmin(admin.ModelAdmin):
+    """Every share, read-only; deleting one revokes it as the API does (audited, open
+    connections closed: sessions_app.sharing.revoke)."""
+
+    list_display = ("session", "role", "user", "group", "may_manage", "expires_at", "created_by", "created_at")
+    list_filter = ("role", "may_manage")
+    search_fields = ("session__id", "user__username", "group__name")
+    list_select_related = ("session", "user", "group", "created_by")
+    readonly_fields = ("session", "role", "user", "group", "may_manage", "expires_at", "created_by", "created_at")
+    exclude = ("link_digest",)
+
+    def has_add_permission(self, request: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+    def delete_model(self, request: Any, obj: Share) -> None:
+        sharing.revoke(obj, actor=request.user, request=request)
+
+    def delete_queryset(self, request: Any, queryset: Any) -> None:
+        for share in queryset.select_related("session"):
+            sharing.revoke(share, actor=request.user, request=request)
 
 
 @admin.register(SessionLog)
