@@ -1,10 +1,15 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.models import Group
 
+from sessions_app import sharing
 from sessions_app.icon_upload import IconUploadForm
-from sessions_app.models import GroupQuota, Session, SessionLog, SessionPeriod, Template, UserQuota
+from sessions_app.models import GroupQuota, Session, SessionLog, SessionPeriod, Share, Template, UserQuota
 
 
 class TemplateAdminForm(IconUploadForm, forms.ModelForm):
@@ -20,6 +25,20 @@ class TemplateAdmin(admin.ModelAdmin):
     list_filter = ("enabled", "category", "platform")
     search_fields = ("slug", "display_name", "description")
     prepopulated_fields = {"slug": ("display_name",)}
+
+
+class ShareInline(admin.TabularInline):
+    """The session's shares, shown read-only: they are granted and revoked through the API or
+    the portal, which audit each change and close what a revocation ends (sessions_app.sharing)."""
+
+    model = Share
+    extra = 0
+    can_delete = False
+    fields = ("role", "user", "group", "may_manage", "expires_at", "created_by", "created_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(Session)
@@ -39,7 +58,7 @@ class SessionAdmin(admin.ModelAdmin):
     search_fields = ("id", "name", "user__username")
     list_select_related = ("user", "template", "agent")
     raw_id_fields = ("user",)
-    filter_horizontal = ("shared_with",)
+    inlines = [ShareInline]
     # State changes go through the state machine (services), not through this form.
     readonly_fields = (
         "state",
@@ -52,6 +71,32 @@ class SessionAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
+
+
+@admin.register(Share)
+class ShareAdmin(admin.ModelAdmin):
+    """Every share, read-only; deleting one revokes it as the API does (audited, open
+    connections closed: sessions_app.sharing.revoke)."""
+
+    list_display = ("session", "role", "user", "group", "may_manage", "expires_at", "created_by", "created_at")
+    list_filter = ("role", "may_manage")
+    search_fields = ("session__id", "user__username", "group__name")
+    list_select_related = ("session", "user", "group", "created_by")
+    readonly_fields = ("session", "role", "user", "group", "may_manage", "expires_at", "created_by", "created_at")
+    exclude = ("link_digest",)
+
+    def has_add_permission(self, request: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+    def delete_model(self, request: Any, obj: Share) -> None:
+        sharing.revoke(obj, actor=request.user, request=request)
+
+    def delete_queryset(self, request: Any, queryset: Any) -> None:
+        for share in queryset.select_related("session"):
+            sharing.revoke(share, actor=request.user, request=request)
 
 
 @admin.register(SessionLog)

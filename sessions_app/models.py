@@ -158,16 +158,23 @@ class SessionQuerySet(models.QuerySet):
         return self.filter(state__in=ACTIVE_STATES).values("user_id", *fields).annotate(**_usage_totals()).order_by()
 
     def visible_to(self, user: Any) -> SessionQuerySet:
-        """The sessions ``user`` may see: all for an operator, else their own and those shared with them."""
+        """The sessions ``user`` may see: all for an operator, else their own and those shared
+        with them (directly or through one of their groups; ``sessions_app.access``)."""
         if getattr(user, "is_operator", False):
             return self
-        return self.filter(models.Q(user=user) | models.Q(shared_with=user)).distinct()
+        return self.filter(models.Q(user=user) | models.Q(pk__in=Share.objects.for_user(user).values("session_id")))
 
     def managed_by(self, user: Any) -> SessionQuerySet:
-        """The sessions ``user`` may change (stop, hibernate, wake): all for an operator, else their own."""
+        """The sessions ``user`` may change (stop, hibernate, wake): all for an operator, else their
+        own and those shared with them by a share that says ``may_manage``."""
         if getattr(user, "is_operator", False):
             return self
-        return self.filter(user=user)
+        managing = Share.objects.for_user(user).filter(may_manage=True).values("session_id")
+        return self.filter(models.Q(user=user) | models.Q(pk__in=managing))
+
+    def shared_with(self, user: Any) -> SessionQuerySet:
+        """The sessions of others shared with ``user`` (directly or through a group): "Shared with me"."""
+        return self.filter(pk__in=Share.objects.for_user(user).values("session_id")).exclude(user=user)
 
 
 class Session(models.Model):
@@ -200,7 +207,6 @@ class Session(models.Model):
     state_changed_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
-    shared_with = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="shared_sessions")
     # The session's stream secrets (docs/architecture.md §19): created at launch when the
     # template takes them, sent to the agent in the start and wake specs, presented upstream
     # by the proxy (sessions_app/proxy/stream_auth.py). Never in the API, the portal or logs.
@@ -222,6 +228,77 @@ class Session(models.Model):
     @property
     def viewer_path(self) -> str:
         return viewer_path(self.id)
+
+
+class ShareRole(models.TextChoices):
+    """What a share lets its recipient do in the session (docs/architecture.md §22).
+
+    A viewer sees the picture and sends no input; a collaborator sends input too. Neither
+    wakes, stops or hibernates the session unless the share says ``may_manage``.
+    """
+
+    VIEWER = "viewer", "Viewer"
+    COLLABORATOR = "collaborator", "Collaborator"
+
+
+class ShareQuerySet(models.QuerySet):
+    def for_user(self, user: Any) -> ShareQuerySet:
+        """Shares to ``user`` directly or to one of their groups (links are nobody's)."""
+        if not (user and getattr(user, "is_authenticated", False)):
+            return self.none()
+        return self.filter(models.Q(user=user) | models.Q(group__in=user.groups.all()))
+
+    def links(self) -> ShareQuerySet:
+        return self.filter(link_digest__isnull=False)
+
+
+class Share(models.Model):
+    """One grant of a session to a user, a group or the holders of a link (exactly one of the three).
+
+    A link stores only the SHA-256 of its key: the key is shown once, when the link is
+    created. Links expire (``expires_at``); any share ends when its owner (or an operator)
+    revokes it, which deletes the row, and when its session is stopped or deleted.
+    """
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="shares")
+    role = models.CharField(max_length=16, choices=ShareRole.choices, default=ShareRole.VIEWER)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="session_shares"
+    )
+    group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.CASCADE, related_name="session_shares")
+    link_digest = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+    may_manage = models.BooleanField(
+        default=False, help_text="The recipient may also wake, hibernate and stop the session."
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ShareQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                name="share_has_one_recipient",
+                condition=(
+                    models.Q(user__isnull=False, group__isnull=True, link_digest__isnull=True)
+                    | models.Q(user__isnull=True, group__isnull=False, link_digest__isnull=True)
+                    | models.Q(user__isnull=True, group__isnull=True, link_digest__isnull=False)
+                ),
+            ),
+            models.UniqueConstraint(fields=["session", "user"], name="share_once_per_user"),
+            models.UniqueConstraint(fields=["session", "group"], name="share_once_per_group"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} share of {self.session_id} ({self.role})"
+
+    @property
+    def kind(self) -> str:
+        return "user" if self.user_id else "group" if self.group_id else "link"
 
 
 class SessionLog(models.Model):

@@ -19,7 +19,7 @@ from django.utils import timezone
 from agent_runtime.protocol import SPEC_STREAM_SECRET, SPEC_STREAM_VIEW_SECRET
 from agents_app import services as agents
 from agents_app.models import CommandAction
-from sessions_app import history, placement, quotas
+from sessions_app import history, placement, quotas, sharing
 from sessions_app.models import GroupQuota, Session, SessionState, Template
 from sessions_app.notify import session_changed, sessions_changed
 from sessions_app.state import IllegalTransition, transition, transition_many
@@ -179,6 +179,7 @@ def stop_session(session: Session, *, actor: Any = None, request: Any = None) ->
             return session
         transition(session, S.STOPPING, message="Stopping", actor=actor)
         record("session.stop", actor=actor, target=session, request=request)
+        sharing.end_all(session, actor=actor)  # a share ends with its session
         agents.enqueue_command(session, CommandAction.STOP, {"delete_home": False})
     return session
 

@@ -28,6 +28,9 @@ EVENTS = (
     "agent.disconnected",
     "agent.leader_changed",
     "quota.exceeded",
+    "share.granted",
+    "share.revoked",
+    "share.used",
 )
 
 Subscriber = Callable[[dict[str, Any]], None]

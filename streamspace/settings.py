@@ -414,6 +414,10 @@ for _item in STREAMSPACE_AGENT_ENDPOINT_NETWORKS:
 STREAMSPACE_PROXY_AUTH_CACHE_S = envint("STREAMSPACE_PROXY_AUTH_CACHE_S", 5, minimum=0)
 # Lifetime of the viewer cookie set after a viewer token was accepted.
 STREAMSPACE_VIEWER_COOKIE_TTL_S = envint("STREAMSPACE_VIEWER_COOKIE_TTL_S", 12 * 3600, minimum=60)
+# Sharing (docs/architecture.md §22): the longest lifetime a share link may be given; how long
+# an open connection's entry in the "connected now" list lives without a refresh.
+STREAMSPACE_SHARE_LINK_MAX_S = envint("STREAMSPACE_SHARE_LINK_MAX_S", 30 * 86400, minimum=60)
+STREAMSPACE_PRESENCE_TTL_S = envint("STREAMSPACE_PRESENCE_TTL_S", 90, minimum=10)
 STREAMSPACE_PROXY_CONNECT_TIMEOUT_S = envint("STREAMSPACE_PROXY_CONNECT_TIMEOUT_S", 5, minimum=1)
 # Longest wait for upstream bytes (response headers or the next body chunk): 504 / abort after.
 STREAMSPACE_PROXY_READ_TIMEOUT_S = envint("STREAMSPACE_PROXY_READ_TIMEOUT_S", 120, minimum=1)

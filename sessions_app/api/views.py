@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from sessions_app import launch_reports, services
+from sessions_app import access, launch_reports, services, sharing
 from sessions_app.api.representation import represent, represent_one, session_rows
 from sessions_app.api.serializers import (
     SessionCreateSerializer,
@@ -226,6 +226,9 @@ class SessionViewerUrlView(APIView):
             raise Conflict(
                 f"The session is {session.state}.", code="session_not_viewable", extra={"state": session.state}
             )
+        role = access.role_of(request.user, session)
+        if role != access.OWNER and role is not None:
+            sharing.record_recipient_use(session, request.user, role, request=request)
         url = viewer_url(
             session.id, request.user.pk, scheme=request.scheme, host=request.get_host(), epoch=epoch_of(request.user)
         )

@@ -28,7 +28,7 @@ def open_current_periods(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("sessions_app", "0004_template_stream_fields"),
+        ("sessions_app", "0005_session_shares"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -71,19 +71,20 @@ class WakeRefused(NamedTuple):
     message: str
 
 
-def wake(session_id: Any, user_id: int) -> tuple[str, str, WakeRefused | None]:
+def wake(session_id: Any, user_id: int | None) -> tuple[str, str, WakeRefused | None]:
     """Start waking a hibernated session for the viewer ``user_id``: its state, a message, and
     why it was not woken (None when waking started or was not needed).
 
     Only a viewer who may manage the session (``sessions_app.access.may_manage``: owner,
-    operator, admin) wakes it, exactly as through the API: a share recipient's request
-    does not run the session on its owner's quota (403 ``wake_not_allowed``).
+    operator, admin, a share that says ``may_manage``) wakes it, exactly as through the API:
+    another share recipient's request, or a share link's holder (``user_id`` None), does not
+    run the session on its owner's quota (403 ``wake_not_allowed``).
     """
     session = Session.objects.select_related("user", "template").get(pk=session_id)
     if session.state != SessionState.HIBERNATED:
         return session.state, session.status_message or "Waiting for the session to finish hibernating.", None
-    user = get_user_model().objects.get(pk=user_id)
-    if not access.may_manage(user, session):
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id is not None else None
+    if user is None or not access.may_manage(user, session):
         message = "This session is hibernated; only its owner (or an operator) can wake it."
         return session.state, message, WakeRefused(403, "wake_not_allowed", message)
     try:

@@ -46,7 +46,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core import signing
 
-from sessions_app.models import Session, SessionState
+from sessions_app import access, share_links
+from sessions_app.models import Session, SessionState, Share, ShareRole
 from sessions_app.proxy.paths import ProxyPath
 from sessions_app.proxy.rewrite import VIEWER_COOKIE, cookie_values, header_value
 from sessions_app.proxy.stream_auth import upstream_authorization
@@ -67,7 +68,7 @@ class SessionTarget:
     """What the proxy needs to know about a session it may forward to."""
 
     session_id: uuid.UUID
-    user_id: int  # the caller, not the owner
+    user_id: int | None  # the caller, not the owner; None for a share link's holder
     state: str
     streaming_ready: bool
     endpoint: str
@@ -75,12 +76,35 @@ class SessionTarget:
     agent_pk: int | None
     proxy_mode: str
     status_message: str
-    # ``Authorization`` sent upstream with every request and handshake (``stream_auth``); None: none.
+    # "owner" (the owner, an operator or an admin), "collaborator" or "viewer" (a share).
+    role: str = access.OWNER
+    username: str = ""  # the caller's ("" for a link), for the session's "connected now" list
+    share_id: int | None = None  # the share link that let the caller in
+    expires_at: float | None = None  # epoch seconds: when that link expires
+    # ``Authorization`` sent upstream with every request and handshake (``stream_auth``): the
+    # view secret for a viewer; None: none.
     upstream_authorization: bytes | None = None
 
     @property
     def ready(self) -> bool:
         return self.state == SessionState.RUNNING and self.streaming_ready
+
+    @property
+    def view_only(self) -> bool:
+        """A viewer share: the picture, no input (docs/architecture.md §22)."""
+        return self.role == ShareRole.VIEWER
+
+    @property
+    def drops_input(self) -> bool:
+        """Whether the proxy itself keeps this caller's input from the session: a viewer's
+        WebSocket frames and non-safe HTTP requests, unless the session's own view-only
+        credential is presented upstream (the streaming server then drops the input itself;
+        docs/architecture.md §22)."""
+        return self.view_only and self.upstream_authorization is None
+
+    @property
+    def via_share(self) -> bool:
+        return self.role != access.OWNER
 
 
 @dataclass(frozen=True)
@@ -93,6 +117,11 @@ class Decision:
     redirect: str | None = None  # strip the token by redirecting here
     # The portal origin that may frame the session (from the viewer token or cookie; "" unknown).
     portal_origin: str = ""
+
+
+def make_link_cookie(session_id: Any, share_id: int) -> str:
+    """The viewer cookie of a share link's holder: it names the link's share, never a user."""
+    return signing.dumps({"s": str(session_id), "l": share_id}, salt=_COOKIE_SALT, compress=False)
 
 
 def make_viewer_cookie(session_id: Any, user_id: Any, *, epoch: int = 0, portal: str = "") -> str:
@@ -109,9 +138,9 @@ def read_viewer_cookie(value: str) -> dict[str, Any] | None:
         data = signing.loads(value, salt=_COOKIE_SALT, max_age=settings.STREAMSPACE_VIEWER_COOKIE_TTL_S)
     except signing.BadSignature:
         return None
-    if not isinstance(data, dict) or "s" not in data or "u" not in data or not isinstance(data.get("o", ""), str):
+    if not isinstance(data, dict) or "s" not in data or not isinstance(data.get("o", ""), str):
         return None
-    return data
+    return data if "u" in data or isinstance(data.get("l"), int) else None
 
 
 def cookie_header(value: str, *, secure: bool, cross_site: bool = False) -> str:
@@ -138,6 +167,12 @@ def clear_cache() -> None:
     _cache.clear()
 
 
+def forget_session(session_id: uuid.UUID) -> None:
+    """Drop every remembered decision about ``session_id`` (a share of it was revoked)."""
+    for key in [key for key in _cache if key[2] == session_id]:
+        _cache.pop(key, None)
+
+
 def _cached(key: tuple) -> Decision | None:
     hit = _cache.get(key)
     if hit is None:
@@ -150,8 +185,11 @@ def _cached(key: tuple) -> Decision | None:
 
 def _remember(key: tuple, decision: Decision) -> None:
     ttl = settings.STREAMSPACE_PROXY_AUTH_CACHE_S
-    if ttl <= 0 or decision.status != 200 or decision.target is None or not decision.target.ready:
+    target = decision.target
+    if ttl <= 0 or decision.status != 200 or target is None or not target.ready:
         return
+    if target.expires_at is not None and target.expires_at < time.time() + ttl:
+        return  # a link that expires sooner is asked about every time
     if len(_cache) >= _CACHE_MAX:
         now = time.monotonic()
         for stale in [k for k, (exp, _) in _cache.items() if exp < now] or list(_cache)[: _CACHE_MAX // 10]:
@@ -173,51 +211,24 @@ def _user_from_jwt(raw: str) -> int | None:
     return token.get(api_settings.USER_ID_CLAIM)
 
 
-def _load(
-    session_id: uuid.UUID, user_id: Any, *, viewer: bool = False, epoch: int | None = None, staff_rights: bool = True
-) -> Decision:
-    """The decision for ``user_id`` on ``session_id``. ``viewer``: the credential was a viewer
-    token or cookie of credentials epoch ``epoch``; ``staff_rights``: an admin's or operator's
-    role counts (not through an API token without the admin scope)."""
-    row = (
-        Session.objects.filter(pk=session_id)
-        .values(
-            "user_id",
-            "state",
-            "streaming_ready",
-            "endpoint",
-            "streaming_port",
-            "template__streaming_port",
-            "agent_id",
-            "agent__proxy_mode",
-            "status_message",
-            "stream_secret",
-            "stream_view_secret",
-        )
-        .first()
-    )
-    if row is None:
-        return Decision(404, "not_found", "No such session.")
-    if user_id is None:
-        return Decision(401, "not_authenticated", "Open this session from the StreamSpace portal.")
-    user = User.objects.filter(pk=user_id, is_active=True).only("role", "password", "credentials_epoch").first()
-    # A viewer credential from before a sign-out or password change is no credential.
-    if user is None or (viewer and not credentials.is_current(epoch, user.credentials_epoch)):
-        return Decision(401, "not_authenticated", "Open this session from the StreamSpace portal.")
-    if mfa.must_enrol(user):  # the portal and the API refuse such a user everything else too
-        return Decision(403, "mfa_enrollment_required", "Set up two-factor authentication first.")
-    allowed = (
-        row["user_id"] == user_id
-        or (staff_rights and user.role in (Role.ADMIN, Role.OPERATOR))
-        or Session.shared_with.through.objects.filter(session_id=session_id, user_id=user_id).exists()
-    )
-    if not allowed:
-        return Decision(403, "permission_denied", "This session is not shared with you.")
-    if row["state"] in ENDED_STATES:
-        return Decision(410, "session_ended", f"The session is {row['state']}.")
-    target = SessionTarget(
+_ROW_FIELDS = (
+    "user_id",
+    "state",
+    "streaming_ready",
+    "endpoint",
+    "streaming_port",
+    "template__streaming_port",
+    "agent_id",
+    "agent__proxy_mode",
+    "status_message",
+    "stream_secret",
+    "stream_view_secret",
+)
+
+
+def _target(session_id: uuid.UUID, row: dict, **caller: Any) -> SessionTarget:
+    return SessionTarget(
         session_id=session_id,
-        user_id=user_id,
         state=row["state"],
         streaming_ready=row["streaming_ready"],
         endpoint=row["endpoint"] or "",
@@ -225,9 +236,57 @@ def _load(
         agent_pk=row["agent_id"],
         proxy_mode=row["agent__proxy_mode"] or "auto",
         status_message=row["status_message"],
-        upstream_authorization=_upstream_authorization(row, view_only=False),
+        upstream_authorization=_upstream_authorization(row, view_only=caller.get("role") == ShareRole.VIEWER),
+        **caller,
     )
-    return Decision(200, target=target)
+
+
+def _load_link(session_id: uuid.UUID, share_id: int) -> Decision:
+    """The decision for the holder of share link ``share_id`` on ``session_id``."""
+    row = Session.objects.filter(pk=session_id).values(*_ROW_FIELDS).first()
+    if row is None:
+        return Decision(404, "not_found", "No such session.")
+    share = Share.objects.filter(pk=share_id, session_id=session_id).values("role", "expires_at").first()
+    if share is None or (share["expires_at"] is not None and share["expires_at"].timestamp() <= time.time()):
+        return Decision(403, "share_revoked", "This share link was revoked or has expired.")
+    if row["state"] in ENDED_STATES:
+        return Decision(410, "session_ended", f"The session is {row['state']}.")
+    expires = share["expires_at"].timestamp() if share["expires_at"] is not None else None
+    return Decision(
+        200, target=_target(session_id, row, user_id=None, role=share["role"], share_id=share_id, expires_at=expires)
+    )
+
+
+def _load(
+    session_id: uuid.UUID, user_id: Any, *, viewer: bool = False, epoch: int | None = None, staff_rights: bool = True
+) -> Decision:
+    """The decision for ``user_id`` on ``session_id``. ``viewer``: the credential was a viewer
+    token or cookie of credentials epoch ``epoch``; ``staff_rights``: an admin's or operator's
+    role counts (not through an API token without the admin scope)."""
+    row = Session.objects.filter(pk=session_id).values(*_ROW_FIELDS).first()
+    if row is None:
+        return Decision(404, "not_found", "No such session.")
+    if user_id is None:
+        return Decision(401, "not_authenticated", "Open this session from the StreamSpace portal.")
+    user = (
+        User.objects.filter(pk=user_id, is_active=True)
+        .only("role", "password", "credentials_epoch", "username")
+        .first()
+    )
+    # A viewer credential from before a sign-out or password change is no credential.
+    if user is None or (viewer and not credentials.is_current(epoch, user.credentials_epoch)):
+        return Decision(401, "not_authenticated", "Open this session from the StreamSpace portal.")
+    if mfa.must_enrol(user):  # the portal and the API refuse such a user everything else too
+        return Decision(403, "mfa_enrollment_required", "Set up two-factor authentication first.")
+    role: str | None = access.OWNER
+    if row["user_id"] != user_id and not (staff_rights and user.role in (Role.ADMIN, Role.OPERATOR)):
+        grant = access.share_grant(user, session_id)
+        role = grant[0] if grant else None
+    if role is None:
+        return Decision(403, "permission_denied", "This session is not shared with you.")
+    if row["state"] in ENDED_STATES:
+        return Decision(410, "session_ended", f"The session is {row['state']}.")
+    return Decision(200, target=_target(session_id, row, user_id=user_id, role=role, username=user.username))
 
 
 def _upstream_authorization(row: dict[str, Any], *, view_only: bool) -> bytes | None:
@@ -260,6 +319,16 @@ def _resolve(
         return _load(session_id, token.user_id, staff_rights=token.scope == TokenScope.ADMIN)
     if kind == "viewer":
         return _load(session_id, _as_user_id(credential), viewer=True, epoch=epoch)
+    if kind == "link":
+        return _load_link(session_id, int(credential))
+    if kind == "linkkey":  # a link's key, exchanged for the link cookie
+        share = share_links.find_link(credential, session_id)
+        if share is None:
+            return Decision(403, "share_revoked", "This share link was revoked or has expired.")
+        decision = _load_link(session_id, share.pk)
+        if decision.status == 200:
+            share_links.record_use(share.pk, session_id, client_ip=client_ip)
+        return decision
     return _load(session_id, None)
 
 
@@ -272,7 +341,7 @@ def cached_decision(scope: dict, path: ProxyPath) -> Decision | None:
     The common case of every request after the first: a hit here is what :func:`authorize`
     would answer, without the coroutine.
     """
-    if path.token is not None:
+    if path.token is not None or path.share is not None:
         return None
     headers = scope.get("headers") or []
     if not path.on_session_host:
@@ -295,6 +364,8 @@ async def authorize(scope: dict, path: ProxyPath) -> Decision:
 async def _authorize_viewer(scope: dict, path: ProxyPath) -> Decision:
     """On the session's origin: the viewer token (exchanged for the cookie) or the viewer cookie."""
     sid = path.session_id
+    if path.share is not None:
+        return await _exchange_link(scope, path)
     if path.token is not None:
         data = read_viewer_token(path.token)
         if data is None:
@@ -323,11 +394,25 @@ async def _authorize_viewer(scope: dict, path: ProxyPath) -> Decision:
         data = read_viewer_cookie(value)
         if data is None or data["s"] != str(sid):
             continue
-        resolved = await _resolve_async("viewer", str(data["u"]), sid, "", credentials.claimed_epoch(data))
+        if "l" in data:
+            resolved = await _resolve_async("link", str(data["l"]), sid)
+        else:
+            resolved = await _resolve_async("viewer", str(data["u"]), sid, "", credentials.claimed_epoch(data))
         decision = replace(resolved, portal_origin=data.get("o", ""))
         _remember(key, decision)
         return decision
     return await _resolve_async("none", "", sid)
+
+
+async def _exchange_link(scope: dict, path: ProxyPath) -> Decision:
+    """A share link's key in ``?share=``: exchanged for the link cookie (the holder is no user)."""
+    decision = await _resolve_async("linkkey", path.share or "", path.session_id, scope_ip(scope))
+    if decision.status != 200 or decision.target is None or decision.target.share_id is None:
+        return decision
+    cross_site = header_value(scope.get("headers") or [], b"sec-fetch-site") == b"cross-site"
+    value = make_link_cookie(path.session_id, decision.target.share_id)
+    cookie = cookie_header(value, secure=_secure(scope), cross_site=cross_site)
+    return Decision(200, target=decision.target, set_cookie=cookie, redirect=path.public_url())
 
 
 def _api_key(headers: list, session_id: uuid.UUID) -> tuple[str, str, uuid.UUID]:

@@ -76,12 +76,18 @@ async def proxy_http(scope: dict, receive: Any, send: Any) -> None:
         )
     if not target.ready:
         return await _not_ready(scope, send, path, target, framing)
+    if target.drops_input and scope["method"] not in _SAFE_METHODS:  # a viewer's request may be input
+        detail = "This session is shared with you to view only."
+        return await pages.error(scope, send, 403, "view_only", detail, framing=framing)
     if activity.due(target.session_id):
         await activity.touch(target.session_id)
     extra = [*framing.headers()]
     if decision.set_cookie:
         extra.append((b"set-cookie", decision.set_cookie.encode()))
     await forward(scope, receive, send, path, target, extra, framing)
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def _on_session_origin(scope: dict, path: ProxyPath) -> str:

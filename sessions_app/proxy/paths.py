@@ -23,6 +23,7 @@ PREFIX_BYTES = PREFIX.encode()
 # Served by the proxy itself (the waking page polls it); shadows the same path upstream.
 STATUS_PATH = b"/.streamspace/status"
 TOKEN_PARAM = b"token"
+SHARE_PARAM = b"share"  # a share link's key (sessions_app.sharing), read on a session's origin
 # The canonical (lowercase, hyphenated) form only: one URL per session, one cookie path.
 _SESSION_ID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Controls, spaces and non-ASCII must arrive percent-encoded in a path or query.
@@ -43,6 +44,7 @@ class ProxyPath:
     upstream_path: bytes  # raw (still percent-encoded), always starts with b"/"
     query: bytes  # raw query string without the viewer token
     token: str | None  # value of ``?token=`` if present
+    share: str | None = None  # value of ``?share=`` (a share link's key) if present
     needs_slash: bool = False  # ``/api/v1/http/<id>`` without the trailing slash
     # The public prefix without the trailing slash (``X-Forwarded-Prefix``); "" on a session origin.
     prefix: str = field(default="", compare=False)
@@ -94,21 +96,22 @@ def _check_segments(rest: bytes) -> None:
                     raise BadPath(400, "bad_path", "Dot segments are not allowed in proxied paths.")
 
 
-def _split_query(query: bytes) -> tuple[bytes, str | None]:
+def _split_query(query: bytes) -> tuple[bytes, str | None, str | None]:
+    """The query without the platform's credentials, the viewer token and the share link key."""
     if not query:
-        return b"", None
-    token = None
+        return b"", None, None
+    found: dict[bytes, str] = {}
     kept = []
     for pair in query.split(b"&"):
-        name = pair.split(b"=", 1)[0]
-        if unquote_to_bytes(name) == TOKEN_PARAM:
+        name = unquote_to_bytes(pair.split(b"=", 1)[0])
+        if name in (TOKEN_PARAM, SHARE_PARAM):
             value = pair.split(b"=", 1)[1] if b"=" in pair else b""
-            token = unquote_to_bytes(value).decode("utf-8", "replace")
+            found[name] = unquote_to_bytes(value).decode("utf-8", "replace")
             continue
         kept.append(pair)
     if _UNSAFE_BYTE.search(query):
         raise BadPath(400, "bad_query", "The query string contains control characters, spaces or non-ASCII bytes.")
-    return b"&".join(p for p in kept if p), token
+    return b"&".join(p for p in kept if p), found.get(TOKEN_PARAM), found.get(SHARE_PARAM)
 
 
 # Canonical id bytes -> (UUID, public prefix): building a UUID costs more than the rest of
@@ -125,8 +128,10 @@ def parse(scope: dict) -> ProxyPath:
         if not raw.startswith(b"/"):  # an absolute-form target: the path alone is forwarded
             raise BadPath(400, "bad_path", "The request target must be a path.")
         _check_segments(raw)
-        query, token = _split_query(scope.get("query_string") or b"")
-        return ProxyPath(session_id=on_host, upstream_path=raw, query=query, token=token, on_session_host=True)
+        query, token, share = _split_query(scope.get("query_string") or b"")
+        return ProxyPath(
+            session_id=on_host, upstream_path=raw, query=query, token=token, share=share, on_session_host=True
+        )
     if not raw.startswith(PREFIX_BYTES):
         raise BadPath(404, "not_found", "Not a session proxy path.")
     remainder = raw[len(PREFIX_BYTES) :]
@@ -135,7 +140,7 @@ def parse(scope: dict) -> ProxyPath:
         raise BadPath(404, "not_found", "No such session.")
     rest = b"/" + rest
     _check_segments(rest)
-    query, token = _split_query(scope.get("query_string") or b"")
+    query, token, _ = _split_query(scope.get("query_string") or b"")  # a link counts on the session origin only
     known = _session_ids.get(raw_id)
     if known is None:
         if len(_session_ids) >= _SESSION_IDS_MAX:

@@ -6,6 +6,11 @@ read from the session only as fast as the browser takes them (``OutboundFlow``),
 browser's socket is paused when the session reads slowly (``InboundFlow`` +
 ``websockets``' own write buffer), so neither direction buffers without bound. An open
 socket keeps the session's ``last_activity`` fresh.
+
+A viewer share's socket (``SessionTarget.view_only``) carries the session's frames to the
+browser but none of the browser's text or binary frames to the session (docs/architecture.md
+§22); every socket is watched (:mod:`.connections`): listed as connected, and closed with
+``4403`` the moment the share that let it in ends.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from agents_app.tunnels import TunnelUnavailable, open_tunnel
 from sessions_app.models import SessionState
-from sessions_app.proxy import activity, auth, upstream
+from sessions_app.proxy import activity, auth, connections, upstream
 from sessions_app.proxy.paths import BadPath, ProxyPath, parse
 from sessions_app.proxy.rewrite import request_headers
 from streamspace.api.client_ip import scope_ip
@@ -133,6 +138,8 @@ async def relay(scope: dict, receive: Any, send: Any, session_ws: ClientConnecti
     outbound = OutboundFlow.attach(send, websocket=True)
     inbound = InboundFlow(send, receive)
     browser_closed = asyncio.Event()
+    revoked = asyncio.Event()
+    drop_input = target.drops_input
 
     async def browser_to_session() -> None:
         while True:
@@ -142,6 +149,8 @@ async def relay(scope: dict, receive: Any, send: Any, session_ws: ClientConnecti
                 browser_closed.set()
                 await session_ws.close(_sendable(message.get("code"), 1001))
                 return
+            if drop_input:  # a viewer: the picture only, no input
+                continue
             text = message.get("text")
             await session_ws.send(text if text is not None else (message.get("bytes") or b""))
 
@@ -161,18 +170,25 @@ async def relay(scope: dict, receive: Any, send: Any, session_ws: ClientConnecti
             await send({"type": "websocket.close", "code": for_browser(code)})
 
     keep_alive = loop.create_task(activity.keep_alive(target.session_id))
-    tasks = [loop.create_task(browser_to_session()), loop.create_task(session_to_browser())]
+    watcher = loop.create_task(connections.watch(target, revoked.set))
+    tasks = [
+        loop.create_task(browser_to_session()),
+        loop.create_task(session_to_browser()),
+        loop.create_task(revoked.wait()),
+    ]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         first = done.pop()
-        if first is tasks[0] and not first.exception():
+        if first is tasks[2]:  # the share that let this browser in ended
+            await send({"type": "websocket.close", "code": connections.REVOKED_CLOSE_CODE})
+        elif first is tasks[0] and not first.exception():
             # The browser left: give the session a moment to finish the closing handshake.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(tasks[1]), 2)
     finally:
-        for task in [*tasks, keep_alive]:
+        for task in [*tasks, keep_alive, watcher]:
             task.cancel()
-        for task in [*tasks, keep_alive]:
+        for task in [*tasks, keep_alive, watcher]:
             try:
                 await task
             except (asyncio.CancelledError, ConnectionClosed):

@@ -17,6 +17,7 @@ OPERATOR_ADMIN_RIGHTS: dict[str, frozenset[str]] = {
     "sessions_app.template": ALL,
     "sessions_app.session": frozenset({"view", "change", "delete"}),
     "sessions_app.sessionlog": frozenset({"view"}),
+    "sessions_app.share": frozenset({"view", "delete"}),  # operators may revoke shares (docs/roles.md)
     "sessions_app.userquota": frozenset({"view"}),
     "sessions_app.groupquota": frozenset({"view"}),
     "agents_app.agent": frozenset({"view"}),

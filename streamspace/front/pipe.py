@@ -27,12 +27,18 @@ WebSocket.
 
 Only the path every viewer takes is short-cut: a cross-site ``Origin``, a request the
 proxy would refuse, a session that is not running, a session that cannot be reached or
-that does not answer ``101`` are **handed to daphne** before a byte is written to the
+that does not answer ``101``, and a viewer share whose input the proxy itself must drop
+(``SessionTarget.drops_input``: a byte pipe cannot tell input from the WebSocket's own
+control frames) are **handed to daphne** before a byte is written to the
 browser, and the ASGI proxy (:mod:`sessions_app.proxy.websocket`) answers them (403
 before accept, 4013 "try again later" while waking, ...). So is a handshake over TLS
 terminated by daphne itself, or on a connection with response bytes still unsent (the
 socket cannot leave Twisted then). The session's answer is parsed by llhttp; an answer it
 refuses is not piped.
+
+A piped WebSocket is watched like one through daphne (``sessions_app.proxy.connections``):
+listed as connected while open, and both its ends are cut the moment the share that let
+the browser in ends.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from agent_runtime.pipes import PipeEnd
 from agents_app.tunnels import TunnelUnavailable
-from sessions_app.proxy import activity, auth, origin_allowed, upstream
+from sessions_app.proxy import activity, auth, connections, origin_allowed, upstream
 from sessions_app.proxy.client import ConnectFailed
 from sessions_app.proxy.paths import BadPath, parse
 from sessions_app.proxy.rewrite import request_headers, response_headers
@@ -111,6 +117,7 @@ class WebSocketPipe:
         self.session: _Session | None = None
         self.browser: PipeEnd | None = None
         self.keep_alive: asyncio.Task | None = None
+        self.watcher: asyncio.Task | None = None
         self.task: asyncio.Task | None = None
         self.body_left = 0  # the front's view while the handshake is under way
         self.finished = False
@@ -161,6 +168,8 @@ class WebSocketPipe:
         target = decision.target
         if decision.status != 200 or target is None or not target.ready or path.is_status or path.needs_slash:
             raise _NotPiped("refused, or the session is not running")
+        if target.drops_input:
+            raise _NotPiped("a viewer: the ASGI path drops its input frames")
         client_ip = (scope.get("client") or ("", 0))[0] or ""
         headers, _ = request_headers(
             [(name, value) for name, value in scope["headers"] if name != b"origin"],
@@ -216,15 +225,23 @@ class WebSocketPipe:
         browser.transport.writelines([*lines, early] if early else lines)
         session.transport.resume_reading()
         self.keep_alive = loop.create_task(activity.keep_alive(target.session_id))
+        self.watcher = loop.create_task(connections.watch(target, self.cut))
         log_websocket(front.server, scope, "connected")
+
+    def cut(self) -> None:
+        """End both ends now (the share that let the browser in ended)."""
+        for end in (self.browser, self.session):
+            if end is not None and end.transport is not None and not end.closed:
+                end.transport.abort()
 
     def end_closed(self, end: PipeEnd) -> None:
         """One end hung up: the other is closed once what it was sent is out."""
         end.end_peer()
         if self.browser is not None and not self.finished:
             self.finished = True
-            if self.keep_alive is not None:
-                self.keep_alive.cancel()
+            for task in (self.keep_alive, self.watcher):
+                if task is not None:
+                    task.cancel()
             log_websocket(self.front.server, self.scope, "disconnected")
 
     def _close_session(self) -> None:

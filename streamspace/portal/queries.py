@@ -12,9 +12,9 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
-from sessions_app import quotas
+from sessions_app import access, quotas
 from sessions_app.api.representation import represent, session_rows
-from sessions_app.models import ACTIVE_STATES, Session, Template
+from sessions_app.models import ACTIVE_STATES, Session, Share, Template
 from sessions_app.placement import CatalogAvailability
 
 # Sessions in these states are shown under "My sessions"; stopped/failed are history.
@@ -98,6 +98,24 @@ def user_sessions(user: Any, *, include_history: bool = False, limit: int = 100)
     if not include_history:
         queryset = queryset.filter(state__in=LIVE_STATES)
     return [represent(row) for row in session_rows(queryset.select_related(None))[:limit]]
+
+
+def shared_sessions(user: Any, *, limit: int = 100) -> list[dict[str, Any]]:
+    """Live sessions of others shared with ``user`` ("Shared with me"), newest first: each the API
+    session object with ``role`` (the widest of the user's shares) added (1 query, 2 if any)."""
+    queryset = Session.objects.shared_with(user).filter(state__in=LIVE_STATES).select_related(None)
+    rows = [represent(row) for row in session_rows(queryset)[:limit]]
+    if not rows:
+        return rows
+    roles: dict[str, str] = {}
+    shares = Share.objects.for_user(user).filter(session_id__in=[row["id"] for row in rows])
+    for session_id, role in shares.values_list("session_id", "role"):
+        key = str(session_id)
+        if key not in roles or access.ROLE_RANK[role] > access.ROLE_RANK[roles[key]]:
+            roles[key] = role
+    for row in rows:
+        row["role"] = roles.get(str(row["id"]), "viewer")
+    return rows
 
 
 def visible_session(user: Any, session_id: Any) -> Session | None:

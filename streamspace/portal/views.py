@@ -106,6 +106,7 @@ def my_sessions(request: HttpRequest) -> HttpResponse:
         {
             "nav_active": "sessions",
             "sessions": queries.user_sessions(request.user, include_history=include_history),
+            "shared": queries.shared_sessions(request.user),
             "include_history": include_history,
             "sessions_root": reverse("portal:sessions"),
             "quota": queries.quota_meters(request.user),
@@ -161,7 +162,14 @@ def session_viewer(request: HttpRequest, session_id: Any) -> HttpResponse:
     return render(
         request,
         "portal/viewer.html",
-        {"session": represent_one(session.pk), "can_manage": can_manage, "body_class": "viewer-page"},
+        {
+            "session": represent_one(session.pk),
+            "can_manage": can_manage,
+            "can_share": access.may_share(request.user, session),
+            "role": access.role_of(request.user, session),
+            "owner_name": session.user.get_username(),
+            "body_class": "viewer-page",
+        },
     )
 
 

@@ -7,7 +7,7 @@ from django.urls import get_resolver
 
 from tests.support.api_matrix import ADMIN, ANY, ENDPOINTS, OPERATOR, ROLE_RANK, USER
 from tests.support.clients import client_for
-from tests.support.factories import make_session, make_user
+from tests.support.factories import make_session, make_user, share
 
 pytestmark = pytest.mark.django_db
 
@@ -25,6 +25,7 @@ def targets(alice, template, docker_agent):
         "user": alice.pk,
         "agent": docker_agent.agent_id,
         "token": create_token(alice, name="matrix")[0].pk,
+        "share": share(session, make_user("sharee"))[0].pk,
         **matrix_targets(),
     }
 

@@ -16,12 +16,12 @@ from channels.db import database_sync_to_async
 from agents_app.models import Agent
 from agents_app.tokens import hash_token
 from plugins_app.services import install_plugin
-from sessions_app import services
+from sessions_app import services, share_links, sharing
 from sessions_app.models import UserQuota
 from sessions_app.state import transition
 from streamspace.events import EVENTS
 from tests.support.agent_client import AgentClient
-from tests.support.factories import make_user
+from tests.support.factories import make_session, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -113,5 +113,29 @@ def test_every_event_has_a_source_test():
         "agent.disconnected",
         "agent.leader_changed",
         "quota.exceeded",
+        "share.granted",
+        "share.used",
+        "share.revoked",
     }
     assert covered == set(EVENTS)
+
+
+def test_share_events(alice, template, docker_agent, observed):
+    session = make_session(alice, template, docker_agent)
+    bob = make_user("bob")
+    example.RECEIVED.clear()
+    sharing.grant(session, user=bob, role="viewer", actor=alice)
+    link, key = sharing.create_link(session, role="collaborator", expires_in_s=600, actor=alice)
+    found = share_links.find_link(key, session.pk)
+    assert found is not None and found.pk == link.pk
+    share_links.record_use(link.pk, session.pk, client_ip="10.0.0.9")
+    sharing.revoke(link, actor=alice)
+    events = [(e["event"], e["data"].get("kind"), e["data"].get("role")) for e in example.RECEIVED]
+    assert events == [
+        ("share.granted", "user", "viewer"),
+        ("share.granted", "link", "collaborator"),
+        ("share.used", "link", "collaborator"),
+        ("share.revoked", "link", "collaborator"),
+    ]
+    assert example.RECEIVED[0]["data"]["recipient"] == "bob" and example.RECEIVED[0]["actor"] == "alice"
+    assert all(e["data"]["session_id"] == str(session.pk) for e in example.RECEIVED)

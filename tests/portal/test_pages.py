@@ -8,6 +8,7 @@ from plugins_app.models import Plugin
 from sessions_app.models import Session, SessionState, Template, UserQuota
 from streamspace.audit.models import AuditEvent
 from tests.portal.conftest import browser_for, make_session
+from tests.support.factories import share
 
 pytestmark = pytest.mark.django_db
 
@@ -194,7 +195,7 @@ def test_stopped_session_viewer_goes_back_to_the_list(alice_browser, alice, demo
 
 def test_shared_session_viewer_opens_without_controls(bob, alice, demo_template, local_agent):
     session = make_session(alice, demo_template, local_agent)
-    session.shared_with.add(bob)
+    share(session, bob)
     page = browser_for(bob).get(f"/sessions/{session.pk}/view").content.decode()
     assert "data-viewer" in page and 'data-action="stop"' not in page
 

@@ -20,12 +20,13 @@ from django.core import signing
 from django.test import Client
 
 from sessions_app import proxy
-from sessions_app.models import Session, SessionState
+from sessions_app.models import Session, SessionState, Share
 from sessions_app.proxy import auth, upstream
 from sessions_app.viewer import make_viewer_token
 from streamspace.accounts.tokens import create_token
 from streamspace.asgi import application
 from tests.proxy.conftest import asgi_http, bearer, make_session, session_host
+from tests.support.factories import share
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -132,7 +133,7 @@ def personas(alice, bob, admin_user, operator):
 @pytest.mark.parametrize("who", ["alice", "admin", "operator", "shared"])
 async def test_allowed_users_pass(who, running, personas, closing_clients):
     if who == "shared":
-        await sync_to_async(running.shared_with.add)(personas["bob"])
+        await sync_to_async(share)(running, personas["bob"])
         user = personas["bob"]
     else:
         user = personas[who]
@@ -221,10 +222,10 @@ async def test_deactivated_user_loses_access(running, alice, closing_clients):
 
 async def test_share_revoked_is_seen_after_cache_ttl(running, bob, settings, closing_clients):
     settings.STREAMSPACE_PROXY_AUTH_CACHE_S = 30
-    await sync_to_async(running.shared_with.add)(bob)
+    await sync_to_async(share)(running, bob)
     cookie = viewer_cookie_for(running, bob)
     assert (await visit(running, "/small", cookie=cookie)).status == 200
-    await sync_to_async(running.shared_with.remove)(bob)
+    await sync_to_async(Share.objects.filter(session=running, user=bob).delete)()
     # Cached for the TTL (the documented trade-off), refused once the entry is gone.
     assert (await visit(running, "/small", cookie=cookie)).status == 200
     auth.clear_cache()

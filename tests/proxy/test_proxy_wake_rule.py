@@ -19,6 +19,7 @@ from sessions_app.models import Session, SessionState
 from sessions_app.proxy import auth
 from tests.proxy.conftest import asgi_http, make_session, session_host
 from tests.support.clients import client_for
+from tests.support.factories import share
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -36,7 +37,7 @@ def hibernated(alice, bob, template, docker_agent, upstream_port):
     session = make_session(
         alice, template, docker_agent, endpoint=f"127.0.0.1:{upstream_port}", state=SessionState.HIBERNATED
     )
-    session.shared_with.add(bob)
+    share(session, bob)
     return session
 
 

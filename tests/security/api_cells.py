@@ -9,7 +9,8 @@ Each cell's expectation follows from the rules of ``docs/roles.md``, applied in 
 4. API tokens may not manage tokens or two-factor settings → 403 (:data:`NO_API_TOKEN`);
 5. object rules: a session is seen by its owner, its share recipients, operators and admins,
    and managed (stopped, hibernated, woken) by its owner, operators and admins; a token
-   only by its owner. Anyone else gets 404, so ids cannot be probed;
+   only by its owner. Anyone else gets 404, so ids cannot be probed. A share recipient
+   sees the session but may not list, grant or revoke its shares: 403 (:data:`FORBIDDEN_FOR`);
 6. otherwise the endpoint's success status (:data:`OK`), reached with a valid request body.
 """
 
@@ -25,7 +26,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 
 from agents_app.models import Agent
 from plugins_app.models import Plugin, WebhookDelivery
-from sessions_app.models import Session, SessionState, Template, UserQuota
+from sessions_app.models import Session, SessionState, Share, Template, UserQuota
 from streamspace.accounts.models import ApiToken, User
 from tests.security.expect import Expectation, has_role
 from tests.security.world import (
@@ -61,11 +62,19 @@ NO_API_TOKEN = frozenset(
 NOT_READ_SCOPE = frozenset({"GET /api/v1/sessions/{session}/viewer-url"})
 
 # Rule 5: who gets 404.
+SHARES = frozenset(
+    {
+        "GET /api/v1/sessions/{session}/shares",
+        "POST /api/v1/sessions/{session}/shares",
+        "DELETE /api/v1/sessions/{session}/shares/{share}",
+    }
+)
 VIEW_SESSION = frozenset(
     {
         "GET /api/v1/sessions/{session}",
         "POST /api/v1/sessions/{session}/heartbeat",
         "GET /api/v1/sessions/{session}/viewer-url",
+        *SHARES,
     }
 )
 MANAGE_SESSION = frozenset(
@@ -82,6 +91,8 @@ NOT_FOUND_FOR = {
     **dict.fromkeys(MANAGE_SESSION, frozenset({BOB, CAROL})),
     **dict.fromkeys(OWN_TOKEN, frozenset({BOB, CAROL, OPERATOR, ADMIN})),
 }
+# Rule 5, for those who see the session: only its owner (operators, admins) manages its shares.
+FORBIDDEN_FOR = dict.fromkeys(SHARES, frozenset({CAROL}))
 
 # Rule 6: the success status of each endpoint that does not answer 200.
 OK = {
@@ -105,6 +116,8 @@ OK = {
     "POST /api/v1/plugins": 201,
     "DELETE /api/v1/plugins/{plugin}": 204,
     "POST /api/v1/plugins/{plugin}/deliveries/{delivery}/redeliver": 202,
+    "POST /api/v1/sessions/{session}/shares": 201,
+    "DELETE /api/v1/sessions/{session}/shares/{share}": 204,
 }
 
 Body = Callable[[World, str], dict[str, Any]]
@@ -136,6 +149,7 @@ BODIES: dict[str, Body] = {
         "config": {"url": "https://93.184.215.14/hook", "secret": "s" * 24, "events": ["session.created"]},
     },
     "PATCH /api/v1/plugins/{plugin}": lambda w, p: {"enabled": False},
+    "POST /api/v1/sessions/{session}/shares": lambda w, p: {"user": "bob", "role": "viewer"},
 }
 
 # Targets that differ from World.api_targets(): what the endpoint needs to succeed.
@@ -173,6 +187,10 @@ EFFECTS: dict[str, Effect] = {
     "POST /api/v1/plugins": lambda w, p: Plugin.objects.filter(name="hook-2").exists(),
     "PATCH /api/v1/plugins/{plugin}": lambda w, p: Plugin.objects.filter(pk=w.extra["plugin"], enabled=False).exists(),
     "DELETE /api/v1/plugins/{plugin}": lambda w, p: not Plugin.objects.filter(pk=w.extra["plugin"]).exists(),
+    "POST /api/v1/sessions/{session}/shares": lambda w, p: Share.objects.filter(user=w.users[BOB]).exists(),
+    "DELETE /api/v1/sessions/{session}/shares/{share}": lambda w, p: (
+        not Share.objects.filter(pk=w.extra["share"]).exists()
+    ),
     "POST /api/v1/plugins/{plugin}/deliveries/{delivery}/redeliver": lambda w, p: (
         WebhookDelivery.objects.filter(plugin_id=w.extra["plugin"]).count() > 1
     ),
@@ -219,6 +237,8 @@ class ApiRow:
             return 403
         if principal in NOT_FOUND_FOR.get(self.key, ()):
             return 404
+        if principal in FORBIDDEN_FOR.get(self.key, ()):
+            return 403
         return OK.get(self.key, 200)
 
 

@@ -77,6 +77,7 @@ PLACEHOLDERS = {
     "token_id": "token",
     "pk": "plugin",
     "delivery_id": "delivery",
+    "share_id": "share",
 }
 _CONVERTER = re.compile(r"<(?:\w+:)?(\w+)>")
 

@@ -9,7 +9,7 @@ Principals (``docs/security.md`` explains what each is trusted with):
 anonymous       no credential at all
 alice           a user, owner of the two sessions
 bob             another user (no share)
-carol           a user alice's sessions are shared with (``Session.shared_with``)
+carol           a user alice's sessions are shared with (a collaborator ``Share``)
 operator        role operator
 admin           role admin
 read_token      alice's API token with the ``read`` scope (``Authorization: Token``)
@@ -30,10 +30,10 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from agents_app.models import Agent, AgentCommand, AgentInstance
 from agents_app.tokens import hash_token
 from plugins_app.services import install_plugin
-from sessions_app.models import Session, SessionState, Template
+from sessions_app.models import Session, SessionState, Share, Template
 from streamspace.accounts.models import Role, TokenScope, User
 from streamspace.accounts.tokens import create_token
-from tests.support.factories import make_user
+from tests.support.factories import make_user, share
 from tests.support.plugin_factories import matrix_targets
 
 ANONYMOUS = "anonymous"
@@ -119,7 +119,7 @@ def _session(owner: User, template: Template, agent: Agent, state: str, endpoint
         last_activity=now,
         state_changed_at=now,
     )
-    session.shared_with.add(sharee)
+    share(session, sharee)
     return session
 
 
@@ -182,5 +182,5 @@ def build_world(upstream_endpoint: str) -> World:
         command=command,
         target_token_pk=target_token.pk,
         refresh={name: str(RefreshToken.for_user(user)) for name, user in users.items()},
-        extra=matrix_targets(),
+        extra={**matrix_targets(), "share": Share.objects.get(session=running, user=carol).pk},
     )

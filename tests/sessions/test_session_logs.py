@@ -14,7 +14,7 @@ from sessions_app import launch_reports
 from sessions_app.models import Session, SessionLog, SessionState
 from tests.support.clients import client_for
 from tests.support.factories import make_session as session_row
-from tests.support.factories import make_user
+from tests.support.factories import make_user, share
 
 pytestmark = pytest.mark.django_db
 
@@ -60,7 +60,7 @@ def test_who_may_read_a_sessions_logs(failed, bob, operator, admin_user, anon_cl
     assert client_for(bob).get(logs_url(failed.pk)).status_code == 404  # cannot even tell it exists
     assert anon_client.get(logs_url(failed.pk)).status_code == 401
     carol = make_user("carol")
-    failed.shared_with.add(carol)
+    share(failed, carol)
     assert client_for(carol).get(f"/api/v1/sessions/{failed.pk}").status_code == 200  # she sees the session
     refused = client_for(carol).get(logs_url(failed.pk))  # but its output is for those who manage it
     assert refused.status_code == 404 and refused.json()["code"] == "not_found"
@@ -129,7 +129,7 @@ def test_the_page_of_a_failed_session_says_why(alice, failed):
 
 def test_a_share_recipient_sees_why_but_not_the_output(failed):
     carol = make_user("carol")
-    failed.shared_with.add(carol)
+    share(failed, carol)
     page = page_of(carol, failed)
     assert "It died." in page and "<code data-exit-code>3</code>" in page
     assert "MARKER-logs-9" not in page and "data-logs-url" not in page

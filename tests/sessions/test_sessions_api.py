@@ -9,7 +9,7 @@ from sessions_app.models import Session, SessionState, Template
 from sessions_app.state import transition
 from streamspace.audit.models import AuditEvent
 from tests.support.clients import launch
-from tests.support.factories import make_session
+from tests.support.factories import make_session, share
 
 pytestmark = pytest.mark.django_db
 
@@ -128,7 +128,7 @@ def test_shared_user_can_view_but_not_manage(alice_client, bob_client, bob, temp
     session_id = launch(alice_client).json()["id"]
     session = Session.objects.get(pk=session_id)
     transition(session, SessionState.RUNNING)
-    session.shared_with.add(bob)
+    share(session, bob)
     assert bob_client.get(f"/api/v1/sessions/{session_id}").status_code == 200
     assert bob_client.get(f"/api/v1/sessions/{session_id}/viewer-url").status_code == 200
     assert bob_client.delete(f"/api/v1/sessions/{session_id}").status_code == 404
@@ -285,7 +285,7 @@ def test_who_may_see_and_who_may_change_a_session(alice, bob, operator, template
     """``Session.objects.visible_to`` / ``managed_by``: the rule the API and the portal apply."""
     own = make_session(alice, template, docker_agent)
     shared = make_session(bob, template, docker_agent)
-    shared.shared_with.add(alice, bob)  # shared with its owner too: still one row
+    share(shared, alice, bob)  # shared with its owner too: still one row
     other = make_session(bob, template, docker_agent)
     every = {own.pk, shared.pk, other.pk}
 

@@ -18,7 +18,7 @@ ROLE_RANK = {USER: 0, OPERATOR: 1, ADMIN: 2}
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    path: str  # {session}, {slug}, {user}, {agent}, {plugin}, {delivery} are filled by the fixture
+    path: str  # {session}, {slug}, {user}, {agent}, {plugin}, {delivery}, {share} are filled by the fixture
     role: str
 
 
@@ -40,6 +40,9 @@ ENDPOINTS = [
     Endpoint("post", "/api/v1/sessions/{session}/heartbeat", USER),
     Endpoint("get", "/api/v1/sessions/{session}/viewer-url", USER),
     Endpoint("get", "/api/v1/sessions/{session}/logs", USER),
+    Endpoint("get", "/api/v1/sessions/{session}/shares", USER),
+    Endpoint("post", "/api/v1/sessions/{session}/shares", USER),
+    Endpoint("delete", "/api/v1/sessions/{session}/shares/{share}", USER),
     Endpoint("get", "/api/v1/users/me/quota", USER),
     Endpoint("get", "/api/v1/users/{user}/quota", ADMIN),
     Endpoint("put", "/api/v1/users/{user}/quota", ADMIN),

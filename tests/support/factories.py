@@ -7,7 +7,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from sessions_app.models import Session
+from sessions_app.models import Session, Share, ShareRole
 from streamspace.accounts.models import Role, User
 
 
@@ -38,6 +38,11 @@ def make_session(
     }
     values.update(extra)
     return Session.objects.create(**values)
+
+
+def share(session: Session, *users: Any, role: str = ShareRole.COLLABORATOR, may_manage: bool = False) -> list[Share]:
+    """Share rows of ``session`` to each of ``users`` (directly, not through the API's checks)."""
+    return [Share.objects.create(session=session, user=user, role=role, may_manage=may_manage) for user in users]
 
 
 def bulk_sessions(user: Any, template: Any, agent: Any, count: int, *, idle_for_s: float = 0, **extra: Any) -> None:
