@@ -2,6 +2,8 @@
 
 * **View** (read it, open its viewer): the owner, users it is shared with, operators and
   admins.
+* **Files**: reading the session's home follows *view*; uploading and deleting,
+  :func:`may_write_files` (*manage*).
 * **Manage** (stop, hibernate, wake): the owner, operators and admins. A share recipient
   views but never manages: waking runs the session again on its owner's quota, so it is the
   owner's (or an operator's) decision, whether it is asked through the API, the portal or by
@@ -32,3 +34,12 @@ def may_view(user: Any, session: Session) -> bool:
 def may_manage(user: Any, session: Session) -> bool:
     """Owner, operator or admin: who may stop, hibernate or wake ``session``."""
     return bool(user and user.is_authenticated) and (is_operator(user) or session.user_id == user.pk)
+
+
+def may_write_files(user: Any, session: Session) -> bool:
+    """Who may upload into and delete from ``session``'s home (docs/architecture.md §17).
+
+    Those who manage the session. Reading its files follows :func:`may_view`; a recipient
+    who may only watch the session cannot change its files.
+    """
+    return may_manage(user, session)
