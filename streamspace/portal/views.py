@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -161,7 +162,13 @@ def session_viewer(request: HttpRequest, session_id: Any) -> HttpResponse:
     return render(
         request,
         "portal/viewer.html",
-        {"session": represent_one(session.pk), "can_manage": can_manage, "body_class": "viewer-page"},
+        {
+            "session": represent_one(session.pk),
+            "can_manage": can_manage,
+            "can_write_files": access.may_write_files(request.user, session),
+            "upload_max_bytes": settings.STREAMSPACE_UPLOAD_MAX_BYTES,
+            "body_class": "viewer-page",
+        },
     )
 
 
