@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/sessions/"
 PATH_RE = re.compile(rb"^/api/v1/sessions/([^/]+)/files(?:/(.*))?$", re.S)
+# A request line (or target) for this endpoint, for the front (streamspace/front/), which
+# serves these requests itself so that an upload streams instead of being spooled by daphne.
+REQUEST_LINE_RE = re.compile(rb" /api/v1/sessions/[^/ ?]+/files[/ ?]")
+TARGET_RE = re.compile(rb"^/api/v1/sessions/[^/?]+/files(?:[/?]|$)")
 METHODS = ("GET", "PUT", "DELETE")
 
 
