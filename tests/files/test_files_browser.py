@@ -20,7 +20,7 @@ from sessions_app.models import Session, SessionState, Template
 from streamspace.accounts.models import TokenScope
 from streamspace.accounts.tokens import create_token
 from tests.support.browser import TIMEOUT_MS, chromium, make_person, shoot, sign_in
-from tests.support.stack import Stack, make_agent, stack_env
+from tests.support.stack import Stack, make_agent, stack_env, wait_for_other_connections_to_close
 from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -57,6 +57,7 @@ def stack(request, tmp_path) -> Iterator[Stack]:
     running.start_control_plane()
     yield running
     running.stop()
+    wait_for_other_connections_to_close()
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(running.dump_logs())

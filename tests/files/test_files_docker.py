@@ -18,7 +18,7 @@ from streamspace.accounts.models import TokenScope
 from streamspace.accounts.tokens import create_token
 from tests.support.browser import make_person
 from tests.support.docker import TEST_IMAGE
-from tests.support.stack import Stack, make_agent, stack_env
+from tests.support.stack import Stack, make_agent, stack_env, wait_for_other_connections_to_close
 from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -34,6 +34,7 @@ def stack(request, tmp_path) -> Iterator[Stack]:
     running.start_control_plane()
     yield running
     running.stop()
+    wait_for_other_connections_to_close()
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(running.dump_logs())
