@@ -8,6 +8,8 @@ with a persistent home. Measured, best of ``--runs``: ``PUT`` and ``GET`` of a `
 file through ``/api/v1/sessions/<id>/files/`` (MB/s), and the peak RSS of the control plane
 and of the agent while the bytes pass (sampled every 20 ms; the first run's, downloads before
 uploads), beside their RSS at rest. The
+uploads run twice: on a new connection (the front serves it) and on the API client's kept-alive
+connection, which carried other API requests first (daphne serves it, §17). The
 anchor, same run: copying the same file on the same disk (``shutil.copyfile``), the floor any
 transfer into the home pays.
 """
@@ -127,7 +129,12 @@ def main() -> None:
             url = f"/api/v1/sessions/{session}/files/bench.bin"
             home = work / "agent" / "homes" / home_key("bench")
             rest = {"control plane": rss_kib(server.pid), "agent": rss_kib(agent.pid)}
-            results: dict[str, list[tuple[float, dict[int, int]]]] = {"copy": [], "GET": [], "PUT": []}
+            results: dict[str, list[tuple[float, dict[int, int]]]] = {
+                "copy": [],
+                "GET": [],
+                "PUT": [],
+                "PUT kept-alive": [],
+            }
             for _ in range(args.runs):
                 started = time.perf_counter()
                 shutil.copyfile(source, work / "copy.bin")
@@ -149,12 +156,17 @@ def main() -> None:
                         while chunk := fh.read(MIB):
                             yield chunk
 
-                with Peak([server.pid, agent.pid]) as peak:
-                    started = time.perf_counter()
-                    put = api.put(url, content=body(), headers={"Content-Length": str(size)})
-                    elapsed = time.perf_counter() - started
-                assert put.status_code in (200, 201), put.text
-                results["PUT"].append((elapsed, peak.peak))
+                # A new connection (the front serves it), then the API client's kept-alive one
+                # (it carried non-front requests first, so daphne serves it, §17).
+                fresh = httpx.Client(base_url=base, timeout=300, headers={"Authorization": f"Token {key}"})
+                for name, client in (("PUT", fresh), ("PUT kept-alive", api)):
+                    with Peak([server.pid, agent.pid]) as peak:
+                        started = time.perf_counter()
+                        put = client.put(url, content=body(), headers={"Content-Length": str(size)})
+                        elapsed = time.perf_counter() - started
+                    assert put.status_code in (200, 201), put.text
+                    results[name].append((elapsed, peak.peak))
+                fresh.close()
                 assert hashlib.sha256((home / "bench.bin").read_bytes()).hexdigest() == digest
                 print("run:", {k: [p // 1024 for p in v[-1][1].values()] for k, v in results.items() if k != "copy"},
                       file=sys.stderr)  # fmt: skip
@@ -168,7 +180,8 @@ def main() -> None:
                 peaks = [runs[0][1].get(pid, 0) // 1024 for pid in (server.pid, agent.pid)]  # the first run's
                 label = {
                     "copy": "anchor: shutil.copyfile on the same disk",
-                    "PUT": "upload (PUT)",
+                    "PUT": "upload (PUT), a new connection: the front",
+                    "PUT kept-alive": "upload (PUT), a kept-alive connection daphne serves",
                     "GET": "download (GET)",
                 }
                 cells = ["—", "—"] if name == "copy" else [f"{p} MiB" for p in peaks]
