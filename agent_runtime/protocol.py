@@ -211,6 +211,14 @@ class TunnelOpen(Payload):
     session_id: str
     port: int
     url: str = ""  # the replica's tunnel URL (POD_URL + /api/v1/agents/tunnel/<stream_id>)
+    # Empty: dial the session's ``port``. ``files``: the agent serves the session's home
+    # itself over the tunnel (docs/architecture.md §23); ``port`` is then 0, which an agent
+    # that does not know the field fails to dial, so the tunnel closes instead of reaching
+    # the wrong server.
+    service: str = ""
+
+
+SERVICE_FILES = "files"
 
 
 class Error(Payload):

@@ -16,8 +16,10 @@ with back-pressure both ways, with no task or queue per message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import socket
 import ssl
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,8 +30,9 @@ from websockets.frames import Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
+from agent_runtime.files_service import serve_files
 from agent_runtime.pipes import FramedEnd, PipeEnd, RawEnd
-from agent_runtime.protocol import TunnelOpen
+from agent_runtime.protocol import SERVICE_FILES, TunnelOpen
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +148,8 @@ async def run_tunnel(payload: Any, *, token: str, backend: Any) -> None:
     if not request.url.startswith(("ws://", "wss://")):
         log.warning("tunnel %s: refusing url %r", request.stream_id, request.url)
         return
+    if request.service:
+        return await _run_service(request, token=token, backend=backend)
     host, port = await _session_address(backend, request.session_id, request.port)
     tunnel = _Tunnel()
     try:
@@ -172,3 +177,31 @@ async def run_tunnel(payload: Any, *, token: str, backend: Any) -> None:
         for end in (control_plane, session):
             if not end.closed:
                 end.transport.abort()
+
+
+async def _run_service(request: TunnelOpen, *, token: str, backend: Any) -> None:
+    """A tunnel the agent answers itself (``service``), here the file service (§23)."""
+    if request.service != SERVICE_FILES or backend is None:
+        log.warning("tunnel %s: unknown service %r", request.stream_id, request.service)
+        return
+    tunnel = _Tunnel()
+    try:
+        control_plane = await asyncio.wait_for(_open_control_plane(tunnel, request.url, token), CONNECT_TIMEOUT_S)
+    except Exception as exc:
+        log.warning("tunnel %s: cannot reach the control plane at %s: %r", request.stream_id, request.url, exc)
+        return
+    ours, theirs = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    _, session = await loop.create_connection(lambda: RawEnd(tunnel, control_plane), sock=ours)
+    tunnel.session = session
+    control_plane.link(session)
+    server = asyncio.ensure_future(serve_files(theirs, backend, request.session_id))
+    try:
+        await tunnel.done
+    finally:
+        for end in (control_plane, session):
+            if not end.closed:
+                end.transport.abort()
+        server.cancel()
+        with contextlib.suppress(BaseException):
+            await server

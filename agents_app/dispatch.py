@@ -137,11 +137,12 @@ async def _send_frames(channel_name: str, commands: list[AgentCommand]) -> list[
 TUNNEL_MESSAGE_TYPE = "agent.tunnel_open"
 
 
-def request_tunnel(agent_pk: int, *, stream_id: str, session_id: str, port: int, url: str) -> bool:
+def request_tunnel(agent_pk: int, *, stream_id: str, session_id: str, port: int, url: str, service: str = "") -> bool:
     """Ask the agent's leader to open a tunnel to a session port (docs/architecture.md §10.4).
 
     Returns False when no leader is connected. The agent dials the session and connects its
     tunnel socket to ``url`` (the replica serving the browser); no bytes ride the layer.
+    ``service`` (``files``): the agent answers on the tunnel itself instead (§23).
     """
     leader = leader_instance(agent_pk)
     if leader is None:
@@ -150,7 +151,7 @@ def request_tunnel(agent_pk: int, *, stream_id: str, session_id: str, port: int,
         leader.channel_name,
         {
             "type": TUNNEL_MESSAGE_TYPE,
-            "payload": {"stream_id": stream_id, "session_id": session_id, "port": port, "url": url},
+            "payload": {"stream_id": stream_id, "session_id": session_id, "port": port, "url": url, "service": service},
         },
     )
     return True

@@ -62,12 +62,15 @@ def tunnel_url(stream_id: str) -> str:
     return f"{base}{TUNNEL_PATH}{stream_id}"
 
 
-def _request_tunnel(agent_pk: int, stream_id: str, session_id: str, port: int, url: str) -> bool:
-    return dispatch.request_tunnel(agent_pk, stream_id=stream_id, session_id=session_id, port=port, url=url)
+def _request_tunnel(agent_pk: int, stream_id: str, session_id: str, port: int, url: str, service: str) -> bool:
+    return dispatch.request_tunnel(
+        agent_pk, stream_id=stream_id, session_id=session_id, port=port, url=url, service=service
+    )
 
 
-async def open_tunnel(agent_pk: int, session_id: str, port: int) -> socket.socket:
-    """A connected socket whose peer is the session's port, reached through the agent."""
+async def open_tunnel(agent_pk: int, session_id: str, port: int, *, service: str = "") -> socket.socket:
+    """A connected socket whose peer is the session's port, reached through the agent; with
+    ``service="files"``, the agent's own file service for the session (§23)."""
     stream_id = secrets.token_urlsafe(24)
     url = tunnel_url(stream_id)
     ours, theirs = socket.socketpair()
@@ -76,7 +79,7 @@ async def open_tunnel(agent_pk: int, session_id: str, port: int) -> socket.socke
     pending = _Pending(agent_pk=agent_pk, sock=theirs)
     _pending[stream_id] = pending
     try:
-        asked = await database_sync_to_async(_request_tunnel)(agent_pk, stream_id, session_id, port, url)
+        asked = await database_sync_to_async(_request_tunnel)(agent_pk, stream_id, session_id, port, url, service)
         if not asked:
             raise TunnelUnavailable("The session's agent has no connected leader.")
         try:

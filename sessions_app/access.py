@@ -2,9 +2,11 @@
 
 * **View** (read it, open its viewer and see the picture): the owner, operators, admins and
   every recipient of a share (to the user or one of their groups), whatever its role.
-* **Interact** (send input through the viewer, upload files): the owner, operators, admins
+* **Interact** (send input through the viewer, upload and delete files in its home): the owner, operators, admins
   and recipients of a *collaborator* share. A *viewer* share sees the picture only
   (docs/architecture.md §22: how the proxy keeps a viewer's input away from the session).
+* **Files**: reading the session's home follows *view*; uploading and deleting,
+  :func:`may_write_files` (*interact*).
 * **Manage** (stop, hibernate, wake, read the logs): the owner, operators and admins, and a
   recipient whose share says ``may_manage``. Without it a recipient never changes the
   session's lifecycle: waking runs the session again on its owner's quota, so it is the
@@ -85,3 +87,13 @@ def may_manage(user: Any, session: Session) -> bool:
 def may_share(user: Any, session: Session) -> bool:
     """Owner, operator or admin: who may list, grant and revoke the shares of ``session``."""
     return _authenticated(user) and (is_operator(user) or session.user_id == user.pk)
+
+
+def may_write_files(user: Any, session: Session) -> bool:
+    """Who may upload into and delete from ``session``'s home (docs/architecture.md §23).
+
+    Those who may interact with it (owner, operators, admins, collaborators): a viewer share
+    watches and downloads but never changes the session's files. Reading follows
+    :func:`may_view`.
+    """
+    return may_interact(user, session)

@@ -20,6 +20,7 @@ from django.urls import URLPattern
 
 from agents_app.routing import websocket_urlpatterns
 from sessions_app import proxy
+from sessions_app.files import endpoint as files
 from sessions_app.proxy.http import proxy_http
 from sessions_app.proxy.origins import is_session_origin, scope_session_id
 from streamspace.portal.routing import websocket_urlpatterns as portal
@@ -64,6 +65,8 @@ def build_application(http_app: Any) -> ProtocolTypeRouter:
     async def http_router(scope: dict, receive: Any, send: Any) -> None:
         if scope["path"].startswith(prefix) or scope_session_id(scope) is not None:
             return await proxy_http(scope, receive, send)
+        if files.matches(scope["path"]):  # streamed both ways, so not through Django (§23)
+            return await files.files_app(scope, receive, send)
         return await http_app(scope, receive, send)
 
     async def websocket_router(scope: dict, receive: Any, send: Any) -> None:

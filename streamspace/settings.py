@@ -434,6 +434,11 @@ STREAMSPACE_PROXY_TUNNEL_TIMEOUT_S = envint("STREAMSPACE_PROXY_TUNNEL_TIMEOUT_S"
 # byte pipe leaves message sizes to the browser and the session.
 STREAMSPACE_PROXY_WS_MAX_MESSAGE = envint("STREAMSPACE_PROXY_WS_MAX_MESSAGE", 16 * 1024 * 1024, minimum=1024)
 
+# --- Session files (sessions_app/files, docs/architecture.md §23) --------------------------------
+# Largest upload into a session's home (bytes): 413 above it, decided from Content-Length
+# before any byte is read.
+STREAMSPACE_UPLOAD_MAX_BYTES = envint("STREAMSPACE_UPLOAD_MAX_BYTES", 1024 * 1024 * 1024, minimum=1)
+
 
 # --- Session origins (sessions_app/proxy/origins.py) ------------------------------------
 # Every session is served on its own origin, ``<session-id>.<STREAMSPACE_SESSION_DOMAIN>``, so

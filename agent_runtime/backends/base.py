@@ -53,13 +53,14 @@ import contextlib
 import os
 import signal as signal_module
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import msgspec
 
 from agent_runtime import protocol
+from agent_runtime.backends.homefiles import HomeEntry, HomeFile, HomeFilesUnsupported
 from agent_runtime.config import LeaseConfig
 from agent_runtime.protocol import Capacity, InventoryItem
 
@@ -282,6 +283,42 @@ class Backend(ABC):
 
     async def close(self) -> None:  # noqa: B027  (optional hook)
         """Release clients and executors; running sessions keep running."""
+
+    # --- files in the session's home (docs/architecture.md §23; rules in .homefiles) --------
+    # ``path`` is what :func:`.homefiles.parse_home_path` returned; the backend resolves it
+    # inside the session's own file system and refuses an escape with ``HomePathEscape``.
+    # Bytes stream in ``homefiles.CHUNK`` pieces: no method holds a whole file in memory.
+    # A session whose workload is not running raises ``HomeNotAvailable``; one this backend
+    # does not know, ``HomePathNotFound``. A backend without file support keeps these defaults
+    # (the control plane answers 501 ``files_unsupported``).
+    async def home_stat(self, session_id: str, path: tuple[str, ...]) -> HomeEntry:
+        """The entry ``path`` names, links followed (its ``name`` is the last component)."""
+        raise HomeFilesUnsupported(f"The {self.platform} backend does not give access to session files.")
+
+    async def home_list(self, session_id: str, path: tuple[str, ...]) -> list[HomeEntry]:
+        """The entries of the directory ``path`` (links listed as ``link``, not followed), at
+        most ``homefiles.MAX_LIST_ENTRIES``; ``HomePathConflict`` if it is not a directory."""
+        raise HomeFilesUnsupported(f"The {self.platform} backend does not give access to session files.")
+
+    async def home_read(self, session_id: str, path: tuple[str, ...]) -> HomeFile:
+        """Open the regular file ``path`` for streaming; ``HomePathConflict`` for a directory."""
+        raise HomeFilesUnsupported(f"The {self.platform} backend does not give access to session files.")
+
+    async def home_write(
+        self, session_id: str, path: tuple[str, ...], size: int, chunks: AsyncIterator[bytes]
+    ) -> HomeEntry:
+        """Write exactly ``size`` bytes from ``chunks`` to ``path``, replacing a file there.
+
+        The file appears whole or not at all (written beside it, then renamed); it belongs to
+        the home's owner. Fewer bytes than ``size`` raise ``HomeUploadIncomplete`` and leave
+        nothing behind; a directory at ``path`` is a ``HomePathConflict``; the parent must
+        exist (``HomePathNotFound``).
+        """
+        raise HomeFilesUnsupported(f"The {self.platform} backend does not give access to session files.")
+
+    async def home_delete(self, session_id: str, path: tuple[str, ...]) -> None:
+        """Remove the entry ``path`` (a directory with its contents; a link, not its target)."""
+        raise HomeFilesUnsupported(f"The {self.platform} backend does not give access to session files.")
 
 
 def host_capacity(max_sessions: int = 0) -> Capacity:

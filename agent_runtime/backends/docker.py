@@ -72,6 +72,8 @@ from agent_runtime.backends.base import (
     host_capacity,
     http_answers,
 )
+from agent_runtime.backends.docker_files import DockerHome
+from agent_runtime.backends.homefiles import HomeEntry, HomeFile, HomeNotAvailable, HomePathNotFound
 from agent_runtime.config import LeaseConfig
 from agent_runtime.images import missing_image_hint
 from agent_runtime.logtail import tail
@@ -521,6 +523,31 @@ class DockerBackend(Backend):
         if self._client is not None:
             await self._run(self._client.close)
         self._pool.shutdown(wait=False)
+
+    # --- files in the home (§23) ----------------------------------------------------------
+    async def _session_home(self, session_id: str) -> DockerHome:
+        """The running session container's home (exec needs a running container)."""
+        container = await self._container(session_id)
+        if container is None:
+            raise HomePathNotFound("This agent has no such session.")
+        if container.status != "running":
+            raise HomeNotAvailable("The session is not running.")
+        return DockerHome(container, objects.home_path(container.attrs, self.home_mount_path))
+
+    async def home_stat(self, session_id: str, path: tuple[str, ...]) -> HomeEntry:
+        return await (await self._session_home(session_id)).stat(path)
+
+    async def home_list(self, session_id: str, path: tuple[str, ...]) -> list[HomeEntry]:
+        return await (await self._session_home(session_id)).list(path)
+
+    async def home_read(self, session_id: str, path: tuple[str, ...]) -> HomeFile:
+        return await (await self._session_home(session_id)).read(path)
+
+    async def home_write(self, session_id: str, path: tuple[str, ...], size: int, chunks: Any) -> HomeEntry:
+        return await (await self._session_home(session_id)).write(path, size, chunks)
+
+    async def home_delete(self, session_id: str, path: tuple[str, ...]) -> None:
+        await (await self._session_home(session_id)).delete(path)
 
 
 def local_image_keys(images: Iterable[dict[str, Any]]) -> list[str] | None:

@@ -255,3 +255,17 @@ def state_of(attrs: dict[str, Any]) -> str:
     if status == "removing":
         return "stopping"
     return "failed"
+
+
+def home_path(attrs: dict[str, Any], default: str = DEFAULT_HOME_MOUNT) -> str:
+    """Where a session container's home is (pure, from its ``attrs``): the mount of the home
+    volume its label names, else the image's ``HOME``, else ``default``."""
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
+    volume = labels.get(LABEL_HOME)
+    for mount in attrs.get("Mounts") or []:
+        if volume and mount.get("Name") == volume and mount.get("Destination"):
+            return mount["Destination"]
+    for item in (attrs.get("Config") or {}).get("Env") or []:
+        if item.startswith("HOME=") and len(item) > 5:
+            return item[5:]
+    return default

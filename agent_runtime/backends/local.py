@@ -58,6 +58,8 @@ from agent_runtime.backends.base import (
     http_answers,
     signal_exit_code,
 )
+from agent_runtime.backends.homefiles import HomeEntry, HomeFile, HomeNotAvailable, HomePathNotFound
+from agent_runtime.backends.local_files import LocalHome
 from agent_runtime.logtail import file_tail
 from agent_runtime.protocol import FEATURE_DESKTOP, SPEC_SECRET_KEYS, STEP_WORKLOAD, Capacity, InventoryItem
 
@@ -390,6 +392,31 @@ class LocalBackend(Backend):
             for fd in watched:
                 loop.remove_reader(fd)
                 os.close(fd)
+
+    # --- files in the home (§23) ----------------------------------------------------------
+    def _session_home(self, session_id: str) -> LocalHome:
+        """The running session's home (its process must run: the same rule on every backend)."""
+        record = self._load().get(session_id)
+        if record is None or not record.get("home"):
+            raise HomePathNotFound("This agent has no such session.")
+        if record.get("state") != "running" or not self._alive(record):
+            raise HomeNotAvailable("The session is not running.")
+        return LocalHome(Path(record["home"]))
+
+    async def home_stat(self, session_id: str, path: tuple[str, ...]) -> HomeEntry:
+        return await self._session_home(session_id).stat(path)
+
+    async def home_list(self, session_id: str, path: tuple[str, ...]) -> list[HomeEntry]:
+        return await self._session_home(session_id).list(path)
+
+    async def home_read(self, session_id: str, path: tuple[str, ...]) -> HomeFile:
+        return await self._session_home(session_id).read(path)
+
+    async def home_write(self, session_id: str, path: tuple[str, ...], size: int, chunks: Any) -> HomeEntry:
+        return await self._session_home(session_id).write(path, size, chunks)
+
+    async def home_delete(self, session_id: str, path: tuple[str, ...]) -> None:
+        await self._session_home(session_id).delete(path)
 
 
 def _switch_to(user: local_session.SessionUser) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from urllib.parse import unquote
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from agent_runtime.protocol import TUNNEL_PATH
+from sessions_app.files.endpoint import TARGET_RE as FILES_TARGET
 from sessions_app.proxy.origins import session_id_for_host
 from sessions_app.proxy.paths import PREFIX_BYTES
 from streamspace.api.client_ip import forwarded_address
@@ -109,8 +110,10 @@ def parse(raw: bytes, front: FrontProtocol) -> RequestHead:
     target = reader.target
     factory = front.factory
     tunnel = target.startswith(TUNNEL_BYTES)
+    files = FILES_TARGET.match(target) is not None  # session files stream both ways (§23)
     if not (
         target.startswith(PREFIX_BYTES)
+        or files
         or (tunnel and factory.tunnel_socket is not None)
         or (target.startswith(b"/") and _on_session_host(reader.headers))
     ):
@@ -156,6 +159,8 @@ def parse(raw: bytes, front: FrontProtocol) -> RequestHead:
             )
         except UnicodeDecodeError:
             raise NotServed("X-Forwarded-* daphne cannot read") from None
+    if files and (websocket or connection_upgrade or reader.upgrade):
+        raise NotServed("the files endpoint takes no upgrade")
     if websocket or connection_upgrade or reader.upgrade or tunnel:
         # A WebSocket handshake (GET, no body) may go to its handler; any other upgrade is
         # daphne's, and so is anything but a WebSocket handshake on the tunnel path.

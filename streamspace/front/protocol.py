@@ -42,6 +42,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
 
 from agent_runtime.protocol import TUNNEL_PATH
+from sessions_app.files.endpoint import REQUEST_LINE_RE as _FILES_LINE
 from sessions_app.proxy.origins import session_id_for_host
 from sessions_app.proxy.paths import PREFIX_BYTES
 from streamspace.front.handlers import FrontHandler
@@ -183,6 +184,7 @@ class FrontProtocol(Protocol):
             if (
                 _REQUEST_PREFIX not in line
                 and (_TUNNEL_PREFIX not in line or self.factory.tunnel_socket is None)
+                and _FILES_LINE.search(line) is None
                 and not self._maybe_session_host(buf, line_end)
             ):
                 self.hand_over()

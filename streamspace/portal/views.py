@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -168,6 +169,8 @@ def session_viewer(request: HttpRequest, session_id: Any) -> HttpResponse:
             "can_share": access.may_share(request.user, session),
             "role": access.role_of(request.user, session),
             "owner_name": session.user.get_username(),
+            "can_write_files": access.may_write_files(request.user, session),
+            "upload_max_bytes": settings.STREAMSPACE_UPLOAD_MAX_BYTES,
             "body_class": "viewer-page",
         },
     )
