@@ -64,7 +64,7 @@ def daphne(env: dict[str, str], port: int | None = None, *, cpu: int | None = No
     log_file = open(log_path, "wb")  # noqa: SIM115  (closed when the process is stopped)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a loaded machine starts it slowly
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(base + "/healthz", timeout=1).status_code == 200:

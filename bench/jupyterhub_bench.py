@@ -284,15 +284,17 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="also record py-spy profiles of the read rows here")
     args = parser.parse_args()
     anchor = jupyterhub_dir(args.jupyterhub.resolve())
-    os.sched_setaffinity(0, {0})
+    every_cpu = os.sched_getaffinity(0)
     out_root = ROOT / ".streamspace" / "bench-jupyterhub" / time.strftime("%Y%m%d-%H%M%S")
     out_root.mkdir(parents=True)
     rounds = []
     for number in range(1, args.rounds + 1):
         print(f"round {number}/{args.rounds}: load average {os.getloadavg()[0]:.1f}", flush=True)
         jh = None
+        os.sched_setaffinity(0, every_cpu)  # run.sh pins its own processes (and pins none on one CPU)
         if not args.skip_jupyterhub:
             jh = jupyterhub_round(anchor, out_root / f"jh-{number}", args.seconds, args.warmup, args.quiet_wait)
+        os.sched_setaffinity(0, {0})  # this script's clients share CPU 0 with wrk, as JupyterHub's do
         reset_database(bench_env(DATABASE, REDIS_DB), DATABASE)
         with tempfile.TemporaryDirectory(prefix="ss-bench-") as work:
             profile = args.profile if number == 1 else None
