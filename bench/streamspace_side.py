@@ -80,11 +80,12 @@ def concurrent_local_launches(
 ) -> dict[str, Any]:
     """``count`` launches of the local template at once; wall time until all are ready."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    data_dir.parent.chmod(0o755)  # the session user (nobody) reaches its home under it
     log = open(data_dir / "agent.log", "ab")  # noqa: SIM115  (closed with the agent below)
     agent = subprocess.Popen(
         ["taskset", "-c", "1", AGENT_BIN, "--platform", "local", "--control-plane", base, "--token", agent_token]
-        + ["--agent-id", "bench-local", "--instance-id", "bench-local-0", "--data-dir", str(data_dir)],
+        + ["--agent-id", "bench-local", "--instance-id", "bench-local-0", "--data-dir", str(data_dir)]
+        # As root, like JupyterHub's SimpleLocalProcessSpawner here (the venv's Python is under /root).
+        + ["--session-user", "root"],
         env={**os.environ, "LOG_LEVEL": "warning"},
         cwd=ROOT,
         stdout=log,
