@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/profile_summary.py PROFILE.txt [...]
 
-Each sample (one stack of a thread that was running) goes to the first phase of
+Samples of a thread that waits (on a lock, a condition, the event loop's poll) are left
+out; each other sample (one stack of a running thread) goes to the first phase of
 ``PHASES`` whose marker appears in its stack, so a query made while looking the user up
 counts as the user lookup and not as one of the view's queries. ``LAYERS`` are inclusive
 (a sample in psycopg under the user lookup counts for both "user lookup" and "psycopg").
@@ -46,6 +47,8 @@ PHASES: list[tuple[str, tuple[str, ...]]] = [
     ("daphne + Twisted (HTTP parsing, writes)", ("daphne/", "twisted/")),
     ("garbage collection", ("<gc>", "gc_collect")),
 ]
+# The innermost frame of a thread that is waiting, not running.
+WAITING = ("Condition.wait", "Event.wait", "_wait_for_tstate_lock", "AsyncioSelectorReactor.run", "_worker")
 LAYERS = ["psycopg", "django/db/", "rest_framework/", "asgiref", "daphne/", "twisted/", "logging/"]
 
 
@@ -59,16 +62,21 @@ def load(path: Path) -> Counter:
 
 
 def summarise(stacks: Counter) -> str:
-    total = sum(stacks.values()) or 1
+    total = sum(count for stack, count in stacks.items() if stack.rsplit(";", 1)[-1].split(" (", 1)[0] not in WAITING)
+    total = total or 1
     phases: Counter = Counter()
     layers: Counter = Counter()
+    waiting = 0
     for stack, count in stacks.items():
+        if stack.rsplit(";", 1)[-1].split(" (", 1)[0] in WAITING:
+            waiting += count
+            continue
         phase = next((name for name, marks in PHASES if any(m in stack for m in marks)), "other (event loop, uvloop)")
         phases[phase] += count
         for layer in LAYERS:
             if layer in stack:
                 layers[layer] += count
-    lines = [f"{total} samples", "| phase | share |", "|---|---|"]
+    lines = [f"{total} samples running ({waiting} waiting, left out)", "| phase | share |", "|---|---|"]
     lines += [f"| {name} | {100 * n / total:.1f} % |" for name, n in phases.most_common()]
     lines += ["", "inclusive: " + ", ".join(f"{layer} {100 * layers[layer] / total:.0f} %" for layer in LAYERS)]
     return "\n".join(lines)

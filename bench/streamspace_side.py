@@ -66,7 +66,7 @@ def profile_rows(load: Any, pid: int, out: Path, jwt: str, facts: dict, ids: Pat
     for name, path, options in rows:
         spy = subprocess.Popen(
             [PY_SPY, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200"]
-            + ["--format", "raw", "--nonblocking", "--output", str(out / f"{name}.txt")],
+            + ["--format", "raw", "--output", str(out / f"{name}.txt")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
