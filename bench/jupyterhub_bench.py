@@ -245,8 +245,9 @@ ROWS = [
 ]
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
+def median(values: list) -> float:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else float("nan")
 
 
 def report(rounds: list[dict]) -> str:
@@ -320,9 +321,8 @@ def main() -> None:
         if jh:
             for key in ("one", "page"):
                 r = jh[key]
-                print(
-                    f"  JH {key}: {r['rps']:.0f} req/s, p99 {r['p99_ms']:.1f} ms, {r['server_cpu_ms_per_req']:.2f} ms CPU"
-                )
+                cpu = r["server_cpu_ms_per_req"] or float("nan")  # None when no request completed
+                print(f"  JH {key}: {r['rps']:.0f} req/s, p99 {r['p99_ms']:.1f} ms, {cpu:.2f} ms CPU")
     if not args.skip_jupyterhub:
         print(
             f"\nMedians over {len(rounds)} round(s), load average at the end of each: "
