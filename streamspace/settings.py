@@ -155,7 +155,7 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 # Portal sessions are read from Redis when it is there (written through to the database, so
 # they survive a Redis restart); every process must share that cache, so not without Redis.
-SESSION_ENGINE = "django.contrib.sessions.backends." + ("cached_db" if REDIS_URL else "db")
+SESSION_ENGINE = "streamspace.accounts.session_store" if REDIS_URL else "django.contrib.sessions.backends.db"
 # Seconds a user stays in the cache for authentication (streamspace/accounts/user_cache.py).
 # Only a cache every process shares (Redis) can be told of a change made elsewhere: 0 without.
 STREAMSPACE_USER_CACHE_S = envint("STREAMSPACE_USER_CACHE_S", 60 if REDIS_URL else 0, minimum=0)

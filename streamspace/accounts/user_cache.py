@@ -15,7 +15,8 @@ query through the ORM. A change to a user shows on every replica at once:
 A reader that loaded the row before the change and stores it after :func:`forget` stores
 it under the old generation (read before the row), so it is never served.
 
-The cache is used only where every process shares it (``REDIS_URL``, default 60 s). With the
+Entries live in ``accounts.shared_cache``'s backend (one Redis client per process). The
+cache is used only where every process shares it (``REDIS_URL``, default 60 s). With the
 embedded default's per-process memory cache, a change made by another process (the job
 runner, ``manage.py changepassword``) could not be forgotten in this one, so users are read
 from the database there (``STREAMSPACE_USER_CACHE_S=0``).
@@ -30,8 +31,9 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.db import transaction
+
+from streamspace.accounts.shared_cache import shared_cache
 
 # The model is looked up when used: ``accounts.models`` imports this module.
 
@@ -57,6 +59,7 @@ def get(user_id: Any) -> Any:
     if not enabled():
         return users.filter(pk=user_id).first()
     entry_key, generation_key = _keys(user_id)
+    cache = shared_cache()
     found = cache.get_many([entry_key, generation_key])
     generation = found.get(generation_key)
     entry = found.get(entry_key)
@@ -73,4 +76,4 @@ def forget(user_id: Any) -> None:
     if not enabled():
         return
     _, generation_key = _keys(user_id)
-    transaction.on_commit(lambda: cache.set(generation_key, secrets.token_hex(8), None))
+    transaction.on_commit(lambda: shared_cache().set(generation_key, secrets.token_hex(8), None))

@@ -25,6 +25,16 @@ from tests.support.factories import make_session
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture
+def ours(monkeypatch):
+    """A handler with one request thread, whose database connection is closed at the end."""
+    monkeypatch.setattr(django_asgi, "REQUEST_THREADS", 1)
+    handler = SyncRequestHandler()
+    yield handler
+    handler.executor.submit(connections.close_all).result()
+    handler.executor.shutdown()
+
+
 async def call(app, method: str, path: str, *, headers=(), body: bytes = b"") -> dict:
     """One request through ``app``; status, headers and the whole body."""
     path, _, query = path.partition("?")
@@ -59,7 +69,7 @@ def bearer(user) -> tuple[bytes, bytes]:
     return (b"authorization", f"Bearer {AccessToken.for_user(user)}".encode())
 
 
-async def test_answers_as_djangos_own_handler(alice, template, docker_agent):
+async def test_answers_as_djangos_own_handler(ours, alice, template, docker_agent):
     session = await sync_to_async(make_session)(alice, template, docker_agent)
     auth = await sync_to_async(bearer)(alice)
     body = json.dumps({"template": "nope"}).encode()
@@ -75,7 +85,7 @@ async def test_answers_as_djangos_own_handler(alice, template, docker_agent):
         ("GET", "/static/css/portal.css", (), b""),  # a streamed (file) response
         ("GET", "/no/such/page", (), b""),
     ]
-    stock, ours = ASGIHandler(), SyncRequestHandler()
+    stock = ASGIHandler()
     for method, path, headers, payload in requests:
         expected = await call(stock, method, path, headers=headers, body=payload)
         got = await call(ours, method, path, headers=headers, body=payload)
@@ -83,9 +93,8 @@ async def test_answers_as_djangos_own_handler(alice, template, docker_agent):
     assert (await call(ours, "GET", "/static/css/portal.css"))["status"] == 200
 
 
-async def test_a_request_runs_on_one_reused_thread(monkeypatch, alice):
-    monkeypatch.setattr(django_asgi, "REQUEST_THREADS", 1)
-    handler = SyncRequestHandler()
+async def test_a_request_runs_on_one_reused_thread(ours, alice):
+    handler = ours
     seen: list[tuple[str, int]] = []
 
     def started(**kwargs):
@@ -111,10 +120,9 @@ async def test_a_request_runs_on_one_reused_thread(monkeypatch, alice):
 
 
 @pytest.mark.postgres
-async def test_the_request_threads_connection_goes_back_at_request_finished(monkeypatch, alice):
+async def test_the_request_threads_connection_goes_back_at_request_finished(ours, alice):
     """(SQLite's in-memory test database is never closed, so this needs PostgreSQL.)"""
-    monkeypatch.setattr(django_asgi, "REQUEST_THREADS", 1)
-    handler = SyncRequestHandler()
+    handler = ours
     assert (await call(handler, "GET", "/api/v1/sessions", headers=[await _bearer(alice)]))["status"] == 200
     assert handler.executor.submit(lambda: connections["default"].connection).result() is None
 
