@@ -259,7 +259,7 @@ def report(rounds: list[dict]) -> str:
     for key, name in ROWS:
         ss = [r["ss"][key] for r in rounds]
         jh_key = {"one_token": "one", "one_portal": "one"}.get(key, key)
-        jh = [r["jh"][jh_key] for r in rounds] if key in ("one", "page") else []
+        jh = [r["jh"][jh_key] for r in rounds] if jh_key in ("one", "page") else []
         jh_rps, ss_rps = median([x["rps"] for x in jh]), median([x["rps"] for x in ss])
         lines.append(
             f"| {name} | {jh_rps:.0f} | {ss_rps:.0f} | {ss_rps / jh_rps if jh else float('nan'):.2f}× "
