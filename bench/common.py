@@ -52,7 +52,7 @@ def manage_shell(env: dict[str, str], code: str) -> str:
 
 
 @contextlib.contextmanager
-def daphne(env: dict[str, str], port: int | None = None, *, cpu: int | None = None, start_timeout: float = 30):
+def daphne(env: dict[str, str], port: int | None = None, *, cpu: int | None = None, start_timeout: float = 120):
     """A daphne process serving the control plane; pinned to one core with ``cpu``."""
     port = port or free_port()
     cmd = [PYTHON, "-m", "streamspace.serve", "-b", "127.0.0.1", "-p", str(port), "streamspace.asgi:application"]

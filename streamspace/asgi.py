@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels' router."""
+"""ASGI entry point: HTTP through Django (one worker-thread call per request,
+``streamspace.transport.django_asgi``), WebSockets through Channels' router."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "streamspace.settings")
 
-from django.core.asgi import get_asgi_application
+from streamspace.transport.django_asgi import get_asgi_application
 
 django_asgi_app = get_asgi_application()
 

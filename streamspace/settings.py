@@ -153,6 +153,12 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Portal sessions are read from Redis when it is there (written through to the database, so
+# they survive a Redis restart); every process must share that cache, so not without Redis.
+SESSION_ENGINE = "streamspace.accounts.session_store" if REDIS_URL else "django.contrib.sessions.backends.db"
+# Seconds a user stays in the cache for authentication (streamspace/accounts/user_cache.py).
+# Only a cache every process shares (Redis) can be told of a change made elsewhere: 0 without.
+STREAMSPACE_USER_CACHE_S = envint("STREAMSPACE_USER_CACHE_S", 60 if REDIS_URL else 0, minimum=0)
 
 # --- Auth ------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -173,7 +179,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "streamspace.api.errors.exception_handler",
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["streamspace.api.renderers.JSONRenderer"],  # DRF's bytes, orjson's speed
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication, get_authorization_header
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.exceptions import InvalidToken
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
+from streamspace.accounts import user_cache
 from streamspace.accounts.models import TokenScope
 from streamspace.api.auth_header import parse_authorization
 
@@ -42,7 +46,8 @@ class StreamSpaceJWTAuthentication(JWTAuthentication):
     """simplejwt's ``Bearer`` access tokens, plus the MFA enrolment gate.
 
     The header is read by ``streamspace.api.auth_header``, the parser the proxy and the
-    agents' endpoints use, so a value one of them accepts is accepted by all.
+    agents' endpoints use, so a value one of them accepts is accepted by all. The token's
+    user comes from ``accounts.user_cache``; the checks and refusals are simplejwt's.
     """
 
     def get_raw_token(self, header: bytes) -> bytes | None:
@@ -56,11 +61,25 @@ class StreamSpaceJWTAuthentication(JWTAuthentication):
         return token.encode("ascii")
 
     def authenticate(self, request: Any) -> tuple[Any, Any] | None:
-
         result = super().authenticate(request)
         if result is not None:
             check_mfa_enrolment(request, result[0])
         return result
+
+    def get_user(self, validated_token: Any) -> Any:
+        """``JWTAuthentication.get_user`` with the user read through the cache."""
+        if jwt_settings.USER_ID_FIELD != "id" or jwt_settings.CHECK_REVOKE_TOKEN:
+            return super().get_user(validated_token)  # another key, or the password hash to compare
+        try:
+            user_id = validated_token[jwt_settings.USER_ID_CLAIM]
+        except KeyError as exc:
+            raise InvalidToken(_("Token contained no recognizable user identification")) from exc
+        user = user_cache.get(user_id)
+        if user is None:
+            raise exceptions.AuthenticationFailed(_("User not found"), code="user_not_found")
+        if jwt_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
+            raise exceptions.AuthenticationFailed(_("User is inactive"), code="user_inactive")
+        return user
 
 
 class ApiTokenAuthentication(BaseAuthentication):

@@ -12,6 +12,8 @@ from typing import Any
 from django.contrib.auth.models import AbstractUser, UserManager
 from django.db import models
 
+from streamspace.accounts import user_cache
+
 
 class Role(models.TextChoices):
     ADMIN = "admin", "Admin"
@@ -64,6 +66,7 @@ class User(AbstractUser):
         """Move the credentials epoch on: every viewer credential issued so far stops working."""
         type(self).objects.filter(pk=self.pk).update(credentials_epoch=models.F("credentials_epoch") + 1)
         self.credentials_epoch = type(self).objects.values_list("credentials_epoch", flat=True).get(pk=self.pk)
+        user_cache.forget(self.pk)  # an update sends no post_save
 
     # Set per request by API-token authentication: a token without the ``admin`` scope acts
     # with user privileges only, whatever the owner's role (never persisted).

@@ -13,10 +13,10 @@ from typing import Any
 
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.db import transaction
-from django.db.models.signals import post_save
+from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from streamspace.accounts import credentials, throttle
+from streamspace.accounts import credentials, throttle, user_cache
 from streamspace.accounts.models import User
 from streamspace.accounts.security import refusal, username_from
 from streamspace.audit.services import record
@@ -78,3 +78,10 @@ def _on_logout(sender: Any, request: Any, user: User | None, **kwargs: Any) -> N
 def _on_user_created(sender: Any, instance: User, created: bool, raw: bool = False, **kwargs: Any) -> None:
     if created and not raw:
         _emit("user.created", instance, {"user_id": instance.pk, "username": instance.username, "role": instance.role})
+
+
+@receiver(post_save, sender=User, dispatch_uid="accounts.user_cache.saved")
+@receiver(post_delete, sender=User, dispatch_uid="accounts.user_cache.deleted")
+def forget_cached_user(sender: Any, instance: User, **kwargs: Any) -> None:
+    """A saved or deleted user is read afresh by the next request (``accounts.user_cache``)."""
+    user_cache.forget(instance.pk)

@@ -1,0 +1,166 @@
+"""The StreamSpace side of ``bench/jupyterhub_bench.py``: sign-in, PostgreSQL CPU, profiles and
+20 concurrent launches on the local backend."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from common import PYTHON, ROOT
+
+HZ = os.sysconf("SC_CLK_TCK")
+AGENT_BIN = str(Path(PYTHON).parent / "streamspace-agent")
+PY_SPY = str(Path(PYTHON).parent / "py-spy")
+POLL_S = 0.1  # as JupyterHub's spawn row polls servers[""].ready
+
+
+def login(base: str, username: str) -> str:
+    """An access JWT for ``username`` (password ``bench-password``)."""
+    body = {"username": username, "password": "bench-password"}
+    response = httpx.post(base + "/api/v1/auth/login", json=body, timeout=60)
+    response.raise_for_status()
+    return response.json()["access"]
+
+
+def _ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def postgres_cpu(database_url: str, since: dict[int, int] | None = None) -> Any:
+    """CPU ticks of the PostgreSQL backends connected to the database now, by pid; with
+    ``since`` (an earlier result), the CPU seconds they used in between."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        pids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ]
+    now = {pid: _ticks(pid) for pid in pids}
+    if since is None:
+        return now
+    return sum(ticks - since.get(pid, 0) for pid, ticks in now.items()) / HZ
+
+
+def profile_rows(load: Any, pid: int, out: Path, jwt: str, facts: dict, ids: Path, seconds: float) -> None:
+    """Each read row once more under ``py-spy record`` (raw collapsed stacks in ``out``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    one = "/api/v1/sessions/{id}"
+    rows = [
+        ("one-jwt", one, {"auth": f"Authorization: Bearer {jwt}", "ids": ids}),
+        ("one-token", one, {"auth": f"Authorization: Token {facts['api_token']}", "ids": ids}),
+        ("one-portal", one, {"cookie": f"Cookie: sessionid={facts['portal_session']}", "ids": ids}),
+        ("page-jwt", "/api/v1/sessions?page_size=100", {"auth": f"Authorization: Bearer {jwt}"}),
+    ]
+    for name, path, options in rows:
+        spy = subprocess.Popen(
+            [PY_SPY, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200"]
+            + ["--format", "raw", "--output", str(out / f"{name}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        result = load.row(f"profile {name}", path, **options)
+        spy.wait(timeout=120)
+        print(f"  profiled {name}: {result['rps']:.0f} req/s under py-spy -> {out / (name + '.txt')}")
+
+
+def concurrent_local_launches(
+    base: str, jwt: str, agent_token: str, server_pid: int, data_dir: Path, *, count: int
+) -> dict[str, Any]:
+    """``count`` launches of the local template at once; wall time until all are ready."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = open(data_dir / "agent.log", "ab")  # noqa: SIM115  (closed with the agent below)
+    agent = subprocess.Popen(
+        ["taskset", "-c", "1", AGENT_BIN, "--platform", "local", "--control-plane", base, "--token", agent_token]
+        + ["--agent-id", "bench-local", "--instance-id", "bench-local-0", "--data-dir", str(data_dir)]
+        # As root, like JupyterHub's SimpleLocalProcessSpawner here (the venv's Python is under /root).
+        + ["--session-user", "root"],
+        env={**os.environ, "LOG_LEVEL": "warning"},
+        cwd=ROOT,
+        stdout=log,
+        stderr=log,
+    )
+    headers = {"Authorization": f"Bearer {jwt}"}
+    try:
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+            _wait_available(client, "tiny")
+            cpu_before = _ticks(server_pid)
+            results: list[dict[str, Any]] = [{} for _ in range(count)]
+
+            def launch(index: int) -> None:
+                with httpx.Client(base_url=base, headers=headers, timeout=60) as own:
+                    results[index] = _launch_until_ready(own)
+
+            threads = [threading.Thread(target=launch, args=(i,)) for i in range(count)]
+            started = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=180)
+            wall = time.perf_counter() - started
+            server_cpu = (_ticks(server_pid) - cpu_before) / HZ
+            failed = [r for r in results if not r.get("ok")]
+            if failed:
+                raise RuntimeError(f"{len(failed)} of {count} local launches failed: {failed[:3]}")
+            for r in results:
+                client.delete(f"/api/v1/sessions/{r['id']}")
+            _wait_states(client, [r["id"] for r in results], {"stopped"})
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+        log.close()
+    ready = [r["ready_s"] for r in results]
+    return {
+        "n": count,
+        "wall_s": round(wall, 3),
+        "p50_s": round(statistics.median(ready), 3),
+        "max_s": round(max(ready), 3),
+        "server_cpu_s": round(server_cpu, 2),
+    }
+
+
+def _wait_available(client: httpx.Client, slug: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = client.get(f"/api/v1/templates/{slug}")
+        if response.status_code == 200 and response.json()["availability"]["available"]:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the local agent never made {slug!r} available: {response.text}")
+
+
+def _launch_until_ready(client: httpx.Client, timeout: float = 120) -> dict[str, Any]:
+    started = time.perf_counter()
+    response = client.post("/api/v1/sessions", json={"template": "tiny"})
+    if response.status_code != 202:
+        return {"ok": False, "status": response.status_code, "body": response.text[:200]}
+    session_id = response.json()["id"]
+    while time.perf_counter() - started < timeout:
+        body = client.get(f"/api/v1/sessions/{session_id}").json()
+        if body["state"] == "running" and body["streaming_ready"]:
+            return {"ok": True, "id": session_id, "ready_s": time.perf_counter() - started}
+        if body["state"] == "failed":
+            return {"ok": False, "id": session_id, "state": body["state"], "message": body["status_message"]}
+        time.sleep(POLL_S)
+    return {"ok": False, "id": session_id, "error": "timeout"}
+
+
+def _wait_states(client: httpx.Client, ids: list[str], states: set[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(ids)
+    while pending and time.monotonic() < deadline:
+        pending = [i for i in pending if client.get(f"/api/v1/sessions/{i}").json()["state"] not in states]
+        time.sleep(POLL_S)
+    if pending:
+        raise RuntimeError(f"{len(pending)} sessions did not reach {states}")

@@ -1,0 +1,90 @@
+"""Django's HTTP handler under ASGI, with each request's Django work in one worker-thread call.
+
+Every Django view and middleware of the control plane is synchronous. Django's stock
+``ASGIHandler`` builds the middleware chain in async mode and adapts each piece: a
+``MiddlewareMixin`` middleware then runs every ``process_request``/``process_response``
+hook through ``sync_to_async``, a sync-only middleware (WhiteNoise's, the MFA gate) hops
+back to the event loop with ``async_to_sync``, ``process_view`` hooks and the view hop once
+more, and the ``request_started`` signal and ``response.close()`` hop on their own. Each
+hop is a handoff between the event loop and a thread; and the handler starts a new thread
+for every request (asgiref's ``ThreadSensitiveContext``). Under load that bookkeeping cost
+more CPU than the API's own work (bench/RESULTS.md, "API beside JupyterHub").
+
+:class:`SyncRequestHandler` is Django's ASGI handler with the chain built in sync mode, as
+Django builds it under WSGI, and the whole request — ``request_started``, the request
+object, middleware, URL resolution, the view, and (for a response that is not streamed)
+``response.close()`` with ``request_finished`` — run in one call on a worker thread of a
+fixed pool (``REQUEST_THREADS``). Every piece of a request runs on the same thread, so the
+thread's database connection is the request's and goes back to the pool at
+``request_finished``, as under Django's own handler. The event loop only reads the body
+and writes the response, with Django's own ``read_body`` and ``send_response``. A streamed
+response (static files) is iterated and closed by Django's code after it is sent.
+
+What Django's handler does that this one does not: it cancels an *async* view when the
+client disconnects mid-request; no view of this application is async (a sync view runs to
+its end under either handler).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import django
+from asgiref.sync import sync_to_async
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers import base
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.http import FileResponse, HttpResponseBase
+from django.urls import set_script_prefix
+
+# Threads that run requests. Requests run on one core's worth of Python anyway (the GIL);
+# more than one thread lets a request's database round trips overlap with other requests'
+# work, and a slow request (a launch waiting on its quota row lock) does not hold up the rest.
+REQUEST_THREADS = 8
+
+
+class SyncRequestHandler(ASGIHandler):
+    """Django's ``ASGIHandler`` for an application whose views and middleware are all sync."""
+
+    def __init__(self) -> None:
+        base.BaseHandler.__init__(self)  # not ASGIHandler's: that builds the chain in async mode
+        self.load_middleware(is_async=False)
+        self.executor = ThreadPoolExecutor(max_workers=REQUEST_THREADS, thread_name_prefix="django-request")
+        self._respond = sync_to_async(self.respond, thread_sensitive=False, executor=self.executor)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        try:
+            response = await self._respond(scope, body_file)
+            await self.send_response(response, send)
+            if response.streaming:
+                await sync_to_async(response.close, thread_sensitive=False, executor=self.executor)()
+        finally:
+            body_file.close()
+
+    def respond(self, scope: dict, body_file: Any) -> HttpResponseBase:
+        """Everything Django does for one request, on the calling (worker) thread."""
+        set_script_prefix(get_script_prefix(scope))
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, response = self.create_request(scope, body_file)
+        if request is not None:
+            response = self.get_response(request)
+            response._handler_class = self.__class__
+            if isinstance(response, FileResponse):
+                response.block_size = self.chunk_size  # as Django's ASGI handler: the server chunks
+        if not response.streaming:
+            response.close()  # request_finished: this thread's database connection goes back now
+        return response
+
+
+def get_asgi_application() -> SyncRequestHandler:
+    """Set Django up and return the handler (``django.core.asgi.get_asgi_application``'s counterpart)."""
+    django.setup(set_prefix=False)
+    return SyncRequestHandler()

@@ -1,0 +1,109 @@
+"""The cached user lookup of API authentication (``accounts.user_cache``).
+
+A cached user saves a query per request, and must never outlive a change: a deactivation,
+a new role, a sign-out's new credentials epoch show on the very next request. These run
+with the cache on (the SQLite pass has a per-process memory cache, which is shared here by
+the test and the request it makes; production needs Redis, see the module).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from sessions_app.viewer import read_viewer_token
+from streamspace.accounts import user_cache
+from streamspace.accounts.models import Role, User
+from tests.support.clients import client_for
+from tests.support.factories import make_session
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def cache_on(settings):
+    settings.STREAMSPACE_USER_CACHE_S = 60
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def user_queries(queries) -> list[str]:
+    return [q["sql"] for q in queries if 'FROM "accounts_user"' in q["sql"]]
+
+
+def test_a_cached_user_costs_no_query(alice):
+    client = client_for(alice)
+    assert client.get("/api/v1/sessions").status_code == 200
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/api/v1/sessions").status_code == 200
+    assert user_queries(queries) == []
+
+
+def test_without_the_cache_every_request_reads_the_user(settings, alice):
+    settings.STREAMSPACE_USER_CACHE_S = 0
+    client = client_for(alice)
+    client.get("/api/v1/sessions")
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/api/v1/sessions").status_code == 200
+    assert len(user_queries(queries)) == 1
+
+
+def test_a_deactivated_user_is_refused_at_once(alice):
+    client = client_for(alice)
+    assert client.get("/api/v1/sessions").status_code == 200
+    alice.is_active = False
+    alice.save()
+    response = client.get("/api/v1/sessions")
+    assert response.status_code == 401 and response.json()["detail"] == "User is inactive"
+
+
+def test_a_deleted_user_is_refused_at_once(alice):
+    client = client_for(alice)
+    assert client.get("/api/v1/sessions").status_code == 200
+    User.objects.filter(pk=alice.pk).delete()
+    response = client.get("/api/v1/sessions")
+    assert response.status_code == 401 and response.json()["detail"] == "User not found"
+
+
+def test_a_new_role_applies_at_once(alice, bob, template, docker_agent):
+    make_session(bob, template, docker_agent)
+    client = client_for(alice)
+    assert client.get("/api/v1/sessions?all=1").json()["count"] == 0
+    alice.role = Role.OPERATOR
+    alice.save(update_fields=["role"])
+    assert client.get("/api/v1/sessions?all=1").json()["count"] == 1
+
+
+def test_a_viewer_url_after_a_revocation_carries_the_new_epoch(alice, template, docker_agent):
+    session = make_session(alice, template, docker_agent)
+    client = client_for(alice)
+    before = client.get(f"/api/v1/sessions/{session.pk}/viewer-url").json()["url"]
+    alice.revoke_credentials()  # what a sign-out or a new password does
+    after = client.get(f"/api/v1/sessions/{session.pk}/viewer-url").json()["url"]
+    epochs = [read_viewer_token(parse_qs(urlsplit(url).query)["token"][0])["e"] for url in (before, after)]
+    assert epochs == [0, User.objects.get(pk=alice.pk).credentials_epoch] and epochs[1] > 0
+
+
+def test_a_copy_read_before_a_change_and_stored_after_it_is_never_served(alice):
+    """The race of a reader that loaded the row before a change and stores it after."""
+    entry_key, generation_key = user_cache._keys(alice.pk)
+    stale_generation = cache.get(generation_key)
+    stale = User.objects.get(pk=alice.pk)
+    alice.is_active = False
+    alice.save()  # forgets: a new generation
+    cache.set(entry_key, (stale_generation, stale), 60)  # the slow reader stores its old copy
+    assert user_cache.get(alice.pk).is_active is False
+
+
+def test_a_change_that_rolls_back_forgets_nothing(alice):
+    user_cache.get(alice.pk)
+    generation = cache.get(user_cache._keys(alice.pk)[1])
+    with pytest.raises(RuntimeError), transaction.atomic():
+        alice.save()
+        raise RuntimeError("roll back")
+    assert cache.get(user_cache._keys(alice.pk)[1]) == generation
