@@ -1,7 +1,8 @@
 """Leader election among the replicas of one agent (client-go ``leaderelection`` semantics).
 
-A :class:`Lease` is the storage primitive (``file``: ``flock``; ``redis``: ``SET NX PX``
-with compare-and-renew / compare-and-delete in Lua). :class:`LeaderElector` runs the loop:
+A :class:`Lease` is the storage primitive (``file``: a holder and deadline written under a
+short ``flock``; ``redis``: ``SET NX PX`` with compare-and-renew / compare-and-delete in Lua);
+every backend expires a lease its holder stops renewing. :class:`LeaderElector` runs the loop:
 
 * a follower tries to acquire every ``retry_period``;
 * the leader renews every ``retry_period``; each success extends its *mandate* to
@@ -160,7 +161,8 @@ def make_elector(config: LeaseConfig, *, identity: str) -> Elector:
     if not config.enabled:
         return AlwaysLeader()
     if config.backend == "file":
-        return LeaderElector(FileLease(config.file_lock_path, identity=identity), config, identity=identity)
+        lease = FileLease(config.file_lock_path, identity=identity, lease_duration=config.lease_duration)
+        return LeaderElector(lease, config, identity=identity)
     if config.backend == "redis":
         lease = RedisLease(
             config.redis_url,

@@ -172,6 +172,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         )
         await database_sync_to_async(rows.after_register)(agent, hello)
         if hello.is_leader:
+            await presence.demote_others(agent_id=agent.agent_id, instance_id=hello.instance_id)
             self._start_polling()
 
     async def on_heartbeat(self, frame: protocol.Frame) -> None:
@@ -224,6 +225,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
         changed = await database_sync_to_async(rows.set_leader)(self.agent, self.instance.pk, is_leader)
         self.is_leader = is_leader
         await self._refresh_presence()
+        if is_leader:
+            await presence.demote_others(agent_id=self.agent.agent_id, instance_id=self.instance.instance_id)
         if changed:
             await database_sync_to_async(_emit)(
                 "agent.leader_changed",
