@@ -525,8 +525,8 @@ async def test_a_direct_send_to_a_former_leader_is_handed_to_the_new_one(
     await new.register(is_leader=False)
     real_select = placement.select_agent
 
-    def stale_select(platform):  # what select_agent read just before leadership moved
-        agent = real_select(platform)
+    def stale_select(template, **resources):  # what select_agent read just before leadership moved
+        agent = real_select(template, **resources)
         assert agent.leader_instance_id == "new"
         agent.leader_instance_id, agent.leader_channel = (
             AgentInstance.objects.filter(instance_id="old").values_list("instance_id", "channel_name").get()
