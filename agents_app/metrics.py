@@ -12,6 +12,13 @@ hub's hot path:
 - ``streamspace_agent_pending_commands``: commands waiting for a leader or for an ack
 
 Every control-plane replica reports the same values; rules aggregate with ``max by (agent_id)``.
+
+Observed by the replica where the event happens (sum across replicas):
+
+- ``streamspace_agent_command_seconds{action, outcome}``: from a command's creation to its
+  result (queueing, delivery and the agent's work: what a user waits for)
+- ``streamspace_hub_agent_connections{platform}``: agent sockets registered on this replica
+  (a replica's share of the reconnect herd shows here)
 """
 
 from __future__ import annotations
@@ -19,12 +26,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from django.db.models import Count
+from prometheus_client import Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from agents_app.hub import presence
 from agents_app.models import Agent, AgentCommand, AgentInstance, CommandState
 
 LABELS = ["agent_id", "platform"]
+
+COMMAND_SECONDS = Histogram(
+    "streamspace_agent_command_seconds",
+    "Seconds from a command's creation to its result, by action and outcome (ok or failed).",
+    ["action", "outcome"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+)
+HUB_CONNECTIONS = Gauge(
+    "streamspace_hub_agent_connections", "Agent sockets registered on this control-plane replica.", ["platform"]
+)
 
 
 def _families() -> dict[str, GaugeMetricFamily]:

@@ -2,14 +2,16 @@
 catalog's "unavailable" badges, the API's ``availability`` field and the launch refusals.
 
 The rule reads what placement reads for each candidate agent (``sessions_app.placement``):
-whether any replica is connected, how many sessions the agent runs, and the ``capacity`` its
+whether any replica is connected, how many sessions the agent runs and the CPU and memory
+they hold, and the ``capacity`` its
 leader (else a connected follower) last reported (``agent_runtime.protocol.Capacity``).
 Nothing here queries the database. An agent whose replicas are all followers is still
 available: during a leader failover its commands wait in ``pending`` and go out when the
 new leader registers, so launches are not refused for the length of a lease.
 
 Refusal codes, in the order a launch tries them: ``no_agent`` (503: no connected agent for
-the platform), ``agent_full`` (503: every agent that could run it is at its session limit),
+the platform), ``no_capacity`` (503: every agent that could run it is at its session limit
+or lacks the CPU or memory the session asks for, counted against what the agent reported),
 ``image_missing`` (409: the image is not on the host and the agent does not pull),
 ``feature_missing`` (409: the host lacks what the template needs, such as a desktop).
 When several agents fail for different reasons, the reason shown is that of the agent
@@ -28,13 +30,13 @@ from agent_runtime.protocol import FEATURE_DESKTOP, image_key
 from streamspace.api.errors import Conflict, ServiceError, Unavailable
 
 NO_AGENT = "no_agent"
-AGENT_FULL = "agent_full"
+NO_CAPACITY = "no_capacity"
 IMAGE_MISSING = "image_missing"
 FEATURE_MISSING = "feature_missing"
 TEMPLATE_DISABLED = "template_disabled"
 
 # How close a refused agent is to serving the template (higher: closer).
-_CLOSENESS = {NO_AGENT: 0, FEATURE_MISSING: 1, IMAGE_MISSING: 1, AGENT_FULL: 2}
+_CLOSENESS = {NO_AGENT: 0, FEATURE_MISSING: 1, IMAGE_MISSING: 1, NO_CAPACITY: 2}
 
 # What to do about a missing feature, by feature name.
 FEATURE_HINTS = {
@@ -50,8 +52,8 @@ class NoAgent(Unavailable):
     code = NO_AGENT
 
 
-class AgentFull(Unavailable):
-    code = AGENT_FULL
+class NoCapacity(Unavailable):
+    code = NO_CAPACITY
 
 
 class ImageMissing(Conflict):
@@ -64,7 +66,7 @@ class FeatureMissing(Conflict):
 
 _ERRORS: dict[str, type[ServiceError]] = {
     NO_AGENT: NoAgent,
-    AGENT_FULL: AgentFull,
+    NO_CAPACITY: NoCapacity,
     IMAGE_MISSING: ImageMissing,
     FEATURE_MISSING: FeatureMissing,
 }
@@ -97,6 +99,8 @@ class TemplateLike(Protocol):
     image: str
     requires: list[str]
     enabled: bool
+    default_cpu_millicores: int
+    default_memory_mb: int
 
 
 class CandidateLike(Protocol):
@@ -107,6 +111,8 @@ class CandidateLike(Protocol):
     has_leader: bool
     has_replica: bool
     load: int
+    cpu_used: int
+    memory_used: int
     leader_capacity: Any
 
 
@@ -127,11 +133,14 @@ def capacity_of(agent: CandidateLike) -> Mapping[str, Any]:
     return raw if isinstance(raw, Mapping) else {}
 
 
-def refusal(template: TemplateLike, agent: CandidateLike) -> Availability | None:
+def refusal(
+    template: TemplateLike, agent: CandidateLike, *, cpu: int | None = None, memory: int | None = None
+) -> Availability | None:
     """Why ``agent`` cannot serve ``template`` now, or None when it can.
 
-    A capacity field the agent did not report restricts nothing (an older agent, or one
-    whose engine could not list its images).
+    ``cpu``/``memory``: what the session asks for (default: the template's defaults). A
+    capacity field the agent did not report (or reported as 0) restricts nothing (an older
+    agent, or one whose engine could not list its images).
     """
     if not agent.has_replica:
         return Availability(
@@ -145,10 +154,23 @@ def refusal(template: TemplateLike, agent: CandidateLike) -> Availability | None
     if limit > 0 and agent.load >= limit:
         return Availability(
             False,
-            AGENT_FULL,
+            NO_CAPACITY,
             f"The agent {agent.agent_id} runs its maximum of {limit} session{'s' if limit != 1 else ''}; "
             "try again when one ends.",
         )
+    for name, unit, used, wanted in (
+        ("cpu_millicores", "millicores of CPU", agent.cpu_used, cpu or template.default_cpu_millicores),
+        ("memory_mb", "MB of memory", agent.memory_used, memory or template.default_memory_mb),
+    ):
+        total = _int(capacity.get(name))
+        if total > 0 and (used or 0) + wanted > total:
+            free = max(total - (used or 0), 0)
+            return Availability(
+                False,
+                NO_CAPACITY,
+                f"The agent {agent.agent_id} has {free} of its {total} {unit} free and this session needs "
+                f"{wanted}; try again when a session ends, or ask for less.",
+            )
     features = capacity.get("features")
     if isinstance(features, list):
         missing = [name for name in template.requires or [] if name not in features]
@@ -167,14 +189,20 @@ def refusal(template: TemplateLike, agent: CandidateLike) -> Availability | None
     return None
 
 
-def decide(template: TemplateLike, candidates: Iterable[CandidateLike]) -> tuple[Any, Availability]:
+def decide(
+    template: TemplateLike,
+    candidates: Iterable[CandidateLike],
+    *,
+    cpu: int | None = None,
+    memory: int | None = None,
+) -> tuple[Any, Availability]:
     """The first candidate (in placement order) that can serve ``template`` now with
     :data:`AVAILABLE`, or ``None`` with the reason of the candidate closest to serving it."""
     if not template.enabled:
         return None, Availability(False, TEMPLATE_DISABLED, f"The template {template.slug} is disabled.")
     best: Availability | None = None
     for agent in candidates:
-        why = refusal(template, agent)
+        why = refusal(template, agent, cpu=cpu, memory=memory)
         if why is None:
             return agent, AVAILABLE
         if best is None or _CLOSENESS[why.code] > _CLOSENESS[best.code]:

@@ -12,41 +12,47 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from django.conf import settings
+
 from agents_app.models import Agent, AgentCommand, AgentInstance, CommandState
 from agents_app.services import Route
 from sessions_app.availability import (
-    AgentFull,
     Availability,
     FeatureMissing,
     ImageMissing,
     NoAgent,
+    NoCapacity,
     decide,
     platforms_of,
 )
-from sessions_app.models import ACTIVE_STATES, Session
+from sessions_app.models import ACTIVE_STATES, RESOURCE_STATES, Session
 
 __all__ = [
-    "AgentFull",
     "CatalogAvailability",
     "FeatureMissing",
     "ImageMissing",
     "NoAgent",
+    "NoCapacity",
     "candidates",
     "direct_route",
+    "lock_agents",
     "select_agent",
 ]
 
 
 @functools.cache
-def _candidates_sql(platform_count: int) -> str:
+def _candidates_sql(platform_count: int, strategy: str) -> str:
     """Every enabled agent of the platforms (any platform when ``platform_count`` is 0), in
-    placement order, with what the rule and :func:`direct_route` need."""
+    placement order for ``strategy`` (spread: least loaded first; pack: most loaded first),
+    with what the rule and :func:`direct_route` need."""
     agent, instance = Agent._meta.db_table, AgentInstance._meta.db_table
     command, session = AgentCommand._meta.db_table, Session._meta.db_table
     connected = f"FROM {instance} i WHERE i.agent_id = a.id AND i.connected"
     leader = f"{connected} AND i.is_leader"
     newest = f"{leader} AND i.channel_name <> '' ORDER BY i.connected_at DESC LIMIT 1"
     active = ", ".join(["%s"] * len(ACTIVE_STATES))
+    holding = ", ".join(["%s"] * len(RESOURCE_STATES))
+    used = f"FROM {session} s WHERE s.agent_id = a.id AND s.state IN ({holding})"
     where = "a.enabled"
     if platform_count:
         where += f" AND a.platform IN ({', '.join(['%s'] * platform_count)})"
@@ -55,35 +61,57 @@ SELECT a.*,
     EXISTS (SELECT 1 {leader}) AS has_leader,
     EXISTS (SELECT 1 {connected}) AS has_replica,
     (SELECT COUNT(*) FROM {session} s WHERE s.agent_id = a.id AND s.state IN ({active})) AS load,
+    (SELECT COALESCE(SUM(s.cpu_millicores), 0) {used}) AS cpu_used,
+    (SELECT COALESCE(SUM(s.memory_mb), 0) {used}) AS memory_used,
     (SELECT i.capacity {connected} ORDER BY i.is_leader DESC, i.connected_at DESC LIMIT 1) AS leader_capacity,
     (SELECT i.instance_id {newest}) AS leader_instance_id,
     (SELECT i.channel_name {newest}) AS leader_channel,
     EXISTS (SELECT 1 FROM {command} c WHERE c.agent_id = a.id AND c.state = %s) AS has_pending
 FROM {agent} a
 WHERE {where}
-ORDER BY has_leader DESC, load ASC, a.agent_id ASC
+ORDER BY has_leader DESC, load {"DESC" if strategy == "pack" else "ASC"}, a.agent_id ASC
 """
 
 
 def candidates(platforms: tuple[str, ...] | None = None) -> list[Agent]:
     """The enabled agents of ``platforms`` (None: every platform) in placement order: a
-    connected leader first, then the least loaded (sessions in an active state), then by
-    name. One statement written by hand (subqueries and an ordering): every launch runs it."""
+    connected leader first, then by load (sessions in an active state; ascending to spread,
+    descending to pack: ``STREAMSPACE_PLACEMENT``), then by name, each with the CPU and
+    memory its sessions hold. One statement written by hand (subqueries and an ordering):
+    every launch runs it."""
     platforms = platforms or ()
-    params = [*ACTIVE_STATES, CommandState.PENDING, *platforms]
-    return list(Agent.objects.raw(_candidates_sql(len(platforms)), params))
+    params = [*ACTIVE_STATES, *RESOURCE_STATES, *RESOURCE_STATES, CommandState.PENDING, *platforms]
+    return list(Agent.objects.raw(_candidates_sql(len(platforms), settings.STREAMSPACE_PLACEMENT), params))
 
 
-def select_agent(template: Any) -> Agent:
-    """Pick the agent for a new session of ``template``: the first candidate, in placement
-    order, that can serve it now (:func:`sessions_app.availability.refusal`).
+def lock_agents(template: Any) -> None:
+    """Lock the rows of every agent that could run ``template`` (in primary-key order, so
+    launches never deadlock), for the rest of the caller's transaction.
 
-    Raises the refusal's error when none can: :class:`NoAgent` or :class:`AgentFull` (503),
+    Launches that may land on the same agents then place one after another, each counting
+    the sessions the previous ones created, so concurrent launches never take an agent past
+    its reported limits. (SQLite has one writer at a time: the lock is a no-op there.)
+    """
+    list(
+        Agent.objects.select_for_update()
+        .filter(enabled=True, platform__in=platforms_of(template.platform))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def select_agent(template: Any, *, cpu: int | None = None, memory: int | None = None) -> Agent:
+    """Pick the agent for a new session of ``template`` asking ``cpu`` millicores and
+    ``memory`` MB (default: the template's): the first candidate, in placement order, that
+    can serve it now (:func:`sessions_app.availability.refusal`).
+
+    Raises the refusal's error when none can: :class:`NoAgent` or :class:`NoCapacity` (503),
     :class:`ImageMissing` or :class:`FeatureMissing` (409), with the reason the catalog
     shows. The agent comes back with what :func:`direct_route` needs (``leader_instance_id``,
-    ``leader_channel``, ``has_pending``), read in the same query.
+    ``leader_channel``, ``has_pending``), read in the same query. Under
+    :func:`lock_agents` the choice holds until the caller's transaction ends.
     """
-    agent, availability = decide(template, candidates(platforms_of(template.platform)))
+    agent, availability = decide(template, candidates(platforms_of(template.platform)), cpu=cpu, memory=memory)
     if agent is None:
         raise availability.error()
     return agent

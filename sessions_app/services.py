@@ -116,8 +116,13 @@ def launch_session(
 
     Raises ``QuotaExceeded`` (403) if the session would exceed any of the user's limits,
     the refusal of :func:`sessions_app.placement.select_agent` (503 ``no_agent`` or
-    ``agent_full``, 409 ``image_missing`` or ``feature_missing``) if no agent can serve the
+    ``no_capacity``, 409 ``image_missing`` or ``feature_missing``) if no agent can serve the
     template now, ``ServiceError`` (400, ``template_disabled``) for a disabled template.
+
+    The agent is chosen twice: first without locks, so a launch nobody can serve is refused
+    before the quota is touched; then, once the quota allows it, again with the candidate
+    agents' rows locked (:func:`~sessions_app.placement.lock_agents`), so concurrent launches
+    count each other's sessions and never take an agent past its capacity.
     """
     if not template.enabled:
         raise ServiceError(f"The template {template.slug} is disabled.", code="template_disabled")
@@ -126,12 +131,14 @@ def launch_session(
     groups = quotas.group_quotas(user)
     policy = policy_idle_timeout(user, template, groups=groups)
     idle = policy if idle_timeout_s is None else min(idle_timeout_s, policy)
-    agent = placement.select_agent(template)
+    placement.select_agent(template, cpu=cpu, memory=memory)
     with transaction.atomic():
         override = quotas.lock_user_quota(user)
         quota, current = quotas.effective_quota(user, override=override, groups=groups), quotas.usage(user)
         limit = quotas.exceeded(quota, current, sessions=1, cpu=cpu, memory=memory)
         if limit is None:
+            placement.lock_agents(template)
+            agent = placement.select_agent(template, cpu=cpu, memory=memory)
             now = timezone.now()
             session = Session.objects.create(
                 name=name or template.display_name,

@@ -7,7 +7,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from sessions_app import history
+from sessions_app import history, metrics
 from sessions_app.models import Session, SessionState
 from sessions_app.notify import session_changed
 from streamspace.api.errors import Conflict
@@ -65,6 +65,7 @@ def transition(
     """
     current = session.state
     _check(current, target)
+    entered_current_at = session.__dict__.get("state_changed_at")  # before it is overwritten
     values = _values(target, message, fields)
     with transaction.atomic():
         updated = Session.objects.filter(pk=session.pk, state=current).update(**values)
@@ -80,7 +81,20 @@ def transition(
         setattr(session, key, value)
     session_id, user_id = session.pk, session.user_id
     transaction.on_commit(lambda: session_changed(session_id, user_id, current, target, actor=actor))
+    if target == S.RUNNING:
+        _observe_ready(session, current, entered_current_at)
     return session
+
+
+def _observe_ready(session: Session, left: str, entered_left_at: Any) -> None:
+    """Time to ``running``: from the wake request, or from the launch (the session's creation)."""
+    if left == S.WAKING:
+        transaction.on_commit(lambda: metrics.observe_ready("wake", entered_left_at))
+        return
+    created = session.__dict__.get("created_at")
+    if created is None:  # not loaded with the row: one small read, only on this transition
+        created = Session.objects.filter(pk=session.pk).values_list("created_at", flat=True).first()
+    transaction.on_commit(lambda: metrics.observe_ready("launch", created))
 
 
 def transition_many(sessions: list[Session], target: str, *, message: str | None = None, **fields: Any) -> str:

@@ -14,17 +14,21 @@ Registered once, from ``PortalConfig.ready`` (:func:`register_collectors`).
 from __future__ import annotations
 
 import logging
+import sys
 import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import redis
 from django.conf import settings
-from prometheus_client import REGISTRY, CollectorRegistry
+from django.core.signals import got_request_exception
+from django.db import DatabaseError
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from agents_app.metrics import AgentCollector
 from plugins_app.metrics import WebhookCollector
+from sessions_app.metrics import SessionCollector
 from streamspace import health
 
 log = logging.getLogger(__name__)
@@ -95,6 +99,7 @@ def _parts() -> dict[str, Any]:
     return {
         "dependencies": DependencyCollector(),
         "agents": AgentCollector(),
+        "sessions": SessionCollector(),
         "webhooks": WebhookCollector(),
         "celery": CeleryQueueCollector(),
     }
@@ -138,8 +143,26 @@ class StreamSpaceCollector:
 _registered: weakref.WeakKeyDictionary[CollectorRegistry, StreamSpaceCollector] = weakref.WeakKeyDictionary()
 
 
+DEPENDENCY_ERRORS = Counter(
+    "streamspace_dependency_errors",
+    "Requests that failed with a PostgreSQL (database) or Redis error, by dependency.",
+    ["dependency"],
+)
+
+
+def count_dependency_error(sender: Any, request: Any = None, **kwargs: Any) -> None:
+    """``got_request_exception`` receiver: a request died of a database or Redis error."""
+    error = sys.exc_info()[1]
+    if isinstance(error, DatabaseError):
+        DEPENDENCY_ERRORS.labels("database").inc()
+    elif isinstance(error, redis.RedisError):
+        DEPENDENCY_ERRORS.labels("redis").inc()
+
+
 def register_collectors(registry: CollectorRegistry = REGISTRY) -> StreamSpaceCollector:
-    """Register the StreamSpace collector with ``registry`` once (idempotent); returns it."""
+    """Register the StreamSpace collector with ``registry`` once (idempotent), and count
+    requests that die of a database or Redis error; returns the collector."""
+    got_request_exception.connect(count_dependency_error, dispatch_uid="streamspace-dependency-errors")
     collector = _registered.get(registry)
     if collector is None:
         collector = StreamSpaceCollector()

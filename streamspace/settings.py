@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from streamspace.api.client_ip import parse_trusted_proxies
 from streamspace.env import ConfigError, envbool, envint, envlist, envstr
@@ -383,6 +384,11 @@ STREAMSPACE_DEFAULT_IDLE_TIMEOUT_S = envint("STREAMSPACE_DEFAULT_IDLE_TIMEOUT_S"
 STREAMSPACE_VIEWER_TOKEN_TTL_S = envint("STREAMSPACE_VIEWER_TOKEN_TTL_S", 120, minimum=5)
 STREAMSPACE_ACTIVITY_WRITE_INTERVAL_S = envint("STREAMSPACE_ACTIVITY_WRITE_INTERVAL_S", 30, minimum=0)
 POD_NAME = envstr("POD_NAME", socket.gethostname())
+# Placement across agents that can all serve a launch (sessions_app/placement.py):
+# "spread" puts it on the least loaded, "pack" on the most loaded that still has room.
+STREAMSPACE_PLACEMENT = envstr("STREAMSPACE_PLACEMENT", "spread").lower()
+if STREAMSPACE_PLACEMENT not in ("spread", "pack"):
+    raise ImproperlyConfigured(f"STREAMSPACE_PLACEMENT={STREAMSPACE_PLACEMENT!r}: choose spread or pack")
 # Agent hub (docs/architecture.md §7): heartbeat interval told to agents, ack timeout before re-send.
 AGENT_HEARTBEAT_INTERVAL_S = envint("AGENT_HEARTBEAT_INTERVAL_S", 10, minimum=1)
 AGENT_COMMAND_ACK_TIMEOUT_S = envint("AGENT_COMMAND_ACK_TIMEOUT_S", 30, minimum=1)

@@ -1,10 +1,11 @@
 """Leader election among the replicas of one agent (client-go ``leaderelection`` semantics).
 
-A :class:`Lease` is the storage primitive (``file``: ``flock``; ``redis``: ``SET NX PX``
-with compare-and-renew / compare-and-delete in Lua; ``kubernetes``: a ``coordination.k8s.io/v1``
-Lease written with optimistic concurrency, :mod:`agent_runtime.leader.kubernetes`; ``swarm``: a
-record in the Swarm's raft store written by compare-and-swap on its version,
-:mod:`agent_runtime.leader.swarm`). :class:`LeaderElector` runs the loop:
+A :class:`Lease` is the storage primitive (``file``: a holder and deadline written under a
+short ``flock``; ``redis``: ``SET NX PX`` with compare-and-renew / compare-and-delete in Lua;
+``kubernetes``: a ``coordination.k8s.io/v1`` Lease written with optimistic concurrency,
+:mod:`agent_runtime.leader.kubernetes`; ``swarm``: a record in the Swarm's raft store written
+by compare-and-swap on its version, :mod:`agent_runtime.leader.swarm`); every backend expires
+a lease its holder stops renewing. :class:`LeaderElector` runs the loop:
 
 * a follower tries to acquire every ``retry_period``;
 * the leader renews every ``retry_period``; each success extends its *mandate* to
@@ -163,7 +164,8 @@ def make_elector(config: LeaseConfig, *, identity: str) -> Elector:
     if not config.enabled:
         return AlwaysLeader()
     if config.backend == "file":
-        return LeaderElector(FileLease(config.file_lock_path, identity=identity), config, identity=identity)
+        lease = FileLease(config.file_lock_path, identity=identity, lease_duration=config.lease_duration)
+        return LeaderElector(lease, config, identity=identity)
     if config.backend == "redis":
         lease = RedisLease(
             config.redis_url,

@@ -23,6 +23,7 @@ from agent_runtime import protocol
 from agents_app import dispatch
 from agents_app import services as agent_services
 from agents_app.hub import presence, rows
+from agents_app.metrics import HUB_CONNECTIONS
 from agents_app.models import AgentCommand, CommandState
 from agents_app.signals import UnknownSession
 from streamspace import events, fanout
@@ -63,6 +64,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
     # Set when the register frame arrives, before it is processed: under a reconnect herd the
     # database work may queue for longer than the timeout, which must not count against it.
     _register_received = False
+    _counted = False  # counted in HUB_CONNECTIONS (registered), so the disconnect uncounts it
 
     # --- connection lifecycle -------------------------------------------------------------
     async def connect(self) -> None:
@@ -89,6 +91,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if self.instance is None:
             return
         instance, agent = self.instance, self.agent
+        if self._counted:
+            HUB_CONNECTIONS.labels(agent.platform).dec()
         await database_sync_to_async(rows.disconnect_instance)(instance.pk, self.channel_name)
         try:
             await presence.unregister_instance(
@@ -171,7 +175,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
             )
         )
         await database_sync_to_async(rows.after_register)(agent, hello)
+        HUB_CONNECTIONS.labels(agent.platform).inc()
+        self._counted = True
         if hello.is_leader:
+            await presence.demote_others(agent_id=agent.agent_id, instance_id=hello.instance_id)
             self._start_polling()
 
     async def on_heartbeat(self, frame: protocol.Frame) -> None:
@@ -224,6 +231,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
         changed = await database_sync_to_async(rows.set_leader)(self.agent, self.instance.pk, is_leader)
         self.is_leader = is_leader
         await self._refresh_presence()
+        if is_leader:
+            await presence.demote_others(agent_id=self.agent.agent_id, instance_id=self.instance.instance_id)
         if changed:
             await database_sync_to_async(_emit)(
                 "agent.leader_changed",

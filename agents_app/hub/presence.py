@@ -158,6 +158,41 @@ async def unregister_instance(*, platform: str, agent_id: str, instance_id: str)
         await client.delete(meta_key(platform, agent_id))
 
 
+# KEYS[1] = connections hash, ARGV[1] = the new leader's instance id. Every other field that
+# says is_leader is rewritten with is_leader false, in one atomic step.
+DEMOTE_OTHERS_SCRIPT = """
+local fields = redis.call('HGETALL', KEYS[1])
+local demoted = 0
+for i = 1, #fields, 2 do
+  if fields[i] ~= ARGV[1] then
+    local info = cjson.decode(fields[i + 1])
+    if info.is_leader then
+      info.is_leader = false
+      redis.call('HSET', KEYS[1], fields[i], cjson.encode(info))
+      demoted = demoted + 1
+    end
+  end
+end
+return demoted
+"""
+
+
+async def demote_others(*, agent_id: str, instance_id: str) -> int:
+    """``instance_id`` announced itself leader: every other instance of the agent is recorded
+    as a follower at once, so the registry (and the leaders metric read from it) never shows
+    two leaders while a deposed one has not yet sent its next heartbeat. Returns how many were
+    demoted."""
+    if not settings.REDIS_URL:
+        demoted = 0
+        for other, raw in _memory.hgetall(connections_key(agent_id)).items():
+            info = json.loads(raw)
+            if other != instance_id and info.get("is_leader"):
+                _memory.values[connections_key(agent_id)][other] = json.dumps({**info, "is_leader": False})
+                demoted += 1
+        return demoted
+    return int(await _redis().eval(DEMOTE_OTHERS_SCRIPT, 1, connections_key(agent_id), instance_id))
+
+
 def connections(agent_id: str) -> dict[str, dict[str, Any]]:
     """Live instances of an agent (sync; for services and the API): ``instance_id → info``.
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from agent_runtime import protocol
 from agents_app import dispatch, endpoints, signals
+from agents_app.metrics import COMMAND_SECONDS
 from agents_app.models import Agent, AgentCommand, AgentInstance, CommandState
 from streamspace import events
 from streamspace.audit.services import record
@@ -130,7 +131,7 @@ def complete(agent: Agent, result: protocol.Result) -> AgentCommand | None:
     # the few columns needed here; the session is read only by receivers that change it
     command = (
         AgentCommand.objects.filter(pk=result.command_id, agent=agent)
-        .only("id", "agent_id", "session_id", "action", "state", "acked_at")
+        .only("id", "agent_id", "session_id", "action", "state", "acked_at", "created_at")
         .first()
     )
     if command is None:
@@ -148,6 +149,9 @@ def complete(agent: Agent, result: protocol.Result) -> AgentCommand | None:
     command.completed_at = now
     command.acked_at = command.acked_at or now
     command.save(update_fields=["state", "error", "result", "completed_at", "acked_at"])
+    COMMAND_SECONDS.labels(command.action, "ok" if result.ok else "failed").observe(
+        max((now - command.created_at).total_seconds(), 0.0)
+    )
     if command.session_id is not None:
         signals.command_finished.send(sender=AgentCommand, command=command, ok=result.ok, error=result.error or "")
     return command

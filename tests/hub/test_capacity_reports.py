@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from channels.db import database_sync_to_async
 
-from sessions_app.availability import AGENT_FULL, IMAGE_MISSING, AgentFull, ImageMissing
+from sessions_app.availability import IMAGE_MISSING, NO_CAPACITY, ImageMissing, NoCapacity
 from sessions_app.placement import CatalogAvailability
 from tests.hub.conftest import launch
 from tests.support.waits import until
@@ -48,8 +48,8 @@ async def test_an_agent_at_its_session_limit_takes_no_more(make_client, alice, t
     await launch(alice, template)
     await client.recv_type("command")
     shown = await availability(template)
-    assert shown.code == AGENT_FULL and "maximum of 1 session;" in shown.reason
-    with pytest.raises(AgentFull):
+    assert shown.code == NO_CAPACITY and "maximum of 1 session;" in shown.reason
+    with pytest.raises(NoCapacity):
         await launch(alice, template)
     await client.send("heartbeat", is_leader=True, capacity={**HOST, "sessions": 2})
     await until(lambda: available(template), what="the raised limit")

@@ -525,8 +525,8 @@ async def test_a_direct_send_to_a_former_leader_is_handed_to_the_new_one(
     await new.register(is_leader=False)
     real_select = placement.select_agent
 
-    def stale_select(platform):  # what select_agent read just before leadership moved
-        agent = real_select(platform)
+    def stale_select(template, **resources):  # what select_agent read just before leadership moved
+        agent = real_select(template, **resources)
         assert agent.leader_instance_id == "new"
         agent.leader_instance_id, agent.leader_channel = (
             AgentInstance.objects.filter(instance_id="old").values_list("instance_id", "channel_name").get()
@@ -546,3 +546,19 @@ async def test_a_direct_send_to_a_former_leader_is_handed_to_the_new_one(
     assert await old.nothing(0.3)
     await old.close()
     await new.close()
+
+
+async def test_registered_agent_sockets_are_counted_on_this_replica(make_client, hub_agent):
+    from prometheus_client import REGISTRY
+
+    def count() -> float:
+        return REGISTRY.get_sample_value("streamspace_hub_agent_connections", {"platform": "docker"}) or 0.0
+
+    before = count()
+    client = make_client("counted")
+    await client.register(is_leader=True)
+    await client.send("session_status", session_id="barrier", state="running")
+    await client.recv_type("error")  # the register frame has been handled
+    assert count() == before + 1
+    await client.close()
+    assert count() == before

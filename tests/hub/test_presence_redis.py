@@ -49,3 +49,28 @@ async def test_presence_keys_while_connected_and_gone_after(make_client, hub_age
     assert not r.exists(f"streamspace:agents:connections:{agent.agent_id}")
     assert not r.exists(f"streamspace:agents:heartbeats:{agent.agent_id}")
     r.close()
+
+
+async def test_a_new_leader_demotes_the_old_one_in_the_registry_at_once(make_client, hub_agent):
+    """The deposed leader sends nothing more (it hangs or died): the registry shows one leader
+    as soon as the new one announces itself, not after the old one's next heartbeat."""
+    agent, _ = hub_agent
+    old, new = make_client("old"), make_client("new")
+    await old.register(is_leader=True)
+    await new.register(is_leader=False)
+    await new.send("leader", is_leader=True)
+    await new.send("session_status", session_id="barrier", state="running")
+    await new.recv_type("error")  # the leader frame has been handled
+    connections = {
+        k: json.loads(v) for k, v in raw_redis().hgetall(f"streamspace:agents:connections:{agent.agent_id}").items()
+    }
+    assert {k: v["is_leader"] for k, v in connections.items()} == {"old": False, "new": True}
+    # Registering as leader demotes too (a leader that reconnects elsewhere after a takeover).
+    third = make_client("third")
+    await third.register(is_leader=True)
+    await third.send("session_status", session_id="barrier", state="running")
+    await third.recv_type("error")
+    connections = {
+        k: json.loads(v) for k, v in raw_redis().hgetall(f"streamspace:agents:connections:{agent.agent_id}").items()
+    }
+    assert [k for k, v in connections.items() if v["is_leader"]] == ["third"]

@@ -15,10 +15,10 @@ from agent_runtime.images import shipped_image
 from agents_app.models import Agent, AgentInstance
 from agents_app.tokens import hash_token
 from sessions_app.availability import (
-    AGENT_FULL,
     FEATURE_MISSING,
     IMAGE_MISSING,
     NO_AGENT,
+    NO_CAPACITY,
     TEMPLATE_DISABLED,
     Availability,
     decide,
@@ -32,19 +32,30 @@ from tests.support.factories import make_session
 DESKTOP_CMD = ["{python}", "-m", "agent_runtime.desktop", "--port", "{port}", "--home", "{home}"]
 
 
-def candidate(name="a", *, connected=True, load=0, **capacity):
+def candidate(name="a", *, connected=True, load=0, cpu_used=0, memory_used=0, **capacity):
     return SimpleNamespace(
         agent_id=name,
         platform="docker",
         has_leader=connected,
         has_replica=connected,
         load=load,
+        cpu_used=cpu_used,
+        memory_used=memory_used,
         leader_capacity=capacity,
     )
 
 
 def template_of(**fields):
-    values = {"slug": "t", "platform": "", "image": "app:1", "requires": [], "enabled": True, **fields}
+    values = {
+        "slug": "t",
+        "platform": "",
+        "image": "app:1",
+        "requires": [],
+        "enabled": True,
+        "default_cpu_millicores": 1000,
+        "default_memory_mb": 1024,
+        **fields,
+    }
     return SimpleNamespace(**values)
 
 
@@ -65,7 +76,9 @@ def test_an_agent_serves_what_it_reports_nothing_against():
     "agent,code,words",
     [
         (candidate(connected=False), NO_AGENT, "registered but offline"),
-        (candidate(load=2, sessions=2), AGENT_FULL, "maximum of 2 sessions"),
+        (candidate(load=2, sessions=2), NO_CAPACITY, "maximum of 2 sessions"),
+        (candidate(cpu_used=3500, cpu_millicores=4000), NO_CAPACITY, "500 of its 4000 millicores of CPU free"),
+        (candidate(memory_used=7500, memory_mb=8192), NO_CAPACITY, "692 of its 8192 MB of memory free"),
         (candidate(images=["other:latest"], pulls_images=False), IMAGE_MISSING, "docker pull app:1"),
         (candidate(features=[]), FEATURE_MISSING, "make desktop-deps"),
     ],
@@ -81,7 +94,7 @@ def test_the_reason_shown_is_of_the_agent_closest_to_serving_it():
         candidate("b", images=[], pulls_images=False),
         candidate("c", load=1, sessions=1),
     )
-    assert decide(template_of(), [offline, missing, full])[1].code == AGENT_FULL
+    assert decide(template_of(), [offline, missing, full])[1].code == NO_CAPACITY
     assert decide(template_of(), [offline, missing])[1].code == IMAGE_MISSING
     assert decide(template_of(), [])[1].reason.startswith("No agent is registered for docker or kubernetes")
     chosen, availability = decide(template_of(), [offline, full, candidate("d", load=5)])
@@ -90,7 +103,7 @@ def test_the_reason_shown_is_of_the_agent_closest_to_serving_it():
 
 
 @pytest.mark.parametrize(
-    "code,status", [(NO_AGENT, 503), (AGENT_FULL, 503), (IMAGE_MISSING, 409), (FEATURE_MISSING, 409)]
+    "code,status", [(NO_AGENT, 503), (NO_CAPACITY, 503), (IMAGE_MISSING, 409), (FEATURE_MISSING, 409)]
 )
 def test_refusals_carry_their_code_and_status(code, status):
     error = Availability(False, code, "why").error()
@@ -152,10 +165,10 @@ def test_a_leader_failover_does_not_refuse_launches(alice_client, template):
     assert list(agent.commands.values_list("state", flat=True)) == ["pending"]
 
 
-def test_agent_full_until_a_session_ends(alice, alice_client, template):
+def test_no_capacity_until_a_session_ends(alice, alice_client, template):
     agent = agent_with("docker-1", "docker", sessions=1)
     running = make_session(alice, template, agent, state="running")
-    assert_refused_alike(alice_client, "xfce", AGENT_FULL, 503)
+    assert_refused_alike(alice_client, "xfce", NO_CAPACITY, 503)
     Session.objects.filter(pk=running.pk).update(state="stopped")
     assert catalog_entry(alice_client, "xfce") == {"available": True, "code": "", "reason": ""}
     assert alice_client.post("/api/v1/sessions", {"template": "xfce"}, format="json").status_code == 202
@@ -189,6 +202,34 @@ def test_placement_never_picks_an_agent_that_cannot_serve_it(alice, template):
         make_session(alice, template, Agent.objects.get(agent_id="c-busy"))
     assert select_agent(template).agent_id == "c-busy"  # the most loaded, but the only one that can
     assert CatalogAvailability().of(template).available
+
+
+def test_cpu_and_memory_held_by_running_sessions_count_hibernated_ones_do_not(alice, alice_client, template):
+    agent = agent_with("docker-1", "docker", cpu_millicores=2500, memory_mb=65536)
+    make_session(alice, template, agent, state="running", cpu_millicores=2000)
+    make_session(alice, template, agent, state="hibernated", cpu_millicores=2000)
+    response = alice_client.post(
+        "/api/v1/sessions", {"template": "xfce", "resources": {"cpu_millicores": 1000}}, format="json"
+    )
+    assert response.status_code == 503 and response.json()["code"] == NO_CAPACITY
+    assert "500 of its 2500 millicores of CPU free" in response.json()["detail"]
+    small = alice_client.post(
+        "/api/v1/sessions", {"template": "xfce", "resources": {"cpu_millicores": 500}}, format="json"
+    )
+    assert small.status_code == 202, small.content
+
+
+@pytest.mark.parametrize(("strategy", "chosen"), [("spread", "b-idle"), ("pack", "a-busy")])
+def test_spread_or_pack(settings, alice, template, strategy, chosen):
+    settings.STREAMSPACE_PLACEMENT = strategy
+    busy = agent_with("a-busy", "docker", sessions=5)
+    agent_with("b-idle", "docker", sessions=5)
+    for _ in range(2):
+        make_session(alice, template, busy)
+    assert select_agent(template).agent_id == chosen
+    for _ in range(3):
+        make_session(alice, template, busy)  # a-busy is full now: even pack goes elsewhere
+    assert select_agent(template).agent_id == "b-idle"
 
 
 def test_operators_see_why_a_disabled_template_is_unavailable(operator_client, template):

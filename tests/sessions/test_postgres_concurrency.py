@@ -160,3 +160,39 @@ def test_a_claimed_command_carries_what_the_update_wrote(alice, template, docker
     assert claimed.pk == created.pk and claimed.spec == {"image": "x", "env": {"A": "1"}}
     assert (claimed.state, claimed.attempts, claimed.instance_id) == ("sent", 1, "leader-9")
     assert claimed.sent_at is not None and dispatch.command_frame_payload(claimed)["attempt"] == 1
+
+
+def test_concurrent_launches_never_take_an_agent_past_its_capacity(template, docker_agent):
+    """Twenty users launch at once onto one agent that reported room for 4 sessions of this
+    size by CPU (and 10 by count): exactly 4 are placed, the rest are told no_capacity."""
+    from agents_app.models import AgentInstance
+    from tests.support.factories import make_user
+
+    AgentInstance.objects.filter(agent=docker_agent).update(
+        capacity={"cpu_millicores": 2000, "memory_mb": 65536, "sessions": 10}
+    )
+    users = [make_user(f"racer{i}") for i in range(20)]
+    barrier = threading.Barrier(len(users))
+    clients = [client_for(user) for user in users]
+    answers: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def worker(client):
+        try:
+            barrier.wait(timeout=30)
+            response = client.post(
+                "/api/v1/sessions", {"template": "xfce", "resources": {"cpu_millicores": 500}}, format="json"
+            )
+            with lock:
+                answers.append((response.status_code, response.json().get("code", "")))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(answers).count((202, "")) == 4, answers
+    assert [a for a in answers if a[0] != 202] == [(503, "no_capacity")] * 16
+    assert Session.objects.filter(agent=docker_agent).count() == 4
