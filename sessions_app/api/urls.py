@@ -12,6 +12,7 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/heartbeat", views.SessionHeartbeatView.as_view(), name="session-heartbeat"),
     path("sessions/<uuid:session_id>/logs", views.SessionLogsView.as_view(), name="session-logs"),
     path("sessions/<uuid:session_id>/viewer-url", views.SessionViewerUrlView.as_view(), name="session-viewer-url"),
+    path("sessions/<uuid:session_id>/turn", views.SessionTurnView.as_view(), name="session-turn"),
     path("users/me/quota", quota_views.MyQuotaView.as_view(), name="my-quota"),
     path("users/<int:user_id>/quota", quota_views.UserQuotaView.as_view(), name="user-quota"),
 ]
