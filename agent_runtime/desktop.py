@@ -36,6 +36,7 @@ WINDOW_MANAGERS = ("openbox", "xfwm4", "fluxbox", "twm")
 TERMINALS = ("xfce4-terminal", "xterm")
 # xterm's default window (80x24 of a 6x13 font) is a small island on a desktop-sized display.
 PROGRAM_ARGS = {"xterm": ("-geometry", "120x40")}
+STOP_GRACE_S = 3.0
 STREAM_SECRET_ENV = "STREAMSPACE_STREAM_SECRET"
 STREAM_VIEW_SECRET_ENV = "STREAMSPACE_STREAM_VIEW_SECRET"
 BASIC_AUTH_USER = "streamspace"
@@ -150,12 +151,16 @@ def run(port: int, home: Path, geometry: str) -> int:
     children: list[subprocess.Popen] = []
 
     def stop_all(*_args: object) -> None:
+        # The display is gone from the moment the session stops; its children get one shared
+        # grace period, inside the agent's own before it kills the whole process group.
+        display_path.unlink(missing_ok=True)
         for child in reversed(children):
             if child.poll() is None:
                 child.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
         for child in children:
             try:
-                child.wait(timeout=5)
+                child.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 child.kill()
 
@@ -191,7 +196,6 @@ def run(port: int, home: Path, geometry: str) -> int:
         return selkies.wait()
     finally:
         stop_all()
-        display_path.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> None:
