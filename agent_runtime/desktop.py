@@ -9,12 +9,13 @@ process's group; SIGTERM stops them all. ``scripts/ensure-desktop-deps.sh`` (run
 when :func:`missing_dependencies` is empty, so the catalog never offers a desktop that
 cannot start.
 
-Selkies sits behind the control plane's session proxy only (docs/architecture.md §17): when
-the agent hands the session ``STREAMSPACE_STREAM_SECRET`` (and ``STREAMSPACE_STREAM_VIEW_SECRET``),
-selkies requires HTTP basic auth as user ``streamspace`` with that password (the view secret
-is its view-only password), which the proxy presents upstream; the secrets reach selkies
-through its environment, never its argv (visible to every user of the host), and no other
-program of the session sees them. Without them selkies serves without a login.
+Selkies sits behind the control plane's session proxy only (docs/architecture.md §17,
+§18): when the agent hands the session ``STREAMSPACE_STREAM_SECRET`` (and
+``STREAMSPACE_STREAM_VIEW_SECRET``), selkies requires HTTP basic auth as user
+``streamspace`` with that password (the view secret is its view-only password), which the
+proxy presents upstream; the secrets reach selkies through its environment, never its argv
+(visible to every user of the host), and no other program of the session sees them.
+Without them selkies serves without a login.
 
 The session's X display is written to ``<home>/.run/display-<session id>`` (``:N``) so that
 tests and automation (``xdotool``, ``xsetroot``) can drive the desktop.

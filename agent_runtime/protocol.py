@@ -43,6 +43,25 @@ STEP_READY = "ready"  # the session streams
 STEP_STATES = ("active", "done", "failed")
 
 
+# The per-session stream secrets (docs/architecture.md §17). The control plane creates them
+# at launch and sends them inside the start and wake specs under these keys; the agent gives
+# them to the workload as the environment variables below (only when they are set), and the
+# session's streaming server (selkies) requires HTTP basic auth as STREAM_AUTH_USER with
+# either one: the full secret for control, the view secret for viewing only. The proxy
+# presents the same credentials upstream, so nothing that bypasses it can use the stream.
+SPEC_STREAM_SECRET = "stream_secret"
+SPEC_STREAM_VIEW_SECRET = "stream_view_secret"
+SPEC_SECRET_KEYS = (SPEC_STREAM_SECRET, SPEC_STREAM_VIEW_SECRET)
+ENV_STREAM_SECRET = "STREAMSPACE_STREAM_SECRET"
+ENV_STREAM_VIEW_SECRET = "STREAMSPACE_STREAM_VIEW_SECRET"
+STREAM_AUTH_USER = "streamspace"
+
+
+def redacted_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A command spec fit to show or log: the stream secrets are masked."""
+    return {key: ("[REDACTED]" if key in SPEC_SECRET_KEYS and value else value) for key, value in spec.items()}
+
+
 class ProtocolError(ValueError):
     """A frame that does not follow the protocol; ``code`` goes into the ``error`` frame."""
 

@@ -1,5 +1,8 @@
+import json
+
 from django.contrib import admin, messages
 
+from agent_runtime.protocol import redacted_spec
 from agents_app.models import Agent, AgentCommand, AgentInstance
 from agents_app.tokens import hash_token, new_token
 
@@ -52,3 +55,10 @@ class AgentCommandAdmin(admin.ModelAdmin):
     list_filter = ("state", "action")
     search_fields = ("id", "session__id")
     raw_id_fields = ("session",)
+    # A start or wake spec carries the session's stream secrets: shown masked, never editable.
+    exclude = ("spec",)
+    readonly_fields = ("shown_spec",)
+
+    @admin.display(description="spec")
+    def shown_spec(self, obj: AgentCommand) -> str:
+        return json.dumps(redacted_spec(obj.spec or {}), indent=1, sort_keys=True)

@@ -37,6 +37,28 @@ class Template(models.Model):
         default=8080, validators=[MinValueValidator(1), MaxValueValidator(65535)]
     )
     env = models.JSONField(default=dict, blank=True)
+    home_path = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[RegexValidator(r"^/[^\x00]*[^/\x00]$", "An absolute path below /, e.g. /home/user.")],
+        help_text="Container images: where the user's home is mounted; empty: the agent's default (/home/user).",
+    )
+    shm_size_mb = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(65536)],
+        help_text="Container images: the size of /dev/shm in MiB (browsers and desktops need 512 or more); "
+        "empty: the engine's default (64).",
+    )
+    stream_auth = models.BooleanField(
+        default=False,
+        help_text="The workload takes per-session stream secrets (STREAMSPACE_STREAM_SECRET, "
+        "STREAMSPACE_STREAM_VIEW_SECRET) and requires them as HTTP basic auth; the proxy presents them.",
+    )
+    read_only_root = models.BooleanField(
+        default=False,
+        help_text="Docker: the container's root file system is read-only (the home, /tmp and /run stay writable).",
+    )
     volume_mounts = models.JSONField(default=list, blank=True, help_text='[{"name", "mount_path", "read_only"}]')
     tags = models.JSONField(default=list, blank=True)
     requires = models.JSONField(
@@ -157,6 +179,11 @@ class Session(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     shared_with = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="shared_sessions")
+    # The session's stream secrets (docs/architecture.md §17): created at launch when the
+    # template takes them, sent to the agent in the start and wake specs, presented upstream
+    # by the proxy (sessions_app/proxy/stream_auth.py). Never in the API, the portal or logs.
+    stream_secret = models.CharField(max_length=64, blank=True, editable=False)
+    stream_view_secret = models.CharField(max_length=64, blank=True, editable=False)
 
     objects = SessionQuerySet.as_manager()
 

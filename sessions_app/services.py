@@ -8,6 +8,7 @@ agents report back arrives through ``sessions_app/agent_reports.py``.
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from agent_runtime.protocol import SPEC_STREAM_SECRET, SPEC_STREAM_VIEW_SECRET
 from agents_app import services as agents
 from agents_app.models import CommandAction
 from sessions_app import placement, quotas
@@ -49,9 +51,18 @@ def policy_idle_timeout(user: Any, template: Template, *, groups: list[GroupQuot
 
 
 def start_spec(session: Session) -> dict[str, Any]:
-    """What the agent needs to start (or re-create) the session's workload."""
+    """What the agent needs to start (or re-create) the session's workload.
+
+    The stream secrets travel only when the session has them (its template took them at
+    launch), so a wake re-creates the workload with the secrets the proxy presents.
+    """
     template = session.template
     return {
+        "home_mount_path": template.home_path,
+        "shm_size_mb": template.shm_size_mb or 0,
+        "read_only_root": template.read_only_root,
+        SPEC_STREAM_SECRET: session.stream_secret,
+        SPEC_STREAM_VIEW_SECRET: session.stream_view_secret,
         "image": template.image,
         "command": list(template.command or []),
         "env": dict(template.env or {}),
@@ -63,6 +74,14 @@ def start_spec(session: Session) -> dict[str, Any]:
         "user": session.user.get_username(),
         "template": template.slug,
     }
+
+
+def new_stream_secrets(template: Template) -> dict[str, str]:
+    """Fresh ``stream_secret`` and ``stream_view_secret`` for a session of ``template`` (empty
+    when the template's workload takes none)."""
+    if not template.stream_auth:
+        return {"stream_secret": "", "stream_view_secret": ""}
+    return {"stream_secret": secrets.token_urlsafe(32), "stream_view_secret": secrets.token_urlsafe(32)}
 
 
 def _quota_refusal(
@@ -127,6 +146,7 @@ def launch_session(
                 idle_timeout_s=idle,
                 last_activity=now,
                 state_changed_at=now,
+                **new_stream_secrets(template),
             )
             record(
                 "session.create",

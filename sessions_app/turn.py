@@ -1,4 +1,4 @@
-"""Short-lived TURN credentials for a session's viewers (docs/architecture.md §17).
+"""Short-lived TURN credentials for a session's viewers (docs/architecture.md §18).
 
 WebRTC needs a relay when the browser and the session cannot reach each other directly;
 the WebSocket transport needs nothing (it travels through the session proxy). The TURN

@@ -376,7 +376,7 @@ STREAMSPACE_DEFAULT_QUOTA = {
 STREAMSPACE_DEFAULT_IDLE_TIMEOUT_S = envint("STREAMSPACE_DEFAULT_IDLE_TIMEOUT_S", 1800, minimum=0)
 STREAMSPACE_VIEWER_TOKEN_TTL_S = envint("STREAMSPACE_VIEWER_TOKEN_TTL_S", 120, minimum=5)
 STREAMSPACE_ACTIVITY_WRITE_INTERVAL_S = envint("STREAMSPACE_ACTIVITY_WRITE_INTERVAL_S", 30, minimum=0)
-# TURN for the WebRTC transport (docs/architecture.md §17): the servers viewers are told about
+# TURN for the WebRTC transport (docs/architecture.md §18): the servers viewers are told about
 # (``turn:``/``turns:`` get per-viewer credentials, ``stun:`` none), the secret shared with
 # the TURN server (coturn's static-auth-secret) and how long a credential lasts.
 STREAMSPACE_TURN_URLS = envlist("STREAMSPACE_TURN_URLS")

@@ -59,7 +59,10 @@ from typing import Any, ClassVar, Protocol
 
 import msgspec
 
+from agent_runtime import protocol
 from agent_runtime.protocol import Capacity, InventoryItem
+
+MAX_SHM_MB = 65536  # the largest /dev/shm a spec may ask for (64 GiB)
 
 
 class BackendError(Exception):
@@ -143,7 +146,27 @@ class SessionSpec(msgspec.Struct, forbid_unknown_fields=False):
     user: str = ""
     template: str = ""
     delete_home: bool = False
+    # Where the user's home is mounted in the container ("" = the backend's default).
     home_mount_path: str = ""
+    # The size of the container's /dev/shm in MiB (0 = the engine's default).
+    shm_size_mb: int = 0
+    # The container's root file system is mounted read-only (writable: the home, /tmp, /run).
+    read_only_root: bool = False
+    # The per-session stream secrets (``agent_runtime.protocol.SPEC_STREAM_SECRET``); "" = none.
+    stream_secret: str = ""
+    stream_view_secret: str = ""
+
+    def __repr__(self) -> str:  # a spec may be logged: never with its secrets
+        return f"SessionSpec({protocol.redacted_spec(msgspec.to_builtins(self))!r})"
+
+    def stream_environment(self) -> dict[str, str]:
+        """The variables that tell the workload its stream secrets (none when it has none)."""
+        env = {}
+        if self.stream_secret:
+            env[protocol.ENV_STREAM_SECRET] = self.stream_secret
+        if self.stream_view_secret:
+            env[protocol.ENV_STREAM_VIEW_SECRET] = self.stream_view_secret
+        return env
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | None) -> SessionSpec:
@@ -160,6 +183,10 @@ class SessionSpec(msgspec.Struct, forbid_unknown_fields=False):
             raise BackendError("invalid spec: cpu_millicores and memory_mb must not be negative")
         if not 1 <= spec.streaming_port <= 65535:
             raise BackendError("invalid spec: streaming_port must be between 1 and 65535")
+        if not 0 <= spec.shm_size_mb <= MAX_SHM_MB:
+            raise BackendError(f"invalid spec: shm_size_mb must be between 0 and {MAX_SHM_MB}")
+        if spec.home_mount_path and (not spec.home_mount_path.startswith("/") or spec.home_mount_path == "/"):
+            raise BackendError("invalid spec: home_mount_path must be an absolute path below /")
         return spec
 
     def require_user(self) -> str:

@@ -174,6 +174,7 @@ def container_config(
             "STREAMSPACE_SESSION_ID": session_id,
             "STREAMSPACE_USER": spec.user,
             "STREAMSPACE_STREAMING_PORT": str(spec.streaming_port),
+            **spec.stream_environment(),
         },
         "network": network,
         "volumes": volumes(spec, home_mount_path, home_volume=home_volume),
@@ -182,6 +183,9 @@ def container_config(
         "restart_policy": {"Name": "no"},  # the agent decides what runs (hibernate = stopped)
         "ports": {port_key: (publish_host, None)} if publish_host else {},
     }
+    config.update(hardening(spec, home_mount_path))
+    if spec.shm_size_mb:
+        config["shm_size"] = f"{spec.shm_size_mb}m"
     if spec.command:
         config["command"] = list(spec.command)
     if spec.cpu_millicores:
@@ -189,6 +193,34 @@ def container_config(
     if spec.memory_mb:
         config["mem_limit"] = f"{spec.memory_mb}m"
         config["memswap_limit"] = f"{spec.memory_mb}m"  # no swap beyond the limit
+    return config
+
+
+# Capabilities a session keeps (every other one is dropped): what an entrypoint that starts
+# as root needs to prepare its user's files and switch to that user. An image that runs as
+# its own non-root user has none of them in effect, and ``no-new-privileges`` stops any
+# program in the container from gaining one (setuid binaries, file capabilities).
+KEPT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL")
+# Writable scratch space of a container whose root file system is read-only.
+SCRATCH_TMPFS = {"/tmp": "rw,nosuid,nodev,mode=1777", "/run": "rw,nosuid,nodev,mode=755"}
+
+
+def hardening(spec: SessionSpec, home_mount_path: str = DEFAULT_HOME_MOUNT) -> dict[str, Any]:
+    """The confinement every session container gets (docs/architecture.md §17): capabilities
+    dropped but :data:`KEPT_CAPABILITIES`, ``no-new-privileges``, and with
+    ``spec.read_only_root`` a read-only root file system with tmpfs scratch space (and a
+    tmpfs home when the home is not a persistent volume)."""
+    config: dict[str, Any] = {
+        "cap_drop": ["ALL"],
+        "cap_add": list(KEPT_CAPABILITIES),
+        "security_opt": ["no-new-privileges:true"],
+    }
+    if spec.read_only_root:
+        config["read_only"] = True
+        tmpfs = dict(SCRATCH_TMPFS)
+        if not spec.persistent_home:
+            tmpfs[spec.home_mount_path or home_mount_path] = "rw,nosuid,nodev,mode=1777"
+        config["tmpfs"] = tmpfs
     return config
 
 

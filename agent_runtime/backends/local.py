@@ -59,7 +59,7 @@ from agent_runtime.backends.base import (
     signal_exit_code,
 )
 from agent_runtime.logtail import file_tail
-from agent_runtime.protocol import FEATURE_DESKTOP, STEP_WORKLOAD, Capacity, InventoryItem
+from agent_runtime.protocol import FEATURE_DESKTOP, SPEC_SECRET_KEYS, STEP_WORKLOAD, Capacity, InventoryItem
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,13 @@ class LocalBackend(Backend):
         port = free_port(preferred_port)
         argv = substitute(spec.command, port=port, home=home)
         env = local_session.session_environment(
-            os.environ, spec.env, home=home, port=port, session_id=session_id, user=user
+            os.environ,
+            spec.env,
+            home=home,
+            port=port,
+            session_id=session_id,
+            user=user,
+            stream=spec.stream_environment(),
         )
         _check_reachable(argv[0], home, env, user)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -416,4 +422,6 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 
 def _spec_dict(spec: SessionSpec) -> dict[str, Any]:
-    return msgspec.to_builtins(spec)
+    """The spec as the state file keeps it: without the stream secrets (they live only in
+    the session process's environment)."""
+    return {k: v for k, v in msgspec.to_builtins(spec).items() if k not in SPEC_SECRET_KEYS}

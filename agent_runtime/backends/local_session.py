@@ -132,8 +132,11 @@ def session_environment(
     port: int,
     session_id: str,
     user: SessionUser,
+    stream: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The whole environment of a session process (pure)."""
+    """The whole environment of a session process (pure). ``stream``: the session's stream
+    secrets as variables (:meth:`SessionSpec.stream_environment`), set last so that neither
+    the agent's nor the template's environment can replace them."""
     env = {k: v for k, v in agent_env.items() if k in PASSED_VARIABLES and not is_secret_name(k)}
     env.setdefault("PATH", os.defpath)
     env.update(template_env)
@@ -146,6 +149,7 @@ def session_environment(
             "STREAMSPACE_SESSION_ID": session_id,
         }
     )
+    env.update(stream or {})
     return env
 
 

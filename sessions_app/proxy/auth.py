@@ -49,6 +49,7 @@ from django.core import signing
 from sessions_app.models import Session, SessionState
 from sessions_app.proxy.paths import ProxyPath
 from sessions_app.proxy.rewrite import VIEWER_COOKIE, cookie_values, header_value
+from sessions_app.proxy.stream_auth import upstream_authorization
 from sessions_app.viewer import expired_token_portal, read_viewer_token
 from streamspace.accounts import credentials, mfa
 from streamspace.accounts.models import Role, TokenScope, User
@@ -74,6 +75,8 @@ class SessionTarget:
     agent_pk: int | None
     proxy_mode: str
     status_message: str
+    # ``Authorization`` sent upstream with every request and handshake (``stream_auth``); None: none.
+    upstream_authorization: bytes | None = None
 
     @property
     def ready(self) -> bool:
@@ -188,6 +191,8 @@ def _load(
             "agent_id",
             "agent__proxy_mode",
             "status_message",
+            "stream_secret",
+            "stream_view_secret",
         )
         .first()
     )
@@ -220,8 +225,14 @@ def _load(
         agent_pk=row["agent_id"],
         proxy_mode=row["agent__proxy_mode"] or "auto",
         status_message=row["status_message"],
+        upstream_authorization=_upstream_authorization(row, view_only=False),
     )
     return Decision(200, target=target)
+
+
+def _upstream_authorization(row: dict[str, Any], *, view_only: bool) -> bytes | None:
+    value = upstream_authorization(SimpleNamespace(**row), view_only=view_only)
+    return value.encode("ascii") if value is not None else None
 
 
 def _as_user_id(value: Any) -> int | None:

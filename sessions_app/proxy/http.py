@@ -179,7 +179,11 @@ async def forward(
         return await pages.error(scope, send, 502, "no_route", str(exc), framing=framing)
     method = scope["method"]
     headers, _host = request_headers(
-        scope["headers"], client_ip=scope_ip(scope), scheme=scope.get("scheme", "http"), prefix=path.prefix
+        scope["headers"],
+        client_ip=scope_ip(scope),
+        scheme=scope.get("scheme", "http"),
+        prefix=path.prefix,
+        authorization=target.upstream_authorization,
     )
     first = await receive()
     if first["type"] == "http.disconnect":

@@ -23,7 +23,7 @@ PREFIX_BYTES = PREFIX.encode()
 # Served by the proxy itself (the waking page polls it); shadows the same path upstream.
 STATUS_PATH = b"/.streamspace/status"
 # Where the Selkies client asks its server for WebRTC ICE servers: answered by the proxy with
-# the viewer's own TURN credentials when the site names a TURN server (§17), else forwarded.
+# the viewer's own TURN credentials when the site names a TURN server (§18), else forwarded.
 TURN_PATH = b"/api/turn"
 TOKEN_PARAM = b"token"
 # The canonical (lowercase, hyphenated) form only: one URL per session, one cookie path.

@@ -111,8 +111,13 @@ def request_headers(
     scheme: str,
     prefix: str,
     websocket: bool = False,
+    authorization: bytes | None = None,
 ) -> tuple[Headers, bytes]:
-    """Headers to send upstream, and the original ``Host`` (for ``X-Forwarded-Host``)."""
+    """Headers to send upstream, and the original ``Host`` (for ``X-Forwarded-Host``).
+
+    ``authorization``: the session's own credentials (``stream_auth.upstream_authorization``),
+    the only ``Authorization`` that reaches it; the client's is always dropped.
+    """
     drop = _WEBSOCKET_REQUEST_DROP if websocket else _HTTP_REQUEST_DROP
     out: Headers = []
     host = b""
@@ -141,6 +146,8 @@ def request_headers(
         out.append((b"x-forwarded-host", host))
     if prefix:
         out.append((b"x-forwarded-prefix", prefix.encode("ascii")))
+    if authorization:
+        out.append((b"authorization", authorization))
     return out, host
 
 

@@ -102,6 +102,7 @@ async def proxy_websocket(scope: dict, receive: Any, send: Any) -> None:
         scheme=scope.get("scheme", "ws"),
         prefix=path.prefix,
         websocket=True,
+        authorization=target.upstream_authorization,
     )
     subprotocols = list(scope.get("subprotocols") or [])
     try:

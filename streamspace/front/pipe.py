@@ -167,6 +167,7 @@ class WebSocketPipe:
             client_ip=client_ip,
             scheme=scope["scheme"],
             prefix=path.prefix,
+            authorization=target.upstream_authorization,
         )
         try:
             routes = upstream.routes_for(target)

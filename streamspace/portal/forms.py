@@ -29,6 +29,10 @@ class TemplateForm(forms.ModelForm):
             "default_cpu_millicores",
             "default_memory_mb",
             "streaming_port",
+            "home_path",
+            "shm_size_mb",
+            "stream_auth",
+            "read_only_root",
             "idle_timeout_s",
             "env",
             "volume_mounts",
@@ -45,6 +49,10 @@ class TemplateForm(forms.ModelForm):
             "default_memory_mb": "Default memory (MB)",
             "idle_timeout_s": "Idle timeout (seconds)",
             "env": "Environment",
+            "home_path": "Home path",
+            "shm_size_mb": "/dev/shm size (MiB)",
+            "stream_auth": "Takes stream secrets",
+            "read_only_root": "Read-only root file system",
         }
         help_texts = {
             "command": 'Local platform only: JSON argv, e.g. ["{python}", "-m", "app", "--port", "{port}"].',

@@ -45,6 +45,9 @@ def test_container_config():
         "nano_cpus": 1_500_000_000,
         "mem_limit": "2048m",
         "memswap_limit": "2048m",
+        "cap_drop": ["ALL"],
+        "cap_add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL"],
+        "security_opt": ["no-new-privileges:true"],
     }
 
 
@@ -118,3 +121,48 @@ def test_state_and_endpoint_from_inspect():
     assert objects.published_endpoint(attrs, 3000) is None
     assert objects.state_of({"State": {"Status": "exited"}}) == "hibernated"
     assert objects.state_of({"State": {"Status": "dead"}}) == "failed"
+
+
+def test_stream_secrets_reach_the_container_env_only_when_set():
+    config = objects.container_config("s", spec(stream_secret="full-s", stream_view_secret="view-s"), agent_id="a")
+    assert config["environment"]["STREAMSPACE_STREAM_SECRET"] == "full-s"
+    assert config["environment"]["STREAMSPACE_STREAM_VIEW_SECRET"] == "view-s"
+    plain = objects.container_config("s", spec(), agent_id="a")["environment"]
+    assert not {"STREAMSPACE_STREAM_SECRET", "STREAMSPACE_STREAM_VIEW_SECRET"} & plain.keys()
+    # the template's env cannot replace them
+    forged = spec(stream_secret="real", env={"STREAMSPACE_STREAM_SECRET": "forged"})
+    assert objects.container_config("s", forged, agent_id="a")["environment"]["STREAMSPACE_STREAM_SECRET"] == "real"
+
+
+def test_a_spec_never_shows_its_secrets():
+    shown = repr(spec(stream_secret="full-s", stream_view_secret="view-s"))
+    assert "full-s" not in shown and "view-s" not in shown and "[REDACTED]" in shown
+
+
+def test_shm_size_and_read_only_root():
+    assert "shm_size" not in objects.container_config("s", spec(), agent_id="a")
+    assert objects.container_config("s", spec(shm_size_mb=1024), agent_id="a")["shm_size"] == "1024m"
+    config = objects.container_config("s", spec(read_only_root=True), agent_id="a")
+    assert config["read_only"] is True
+    assert set(config["tmpfs"]) == {"/tmp", "/run"}  # the home is the persistent volume
+    ephemeral = objects.container_config(
+        "s", spec(read_only_root=True, persistent_home=False, home_mount_path="/config"), agent_id="a"
+    )
+    assert set(ephemeral["tmpfs"]) == {"/tmp", "/run", "/config"}
+    assert "read_only" not in objects.container_config("s", spec(), agent_id="a")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("shm_size_mb", -1),
+        ("shm_size_mb", 70000),
+        ("home_mount_path", "home"),
+        ("home_mount_path", "/"),
+        ("stream_secret", 5),
+        ("read_only_root", "yes"),
+    ],  # fmt: skip
+)
+def test_bad_stream_fields_are_clear_errors(field, value):
+    with pytest.raises(BackendError, match=field):
+        spec(**{field: value})

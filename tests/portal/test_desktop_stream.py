@@ -7,7 +7,7 @@ screenshot of the stream shows those colours; text typed in the browser reaches 
 session's terminal (the command it types writes a file in the session's home); the file
 survives hibernate → wake, and the woken desktop streams again. bob, signed in too, cannot
 open alice's session: the portal answers 404, the session's origin 401, the proxy 403 for his
-credential.
+credential. Selkies itself asks for the session's stream secret, which only the proxy presents.
 
 Needs the desktop's packages, xdotool and xsetroot (scripts/ensure-desktop-deps.sh);
 in CI their absence is a failure.
@@ -148,6 +148,12 @@ def test_alice_streams_the_local_desktop_and_bob_cannot(browser, stack):
         wait_for_live_surface(session_frame(page, session_id))
         viewer = page.locator("iframe[data-frame]")
         display = session_display(stack, session_id)
+
+        # Selkies asks for the session's stream secret, which only the proxy presents: the
+        # stream is the proxy's alone, and the viewer never saw a second login.
+        row = Session.objects.get(pk=session_id)
+        assert row.stream_secret and row.stream_view_secret
+        assert httpx.get(f"http://{row.endpoint}/", timeout=10).status_code == 401
 
         # A program in the session draws; the browser's picture of the stream has its pixels.
         wait_for_colours(viewer, display)

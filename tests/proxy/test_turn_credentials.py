@@ -1,4 +1,4 @@
-"""TURN credentials for a session's viewers (docs/architecture.md §17): the TURN REST API
+"""TURN credentials for a session's viewers (docs/architecture.md §18): the TURN REST API
 scheme, the API endpoint and the proxy's answer to the Selkies client's ``/api/turn``.
 
 Whether a TURN server accepts them is tests/proxy/test_turn_coturn.py (a real coturn).

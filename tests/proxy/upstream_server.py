@@ -11,7 +11,8 @@
 * ``GET /slow?s=N`` — answers after N seconds.
 * ``/ws`` — WebSocket echo (text and binary), subprotocols ``chat``/``superchat``;
   a text frame ``!close <code>`` closes with that code; ``!stream <count> <size>`` sends
-  ``count`` binary frames of ``size`` bytes; ``GET /ws-closes`` lists the close codes
+  ``count`` binary frames of ``size`` bytes; ``!headers`` answers with the handshake's
+  headers (JSON ``[[name, value], ...]``); ``GET /ws-closes`` lists the close codes
   clients sent.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 
 from aiohttp import WSMsgType, web
 
@@ -112,6 +114,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             if message.data.startswith("!close "):
                 await ws.close(code=int(message.data.split()[1]))
                 break
+            if message.data == "!headers":
+                await ws.send_str(
+                    json.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.raw_headers])
+                )
+                continue
             if message.data.startswith("!stream "):
                 _, count, size = message.data.split()
                 payload = b"s" * int(size)
