@@ -52,7 +52,7 @@ def manage_shell(env: dict[str, str], code: str) -> str:
 
 
 @contextlib.contextmanager
-def daphne(env: dict[str, str], port: int | None = None, *, cpu: int | None = None):
+def daphne(env: dict[str, str], port: int | None = None, *, cpu: int | None = None, start_timeout: float = 30):
     """A daphne process serving the control plane; pinned to one core with ``cpu``."""
     port = port or free_port()
     cmd = [PYTHON, "-m", "streamspace.serve", "-b", "127.0.0.1", "-p", str(port), "streamspace.asgi:application"]
@@ -64,7 +64,7 @@ def daphne(env: dict[str, str], port: int | None = None, *, cpu: int | None = No
     log_file = open(log_path, "wb")  # noqa: SIM115  (closed when the process is stopped)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + start_timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(base + "/healthz", timeout=1).status_code == 200:
