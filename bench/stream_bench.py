@@ -268,10 +268,8 @@ def print_rows(name: str, rows: dict[str, dict]) -> None:
     direct, proxy = rows["direct"], rows["proxy"]
     cost = (1 - proxy["fps"] / direct["fps"]) * 100 if direct["fps"] else float("nan")
     added = proxy["latency_p50_ms"] - direct["latency_p50_ms"]
-    if added != added:  # NaN: no press was seen on this desktop (its root window is covered)
-        verdict = "latency not measured:"
-    else:
-        verdict = "within" if cost < 5 and added < 5 else "OUTSIDE"
+    # NaN: no press was seen on this desktop (something covers its root window at the probe).
+    verdict = "latency not measured:" if added != added else "within" if cost < 5 and added < 5 else "OUTSIDE"
     print(f"{name + ' overhead':<16} fps cost {cost:5.1f} %   added latency (p50) {added:5.1f} ms   {verdict} target")
 
 
