@@ -5,9 +5,19 @@ never on the event loop. Containers are found again by name and labels, so an ag
 loses nothing: ``inventory`` lists the containers labelled ``streamspace.managed-by=<agent>``.
 
 Options (``--backend-option key=value`` or env ``STREAMSPACE_DOCKER_<KEY>``):
-``network`` (default ``streamspace``), ``publish_host`` (default ``127.0.0.1``; ``none`` to
-rely on the network and report ``<container>:<port>``), ``home_mount_path`` (default
-``/home/user``), ``stop_timeout`` (seconds, default 10), ``pull`` (``missing`` or ``never``).
+``isolation`` (``session``, the default: a network per session, :mod:`.docker_networks`;
+``shared``: every session on ``network``), ``network`` (the shared network, default
+``streamspace``), ``subnet_pool`` and ``subnet_prefix`` (where per-session networks get their
+subnets, default ``10.213.0.0/16`` in /28s), ``agent_container`` (``auto``, ``none`` or the
+agent's own container, which joins every session network), ``publish_host`` (default
+``none``: the port is not published and the session is reached at its address on its network;
+a host address such as ``127.0.0.1`` publishes it there on a random port), ``home_mount_path``
+(default ``/home/user``), ``stop_timeout`` (seconds, default 10), ``pull`` (``missing`` or
+``never``).
+
+Readiness: ``streaming_ready`` is true once the session's port answers HTTP where the control
+plane or the agent's tunnel reaches it: the published address, else the container's address
+on its network, probed from the agent (on the host, or joined to the network).
 
 Exits: :meth:`DockerBackend.watch` follows the engine's event stream (``die`` events of
 this agent's containers) and reports each exit at once; :meth:`DockerBackend.exit_info`
@@ -47,6 +57,7 @@ try:  # optional dependency: pip install streamspace-agent[docker]
 except ImportError:
     docker = None
 
+from agent_runtime.backends import docker_networks as networks
 from agent_runtime.backends import docker_objects as objects
 from agent_runtime.backends import homes
 from agent_runtime.backends.base import (
@@ -83,7 +94,10 @@ class DockerBackend(Backend):
             raise BackendError("the docker backend needs the 'docker' package (pip install docker)")
         opts = self.options
         self.network = opts.get("network", objects.DEFAULT_NETWORK)
-        publish = opts.get("publish_host", "127.0.0.1")
+        self.isolation = opts.get("isolation", "session").strip().lower()
+        if self.isolation not in ("session", "shared"):
+            raise BackendError(f"isolation={self.isolation!r}: use 'session' (a network per session) or 'shared'")
+        publish = opts.get("publish_host", "none")
         self.publish_host = None if publish.lower() in ("", "none", "false") else publish
         self.home_mount_path = opts.get("home_mount_path", objects.DEFAULT_HOME_MOUNT)
         self.stop_timeout = int(float(opts.get("stop_timeout", "10")))
@@ -93,6 +107,14 @@ class DockerBackend(Backend):
         self._events_stream: Any = None
         self._client: Any = None
         self._network_ready = False
+        self.networks = networks.SessionNetworks(
+            self._run,
+            self.client,
+            self.agent_id,
+            pool=opts.get("subnet_pool", networks.DEFAULT_SUBNET_POOL),
+            prefix=opts.get("subnet_prefix", str(networks.DEFAULT_SUBNET_PREFIX)),
+            agent_container=opts.get("agent_container", "auto"),
+        )
 
     # --- plumbing -----------------------------------------------------------------------
     async def _run(self, fn, *args: Any, **kwargs: Any) -> Any:
@@ -172,17 +194,33 @@ class DockerBackend(Backend):
             return InventoryItem(
                 session_id=session_id, state=state, streaming_port=port, exit_code=objects.exit_code_of(attrs)
             )
-        if self.publish_host:
-            endpoint = objects.published_endpoint(attrs, port)
-        else:
-            endpoint = f"{objects.container_name(session_id)}:{port}"
+        endpoint = await self._endpoint(session_id, attrs, port)
         ready = False
-        if endpoint and self.publish_host:
+        if endpoint:
             host, _, host_port = endpoint.rpartition(":")
             ready = await http_answers(host, int(host_port), timeout=1.0)
         return InventoryItem(
             session_id=session_id, state="running", streaming_ready=ready, streaming_port=port, endpoint=endpoint
         )
+
+    def _session_network(self, session_id: str) -> str:
+        return networks.network_name(session_id) if self.isolation == "session" else self.network
+
+    async def _endpoint(self, session_id: str, attrs: dict[str, Any], port: int) -> str | None:
+        """``host:port`` where the session answers: its published address, else its address on
+        its network (which this agent joins first when it runs in a container)."""
+        if self.publish_host:
+            return objects.published_endpoint(attrs, port)
+        network = self._session_network(session_id)
+        address = networks.address_on(attrs, network)
+        if address is None:
+            return None
+        try:
+            await self.networks.join(network)
+        except BackendError as exc:  # reported as not ready; the next status tries again
+            log.warning("cannot join the session's network", extra={"network": network, "error": str(exc)})
+            return None
+        return f"{address}:{port}"
 
     async def _volume(self, name: str) -> Any | None:
         client = await self.client()
@@ -246,15 +284,18 @@ class DockerBackend(Backend):
             session_id,
             spec,
             agent_id=self.agent_id,
-            network=self.network,
+            network=self._session_network(session_id),
             publish_host=self.publish_host,
             home_mount_path=self.home_mount_path,
             home_volume=home_volume,
         )
         container = await self._container(session_id)
         if container is None:
-            await self._ensure_network()
             await self._ensure_image(session_id, config["image"])
+            if self.isolation == "session":
+                await self.networks.ensure(session_id)
+            else:
+                await self._ensure_network()
             await self.report_step(session_id, STEP_WORKLOAD, "Creating the container")
             client = await self.client()
             try:
@@ -302,6 +343,8 @@ class DockerBackend(Backend):
             with contextlib.suppress(docker.errors.NotFound):
                 await self._run(container.remove, force=True)
             log.info("container removed", extra={"session_id": session_id})
+        if self.isolation == "session":
+            await self.networks.remove(session_id)
         if spec.delete_home:
             await self._delete_home(spec.user, home_volume)
         return InventoryItem(session_id=session_id, state="stopped")

@@ -149,7 +149,7 @@ def container_config(
     *,
     agent_id: str,
     network: str = DEFAULT_NETWORK,
-    publish_host: str | None = "127.0.0.1",
+    publish_host: str | None = None,
     home_mount_path: str = DEFAULT_HOME_MOUNT,
     home_volume: str | None = None,
 ) -> dict[str, Any]:

@@ -66,9 +66,11 @@ async def test_full_lifecycle(backend, docker_client, docker_agent_id):
     assert docker_client.volumes.get(home_volume_name(docker_agent_id)).attrs["Labels"]["streamspace.user"] == (
         docker_agent_id  # labelled with its exact owner
     )
-    assert "streamspace" in container.attrs["NetworkSettings"]["Networks"]
+    networks = container.attrs["NetworkSettings"]["Networks"]
+    assert list(networks) == ["streamspace-session-s1"]  # its own network (§17)
+    assert not container.attrs["HostConfig"]["PortBindings"]  # nothing published on the host
     ready = await until_ready(backend, "s1")
-    assert ready.endpoint.startswith("127.0.0.1:")
+    assert ready.endpoint == f"{networks['streamspace-session-s1']['IPAddress']}:8080"
     with urllib.request.urlopen(f"http://{ready.endpoint}/", timeout=5) as response:
         assert b"streamspace test session" in response.read()
 
@@ -90,6 +92,7 @@ async def test_full_lifecycle(backend, docker_client, docker_agent_id):
     assert (await backend.stop("s1", spec)).state == "stopped"
     assert (await backend.stop("s1", spec)).state == "stopped"  # repeated: no-op
     assert not docker_client.containers.list(all=True, filters={"name": "streamspace-s1"})
+    assert not docker_client.networks.list(names=["streamspace-session-s1"])
     docker_client.volumes.get(home_volume_name(docker_agent_id))  # the home is kept
 
 

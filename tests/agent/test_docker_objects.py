@@ -17,7 +17,7 @@ def spec(**overrides) -> SessionSpec:
 
 
 def test_container_config():
-    config = objects.container_config("abc123", spec(), agent_id="docker-1")
+    config = objects.container_config("abc123", spec(), agent_id="docker-1", publish_host="127.0.0.1")
     assert config == {
         "image": "registry.local/xfce:1",
         "name": "streamspace-abc123",

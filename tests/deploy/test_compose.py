@@ -105,14 +105,11 @@ def test_control_plane_replicas(project):
         assert cp["environment"]["DATABASE_URL"] == "postgres://streamspace:pw@postgres:5432/streamspace"
         assert cp["environment"]["REDIS_URL"] == "redis://redis:6379/0"
         assert cp["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-        assert set(cp["networks"]) == {"backend", "sessions", "edge"}
+        assert set(cp["networks"]) == {"backend", "edge"}
     assert services["migrate"]["command"][-1].startswith("python manage.py migrate --noinput && ")
     assert "ensure_agent" in services["migrate"]["command"][-1]
     celery = services["celery"]["command"]
     assert celery[:4] == ["celery", "--app=streamspace", "worker", "--beat"]
-    # Sessions share a network with the control planes, never with the databases.
-    assert services["postgres"]["networks"] == ["backend"] and services["redis"]["networks"] == ["backend"]
-    assert project["networks"]["sessions"]["name"] == "streamspace-sessions"
 
 
 def test_nginx_load_balances_both_replicas(project):
@@ -149,8 +146,18 @@ def test_docker_agent_pair_with_redis_lease(project):
     assert (env["PLATFORM"], env["ENABLE_HA"], env["HA_BACKEND"]) == ("docker", "true", "redis")
     assert env["REDIS_URL"].startswith("redis://redis:6379/")
     assert env["CONTROL_PLANE_URL"] == "http://control-plane-1:8000,http://control-plane-2:8000"
-    assert env["STREAMSPACE_DOCKER_NETWORK"] == project["networks"]["sessions"]["name"]
+    assert (env["STREAMSPACE_DOCKER_ISOLATION"], env["STREAMSPACE_DOCKER_PUBLISH_HOST"]) == ("session", "none")
     assert env["AGENT_TOKEN"] == TEST_SECRETS["AGENT_TOKEN"]
+    assert "--proxy-mode tunnel" in " ".join(project["services"]["migrate"]["command"])
+
+
+def test_sessions_share_no_network_with_the_deployment(project):
+    """Sessions get networks of their own from the agent (§17): no compose network is theirs,
+    and PostgreSQL and Redis are on the backend network alone."""
+    assert set(project["networks"]) == {"backend", "edge"}
+    for name in ("postgres", "redis"):
+        assert project["services"][name]["networks"] == ["backend"]
+        assert "ports" not in project["services"][name]
 
 
 def test_the_agent_accepts_the_compose_configuration(project, tmp_path):
@@ -164,7 +171,7 @@ def test_the_agent_accepts_the_compose_configuration(project, tmp_path):
         "ws://control-plane-1:8000/api/v1/agents/connect",
         "ws://control-plane-2:8000/api/v1/agents/connect",
     ]
-    assert config.backend_options == {"network": "streamspace-sessions", "publish_host": "none"}
+    assert config.backend_options == {"isolation": "session", "publish_host": "none"}
 
 
 def test_build_contexts_point_at_the_dockerfiles(project):

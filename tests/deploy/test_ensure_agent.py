@@ -70,3 +70,18 @@ def test_refuses_an_agent_of_another_platform(monkeypatch):
     run(platform="docker")
     with pytest.raises(CommandError, match="platform docker"):
         run(platform="kubernetes")
+
+
+def test_sets_the_proxy_mode_when_given(monkeypatch):
+    monkeypatch.setenv("AGENT_TOKEN", new_token())
+    out = io.StringIO()
+    call_command("ensure_agent", "docker-compose", "--platform", "docker", "--proxy-mode", "tunnel", stdout=out)
+    assert Agent.objects.get(agent_id="docker-compose").proxy_mode == "tunnel"
+    assert run() == "agent docker-compose (docker): unchanged"  # not given: left as it is
+    assert Agent.objects.get(agent_id="docker-compose").proxy_mode == "tunnel"
+    out = io.StringIO()
+    call_command("ensure_agent", "docker-compose", "--platform", "docker", "--proxy-mode", "auto", stdout=out)
+    assert out.getvalue().strip() == "agent docker-compose (docker): updated"
+    assert Agent.objects.get(agent_id="docker-compose").proxy_mode == "auto"
+    with pytest.raises(CommandError):
+        call_command("ensure_agent", "docker-compose", "--platform", "docker", "--proxy-mode", "sideways")

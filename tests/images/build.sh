@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the local test image `streamspace-test-session:latest` without pulling anything:
-# FROM scratch + Debian's busybox-static (a shell and tools for `docker exec`) + websocketd,
+# FROM scratch + Debian's busybox-static (a shell and tools for `docker exec`, nc and wget among
+# them for the isolation tests) + websocketd,
 # which serves /www over HTTP and a WebSocket echo (`cat`, one message per line) on :8080.
 # websocketd is a Go binary linked only against libc, which is copied in with its loader.
 # Idempotent: rebuilds only when the inputs changed (the image carries their hash as a label).
@@ -31,7 +32,7 @@ ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 mkdir -p "$ctx/rootfs/bin" "$ctx/rootfs/www" "$ctx/rootfs/home/user" "$ctx/rootfs/tmp"
 cp /bin/busybox "$ctx/rootfs/bin/busybox"
-for tool in sh cat ls echo sleep mkdir touch rm id ps wget; do ln -s busybox "$ctx/rootfs/bin/$tool"; done
+for tool in sh cat ls echo sleep mkdir touch rm id ps wget nc timeout env df grep ip; do ln -s busybox "$ctx/rootfs/bin/$tool"; done
 cp "$WSD" "$ctx/rootfs/bin/websocketd"
 for lib in $libs; do mkdir -p "$ctx/rootfs$(dirname "$lib")"; cp -L "$lib" "$ctx/rootfs$lib"; done
 # The loader is looked up under /lib64 on x86-64 whatever ldd printed.

@@ -39,7 +39,8 @@ def docker_client() -> Iterator[Any]:
 
 @pytest.fixture
 def docker_agent_id(docker_client: Any, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A unique agent id; every container it labels and every volume it names is removed after."""
+    """A unique agent id; every container it labels, every volume it names and every network
+    it labels is removed after."""
     agent_id = f"test-{secrets.token_hex(4)}"
     yield agent_id
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
@@ -51,3 +52,13 @@ def docker_agent_id(docker_client: Any, request: pytest.FixtureRequest) -> Itera
         container.remove(force=True)
     for volume in docker_client.volumes.list(filters={"name": f"streamspace-home-{agent_id}"}):
         volume.remove(force=True)
+    remove_networks(docker_client, agent_id)
+
+
+def remove_networks(docker_client: Any, agent_id: str) -> None:
+    """Remove the per-session networks an agent made (disconnecting what is still attached)."""
+    for network in docker_client.networks.list(filters={"label": f"streamspace.managed-by={agent_id}"}):
+        network.reload()
+        for container_id in network.attrs.get("Containers") or {}:
+            network.disconnect(container_id, force=True)
+        network.remove()

@@ -6,6 +6,8 @@ both the control plane's job and the agents read it (``.env``, a Kubernetes Secr
 command makes the database agree. Idempotent: creates the agent if it is missing, otherwise
 re-enables it and replaces the stored hash when the token changed (rotation). The token is
 read from an environment variable, never from the command line (visible in ``ps``).
+``--proxy-mode`` sets how the control plane reaches the agent's sessions (``tunnel`` where
+the control plane shares no network with them, as in the compose deployment).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from agents_app.models import Agent, Platform
+from agents_app.models import Agent, Platform, ProxyMode
 from agents_app.tokens import TOKEN_PREFIX, hash_token
 from streamspace.audit.services import record
 
@@ -30,8 +32,13 @@ class Command(BaseCommand):
         parser.add_argument("--platform", choices=Platform.values, required=True)
         parser.add_argument("--token-env", default="AGENT_TOKEN", help="environment variable holding the token")
         parser.add_argument("--name", default="")
+        parser.add_argument(
+            "--proxy-mode", choices=ProxyMode.values, default=None, help="how the proxy reaches its sessions"
+        )
 
-    def handle(self, *args, agent_id: str, platform: str, token_env: str, name: str, **options):
+    def handle(
+        self, *args, agent_id: str, platform: str, token_env: str, name: str, proxy_mode: str | None = None, **options
+    ):
         token = os.environ.get(token_env, "").strip()
         if not token.startswith(TOKEN_PREFIX) or len(token) < MIN_TOKEN_LENGTH:
             raise CommandError(
@@ -47,6 +54,7 @@ class Command(BaseCommand):
                     "name": name or agent_id,
                     "token_hash": digest,
                     "token_prefix": token[:8],
+                    "proxy_mode": proxy_mode or ProxyMode.AUTO,
                 },
             )
             if agent.platform != platform:
@@ -55,6 +63,11 @@ class Command(BaseCommand):
             if changed:
                 agent.token_hash, agent.token_prefix, agent.enabled = digest, token[:8], True
                 agent.save(update_fields=["token_hash", "token_prefix", "enabled"])
+            if not created and proxy_mode and agent.proxy_mode != proxy_mode:
+                agent.proxy_mode = proxy_mode
+                agent.save(update_fields=["proxy_mode"])
+                record("agent.update", target=agent, details={"proxy_mode": proxy_mode, "source": "ensure_agent"})
+                changed = True
             if created or changed:
                 action = "agent.create" if created else "agent.token_reissued"
                 record(action, target=agent, details={"platform": platform, "source": "ensure_agent"})
