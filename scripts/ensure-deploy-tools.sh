@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Tools the deploy/ tests (tests/deploy) run: promtool (Prometheus rule checks and rule unit
 # tests), nginx (the compose load-balancer config) and systemd-analyze (unit verification);
-# and wrk, which bench/proxy_bench.py drives (nginx is one of that benchmark's targets too).
+# and wrk, which bench/proxy_bench.py drives (nginx is one of that benchmark's targets too);
+# docker-compose and mmdebstrap, with which tests/deploy/test_compose_stack.py brings the compose
+# deployment up from images built here (tests/deploy/compose_images.sh).
 # Helm rendering, Kubernetes schemas, Compose parsing and hadolint come from PyPI
 # (requirements-dev.txt). Idempotent; installs from Debian's packages only when missing.
 set -euo pipefail
@@ -50,3 +52,14 @@ if ! command -v wrk >/dev/null; then
   log "installing wrk (bench/proxy_bench.py)"; apt_install_quiet wrk
 fi
 log "wrk: $(command -v wrk)"
+
+if ! command -v docker-compose >/dev/null; then
+  log "installing docker-compose (tests/deploy/test_compose_stack.py)"; apt_install_quiet docker-compose
+fi
+log "docker-compose: $(docker-compose --version 2>/dev/null | head -1)"
+
+if ! command -v mmdebstrap >/dev/null; then
+  log "installing mmdebstrap (tests/deploy/compose_images.sh)"; apt_install_quiet mmdebstrap
+fi
+log "mmdebstrap: $(command -v mmdebstrap)"
+

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the local agent's "Linux desktop (Selkies)" template needs (agent_runtime/desktop.py):
-# Xvfb, a window manager and a terminal from Debian's packages, and selkies (PyPI, pinned in
-# requirements-dev.txt) in the virtualenv. Installs what is missing when it can: as root, with
+# Xvfb, a window manager and a terminal from Debian's packages, xdotool and xsetroot (tests,
+# the stream benchmark and automation drive the session's display with them), and selkies
+# (PyPI, pinned in requirements-dev.txt) in the virtualenv. Installs what is missing when it can: as root, with
 # a sudo that does not prompt, or (--sudo, `make desktop-deps`) with one that may. What it
 # cannot install it names once, with the exact command, and exits 0: the local agent then does
 # not offer the "desktop" feature and the catalog shows the template as unavailable. With
@@ -10,13 +11,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
-PACKAGES=(xvfb openbox xterm xfonts-base)
+PACKAGES=(xvfb openbox xterm xfonts-base xdotool x11-xserver-utils)
 ALLOW_PROMPT=false
 [ "${1:-}" = "--sudo" ] && ALLOW_PROMPT=true
 
 say() { printf '[desktop] %s\n' "$*"; }
 has_any() { for program in "$@"; do command -v "$program" >/dev/null 2>&1 && return 0; done; return 1; }
-x_ready() { has_any Xvfb && has_any openbox xfwm4 fluxbox twm && has_any xfce4-terminal xterm; }
+x_ready() { has_any Xvfb && has_any openbox xfwm4 fluxbox twm && has_any xfce4-terminal xterm && has_any xdotool && has_any xsetroot; }
 selkies_ready() { "$BIN/python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("selkies") is None)' 2>/dev/null; }
 
 missing=()   # what is still missing at the end
@@ -34,7 +35,7 @@ if ! x_ready; then
   as_root=()
   can_install=false
   if ! command -v apt-get >/dev/null; then
-    apt_command="your package manager's Xvfb, openbox and xterm packages"
+    apt_command="your package manager's Xvfb, openbox, xterm, xdotool and xsetroot packages"
   elif [ "$(id -u)" = 0 ]; then
     can_install=true
   elif $ALLOW_PROMPT || sudo -n true 2>/dev/null; then
@@ -47,7 +48,7 @@ if ! x_ready; then
     # Package lists may be missing (a fresh machine) or stale (a 404): refresh once and retry.
     apt_install 2>/dev/null || { "${as_root[@]}" apt-get update -q >/dev/null && apt_install; } || true
   fi
-  x_ready || { missing+=("Xvfb, a window manager and a terminal"); commands+=("$apt_command"); }
+  x_ready || { missing+=("Xvfb, a window manager, a terminal, xdotool and xsetroot"); commands+=("$apt_command"); }
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then

@@ -63,6 +63,9 @@ DEMO_TEMPLATES: list[dict[str, Any]] = [
         "icon": _icon("desktop"),
         "platform": "local",
         "command": ["{python}", "-m", "agent_runtime.desktop", "--port", "{port}", "--home", "{home}"],
+        # Selkies takes the session's stream secrets as its basic-auth passwords (the proxy
+        # presents them): nothing on the host but the proxy can open the stream.
+        "stream_auth": True,
         "default_cpu_millicores": 2000,
         "default_memory_mb": 2048,
         "tags": ["desktop", "selkies", "webrtc"],

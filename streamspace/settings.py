@@ -383,6 +383,17 @@ STREAMSPACE_DEFAULT_QUOTA = {
 STREAMSPACE_DEFAULT_IDLE_TIMEOUT_S = envint("STREAMSPACE_DEFAULT_IDLE_TIMEOUT_S", 1800, minimum=0)
 STREAMSPACE_VIEWER_TOKEN_TTL_S = envint("STREAMSPACE_VIEWER_TOKEN_TTL_S", 120, minimum=5)
 STREAMSPACE_ACTIVITY_WRITE_INTERVAL_S = envint("STREAMSPACE_ACTIVITY_WRITE_INTERVAL_S", 30, minimum=0)
+# TURN for the WebRTC transport (docs/architecture.md §24): the servers viewers are told about
+# (``turn:``/``turns:`` get per-viewer credentials, ``stun:`` none), the secret shared with
+# the TURN server (coturn's static-auth-secret) and how long a credential lasts.
+STREAMSPACE_TURN_URLS = envlist("STREAMSPACE_TURN_URLS")
+for _url in STREAMSPACE_TURN_URLS:
+    if not _url.startswith(("turn:", "turns:", "stun:", "stuns:")):
+        raise ConfigError(f"STREAMSPACE_TURN_URLS: {_url!r} is not a turn:, turns:, stun: or stuns: URL")
+STREAMSPACE_TURN_SECRET = envstr("STREAMSPACE_TURN_SECRET")
+if any(_url.startswith(("turn:", "turns:")) for _url in STREAMSPACE_TURN_URLS) and not STREAMSPACE_TURN_SECRET:
+    raise ConfigError("STREAMSPACE_TURN_URLS names a TURN server: STREAMSPACE_TURN_SECRET must be set too")
+STREAMSPACE_TURN_TTL_S = envint("STREAMSPACE_TURN_TTL_S", 3600, minimum=60)
 POD_NAME = envstr("POD_NAME", socket.gethostname())
 # Placement across agents that can all serve a launch (sessions_app/placement.py):
 # "spread" puts it on the least loaded, "pack" on the most loaded that still has room.

@@ -219,6 +219,18 @@ class ViewerUrlSerializer(serializers.Serializer):
     expires_in = serializers.IntegerField()
 
 
+class IceServerSerializer(serializers.Serializer):
+    urls = serializers.ListField(child=serializers.CharField())
+    username = serializers.CharField(required=False)
+    credential = serializers.CharField(required=False)
+
+
+class TurnSerializer(serializers.Serializer):
+    iceServers = IceServerSerializer(many=True)
+    lifetimeDuration = serializers.CharField()
+    expires_at = serializers.IntegerField()
+
+
 class QuotaLimitsSerializer(StrictFieldsMixin, serializers.Serializer):
     max_sessions = serializers.IntegerField(min_value=0, max_value=10_000, allow_null=True, required=False)
     max_cpu_millicores = serializers.IntegerField(min_value=0, max_value=10_000_000, allow_null=True, required=False)

@@ -12,6 +12,7 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/heartbeat", views.SessionHeartbeatView.as_view(), name="session-heartbeat"),
     path("sessions/<uuid:session_id>/logs", views.SessionLogsView.as_view(), name="session-logs"),
     path("sessions/<uuid:session_id>/viewer-url", views.SessionViewerUrlView.as_view(), name="session-viewer-url"),
+    path("sessions/<uuid:session_id>/turn", views.SessionTurnView.as_view(), name="session-turn"),
     path("sessions/<uuid:session_id>/shares", share_views.SessionSharesView.as_view(), name="session-shares"),
     path(
         "sessions/<uuid:session_id>/shares/<int:share_id>",

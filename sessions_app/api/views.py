@@ -15,13 +15,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from sessions_app import access, launch_reports, services, sharing
+from sessions_app import access, launch_reports, services, sharing, turn
 from sessions_app.api.representation import represent, represent_one, session_rows
 from sessions_app.api.serializers import (
     SessionCreateSerializer,
     SessionLogsSerializer,
     SessionSerializer,
     TemplateSerializer,
+    TurnSerializer,
     ViewerUrlSerializer,
 )
 from sessions_app.models import Session, SessionState, Template
@@ -233,3 +234,25 @@ class SessionViewerUrlView(APIView):
             session.id, request.user.pk, scheme=request.scheme, host=request.get_host(), epoch=epoch_of(request.user)
         )
         return Response({"url": url, "expires_in": settings.STREAMSPACE_VIEWER_TOKEN_TTL_S})
+
+
+class SessionTurnView(APIView):
+    # The same callers as the viewer URL: whoever may open the viewer may relay its stream.
+    permission_classes = [IsAuthenticated, NotReadScope]
+
+    @extend_schema(responses=TurnSerializer)
+    def get(self, request: Request, session_id: Any) -> Response:
+        """ICE servers for the session's WebRTC transport, with TURN credentials for the caller.
+
+        TURN credentials follow the TURN REST API scheme (username ``<expiry>:<user id>``,
+        HMAC-SHA1 password) and expire after ``STREAMSPACE_TURN_TTL_S``; ``iceServers`` is
+        empty when the site names no TURN or STUN server (the WebSocket transport needs none).
+        """
+        session = _session_for(request, session_id, manage=False)
+        if session.state in (SessionState.STOPPING, SessionState.STOPPED, SessionState.FAILED):
+            raise Conflict(
+                f"The session is {session.state}.", code="session_not_viewable", extra={"state": session.state}
+            )
+        response = Response(turn.ice_servers(request.user.pk))
+        response["Cache-Control"] = "no-store"
+        return response

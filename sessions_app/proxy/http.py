@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +24,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.urls import reverse
 
+from sessions_app import turn
 from sessions_app.models import SessionState
 from sessions_app.proxy import activity, auth, client, pages, upstream
 from sessions_app.proxy.origins import host_header, scope_session_id, session_origin
@@ -79,6 +81,11 @@ async def proxy_http(scope: dict, receive: Any, send: Any) -> None:
     if target.drops_input and scope["method"] not in _SAFE_METHODS:  # a viewer's request may be input
         detail = "This session is shared with you to view only."
         return await pages.error(scope, send, 403, "view_only", detail, framing=framing)
+    if path.is_turn and scope["method"] in ("GET", "HEAD") and turn.configured():
+        body = json.dumps(turn.ice_servers(target.user_id)).encode()
+        return await pages.respond(
+            send, 200, body, b"application/json", framing.headers(), head=scope["method"] == "HEAD"
+        )
     if activity.due(target.session_id):
         await activity.touch(target.session_id)
     extra = [*framing.headers()]

@@ -22,6 +22,9 @@ PREFIX = "/api/v1/http/"
 PREFIX_BYTES = PREFIX.encode()
 # Served by the proxy itself (the waking page polls it); shadows the same path upstream.
 STATUS_PATH = b"/.streamspace/status"
+# Where the Selkies client asks its server for WebRTC ICE servers: answered by the proxy with
+# the viewer's own TURN credentials when the site names a TURN server (§24), else forwarded.
+TURN_PATH = b"/api/turn"
 TOKEN_PARAM = b"token"
 SHARE_PARAM = b"share"  # a share link's key (sessions_app.sharing), read on a session's origin
 # The canonical (lowercase, hyphenated) form only: one URL per session, one cookie path.
@@ -58,6 +61,10 @@ class ProxyPath:
     @property
     def cookie_path(self) -> str:
         return f"{self.prefix}/"
+
+    @property
+    def is_turn(self) -> bool:
+        return self.upstream_path == TURN_PATH
 
     @property
     def is_status(self) -> bool:

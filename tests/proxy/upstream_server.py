@@ -39,6 +39,11 @@ async def small(request: web.Request) -> web.Response:
     return web.Response(body=SMALL, content_type="text/plain")
 
 
+async def selkies_turn(request: web.Request) -> web.Response:
+    """What a Selkies server answers at ``/api/turn``: its own ICE servers."""
+    return web.json_response({"iceServers": [], "from": "upstream"})
+
+
 async def echo(request: web.Request) -> web.Response:
     return web.json_response(
         {
@@ -136,6 +141,7 @@ def make_app() -> web.Application:
     app = web.Application(client_max_size=0)
     app.router.add_get("/", index)
     app.router.add_get("/small", small)
+    app.router.add_get("/api/turn", selkies_turn)
     app.router.add_route("*", "/echo", echo)
     app.router.add_route("*", "/echo/{tail:.*}", echo)
     app.router.add_get("/bytes", sized)

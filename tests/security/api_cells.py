@@ -59,7 +59,9 @@ NO_API_TOKEN = frozenset(
 )
 # Rule 4 for read tokens only (issue 15 item 5): a viewer URL lets its bearer type and click
 # inside the session.
-NOT_READ_SCOPE = frozenset({"GET /api/v1/sessions/{session}/viewer-url"})
+NOT_READ_SCOPE = frozenset(
+    {"GET /api/v1/sessions/{session}/viewer-url", "GET /api/v1/sessions/{session}/turn"}  # the viewer's relay
+)
 
 # Rule 5: who gets 404.
 SHARES = frozenset(
@@ -75,6 +77,7 @@ VIEW_SESSION = frozenset(
         "POST /api/v1/sessions/{session}/heartbeat",
         "GET /api/v1/sessions/{session}/viewer-url",
         *SHARES,
+        "GET /api/v1/sessions/{session}/turn",
     }
 )
 MANAGE_SESSION = frozenset(

@@ -39,6 +39,7 @@ ENDPOINTS = [
     Endpoint("post", "/api/v1/sessions/{session}/wake", USER),
     Endpoint("post", "/api/v1/sessions/{session}/heartbeat", USER),
     Endpoint("get", "/api/v1/sessions/{session}/viewer-url", USER),
+    Endpoint("get", "/api/v1/sessions/{session}/turn", USER),
     Endpoint("get", "/api/v1/sessions/{session}/logs", USER),
     Endpoint("get", "/api/v1/sessions/{session}/shares", USER),
     Endpoint("post", "/api/v1/sessions/{session}/shares", USER),
