@@ -34,6 +34,7 @@ from django.conf import settings
 from agent_runtime.backends.homefiles import HomeFileError, join, parse_home_path
 from sessions_app.files import agent
 from sessions_app.files.auth import Decision, decide
+from sessions_app.files.paths import PATH_RE
 from sessions_app.proxy.client import ConnectFailed, UpstreamClosed, UpstreamError, UpstreamTimeout
 from streamspace.audit.services import record
 from streamspace.transport.flow import InboundFlow, OutboundFlow, abort_connection
@@ -41,11 +42,6 @@ from streamspace.transport.flow import InboundFlow, OutboundFlow, abort_connecti
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/sessions/"
-PATH_RE = re.compile(rb"^/api/v1/sessions/([^/]+)/files(?:/(.*))?$", re.S)
-# A request line (or target) for this endpoint, for the front (streamspace/front/), which
-# serves these requests itself so that an upload streams instead of being spooled by daphne.
-REQUEST_LINE_RE = re.compile(rb" /api/v1/sessions/[^/ ?]+/files[/ ?]")
-TARGET_RE = re.compile(rb"^/api/v1/sessions/[^/?]+/files(?:[/?]|$)")
 METHODS = ("GET", "PUT", "DELETE")
 
 

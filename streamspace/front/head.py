@@ -32,7 +32,7 @@ from urllib.parse import unquote
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from agent_runtime.protocol import TUNNEL_PATH
-from sessions_app.files.endpoint import TARGET_RE as FILES_TARGET
+from sessions_app.files.paths import TARGET_RE as FILES_TARGET
 from sessions_app.proxy.origins import session_id_for_host
 from sessions_app.proxy.paths import PREFIX_BYTES
 from streamspace.api.client_ip import forwarded_address

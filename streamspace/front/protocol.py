@@ -42,7 +42,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
 
 from agent_runtime.protocol import TUNNEL_PATH
-from sessions_app.files.endpoint import REQUEST_LINE_RE as _FILES_LINE
+from sessions_app.files.paths import REQUEST_LINE_RE as _FILES_LINE
 from sessions_app.proxy.origins import session_id_for_host
 from sessions_app.proxy.paths import PREFIX_BYTES
 from streamspace.front.handlers import FrontHandler

@@ -25,7 +25,7 @@ from rest_framework.renderers import JSONRenderer
 from sessions_app.api.serializers import SessionSerializer
 from sessions_app.models import Session
 from tests.support.clients import client_for
-from tests.support.factories import make_session
+from tests.support.factories import make_session, share
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 FIRST = uuid.UUID("00000000-0000-4000-8000-000000000001")
@@ -73,7 +73,7 @@ def sessions(alice, bob, template, docker_agent) -> list[Session]:
     shared = make_session(
         bob, template, docker_agent, id=SHARED, name="bob's", last_activity=LATER, state_changed_at=LATER
     )
-    shared.shared_with.add(alice)
+    share(shared, alice)
     Session.objects.filter(pk=FIRST).update(created_at=WHEN, updated_at=WHEN)
     Session.objects.filter(pk__in=[SECOND, SHARED]).update(created_at=LATER, updated_at=LATER)
     return [first, second, shared]

@@ -18,9 +18,10 @@ from rest_framework_simplejwt.tokens import AccessToken
 from agents_app.models import Agent
 from agents_app.tokens import hash_token
 from sessions_app.files.endpoint import content_disposition, files_app, matches
+from sessions_app.models import ShareRole
 from streamspace.accounts.models import TokenScope
 from streamspace.accounts.tokens import create_token
-from tests.support.factories import make_session
+from tests.support.factories import make_session, share
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -108,14 +109,21 @@ async def test_anonymous_and_bad_credentials(running):
     assert (status, data["code"]) == (401, "authentication_failed")
 
 
-async def test_a_share_recipient_reads_but_never_writes(running, bob):
-    """Reading follows may_view, writing may_write_files (sessions_app/access.py)."""
-    await asyncio.to_thread(running.shared_with.add, bob)
+async def test_a_viewer_share_reads_but_never_writes(running, bob):
+    """Reading follows may_view, writing may_write_files (sessions_app/access.py): a viewer
+    share downloads but never uploads or deletes."""
+    await asyncio.to_thread(share, running, bob, role=ShareRole.VIEWER)
     status, _, _ = await call("GET", url(running, "notes.txt"), headers=[bearer(bob)])
     assert status == ALLOWED
     for method in ("PUT", "DELETE"):
         status, _, data = await call(method, url(running, "notes.txt"), headers=[bearer(bob), ("content-length", "1")])
         assert (status, data["code"]) == (403, "permission_denied")
+
+
+async def test_a_collaborator_share_may_write(running, bob):
+    await asyncio.to_thread(share, running, bob, role=ShareRole.COLLABORATOR)
+    status, _, data = await call("DELETE", url(running, "notes.txt"), headers=[bearer(bob)])
+    assert status != 403, data
 
 
 async def test_a_read_only_api_token_cannot_upload(running, alice):

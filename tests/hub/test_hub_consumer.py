@@ -357,7 +357,13 @@ async def test_tunnel_request_reaches_the_leader(make_client, hub_agent):
         agent.pk, stream_id="s1", session_id="x", port=8080, url="ws://cp/api/v1/agents/tunnel/s1"
     )
     opened = await client.recv_type("tunnel_open")
-    assert opened == {"stream_id": "s1", "session_id": "x", "port": 8080, "url": "ws://cp/api/v1/agents/tunnel/s1"}
+    assert opened == {
+        "stream_id": "s1",
+        "session_id": "x",
+        "port": 8080,
+        "url": "ws://cp/api/v1/agents/tunnel/s1",
+        "service": "",
+    }
 
 
 async def test_agents_api_shows_instances_leader_pod_and_live_heartbeat(make_client, hub_agent, operator):
