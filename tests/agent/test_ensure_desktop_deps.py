@@ -71,7 +71,10 @@ def test_as_root_or_with_a_silent_sudo_it_installs_the_packages(tmp_path):
         bin_dir, calls = host(case, uid=uid, sudo_ok=sudo_ok)
         result = run(bin_dir, ci=True)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "installing xvfb openbox xterm xfonts-base xdotool x11-xserver-utils" in result.stdout and "unavailable" not in result.stdout
+        assert (
+            "installing xvfb openbox xterm xfonts-base xdotool x11-xserver-utils" in result.stdout
+            and "unavailable" not in result.stdout
+        )
         assert calls.read_text().splitlines()[-1] == (
             "apt-get install -y -q --no-install-recommends xvfb openbox xterm xfonts-base xdotool x11-xserver-utils"
         )
