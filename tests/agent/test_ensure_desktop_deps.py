@@ -13,7 +13,7 @@ from pathlib import Path
 from tests.support import ROOT
 
 SCRIPT = ROOT / "scripts" / "ensure-desktop-deps.sh"
-APT_COMMAND = "sudo apt-get install -y --no-install-recommends xvfb openbox xterm xfonts-base"
+APT_COMMAND = "sudo apt-get install -y --no-install-recommends xvfb openbox xterm xfonts-base xdotool x11-xserver-utils"
 
 
 def stub(directory: Path, name: str, body: str) -> None:
@@ -24,7 +24,7 @@ def stub(directory: Path, name: str, body: str) -> None:
 
 def host(tmp_path: Path, *, uid: int, sudo_ok: bool = False, x: bool = False) -> tuple[Path, Path]:
     """A PATH of stubs: ``id -u`` answers ``uid``; ``apt-get install`` records its arguments
-    and puts Xvfb, openbox and xterm on the PATH; ``sudo -n`` succeeds only if ``sudo_ok``."""
+    and puts Xvfb, openbox, xterm, xdotool and xsetroot on the PATH; ``sudo -n`` succeeds only if ``sudo_ok``."""
     bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
     bin_dir.mkdir()
     for tool in ("grep", "cut", "dirname", "cat"):
@@ -33,10 +33,10 @@ def host(tmp_path: Path, *, uid: int, sudo_ok: bool = False, x: bool = False) ->
     ok = 'shift; "$@"; exit' if sudo_ok else "exit 1"
     stub(bin_dir, "sudo", f'if [ "$1" = -n ]; then {ok}; fi; "$@"')
     stub(tmp_path, "x-program", "true")
-    install_x = f"for p in Xvfb openbox xterm; do /usr/bin/cp {tmp_path}/x-program {bin_dir}/$p; done"
+    install_x = f"for p in Xvfb openbox xterm xdotool xsetroot; do /usr/bin/cp {tmp_path}/x-program {bin_dir}/$p; done"
     stub(bin_dir, "apt-get", f'echo "apt-get $*" >> {calls}; if [ "$1" = install ]; then {install_x}; fi')
     if x:
-        for program in ("Xvfb", "openbox", "xterm"):
+        for program in ("Xvfb", "openbox", "xterm", "xdotool", "xsetroot"):
             stub(bin_dir, program, "true")
     return bin_dir, calls
 
@@ -71,9 +71,12 @@ def test_as_root_or_with_a_silent_sudo_it_installs_the_packages(tmp_path):
         bin_dir, calls = host(case, uid=uid, sudo_ok=sudo_ok)
         result = run(bin_dir, ci=True)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "installing xvfb openbox xterm xfonts-base" in result.stdout and "unavailable" not in result.stdout
+        assert (
+            "installing xvfb openbox xterm xfonts-base xdotool x11-xserver-utils" in result.stdout
+            and "unavailable" not in result.stdout
+        )
         assert calls.read_text().splitlines()[-1] == (
-            "apt-get install -y -q --no-install-recommends xvfb openbox xterm xfonts-base"
+            "apt-get install -y -q --no-install-recommends xvfb openbox xterm xfonts-base xdotool x11-xserver-utils"
         )
 
 
