@@ -78,6 +78,18 @@ class Template(models.Model):
         help_text='Features the agent\'s host must offer, e.g. ["desktop"] (agents report theirs).',
     )
     idle_timeout_s = models.PositiveIntegerField(null=True, blank=True, help_text="Overrides the site default.")
+    # Scheduling on cluster platforms (the Kubernetes backend; others ignore them).
+    gpu = models.PositiveSmallIntegerField(
+        default=0, validators=[MaxValueValidator(16)], help_text="GPUs each session requests (nvidia.com/gpu)."
+    )
+    node_selector = models.JSONField(
+        default=dict, blank=True, help_text='Kubernetes nodeSelector, e.g. {"streamspace.io/pool": "gpu"}.'
+    )
+    tolerations = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Kubernetes tolerations, e.g. [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}].',
+    )
     enabled = models.BooleanField(default=True, db_index=True)
     platform = models.CharField(
         max_length=16,

@@ -73,6 +73,9 @@ def start_spec(session: Session) -> dict[str, Any]:
         "volume_mounts": list(template.volume_mounts or []),
         "user": session.user.get_username(),
         "template": template.slug,
+        "gpu": template.gpu,
+        "node_selector": dict(template.node_selector or {}),
+        "tolerations": list(template.tolerations or []),
     }
 
 

@@ -11,6 +11,8 @@ from sessions_app.models import Session, Template
 from sessions_app.placement import CatalogAvailability
 from streamspace.api.strict import StrictFieldsMixin
 
+TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
+
 MAX_CPU = 64_000
 MAX_MEMORY = 262_144
 MAX_IDLE = 7 * 24 * 3600
@@ -50,6 +52,9 @@ class TemplateSerializer(StrictFieldsMixin, serializers.ModelSerializer):
             "volume_mounts",
             "tags",
             "requires",
+            "gpu",
+            "node_selector",
+            "tolerations",
             "idle_timeout_s",
             "enabled",
             "platform",
@@ -79,6 +84,32 @@ class TemplateSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     def validate_tags(self, value: Any) -> list[str]:
         if not isinstance(value, list) or not all(isinstance(tag, str) and len(tag) <= 64 for tag in value):
             raise serializers.ValidationError("Must be a list of short strings.")
+        return value
+
+    def validate_node_selector(self, value: Any) -> dict[str, str]:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and k and len(k) <= 317 and isinstance(v, str) and len(v) <= 63 for k, v in value.items()
+        ):
+            raise serializers.ValidationError("Must be an object of label names to string values.")
+        return value
+
+    def validate_tolerations(self, value: Any) -> list[dict[str, Any]]:
+        if not isinstance(value, list) or len(value) > 32:
+            raise serializers.ValidationError("Must be a list of at most 32 tolerations.")
+        for toleration in value:
+            if not isinstance(toleration, dict) or not toleration or set(toleration) - TOLERATION_KEYS:
+                raise serializers.ValidationError(
+                    f"Each toleration is an object with some of: {', '.join(sorted(TOLERATION_KEYS))}."
+                )
+            if toleration.get("operator", "Equal") not in ("Equal", "Exists"):
+                raise serializers.ValidationError("A toleration's operator is Equal or Exists.")
+            if toleration.get("effect", "") not in ("", "NoSchedule", "PreferNoSchedule", "NoExecute"):
+                raise serializers.ValidationError("A toleration's effect is NoSchedule, PreferNoSchedule or NoExecute.")
+            seconds = toleration.get("tolerationSeconds")
+            if seconds is not None and (not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < 0):
+                raise serializers.ValidationError("tolerationSeconds must be a whole number of seconds.")
+            if not all(isinstance(toleration.get(k, ""), str) for k in ("key", "operator", "value", "effect")):
+                raise serializers.ValidationError("A toleration's key, operator, value and effect are strings.")
         return value
 
     def validate_requires(self, value: Any) -> list[str]:

@@ -12,7 +12,7 @@ from sessions_app.api.serializers import TemplateSerializer
 from sessions_app.icon_upload import IconUploadForm
 from sessions_app.models import Template
 
-JSON_FIELDS = ("command", "env", "volume_mounts", "tags", "requires")
+JSON_FIELDS = ("command", "env", "volume_mounts", "tags", "requires", "node_selector", "tolerations")
 
 
 class TemplateForm(IconUploadForm, forms.ModelForm):
@@ -39,6 +39,9 @@ class TemplateForm(IconUploadForm, forms.ModelForm):
             "volume_mounts",
             "tags",
             "requires",
+            "gpu",
+            "node_selector",
+            "tolerations",
             "enabled",
         ]
         widgets = {
@@ -70,7 +73,7 @@ class TemplateForm(IconUploadForm, forms.ModelForm):
         data = {name: cleaned.get(name) for name in self.Meta.fields}
         for name in JSON_FIELDS:  # an empty textarea means "none"
             if data[name] is None:
-                data[name] = {} if name == "env" else []
+                data[name] = {} if name in ("env", "node_selector") else []
                 cleaned[name] = data[name]
         serializer = TemplateSerializer(instance=self.instance if self.instance.pk else None, data=data)
         if not serializer.is_valid():
