@@ -66,6 +66,13 @@ class TemplateForm(IconUploadForm, forms.ModelForm):
             "requires": 'Features the agent\'s host must offer, JSON list, e.g. ["desktop"].',
         }
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["gpu"].required = False  # empty means none
+
+    def clean_gpu(self) -> int:
+        return self.cleaned_data.get("gpu") or 0
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         if self.errors:

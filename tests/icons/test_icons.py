@@ -124,6 +124,9 @@ def test_the_django_admin_uploads_too(admin_user):
         "volume_mounts": "[]",
         "tags": "[]",
         "requires": "[]",
+        "gpu": "0",
+        "node_selector": "{}",
+        "tolerations": "[]",
         "enabled": "on",
         "icon_upload": SimpleUploadedFile("n.svg", SVG),
     }
