@@ -3,34 +3,42 @@ through StreamSpace's session proxy and straight to the Selkies server, in one r
 
     .venv/bin/python bench/stream_bench.py [--seconds 10] [--samples 20]
 
-Needs PostgreSQL, Redis, Chromium (scripts/ensure-browser.sh) and the local desktop's
-packages (scripts/ensure-desktop-deps.sh). The desktop is the local backend's
-(``python -m agent_runtime.desktop --geometry 1280x720``) with its stream secrets set, as the
-agent starts it; when the Docker desktop image (``ghcr.io/streamspace-dev/desktop``) is on
-this host, its container is measured the same way.
+Needs PostgreSQL, Redis and the local desktop's packages (scripts/ensure-desktop-deps.sh).
+The desktop is the local backend's (``python -m agent_runtime.desktop --geometry 1280x720``)
+with its stream secrets set, as the agent starts it; when the Docker desktop image
+(``ghcr.io/streamspace-dev/desktop``) is on this host, its container is measured the same way.
 
-The client is Chromium running the Selkies web client over its WebSocket transport: straight
-at ``http://127.0.0.1:<selkies port>/`` (the stream secret as basic-auth credentials), and
-through the proxy at ``http://<session id>.localhost:<daphne port>/`` (the viewer cookie; the
-proxy presents the secret upstream), daphne with its front, as production serves it.
+The measuring instrument is a WebSocket client speaking Selkies' own protocol (the one its
+web client speaks at ``/api/websockets``), so no browser's rendering or scheduling is in the
+numbers: straight at ``ws://127.0.0.1:<selkies port>/api/websockets`` (the stream secret as
+basic-auth credentials), and through the proxy at
+``ws://<session id>.localhost:<daphne port>/api/websockets`` (the viewer cookie; the proxy
+presents the secret upstream), daphne with its front, as production serves it. The client
+asks for the ``jpeg`` encoder (full-width JPEG stripes, each ``0x03 · flags · uint16 frame id
+· uint16 y`` then the JPEG), so that Pillow can read the pixels it receives; it acknowledges
+every frame id (``CLIENT_FRAME_ACK``) as Selkies' client does, which keeps Selkies'
+backpressure window open.
 
 * **fps**: a program in the session repaints the root window as fast as it can (``xsetroot``
-  in a loop, alternating colours); the Selkies client's own frame counter (``window.fps``,
-  frames drawn in the last second) is read once a second for ``--seconds``; the mean.
+  in a loop, alternating colours); the frames received (distinct frame ids) per second over
+  ``--seconds``.
 * **input-to-pixel**: a terminal in the session runs a loop that paints the root window red
-  on the key ``r`` and green on ``g``; Playwright presses the key in the page and then
-  captures a 2×2 clip of the rendered page at a root-window point until it shows the new
-  colour (the Selkies client draws on a canvas its worker owns, which the page's scripts
-  cannot read). The median and p90 of ``--samples`` presses, from before the press to the
-  first capture with the colour; the time one capture takes is printed beside them (the
-  resolution), and the press's own path (Playwright → Chromium) is in both rows alike.
+  on the key ``r`` and green on ``g``; ``xdotool`` gives that terminal the focus before every
+  press (outside the timed span), the client sends the key (``kd,<keysym>`` / ``ku,<keysym>``)
+  and times it to the first received stripe whose decoded pixel at a root-window point shows
+  the new colour. The median and p90 of ``--samples`` presses; presses with no such stripe
+  within 5 s are counted as missed.
 
+Both rows share the desktop, the encoder and the client; the only difference is the path.
+The load average is printed with the rows: on a shared machine it bounds what they can say.
 Target: the proxy costs under 5 % of the direct fps and under 5 ms of added latency.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
 import contextlib
 import io
 import json
@@ -39,15 +47,17 @@ import secrets
 import shlex
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import websockets
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -56,14 +66,32 @@ from bench.common import PYTHON, ROOT, bench_env, daphne, free_port, manage_shel
 
 DATABASE = "streamspace_stream_bench"
 GEOMETRY = "1280x720"
-CHROMIUM = "/usr/bin/chromium"
+WIDTH, HEIGHT = 1280, 720
 IMAGE = "ghcr.io/streamspace-dev/desktop"
+FLIP_TITLE = "streambench-flip"
 # A loop in the session's terminal: ``r`` paints the root window red, ``g`` green.
 FLIP_LOOP = (
     "stty raw -echo; while c=$(dd bs=1 count=1 2>/dev/null); do case $c in "
     "r) xsetroot -solid '#ff0000';; g) xsetroot -solid '#00ff00';; q) break;; esac; done"
 )
 ANIMATE_LOOP = "while :; do xsetroot -solid '#2040c0'; xsetroot -solid '#c04020'; done"
+# ``[t]`` keeps the pattern from matching the shell that runs pkill.
+STOP_ANIMATION = "pkill -f 'while :; do xsetroo[t]'; pkill -f 'xsetroot -solid .2040c0'; true"
+KEYSYMS = {"r": 114, "g": 103, "q": 113}  # X keysyms of the Latin-1 letters are their code points
+PROBE_X, PROBE_Y = 1240, 680  # on the root window, away from every terminal
+PRESS_TIMEOUT_S = 5.0
+# What Selkies' web client sends first, plus the encoder whose stripes Pillow decodes.
+CLIENT_SETTINGS = {
+    "manual_resolution": False,
+    "initialClientWidth": WIDTH,
+    "initialClientHeight": HEIGHT,
+    "scaling_dpi": 96,
+    "keyboardLayout": "us",
+    "useCssScaling": False,
+    "displayId": "primary",
+    "displayScale": 1,
+    "encoder": "jpeg",
+}
 
 SETUP = """
 from agents_app.models import Agent
@@ -87,17 +115,9 @@ for port, secret, view in %(targets)s:
 print(json.dumps(out))
 """
 
-PROBE = {"x": 1240, "y": 680, "width": 2, "height": 2}  # root window, away from the terminal
-
-
-def probe_colour(page) -> tuple[int, int, int]:
-    """The stream's colour at the probe point, from Chromium's own rendering of the page."""
-    image = Image.open(io.BytesIO(page.screenshot(clip=PROBE, animations="allow", caret="initial")))
-    return image.convert("RGB").getpixel((0, 0))
-
 
 def is_colour(rgb: tuple[int, int, int], key: str) -> bool:
-    red, green, _blue = rgb
+    red, green, _blue = rgb[:3]
     return red > 200 and green < 80 if key == "r" else green > 200 and red < 80
 
 
@@ -176,77 +196,167 @@ def wait(predicate, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def measure(page, desktop: Desktop, seconds: int, samples: int) -> dict[str, float]:
-    page.locator("canvas").first.wait_for(state="visible", timeout=60_000)
-    wait(lambda: page.evaluate("window.fps || 0") > 0, 60, "the first frames")
-    size = page.evaluate("(() => { const c = document.querySelector('canvas'); return c.width + 'x' + c.height })()")
+@dataclass
+class Target:
+    """Where a client connects: the URL (its host is the one the server sees) and the socket's
+    address (``*.localhost`` names need no resolver)."""
+
+    url: str
+    connect_host: str
+    connect_port: int
+    headers: dict[str, str]
+    origin: str
+
+
+@dataclass
+class Stream:
+    """What the reader has seen: frames (distinct frame ids) and the watched colour change."""
+
+    frames: int = 0
+    last_id: int = -1
+    stripe_width: int = 0
+    encoders: set[str] = field(default_factory=set)
+    watch: tuple[str, asyncio.Future] | None = None
+
+
+def probe_pixel(message: bytes) -> tuple[int, int, int] | None:
+    """The colour at the probe point if this JPEG stripe (``0x03`` chunk) covers it."""
+    y = struct.unpack(">H", message[4:6])[0]
+    if y > PROBE_Y:
+        return None
+    image = Image.open(io.BytesIO(message[6:]))
+    if y + image.height <= PROBE_Y or image.width <= PROBE_X:
+        return None
+    return image.convert("RGB").getpixel((PROBE_X, PROBE_Y - y))
+
+
+async def read_stream(ws, stream: Stream) -> None:
+    async for message in ws:
+        if isinstance(message, str):
+            if message.startswith("{") and '"stream_info"' in message:
+                info = json.loads(message).get("info", {})
+                stream.encoders.add(str(info.get("encoder")))
+            continue
+        if len(message) < 6 or message[0] not in (3, 4):
+            continue
+        frame_id = struct.unpack(">H", message[2:4])[0]
+        if frame_id != stream.last_id:
+            stream.last_id = frame_id
+            stream.frames += 1
+            await ws.send(f"CLIENT_FRAME_ACK {frame_id} 0")
+        if message[0] == 3 and stream.watch and not stream.watch[1].done():
+            rgb = probe_pixel(message)
+            if rgb is not None and is_colour(rgb, stream.watch[0]):
+                stream.watch[1].set_result(time.perf_counter())
+
+
+async def press(ws, key: str) -> None:
+    await ws.send(f"kd,{KEYSYMS[key]}")
+    await ws.send(f"ku,{KEYSYMS[key]}")
+
+
+async def measure(target: Target, desktop: Desktop, seconds: int, samples: int) -> dict[str, float]:
+    async with websockets.connect(
+        target.url,
+        host=target.connect_host,
+        port=target.connect_port,
+        additional_headers=target.headers,
+        origin=target.origin,
+        max_size=None,
+        compression=None,
+        open_timeout=60,
+    ) as ws:
+        await ws.send("SETTINGS," + json.dumps(CLIENT_SETTINGS))
+        await ws.send(f"r,{GEOMETRY},primary")
+        stream = Stream()
+        reader = asyncio.create_task(read_stream(ws, stream))
+        try:
+            return await measure_stream(ws, stream, desktop, seconds, samples)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, websockets.ConnectionClosed):
+                await reader
+
+
+async def measure_stream(ws, stream: Stream, desktop: Desktop, seconds: int, samples: int) -> dict[str, float]:
+    deadline = time.monotonic() + 60
+    while stream.frames == 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError("no video frame within 60 s")
+        await asyncio.sleep(0.1)
     # fps while the session repaints continuously.
     animation = desktop.sh(ANIMATE_LOOP)
     try:
-        time.sleep(3)  # the encoder and the client settle
-        readings = []
-        for _ in range(seconds):
-            time.sleep(1)
-            readings.append(float(page.evaluate("window.fps || 0")))
+        await asyncio.sleep(3)  # the encoder and the client settle
+        frames, started = stream.frames, time.perf_counter()
+        await asyncio.sleep(seconds)
+        fps = (stream.frames - frames) / (time.perf_counter() - started)
     finally:
-        animation.kill()
-        desktop.run("pkill -f 'xsetroot -solid .2040c0' || true")
+        animation.kill()  # in a container this ends ``docker exec``, not the loop: kill it by name
+        await asyncio.to_thread(desktop.run, STOP_ANIMATION)
     # input-to-pixel through a terminal that flips the root colour.
-    desktop.run("pkill -f 'dd bs=1 count=1' || true")
-    desktop.sh(f"xterm -geometry 20x4+0+0 -e sh -c {shlex.quote(FLIP_LOOP)}")
-    wait(lambda: bool(desktop.run("xdotool search --class xterm").split()), 20, "the key terminal")
-    window = desktop.run("xdotool search --class xterm").split()[-1]
-    desktop.run(f"xdotool windowactivate --sync {window} || xdotool windowfocus --sync {window}")
-    latencies, polls = [], []
-    for index in range(samples * 2 + 2):
+    await asyncio.to_thread(desktop.run, "pkill -f 'dd bs=1 count=1' || true")
+    desktop.sh(f"xterm -T {FLIP_TITLE} -geometry 20x4+0+0 -e sh -c {shlex.quote(FLIP_LOOP)}")
+    find = f"xdotool search --name {FLIP_TITLE}"
+    deadline = time.monotonic() + 20
+    while not (windows := (await asyncio.to_thread(desktop.run, find)).split()):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the key terminal did not appear")
+        await asyncio.sleep(0.2)
+    focus = f"xdotool windowactivate --sync {windows[-1]} 2>/dev/null; xdotool windowfocus --sync {windows[-1]}"
+    latencies, missed = [], 0
+    loop = asyncio.get_running_loop()
+    for index in range(samples + 2):  # the first two warm the path up
         key = "r" if index % 2 == 0 else "g"
+        await asyncio.to_thread(desktop.run, focus)
+        await asyncio.sleep(0.3)  # focus events and the stream settle (paint-over stripes)
+        seen: asyncio.Future = loop.create_future()
+        stream.watch = (key, seen)
         started = time.perf_counter()
-        page.keyboard.press(key)
-        count = 0
-        while not is_colour(probe_colour(page), key):
-            count += 1
-            if time.perf_counter() - started > 5:
-                break
-        elapsed = time.perf_counter() - started
-        if index >= 2 and elapsed <= 5:  # the first two warm the path up
-            latencies.append(elapsed * 1000)
-            polls.append(elapsed * 1000 / (count + 1))
-        time.sleep(0.5)  # the stream settles (paint-over frames) before the next press
-    page.keyboard.press("q")
+        await press(ws, key)
+        try:
+            elapsed = await asyncio.wait_for(seen, PRESS_TIMEOUT_S) - started
+        except TimeoutError:
+            elapsed = None
+        stream.watch = None
+        if index >= 2:
+            if elapsed is None:
+                missed += 1
+            else:
+                latencies.append(elapsed * 1000)
+    await press(ws, "q")
     latencies.sort()
     return {
-        "canvas": size,
-        "fps": statistics.mean(readings),
+        "encoder": ",".join(sorted(stream.encoders)) or "?",
+        "fps": fps,
         "latency_p50_ms": statistics.median(latencies) if latencies else float("nan"),
-        "latency_p90_ms": latencies[int(len(latencies) * 0.9)] if latencies else float("nan"),
+        "latency_p90_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.9))] if latencies else float("nan"),
         "latency_n": len(latencies),
-        "poll_ms": statistics.median(polls) if polls else float("nan"),
+        "missed": missed,
     }
 
 
-def bench_desktop(browser, desktop: Desktop, proxy_base: str, session: dict, seconds: int, samples: int):
-    rows = {}
-    viewport = {"width": 1280, "height": 720}
-    direct_ctx = browser.new_context(
-        viewport=viewport, http_credentials={"username": "streamspace", "password": desktop.secret}
-    )
-    try:
-        page = direct_ctx.new_page()
-        page.goto(f"http://127.0.0.1:{desktop.port}/")
-        rows["direct"] = measure(page, desktop, seconds, samples)
-    finally:
-        direct_ctx.close()
-    proxy_port = proxy_base.rsplit(":", 1)[1]
-    host = f"{session['id']}.localhost"
-    proxy_ctx = browser.new_context(viewport=viewport)
-    try:
-        proxy_ctx.add_cookies([{"name": "streamspace_viewer", "value": session["cookie"], "domain": host, "path": "/"}])
-        page = proxy_ctx.new_page()
-        page.goto(f"http://{host}:{proxy_port}/")
-        rows["proxy"] = measure(page, desktop, seconds, samples)
-    finally:
-        proxy_ctx.close()
-    return rows
+def targets(desktop: Desktop, proxy_base: str, session: dict) -> dict[str, Target]:
+    basic = base64.b64encode(f"streamspace:{desktop.secret}".encode()).decode()
+    direct_origin = f"http://127.0.0.1:{desktop.port}"
+    proxy_port = int(proxy_base.rsplit(":", 1)[1])
+    host = f"{session['id']}.localhost:{proxy_port}"
+    return {
+        "direct": Target(
+            f"ws://127.0.0.1:{desktop.port}/api/websockets",
+            "127.0.0.1",
+            desktop.port,
+            {"Authorization": f"Basic {basic}"},
+            direct_origin,
+        ),
+        "proxy": Target(
+            f"ws://{host}/api/websockets",
+            "127.0.0.1",
+            proxy_port,
+            {"Cookie": f"streamspace_viewer={session['cookie']}"},
+            f"http://{host}",
+        ),
+    }
 
 
 def docker_image() -> str | None:
@@ -258,19 +368,28 @@ def docker_image() -> str | None:
     return next((tag for tag in listed if not tag.endswith(":<none>")), None)
 
 
+def load() -> str:
+    return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def print_rows(name: str, rows: dict[str, dict]) -> None:
     for target, row in rows.items():
         print(
-            f"{name + ' ' + target:<16} canvas {row['canvas']:<10} {row['fps']:6.1f} fps   "
+            f"{name + ' ' + target:<16} {row['encoder']:<6} {row['fps']:6.1f} fps   "
             f"input-to-pixel p50 {row['latency_p50_ms']:6.1f} ms  p90 {row['latency_p90_ms']:6.1f} ms  "
-            f"(n={row['latency_n']}, one probe every {row['poll_ms']:.0f} ms)"
+            f"(n={row['latency_n']}, missed {row['missed']})",
+            flush=True,
         )
     direct, proxy = rows["direct"], rows["proxy"]
     cost = (1 - proxy["fps"] / direct["fps"]) * 100 if direct["fps"] else float("nan")
     added = proxy["latency_p50_ms"] - direct["latency_p50_ms"]
-    # NaN: no press was seen on this desktop (something covers its root window at the probe).
+    added_p90 = proxy["latency_p90_ms"] - direct["latency_p90_ms"]
     verdict = "latency not measured:" if added != added else "within" if cost < 5 and added < 5 else "OUTSIDE"
-    print(f"{name + ' overhead':<16} fps cost {cost:5.1f} %   added latency (p50) {added:5.1f} ms   {verdict} target")
+    print(
+        f"{name + ' overhead':<16} fps cost {cost:5.1f} %   added latency p50 {added:5.1f} ms  "
+        f"p90 {added_p90:5.1f} ms   {verdict} target   ({load()})",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -278,29 +397,29 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--samples", type=int, default=20)
     args = parser.parse_args()
-    from playwright.sync_api import sync_playwright
-
     env = bench_env(DATABASE, redis_db=3)
     env["ALLOWED_HOSTS"] = "localhost,127.0.0.1,.localhost"
     reset_database(env, DATABASE)
     tmp = Path(tempfile.mkdtemp(prefix="streambench-"))
     image = docker_image()
+    print(f"({load()} at the start, {os.cpu_count()} cores)", flush=True)
     with contextlib.ExitStack() as stack:
         desktops = [stack.enter_context(local_desktop(tmp / "home"))]
         if image:
             desktops.append(stack.enter_context(docker_desktop(image)))
         else:
             print(f"(no {IMAGE} image on this host: the Docker desktop is not measured)")
-        targets = [(d.port, d.secret, d.view_secret) for d in desktops]
-        sessions = json.loads(manage_shell(env, SETUP % {"targets": targets}).strip().splitlines()[-1])
+        pairs = [(d.port, d.secret, d.view_secret) for d in desktops]
+        sessions = json.loads(manage_shell(env, SETUP % {"targets": pairs}).strip().splitlines()[-1])
         base, _proc = stack.enter_context(daphne(env, start_timeout=120))
-        playwright = stack.enter_context(sync_playwright())
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        stack.callback(browser.close)
         for desktop, session in zip(desktops, sessions, strict=True):
             label = desktop.name if desktop.name == "local" else f"docker ({image})"
-            print(f"-- {label}: {GEOMETRY}, Selkies' WebSocket transport, Chromium")
-            print_rows(desktop.name, bench_desktop(browser, desktop, base, session, args.seconds, args.samples))
+            print(f"-- {label}: {GEOMETRY}, Selkies' WebSocket protocol, JPEG stripes", flush=True)
+            rows = {
+                name: asyncio.run(measure(target, desktop, args.seconds, args.samples))
+                for name, target in targets(desktop, base, session).items()
+            }
+            print_rows(desktop.name, rows)
 
 
 if __name__ == "__main__":
