@@ -8,16 +8,21 @@ provider is found through discovery (OIDC_OP_DISCOVERY_URL) only.
 from __future__ import annotations
 
 import time
+from importlib import import_module
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
-from django.contrib.sessions.backends.db import SessionStore
+from django.conf import settings
 
 from streamspace.accounts.models import Role, SSOIdentity, User
 from streamspace.audit.models import AuditEvent
 from tests.identity.peers import follow_until, start_oidc_provider, submit
 from tests.support.processes import stop
+
+# The session engine the server runs (cached_db on the shared cache with Redis): a write
+# through another engine would leave the server reading a stale copy.
+SessionStore = import_module(settings.SESSION_ENGINE).SessionStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import base64
 import shutil
+from importlib import import_module
 from urllib.parse import urlencode
 
 import httpx
 import pytest
-from django.contrib.sessions.backends.db import SessionStore
+from django.conf import settings
 
 from streamspace.accounts.models import Role, SSOIdentity, User
 from streamspace.audit.models import AuditEvent
 from tests.identity.peers import forms_in, require, submit
+
+# The session engine the server runs (cached_db on the shared cache with Redis): a write
+# through another engine would leave the server reading a stale copy.
+SessionStore = import_module(settings.SESSION_ENGINE).SessionStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
