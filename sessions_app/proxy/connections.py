@@ -170,7 +170,11 @@ async def _listen(layer: Any) -> None:
     while True:
         rejoin = None
         try:
-            channel = await layer.new_channel("proxy-revocations.")
+            # The layer's default prefix: channels_redis reads every process-local channel of
+            # one prefix through one Redis list, but a second prefix is read by a loop of its
+            # own that holds the layer's receive lock while it waits, which starves every other
+            # consumer of the process (the hub, the portal) for as long as this listener runs.
+            channel = await layer.new_channel()
             await layer.group_add(GROUP, channel)
             rejoin = asyncio.get_running_loop().create_task(_rejoin(layer, channel))
             while True:
