@@ -130,7 +130,7 @@ async def test_restarted_backend_reports_and_recreates_nothing(backend, docker_c
 async def test_errors_are_clear(backend, docker_agent_id):
     with pytest.raises(BackendError, match="not a valid container image reference"):
         await backend.start("s4", spec_for(docker_agent_id, image="Bad Image"))
-    with pytest.raises(BackendError, match="not present on this Docker host"):
+    with pytest.raises(BackendError, match="not on this Docker host"):
         await backend.start("s4", spec_for(docker_agent_id, image="streamspace-absent-image:1"))
     with pytest.raises(BackendError, match="no container"):
         await backend.hibernate("never-started")
