@@ -88,12 +88,11 @@ def session_frame(page, session_id: str):
 
 def wait_for_live_surface(frame) -> None:
     """Until selkies draws the desktop on a canvas or video element with a size."""
-    surface = frame.locator("canvas:visible, video:visible")
-    wait_until(
-        lambda: any((box or {}).get("width", 0) > 100 for box in (s.bounding_box() for s in surface.all())),
-        60,
-        what="a drawn canvas or video",
-    )
+    # Measured in one evaluation: selkies replaces its canvases while it starts, so a list of
+    # elements taken first may hold one that is gone by the time it is measured.
+    widest = """() => Math.max(0, ...[...document.querySelectorAll('canvas, video')]
+        .filter(e => e.checkVisibility()).map(e => e.getBoundingClientRect().width))"""
+    wait_until(lambda: frame.evaluate(widest) > 100, 60, what="a drawn canvas or video")
 
 
 def offers_desktop(agent) -> bool:
