@@ -92,7 +92,15 @@ def wait_for_live_surface(frame) -> None:
     # elements taken first may hold one that is gone by the time it is measured.
     widest = """() => Math.max(0, ...[...document.querySelectorAll('canvas, video')]
         .filter(e => e.checkVisibility()).map(e => e.getBoundingClientRect().width))"""
-    wait_until(lambda: frame.evaluate(widest) > 100, 60, what="a drawn canvas or video")
+    from playwright.sync_api import Error as PlaywrightError
+
+    def drawn() -> bool:
+        try:
+            return frame.evaluate(widest) > 100
+        except PlaywrightError:  # the frame navigated (the viewer URL's redirect): measure again
+            return False
+
+    wait_until(drawn, 60, what="a drawn canvas or video")
 
 
 def offers_desktop(agent) -> bool:
