@@ -83,7 +83,7 @@ def shows(viewer, colour: str, share: float = 0.05) -> bool:
 
 
 def wait_for_colours(viewer, display: str) -> None:
-    """Paint the root window magenta, then green: the stream shows each, and the first no longer."""
+    """Paint the root window magenta, then green: the stream shows each, and after the switch it shows no magenta."""
     paint_root(display, MAGENTA)
     wait_until(lambda: shows(viewer, MAGENTA), 60, what="the magenta root window in the stream")
     paint_root(display, GREEN)

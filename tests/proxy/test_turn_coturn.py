@@ -148,7 +148,7 @@ async def test_refused_credentials_allocate_nothing(turn_settings, coturn, tampe
     elif tamper == "other secret":
         username = turn.username_for(42, expires_at=int(time.time()) + 600)
         password = turn.credential("not-the-secret", username)
-    else:  # a valid credential with the user part changed: the HMAC no longer matches
+    else:  # a valid credential with the user part changed: the HMAC does not match it
         entry = turn_entry(turn.ice_servers(42))
         username = entry["username"].rsplit(":", 1)[0] + ":43"
         password = entry["credential"]
