@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 
 from agent_runtime import desktop
 from agent_runtime.protocol import FEATURE_DESKTOP
@@ -29,7 +28,7 @@ from tests.portal.test_browser_journey import DESKTOP, make_person, shoot, sign_
 from tests.support import ROOT
 from tests.support.browser import chromium
 from tests.support.ci import unavailable
-from tests.support.stack import Stack, make_agent, stack_env
+from tests.support.stack import Stack, make_agent, one_site_stack
 from tests.support.waits import wait_until
 
 pytestmark = [
@@ -55,14 +54,7 @@ def browser() -> Iterator:
 
 @pytest.fixture
 def stack(request, tmp_path) -> Iterator[Stack]:
-    running = Stack(env=stack_env(connection, tmp_path), data_dir=tmp_path)
-    running.env.update(ALLOWED_HOSTS=f"{PORTAL_HOST},127.0.0.1", STREAMSPACE_SESSION_DOMAIN=SESSION_DOMAIN)
-    running.start_control_plane()
-    yield running
-    running.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(running.dump_logs())
+    yield from one_site_stack(request, tmp_path, SESSION_DOMAIN)
 
 
 DESKTOP_TIMEOUT_MS = 60_000

@@ -21,7 +21,6 @@ from pathlib import Path
 import httpx
 import pytest
 from django.core.management import call_command
-from django.db import connection
 
 from agent_runtime import desktop
 from sessions_app.models import Session, SessionState
@@ -30,7 +29,7 @@ from tests.portal.test_desktop_browser import offers_desktop, session_frame, wai
 from tests.support.browser import chromium
 from tests.support.ci import unavailable
 from tests.support.desktop import colour_share, display_file, missing_x_tools, on_display, paint_root
-from tests.support.stack import Stack, make_agent, stack_env
+from tests.support.stack import Stack, make_agent, one_site_stack
 from tests.support.waits import wait_until
 
 pytestmark = [
@@ -53,14 +52,7 @@ def browser() -> Iterator:
 
 @pytest.fixture
 def stack(request, tmp_path) -> Iterator[Stack]:
-    running = Stack(env=stack_env(connection, tmp_path), data_dir=tmp_path)
-    running.env.update(ALLOWED_HOSTS=f"{PORTAL_HOST},127.0.0.1", STREAMSPACE_SESSION_DOMAIN=PORTAL_HOST)
-    running.start_control_plane()
-    yield running
-    running.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(running.dump_logs())
+    yield from one_site_stack(request, tmp_path, PORTAL_HOST)
 
 
 def session_display(stack: Stack, session_id: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,17 @@ def wait_for_other_connections_to_close(timeout: float = 10.0) -> None:
             if cursor.fetchone()[0] == 0:
                 return
         time.sleep(0.05)
+
+
+def one_site_stack(request: Any, data_dir: Path, domain: str) -> Iterator[Stack]:
+    """A running control plane in `make run`'s shape: the portal at ``domain`` and each
+    session at ``<id>.<domain>``; its logs are printed when the test failed. For a fixture:
+    ``yield from one_site_stack(request, tmp_path, "streamspace.localhost")``."""
+    running = Stack(env=stack_env(connection, data_dir), data_dir=data_dir)
+    running.env.update(ALLOWED_HOSTS=f"{domain},127.0.0.1", STREAMSPACE_SESSION_DOMAIN=domain)
+    running.start_control_plane()
+    yield running
+    running.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(running.dump_logs())
