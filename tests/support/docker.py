@@ -6,6 +6,7 @@ Without an engine the tests that need one are skipped locally and fail in CI."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import subprocess
 import sys
@@ -56,11 +57,22 @@ def docker_agent_id(docker_client: Any, request: pytest.FixtureRequest) -> Itera
 
 
 def remove_networks(docker_client: Any, agent_id: str) -> None:
-    """Remove the per-session networks an agent made (disconnecting what is still attached)."""
+    """Remove the networks an agent made, disconnecting the containers still attached.
+
+    An overlay network of Swarm mode also lists its load-balancer endpoint (``lb-<name>``)
+    among its containers; that is no container, and the engine removes it with the network.
+    A container may also leave between the listing and the disconnect (Swarm removing a
+    task): gone is what the disconnect wanted.
+    """
+    import docker.errors  # the engine's client is imported lazily in this module (see above)
+
     for network in docker_client.networks.list(filters={"label": f"streamspace.managed-by={agent_id}"}):
         network.reload()
         for container_id in network.attrs.get("Containers") or {}:
-            network.disconnect(container_id, force=True)
+            if container_id.startswith("lb-"):
+                continue
+            with contextlib.suppress(docker.errors.NotFound):
+                network.disconnect(container_id, force=True)
         network.remove()
 
 
