@@ -18,15 +18,18 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from django.db import connection
 from django.test import Client
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from agent_runtime.backends.local import process_start_time
 from agent_runtime.images import shipped_image
 from sessions_app.models import Session, SessionState, Template
 from tests.support.docker import TEST_IMAGE
-from tests.support.stack import Stack, make_agent, stack_env, wait_for_other_connections_to_close
+from tests.support.stack import (
+    Stack,
+    make_agent,
+    running_stack,
+    wait_for_other_connections_to_close,
+)
 from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -38,27 +41,9 @@ CRASH = ["sh", "-c", f"echo starting up; echo {MARKER} cannot open display >&2; 
 
 @pytest.fixture
 def stack(request, tmp_path, settings) -> Iterator[Stack]:
-    env = stack_env(connection, tmp_path)
-    env["SECRET_KEY"] = settings.SECRET_KEY  # the test signs access tokens and portal cookies
-    env["AGENT_HEARTBEAT_INTERVAL_S"] = "60"
-    running = Stack(env=env, data_dir=tmp_path)
-    running.start_control_plane()
-    yield running
-    running.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(running.dump_logs())
-    _kill_local_leftovers(tmp_path)
+    # The test signs access tokens and portal cookies with the stack's key.
+    yield from running_stack(request, tmp_path, SECRET_KEY=settings.SECRET_KEY, AGENT_HEARTBEAT_INTERVAL_S="60")
     wait_for_other_connections_to_close()
-
-
-def _kill_local_leftovers(data_dir) -> None:
-    """Local sessions outlive their agent by design: end any a test left behind."""
-    for state in data_dir.glob("agent-*/local-backend/state.json"):
-        for record in json.loads(state.read_text()).values():
-            pid = record.get("pid")
-            if pid and record.get("pid_start") and process_start_time(pid) == record["pid_start"]:
-                os.killpg(pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -19,13 +19,17 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from django.db import connection
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from agents_app.models import Agent
 from sessions_app.models import Session, Template
 from tests.support.kube_api import KubeAPI
-from tests.support.stack import Stack, make_agent, stack_env, wait_for_other_connections_to_close
+from tests.support.stack import (
+    Stack,
+    make_agent,
+    running_stack,
+    wait_for_other_connections_to_close,
+)
 from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -64,17 +68,13 @@ def kube() -> Iterator[KubeAPI]:
 
 @pytest.fixture
 def stack(request, tmp_path, settings, kube) -> Iterator[Stack]:
-    env = stack_env(connection, tmp_path)
-    env["SECRET_KEY"] = settings.SECRET_KEY
-    env["KUBECONFIG"] = str(kube.write_kubeconfig(tmp_path / "kubeconfig"))
-    env["STREAMSPACE_KUBERNETES_NAMESPACE"] = NS
-    running = Stack(env=env, data_dir=tmp_path)
-    running.start_control_plane()
-    yield running
-    running.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(running.dump_logs())
+    yield from running_stack(
+        request,
+        tmp_path,
+        SECRET_KEY=settings.SECRET_KEY,
+        KUBECONFIG=str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
+        STREAMSPACE_KUBERNETES_NAMESPACE=NS,
+    )
     wait_for_other_connections_to_close()
 
 

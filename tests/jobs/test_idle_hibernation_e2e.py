@@ -35,7 +35,7 @@ from sessions_app.demo_catalog import DEMO_TEMPLATES
 from sessions_app.models import Session, SessionState, Template
 from streamspace.audit.models import AuditEvent
 from tests.jobs.test_celery_worker import Workers
-from tests.support.stack import Stack, make_agent, stack_env
+from tests.support.stack import Stack, make_agent, running_stack
 from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -48,18 +48,15 @@ SWEEP_DONE = re.compile(rb"Task sessions_app\.tasks\.idle_sweep\[[^\]]+\] succee
 
 @pytest.fixture
 def stack(request, tmp_path, settings) -> Iterator[Stack]:
-    env = stack_env(connection, tmp_path)
-    env["SECRET_KEY"] = settings.SECRET_KEY  # the test signs the API's access token
-    env["PGAPPNAME"] = CHILD_APP_NAME
-    # The proxy writes last_activity at most once per interval and refreshes open sockets on it.
-    env["STREAMSPACE_ACTIVITY_WRITE_INTERVAL_S"] = "1"
-    running = Stack(env=env, data_dir=tmp_path)
-    running.start_control_plane()
-    yield running
-    running.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(running.dump_logs())
+    # The test signs the API's access token. The proxy writes last_activity at most once per
+    # interval and refreshes open sockets on it.
+    yield from running_stack(
+        request,
+        tmp_path,
+        SECRET_KEY=settings.SECRET_KEY,
+        PGAPPNAME=CHILD_APP_NAME,
+        STREAMSPACE_ACTIVITY_WRITE_INTERVAL_S="1",
+    )
     _wait_for_other_connections_to_close()
 
 

@@ -10,11 +10,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from django.db import connection
 
 from sessions_app.models import Session, SessionState, Template
 from tests.portal.test_browser_journey import DESKTOP, TIMEOUT_MS, browser, make_person, shoot, sign_in
-from tests.support.stack import Stack, make_agent, stack_env
+from tests.support.stack import Stack, make_agent, running_stack
 from tests.support.waits import wait_until
 
 pytestmark = [
@@ -30,13 +29,7 @@ MARKER = "MARKER-browser-b7"
 
 @pytest.fixture
 def stack(request, tmp_path) -> Iterator[Stack]:
-    running = Stack(env=stack_env(connection, tmp_path), data_dir=tmp_path)
-    running.start_control_plane()
-    yield running
-    running.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(running.dump_logs())
+    yield from running_stack(request, tmp_path)
 
 
 def test_a_failed_launch_shows_its_exit_code_and_output(browser, stack):

@@ -17,13 +17,12 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from agent_runtime.backends.docker_objects import home_volume_name
 from sessions_app.models import Session, SessionState, Template
 from tests.support.browser import TIMEOUT_MS, chromium, demo_round_trip, make_person, shoot, sign_in
-from tests.support.stack import Stack, make_agent, stack_env
+from tests.support.stack import Stack, make_agent, running_stack
 from tests.support.waits import wait_until
 
 pytestmark = [
@@ -45,13 +44,7 @@ def browser() -> Iterator:
 
 @pytest.fixture
 def stack(request, tmp_path, settings) -> Iterator[Stack]:
-    running = Stack(env=stack_env(connection, tmp_path), data_dir=tmp_path)
-    running.start_control_plane()
-    yield running
-    running.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(running.dump_logs())
+    yield from running_stack(request, tmp_path)
 
 
 def session_state(session_id) -> str:

@@ -26,7 +26,6 @@ from typing import Any
 import httpx
 import pytest
 from django.core.management import call_command
-from django.db import connection
 
 from agent_runtime.images import HOME_PATH, shipped_image
 from sessions_app.models import Session, SessionState
@@ -36,7 +35,7 @@ from tests.portal.test_desktop_browser import session_frame, wait_for_live_surfa
 from tests.support import ROOT
 from tests.support.browser import chromium, make_person, shoot, sign_in
 from tests.support.ci import unavailable
-from tests.support.stack import Stack, make_agent, stack_env
+from tests.support.stack import Stack, make_agent, one_site_stack
 from tests.support.waits import wait_until
 
 pytestmark = [
@@ -88,17 +87,9 @@ def browser() -> Iterator:
 
 @pytest.fixture
 def stack(request, tmp_path, settings) -> Iterator[Stack]:
-    running = Stack(env=stack_env(connection, tmp_path), data_dir=tmp_path)
-    running.env.update(ALLOWED_HOSTS=f"{PORTAL_HOST},127.0.0.1", STREAMSPACE_SESSION_DOMAIN=SESSION_DOMAIN)
     # The test signs a viewer URL itself: the same key and session domain as the stack.
-    running.env["SECRET_KEY"] = settings.SECRET_KEY
     settings.STREAMSPACE_SESSION_DOMAIN = SESSION_DOMAIN
-    running.start_control_plane()
-    yield running
-    running.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(running.dump_logs())
+    yield from one_site_stack(request, tmp_path, SESSION_DOMAIN, SECRET_KEY=settings.SECRET_KEY)
 
 
 def in_session(docker_client: Any, session_id: str, command: str) -> str:

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from django.db import connection
 
 from sessions_app.models import Share, Template
 from tests.support import ROOT
@@ -27,7 +26,7 @@ from tests.support.browser import TIMEOUT_MS, chromium, make_person, sign_in
 from tests.support.factories import make_session
 from tests.support.ports import free_port, wait_for_port
 from tests.support.processes import stop
-from tests.support.stack import Stack, stack_env
+from tests.support.stack import Stack, one_site_stack
 from tests.support.waits import wait_until
 
 pytestmark = [
@@ -61,14 +60,7 @@ def typing_port() -> Iterator[int]:
 
 @pytest.fixture
 def stack(request, tmp_path) -> Iterator[Stack]:
-    running = Stack(env=stack_env(connection, tmp_path), data_dir=tmp_path)
-    running.env.update(ALLOWED_HOSTS=f"{PORTAL_HOST},127.0.0.1", STREAMSPACE_SESSION_DOMAIN=SESSION_DOMAIN)
-    running.start_control_plane()
-    yield running
-    running.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(running.dump_logs())
+    yield from one_site_stack(request, tmp_path, SESSION_DOMAIN)
 
 
 @pytest.fixture

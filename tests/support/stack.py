@@ -6,7 +6,10 @@ the browser does is visible to the test's ORM and the other way round."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,6 +19,7 @@ from typing import Any
 
 from django.db import connection
 
+from agent_runtime.backends.local import process_start_time
 from agents_app.models import Agent
 from agents_app.tokens import hash_token, new_token
 from tests.support import ROOT
@@ -80,9 +84,24 @@ class Stack:
         )
 
     def stop(self) -> None:
+        """Stop every process started here, then end the local sessions its agents started:
+        those outlive their agent by design (an agent restart keeps them), so nothing else
+        would."""
         for process in reversed(self.processes):
             if process.poll() is None:
                 stop(process)
+        kill_local_sessions(self.data_dir)
+
+
+def kill_local_sessions(data_dir: Path) -> None:
+    """End, with their process groups, the local-backend sessions recorded under
+    ``data_dir`` whose process is still the one recorded (same pid and start time)."""
+    for state in data_dir.glob("agent-*/local-backend/state.json"):
+        for record in json.loads(state.read_text()).values():
+            pid = record.get("pid")
+            if pid and record.get("pid_start") and process_start_time(pid) == record["pid_start"]:
+                with contextlib.suppress(ProcessLookupError):  # ended between the check and the signal
+                    os.killpg(pid, signal.SIGKILL)
 
 
 def make_agent(agent_id: str, platform: str) -> tuple[Agent, str]:
@@ -120,15 +139,22 @@ def wait_for_other_connections_to_close(timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def one_site_stack(request: Any, data_dir: Path, domain: str) -> Iterator[Stack]:
-    """A running control plane in `make run`'s shape: the portal at ``domain`` and each
-    session at ``<id>.<domain>``; its logs are printed when the test failed. For a fixture:
-    ``yield from one_site_stack(request, tmp_path, "streamspace.localhost")``."""
-    running = Stack(env=stack_env(connection, data_dir), data_dir=data_dir)
-    running.env.update(ALLOWED_HOSTS=f"{domain},127.0.0.1", STREAMSPACE_SESSION_DOMAIN=domain)
+def running_stack(request: Any, data_dir: Path, **env: str) -> Iterator[Stack]:
+    """A running control plane for a fixture, its environment ``stack_env`` plus ``env``:
+    ``yield from running_stack(request, tmp_path, SECRET_KEY=...)``. Afterwards it is stopped
+    (with the local sessions its agents left) and its logs are printed if the test failed."""
+    running = Stack(env={**stack_env(connection, data_dir), **env}, data_dir=data_dir)
     running.start_control_plane()
     yield running
     running.stop()
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(running.dump_logs())
+
+
+def one_site_stack(request: Any, data_dir: Path, domain: str, **env: str) -> Iterator[Stack]:
+    """``running_stack`` in `make run`'s shape: the portal at ``domain`` and each session at
+    ``<id>.<domain>``."""
+    yield from running_stack(
+        request, data_dir, ALLOWED_HOSTS=f"{domain},127.0.0.1", STREAMSPACE_SESSION_DOMAIN=domain, **env
+    )
