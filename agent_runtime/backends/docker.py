@@ -191,6 +191,9 @@ class DockerBackend(Backend):
         except docker.errors.NotFound:
             return None
 
+    #: How the agent's shared network is created: a bridge on this one engine.
+    network_options: dict[str, Any] = {"driver": "bridge"}
+
     async def _ensure_network(self) -> None:
         if self._network_ready:
             return
@@ -202,9 +205,9 @@ class DockerBackend(Backend):
                 await self._run(
                     client.networks.create,
                     self.network,
-                    driver="bridge",
                     labels={objects.LABEL_MANAGED_BY: self.agent_id},
                     check_duplicate=True,
+                    **self.network_options,
                 )
             except BackendError as exc:  # created concurrently by another agent replica
                 if "already exists" not in str(exc):

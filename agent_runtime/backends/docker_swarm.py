@@ -88,27 +88,9 @@ class DockerSwarmBackend(DockerBackend):
         swarm.require_manager(await self.engine_info())
         return lease
 
-    async def _ensure_network(self) -> None:
-        if self._network_ready:
-            return
-        client = await self.client()
-        try:
-            await self._run(client.networks.get, self.network)
-        except docker.errors.NotFound:
-            try:
-                await self._run(
-                    client.networks.create,
-                    self.network,
-                    driver="overlay",
-                    attachable=True,  # the control plane or agent container can join it
-                    scope="swarm",
-                    labels={objects.LABEL_MANAGED_BY: self.agent_id},
-                    check_duplicate=True,
-                )
-            except BackendError as exc:
-                if "already exists" not in str(exc):
-                    raise
-        self._network_ready = True
+    #: An overlay across the Swarm's nodes, attachable so the control plane or agent
+    #: container can join it.
+    network_options: dict[str, Any] = {"driver": "overlay", "attachable": True, "scope": "swarm"}
 
     async def _service(self, session_id: str) -> dict[str, Any] | None:
         client = await self.client()

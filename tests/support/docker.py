@@ -17,6 +17,7 @@ import pytest
 
 from tests.support import ROOT
 from tests.support.ci import unavailable
+from tests.support.waits import wait_until
 
 TEST_IMAGE = "streamspace-test-session:latest"
 """Built from ``tests/images`` by ``tests/images/build.sh`` (no pulls)."""
@@ -66,7 +67,8 @@ def remove_networks(docker_client: Any, agent_id: str) -> None:
     """
     import docker.errors  # the engine's client is imported lazily in this module (see above)
 
-    for network in docker_client.networks.list(filters={"label": f"streamspace.managed-by={agent_id}"}):
+    label = {"label": f"streamspace.managed-by={agent_id}"}
+    for network in docker_client.networks.list(filters=label):
         network.reload()
         for container_id in network.attrs.get("Containers") or {}:
             if container_id.startswith("lb-"):
@@ -74,6 +76,9 @@ def remove_networks(docker_client: Any, agent_id: str) -> None:
             with contextlib.suppress(docker.errors.NotFound):
                 network.disconnect(container_id, force=True)
         network.remove()
+    # A Swarm overlay is removed in the background: a network of the same name made before
+    # it is gone would be the dying one, and a service on it would fail to start.
+    wait_until(lambda: not docker_client.networks.list(filters=label), timeout=30, what=f"{agent_id}'s networks gone")
 
 
 @pytest.fixture(scope="session")
