@@ -16,7 +16,7 @@ import pytest
 from agent_runtime.config import ConfigError, LeaseConfig
 from agent_runtime.leader import LeaderElector, make_elector
 from agent_runtime.leader.kubernetes import KubernetesLease
-from tests.support.fakes import FakeControlPlane
+from tests.support.fakes import FakeControlPlane, leading, link_of
 from tests.support.kube_api import KubeAPI
 from tests.support.processes import spawn_agent
 from tests.support.waits import until
@@ -120,19 +120,6 @@ def test_config_defaults_and_validation(kube, tmp_path, monkeypatch):
 
 
 # --- two real agent processes ---------------------------------------------------------------------
-def leading(link) -> bool:
-    state = link.register.is_leader if link.register else False
-    for frame in link.frames:
-        if frame.type in ("leader", "heartbeat"):
-            state = frame.payload.is_leader
-    return state
-
-
-def link_of(cp, instance_id: str):
-    links = [link for link in cp.links if link.register.instance_id == instance_id]
-    return links[-1] if links else None
-
-
 @pytest.fixture
 async def contenders(kube, tmp_path, request):
     cp = FakeControlPlane(heartbeat_interval_s=0.5)

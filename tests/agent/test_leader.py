@@ -18,7 +18,7 @@ from agent_runtime.config import LeaseConfig
 from agent_runtime.leader import LeaderElector, Lease, make_elector
 from agent_runtime.leader.file import FileLease
 from tests.support.ci import unavailable
-from tests.support.fakes import FakeControlPlane
+from tests.support.fakes import FakeControlPlane, leading, link_of
 from tests.support.processes import spawn_agent
 from tests.support.waits import until
 
@@ -186,20 +186,6 @@ def ha_env(backend: str, tmp_path, key: str) -> dict[str, str]:
     else:
         env["REDIS_URL"] = REDIS_URL
     return env
-
-
-def leading(link) -> bool:
-    """The instance's latest word on leadership (register, leader frames, heartbeats)."""
-    state = link.register.is_leader if link.register else False
-    for frame in link.frames:
-        if frame.type in ("leader", "heartbeat"):
-            state = frame.payload.is_leader
-    return state
-
-
-def link_of(cp, instance_id: str):
-    links = [link for link in cp.links if link.register.instance_id == instance_id]
-    return links[-1] if links else None
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 from agent_runtime.leader.swarm import LABEL_HOLDER, SwarmLease, lease_service_name
 from tests.support.docker import TEST_IMAGE
-from tests.support.fakes import FakeControlPlane
+from tests.support.fakes import FakeControlPlane, leading, link_of
 from tests.support.processes import spawn_agent
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -60,19 +60,6 @@ async def test_the_record_is_written_by_compare_and_swap(lease_key):
     finally:
         await a.close()
         await b.close()
-
-
-def leading(link) -> bool:
-    state = link.register.is_leader if link.register else False
-    for frame in link.frames:
-        if frame.type in ("leader", "heartbeat"):
-            state = frame.payload.is_leader
-    return state
-
-
-def link_of(cp, instance_id: str):
-    links = [link for link in cp.links if link.register.instance_id == instance_id]
-    return links[-1] if links else None
 
 
 def first_leader_frame(link):

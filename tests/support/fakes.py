@@ -47,6 +47,21 @@ class AgentLink:
         return [f for f in self.frames if f.type == type_]
 
 
+def leading(link: AgentLink) -> bool:
+    """The instance's latest word on leadership (register, leader frames, heartbeats)."""
+    state = link.register.is_leader if link.register else False
+    for frame in link.frames:
+        if frame.type in ("leader", "heartbeat"):
+            state = frame.payload.is_leader
+    return state
+
+
+def link_of(cp: FakeControlPlane, instance_id: str) -> AgentLink | None:
+    """The newest connection of the agent instance ``instance_id``, if it registered."""
+    links = [link for link in cp.links if link.register.instance_id == instance_id]
+    return links[-1] if links else None
+
+
 class FakeControlPlane:
     """Accepts agents on ``/api/v1/agents/connect``, answers ``registered``, records frames."""
 
