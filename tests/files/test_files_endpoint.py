@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from urllib.parse import unquote
 
 import pytest
 from django.test import Client
@@ -21,6 +20,7 @@ from sessions_app.files.endpoint import content_disposition, files_app, matches
 from sessions_app.models import ShareRole
 from streamspace.accounts.models import TokenScope
 from streamspace.accounts.tokens import create_token
+from tests.support.asgi import asgi_http
 from tests.support.factories import make_session, share
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,36 +29,8 @@ ALLOWED = 503  # authorized: the request reached for the (absent) agent
 
 
 async def call(method: str, target: str, *, headers=(), body: bytes = b"") -> tuple[int, dict, dict]:
-    raw_path, _, query = target.partition("?")
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": unquote(raw_path, errors="replace"),
-        "raw_path": raw_path.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [(b"host", b"testserver")] + [(k.lower().encode(), v.encode()) for k, v in headers],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
-    sent: list[dict] = []
-
-    async def receive():
-        if messages:
-            return messages.pop(0)
-        await asyncio.Event().wait()
-
-    async def send(message):
-        sent.append(message)
-
-    await files_app(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    data = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], dict(start["headers"]), json.loads(data) if data else {}
+    reply = await asgi_http(files_app, method, target, headers=headers, body=body)
+    return reply.status, dict(reply.headers), json.loads(reply.body) if reply.body else {}
 
 
 def bearer(user) -> tuple[str, str]:

@@ -22,7 +22,8 @@ from sessions_app import proxy
 from sessions_app.proxy import auth, upstream
 from streamspace.accounts.models import User
 from streamspace.asgi import application
-from tests.proxy.conftest import asgi_http, bearer, make_session, session_host
+from tests.proxy.conftest import bearer, make_session, session_host
+from tests.support.asgi import asgi_http
 from tests.support.clients import client_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

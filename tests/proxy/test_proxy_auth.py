@@ -25,7 +25,8 @@ from sessions_app.proxy import auth, upstream
 from sessions_app.viewer import make_viewer_token
 from streamspace.accounts.tokens import create_token
 from streamspace.asgi import application
-from tests.proxy.conftest import asgi_http, bearer, make_session, session_host
+from tests.proxy.conftest import bearer, make_session, session_host
+from tests.support.asgi import asgi_http
 from tests.support.factories import share
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

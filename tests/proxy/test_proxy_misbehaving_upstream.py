@@ -13,7 +13,8 @@ from asgiref.sync import sync_to_async
 
 from sessions_app import proxy
 from sessions_app.proxy import auth, upstream
-from tests.proxy.conftest import asgi_http, make_session, session_host
+from tests.proxy.conftest import make_session, session_host
+from tests.support.asgi import asgi_http
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

@@ -19,7 +19,8 @@ from sessions_app.models import Session, SessionState, Share
 from sessions_app.proxy import activity, auth, connections, presence, upstream
 from sessions_app.proxy.stream_auth import basic_credentials
 from streamspace.audit.models import AuditEvent
-from tests.proxy.conftest import asgi_http, make_session, session_host
+from tests.proxy.conftest import make_session, session_host
+from tests.support.asgi import asgi_http
 from tests.support.factories import share
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

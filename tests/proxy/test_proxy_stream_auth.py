@@ -27,8 +27,9 @@ from sessions_app import proxy
 from sessions_app.proxy import auth, upstream
 from sessions_app.proxy.rewrite import request_headers
 from sessions_app.proxy.stream_auth import basic_credentials, upstream_authorization
-from tests.proxy.conftest import asgi_http, bearer, make_session, session_host, ws_url
+from tests.proxy.conftest import bearer, make_session, session_host, ws_url
 from tests.support import ROOT
+from tests.support.asgi import asgi_http
 from tests.support.ports import free_port
 from tests.support.processes import stop
 from tests.support.waits import wait_until

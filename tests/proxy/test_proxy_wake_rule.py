@@ -17,7 +17,8 @@ from agents_app.models import AgentCommand
 from sessions_app import access, proxy
 from sessions_app.models import Session, SessionState
 from sessions_app.proxy import auth
-from tests.proxy.conftest import asgi_http, make_session, session_host
+from tests.proxy.conftest import make_session, session_host
+from tests.support.asgi import asgi_http
 from tests.support.clients import client_for
 from tests.support.factories import share
 

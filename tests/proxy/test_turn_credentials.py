@@ -21,7 +21,8 @@ from sessions_app.models import SessionState
 from sessions_app.proxy import auth
 from streamspace.accounts.tokens import create_token
 from streamspace.env import ConfigError
-from tests.proxy.conftest import asgi_http, make_session, session_host
+from tests.proxy.conftest import make_session, session_host
+from tests.support.asgi import asgi_http
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
