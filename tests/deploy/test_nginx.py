@@ -64,8 +64,12 @@ def replica(name: str) -> web.Application:
             await socket_.send_str(f"{name}:{message.data}")
         return socket_
 
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=f"# metrics of {name}\n")
+
     app = web.Application()
     app.router.add_get("/whoami", whoami)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/ws", ws)
     return app
 
@@ -130,6 +134,11 @@ async def test_sticky_websocket_load_balancing_and_failover(tmp_path):
                 async with client.get(base + "/whoami", headers=headers) as r:
                     viewers.add((await r.json())["replica"])
             assert viewers == {"cp-1", "cp-2"}
+
+            # The replicas' metrics are not served at the edge (Prometheus scrapes replicas).
+            for target in ("/metrics", "/metrics?name[]=streamspace_sessions"):
+                async with client.get(base + target, headers={"Cookie": "sessionid=alice-session"}) as r:
+                    assert r.status == 404 and "metrics of" not in await r.text()
 
             # WebSockets pass through, to the same replica as the session's HTTP requests.
             async with client.ws_connect(base + "/ws", headers={"Cookie": "sessionid=alice-session"}) as ws:
