@@ -1,0 +1,256 @@
+"""Files in a Kubernetes session's home (agent_runtime/backends/kubernetes_files.py): the real
+``kubernetes`` client execs into pods of the API emulator (tests/support/kube_api.py), whose
+``pods/exec`` runs the command as a real process, as the pod's user, with the home PVC's
+directory bind-mounted at the home mount in a private mount namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agent_runtime.backends.base import SessionSpec
+from agent_runtime.backends.homefiles import (
+    HomeNotAvailable,
+    HomePathConflict,
+    HomePathEscape,
+    HomePathInvalid,
+    HomePathNotFound,
+    HomeUploadIncomplete,
+)
+from agent_runtime.backends.kubernetes import KubernetesBackend
+from agent_runtime.backends.kubernetes_objects import home_claim_name
+from tests.support.kube_api import KubeAPI
+from tests.support.waits import until
+
+NS = "ss-files"
+MIB = 1024 * 1024
+UID = 1000
+
+
+@pytest.fixture
+def kube():
+    api = KubeAPI(auto_ready=True).start()
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+async def backend(kube, tmp_path):
+    options = {"kubeconfig": str(kube.write_kubeconfig(tmp_path / "kubeconfig")), "namespace": NS,
+               "endpoint": "cluster-ip"}  # fmt: skip
+    backend = KubernetesBackend(agent_id="k8s-files", data_dir=tmp_path, options=options)
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+def outside():
+    """A directory outside every home that the pod's user could write to if a path led there."""
+    path = Path(tempfile.mkdtemp(prefix="k8s-files-outside-", dir="/tmp"))
+    path.chmod(0o777)
+    (path / "secret.txt").write_text("secret\n")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def spec(**overrides) -> SessionSpec:
+    return SessionSpec.parse({"image": "streamspace/firefox:1", "user": "alice", "template": "firefox",
+                              "persistent_home": True, **overrides})  # fmt: skip
+
+
+async def running(backend, kube) -> str:
+    sid = str(uuid.uuid4())
+    await backend.start(sid, spec())
+
+    async def pod_running():
+        return (await backend.status(sid)).streaming_ready
+
+    await until(pod_running, timeout=10)
+    return sid
+
+
+@pytest.fixture
+async def session(backend, kube, outside):
+    sid = await running(backend, kube)
+    home = kube.volumes.claim_dir(NS, home_claim_name("alice"))  # the PVC's data, as the emulator keeps it
+    (home / "docs").mkdir()
+    (home / "docs" / "a.txt").write_text("alpha\n")
+    (home / "dir-out").symlink_to(outside)
+    (home / "link-out").symlink_to(outside / "secret.txt")
+    (home / "link-in").symlink_to("docs/a.txt")
+    (home / "up").symlink_to("..")
+    for entry in ("docs", "docs/a.txt", "dir-out", "link-out", "link-in", "up"):  # the user's own files
+        os.lchown(home / entry, UID, UID)
+    return sid
+
+
+def pattern(size: int) -> bytes:
+    block = hashlib.sha256(b"kubernetes files").digest() * (MIB // 32)
+    return (block * (size // len(block) + 1))[:size]
+
+
+async def chunks_of(data: bytes, piece: int = 256 * 1024):
+    for i in range(0, len(data), piece):
+        yield data[i : i + piece]
+
+
+async def read_all(opened) -> bytes:
+    try:
+        return b"".join([c async for c in opened.chunks()])
+    finally:
+        await opened.aclose()
+
+
+async def test_list_stat_upload_download_delete(backend, kube, session):
+    home = kube.volumes.claim_dir(NS, home_claim_name("alice"))
+    names = {e.name: e.type for e in await backend.home_list(session, ())}
+    assert names == {"docs": "directory", "dir-out": "link", "link-out": "link", "link-in": "link", "up": "link"}
+    entry = await backend.home_stat(session, ("docs", "a.txt"))
+    assert (entry.type, entry.size) == ("file", 6)
+    assert await read_all(await backend.home_read(session, ("link-in",))) == b"alpha\n"  # a link inside is followed
+
+    payload = pattern(12 * MIB + 123)
+    entry = await backend.home_write(session, ("docs", "big.bin"), len(payload), chunks_of(payload))
+    assert (entry.name, entry.type, entry.size) == ("big.bin", "file", len(payload))
+    back = await read_all(await backend.home_read(session, ("docs", "big.bin")))
+    assert hashlib.sha256(back).hexdigest() == hashlib.sha256(payload).hexdigest()
+    stored = (home / "docs" / "big.bin").stat()
+    assert (stored.st_size, stored.st_uid, stored.st_gid) == (len(payload), UID, UID)  # the pod's user and fsGroup
+    assert (await backend.home_stat(session, ("docs", "big.bin"))).size == len(payload)
+
+    await backend.home_write(session, ("docs", "big.bin"), 3, chunks_of(b"new"))  # replaces
+    assert await read_all(await backend.home_read(session, ("docs", "big.bin"))) == b"new"
+    await backend.home_write(session, ("empty",), 0, chunks_of(b""))
+    assert (home / "empty").read_bytes() == b""
+
+    with pytest.raises(HomePathConflict):
+        await backend.home_write(session, ("docs",), 1, chunks_of(b"x"))
+    with pytest.raises(HomePathConflict):
+        await backend.home_read(session, ("docs",))
+    with pytest.raises(HomePathConflict):
+        await backend.home_list(session, ("docs", "a.txt"))
+    with pytest.raises(HomePathNotFound):
+        await backend.home_write(session, ("nowhere", "x"), 1, chunks_of(b"x"))
+    with pytest.raises(HomePathNotFound):
+        await backend.home_stat(session, ("missing",))
+
+    await backend.home_delete(session, ("docs",))
+    assert not (home / "docs").exists()
+    with pytest.raises(HomePathNotFound):
+        await backend.home_stat(session, ("docs",))
+    with pytest.raises(HomePathInvalid):
+        await backend.home_delete(session, ())
+
+
+async def test_a_failed_upload_leaves_nothing_and_keeps_the_old_file(backend, kube, session):
+    home = kube.volumes.claim_dir(NS, home_claim_name("alice"))
+    with pytest.raises(HomeUploadIncomplete):
+        await backend.home_write(session, ("docs", "part.bin"), 10 * MIB, chunks_of(pattern(3 * MIB)))
+    with pytest.raises(HomeUploadIncomplete):  # more bytes than announced: refused too
+        await backend.home_write(session, ("docs", "a.txt"), 4, chunks_of(b"too many bytes"))
+
+    async def broken_body():
+        yield b"half of it"
+        raise ConnectionError("the browser went away")
+
+    with pytest.raises(ConnectionError):
+        await backend.home_write(session, ("docs", "a.txt"), 100, broken_body())
+
+    async def only_the_old_files():
+        return sorted(os.listdir(home / "docs")) == ["a.txt"]
+
+    await until(only_the_old_files, timeout=5)  # the temporary files are gone
+    assert (home / "docs" / "a.txt").read_text() == "alpha\n"
+
+
+async def test_paths_out_of_the_home_are_refused(backend, session, outside):
+    with pytest.raises(HomePathEscape):
+        await backend.home_read(session, ("link-out",))
+    with pytest.raises(HomePathEscape):
+        await backend.home_stat(session, ("link-out",))
+    with pytest.raises(HomePathEscape):
+        await backend.home_list(session, ("dir-out",))
+    with pytest.raises(HomePathEscape):
+        await backend.home_list(session, ("up",))
+    with pytest.raises(HomePathEscape):
+        await backend.home_read(session, ("dir-out", "secret.txt"))
+    with pytest.raises(HomePathEscape):
+        await backend.home_write(session, ("dir-out", "planted"), 1, chunks_of(b"x"))
+    with pytest.raises(HomePathEscape):
+        await backend.home_write(session, ("link-out",), 1, chunks_of(b"x"))
+    with pytest.raises(HomePathEscape):
+        await backend.home_delete(session, ("dir-out", "secret.txt"))
+    # the control plane refuses ".." before asking; the script refuses it as well
+    with pytest.raises(HomePathEscape):
+        await backend.home_read(session, ("..", "..", "etc", "hostname"))
+    with pytest.raises(HomePathEscape):
+        await backend.home_write(session, ("..", "planted"), 1, chunks_of(b"x"))
+    assert sorted(os.listdir(outside)) == ["secret.txt"] and (outside / "secret.txt").read_text() == "secret\n"
+    await backend.home_delete(session, ("link-out",))  # the link goes, its target stays
+    assert (outside / "secret.txt").exists()
+    assert "link-out" not in {e.name for e in await backend.home_list(session, ())}
+
+
+async def test_not_running_hibernated_and_unknown_sessions(backend, kube, session):
+    await backend.home_write(session, ("kept.txt",), 5, chunks_of(b"kept\n"))
+    await backend.hibernate(session)
+
+    async def no_pod():
+        return kube.pods_of(NS, session) == [] and (await backend.status(session)).state == "hibernated"
+
+    await until(no_pod, timeout=10)
+    with pytest.raises(HomeNotAvailable):
+        await backend.home_list(session, ())
+    with pytest.raises(HomeNotAvailable):
+        await backend.home_write(session, ("x",), 1, chunks_of(b"x"))
+    with pytest.raises(HomePathNotFound):
+        await backend.home_list(str(uuid.uuid4()), ())
+
+    kube.auto_ready = False
+    await backend.wake(session, spec())
+    pod = kube.pods_of(NS, session)[0]["metadata"]["name"]
+    kube.set_pod(NS, pod, "waiting", reason="ContainerCreating")
+
+    async def pod_seen():
+        return bool(backend._pods_of(session))
+
+    await until(pod_seen, timeout=10)
+    with pytest.raises(HomeNotAvailable):  # a pod whose container does not run yet
+        await backend.home_list(session, ())
+    kube.set_pod(NS, pod, "ready")
+
+    async def ready():
+        return (await backend.status(session)).streaming_ready
+
+    await until(ready, timeout=10)
+    # the PVC outlived the pod: the file written before hibernation is in the new pod's home
+    assert await read_all(await backend.home_read(session, ("kept.txt",))) == b"kept\n"
+
+
+async def test_a_pod_gone_between_the_cache_and_the_exec(backend, kube, session):
+    """The exec's own 404 (a pod deleted before the watch said so) is "not running", not a crash."""
+    with kube.cond:
+        pod = kube.list("pods", NS, f"streamspace.io/session-id={session}")[0]
+        del kube.objects[("pods", NS, pod["metadata"]["name"])]  # gone without an event yet
+    with pytest.raises(HomeNotAvailable):
+        await backend.home_list(session, ())
+
+
+async def test_transfers_run_side_by_side(backend, session):
+    payloads = {f"f{i}.bin": pattern(MIB + i) for i in range(4)}
+    await asyncio.gather(
+        *(backend.home_write(session, (name,), len(data), chunks_of(data)) for name, data in payloads.items())
+    )
+
+    async def download(name: str) -> bytes:
+        return await read_all(await backend.home_read(session, (name,)))
+
+    got = await asyncio.gather(*(download(name) for name in payloads))
+    assert got == list(payloads.values())
