@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_runtime.backends import kubernetes_client as kc
 from agent_runtime.backends.base import SessionSpec
 from agent_runtime.backends.homefiles import (
     HomeNotAvailable,
@@ -254,3 +255,27 @@ async def test_transfers_run_side_by_side(backend, session):
 
     got = await asyncio.gather(*(download(name) for name in payloads))
     assert got == list(payloads.values())
+
+
+def _exec(backend, pod: str, script: str):
+    """The real client's exec, as the backend opens it, run to its end."""
+    execution = backend._open_exec(pod, ["sh", "-c", script], False)
+    execution.run_forever(timeout=10)
+    return execution
+
+
+async def test_the_emulator_speaks_the_exec_protocol(backend, kube, session):
+    pod = kube.pods_of(NS, session)[0]["metadata"]["name"]
+    done = await asyncio.to_thread(
+        _exec, backend, pod, "echo out; echo err >&2; id -u; cat /home/user/docs/a.txt; exit 3"
+    )
+    assert done.subprotocol == "v4.channel.k8s.io"
+    assert done.read_channel(1) == b"out\n1000\nalpha\n" and done.read_channel(2) == b"err\n"
+    assert done.returncode == 3  # the client's reading of the Status on channel 3
+    assert (await asyncio.to_thread(_exec, backend, pod, "true")).returncode == 0
+
+    with pytest.raises(kc.ApiException, match="Handshake status 404"):
+        await asyncio.to_thread(_exec, backend, "no-such-pod", "true")
+    kube.set_pod(NS, pod, "waiting", reason="CrashLoopBackOff")
+    with pytest.raises(kc.ApiException, match="Handshake status 400"):
+        await asyncio.to_thread(_exec, backend, pod, "true")
