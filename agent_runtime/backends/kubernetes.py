@@ -12,7 +12,8 @@ probe on the streaming port drives. A pod that cannot run (``ImagePullBackOff``,
 ``CrashLoopBackOff``, phase ``Failed``, ``Unschedulable`` for longer than
 ``unschedulable_timeout``) makes the session ``failed``; the watch reports it at once
 through :meth:`Backend.workload_exited`, and :meth:`KubernetesBackend.exit_info` gives the
-reason, the exit code and the pod's log tail.
+reason, the exit code and the pod's log tail. Files in a running session's home go through
+the pod's ``exec`` subresource (:mod:`.kubernetes_files`).
 
 Options (``--backend-option key=value`` or env ``STREAMSPACE_KUBERNETES_<KEY>``):
 ``namespace`` (default ``streamspace``), ``kubeconfig`` (default: ``KUBECONFIG``, else

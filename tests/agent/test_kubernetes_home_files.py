@@ -10,6 +10,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import tracemalloc
 import uuid
 from pathlib import Path
 
@@ -279,3 +280,34 @@ async def test_the_emulator_speaks_the_exec_protocol(backend, kube, session):
     kube.set_pod(NS, pod, "waiting", reason="CrashLoopBackOff")
     with pytest.raises(kc.ApiException, match="Handshake status 400"):
         await asyncio.to_thread(_exec, backend, pod, "true")
+
+
+async def test_a_50_mib_upload_and_download_stream_with_bounded_memory(backend, session):
+    """What the process holds (agent and emulator both: they share it here) stays a few chunks,
+    never the file: tracemalloc's peak over a 50 MiB upload and its download."""
+    size = 50 * MIB
+    block = pattern(MIB)
+
+    async def body():
+        for _ in range(size // MIB):
+            for i in range(0, MIB, 256 * 1024):
+                yield block[i : i + 256 * 1024]
+
+    tracemalloc.start()
+    try:
+        await backend.home_write(session, ("big.bin",), size, body())
+        _, upload_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        opened = await backend.home_read(session, ("big.bin",))
+        digest, received = hashlib.sha256(), 0
+        try:
+            async for chunk in opened.chunks():
+                digest.update(chunk)
+                received += len(chunk)
+        finally:
+            await opened.aclose()
+        _, download_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert received == size and digest.hexdigest() == hashlib.sha256(block * (size // MIB)).hexdigest()
+    assert upload_peak < 8 * MIB and download_peak < 8 * MIB, (upload_peak, download_peak)
