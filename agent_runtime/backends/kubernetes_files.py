@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import json
 import re
@@ -52,6 +53,7 @@ except ImportError:
 from agent_runtime.backends.docker_files import StreamReader
 from agent_runtime.backends.homefiles import (
     CHUNK,
+    MAX_LIST_ENTRIES,
     HomeEntry,
     HomeFile,
     HomeFileError,
@@ -202,23 +204,31 @@ class PodHome:
         execution.pending = rest
         return line
 
-    def _run(self, op: str, parts: tuple[str, ...], *extra: str) -> bytes:
-        """Run the script to its end (blocking); its output after ``OK``, or the error it names."""
+    def _run(self, op: str, parts: tuple[str, ...], *extra: str, records: int = 0) -> bytes:
+        """Run the script to its end (blocking); its output after ``OK``, or the error it names.
+
+        With ``records``, the output is complete once it holds that many NUL-ended records (a
+        listing of ``MAX_LIST_ENTRIES``): the exec is closed there, the rest never read.
+        """
         execution = self._start(op, parts, *extra)
+        chunks, size, seen, complete = [], 0, 0, False
         try:
-            chunks, size = [], 0
             for piece in execution.stdout():
                 size += len(piece)
                 if size > MAX_OUTPUT:
                     raise HomeFileError("The pod's answer is too large.")
                 chunks.append(piece)
+                seen += piece.count(b"\0")
+                if records and seen >= records:
+                    complete = True
+                    break
         finally:
             execution.close()
         out = b"".join(chunks)
         error = refusal(out)
         if error is not None:
             raise error
-        if execution.exit_code() != 0 or not out.startswith(b"OK"):
+        if not out.startswith(b"OK") or (execution.exit_code() != 0 and not complete):
             raise HomeFileError(f"The pod could not carry out the file operation: {execution.detail()}")
         return out[3:]  # after "OK " or "OK\n"
 
@@ -228,7 +238,7 @@ class PodHome:
         return parse_stat(line, parts[-1] if parts else "")
 
     async def list(self, parts: tuple[str, ...]) -> list[HomeEntry]:
-        out = await asyncio.to_thread(self._run, "list", parts)
+        out = await asyncio.to_thread(functools.partial(self._run, "list", parts, records=MAX_LIST_ENTRIES))
         directory, _, rest = out.partition(b"\n")
         return parse_listing(rest, directory.decode("utf-8", "surrogateescape"))
 

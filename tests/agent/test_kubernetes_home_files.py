@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_runtime.backends import homescript, kubernetes_files
 from agent_runtime.backends import kubernetes_client as kc
 from agent_runtime.backends.base import SessionSpec
 from agent_runtime.backends.homefiles import (
@@ -311,3 +312,12 @@ async def test_a_50_mib_upload_and_download_stream_with_bounded_memory(backend, 
         tracemalloc.stop()
     assert received == size and digest.hexdigest() == hashlib.sha256(block * (size // MIB)).hexdigest()
     assert upload_peak < 8 * MIB and download_peak < 8 * MIB, (upload_peak, download_peak)
+
+
+async def test_a_listing_stops_at_the_bound(backend, kube, session, monkeypatch):
+    home = kube.volumes.claim_dir(NS, home_claim_name("alice"))
+    for index in range(8):
+        (home / "docs" / f"n{index}").write_text("x")
+    monkeypatch.setattr(kubernetes_files, "MAX_LIST_ENTRIES", 4)
+    monkeypatch.setattr(homescript, "MAX_LIST_ENTRIES", 4)
+    assert len(await backend.home_list(session, ("docs",))) == 4
