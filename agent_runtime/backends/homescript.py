@@ -14,7 +14,8 @@ with the container user's rights. ``sh -c SCRIPT sh <op> <home> <relative path> 
 * ``write <size> <token>``: create ``.ss-upload-<token>`` beside the target, print ``OK`` and
   its path, copy exactly ``size`` bytes of stdin into it (``head -c``: the end is known from
   the size, so no end-of-input signal is needed), check its size, rename it over the target
-  and print ``DONE``; a short input removes it and prints ``ERR incomplete``.
+  and print ``DONE``; a short input removes it and prints ``ERR incomplete``, a failed write
+  (a full volume) removes it and prints ``ERR error``.
 
 Every refusal is one line ``ERR <code> <message>`` with exit status 0, so a failure of the
 transport (non-zero status, no ``OK``) is told apart from a refusal. The tools come from
@@ -109,7 +110,7 @@ case "$op" in
     t="$d/.ss-upload-$5"
     (set -C; : > "$t") 2>/dev/null || fail error "The folder cannot be written to."
     printf 'OK %s\n' "$t"
-    head -c "$4" > "$t"
+    head -c "$4" > "$t" || { rm -f -- "$t"; fail error "The file could not be written in full (is the home's volume full?)."; }
     s=$(stat -c %s -- "$t" 2>/dev/null)
     [ "$s" = "$4" ] || { rm -f -- "$t"; fail incomplete "The upload ended after ${s:-0} of $4 bytes."; }
     mv -f -- "$t" "$d/$n" || { rm -f -- "$t"; fail error "The uploaded file could not be put in place."; }

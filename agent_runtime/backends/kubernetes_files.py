@@ -143,9 +143,12 @@ class PodExec:
         return message[:300]
 
     def close(self) -> None:
+        """Close the WebSocket (a close frame when it can) and its socket, whatever state it is in."""
         self.closed = True
         with contextlib.suppress(Exception):
             self.client.close()
+        with contextlib.suppress(Exception):
+            self.sock.shutdown()  # the client skips this for a connection it already saw end
 
 
 def open_error(exc: Exception) -> HomeFileError:
@@ -291,6 +294,18 @@ class PodHome:
             raise HomeFileError(f"The pod could not store the upload: {execution.detail()}")
         return line[5:].decode("utf-8", "surrogateescape")
 
+    @staticmethod
+    def _refusal_after(execution: PodExec) -> HomeFileError | None:
+        """The refusal the script printed before its exec ended (None if it printed none)."""
+        out = b""
+        while len(out) < MAX_STDERR and (piece := execution.next_stdout()) is not None:
+            out += piece
+        for line in out.split(b"\n"):
+            error = refusal(line)
+            if error is not None:
+                return error
+        return None
+
     async def write(self, parts: tuple[str, ...], size: int, body: AsyncIterator[bytes]) -> HomeEntry:
         token = secrets.token_hex(8)
         execution, temp = await asyncio.to_thread(self._open_write, parts, size, token)
@@ -301,7 +316,10 @@ class PodHome:
                 if written > size:
                     break
                 if chunk:
-                    await asyncio.to_thread(execution.send_stdin, chunk)
+                    try:
+                        await asyncio.to_thread(execution.send_stdin, chunk)
+                    except HomeFileError as exc:  # the script may have ended first, and said why
+                        raise await asyncio.to_thread(self._refusal_after, execution) or exc from None
             if written != size:
                 raise HomeUploadIncomplete(f"The upload ended after {written} of {size} bytes.")
             name = await asyncio.to_thread(self._finish_write, execution)

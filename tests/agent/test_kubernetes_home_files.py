@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import os
 import shutil
+import subprocess
 import tempfile
 import tracemalloc
 import uuid
@@ -20,6 +21,7 @@ from agent_runtime.backends import homescript, kubernetes_files
 from agent_runtime.backends import kubernetes_client as kc
 from agent_runtime.backends.base import SessionSpec
 from agent_runtime.backends.homefiles import (
+    HomeFileError,
     HomeNotAvailable,
     HomePathConflict,
     HomePathEscape,
@@ -321,3 +323,28 @@ async def test_a_listing_stops_at_the_bound(backend, kube, session, monkeypatch)
     monkeypatch.setattr(kubernetes_files, "MAX_LIST_ENTRIES", 4)
     monkeypatch.setattr(homescript, "MAX_LIST_ENTRIES", 4)
     assert len(await backend.home_list(session, ("docs",))) == 4
+
+
+@pytest.fixture
+def small_volume(kube):
+    """The home PVC as a 1 MiB volume (a tmpfs over the claim's directory)."""
+    home = kube.volumes.claim_dir(NS, home_claim_name("alice"))
+    home.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=2775,gid=1000", "ss-kfiles-small", str(home)],
+                   check=True)  # fmt: skip
+    yield home
+    subprocess.run(["umount", "-l", str(home)], check=False)
+
+
+async def test_a_full_volume_fails_the_upload_with_the_reason_and_leaves_nothing(backend, kube, small_volume):
+    sid = await running(backend, kube)
+    (small_volume / "kept.txt").write_text("kept\n")
+    with pytest.raises(HomeFileError, match="volume full") as refused:
+        await backend.home_write(sid, ("kept.txt",), 4 * MIB, chunks_of(pattern(4 * MIB)))
+    assert refused.type is HomeFileError  # not "incomplete": the client sent every byte it had to
+
+    async def only_the_old_file():
+        return os.listdir(small_volume) == ["kept.txt"]
+
+    await until(only_the_old_file, timeout=5)
+    assert (small_volume / "kept.txt").read_text() == "kept\n"

@@ -204,6 +204,7 @@ def serve(handler: Any, command: list[str], argv: list[str], want: dict[str, boo
     sock = handler.connection
     lock = threading.Lock()
     broken = threading.Event()
+    closed = threading.Event()  # our close frame is sent
 
     def send(opcode: int, payload: bytes) -> None:
         if broken.is_set():
@@ -235,27 +236,38 @@ def serve(handler: Any, command: list[str], argv: list[str], want: dict[str, boo
             stream.close()
 
     def receive() -> None:
+        stdin = process.stdin
         try:
             while (message := read_frame(handler.rfile)) is not None:
                 opcode, payload = message
-                if opcode == OP_CLOSE:
+                if opcode == OP_CLOSE:  # answered (unless ours came first), as RFC 6455 asks
+                    if not closed.is_set():
+                        with contextlib.suppress(OSError):
+                            send(OP_CLOSE, payload[:2])
+                    broken.set()  # nothing is sent after a close
                     break
                 if opcode == OP_PING:
                     send(OP_PONG, payload)
-                elif opcode in (OP_BINARY, OP_TEXT) and payload[:1] == bytes([STDIN]) and process.stdin:
-                    process.stdin.write(payload[1:])
-        except OSError:
+                elif opcode in (OP_BINARY, OP_TEXT) and payload[:1] == bytes([STDIN]) and stdin is not None:
+                    try:
+                        stdin.write(payload[1:])
+                    except OSError:  # the command stopped reading: what follows is dropped
+                        with contextlib.suppress(OSError):
+                            stdin.close()
+                        stdin = None
+        except (OSError, ValueError):  # the connection is gone
             pass
         finally:  # the connection's end is the end of stdin (v4 has no other)
-            if process.stdin:
+            if stdin is not None:
                 with contextlib.suppress(OSError):
-                    process.stdin.close()
+                    stdin.close()
 
     readers = [
         threading.Thread(target=pump, args=(process.stdout, STDOUT, want["stdout"]), daemon=True),
         threading.Thread(target=pump, args=(process.stderr, STDERR, want["stderr"]), daemon=True),
     ]
-    threading.Thread(target=receive, daemon=True).start()
+    receiver = threading.Thread(target=receive, daemon=True)
+    receiver.start()
     for thread in readers:
         thread.start()
     for thread in readers:
@@ -264,5 +276,7 @@ def serve(handler: Any, command: list[str], argv: list[str], want: dict[str, boo
     try:
         send(OP_BINARY, bytes([ERROR]) + json.dumps(exit_status(returncode, command)).encode())
         send(OP_CLOSE, struct.pack("!H", 1000))
+        closed.set()
     except OSError:
         pass
+    receiver.join(timeout=5)  # the client's close frame, then the connection is closed
