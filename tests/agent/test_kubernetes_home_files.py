@@ -348,3 +348,25 @@ async def test_a_full_volume_fails_the_upload_with_the_reason_and_leaves_nothing
 
     await until(only_the_old_file, timeout=5)
     assert (small_volume / "kept.txt").read_text() == "kept\n"
+
+
+def _commands_naming(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(text.encode() in arg for arg in argv):
+            found.append(entry.name)
+    return found
+
+
+async def test_an_abandoned_download_ends_the_command_in_the_pod(backend, session):
+    name = f"abandoned-{uuid.uuid4().hex}.bin"
+    await backend.home_write(session, (name,), 16 * MIB, chunks_of(pattern(16 * MIB)))
+    opened = await backend.home_read(session, (name,))
+    assert len(await opened.chunks().__anext__()) > 0
+    assert _commands_naming(f"./{name}")  # tar is still sending
+    await opened.aclose()
+    await until(lambda: not _commands_naming(f"./{name}"), timeout=10, what="tar gone")

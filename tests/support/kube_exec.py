@@ -275,8 +275,8 @@ def serve(handler: Any, command: list[str], argv: list[str], want: dict[str, boo
     returncode = process.wait()
     try:
         send(OP_BINARY, bytes([ERROR]) + json.dumps(exit_status(returncode, command)).encode())
-        send(OP_CLOSE, struct.pack("!H", 1000))
         closed.set()
+        send(OP_CLOSE, struct.pack("!H", 1000))
     except OSError:
         pass
     receiver.join(timeout=5)  # the client's close frame, then the connection is closed
