@@ -1,10 +1,11 @@
 """Files in a Docker session's home, resolved inside the container (docs/architecture.md §23).
 
 The home is the container's mount of the user's home volume (else the image's ``HOME``).
-Links are resolved where they mean something, inside the container: a POSIX ``sh`` script run
-with ``docker exec`` (:data:`.homescript.SCRIPT`) resolves a path with ``realpath``, refuses one that
-leaves the home, lists (``stat``), renames (``mv``) and deletes (``rm``); those tools come
-from coreutils or, where an image only has the ``busybox`` binary, its applets. The exec runs
+Links are resolved where they mean something, inside the container: a POSIX ``sh`` script
+(:data:`.homescript.SCRIPT`, shared with the Kubernetes backend) run with ``docker exec``
+resolves a path with ``realpath``, refuses one that leaves the home, lists (``stat``), renames
+(``mv``) and deletes (``rm``); those tools come from coreutils or, where an image only has the
+``busybox`` binary, its applets. The exec runs
 as the container's user, so it reaches what the session's user may.
 
 Bytes move through the engine's archive API, streamed: a download is the tar stream of
