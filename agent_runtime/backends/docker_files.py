@@ -1,10 +1,11 @@
 """Files in a Docker session's home, resolved inside the container (docs/architecture.md §23).
 
 The home is the container's mount of the user's home volume (else the image's ``HOME``).
-Links are resolved where they mean something, inside the container: a POSIX ``sh`` script run
-with ``docker exec`` (:data:`SCRIPT`) resolves a path with ``realpath``, refuses one that
-leaves the home, lists (``stat``), renames (``mv``) and deletes (``rm``); those tools come
-from coreutils or, where an image only has the ``busybox`` binary, its applets. The exec runs
+Links are resolved where they mean something, inside the container: a POSIX ``sh`` script
+(:data:`.homescript.SCRIPT`, shared with the Kubernetes backend) run with ``docker exec``
+resolves a path with ``realpath``, refuses one that leaves the home, lists (``stat``), renames
+(``mv``) and deletes (``rm``); those tools come from coreutils or, where an image only has the
+``busybox`` binary, its applets. The exec runs
 as the container's user, so it reaches what the session's user may.
 
 Bytes move through the engine's archive API, streamed: a download is the tar stream of
@@ -32,114 +33,16 @@ from typing import Any
 
 from agent_runtime.backends.homefiles import (
     CHUNK,
-    MAX_LIST_ENTRIES,
     HomeEntry,
     HomeFile,
     HomeFileError,
     HomePathConflict,
-    HomePathEscape,
-    HomePathInvalid,
-    HomePathNotFound,
     HomeUploadIncomplete,
     join,
 )
+from agent_runtime.backends.homescript import command, parse_listing, parse_stat, refusal
 
-SCRIPT = r"""
-for t in realpath stat mv rm; do
-  command -v "$t" >/dev/null 2>&1 || eval "$t() { busybox $t \"\$@\"; }"
-done
-fail() { printf 'ERR %s %s\n' "$1" "$2"; exit 0; }
-op=$1; home=$2; rel=$3
-h=$(realpath "$home" 2>/dev/null) || fail not_found "The session's home directory does not exist."
-inside() { case "$1" in "$h"|"$h"/*) return 0;; esac; return 1; }
-p="$h${rel:+/$rel}"
-resolve() {
-  { [ -e "$1" ] || [ -L "$1" ]; } || fail not_found "No such file or directory in the home."
-  r=$(realpath "$1" 2>/dev/null) || fail not_found "No such file or directory in the home."
-  inside "$r" || fail path_outside_home "The path leads outside the session's home."
-  [ -e "$r" ] || [ -L "$r" ] || fail not_found "No such file or directory in the home."
-}
-parent() {
-  [ -n "$rel" ] || fail invalid_path "The home itself cannot be written or deleted."
-  [ -e "${1%/*}" ] || fail not_found "The folder to put it in does not exist."
-  d=$(realpath "${1%/*}" 2>/dev/null) || fail not_found "The folder to put it in does not exist."
-  inside "$d" || fail path_outside_home "The path leads outside the session's home."
-  [ -d "$d" ] || fail conflict "A part of the path is not a directory."
-  n=${1##*/}
-}
-case "$op" in
-  stat)
-    resolve "$p"
-    printf 'OK %s\n' "$(stat -c '%F|%s|%Y' -- "$r")"
-    printf '%s\n' "$r" ;;
-  list)
-    resolve "$p"
-    [ -d "$r" ] || fail conflict "Not a directory."
-    printf 'OK %s\n' "$r"
-    for f in "$r"/* "$r"/.[!.]* "$r"/..?*; do
-      { [ -e "$f" ] || [ -L "$f" ]; } || continue
-      stat -c '%F|%s|%Y|%n' -- "$f"
-      printf '\0'
-    done ;;
-  put)
-    if [ -e "$p" ] || [ -L "$p" ]; then
-      resolve "$p"
-      [ -d "$r" ] && fail conflict "A directory has this name."
-      d=${r%/*}; n=${r##*/}
-    else
-      parent "$p"
-    fi
-    printf 'OK %s\n%s\n%s\n' "$(stat -c '%u:%g' -- "$d")" "$d" "$n" ;;
-  finish)
-    mv -f -- "$4/$5" "$4/$6" || fail error "The uploaded file could not be put in place."
-    printf 'OK\n' ;;
-  abort)
-    rm -f -- "$4/$5"
-    printf 'OK\n' ;;
-  delete)
-    parent "$p"
-    { [ -e "$d/$n" ] || [ -L "$d/$n" ]; } || fail not_found "No such file or directory in the home."
-    rm -rf -- "$d/$n" || fail error "It could not be deleted completely."
-    printf 'OK\n' ;;
-  *) fail invalid_path "unknown operation" ;;
-esac
-"""
-
-_ERRORS: dict[str, type[HomeFileError]] = {
-    "not_found": HomePathNotFound,
-    "path_outside_home": HomePathEscape,
-    "conflict": HomePathConflict,
-    "invalid_path": HomePathInvalid,
-}
-
-_TYPES = {"regular file": "file", "regular empty file": "file", "directory": "directory", "symbolic link": "link"}
-
-
-def entry_type(kind: str) -> str:
-    return _TYPES.get(kind, "other")
-
-
-def parse_stat(line: str, name: str) -> HomeEntry:
-    """``<%F>|<size>|<mtime>`` as the script prints it."""
-    kind, size, mtime = line.rsplit("|", 2)
-    return HomeEntry(name=name, type=entry_type(kind), size=int(size), mtime=float(mtime))
-
-
-def parse_listing(output: bytes, directory: str) -> list[HomeEntry]:
-    """Entries from ``stat -c '%F|%s|%Y|%n'`` lines, each followed by a NUL (pure)."""
-    entries = []
-    prefix = directory.rstrip("/") + "/"
-    for record in output.split(b"\0"):
-        text = record.strip(b"\n").decode("utf-8", "surrogateescape")
-        if not text:
-            continue
-        kind, size, mtime, path = text.split("|", 3)
-        name = path[len(prefix) :] if path.startswith(prefix) else path.rsplit("/", 1)[-1]
-        entries.append(HomeEntry(name=name, type=entry_type(kind), size=int(size), mtime=float(mtime)))
-        if len(entries) >= MAX_LIST_ENTRIES:
-            break
-    entries.sort(key=lambda e: (e.type != "directory", e.name))
-    return entries
+__all__ = ["DockerHome", "StreamReader", "parse_listing", "parse_stat", "tar_header"]
 
 
 def tar_header(name: str, size: int, uid: int, gid: int) -> bytes:
@@ -148,8 +51,8 @@ def tar_header(name: str, size: int, uid: int, gid: int) -> bytes:
     return info.tobuf(format=tarfile.PAX_FORMAT)
 
 
-class _StreamReader(io.RawIOBase):
-    """A blocking file object over the chunks of ``get_archive``'s stream (for ``tarfile``)."""
+class StreamReader(io.RawIOBase):
+    """A blocking file object over an iterator of byte chunks (for ``tarfile`` in stream mode)."""
 
     def __init__(self, chunks: Any) -> None:
         self._chunks = iter(chunks)
@@ -179,13 +82,11 @@ class DockerHome:
 
     def _exec(self, op: str, parts: tuple[str, ...], *extra: str) -> bytes:
         """Run the script (blocking); its output after ``OK``, or the error it names."""
-        code, (out, err) = self.container.exec_run(
-            ["sh", "-c", SCRIPT, "sh", op, self.home, join(parts), *extra], demux=True
-        )
+        code, (out, err) = self.container.exec_run(command(op, self.home, join(parts), *extra), demux=True)
         out = out or b""
-        if out.startswith(b"ERR "):
-            _, name, message = out.decode("utf-8", "replace").rstrip("\n").split(" ", 2)
-            raise _ERRORS.get(name, HomeFileError)(message)
+        error = refusal(out)
+        if error is not None:
+            raise error
         if code != 0 or not out.startswith(b"OK"):
             detail = (err or out or b"").decode("utf-8", "replace").strip()[:300]
             raise HomeFileError(f"The container could not carry out the file operation: {detail}")
@@ -203,7 +104,7 @@ class DockerHome:
 
     def _open(self, resolved: str) -> tuple[Any, Any, Any]:
         stream, _ = self.container.get_archive(resolved, chunk_size=CHUNK)
-        tar = tarfile.open(fileobj=io.BufferedReader(_StreamReader(stream), CHUNK), mode="r|")  # noqa: SIM115 closed with the HomeFile
+        tar = tarfile.open(fileobj=io.BufferedReader(StreamReader(stream), CHUNK), mode="r|")  # noqa: SIM115 closed with the HomeFile
         member = tar.next()
         if member is None or not member.isreg():
             tar.close()

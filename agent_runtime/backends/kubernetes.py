@@ -12,7 +12,8 @@ probe on the streaming port drives. A pod that cannot run (``ImagePullBackOff``,
 ``CrashLoopBackOff``, phase ``Failed``, ``Unschedulable`` for longer than
 ``unschedulable_timeout``) makes the session ``failed``; the watch reports it at once
 through :meth:`Backend.workload_exited`, and :meth:`KubernetesBackend.exit_info` gives the
-reason, the exit code and the pod's log tail.
+reason, the exit code and the pod's log tail. Files in a running session's home go through
+the pod's ``exec`` subresource (:mod:`.kubernetes_files`).
 
 Options (``--backend-option key=value`` or env ``STREAMSPACE_KUBERNETES_<KEY>``):
 ``namespace`` (default ``streamspace``), ``kubeconfig`` (default: ``KUBECONFIG``, else
@@ -31,6 +32,7 @@ loopback addresses).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +41,9 @@ from typing import Any
 from agent_runtime.backends import kubernetes_client as kc
 from agent_runtime.backends import kubernetes_objects as objects
 from agent_runtime.backends.base import Backend, BackendError, SessionSpec, WorkloadExit
+from agent_runtime.backends.homefiles import HomeEntry, HomeFile, HomeNotAvailable, HomePathNotFound
 from agent_runtime.backends.kubernetes_cache import Informer
+from agent_runtime.backends.kubernetes_files import PodHome
 from agent_runtime.config import parse_bool
 from agent_runtime.logtail import tail
 from agent_runtime.protocol import LOG_TAIL_MAX_LINES, STEP_WORKLOAD, Capacity, InventoryItem
@@ -416,6 +420,56 @@ class KubernetesBackend(Backend):
                 log.info("home PVC deleted", extra={"session_id": session_id, "pvc": claim})
         log.info("session objects deleted", extra={"session_id": session_id})
         return InventoryItem(session_id=session_id, state="stopped")
+
+    # --- files in the home (§23; kubernetes_files.py) -----------------------------------------
+    def _open_exec(self, pod: str, argv: list[str], stdin: bool) -> Any:
+        """Open an exec of ``argv`` in ``pod``'s session container (blocking): the client's
+        WebSocket, binary. A client of its own: ``stream`` swaps the request method of the
+        client it is given while it connects, which other threads' requests must not meet."""
+        client = kc.kubernetes.client.ApiClient(self._api.configuration)
+        try:
+            core = kc.kubernetes.client.CoreV1Api(client)
+            return kc.kubernetes.stream.stream(
+                core.connect_get_namespaced_pod_exec,
+                pod,
+                self.namespace,
+                command=argv,
+                container=objects.SESSION_CONTAINER,
+                stdin=stdin,
+                stdout=True,
+                stderr=True,
+                tty=False,
+                binary=True,
+                _preload_content=False,
+            )
+        finally:
+            client.close()
+
+    async def _pod_home(self, session_id: str) -> PodHome:
+        """The home of the session's running pod (exec needs a running container)."""
+        await self._informers_ready()
+        if self._informers["deployments"].get(objects.workload_name(session_id)) is None:
+            raise HomePathNotFound("This agent has no such session.")
+        pod = objects.running_pod(self._pods_of(session_id))
+        if pod is None:
+            raise HomeNotAvailable("The session is not running.")
+        name = pod["metadata"]["name"]
+        return PodHome(functools.partial(self._open_exec, name), objects.home_mount_of(pod, self.home_mount_path))
+
+    async def home_stat(self, session_id: str, path: tuple[str, ...]) -> HomeEntry:
+        return await (await self._pod_home(session_id)).stat(path)
+
+    async def home_list(self, session_id: str, path: tuple[str, ...]) -> list[HomeEntry]:
+        return await (await self._pod_home(session_id)).list(path)
+
+    async def home_read(self, session_id: str, path: tuple[str, ...]) -> HomeFile:
+        return await (await self._pod_home(session_id)).read(path)
+
+    async def home_write(self, session_id: str, path: tuple[str, ...], size: int, chunks: Any) -> HomeEntry:
+        return await (await self._pod_home(session_id)).write(path, size, chunks)
+
+    async def home_delete(self, session_id: str, path: tuple[str, ...]) -> None:
+        await (await self._pod_home(session_id)).delete(path)
 
     async def capacity(self) -> Capacity:
         """No size: what fits is the scheduler's business (an unschedulable pod fails its

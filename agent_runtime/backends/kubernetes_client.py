@@ -15,6 +15,7 @@ from typing import Any
 
 try:  # optional dependency: pip install streamspace-agent[kubernetes]
     import kubernetes
+    import kubernetes.stream
     from kubernetes.client.rest import ApiException
 except ImportError:
     kubernetes = None

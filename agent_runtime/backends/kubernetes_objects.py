@@ -219,7 +219,7 @@ def deployment_manifest(
         )
         mounts.append({"name": volume, "mountPath": mount.mount_path, "readOnly": mount.read_only})
     container: dict[str, Any] = {
-        "name": "session",
+        "name": SESSION_CONTAINER,
         "image": spec.image,
         "ports": [{"name": "stream", "containerPort": spec.streaming_port, "protocol": "TCP"}],
         "env": _env(spec, name, home_path),
@@ -340,6 +340,32 @@ def pod_ready(pod: Mapping[str, Any]) -> bool:
         if condition.get("type") == "Ready":
             return condition.get("status") == "True"
     return False
+
+
+SESSION_CONTAINER = "session"
+
+
+def running_pod(pods: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The pod whose session container runs now (one can be exec'd into), if any: phase
+    ``Running``, not being deleted, the container's state ``running``."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        if status.get("phase") != "Running" or (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        for container in status.get("containerStatuses") or []:
+            if container.get("name") == SESSION_CONTAINER and "running" in (container.get("state") or {}):
+                return pod
+    return None
+
+
+def home_mount_of(pod: Mapping[str, Any], default: str) -> str:
+    """Where the session container mounts its ``home`` volume (``default`` if it has none)."""
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        if container.get("name") == SESSION_CONTAINER:
+            for mount in container.get("volumeMounts") or []:
+                if mount.get("name") == "home":
+                    return str(mount.get("mountPath") or default)
+    return default
 
 
 def _timestamp(value: Any) -> float | None:

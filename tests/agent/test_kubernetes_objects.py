@@ -187,3 +187,19 @@ def test_failure_reasons_are_actionable():
     late = k.pod_failure(pending, now=at + 61, unschedulable_after=60)
     assert "Insufficient cpu" in late["description"] and "Lower the session's" in late["description"]
     assert k.pod_failure(pod({"phase": "Running"})) is None
+
+
+def test_the_pod_to_exec_into_and_its_home_mount():
+    def pod(phase, state, *, deleting=False, mounts=None):
+        metadata = {"name": f"p-{phase}-{state}", **({"deletionTimestamp": "2026-01-01T00:00:00Z"} if deleting else {})}
+        return {"metadata": metadata,
+                "spec": {"containers": [{"name": "session", "volumeMounts": mounts or []}]},
+                "status": {"phase": phase, "containerStatuses": [{"name": "session", "state": {state: {}}}]}}  # fmt: skip
+
+    assert k.running_pod([pod("Pending", "waiting"), pod("Running", "terminated")]) is None
+    assert k.running_pod([pod("Running", "running", deleting=True)]) is None  # going away
+    chosen = pod("Running", "running", mounts=[{"name": "dshm", "mountPath": "/dev/shm"},
+                                               {"name": "home", "mountPath": "/data/home"}])  # fmt: skip
+    assert k.running_pod([pod("Pending", "waiting"), chosen]) is chosen
+    assert k.home_mount_of(chosen, "/home/user") == "/data/home"
+    assert k.home_mount_of(pod("Running", "running"), "/home/user") == "/home/user"

@@ -226,13 +226,15 @@ def test_agent_replicas_lease_and_rbac(ha):
 
 
 # The client's method names → (API group, resource, RBAC verb).
-_CALL = re.compile(r"\b(create|read|list|patch|replace|delete)_namespaced_([a-z_]+)\b")
-_VERB = {"create": "create", "read": "get", "list": "list", "patch": "patch", "replace": "update", "delete": "delete"}
+_CALL = re.compile(r"\b(create|read|list|patch|replace|delete|connect_get)_namespaced_([a-z_]+)\b")
+_VERB = {"create": "create", "read": "get", "list": "list", "patch": "patch", "replace": "update", "delete": "delete",
+         "connect_get": "get"}  # fmt: skip
 _RESOURCE = {
     "deployment": ("apps", "deployments"),
     "deployment_scale": ("apps", "deployments/scale"),
     "pod": ("", "pods"),
     "pod_log": ("", "pods/log"),
+    "pod_exec": ("", "pods/exec"),
     "service": ("", "services"),
     "persistent_volume_claim": ("", "persistentvolumeclaims"),
     "secret": ("", "secrets"),
@@ -251,6 +253,8 @@ def _verbs_the_code_uses() -> set[tuple[str, str, str]]:
             used.add((group, resource, _VERB[verb]))
             if verb == "list":  # the informers list, then watch
                 used.add((group, resource, "watch"))
+            if verb == "connect_get":  # a WebSocket exec is a GET, authorized as create since Kubernetes 1.31
+                used.add((group, resource, "create"))
     return used
 
 

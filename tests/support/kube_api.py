@@ -11,6 +11,8 @@ exactly those. This one implements, with the API server's semantics:
   after the given version, then stream new ones until ``timeoutSeconds``; a version older
   than the retained history answers an ``ERROR`` event with code 410, as etcd compaction does;
 * the ``scale`` subresource of Deployments; pod logs (``/log``, text set by the test);
+* ``pods/exec`` over WebSocket (``v4.channel.k8s.io``), the command a real process whose
+  volume mounts are the emulator's per-claim directories (tests/support/kube_exec.py);
 * the controllers a test needs: a Deployment keeps ``spec.replicas`` pods (created from its
   template, deleted when scaled down or when the Deployment goes); a Service gets a
   ``clusterIP`` (``cluster_ip``, loopback by default so tests can dial it).
@@ -28,7 +30,9 @@ import copy
 import json
 import re
 import secrets
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -39,9 +43,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from tests.support import kube_exec
+
 _PATH = re.compile(
     r"^/(?:api/v1|apis/(?P<group>[a-z0-9.]+)/v1)/namespaces/(?P<ns>[a-z0-9-]+)/(?P<res>[a-z]+)"
-    r"(?:/(?P<name>[a-z0-9.-]+))?(?:/(?P<sub>scale|log|status))?$"
+    r"(?:/(?P<name>[a-z0-9.-]+))?(?:/(?P<sub>scale|log|status|exec))?$"
 )
 KINDS = {
     "pods": "Pod",
@@ -93,8 +99,12 @@ class ApiError(Exception):
 class KubeAPI:
     """The emulated cluster: objects keyed by (resource, namespace, name)."""
 
-    def __init__(self, *, auto_ready: bool = False, cluster_ip: str = "127.0.0.1"):
+    def __init__(self, *, auto_ready: bool = False, cluster_ip: str = "127.0.0.1", storage: Path | None = None):
         self.auto_ready = auto_ready
+        self._own_storage = storage is None
+        self.volumes = kube_exec.Volumes(
+            Path(tempfile.mkdtemp(prefix="kube-emulator-")) if storage is None else storage
+        )
         self.cluster_ip = cluster_ip
         self.objects: dict[tuple[str, str, str], dict] = {}
         self.events: list[tuple[int, str, str, str, dict]] = []  # (rv, resource, ns, type, obj)
@@ -131,6 +141,8 @@ class KubeAPI:
             for sock in list(self.connections):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+        if self._own_storage:
+            shutil.rmtree(self.volumes.root, ignore_errors=True)
 
     @property
     def url(self) -> str:
@@ -185,6 +197,7 @@ class KubeAPI:
             obj.setdefault("status", {"phase": "Pending", "conditions": []})
         if resource == "persistentvolumeclaims":
             obj["status"] = {"phase": "Bound"}
+            self.volumes.claim_dir(ns, name).mkdir(parents=True, exist_ok=True)  # its (empty) volume
         return self._put(resource, ns, obj, "ADDED")
 
     def get(self, resource: str, ns: str, name: str) -> dict:
@@ -220,6 +233,10 @@ class KubeAPI:
         if resource == "deployments":  # the garbage collector
             for pod in self._owned_pods(ns, name):
                 self.delete("pods", ns, pod["metadata"]["name"])
+        elif resource == "persistentvolumeclaims":  # the reclaim policy Delete
+            self.volumes.delete_claim(ns, name)
+        elif resource == "pods":
+            self.volumes.delete_pod(ns, name)
         return obj
 
     def list(self, resource: str, ns: str, selector: str = "") -> list[dict]:
@@ -389,6 +406,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._body()
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({url.path})")
         resource, ns, name, sub = match["res"], match["ns"], match["name"], match["sub"]
+        if sub == "exec" and resource == "pods":
+            return self._exec(ns, name, parse_qs(url.query))
         body = self._body() if self.command in ("POST", "PUT", "PATCH") else {}
         with kube.cond:
             for fault in kube.faults:
@@ -436,6 +455,28 @@ class _Handler(BaseHTTPRequestHandler):
         deployment = kube.get(resource, ns, name)
         return {"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": {"name": name, "namespace": ns},
                 "spec": {"replicas": deployment["spec"].get("replicas", 1)}}  # fmt: skip
+
+    def _exec(self, ns: str, name: str, query: dict[str, list[str]]) -> None:
+        kube = self.kube
+        flags = {k: (query.get(k) or ["false"])[-1] in ("true", "1") for k in ("stdin", "stdout", "stderr", "tty")}
+        command = query.get("command") or []
+        if "websocket" not in (self.headers.get("Upgrade") or "").lower():
+            raise ApiError(400, "BadRequest", "Upgrade request required")
+        offered = [p.strip() for p in (self.headers.get("Sec-WebSocket-Protocol") or "").split(",")]
+        if kube_exec.SUBPROTOCOL not in offered:
+            raise ApiError(400, "BadRequest", f"none of the subprotocols {offered} is supported")
+        if not command:
+            raise ApiError(400, "BadRequest", "you must specify at least 1 command")
+        if flags["tty"]:
+            raise ApiError(400, "BadRequest", "tty is not emulated")
+        with kube.cond:
+            pod = copy.deepcopy(kube.get("pods", ns, name))
+        try:
+            container = kube_exec.check_pod(pod, (query.get("container") or [""])[-1])
+        except kube_exec.ExecRefused as exc:
+            raise ApiError(exc.code, exc.reason, exc.message) from None
+        mounts = kube.volumes.mounts(ns, pod, container)
+        kube_exec.serve(self, command, kube_exec.process_argv(command, mounts, pod, container), flags)
 
     def _watch(self, resource: str, ns: str, query: dict) -> None:
         self.send_response(200)
