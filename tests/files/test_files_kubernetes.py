@@ -19,14 +19,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from django.db import connection
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from agent_runtime.backends.kubernetes_objects import home_claim_name
 from agents_app.models import Agent
 from sessions_app.models import Session, Template
 from tests.support.kube_api import KubeAPI
-from tests.support.stack import Stack, make_agent, stack_env, wait_for_other_connections_to_close
+from tests.support.stack import Stack, make_agent, running_stack, wait_for_other_connections_to_close
 from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -46,18 +45,14 @@ def kube() -> Iterator[KubeAPI]:
 
 @pytest.fixture
 def stack(request, tmp_path, settings, kube) -> Iterator[Stack]:
-    env = stack_env(connection, tmp_path)
-    env["SECRET_KEY"] = settings.SECRET_KEY
-    env["KUBECONFIG"] = str(kube.write_kubeconfig(tmp_path / "kubeconfig"))
-    env["STREAMSPACE_KUBERNETES_NAMESPACE"] = NS
-    env["STREAMSPACE_UPLOAD_MAX_BYTES"] = str(LIMIT)
-    running = Stack(env=env, data_dir=tmp_path)
-    running.start_control_plane()
-    yield running
-    running.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(running.dump_logs())
+    yield from running_stack(
+        request,
+        tmp_path,
+        SECRET_KEY=settings.SECRET_KEY,
+        KUBECONFIG=str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
+        STREAMSPACE_KUBERNETES_NAMESPACE=NS,
+        STREAMSPACE_UPLOAD_MAX_BYTES=str(LIMIT),
+    )
     wait_for_other_connections_to_close()
 
 
