@@ -80,6 +80,7 @@ class AuthenticationMiddleware(django_auth.AuthenticationMiddleware):
         request.user = SimpleLazyObject(partial(_cached_session_user, request))
         request.auser = partial(sync_to_async(_cached_session_user), request)
 
+
 _ALWAYS_ALLOWED = ("/static/", "/api/", "/healthz", "/readyz", "/metrics", "/favicon")
 
 
