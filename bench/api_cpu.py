@@ -29,6 +29,7 @@ BLOCK = 100
 
 def setup_data(sessions: int) -> dict:
     from django.contrib.sessions.backends.db import SessionStore as DbSessionStore
+    from django.db import connection
     from django.utils import timezone
     from rest_framework_simplejwt.tokens import AccessToken
 
@@ -53,6 +54,8 @@ def setup_data(sessions: int) -> dict:
     portal["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
     portal["_auth_user_hash"] = reader.get_session_auth_hash()
     portal.create()
+    with connection.cursor() as cursor:  # planner statistics, as autovacuum gathers them after a load
+        cursor.execute("ANALYZE")
     return {
         "ids": [str(r.pk) for r in rows],
         "jwt": str(AccessToken.for_user(reader)),

@@ -46,6 +46,10 @@ from streamspace.accounts.shared_cache import shared_cache
 # The model is looked up when used: ``accounts.models`` imports this module.
 
 
+# Before every key: a deployment has one; the tests give each test its own (its rolled-back
+# changes forget nothing, and ids come back in the next run's database).
+KEY_PREFIX = ""
+
 # A token prefix's owner, remembered per process so that the token, its user and their
 # generation come in one round trip. A token never changes hands; a prefix that comes back
 # for another user (the old token deleted, a 1-in-2^32 draw) is found out and re-read.
@@ -62,11 +66,11 @@ def _schema(model: str = "") -> str:
 
 
 def _keys(user_id: Any) -> tuple[str, str]:
-    return f"user:{_schema()}:{user_id}", f"user-generation:{user_id}"
+    return f"{KEY_PREFIX}user:{_schema()}:{user_id}", f"{KEY_PREFIX}user-generation:{user_id}"
 
 
 def _token_key(prefix: str) -> str:
-    return f"api-token:{_schema('accounts.ApiToken')}:{prefix}"
+    return f"{KEY_PREFIX}api-token:{_schema('accounts.ApiToken')}:{prefix}"
 
 
 def enabled() -> bool:

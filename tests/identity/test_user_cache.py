@@ -10,6 +10,7 @@ the test and the request it makes; production needs Redis, see the module).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -22,6 +23,7 @@ from rest_framework.test import APIClient
 from sessions_app.viewer import read_viewer_token
 from streamspace.accounts import user_cache
 from streamspace.accounts.models import ApiToken, Role, User
+from streamspace.accounts.shared_cache import shared_cache
 from streamspace.accounts.tokens import create_token, revoke_token
 from tests.support.clients import client_for
 from tests.support.factories import make_session
@@ -231,3 +233,15 @@ def test_a_new_password_refuses_older_portal_sessions_at_once(alice):
     alice.set_password("a-new-password-for-alice")
     alice.save()
     assert client.get("/api/v1/sessions").status_code == 401
+
+
+# ----------------------------------------------------------------- the shared backend --
+@pytest.mark.postgres
+def test_the_shared_redis_backend_keeps_one_client_and_shares_it_between_threads():
+    backend = shared_cache()
+    clients = {id(backend._cache.get_client(write=write)) for write in (False, True, False)}
+    assert len(clients) == 1  # one server: one pool, one client
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: backend.set(f"shared-cache-test:{n}", n, 30), range(64)))
+        found = list(pool.map(lambda n: backend.get(f"shared-cache-test:{n}"), range(64)))
+    assert found == list(range(64))
