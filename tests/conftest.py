@@ -83,6 +83,18 @@ def _fresh_throttles(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_user_cache(monkeypatch):
+    # Cached users and tokens live in the cache too: a test's rolled-back change forgets
+    # nothing, and user ids come back in the next run's database.
+    import uuid
+
+    from streamspace.accounts import user_cache
+
+    monkeypatch.setattr(user_cache, "KEY_PREFIX", f"streamspace:test-user-cache:{uuid.uuid4().hex}:")
+    monkeypatch.setattr(user_cache, "_token_owners", {})
+
+
+@pytest.fixture(autouse=True)
 def _fresh_channel_layer():
     # Each test gets its own channel-layer instance. channels-redis keeps per-instance
     # receive locks; a receive still pending when an earlier test's event loop closed would

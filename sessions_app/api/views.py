@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
@@ -29,8 +31,10 @@ from sessions_app.models import Session, SessionState, Template
 from sessions_app.placement import CatalogAvailability
 from sessions_app.viewer import viewer_url
 from streamspace.accounts.credentials import epoch_of
+from streamspace.accounts.models import Role
 from streamspace.api.errors import Conflict, ServiceError
 from streamspace.api.permissions import NotReadScope, ReadAnyWriteOperator, is_operator
+from streamspace.api.prepared import Placeholder, PreparedValues
 from streamspace.audit.services import record
 
 
@@ -149,13 +153,29 @@ class SessionListView(generics.GenericAPIView):
         return Response(represent_one(session.pk), status=status.HTTP_202_ACCEPTED)
 
 
+def _one_visible_session(is_operator: bool, *, user_id: Any, session_id: Any) -> QuerySet:
+    """``session_rows(...visible_to(user).filter(pk=session_id)).first()``'s query, for ``PreparedValues``."""
+    user = get_user_model()(pk=user_id, role=Role.OPERATOR if is_operator else Role.USER)
+    rows = session_rows(session_queryset().visible_to(user).filter(pk=session_id))
+    return (rows if rows.ordered else rows.order_by("pk"))[:1]
+
+
+# The one-session read compiled once per process (``streamspace.api.prepared``).
+_one_session = PreparedValues(
+    _one_visible_session,
+    user_id=Placeholder(get_user_model()._meta.pk, -2_000_000_017),
+    session_id=Placeholder(Session._meta.pk, uuid.UUID("5e55105e-0000-4000-8000-00000000d1d0")),
+)
+
+
 class SessionDetailView(APIView):
     @extend_schema(responses=SessionSerializer)
     def get(self, request: Request, session_id: Any) -> Response:
-        row = session_rows(_visible_sessions(request, manage=False).filter(pk=session_id)).first()
-        if row is None:
+        user = request.user
+        rows = _one_session.rows(user.is_operator, user_id=user.pk, session_id=session_id)
+        if not rows:
             raise Http404
-        return Response(represent(row))
+        return Response(represent(rows[0]))
 
     @extend_schema(responses={202: SessionSerializer})
     def delete(self, request: Request, session_id: Any) -> Response:

@@ -17,7 +17,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from streamspace.accounts import credentials, throttle, user_cache
-from streamspace.accounts.models import User
+from streamspace.accounts.models import ApiToken, User
 from streamspace.accounts.security import refusal, username_from
 from streamspace.audit.services import record
 from streamspace.events import emit
@@ -85,3 +85,10 @@ def _on_user_created(sender: Any, instance: User, created: bool, raw: bool = Fal
 def forget_cached_user(sender: Any, instance: User, **kwargs: Any) -> None:
     """A saved or deleted user is read afresh by the next request (``accounts.user_cache``)."""
     user_cache.forget(instance.pk)
+
+
+@receiver(post_save, sender=ApiToken, dispatch_uid="accounts.user_cache.token_saved")
+@receiver(post_delete, sender=ApiToken, dispatch_uid="accounts.user_cache.token_deleted")
+def forget_cached_token(sender: Any, instance: ApiToken, **kwargs: Any) -> None:
+    """A token saved or deleted (the admin) is read afresh with its user by the next request."""
+    user_cache.forget(instance.user_id)

@@ -3,6 +3,7 @@
 A key looks like ``ssp_<prefix>_<secret>``: the prefix (8 url-safe characters) finds the row
 and is safe to display; only ``sha256(key)`` is stored. ``last_used_at`` is written at most
 once a minute per token so authenticated traffic does not turn into a write per request.
+Tokens are read through ``accounts.user_cache``, which every change here keeps current.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from streamspace.accounts import user_cache
 from streamspace.accounts.models import ApiToken, TokenScope, User
 from streamspace.api.client_ip import request_ip
 from streamspace.api.errors import Conflict, ServiceError
@@ -76,6 +78,7 @@ def revoke_token(token: ApiToken, *, actor: User, request: Any = None) -> None:
     with transaction.atomic():
         updated = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
         if updated:
+            user_cache.forget(token.user_id)  # refused by the next request, on every replica
             record("token.revoked", actor=actor, target=token, request=request, details={"name": token.name})
 
 
@@ -84,7 +87,7 @@ def authenticate_key(key: str, *, request: Any = None) -> ApiToken | None:
     if not key.startswith(KEY_PREFIX):
         return None
     prefix = key[len(KEY_PREFIX) :].split("_", 1)[0]
-    token = ApiToken.objects.select_related("user").filter(prefix=prefix).first()
+    token = user_cache.get_token(prefix)
     if token is None or not hmac.compare_digest(token.key_hash, _digest(key)):
         return None
     now = timezone.now()
@@ -95,5 +98,6 @@ def authenticate_key(key: str, *, request: Any = None) -> ApiToken | None:
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_WRITE_INTERVAL:
         ip = request_ip(request)
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now, last_used_ip=ip)
+        user_cache.forget_token(prefix)
         token.last_used_at, token.last_used_ip = now, ip
     return token

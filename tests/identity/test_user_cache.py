@@ -1,23 +1,30 @@
 """The cached user lookup of API authentication (``accounts.user_cache``).
 
-A cached user saves a query per request, and must never outlive a change: a deactivation,
-a new role, a sign-out's new credentials epoch show on the very next request. These run
+A cached user (and an API token's row) saves queries per request, and must never outlive a
+change: a deactivation, a new role, a sign-out's new credentials epoch, a revoked token, a
+new password show on the very next request, for a JWT, an API token and the portal's
+session cookie alike. These run
 with the cache on (the SQLite pass has a per-process memory cache, which is shared here by
 the test and the request it makes; production needs Redis, see the module).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.core.cache import cache
 from django.db import connection, transaction
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
 
 from sessions_app.viewer import read_viewer_token
 from streamspace.accounts import user_cache
-from streamspace.accounts.models import Role, User
+from streamspace.accounts.models import ApiToken, Role, User
+from streamspace.accounts.shared_cache import shared_cache
+from streamspace.accounts.tokens import create_token, revoke_token
 from tests.support.clients import client_for
 from tests.support.factories import make_session
 
@@ -34,6 +41,39 @@ def cache_on(settings):
 
 def user_queries(queries) -> list[str]:
     return [q["sql"] for q in queries if 'FROM "accounts_user"' in q["sql"]]
+
+
+def account_queries(queries) -> list[str]:
+    """Every statement on users, API tokens or portal sessions (reads and writes)."""
+    tables = ('"accounts_user"', '"accounts_apitoken"', '"django_session"')
+    reads_or_writes = [f"{verb} {table}" for table in tables for verb in ("FROM", "UPDATE", "INTO")]
+    return [q["sql"] for q in queries if any(pattern in q["sql"] for pattern in reads_or_writes)]
+
+
+def token_client(user: User, scope: str = "read") -> tuple[APIClient, ApiToken]:
+    token, key = create_token(user, name=f"cache {scope}", scope=scope)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    return client, token
+
+
+def warm(client: APIClient) -> None:
+    """Two reads: the first records the token's use (dropping its entry), the second caches it."""
+    for _ in range(2):
+        assert client.get("/api/v1/sessions").status_code == 200
+
+
+def portal_client(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def same_cookie(client: Client) -> Client:
+    """Another browser holding the same session cookie (what a second replica sees)."""
+    other = Client()
+    other.cookies = client.cookies.__class__(client.cookies)
+    return other
 
 
 def test_a_cached_user_costs_no_query(alice):
@@ -107,3 +147,106 @@ def test_a_change_that_rolls_back_forgets_nothing(alice):
         alice.save()
         raise RuntimeError("roll back")
     assert cache.get(user_cache._keys(alice.pk)[1]) == generation
+
+
+# ------------------------------------------------------------------------- API tokens --
+def test_a_cached_api_token_costs_no_query(alice):
+    client, _ = token_client(alice)
+    warm(client)
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/api/v1/sessions").status_code == 200
+    assert account_queries(queries) == []
+
+
+def test_a_revoked_token_is_refused_at_once(alice):
+    client, token = token_client(alice)
+    warm(client)
+    revoke_token(token, actor=alice)
+    response = client.get("/api/v1/sessions")
+    assert response.status_code == 401 and response.json()["detail"] == "Invalid, expired or revoked token."
+
+
+def test_a_deactivated_users_token_is_refused_at_once(alice):
+    client, _ = token_client(alice)
+    warm(client)
+    alice.is_active = False
+    alice.save()
+    assert client.get("/api/v1/sessions").status_code == 401
+
+
+def test_a_token_deleted_or_rescoped_in_the_admin_applies_at_once(alice, template):
+    client, token = token_client(alice, scope="write")
+    warm(client)
+    token.scope = "read"
+    token.save()
+    response = client.post("/api/v1/sessions", {"template": template.slug}, format="json")
+    assert response.status_code == 403 and "read scope" in response.json()["detail"]
+    token.delete()
+    assert client.get("/api/v1/sessions").status_code == 401
+
+
+def test_a_token_copy_read_before_a_revocation_and_stored_after_it_is_never_served(alice):
+    """The race of a reader that loaded the token before its revocation and stores it after."""
+    client, token = token_client(alice)
+    warm(client)
+    stale_generation = cache.get(user_cache._keys(alice.pk)[1])
+    stale = ApiToken.objects.get(pk=token.pk)
+    revoke_token(token, actor=alice)  # forgets: a new generation
+    cache.set(user_cache._token_key(token.prefix), (stale_generation, stale), 60)  # the slow reader
+    assert user_cache.get_token(token.prefix).revoked_at is not None
+    assert client.get("/api/v1/sessions").status_code == 401
+
+
+def test_a_prefix_that_comes_back_for_another_user_is_read_afresh(alice, bob):
+    client, token = token_client(alice)
+    client.get("/api/v1/sessions")  # this process now knows the prefix as alice's
+    prefix = token.prefix
+    token.delete()
+    again = ApiToken.objects.create(user=bob, name="again", prefix=prefix, key_hash=token.key_hash, scope="read")
+    found = user_cache.get_token(prefix)
+    assert (found.pk, found.user) == (again.pk, bob)
+
+
+# ------------------------------------------------------------- portal session cookie --
+def test_a_cached_portal_user_costs_no_user_query(alice):
+    client = portal_client(alice)
+    assert client.get("/api/v1/sessions").status_code == 200
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/api/v1/sessions").status_code == 200
+    assert user_queries(queries) == []
+
+
+def test_a_deactivated_portal_user_is_refused_at_once(alice):
+    client = portal_client(alice)
+    assert client.get("/api/v1/sessions").status_code == 200
+    alice.is_active = False
+    alice.save()
+    assert client.get("/api/v1/sessions").status_code == 401
+
+
+def test_a_portal_sign_out_refuses_the_same_cookie_at_once(alice):
+    client = portal_client(alice)
+    elsewhere = same_cookie(client)
+    assert elsewhere.get("/api/v1/sessions").status_code == 200
+    assert client.post("/accounts/logout/").status_code in (200, 302)
+    assert elsewhere.get("/api/v1/sessions").status_code == 401
+
+
+def test_a_new_password_refuses_older_portal_sessions_at_once(alice):
+    client = portal_client(alice)
+    assert client.get("/api/v1/sessions").status_code == 200
+    alice.set_password("a-new-password-for-alice")
+    alice.save()
+    assert client.get("/api/v1/sessions").status_code == 401
+
+
+# ----------------------------------------------------------------- the shared backend --
+@pytest.mark.postgres
+def test_the_shared_redis_backend_keeps_one_client_and_shares_it_between_threads():
+    backend = shared_cache()
+    clients = {id(backend._cache.get_client(write=write)) for write in (False, True, False)}
+    assert len(clients) == 1  # one server: one pool, one client
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: backend.set(f"shared-cache-test:{n}", n, 30), range(64)))
+        found = list(pool.map(lambda n: backend.get(f"shared-cache-test:{n}"), range(64)))
+    assert found == list(range(64))

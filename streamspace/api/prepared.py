@@ -1,0 +1,87 @@
+"""A ``values()`` query turned into SQL once per process, then run with new parameter values.
+
+Building a queryset and compiling it to SQL costs more CPU than PostgreSQL spends running a
+primary-key lookup; for the hottest reads (one object by id for a user) the SQL never
+changes, only its parameters do. :class:`PreparedValues` builds the query once per *shape*
+(e.g. operator or not: another ``WHERE``) from stand-in values, finds where those values sit
+among the compiled parameters, and runs the same SQL with the request's values in their
+place, through Django's own compiler: the same statement, the same converters, the same
+rows as the queryset would give.
+
+The stand-ins must be values no real request carries. A shape may leave a placeholder out
+(an operator's query has no user in it), but none may carry a stand-in in its SQL text
+instead of a parameter (checked when the shape is built): such a query cannot be prepared.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
+from django.db.models import Field, QuerySet
+from django.db.models.sql.compiler import SQLCompiler
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    """A parameter of the query: the model field its value is compared with, and a stand-in."""
+
+    field: Field
+    stand_in: Any
+
+    def db_value(self, value: Any, connection: Any) -> Any:
+        return self.field.get_db_prep_value(value, connection, prepared=False)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    compiler: SQLCompiler
+    alias: str
+    sql: str
+    params: tuple[Any, ...]
+    slots: tuple[str | None, ...]  # per parameter: the placeholder it takes, or None (a constant)
+    names: tuple[str, ...]
+
+
+class PreparedValues:
+    """``build(shape, **stand_ins)`` gives the ``values()`` queryset; :meth:`rows` runs it."""
+
+    def __init__(self, build: Callable[..., QuerySet], **placeholders: Placeholder) -> None:
+        self._build = build
+        self._placeholders = placeholders
+        self._shapes: dict[Any, _Shape] = {}
+
+    def rows(self, shape: Any, **values: Any) -> list[dict[str, Any]]:
+        """The rows for ``values`` (one per placeholder) of the query of ``shape``."""
+        prepared = self._shapes.get(shape) or self._prepare(shape)
+        connection = connections[prepared.alias]
+        db_values = {name: self._placeholders[name].db_value(value, connection) for name, value in values.items()}
+        params = tuple(
+            p if slot is None else db_values[slot] for slot, p in zip(prepared.slots, prepared.params, strict=True)
+        )
+        run = copy.copy(prepared.compiler)  # per call: compilers are not shared between threads
+        run.connection = connection  # this thread's
+        run.as_sql = lambda *args, **kwargs: (prepared.sql, params)  # type: ignore[method-assign]
+        return [dict(zip(prepared.names, row, strict=True)) for row in run.results_iter()]
+
+    def _prepare(self, shape: Any) -> _Shape:
+        queryset = self._build(shape, **{name: p.stand_in for name, p in self._placeholders.items()})
+        compiler = queryset.query.get_compiler(queryset.db)
+        sql, params = compiler.as_sql()
+        connection = connections[queryset.db]
+        stand_ins = {name: p.db_value(p.stand_in, connection) for name, p in self._placeholders.items()}
+        slots = tuple(next((name for name, v in stand_ins.items() if v == p), None) for p in params)
+        inlined = [
+            name for name, p in self._placeholders.items() if str(p.stand_in) in sql or str(stand_ins[name]) in sql
+        ]
+        if inlined:
+            raise ImproperlyConfigured(f"Placeholders {inlined} are in the SQL text, not its parameters: {sql}")
+        query = queryset.query  # the row's keys as ``ValuesIterable`` names them
+        names = tuple(query.selected or (*query.extra_select, *query.values_select, *query.annotation_select))
+        prepared = _Shape(compiler, queryset.db, sql, tuple(params), slots, names)
+        self._shapes[shape] = prepared
+        return prepared
