@@ -34,6 +34,11 @@ and is measured in bench/RESULTS.md ("Proxy"):
   :mod:`streamspace.api.client_ip` instead: forwarded headers count only when the peer is
   in ``STREAMSPACE_TRUSTED_PROXIES``, and the rightmost untrusted address wins, with or
   without ``--proxy-headers``. The scope's ``client`` and the access log carry that address.
+* **WebSocket handshakes wait as long as agents do.** daphne closes a handshake the
+  application has not accepted within ``--websocket_connect_timeout`` (its default: 5 s);
+  an agent waits 10 s for its handshake (``agent_runtime/connection.py``). Unless the
+  option is given, it is set to :data:`WEBSOCKET_CONNECT_TIMEOUT_S`, so a handshake queued
+  behind a reconnect herd is answered rather than dropped, retried and done twice.
 * **No discarded log line.** At verbosity 0 and 1 daphne sends Twisted's log nowhere,
   but Twisted's HTTP factory still formats a combined-log line for every request to
   write there. That write is skipped (daphne's own access log is unchanged; at ``-v 2``
@@ -71,6 +76,10 @@ logger = logging.getLogger("streamspace.serve")
 # collects them again as old. 100,000 holds a few thousand requests a second, so young
 # collections stay rare under load; each still frees whatever cycles there are.
 YOUNG_GC_THRESHOLD = 100_000
+
+# How long daphne lets a WebSocket handshake wait for the application's accept: the
+# agent's own handshake timeout (agent_runtime/connection.py, ``open_timeout``).
+WEBSOCKET_CONNECT_TIMEOUT_S = 10
 
 
 def install_uvloop() -> bool:
@@ -182,7 +191,14 @@ def main(argv: list[str] | None = None) -> None:
         logger.warning("uvloop is not installed: daphne runs on asyncio's default event loop")
     cli = command_line()
     cli.server_class = _server_class()
-    cli.run(sys.argv[1:] if argv is None else argv)
+    cli.run(with_defaults(sys.argv[1:] if argv is None else argv))
+
+
+def with_defaults(argv: list[str]) -> list[str]:
+    """daphne's arguments with this launcher's defaults for options ``argv`` does not give."""
+    if any(arg.startswith("--websocket_connect_timeout") for arg in argv):
+        return argv
+    return ["--websocket_connect_timeout", str(WEBSOCKET_CONNECT_TIMEOUT_S), *argv]
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from agent_runtime import protocol
 from agents_app import dispatch
 from agents_app import services as agent_services
 from agents_app.hub import presence, rows
+from agents_app.hub.batch import batcher
+from agents_app.hub.threads import to_thread
 from agents_app.metrics import HUB_CONNECTIONS
 from agents_app.models import AgentCommand, CommandState
 from agents_app.signals import UnknownSession
@@ -68,8 +70,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     # --- connection lifecycle -------------------------------------------------------------
     async def connect(self) -> None:
-        self.agent = await database_sync_to_async(agent_services.agent_for_token)(
-            bearer_token(dict(self.scope.get("headers", [])).get(b"authorization"))
+        self.agent = await batcher(agent_services.agents_for_tokens).submit(
+            bearer_token(dict(self.scope.get("headers", [])).get(b"authorization")) or ""
         )
         if self.agent is None:
             await self.close(code=CLOSE_UNAUTHORIZED)  # before accept: the handshake is refused (403)
@@ -93,14 +95,14 @@ class AgentConsumer(AsyncWebsocketConsumer):
         instance, agent = self.instance, self.agent
         if self._counted:
             HUB_CONNECTIONS.labels(agent.platform).dec()
-        await database_sync_to_async(rows.disconnect_instance)(instance.pk, self.channel_name)
+        await to_thread(rows.disconnect_instance)(instance.pk, self.channel_name)
         try:
             await presence.unregister_instance(
                 platform=agent.platform, agent_id=agent.agent_id, instance_id=instance.instance_id
             )
         except Exception:  # Redis down: the keys expire on their own
             log.exception("presence cleanup failed for %s/%s", agent.agent_id, instance.instance_id)
-        await database_sync_to_async(_emit)(
+        await to_thread(_emit)(
             "agent.disconnected",
             {
                 "agent_id": agent.agent_id,
@@ -149,9 +151,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
             )
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        self.instance = await self._apply(
-            rows.register, agent, hello, pod=settings.POD_NAME, channel_name=self.channel_name
+        self.instance, announcements = await batcher(rows.register_many).submit(
+            rows.Registration(agent, hello, settings.POD_NAME, self.channel_name)
         )
+        self._fan_out(announcements)
         self.is_leader = hello.is_leader
         self._db_capacity = protocol.to_dict(hello.capacity)
         await presence.register_instance(
@@ -174,7 +177,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 heartbeat_interval_s=float(settings.AGENT_HEARTBEAT_INTERVAL_S), instance_id=hello.instance_id
             )
         )
-        await database_sync_to_async(rows.after_register)(agent, hello)
+        await batcher(rows.after_register_many).submit((agent, hello))
         HUB_CONNECTIONS.labels(agent.platform).inc()
         self._counted = True
         if hello.is_leader:
@@ -190,10 +193,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
         capacity = protocol.to_dict(beat.capacity)
         if capacity != self._db_capacity or now - self._last_db_heartbeat >= settings.AGENT_HEARTBEAT_DB_WRITE_S:
             self._last_db_heartbeat, self._db_capacity = now, capacity
-            await database_sync_to_async(rows.record_heartbeat)(self.instance.pk, beat)
+            await to_thread(rows.record_heartbeat)(self.instance.pk, beat)
 
     async def on_ack(self, frame: protocol.Frame) -> None:
-        await database_sync_to_async(rows.acknowledge)(self.agent, frame.payload.command_id)
+        await to_thread(rows.acknowledge)(self.agent, frame.payload.command_id)
 
     async def on_result(self, frame: protocol.Frame) -> None:
         command = await self._apply(rows.complete, self.agent, frame.payload)
@@ -228,13 +231,13 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def _leadership(self, is_leader: bool) -> None:
         took_over_at = timezone.now()
-        changed = await database_sync_to_async(rows.set_leader)(self.agent, self.instance.pk, is_leader)
+        changed = await to_thread(rows.set_leader)(self.agent, self.instance.pk, is_leader)
         self.is_leader = is_leader
         await self._refresh_presence()
         if is_leader:
             await presence.demote_others(agent_id=self.agent.agent_id, instance_id=self.instance.instance_id)
         if changed:
-            await database_sync_to_async(_emit)(
+            await to_thread(_emit)(
                 "agent.leader_changed",
                 {"agent_id": self.agent.agent_id, "instance_id": self.instance.instance_id, "is_leader": is_leader},
             )
@@ -243,8 +246,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def _take_over(self, took_over_at: Any) -> None:
         """As the new leader: unacked commands go back to pending, then everything pending is sent."""
-        await database_sync_to_async(rows.requeue_unacked)(self.agent, sent_before=took_over_at)
-        await database_sync_to_async(dispatch.send_pending_commands)(self.agent.pk)
+        await to_thread(rows.requeue_unacked)(self.agent, sent_before=took_over_at)
+        await to_thread(dispatch.send_pending_commands)(self.agent.pk)
         self._start_polling()
 
     def _start_polling(self) -> None:
@@ -256,20 +259,24 @@ class AgentConsumer(AsyncWebsocketConsumer):
         while self.is_leader:
             await asyncio.sleep(settings.AGENT_PENDING_POLL_S)
             if self.is_leader:
-                await database_sync_to_async(dispatch.send_pending_commands)(self.agent.pk)
+                await to_thread(dispatch.send_pending_commands)(self.agent.pk)
 
     # --- session changes: applied on the frame path, fanned out behind it ------------------
     async def _apply(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a hub function that may change sessions; the announcements of those changes
         (:mod:`streamspace.fanout`: portal broadcasts, events) go to this connection's fan-out
         queue, so the next frame is not kept waiting for them. The queue keeps their order."""
-        result, batch = await database_sync_to_async(fanout.run_deferred)(func, *args, **kwargs)
+        result, batch = await to_thread(fanout.run_deferred)(func, *args, **kwargs)
+        self._fan_out(batch)
+        return result
+
+    def _fan_out(self, batch: fanout.Batch) -> None:
+        """Queue announcements collected on the frame path behind it, in order."""
         if batch:
             if self._fan_out_queue is None:
                 self._fan_out_queue = asyncio.Queue()
                 self._fan_out_task = asyncio.ensure_future(self._fan_out_worker(self._fan_out_queue))
             self._fan_out_queue.put_nowait(batch)
-        return result
 
     @staticmethod
     async def _fan_out_worker(queue: asyncio.Queue) -> None:
@@ -302,7 +309,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         payload = event["payload"]
         if not self.is_leader:
             # Leadership moved after the sender looked it up: hand the command back.
-            await database_sync_to_async(self._return_command)(payload["command_id"])
+            await to_thread(self._return_command)(payload["command_id"])
             return
         await self.send_frame(protocol.Command(**payload))
 
