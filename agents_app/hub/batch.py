@@ -15,6 +15,7 @@ raised to that caller only.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -28,10 +29,12 @@ MAX_BATCH = 500  # one call's share: its statements' parameter lists stay modera
 
 class Batcher(Generic[In, Out]):
     """Runs ``func(items) -> results`` (same length and order; an entry may be an exception)
-    on the hub's database threads for everything :meth:`submit` queued meanwhile."""
+    for everything :meth:`submit` queued meanwhile: on the hub's database threads, or
+    awaited on the loop when ``func`` is a coroutine function (Redis)."""
 
-    def __init__(self, func: Callable[[list[In]], list[Any]]) -> None:
+    def __init__(self, func: Callable[[list[In]], Any]) -> None:
         self.func = func
+        self.call = func if inspect.iscoroutinefunction(func) else to_thread(func)
         self.loop = asyncio.get_running_loop()
         self._queue: list[tuple[In, asyncio.Future]] = []
         self._running: asyncio.Task | None = None
@@ -50,7 +53,7 @@ class Batcher(Generic[In, Out]):
         while self._queue:
             taken, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             try:
-                results = await to_thread(self.func)([item for item, _ in taken])
+                results = await self.call([item for item, _ in taken])
             except Exception as exc:  # the whole call failed: so did each of its items
                 results = [exc] * len(taken)
             for (_, future), result in zip(taken, results, strict=True):

@@ -157,20 +157,22 @@ class AgentConsumer(AsyncWebsocketConsumer):
         self._fan_out(announcements)
         self.is_leader = hello.is_leader
         self._db_capacity = protocol.to_dict(hello.capacity)
-        await presence.register_instance(
-            platform=agent.platform,
-            agent_id=agent.agent_id,
-            instance_id=hello.instance_id,
-            pod=settings.POD_NAME,
-            channel=self.channel_name,
-            is_leader=hello.is_leader,
-            metadata={
-                "agent_id": agent.agent_id,
-                "platform": agent.platform,
-                "version": hello.version,
-                "hostname": hello.hostname,
-                "capacity": protocol.to_dict(hello.capacity),
-            },
+        await batcher(presence.register_instances).submit(
+            presence.Arrival(
+                platform=agent.platform,
+                agent_id=agent.agent_id,
+                instance_id=hello.instance_id,
+                pod=settings.POD_NAME,
+                channel=self.channel_name,
+                is_leader=hello.is_leader,
+                metadata={
+                    "agent_id": agent.agent_id,
+                    "platform": agent.platform,
+                    "version": hello.version,
+                    "hostname": hello.hostname,
+                    "capacity": protocol.to_dict(hello.capacity),
+                },
+            )
         )
         await self.send_frame(
             protocol.Registered(
@@ -180,8 +182,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await batcher(rows.after_register_many).submit((agent, hello))
         HUB_CONNECTIONS.labels(agent.platform).inc()
         self._counted = True
-        if hello.is_leader:
-            await presence.demote_others(agent_id=agent.agent_id, instance_id=hello.instance_id)
+        if hello.is_leader:  # its siblings were demoted in the registry with its arrival
             self._start_polling()
 
     async def on_heartbeat(self, frame: protocol.Frame) -> None:
