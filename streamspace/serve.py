@@ -39,6 +39,8 @@ and is measured in bench/RESULTS.md ("Proxy"):
   an agent waits 10 s for its handshake (``agent_runtime/connection.py``). Unless the
   option is given, it is set to :data:`WEBSOCKET_CONNECT_TIMEOUT_S`, so a handshake queued
   behind a reconnect herd is answered rather than dropped, retried and done twice.
+* **No WebSocket settings formatted for nothing.** autobahn formats every new
+  WebSocket's settings for a debug line; they are formatted only if the line is written.
 * **No discarded log line.** At verbosity 0 and 1 daphne sends Twisted's log nowhere,
   but Twisted's HTTP factory still formats a combined-log line for every request to
   write there. That write is skipped (daphne's own access log is unchanged; at ``-v 2``
@@ -62,6 +64,7 @@ from streamspace.logredact import redact
 from streamspace.transport.daphne_internals import (  # imports nothing of daphne's server
     AccessLogGenerator,
     command_line,
+    lazy_autobahn_settings_log,
     server_class,
     use_forwarded_address,
     use_http_factory,
@@ -151,6 +154,7 @@ def _server_class() -> type:
             super().run()
 
         def before_serving(self) -> None:
+            lazy_autobahn_settings_log()
             if self.verbosity <= 1:
                 # daphne discards Twisted's log at this verbosity (Server.run): do not format
                 # a line per request for it. Shadows Twisted's HTTPFactory.log on this instance.

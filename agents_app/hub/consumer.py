@@ -194,7 +194,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         capacity = protocol.to_dict(beat.capacity)
         if capacity != self._db_capacity or now - self._last_db_heartbeat >= settings.AGENT_HEARTBEAT_DB_WRITE_S:
             self._last_db_heartbeat, self._db_capacity = now, capacity
-            await to_thread(rows.record_heartbeat)(self.instance.pk, beat)
+            await batcher(rows.record_heartbeats).submit((self.instance.pk, beat))
 
     async def on_ack(self, frame: protocol.Frame) -> None:
         await to_thread(rows.acknowledge)(self.agent, frame.payload.command_id)
@@ -221,13 +221,15 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def _refresh_presence(self) -> None:
         """This instance is alive on this replica, as leader or not (presence's TTLs restart)."""
-        await presence.heartbeat(
-            platform=self.agent.platform,
-            agent_id=self.agent.agent_id,
-            instance_id=self.instance.instance_id,
-            pod=settings.POD_NAME,
-            channel=self.channel_name,
-            is_leader=self.is_leader,
+        await batcher(presence.heartbeats).submit(
+            presence.Beat(
+                platform=self.agent.platform,
+                agent_id=self.agent.agent_id,
+                instance_id=self.instance.instance_id,
+                pod=settings.POD_NAME,
+                channel=self.channel_name,
+                is_leader=self.is_leader,
+            )
         )
 
     async def _leadership(self, is_leader: bool) -> None:

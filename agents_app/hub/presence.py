@@ -187,6 +187,48 @@ async def heartbeat(*, platform: str, agent_id: str, instance_id: str, pod: str,
         await pipe.execute()
 
 
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """One heartbeat for :func:`heartbeats`."""
+
+    platform: str
+    agent_id: str
+    instance_id: str
+    pod: str
+    channel: str
+    is_leader: bool
+
+
+async def heartbeats(beats: list[Beat]) -> list[None]:
+    """:func:`heartbeat` for many sockets in one pipelined round trip (the hub batches the
+    heartbeats that arrive while the previous trip is out, ``agents_app.hub.batch``)."""
+    if not settings.REDIS_URL:
+        for b in beats:
+            await heartbeat(
+                platform=b.platform,
+                agent_id=b.agent_id,
+                instance_id=b.instance_id,
+                pod=b.pod,
+                channel=b.channel,
+                is_leader=b.is_leader,
+            )
+        return [None] * len(beats)
+    ttl, now = ttl_s(), time.time()
+    async with _redis().pipeline(transaction=False) as pipe:
+        for b in beats:
+            pipe.hset(heartbeats_key(b.agent_id), b.instance_id, now)
+            pipe.expire(heartbeats_key(b.agent_id), ttl)
+            pipe.hset(
+                connections_key(b.agent_id),
+                b.instance_id,
+                json.dumps({"pod": b.pod, "channel": b.channel, "is_leader": b.is_leader}),
+            )
+            pipe.expire(connections_key(b.agent_id), ttl)
+            pipe.expire(meta_key(b.platform, b.agent_id), ttl)
+        await pipe.execute()
+    return [None] * len(beats)
+
+
 async def unregister_instance(*, platform: str, agent_id: str, instance_id: str) -> None:
     """Remove the instance on a clean disconnect; the agent's keys go with its last instance."""
     if not settings.REDIS_URL:

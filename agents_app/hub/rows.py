@@ -107,10 +107,13 @@ def register_many(batch: list[Registration]) -> list[tuple[AgentInstance, fanout
         log.exception("batched registration of %d instances failed", len(unique))
         return [exc] * len(batch)
     leaders = [batch[i].agent.pk for i in unique if batch[i].hello.is_leader]
+    concerned = _with_expected_sessions(
+        [batch[i].agent.pk for i in unique if batch[i].hello.is_leader and not batch[i].hello.sessions]
+    )
     for index, instance in zip(unique, instances, strict=True):
         item = batch[index]
-        if not item.hello.is_leader:
-            results[index] = (instance, [])
+        if not item.hello.is_leader or (not item.hello.sessions and item.agent.pk not in concerned):
+            results[index] = (instance, [])  # nothing to reconcile: no sessions either side
             continue
         try:
             _, announcements = fanout.run_deferred(_reconcile, item.agent, item.hello)
@@ -188,6 +191,16 @@ def _upsert_instances(batch: list[Registration], now: Any) -> list[AgentInstance
     return instances
 
 
+def _with_expected_sessions(agent_pks: list[int]) -> set[int]:
+    """Those of ``agent_pks`` whose sessions an empty inventory concerns (one query)."""
+    if not agent_pks:
+        return set()
+    found: set[int] = set()
+    for _, pks in signals.sessions_expected.send(sender=Agent, agent_pks=agent_pks):
+        found |= pks
+    return found
+
+
 def _reconcile(agent: Agent, hello: protocol.Register) -> None:
     # Reported endpoints are checked before anything stores them (agents_app/endpoints.py).
     items = _vetted_inventory(agent, hello.sessions)
@@ -246,6 +259,14 @@ def record_heartbeat(instance_pk: int, beat: protocol.Heartbeat) -> None:
     AgentInstance.objects.filter(pk=instance_pk).update(
         last_heartbeat=now, active_sessions=beat.active_sessions, capacity=protocol.to_dict(beat.capacity)
     )
+
+
+def record_heartbeats(beats: list[tuple[int, protocol.Heartbeat]]) -> list[None]:
+    """:func:`record_heartbeat` for many instances in one thread hop and one transaction."""
+    with transaction.atomic():
+        for instance_pk, beat in beats:
+            record_heartbeat(instance_pk, beat)
+    return [None] * len(beats)
 
 
 def set_leader(agent: Agent, instance_pk: int, is_leader: bool) -> bool:

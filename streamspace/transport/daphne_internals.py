@@ -59,6 +59,15 @@ daphne's internals (daphne has no documented Python API; every name is internal)
   (:mod:`streamspace.api.client_ip`) in their place. daphne trusts the leftmost address,
   which the client writes.
 
+autobahn (daphne's WebSocket protocol) internals:
+
+* ``autobahn.websocket.protocol.pformat``, the module-level name autobahn's
+  ``WebSocketProtocol._connectionMade`` calls to format the new connection's settings for
+  a debug log line, on every connection whether or not debug logging is on
+  (:func:`lazy_autobahn_settings_log`): the launcher puts a lazy formatter in its place,
+  so the settings are formatted only if the line is written. A reconnect herd opens a
+  thousand sockets at once.
+
 Twisted's documented interfaces (``Protocol``, ``ISSLTransport``, ``ISystemHandle``,
 ``IPushProducer``, ``HTTPFactory.timeOut``, ``reactor`` and ``log``) are used directly
 where they are needed.
@@ -69,6 +78,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import pprint
 import socket
 from typing import Any
 
@@ -93,6 +103,7 @@ __all__ = [
     "daphne_protocol",
     "detach",
     "detachable",
+    "lazy_autobahn_settings_log",
     "parse_x_forwarded_for",
     "reactor_loop",
     "receive_queue",
@@ -200,3 +211,28 @@ def command_line() -> Any:
     from daphne.cli import CommandLineInterface  # noqa: PLC0415 it imports daphne.server
 
     return CommandLineInterface()
+
+
+# -- autobahn --
+
+
+class _LazyFormat:
+    """``pprint.pformat(value)`` once the log line is written (``str``), never before."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return pprint.pformat(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def lazy_autobahn_settings_log() -> None:
+    """Make autobahn format each WebSocket's settings only for a log line that is written."""
+    from autobahn.websocket import protocol  # noqa: PLC0415 daphne's dependency, loaded with it
+
+    protocol.pformat = _LazyFormat
