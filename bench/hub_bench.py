@@ -345,7 +345,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 print(f"  {n + 1} registered after {time.monotonic() - started:.1f} s", flush=True)
         print(
             f"{args.agents} agents registered on replica A in {time.monotonic() - started:.1f} s "
-            f"({RETRIES['count']} handshakes retried after daphne's 5 s connect timeout)"
+            f"({RETRIES['count']} handshakes refused or timed out, retried)"
         )
         await asyncio.sleep(12)  # every agent past its first heartbeat
         cpu0, rss0, t0 = cpu_seconds(proc_a.pid), rss_mib(proc_a.pid), time.monotonic()
