@@ -414,11 +414,6 @@ AGENT_PENDING_POLL_S = envint("AGENT_PENDING_POLL_S", 0 if REDIS_URL else 2, min
 AGENT_HUB_FAN_OUT_THREADS = envbool(
     "AGENT_HUB_FAN_OUT_THREADS", DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 )
-# The hub's frame database work on a pool of this many threads (agents_app/hub/threads.py),
-# so a reconnect herd's registrations overlap their round trips; 0: Channels' one thread.
-AGENT_HUB_DB_THREADS = envint(
-    "AGENT_HUB_DB_THREADS", 8 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" else 0, minimum=0
-)
 POD_URL = envstr("POD_URL")
 # Networks, beyond their platform's own, that agents may report session endpoints in
 # (agents_app/endpoints.py): comma-separated <platform>=<network>, e.g.

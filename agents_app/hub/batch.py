@@ -19,7 +19,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from agents_app.hub.threads import to_thread
+from channels.db import database_sync_to_async
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -29,12 +29,12 @@ MAX_BATCH = 500  # one call's share: its statements' parameter lists stay modera
 
 class Batcher(Generic[In, Out]):
     """Runs ``func(items) -> results`` (same length and order; an entry may be an exception)
-    for everything :meth:`submit` queued meanwhile: on the hub's database threads, or
+    for everything :meth:`submit` queued meanwhile: on Channels' database thread, or
     awaited on the loop when ``func`` is a coroutine function (Redis)."""
 
     def __init__(self, func: Callable[[list[In]], Any]) -> None:
         self.func = func
-        self.call = func if inspect.iscoroutinefunction(func) else to_thread(func)
+        self.call = func if inspect.iscoroutinefunction(func) else database_sync_to_async(func)
         self.loop = asyncio.get_running_loop()
         self._queue: list[tuple[In, asyncio.Future]] = []
         self._running: asyncio.Task | None = None

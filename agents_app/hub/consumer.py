@@ -24,7 +24,6 @@ from agents_app import dispatch
 from agents_app import services as agent_services
 from agents_app.hub import presence, rows
 from agents_app.hub.batch import batcher
-from agents_app.hub.threads import to_thread
 from agents_app.metrics import HUB_CONNECTIONS
 from agents_app.models import AgentCommand, CommandState
 from agents_app.signals import UnknownSession
@@ -95,14 +94,14 @@ class AgentConsumer(AsyncWebsocketConsumer):
         instance, agent = self.instance, self.agent
         if self._counted:
             HUB_CONNECTIONS.labels(agent.platform).dec()
-        await to_thread(rows.disconnect_instance)(instance.pk, self.channel_name)
+        await database_sync_to_async(rows.disconnect_instance)(instance.pk, self.channel_name)
         try:
             await presence.unregister_instance(
                 platform=agent.platform, agent_id=agent.agent_id, instance_id=instance.instance_id
             )
         except Exception:  # Redis down: the keys expire on their own
             log.exception("presence cleanup failed for %s/%s", agent.agent_id, instance.instance_id)
-        await to_thread(_emit)(
+        await database_sync_to_async(_emit)(
             "agent.disconnected",
             {
                 "agent_id": agent.agent_id,
@@ -197,7 +196,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await batcher(rows.record_heartbeats).submit((self.instance.pk, beat))
 
     async def on_ack(self, frame: protocol.Frame) -> None:
-        await to_thread(rows.acknowledge)(self.agent, frame.payload.command_id)
+        await database_sync_to_async(rows.acknowledge)(self.agent, frame.payload.command_id)
 
     async def on_result(self, frame: protocol.Frame) -> None:
         command = await self._apply(rows.complete, self.agent, frame.payload)
@@ -234,13 +233,13 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def _leadership(self, is_leader: bool) -> None:
         took_over_at = timezone.now()
-        changed = await to_thread(rows.set_leader)(self.agent, self.instance.pk, is_leader)
+        changed = await database_sync_to_async(rows.set_leader)(self.agent, self.instance.pk, is_leader)
         self.is_leader = is_leader
         await self._refresh_presence()
         if is_leader:
             await presence.demote_others(agent_id=self.agent.agent_id, instance_id=self.instance.instance_id)
         if changed:
-            await to_thread(_emit)(
+            await database_sync_to_async(_emit)(
                 "agent.leader_changed",
                 {"agent_id": self.agent.agent_id, "instance_id": self.instance.instance_id, "is_leader": is_leader},
             )
@@ -249,8 +248,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def _take_over(self, took_over_at: Any) -> None:
         """As the new leader: unacked commands go back to pending, then everything pending is sent."""
-        await to_thread(rows.requeue_unacked)(self.agent, sent_before=took_over_at)
-        await to_thread(dispatch.send_pending_commands)(self.agent.pk)
+        await database_sync_to_async(rows.requeue_unacked)(self.agent, sent_before=took_over_at)
+        await database_sync_to_async(dispatch.send_pending_commands)(self.agent.pk)
         self._start_polling()
 
     def _start_polling(self) -> None:
@@ -262,14 +261,14 @@ class AgentConsumer(AsyncWebsocketConsumer):
         while self.is_leader:
             await asyncio.sleep(settings.AGENT_PENDING_POLL_S)
             if self.is_leader:
-                await to_thread(dispatch.send_pending_commands)(self.agent.pk)
+                await database_sync_to_async(dispatch.send_pending_commands)(self.agent.pk)
 
     # --- session changes: applied on the frame path, fanned out behind it ------------------
     async def _apply(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a hub function that may change sessions; the announcements of those changes
         (:mod:`streamspace.fanout`: portal broadcasts, events) go to this connection's fan-out
         queue, so the next frame is not kept waiting for them. The queue keeps their order."""
-        result, batch = await to_thread(fanout.run_deferred)(func, *args, **kwargs)
+        result, batch = await database_sync_to_async(fanout.run_deferred)(func, *args, **kwargs)
         self._fan_out(batch)
         return result
 
@@ -312,7 +311,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         payload = event["payload"]
         if not self.is_leader:
             # Leadership moved after the sender looked it up: hand the command back.
-            await to_thread(self._return_command)(payload["command_id"])
+            await database_sync_to_async(self._return_command)(payload["command_id"])
             return
         await self.send_frame(protocol.Command(**payload))
 
