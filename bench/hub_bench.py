@@ -233,12 +233,21 @@ class HerdAgent:
 
     @staticmethod
     async def _heartbeat(ws, stop: asyncio.Event) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), random.uniform(0, 10))
-        while not stop.is_set():
-            await ws.send(frame("heartbeat", is_leader=True, active_sessions=0))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 10)
+        """Heartbeat every 10 s until ``stop``; return as soon as the socket closes (a killed
+        replica's sockets are reset at once, and the real agent is reading them)."""
+        stopping = asyncio.ensure_future(stop.wait())
+        closed = asyncio.ensure_future(ws.wait_closed())
+        try:
+            delay = random.uniform(0, 10)
+            while True:
+                await asyncio.wait([stopping, closed], timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+                if stopping.done() or closed.done():
+                    return
+                await ws.send(frame("heartbeat", is_leader=True, active_sessions=0))
+                delay = 10
+        finally:
+            stopping.cancel()
+            closed.cancel()
 
 
 async def herd(args: argparse.Namespace, env: dict[str, str]) -> None:
