@@ -210,7 +210,6 @@ def _reconcile(agent: Agent, hello: protocol.Register) -> None:
 def after_register_many(batch: list[tuple[Agent, protocol.Register]]) -> list[BaseException | None]:
     """:func:`after_register` for many sockets in one thread hop: the leaders' pending commands
     are looked for in one query, and only agents that have some are sent theirs."""
-    results: list[BaseException | None] = []
     leaders = {agent.pk for agent, hello in batch if hello.is_leader}
     with_pending = (
         set(
@@ -221,19 +220,22 @@ def after_register_many(batch: list[tuple[Agent, protocol.Register]]) -> list[Ba
         if leaders
         else set()
     )
-    for agent, hello in batch:
-        try:
-            events.emit(
-                "agent.connected",
-                data={"agent_id": agent.agent_id, "instance_id": hello.instance_id, "is_leader": hello.is_leader},
-            )
-            if hello.is_leader and agent.pk in with_pending:
-                dispatch.send_pending_commands(agent.pk)
-            results.append(None)
-        except Exception as exc:
-            log.exception("after registering %s", agent.agent_id)
-            results.append(exc)
-    return results
+    with events.batch():  # the subscribers' lookups (plugin subscriptions) once for the batch
+        return [_after_register_one(agent, hello, with_pending) for agent, hello in batch]
+
+
+def _after_register_one(agent: Agent, hello: protocol.Register, with_pending: set[int]) -> BaseException | None:
+    try:
+        events.emit(
+            "agent.connected",
+            data={"agent_id": agent.agent_id, "instance_id": hello.instance_id, "is_leader": hello.is_leader},
+        )
+        if hello.is_leader and agent.pk in with_pending:
+            dispatch.send_pending_commands(agent.pk)
+    except Exception as exc:
+        log.exception("after registering %s", agent.agent_id)
+        return exc
+    return None
 
 
 def after_register(agent: Agent, hello: protocol.Register) -> None:

@@ -146,3 +146,30 @@ async def test_the_batcher_takes_what_queued_during_a_call_in_the_next_and_raise
     done = await asyncio.gather(*rest, return_exceptions=True)
     assert calls == [[0], [1, 2, 4]]
     assert isinstance(done[0], ValueError) and done[1:] == [4, 8]
+
+
+def test_subscribers_look_their_subscriptions_up_once_per_batch_of_events(monkeypatch):
+    """The plugin subscriptions behind every event are read from the cache once for a batch of
+    registrations' ``agent.connected`` events, and once per event outside a batch."""
+    from django.core.cache import cache
+
+    from plugins_app import delivery, registry
+
+    reads: list[str] = []
+    real_get = cache.get
+
+    def counting_get(key, *args, **kwargs):
+        if key in (delivery.SUBSCRIPTIONS_CACHE_KEY, registry.ACTIVE_CACHE_KEY):
+            reads.append(key)
+        return real_get(key, *args, **kwargs)
+
+    x, y = agent("x"), agent("y")
+    delivery.subscribed_plugins("agent.connected")  # warm the cache: reads come from it
+    registry.active()
+    monkeypatch.setattr(cache, "get", counting_get)
+    rows.after_register_many([(x, hello(x, "x-0")), (y, hello(y, "y-0"))])
+    assert sorted(reads) == sorted([delivery.SUBSCRIPTIONS_CACHE_KEY, registry.ACTIVE_CACHE_KEY])
+    reads.clear()
+    rows.after_register(x, hello(x, "x-0"))
+    rows.after_register(y, hello(y, "y-0"))
+    assert len(reads) == 4
