@@ -278,7 +278,7 @@ async def herd(args: argparse.Namespace, env: dict[str, str]) -> None:
             cmd = ["py-spy", "record", "--format", "raw", "--rate", "250", "-o", args.profile, "-p", str(proc_b.pid)]
             profiler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             await asyncio.sleep(1)
-        cpu0, load0 = cpu_seconds(proc_b.pid), os.getloadavg()[0]
+        cpu0, load0, overflows0 = cpu_seconds(proc_b.pid), os.getloadavg()[0], listen_overflows()
         killed = time.perf_counter()
         proc_a.kill()
         for agent in agents:
@@ -296,12 +296,20 @@ async def herd(args: argparse.Namespace, env: dict[str, str]) -> None:
             f"reconnect → registered p50 {pct(times, 0.5) / 1000:.2f} s p99 {pct(times, 0.99) / 1000:.2f} s "
             f"max {max(times):.2f} s; all in {wall:.2f} s after the kill; handshakes dropped and retried: "
             f"{len(dropped)} ({kinds}); B's CPU {cpu:.2f} s ({cpu / wall * 100:.0f} % of a core); "
-            f"load average {load0:.2f} → {os.getloadavg()[0]:.2f}",
+            f"load average {load0:.2f} → {os.getloadavg()[0]:.2f}; listen queue overflows (whole machine) "
+            f"{listen_overflows() - overflows0}",
             flush=True,
         )
         await check_registry(env, args.agents)
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped at a full accept queue (all processes)."""
+    with open("/proc/net/netstat") as fh:
+        lines = [line.split() for line in fh if line.startswith("TcpExt:")]
+    return int(dict(zip(lines[0], lines[1], strict=True))["ListenOverflows"])
 
 
 async def check_registry(env: dict[str, str], n: int) -> None:

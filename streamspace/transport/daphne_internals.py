@@ -45,7 +45,8 @@ daphne's internals (daphne has no documented Python API; every name is internal)
   (:func:`server_class`, :func:`command_line`): the launcher runs daphne's command line
   with a subclass of its server.
 * ``Server`` attributes the front reads as daphne's own protocol does: ``application``,
-  ``root_path``, ``server_name``, ``application_close_timeout``, the three
+  ``root_path``, ``server_name``, ``application_close_timeout``, ``endpoints`` (the
+  Twisted endpoint descriptions ``Server.run`` listens on; the launcher adds a backlog), the three
   ``proxy_forwarded_*_header`` settings, ``log_action``, ``action_logger``,
   ``verbosity`` and ``http_factory``.
 * ``daphne.utils.HEADER_NAME_RE``, ``INVALID_HEADER_VALUE_BYTES`` and

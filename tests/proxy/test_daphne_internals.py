@@ -223,6 +223,7 @@ def test_daphne_server_has_the_attributes_the_front_reads():
         verbosity=1,
     )
     assert (server.application, server.root_path, server.server_name) == (_app, "/root", "front-test")
+    assert server.endpoints == ENDPOINTS  # the descriptions Server.run listens on
     assert server.application_close_timeout == 7 and server.verbosity == 1
     assert server.proxy_forwarded_address_header == "X-Forwarded-For"
     assert server.proxy_forwarded_port_header == "X-Forwarded-Port"
