@@ -29,6 +29,7 @@ import random
 import socket
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -65,13 +66,19 @@ REGISTER_TIMEOUT_S = 10.0
 OUTBOX_LIMIT = 1000
 
 
-def backoff_delays(initial: float, cap: float, rng: random.Random | None = None):
-    """Jittered exponential backoff: attempt n waits in [b/2, b] with b = min(cap, initial·2ⁿ)."""
+def backoff_delays(initial: float, cap: float, rng: random.Random | None = None) -> Iterator[float]:
+    """Full-jitter exponential backoff: attempt n (from 0) waits a uniform draw from
+    [0, min(cap, initial·2ⁿ)].
+
+    The first wait is drawn too: when a control-plane replica dies, every agent on it loses
+    its socket in the same instant, and their first retries spread evenly over ``initial``
+    seconds rather than arriving at the surviving replicas together (docs/architecture.md
+    §13.2). Later waits spread over ever wider windows up to ``cap``.
+    """
     rng = rng or random.Random()
     attempt = 0
     while True:
-        ceiling = min(cap, initial * (2**attempt))
-        yield ceiling / 2 + rng.uniform(0, ceiling / 2)
+        yield rng.uniform(0, min(cap, initial * (2**attempt)))
         attempt += 1
 
 

@@ -45,6 +45,15 @@ def agent_for_token(token: str) -> Agent | None:
     return Agent.objects.filter(token_hash=hash_token(token), enabled=True).first()
 
 
+def agents_for_tokens(tokens: list[str]) -> list[Agent | None]:
+    """:func:`agent_for_token` for many tokens in one query (the hub's connection batches)."""
+    hashes = [hash_token(token) if token else "" for token in tokens]
+    found = {
+        agent.token_hash: agent for agent in Agent.objects.filter(token_hash__in={h for h in hashes if h}, enabled=True)
+    }
+    return [found.get(h) if h else None for h in hashes]
+
+
 Route = tuple[str, str]  # (instance_id, channel_name) of an agent's connected leader
 
 

@@ -29,3 +29,10 @@ session_reported = Signal()
 
 # A leader's inventory on ``register``: kwargs ``agent`` (Agent), ``items`` (list[protocol.InventoryItem]).
 inventory_reported = Signal()
+
+# Which of several agents have sessions an empty inventory would concern (a leader's
+# ``register`` with no sessions changes nothing for an agent without them): kwargs
+# ``agent_pks`` (list[int]); a receiver returns the set of those pks. The hub batches
+# registrations and skips ``inventory_reported`` for a leader reporting nothing whose agent
+# is in no receiver's set.
+sessions_expected = Signal()

@@ -77,7 +77,11 @@ def daphne(env: dict[str, str], port: int | None = None, *, cpu: int | None = No
         yield base, proc
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # closing thousands of sockets can take longer
+            proc.kill()
+            proc.wait(timeout=10)
         log_file.close()
 
 

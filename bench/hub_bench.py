@@ -1,6 +1,14 @@
 """Agent hub at scale: N simulated agents on one daphne, and command round trips.
 
     .venv/bin/python bench/hub_bench.py [--agents 1000] [--measure-seconds 60] [--commands 200]
+    .venv/bin/python bench/hub_bench.py --herd [--agents 1000] [--first-delay 0]
+
+``--herd`` measures the reconnect herd instead (docs/architecture.md §13.2): N agents
+register on replica A, A is killed (SIGKILL) and every agent reconnects to replica B at
+once (``--first-delay S``: each first waits a uniform [0, S] s, the agent's first backoff).
+Both replicas are pinned to CPU 0 (A is dead before the herd reaches B), the agents run on
+CPU 1. Reported per agent, from its reconnect attempt to the hub's ``registered`` frame:
+p50 / p99 / max, handshakes dropped (refused, reset or timed out) and retried, and B's CPU.
 
 Two daphne replicas (A, B) share PostgreSQL and Redis. A (all the agents) is pinned to CPU 0,
 B to CPU 1, as replicas on separate nodes would be; the simulated agents and the load
@@ -19,7 +27,9 @@ import json
 import os
 import random
 import resource
+import signal
 import statistics
+import subprocess
 import time
 import uuid
 
@@ -28,6 +38,7 @@ import websockets
 from common import bench_env, daphne, manage_shell, reset_database
 
 DB = "streamspace_hubbench"
+REDIS_DB = 13
 
 SETUP = """
 from streamspace.accounts.models import User
@@ -173,16 +184,168 @@ def command_times(env: dict[str, str], result: dict[str, list]) -> tuple[list[fl
     return deliver, applied
 
 
+# --- the reconnect herd ---------------------------------------------------------------------
+class HerdAgent:
+    """A simulated agent that registers on ``urls[0]`` and, once that socket dies, reconnects
+    to ``urls[1]``: like the real agent (agent_runtime/connection.py) it times a handshake
+    out after 10 s, waits for ``registered`` up to 10 s and retries with full-jitter backoff."""
+
+    def __init__(self, index: int, urls: list[str], first_delay: float) -> None:
+        self.index, self.urls, self.first_delay = index, urls, first_delay
+        self.registered = [asyncio.Event(), asyncio.Event()]
+        self.reconnect_started = 0.0
+        self.reconnect_seconds: float | None = None
+        self.dropped: list[str] = []  # why each failed attempt on the second replica failed
+
+    async def run(self, stop: asyncio.Event) -> None:
+        for phase, url in enumerate(self.urls):
+            if phase:
+                await asyncio.sleep(random.uniform(0, self.first_delay))
+                self.reconnect_started = time.perf_counter()
+            attempt = 0
+            while not stop.is_set():
+                try:
+                    async with websockets.connect(
+                        url,
+                        additional_headers={"Authorization": f"Bearer sim-token-{self.index}"},
+                        max_size=2**20,
+                        open_timeout=10,
+                        ping_interval=None,
+                    ) as ws:
+                        await ws.send(register(f"sim-{self.index}", "local"))
+                        reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                        if reply["type"] != "registered":  # e.g. register_timeout: retried like a drop
+                            raise websockets.InvalidHandshake(reply["payload"]["code"])
+                        if phase:
+                            self.reconnect_seconds = time.perf_counter() - self.reconnect_started
+                        self.registered[phase].set()
+                        await self._heartbeat(ws, stop)
+                        break
+                except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.ConnectionClosed) as exc:
+                    if self.registered[phase].is_set() or stop.is_set():
+                        break  # the replica died under a registered socket: next phase
+                    if phase:
+                        self.dropped.append(
+                            str(exc) if type(exc) is websockets.InvalidHandshake else type(exc).__name__
+                        )
+                    await asyncio.sleep(random.uniform(0, min(30.0, 0.5 * 2**attempt)))
+                    attempt += 1
+
+    @staticmethod
+    async def _heartbeat(ws, stop: asyncio.Event) -> None:
+        """Heartbeat every 10 s until ``stop``; return as soon as the socket closes (a killed
+        replica's sockets are reset at once, and the real agent is reading them)."""
+        stopping = asyncio.ensure_future(stop.wait())
+        closed = asyncio.ensure_future(ws.wait_closed())
+        try:
+            delay = random.uniform(0, 10)
+            while True:
+                await asyncio.wait([stopping, closed], timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+                if stopping.done() or closed.done():
+                    return
+                await ws.send(frame("heartbeat", is_leader=True, active_sessions=0))
+                delay = 10
+        finally:
+            stopping.cancel()
+            closed.cancel()
+
+
+async def herd(args: argparse.Namespace, env: dict[str, str]) -> None:
+    import redis
+
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    for key in client.scan_iter("streamspace:agents:*"):  # a previous run's registry
+        client.delete(key)
+    client.close()
+    with (
+        daphne({**env, "POD_NAME": "herd-a"}, cpu=0) as (base_a, proc_a),
+        daphne({**env, "POD_NAME": "herd-b"}, cpu=0) as (base_b, proc_b),
+    ):
+        urls = [base.replace("http", "ws") + "/api/v1/agents/connect" for base in (base_a, base_b)]
+        agents = [HerdAgent(i, urls, args.first_delay) for i in range(args.agents)]
+        stop = asyncio.Event()
+        tasks = []
+        for i, agent in enumerate(agents):
+            tasks.append(asyncio.ensure_future(agent.run(stop)))
+            if i % 50 == 49:
+                await asyncio.sleep(0.05)
+        for agent in agents:
+            await asyncio.wait_for(agent.registered[0].wait(), 600)
+        print(f"{args.agents} agents registered on replica A; SIGKILL A", flush=True)
+        await asyncio.sleep(2)
+        profiler = None
+        if args.profile:  # py-spy (not a requirement: pip install py-spy) samples B through the herd
+            cmd = ["py-spy", "record", "--format", "raw", "--rate", "250", "-o", args.profile, "-p", str(proc_b.pid)]
+            profiler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            await asyncio.sleep(1)
+        cpu0, load0, overflows0 = cpu_seconds(proc_b.pid), os.getloadavg()[0], listen_overflows()
+        killed = time.perf_counter()
+        proc_a.kill()
+        for agent in agents:
+            await asyncio.wait_for(agent.registered[1].wait(), 600)
+        wall = time.perf_counter() - killed
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(30)
+        cpu = cpu_seconds(proc_b.pid) - cpu0
+        times = [agent.reconnect_seconds for agent in agents]
+        dropped = [why for agent in agents for why in agent.dropped]
+        kinds = ", ".join(f"{why} {dropped.count(why)}" for why in sorted(set(dropped))) or "none"
+        print(
+            f"herd of {args.agents} (first delay U[0, {args.first_delay:g}] s) onto replica B: "
+            f"reconnect → registered p50 {pct(times, 0.5) / 1000:.2f} s p99 {pct(times, 0.99) / 1000:.2f} s "
+            f"max {max(times):.2f} s; all in {wall:.2f} s after the kill; handshakes dropped and retried: "
+            f"{len(dropped)} ({kinds}); B's CPU {cpu:.2f} s ({cpu / wall * 100:.0f} % of a core); "
+            f"load average {load0:.2f} → {os.getloadavg()[0]:.2f}; listen queue overflows (whole machine) "
+            f"{listen_overflows() - overflows0}",
+            flush=True,
+        )
+        await check_registry(env, args.agents)
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped at a full accept queue (all processes)."""
+    with open("/proc/net/netstat") as fh:
+        lines = [line.split() for line in fh if line.startswith("TcpExt:")]
+    return int(dict(zip(lines[0], lines[1], strict=True))["ListenOverflows"])
+
+
+async def check_registry(env: dict[str, str], n: int) -> None:
+    """Every agent is one connected leader instance on B in the table and in Redis."""
+    import psycopg
+    import redis.asyncio as aioredis
+
+    with psycopg.connect(env["DATABASE_URL"]) as conn:
+        (connected,) = conn.execute(
+            "SELECT count(*) FROM agents_app_agentinstance WHERE connected AND is_leader AND pod = %s",
+            ["herd-b"],
+        ).fetchone()
+    client = aioredis.Redis.from_url(env["REDIS_URL"])
+    try:
+        live = 0
+        for i in range(n):
+            entry = await client.hget(f"streamspace:agents:connections:sim-{i}", f"sim-{i}-0")
+            live += bool(entry) and json.loads(entry)["pod"] == "herd-b"
+    finally:
+        await client.aclose()
+    print(f"  registry: {connected} connected leader rows on B, {live} Redis connection entries on B (of {n})")
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * q))] * 1000
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    env = bench_env(DB, redis_db=13)
+    env = bench_env(args.database, redis_db=args.redis_db)
     env["AGENT_HEARTBEAT_INTERVAL_S"] = "10"
-    reset_database(env, DB)
+    reset_database(env, args.database)
     manage_shell(env, SETUP.replace("{n}", str(args.agents)))
+    if args.herd:
+        await herd(args, env)
+        return
     cpu_b = 0 if args.same_core else 1
     with daphne(env, cpu=0) as (base_a, proc_a), daphne(env, cpu=cpu_b) as (base_b, proc_b):
         ws_a = base_a.replace("http", "ws") + "/api/v1/agents/connect"
@@ -199,7 +362,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 print(f"  {n + 1} registered after {time.monotonic() - started:.1f} s", flush=True)
         print(
             f"{args.agents} agents registered on replica A in {time.monotonic() - started:.1f} s "
-            f"({RETRIES['count']} handshakes retried after daphne's 5 s connect timeout)"
+            f"({RETRIES['count']} handshakes refused or timed out, retried)"
         )
         await asyncio.sleep(12)  # every agent past its first heartbeat
         cpu0, rss0, t0 = cpu_seconds(proc_a.pid), rss_mib(proc_a.pid), time.monotonic()
@@ -211,6 +374,10 @@ async def main_async(args: argparse.Namespace) -> None:
             f"over {t1 - t0:.0f} s, RSS {rss1:.0f} MiB (was {rss0:.0f} MiB)"
         )
 
+        if not args.commands:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return
         token = httpx.post(
             base_a + "/api/v1/auth/login", json={"username": "bench", "password": "bench-password"}
         ).json()["access"]
@@ -244,10 +411,19 @@ def main() -> None:
     parser.add_argument("--measure-seconds", type=float, default=60)
     parser.add_argument("--commands", type=int, default=200)
     parser.add_argument("--same-core", action="store_true", help="pin both replicas to CPU 0")
+    parser.add_argument("--herd", action="store_true", help="measure the reconnect herd (see the module's doc)")
+    parser.add_argument("--first-delay", type=float, default=0.0, help="--herd: first reconnect waits U[0, S] s")
+    parser.add_argument("--profile", help="--herd: write a py-spy raw profile of replica B here")
+    parser.add_argument("--database", default=DB, help="PostgreSQL database (dropped and created)")
+    parser.add_argument("--redis-db", type=int, default=REDIS_DB)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     os.sched_setaffinity(0, {1})
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.run(main_async(args))
 
 

@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from plugins_app import http, secrets, senders
 from plugins_app.models import DeliveryStatus, Plugin, PluginType, WebhookDelivery
+from streamspace import events
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def _subscriptions() -> list[tuple[int, str, str, list[str]]]:
     sweep): it is cached (Redis with several replicas), dropped whenever a plugin is saved
     or deleted (:func:`invalidate`), and re-read at least every ``SUBSCRIPTIONS_CACHE_S``.
     """
-    cached = cache.get(SUBSCRIPTIONS_CACHE_KEY)
+    cached = events.shared(SUBSCRIPTIONS_CACHE_KEY, lambda: cache.get(SUBSCRIPTIONS_CACHE_KEY))
     if cached is None:
         rows = Plugin.objects.filter(enabled=True, type__in=DELIVERING_TYPES).order_by("pk")
         cached = [

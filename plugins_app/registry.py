@@ -21,6 +21,7 @@ import streamspace
 from plugins_app import schemas
 from plugins_app.extension import Extension
 from plugins_app.models import Plugin, PluginType
+from streamspace import events
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def extension(name: str) -> Extension | None:
 
 def active() -> dict[str, dict[str, Any]]:
     """Installed, enabled and loadable extensions: name -> effective config (cached)."""
-    cached = cache.get(ACTIVE_CACHE_KEY)
+    cached = events.shared(ACTIVE_CACHE_KEY, lambda: cache.get(ACTIVE_CACHE_KEY))
     if cached is not None:
         return cached
     result = {}

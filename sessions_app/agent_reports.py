@@ -88,6 +88,16 @@ def on_inventory_reported(sender: Any, *, agent: Agent, items: list[protocol.Inv
     reconcile_inventory(agent, items)
 
 
+def on_sessions_expected(sender: Any, *, agent_pks: list[int], **_: Any) -> set[int]:
+    """The agents among ``agent_pks`` that :func:`reconcile_inventory` would find sessions
+    of with an empty inventory (running or hibernated on them), in one query."""
+    return set(
+        Session.objects.filter(agent_id__in=agent_pks, state__in=_EXPECTED_ON_AGENT)
+        .values_list("agent_id", flat=True)
+        .distinct()
+    )
+
+
 def reconcile_inventory(agent: Agent, items: list[protocol.InventoryItem]) -> dict[str, list[str]]:
     """Reconcile a leader's inventory with the database.
 

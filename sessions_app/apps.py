@@ -16,6 +16,7 @@ class SessionsAppConfig(AppConfig):
         signals.command_expired.connect(agent_reports.on_command_expired, dispatch_uid="sessions-command-expired")
         signals.session_reported.connect(agent_reports.on_session_reported, dispatch_uid="sessions-status")
         signals.inventory_reported.connect(agent_reports.on_inventory_reported, dispatch_uid="sessions-inventory")
+        signals.sessions_expected.connect(agent_reports.on_sessions_expected, dispatch_uid="sessions-expected")
         # An agent's sessions, as the agents API and the operator panel count them.
         AgentQuerySet.session_states = tuple(ACTIVE_STATES)
         from sessions_app import checks  # noqa: F401, PLC0415  (registers the session-origin checks)

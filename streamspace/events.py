@@ -7,8 +7,10 @@ subscriber never sees an event for a rolled-back change.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.utils import timezone
@@ -35,6 +37,35 @@ EVENTS = (
 
 Subscriber = Callable[[dict[str, Any]], None]
 _subscribers: list[Subscriber] = []
+_batch = threading.local()
+
+
+@contextlib.contextmanager
+def batch() -> Iterator[None]:
+    """Events emitted together, in this thread (the hub's batched registrations): what the
+    subscribers look up per event through :func:`shared` is looked up once for them all."""
+    if getattr(_batch, "memo", None) is not None:  # nested: the outer batch's lookups serve
+        yield
+        return
+    _batch.memo = {}
+    try:
+        yield
+    finally:
+        _batch.memo = None
+
+
+def shared(key: str, load: Callable[[], Any]) -> Any:
+    """``load()`` — once per :func:`batch` for each ``key`` inside one, every time outside.
+
+    For a subscriber's per-event lookups that do not depend on the event (its cached
+    subscriptions), so that a batch of events costs one lookup, not one per event.
+    """
+    memo = getattr(_batch, "memo", None)
+    if memo is None:
+        return load()
+    if key not in memo:
+        memo[key] = load()
+    return memo[key]
 
 
 def subscribe(callback: Subscriber) -> Subscriber:

@@ -34,6 +34,17 @@ and is measured in bench/RESULTS.md ("Proxy"):
   :mod:`streamspace.api.client_ip` instead: forwarded headers count only when the peer is
   in ``STREAMSPACE_TRUSTED_PROXIES``, and the rightmost untrusted address wins, with or
   without ``--proxy-headers``. The scope's ``client`` and the access log carry that address.
+* **WebSocket handshakes wait as long as agents do.** daphne closes a handshake the
+  application has not accepted within ``--websocket_connect_timeout`` (its default: 5 s);
+  an agent waits 10 s for its handshake (``agent_runtime/connection.py``). Unless the
+  option is given, it is set to :data:`WEBSOCKET_CONNECT_TIMEOUT_S`, so a handshake queued
+  behind a reconnect herd is answered rather than dropped, retried and done twice.
+* **A listen backlog for a herd.** Twisted listens with a backlog of 50: when a replica
+  dies and its agents connect here at once, connections beyond it wait in SYN retransmits
+  (1 s, then 3 s). Every TCP endpoint (``-b``/``-p``, ``-e tcp:...``) without a
+  ``backlog=`` gets :data:`LISTEN_BACKLOG` (the kernel caps it at ``net.core.somaxconn``).
+* **No WebSocket settings formatted for nothing.** autobahn formats every new
+  WebSocket's settings for a debug line; they are formatted only if the line is written.
 * **No discarded log line.** At verbosity 0 and 1 daphne sends Twisted's log nowhere,
   but Twisted's HTTP factory still formats a combined-log line for every request to
   write there. That write is skipped (daphne's own access log is unchanged; at ``-v 2``
@@ -57,6 +68,7 @@ from streamspace.logredact import redact
 from streamspace.transport.daphne_internals import (  # imports nothing of daphne's server
     AccessLogGenerator,
     command_line,
+    lazy_autobahn_settings_log,
     server_class,
     use_forwarded_address,
     use_http_factory,
@@ -71,6 +83,14 @@ logger = logging.getLogger("streamspace.serve")
 # collects them again as old. 100,000 holds a few thousand requests a second, so young
 # collections stay rare under load; each still frees whatever cycles there are.
 YOUNG_GC_THRESHOLD = 100_000
+
+# The listen backlog of daphne's TCP endpoints: a reconnect herd's connections queue in the
+# kernel instead of being dropped at the SYN.
+LISTEN_BACKLOG = 2048
+
+# How long daphne lets a WebSocket handshake wait for the application's accept: the
+# agent's own handshake timeout (agent_runtime/connection.py, ``open_timeout``).
+WEBSOCKET_CONNECT_TIMEOUT_S = 10
 
 
 def install_uvloop() -> bool:
@@ -129,6 +149,7 @@ def _server_class() -> type:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            self.endpoints = [with_backlog(description) for description in self.endpoints]
             install_client_address(self)
             if type(self.action_logger) is AccessLogGenerator:
                 self.action_logger = AccessLog(self.action_logger.stream)
@@ -142,6 +163,7 @@ def _server_class() -> type:
             super().run()
 
         def before_serving(self) -> None:
+            lazy_autobahn_settings_log()
             if self.verbosity <= 1:
                 # daphne discards Twisted's log at this verbosity (Server.run): do not format
                 # a line per request for it. Shadows Twisted's HTTPFactory.log on this instance.
@@ -182,7 +204,22 @@ def main(argv: list[str] | None = None) -> None:
         logger.warning("uvloop is not installed: daphne runs on asyncio's default event loop")
     cli = command_line()
     cli.server_class = _server_class()
-    cli.run(sys.argv[1:] if argv is None else argv)
+    cli.run(with_defaults(sys.argv[1:] if argv is None else argv))
+
+
+def with_backlog(description: str, backlog: int = LISTEN_BACKLOG) -> str:
+    """A Twisted endpoint description with ``backlog`` when it is TCP and names none."""
+    kind = description.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6") or ":backlog=" in description:
+        return description
+    return f"{description}:backlog={backlog}"
+
+
+def with_defaults(argv: list[str]) -> list[str]:
+    """daphne's arguments with this launcher's defaults for options ``argv`` does not give."""
+    if any(arg.startswith("--websocket_connect_timeout") for arg in argv):
+        return argv
+    return ["--websocket_connect_timeout", str(WEBSOCKET_CONNECT_TIMEOUT_S), *argv]
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -151,3 +152,30 @@ def test_access_log_masks_viewer_tokens(tmp_path, front):
     assert '"GET /api/v1/http/2b7e1516-28ae-4d2a-a6d2-abf715880c4f/?token=[REDACTED]" 200' in text
     assert "/app.js?a=1&token=[REDACTED]&b=2" in text
     assert "/portal/?next=/x&api_key=[REDACTED]" in text
+
+
+def test_tcp_endpoints_get_a_listen_backlog_unless_they_name_one():
+    from streamspace.serve import LISTEN_BACKLOG, with_backlog
+
+    assert (
+        with_backlog("tcp:port=8000:interface=127.0.0.1")
+        == f"tcp:port=8000:interface=127.0.0.1:backlog={LISTEN_BACKLOG}"
+    )
+    assert with_backlog("tcp6:port=8000:interface=\\:\\:1").endswith(f":backlog={LISTEN_BACKLOG}")
+    assert with_backlog("tcp:port=8000:backlog=64") == "tcp:port=8000:backlog=64"
+    assert with_backlog("unix:/run/streamspace.sock") == "unix:/run/streamspace.sock"
+
+
+def test_daphne_listens_with_the_backlog():
+    """The running server's listening socket has the backlog (``ss`` shows it as Send-Q)."""
+    from streamspace.serve import LISTEN_BACKLOG
+    from tests.support.processes import start_daphne, stop
+
+    server = start_daphne()
+    try:
+        listening = subprocess.run(
+            ["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert int(listening[2]) == min(LISTEN_BACKLOG, int(Path("/proc/sys/net/core/somaxconn").read_text()))
+    finally:
+        stop(server.process)

@@ -23,6 +23,7 @@ from agent_runtime import protocol
 from agents_app import dispatch
 from agents_app import services as agent_services
 from agents_app.hub import presence, rows
+from agents_app.hub.batch import batcher
 from agents_app.metrics import HUB_CONNECTIONS
 from agents_app.models import AgentCommand, CommandState
 from agents_app.signals import UnknownSession
@@ -68,8 +69,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     # --- connection lifecycle -------------------------------------------------------------
     async def connect(self) -> None:
-        self.agent = await database_sync_to_async(agent_services.agent_for_token)(
-            bearer_token(dict(self.scope.get("headers", [])).get(b"authorization"))
+        self.agent = await batcher(agent_services.agents_for_tokens).submit(
+            bearer_token(dict(self.scope.get("headers", [])).get(b"authorization")) or ""
         )
         if self.agent is None:
             await self.close(code=CLOSE_UNAUTHORIZED)  # before accept: the handshake is refused (403)
@@ -149,36 +150,38 @@ class AgentConsumer(AsyncWebsocketConsumer):
             )
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        self.instance = await self._apply(
-            rows.register, agent, hello, pod=settings.POD_NAME, channel_name=self.channel_name
+        self.instance, announcements = await batcher(rows.register_many).submit(
+            rows.Registration(agent, hello, settings.POD_NAME, self.channel_name)
         )
+        self._fan_out(announcements)
         self.is_leader = hello.is_leader
         self._db_capacity = protocol.to_dict(hello.capacity)
-        await presence.register_instance(
-            platform=agent.platform,
-            agent_id=agent.agent_id,
-            instance_id=hello.instance_id,
-            pod=settings.POD_NAME,
-            channel=self.channel_name,
-            is_leader=hello.is_leader,
-            metadata={
-                "agent_id": agent.agent_id,
-                "platform": agent.platform,
-                "version": hello.version,
-                "hostname": hello.hostname,
-                "capacity": protocol.to_dict(hello.capacity),
-            },
+        await batcher(presence.register_instances).submit(
+            presence.Arrival(
+                platform=agent.platform,
+                agent_id=agent.agent_id,
+                instance_id=hello.instance_id,
+                pod=settings.POD_NAME,
+                channel=self.channel_name,
+                is_leader=hello.is_leader,
+                metadata={
+                    "agent_id": agent.agent_id,
+                    "platform": agent.platform,
+                    "version": hello.version,
+                    "hostname": hello.hostname,
+                    "capacity": protocol.to_dict(hello.capacity),
+                },
+            )
         )
         await self.send_frame(
             protocol.Registered(
                 heartbeat_interval_s=float(settings.AGENT_HEARTBEAT_INTERVAL_S), instance_id=hello.instance_id
             )
         )
-        await database_sync_to_async(rows.after_register)(agent, hello)
+        await batcher(rows.after_register_many).submit((agent, hello))
         HUB_CONNECTIONS.labels(agent.platform).inc()
         self._counted = True
-        if hello.is_leader:
-            await presence.demote_others(agent_id=agent.agent_id, instance_id=hello.instance_id)
+        if hello.is_leader:  # its siblings were demoted in the registry with its arrival
             self._start_polling()
 
     async def on_heartbeat(self, frame: protocol.Frame) -> None:
@@ -190,7 +193,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         capacity = protocol.to_dict(beat.capacity)
         if capacity != self._db_capacity or now - self._last_db_heartbeat >= settings.AGENT_HEARTBEAT_DB_WRITE_S:
             self._last_db_heartbeat, self._db_capacity = now, capacity
-            await database_sync_to_async(rows.record_heartbeat)(self.instance.pk, beat)
+            await batcher(rows.record_heartbeats).submit((self.instance.pk, beat))
 
     async def on_ack(self, frame: protocol.Frame) -> None:
         await database_sync_to_async(rows.acknowledge)(self.agent, frame.payload.command_id)
@@ -217,13 +220,15 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def _refresh_presence(self) -> None:
         """This instance is alive on this replica, as leader or not (presence's TTLs restart)."""
-        await presence.heartbeat(
-            platform=self.agent.platform,
-            agent_id=self.agent.agent_id,
-            instance_id=self.instance.instance_id,
-            pod=settings.POD_NAME,
-            channel=self.channel_name,
-            is_leader=self.is_leader,
+        await batcher(presence.heartbeats).submit(
+            presence.Beat(
+                platform=self.agent.platform,
+                agent_id=self.agent.agent_id,
+                instance_id=self.instance.instance_id,
+                pod=settings.POD_NAME,
+                channel=self.channel_name,
+                is_leader=self.is_leader,
+            )
         )
 
     async def _leadership(self, is_leader: bool) -> None:
@@ -264,12 +269,16 @@ class AgentConsumer(AsyncWebsocketConsumer):
         (:mod:`streamspace.fanout`: portal broadcasts, events) go to this connection's fan-out
         queue, so the next frame is not kept waiting for them. The queue keeps their order."""
         result, batch = await database_sync_to_async(fanout.run_deferred)(func, *args, **kwargs)
+        self._fan_out(batch)
+        return result
+
+    def _fan_out(self, batch: fanout.Batch) -> None:
+        """Queue announcements collected on the frame path behind it, in order."""
         if batch:
             if self._fan_out_queue is None:
                 self._fan_out_queue = asyncio.Queue()
                 self._fan_out_task = asyncio.ensure_future(self._fan_out_worker(self._fan_out_queue))
             self._fan_out_queue.put_nowait(batch)
-        return result
 
     @staticmethod
     async def _fan_out_worker(queue: asyncio.Queue) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -120,6 +121,52 @@ async def register_instance(
         await pipe.execute()
 
 
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One registered instance for :func:`register_instances`."""
+
+    platform: str
+    agent_id: str
+    instance_id: str
+    pod: str
+    channel: str
+    is_leader: bool
+    metadata: dict[str, Any]
+
+
+async def register_instances(arrivals: list[Arrival]) -> list[None]:
+    """:func:`register_instance` for many sockets in one pipelined round trip (a reconnect
+    herd registers them in batches, ``agents_app.hub.batch``), each leader's siblings demoted
+    in the same trip (:func:`demote_others`)."""
+    if not settings.REDIS_URL:
+        for a in arrivals:
+            await register_instance(
+                platform=a.platform,
+                agent_id=a.agent_id,
+                instance_id=a.instance_id,
+                pod=a.pod,
+                channel=a.channel,
+                is_leader=a.is_leader,
+                metadata=a.metadata,
+            )
+            if a.is_leader:
+                await demote_others(agent_id=a.agent_id, instance_id=a.instance_id)
+        return [None] * len(arrivals)
+    ttl, now = ttl_s(), time.time()
+    async with _redis().pipeline(transaction=False) as pipe:
+        for a in arrivals:
+            conn = json.dumps({"pod": a.pod, "channel": a.channel, "is_leader": a.is_leader})
+            pipe.set(meta_key(a.platform, a.agent_id), json.dumps(a.metadata), ex=ttl)
+            pipe.hset(connections_key(a.agent_id), a.instance_id, conn)
+            pipe.expire(connections_key(a.agent_id), ttl)
+            pipe.hset(heartbeats_key(a.agent_id), a.instance_id, now)
+            pipe.expire(heartbeats_key(a.agent_id), ttl)
+            if a.is_leader:
+                pipe.eval(DEMOTE_OTHERS_SCRIPT, 1, connections_key(a.agent_id), a.instance_id)
+        await pipe.execute()
+    return [None] * len(arrivals)
+
+
 async def heartbeat(*, platform: str, agent_id: str, instance_id: str, pod: str, channel: str, is_leader: bool) -> None:
     """Refresh the instance's heartbeat and every TTL (one pipelined round trip)."""
     ttl, now = ttl_s(), time.time()
@@ -138,6 +185,48 @@ async def heartbeat(*, platform: str, agent_id: str, instance_id: str, pod: str,
         pipe.expire(connections_key(agent_id), ttl)
         pipe.expire(meta_key(platform, agent_id), ttl)
         await pipe.execute()
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """One heartbeat for :func:`heartbeats`."""
+
+    platform: str
+    agent_id: str
+    instance_id: str
+    pod: str
+    channel: str
+    is_leader: bool
+
+
+async def heartbeats(beats: list[Beat]) -> list[None]:
+    """:func:`heartbeat` for many sockets in one pipelined round trip (the hub batches the
+    heartbeats that arrive while the previous trip is out, ``agents_app.hub.batch``)."""
+    if not settings.REDIS_URL:
+        for b in beats:
+            await heartbeat(
+                platform=b.platform,
+                agent_id=b.agent_id,
+                instance_id=b.instance_id,
+                pod=b.pod,
+                channel=b.channel,
+                is_leader=b.is_leader,
+            )
+        return [None] * len(beats)
+    ttl, now = ttl_s(), time.time()
+    async with _redis().pipeline(transaction=False) as pipe:
+        for b in beats:
+            pipe.hset(heartbeats_key(b.agent_id), b.instance_id, now)
+            pipe.expire(heartbeats_key(b.agent_id), ttl)
+            pipe.hset(
+                connections_key(b.agent_id),
+                b.instance_id,
+                json.dumps({"pod": b.pod, "channel": b.channel, "is_leader": b.is_leader}),
+            )
+            pipe.expire(connections_key(b.agent_id), ttl)
+            pipe.expire(meta_key(b.platform, b.agent_id), ttl)
+        await pipe.execute()
+    return [None] * len(beats)
 
 
 async def unregister_instance(*, platform: str, agent_id: str, instance_id: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -20,7 +21,7 @@ from agent_runtime import protocol
 from agents_app import dispatch, endpoints, signals
 from agents_app.metrics import COMMAND_SECONDS
 from agents_app.models import Agent, AgentCommand, AgentInstance, CommandState
-from streamspace import events
+from streamspace import events, fanout
 from streamspace.audit.services import record
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,177 @@ def register(agent: Agent, hello: protocol.Register, *, pod: str, channel_name: 
     return instance
 
 
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """One ``register`` frame of a batch (:func:`register_many`)."""
+
+    agent: Agent
+    hello: protocol.Register
+    pod: str
+    channel_name: str
+
+
+def register_many(batch: list[Registration]) -> list[tuple[AgentInstance, fanout.Batch] | BaseException]:
+    """:func:`register` for many sockets in one thread hop, with the writes they share done
+    once: the instance rows in one upsert, the siblings of new leaders demoted, the agents'
+    ``last_seen`` and their unacked commands returned to ``pending`` each in one statement.
+    What is particular to one agent (its inventory's reconciliation) runs per registration,
+    its announcements collected apart (``fanout.run_deferred``) for that socket's fan-out.
+
+    Returns one entry per registration, in order: ``(instance, announcements)`` or the
+    exception that registration raised. A second registration of the same agent in the
+    batch (a socket replacing another, or two instances of it claiming leadership) is
+    applied after the others, one by one in arrival order, so the last claim wins as it
+    would unbatched.
+    """
+    took_over_at = now = timezone.now()
+    results: list[tuple[AgentInstance, fanout.Batch] | BaseException | None] = [None] * len(batch)
+    first: dict[int, int] = {}
+    again: list[int] = []
+    for index, item in enumerate(batch):
+        key = item.agent.pk
+        if key in first:
+            again.append(index)
+        else:
+            first[key] = index
+    unique = sorted(first.values())
+    try:
+        instances = _upsert_instances([batch[i] for i in unique], now)
+    except Exception as exc:  # the shared writes failed: every registration of it did
+        log.exception("batched registration of %d instances failed", len(unique))
+        return [exc] * len(batch)
+    leaders = [batch[i].agent.pk for i in unique if batch[i].hello.is_leader]
+    concerned = _with_expected_sessions(
+        [batch[i].agent.pk for i in unique if batch[i].hello.is_leader and not batch[i].hello.sessions]
+    )
+    for index, instance in zip(unique, instances, strict=True):
+        item = batch[index]
+        if not item.hello.is_leader or (not item.hello.sessions and item.agent.pk not in concerned):
+            results[index] = (instance, [])  # nothing to reconcile: no sessions either side
+            continue
+        try:
+            _, announcements = fanout.run_deferred(_reconcile, item.agent, item.hello)
+            results[index] = (instance, announcements)
+        except Exception as exc:
+            log.exception("registration of %s failed", item.agent.agent_id)
+            results[index] = exc
+    if leaders:
+        AgentCommand.objects.filter(agent_id__in=leaders, state=CommandState.SENT, sent_at__lt=took_over_at).update(
+            state=CommandState.PENDING
+        )
+    for index in again:
+        item = batch[index]
+        try:
+            results[index] = fanout.run_deferred(
+                register, item.agent, item.hello, pod=item.pod, channel_name=item.channel_name
+            )
+        except Exception as exc:
+            results[index] = exc
+    return results  # type: ignore[return-value]  every entry is set
+
+
+def _upsert_instances(batch: list[Registration], now: Any) -> list[AgentInstance]:
+    """The instance rows of distinct (agent, instance) registrations, in one transaction."""
+    rows = [
+        AgentInstance(
+            agent=item.agent,
+            instance_id=item.hello.instance_id,
+            pod=item.pod,
+            channel_name=item.channel_name,
+            is_leader=item.hello.is_leader,
+            connected=True,
+            hostname=item.hello.hostname[:255],
+            version=item.hello.version[:64],
+            capacity=protocol.to_dict(item.hello.capacity),
+            active_sessions=len(item.hello.sessions),
+            connected_at=now,
+            last_heartbeat=now,
+            disconnected_at=None,
+        )
+        for item in batch
+    ]
+    fields = [
+        "pod",
+        "channel_name",
+        "is_leader",
+        "connected",
+        "hostname",
+        "version",
+        "capacity",
+        "active_sessions",
+        "connected_at",
+        "last_heartbeat",
+        "disconnected_at",
+    ]
+    with transaction.atomic():
+        AgentInstance.objects.bulk_create(
+            rows, update_conflicts=True, unique_fields=["agent", "instance_id"], update_fields=fields
+        )
+        by_key = {
+            (row.agent_id, row.instance_id): row
+            for row in AgentInstance.objects.filter(
+                agent_id__in={item.agent.pk for item in batch},
+                instance_id__in={item.hello.instance_id for item in batch},
+            )
+        }
+        instances = [by_key[(item.agent.pk, item.hello.instance_id)] for item in batch]
+        leaders = [instance for instance, item in zip(instances, batch, strict=True) if item.hello.is_leader]
+        if leaders:
+            # A leader's siblings are followers (a later `leader` frame of theirs says otherwise).
+            AgentInstance.objects.filter(agent_id__in=[i.agent_id for i in leaders], is_leader=True).exclude(
+                pk__in=[i.pk for i in leaders]
+            ).update(is_leader=False)
+        Agent.objects.filter(pk__in={item.agent.pk for item in batch}).update(last_seen=now)
+    return instances
+
+
+def _with_expected_sessions(agent_pks: list[int]) -> set[int]:
+    """Those of ``agent_pks`` whose sessions an empty inventory concerns (one query)."""
+    if not agent_pks:
+        return set()
+    found: set[int] = set()
+    for _, pks in signals.sessions_expected.send(sender=Agent, agent_pks=agent_pks):
+        found |= pks
+    return found
+
+
+def _reconcile(agent: Agent, hello: protocol.Register) -> None:
+    # Reported endpoints are checked before anything stores them (agents_app/endpoints.py).
+    items = _vetted_inventory(agent, hello.sessions)
+    signals.inventory_reported.send(sender=Agent, agent=agent, items=items)
+
+
+def after_register_many(batch: list[tuple[Agent, protocol.Register]]) -> list[BaseException | None]:
+    """:func:`after_register` for many sockets in one thread hop: the leaders' pending commands
+    are looked for in one query, and only agents that have some are sent theirs."""
+    leaders = {agent.pk for agent, hello in batch if hello.is_leader}
+    with_pending = (
+        set(
+            AgentCommand.objects.filter(agent_id__in=leaders, state=CommandState.PENDING)
+            .values_list("agent_id", flat=True)
+            .distinct()
+        )
+        if leaders
+        else set()
+    )
+    with events.batch():  # the subscribers' lookups (plugin subscriptions) once for the batch
+        return [_after_register_one(agent, hello, with_pending) for agent, hello in batch]
+
+
+def _after_register_one(agent: Agent, hello: protocol.Register, with_pending: set[int]) -> BaseException | None:
+    try:
+        events.emit(
+            "agent.connected",
+            data={"agent_id": agent.agent_id, "instance_id": hello.instance_id, "is_leader": hello.is_leader},
+        )
+        if hello.is_leader and agent.pk in with_pending:
+            dispatch.send_pending_commands(agent.pk)
+    except Exception as exc:
+        log.exception("after registering %s", agent.agent_id)
+        return exc
+    return None
+
+
 def after_register(agent: Agent, hello: protocol.Register) -> None:
     """Once ``registered`` went out: announce the connection and flush pending commands."""
     events.emit(
@@ -89,6 +261,14 @@ def record_heartbeat(instance_pk: int, beat: protocol.Heartbeat) -> None:
     AgentInstance.objects.filter(pk=instance_pk).update(
         last_heartbeat=now, active_sessions=beat.active_sessions, capacity=protocol.to_dict(beat.capacity)
     )
+
+
+def record_heartbeats(beats: list[tuple[int, protocol.Heartbeat]]) -> list[None]:
+    """:func:`record_heartbeat` for many instances in one thread hop and one transaction."""
+    with transaction.atomic():
+        for instance_pk, beat in beats:
+            record_heartbeat(instance_pk, beat)
+    return [None] * len(beats)
 
 
 def set_leader(agent: Agent, instance_pk: int, is_leader: bool) -> bool:

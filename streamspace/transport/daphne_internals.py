@@ -45,7 +45,8 @@ daphne's internals (daphne has no documented Python API; every name is internal)
   (:func:`server_class`, :func:`command_line`): the launcher runs daphne's command line
   with a subclass of its server.
 * ``Server`` attributes the front reads as daphne's own protocol does: ``application``,
-  ``root_path``, ``server_name``, ``application_close_timeout``, the three
+  ``root_path``, ``server_name``, ``application_close_timeout``, ``endpoints`` (the
+  Twisted endpoint descriptions ``Server.run`` listens on; the launcher adds a backlog), the three
   ``proxy_forwarded_*_header`` settings, ``log_action``, ``action_logger``,
   ``verbosity`` and ``http_factory``.
 * ``daphne.utils.HEADER_NAME_RE``, ``INVALID_HEADER_VALUE_BYTES`` and
@@ -59,6 +60,15 @@ daphne's internals (daphne has no documented Python API; every name is internal)
   (:mod:`streamspace.api.client_ip`) in their place. daphne trusts the leftmost address,
   which the client writes.
 
+autobahn (daphne's WebSocket protocol) internals:
+
+* ``autobahn.websocket.protocol.pformat``, the module-level name autobahn's
+  ``WebSocketProtocol._connectionMade`` calls to format the new connection's settings for
+  a debug log line, on every connection whether or not debug logging is on
+  (:func:`lazy_autobahn_settings_log`): the launcher puts a lazy formatter in its place,
+  so the settings are formatted only if the line is written. A reconnect herd opens a
+  thousand sockets at once.
+
 Twisted's documented interfaces (``Protocol``, ``ISSLTransport``, ``ISystemHandle``,
 ``IPushProducer``, ``HTTPFactory.timeOut``, ``reactor`` and ``log``) are used directly
 where they are needed.
@@ -69,6 +79,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import pprint
 import socket
 from typing import Any
 
@@ -93,6 +104,7 @@ __all__ = [
     "daphne_protocol",
     "detach",
     "detachable",
+    "lazy_autobahn_settings_log",
     "parse_x_forwarded_for",
     "reactor_loop",
     "receive_queue",
@@ -200,3 +212,28 @@ def command_line() -> Any:
     from daphne.cli import CommandLineInterface  # noqa: PLC0415 it imports daphne.server
 
     return CommandLineInterface()
+
+
+# -- autobahn --
+
+
+class _LazyFormat:
+    """``pprint.pformat(value)`` once the log line is written (``str``), never before."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return pprint.pformat(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def lazy_autobahn_settings_log() -> None:
+    """Make autobahn format each WebSocket's settings only for a log line that is written."""
+    from autobahn.websocket import protocol  # noqa: PLC0415 daphne's dependency, loaded with it
+
+    protocol.pformat = _LazyFormat

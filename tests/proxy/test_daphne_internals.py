@@ -223,6 +223,7 @@ def test_daphne_server_has_the_attributes_the_front_reads():
         verbosity=1,
     )
     assert (server.application, server.root_path, server.server_name) == (_app, "/root", "front-test")
+    assert server.endpoints == ENDPOINTS  # the descriptions Server.run listens on
     assert server.application_close_timeout == 7 and server.verbosity == 1
     assert server.proxy_forwarded_address_header == "X-Forwarded-For"
     assert server.proxy_forwarded_port_header == "X-Forwarded-Port"
@@ -259,3 +260,20 @@ def test_daphnes_header_rules_and_forwarded_reading():
         headers, "X-Forwarded-For", "X-Forwarded-Port", "X-Forwarded-Proto", ["192.0.2.1", 1], "http"
     )
     assert result == (["203.0.113.7", 4711], "https")
+
+
+def test_autobahn_formats_websocket_settings_through_its_module_level_pformat(monkeypatch):
+    """The name :func:`lazy_autobahn_settings_log` replaces is the one autobahn calls for
+    each new connection's settings, and the replacement formats only when written."""
+    import inspect
+
+    from autobahn.websocket import protocol
+
+    from streamspace.transport import daphne_internals
+
+    assert "pformat(configAttrLog)" in inspect.getsource(protocol.WebSocketProtocol._connectionMade)
+    monkeypatch.setattr(protocol, "pformat", protocol.pformat)
+    daphne_internals.lazy_autobahn_settings_log()
+    lazy = protocol.pformat([("openHandshakeTimeout", 5, "Factory")])
+    assert not isinstance(lazy, str)
+    assert f"\n{lazy}" == "\n[('openHandshakeTimeout', 5, 'Factory')]"
