@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -14,6 +13,7 @@ from aiohttp import web
 from tests.deploy.conftest import require_tool
 from tests.support.nginx import write_config
 from tests.support.ports import free_port
+
 
 def test_nginx_accepts_the_config(tmp_path):
     nginx = require_tool("nginx", "/usr/sbin/nginx")
