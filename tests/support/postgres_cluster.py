@@ -57,7 +57,9 @@ class PostgresCluster:
             )
 
     def start(self, timeout: float = 30) -> None:
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", str(int(timeout)), "start")
+        self._run(
+            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", str(int(timeout)), "start"
+        )
         wait_for_port(self.port, timeout=timeout)
 
     def stop(self, mode: str = "fast") -> None:
