@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import secrets
 
+from agent_runtime.config import ConfigError
 from agent_runtime.leader.lease import Lease
+from agent_runtime.redis_client import RedisTarget
 
 # KEYS[1] = lease key, ARGV[1] = our token, ARGV[2] = lease duration (ms)
 RENEW_SCRIPT = """
@@ -26,15 +28,25 @@ return 0
 
 
 class RedisLease(Lease):
-    def __init__(self, url: str, key: str, *, lease_duration: float, identity: str = "", timeout: float = 2.0):
-        try:
-            import redis.asyncio as aioredis  # noqa: PLC0415 optional dependency (streamspace-agent[redis])
-        except ImportError as exc:  # optional dependency: pip install streamspace-agent[redis]
-            raise RuntimeError("HA_BACKEND=redis needs the 'redis' package (pip install redis)") from exc
+    def __init__(
+        self,
+        target: RedisTarget | str | None,
+        key: str,
+        *,
+        lease_duration: float,
+        identity: str = "",
+        timeout: float = 2.0,
+    ):
+        """``target``: where the lease lives (a URL, or a :class:`RedisTarget` that may name
+        Sentinels: the lease then follows the master they name across a failover)."""
+        if isinstance(target, str):
+            target = RedisTarget.build(target, "", "")
+        if target is None:
+            raise ConfigError("HA_BACKEND=redis needs REDIS_URL or REDIS_SENTINELS")
         self.key = key
         self.token = f"{identity}:{secrets.token_hex(16)}"
         self.lease_ms = int(lease_duration * 1000)
-        self.client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self.client = target.client(asyncio=True, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._renew = self.client.register_script(RENEW_SCRIPT)
         self._release = self.client.register_script(RELEASE_SCRIPT)
 
