@@ -129,6 +129,20 @@ class RedisTarget:
             kwargs["ssl"] = True
         return kwargs
 
+    def sentinel_pool_kwargs(self, *, asyncio: bool = False) -> dict[str, Any]:
+        """Options of a ``SentinelConnectionPool`` on the master: :meth:`connection_kwargs`, the
+        reconnect retry (:func:`reconnect_retry`) and a connection class that asks the Sentinels
+        on every reconnect (agent_runtime/redis_sentinel_connection.py)."""
+        from agent_runtime import redis_sentinel_connection as classes  # noqa: PLC0415 needs redis
+
+        kwargs = self.connection_kwargs()
+        ssl = kwargs.pop("ssl", False)
+        if asyncio:
+            connection_class = classes.AsyncSentinelSSLConnection if ssl else classes.AsyncSentinelConnection
+        else:
+            connection_class = classes.SentinelSSLConnection if ssl else classes.SentinelConnection
+        return {"connection_class": connection_class, "retry": reconnect_retry(asyncio=asyncio), **kwargs}
+
     # --- clients -------------------------------------------------------------------------
     def client(self, *, asyncio: bool = False, **options: Any) -> Any:
         """A ``redis.Redis`` (or ``redis.asyncio.Redis`` with ``asyncio=True``) on the master;
@@ -145,7 +159,7 @@ class RedisTarget:
         if not self.sentinels:
             return redis_module.Redis.from_url(self.url, **options)
         sentinel = Sentinel(list(self.sentinels), sentinel_kwargs=sentinel_kwargs(options))
-        return sentinel.master_for(self.master_name, **self.connection_kwargs(), **options)
+        return sentinel.master_for(self.master_name, **self.sentinel_pool_kwargs(asyncio=asyncio), **options)
 
     def channels_host(self, **options: Any) -> dict[str, Any]:
         """One entry of channels-redis' ``hosts``."""
@@ -155,7 +169,7 @@ class RedisTarget:
             "sentinels": list(self.sentinels),
             "master_name": self.master_name,
             "sentinel_kwargs": sentinel_kwargs(options),
-            **self.connection_kwargs(),
+            **self.sentinel_pool_kwargs(asyncio=True),
             **options,
         }
 
@@ -181,6 +195,21 @@ class RedisTarget:
             return f"master {self.master_name!r} of Sentinels {listed}, db {self.db}"
         parts = urlsplit(self.url)
         return f"{parts.scheme}://{parts.hostname or ''}{':' if parts.port else ''}{parts.port or ''}{parts.path}"
+
+
+def reconnect_retry(*, asyncio: bool = False) -> Any:
+    """The retry policy of connections to a Sentinel-named master: redis-py's own default for a
+    client made from a URL (3 retries on ConnectionError/TimeoutError, jittered exponential
+    backoff), which a client on a Sentinel pool otherwise lacks. A command on a connection the
+    failover closed, or that met READONLY on the demoted master, is sent again on a new
+    connection to the master the Sentinels name then."""
+    from redis.backoff import ExponentialWithJitterBackoff  # noqa: PLC0415 optional in the agent
+
+    if asyncio:
+        from redis.asyncio.retry import Retry  # noqa: PLC0415
+    else:
+        from redis.retry import Retry  # noqa: PLC0415
+    return Retry(ExponentialWithJitterBackoff(base=1, cap=10), 3)
 
 
 def sentinel_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,9 @@
 
 The token is random per process, so only the holder can renew or release; a holder that
 stops renewing loses the key after ``LEASE_DURATION`` and another replica takes it.
+
+The scripts go as EVAL, not EVALSHA: after a Sentinel failover the new master's script cache
+is empty, and a renew must not fail on NOSCRIPT while the lease is still held.
 """
 
 from __future__ import annotations
@@ -47,8 +50,6 @@ class RedisLease(Lease):
         self.token = f"{identity}:{secrets.token_hex(16)}"
         self.lease_ms = int(lease_duration * 1000)
         self.client = target.client(asyncio=True, socket_timeout=timeout, socket_connect_timeout=timeout)
-        self._renew = self.client.register_script(RENEW_SCRIPT)
-        self._release = self.client.register_script(RELEASE_SCRIPT)
 
     async def try_acquire(self) -> bool:
         if await self.client.set(self.key, self.token, nx=True, px=self.lease_ms):
@@ -56,10 +57,10 @@ class RedisLease(Lease):
         return await self.renew()  # still ours from before (e.g. we stepped down on a slow renew)
 
     async def renew(self) -> bool:
-        return bool(await self._renew(keys=[self.key], args=[self.token, self.lease_ms]))
+        return bool(await self.client.eval(RENEW_SCRIPT, 1, self.key, self.token, self.lease_ms))
 
     async def release(self) -> None:
-        await self._release(keys=[self.key], args=[self.token])
+        await self.client.eval(RELEASE_SCRIPT, 1, self.key, self.token)
 
     async def holder(self) -> str | None:
         value = await self.client.get(self.key)

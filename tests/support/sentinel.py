@@ -15,7 +15,9 @@ API (kept stable; the chaos suite builds on it)::
         cluster.client(port)     # a redis.Redis on one server (decode_responses=True)
         new = cluster.failover()     # SENTINEL FAILOVER; returns the new master's port once every
                                      # Sentinel reports it, it says role:master and the old master
-                                     # replicates from it
+                                     # replicates from it (demoted at once by REPLICAOF, its
+                                     # clients left connected: harsher than the Sentinels, who
+                                     # close them; a client must notice READONLY / UNBLOCKED)
         new = cluster.kill_master()  # SIGKILL the master; returns the promoted replica's port
         cluster.revive(old_port)     # start a killed server again (the Sentinels make it a replica)
         cluster.stop()               # everything down (the ``with`` block does it)
