@@ -20,9 +20,9 @@ import json
 import time
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
 from django.conf import settings
+
+from streamspace import redis_client
 
 PREFIX = "streamspace:agents"
 STALE_AFTER_INTERVALS = 3
@@ -90,13 +90,13 @@ def _redis() -> Any:
     loop = asyncio.get_running_loop()
     client = _clients.get(id(loop))
     if client is None:
-        client = aioredis.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=5)
+        client = redis_client.client(asyncio=True, decode_responses=True, socket_timeout=5)
         _clients[id(loop)] = client
     return client
 
 
 def _sync_redis() -> Any:
-    return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=5)
+    return redis_client.client(decode_responses=True, socket_timeout=5)
 
 
 async def register_instance(
