@@ -125,26 +125,34 @@ class OperationStream:
 
 @dataclass
 class Probe:
-    """``GET /healthz`` and an authenticated read through the load balancer every 0.2 s: when the
-    API answered, per fault the longest it did not."""
+    """An authenticated read through the load balancer every 0.2 s (3 s timeout): when the API
+    answered, and why it did not (status code or exception)."""
 
     client: httpx.AsyncClient
     samples: list[tuple[float, bool]] = field(default_factory=list)
+    reasons: Counter = field(default_factory=Counter)
 
     async def run(self, until: float) -> None:
         while time.monotonic() < until:
             try:
-                ok = (await self.client.get("/api/v1/sessions", timeout=3)).status_code == 200
-            except httpx.HTTPError:
-                ok = False
+                status = (await self.client.get("/api/v1/sessions", timeout=3)).status_code
+                ok, reason = status == 200, str(status)
+            except httpx.HTTPError as exc:
+                ok, reason = False, type(exc).__name__
             self.samples.append((time.monotonic(), ok))
+            if not ok:
+                self.reasons[reason] += 1
             await asyncio.sleep(0.2)
 
-    def outage_after(self, moment: float, window: float = 30) -> float:
-        """Seconds from ``moment`` to the first good answer after the last failed one within
-        ``window`` (0 when nothing failed)."""
-        failed = [t for t, ok in self.samples if not ok and moment <= t <= moment + window]
-        if not failed:
-            return 0.0
-        recovered = next((t for t, ok in self.samples if ok and t > failed[-1]), None)
-        return (recovered if recovered is not None else float("inf")) - moment
+    def failures(self) -> list[tuple[float, float]]:
+        """Each run of failed answers: (first failure, seconds until the next good answer)."""
+        runs, began = [], None
+        for moment, ok in self.samples:
+            if not ok and began is None:
+                began = moment
+            elif ok and began is not None:
+                runs.append((began, moment - began))
+                began = None
+        if began is not None:
+            runs.append((began, float("inf")))
+        return runs

@@ -1,11 +1,11 @@
 """Issue 17: the production topology under faults, as real processes.
 
-Three control-plane replicas behind nginx (the compose config), a PostgreSQL cluster and a
-Redis of the test's own, a Celery worker with beat, a Docker agent and a local agent with two
+Three control-plane replicas behind nginx (the compose config), a PostgreSQL cluster of the
+test's own, Redis as a master, a replica and two Sentinels of its own, a Celery worker with beat, a Docker agent and a local agent with two
 replicas each (file lease). A user launches, stops, hibernates and wakes sessions through the
 load balancer while a viewer's WebSocket through the session proxy echoes. Meanwhile a
-control-plane replica is SIGKILLed every few seconds (and restarted), the Redis server is
-killed (and restarted), each agent's leader is SIGSTOPped (and SIGCONTed later), and PostgreSQL
+control-plane replica is SIGKILLed every few seconds (and restarted), the Redis master is
+SIGKILLed (the Sentinels promote the replica; the old master comes back as a replica), each agent's leader is SIGSTOPped (and SIGCONTed later), and PostgreSQL
 is restarted once (an immediate shutdown: the crash a killed postmaster leaves).
 
 Afterwards, within a bounded settle time: every session is in the state its last accepted
@@ -32,7 +32,7 @@ from tests.chaos.operations import Ledger, OperationStream, Probe
 from tests.chaos.viewer import Viewer
 from tests.support.docker import TEST_IMAGE, remove_networks
 from tests.support.postgres_cluster import available as postgres_available
-from tests.support.redis_server import RedisServer
+from tests.support.sentinel import SentinelCluster
 from tests.support.topology import Topology
 from tests.support.waits import until
 
@@ -65,9 +65,9 @@ async def topology(docker_client, tmp_path):
         pytest.skip("needs PostgreSQL's server binaries (/usr/lib/postgresql/15/bin)")
     root = Path(tempfile.mkdtemp(prefix="chaos-"))
     os.chmod(root, 0o755)
-    redis = RedisServer(root / "redis")
-    redis.start()
-    running = Topology(root=root, redis_url=redis.url + "/0")
+    redis = SentinelCluster(sentinels=2, master_name="chaos")
+    await asyncio.to_thread(redis.start)
+    running = Topology(root=root, redis_env=redis.env(db=0))
     running.redis = redis  # type: ignore[attr-defined]
     suffix = os.urandom(3).hex()
     running.ids = {"docker": f"chaos-docker-{suffix}", "local": f"chaos-local-{suffix}"}  # type: ignore[attr-defined]
@@ -178,10 +178,11 @@ async def test_sessions_survive_the_faults(topology, docker_client):
 
             schedule = sorted(
                 [(s, "replica") for s in range(4, int(RUN_S) - 8, 7)]
-                + [(12, "redis"), (22, "stop-docker-leader"), (34, "cont-docker-leader"),
+                + [(12, "redis"), (20, "revive-redis"), (22, "stop-docker-leader"), (34, "cont-docker-leader"),
                    (38, "stop-local-leader"), (48, "cont-local-leader"), (42, "postgres")]
             )  # fmt: skip
             stopped: dict[str, object] = {}
+            revive = None
             n = 0
             for second, fault in schedule:
                 await at(second)
@@ -193,11 +194,13 @@ async def test_sessions_survive_the_faults(topology, docker_client):
                     faults.append((f"SIGKILL {replica.name}", moment))
                     t.start_replica(replica)
                 elif fault == "redis":
-                    t.redis.kill()
-                    faults.append(("SIGKILL redis", moment))
-                    await asyncio.sleep(2)
-                    await asyncio.to_thread(t.redis.start)
-                    figures["redis back after kill, s"] = time.monotonic() - moment
+                    old = t.redis.master_port
+                    faults.append(("SIGKILL the Redis master", moment))
+                    await asyncio.to_thread(t.redis.kill_master)
+                    figures["Redis master SIGKILL -> replica promoted by the Sentinels, s"] = time.monotonic() - moment
+                    revive = asyncio.ensure_future(asyncio.to_thread(t.redis.revive, old))
+                elif fault == "revive-redis":
+                    await revive
                 elif fault.startswith("stop-"):
                     platform = fault.split("-")[1]
                     process = await leader_process(platform)
@@ -279,8 +282,10 @@ async def test_sessions_survive_the_faults(topology, docker_client):
     twice = {cid: count for cid, count in ran.items() if count > 1}
     assert not twice, f"commands executed more than once: {twice}"
     commands = t.query("SELECT id::text, state, attempts FROM agents_app_agentcommand")
-    assert all(state in ("succeeded", "failed", "expired") for _, state, _ in commands), commands
+    undelivered = [row for row in commands if row[1] in ("pending", "sent")]
+    assert not undelivered, f"commands that never reached an agent: {undelivered}"
     retried = sum(1 for _, _, attempts in commands if attempts > 1)
+    results_lost = sum(1 for _, state, _ in commands if state == "acked")
 
     # No orphans: containers and local processes belong to sessions meant to hold them.
     states = dict(t.query("SELECT id::text, state FROM sessions_app_session"))
@@ -322,7 +327,8 @@ async def test_sessions_survive_the_faults(topology, docker_client):
         f"requests: {dict(sorted((f'{r}:{o}', n) for (r, o), n in ledger.outcomes.items()))}",
         f"refusals: {dict(ledger.refusals)}; launches with a lost answer: {ledger.lost_launches}",
         f"sessions: {len(ledger.target)}; quota peak {quota_peak[0]}/{MAX_SESSIONS}",
-        f"commands: {len(commands)} rows, {sum(ran.values())} executions, {retried} re-sent (attempts > 1)",
+        f"commands: {len(commands)} rows, {sum(ran.values())} executions, {retried} re-sent (attempts > 1), "
+        f"{results_lost} acked whose result never arrived",
         f"agent reconnects: {len(gaps)}, p50 {percentile(gaps, 50):.2f} s, p99 {percentile(gaps, 99):.2f} s",
         f"viewer: {viewer.echoes} echoes, {viewer.connects} connections, outages "
         + ", ".join(f"{s:.2f}" for _, s in viewer.outages)
@@ -330,8 +336,10 @@ async def test_sessions_survive_the_faults(topology, docker_client):
     ]
     for name, value in figures.items():
         lines.append(f"{name}: {value:.2f}")
-    for name, moment in faults:
-        lines.append(f"API unavailable after {name}: {probe.outage_after(moment):.2f} s")
+    lines.append(f"API probe: {len(probe.samples)} reads, failures by cause {dict(probe.reasons)}")
+    for began, seconds in probe.failures():
+        cause = max(((m, n) for n, m in faults if m <= began), default=(began, "no fault yet"))
+        lines.append(f"API failing {seconds:.2f} s from {began - cause[0]:.1f} s after {cause[1]}")
     print("\n[chaos] " + "\n[chaos] ".join(lines))
 
 

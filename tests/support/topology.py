@@ -1,5 +1,6 @@
 """The production topology as real processes on one host, for fault-injection tests: a
-PostgreSQL cluster and Redis of the test's own, control-plane replicas
+PostgreSQL cluster and Redis of the test's own (given as the control plane's Redis settings:
+``REDIS_URL``, or ``REDIS_SENTINELS`` + ``REDIS_SENTINEL_MASTER`` for a Sentinel set), control-plane replicas
 (``python -m streamspace.serve``) behind nginx with the compose config, a Celery worker with
 beat, and ``streamspace-agent`` replicas electing a leader with the file lease.
 
@@ -63,7 +64,7 @@ class Replica:
 @dataclass
 class Topology:
     root: Path
-    redis_url: str
+    redis_env: dict[str, str]
     pg: PostgresCluster = field(default_factory=PostgresCluster)
     env: dict[str, str] = field(default_factory=dict)
     replicas: list[Replica] = field(default_factory=list)
@@ -89,7 +90,7 @@ class Topology:
         }
         self.env.update(
             DATABASE_URL=self.database_url,
-            REDIS_URL=self.redis_url,
+            **self.redis_env,
             STREAMSPACE_DATA_DIR=str(self.root / "control-plane"),
             DJANGO_SETTINGS_MODULE="streamspace.settings",
             SECRET_KEY="chaos-" + secrets.token_hex(24),
