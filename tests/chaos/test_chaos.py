@@ -183,6 +183,7 @@ async def test_sessions_survive_the_faults(topology, docker_client):
             )  # fmt: skip
             stopped: dict[str, object] = {}
             revive = None
+            restarts: list[asyncio.Future] = []
             n = 0
             for second, fault in schedule:
                 await at(second)
@@ -193,6 +194,7 @@ async def test_sessions_survive_the_faults(topology, docker_client):
                     t.kill_replica(replica)
                     faults.append((f"SIGKILL {replica.name}", moment))
                     t.start_replica(replica)
+                    restarts.append(asyncio.ensure_future(_listening_after(replica.port, moment)))
                 elif fault == "redis":
                     old = t.redis.master_port
                     faults.append(("SIGKILL the Redis master", moment))
@@ -222,6 +224,9 @@ async def test_sessions_survive_the_faults(topology, docker_client):
                     faults.append(("restart postgres (immediate)", moment))
                     await asyncio.to_thread(t.pg.restart, "immediate")
                     figures["postgres restart, s"] = time.monotonic() - moment
+            took = await asyncio.gather(*restarts)
+            figures["control-plane replica SIGKILL -> listening again, max s"] = max(took)
+            figures["control-plane replica SIGKILL -> listening again, median s"] = sorted(took)[len(took) // 2]
 
         tasks = [
             stream.run(0, stop_at, MAX_SESSIONS),
@@ -237,8 +242,9 @@ async def test_sessions_survive_the_faults(topology, docker_client):
         for agent in t.agents.values():
             agent.signal(signal.SIGCONT)
         listed = await until(lambda: _all_sessions(api), timeout=30, what="the session list")
-        for session in listed:
-            ledger.target.setdefault(session["id"], "running")  # launched, answer lost
+        adopted = [session["id"] for session in listed if session["id"] not in ledger.target]
+        for sid in adopted:
+            ledger.target[sid] = "running"  # launched, its answer lost: the launch is its last request
         settle_began = time.monotonic()
 
         async def settled():
@@ -288,23 +294,24 @@ async def test_sessions_survive_the_faults(topology, docker_client):
     results_lost = sum(1 for _, state, _ in commands if state == "acked")
 
     # No orphans: containers and local processes belong to sessions meant to hold them.
-    states = dict(t.query("SELECT id::text, state FROM sessions_app_session"))
+    rows = t.query(
+        "SELECT s.id::text, s.state, t.platform FROM sessions_app_session s"
+        " JOIN sessions_app_template t ON t.id = s.template_id"
+    )
+    states = {sid: state for sid, state, _ in rows}
+    platform = {sid: kind for sid, _, kind in rows}
     for container in docker_client.containers.list(
         all=True, filters={"label": f"streamspace.managed-by={ids['docker']}"}
     ):
         sid = container.labels["streamspace.session-id"]
         assert states.get(sid) in ("running", "hibernated"), f"orphan container {container.name} ({states.get(sid)})"
         assert (container.status == "running") == (states[sid] == "running"), (container.name, container.status)
-    wanted_local = {
-        sid for sid, state in states.items() if state == "running" and ledger.template.get(sid) == "chaos-local"
-    }
+    wanted_local = {sid for sid, state in states.items() if state == "running" and platform[sid] == "local"}
     local_processes = _local_session_processes(t.root / "agent-local")
     assert set(local_processes) == wanted_local, (
         f"local processes {local_processes} for running sessions {wanted_local}"
     )
-    running_docker = {
-        sid for sid, state in states.items() if state == "running" and ledger.template.get(sid) != "chaos-local"
-    }
+    running_docker = {sid for sid, state in states.items() if state == "running" and platform[sid] == "docker"}
     live_containers = {
         c.labels["streamspace.session-id"]
         for c in docker_client.containers.list(filters={"label": f"streamspace.managed-by={ids['docker']}"})
@@ -325,7 +332,8 @@ async def test_sessions_survive_the_faults(topology, docker_client):
     lines = [
         f"setup {setup_s:.1f} s, run {RUN_S:.0f} s, settle {settle_s:.1f} s (bound {SETTLE_S:.0f} s)",
         f"requests: {dict(sorted((f'{r}:{o}', n) for (r, o), n in ledger.outcomes.items()))}",
-        f"refusals: {dict(ledger.refusals)}; launches with a lost answer: {ledger.lost_launches}",
+        f"refusals: {dict(ledger.refusals)}; launches with a lost answer: {ledger.lost_launches}, "
+        f"sessions found only in the list afterwards: {len(adopted)}",
         f"sessions: {len(ledger.target)}; quota peak {quota_peak[0]}/{MAX_SESSIONS}",
         f"commands: {len(commands)} rows, {sum(ran.values())} executions, {retried} re-sent (attempts > 1), "
         f"{results_lost} acked whose result never arrived",
@@ -341,6 +349,17 @@ async def test_sessions_survive_the_faults(topology, docker_client):
         cause = max(((m, n) for n, m in faults if m <= began), default=(began, "no fault yet"))
         lines.append(f"API failing {seconds:.2f} s from {began - cause[0]:.1f} s after {cause[1]}")
     print("\n[chaos] " + "\n[chaos] ".join(lines))
+
+
+async def _listening_after(port: int, since: float) -> float:
+    """Seconds from ``since`` until something accepts connections on ``port``."""
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return time.monotonic() - since
+        except OSError:
+            await asyncio.sleep(0.1)
 
 
 def _reached(session: dict | None, target: str) -> bool:

@@ -186,4 +186,5 @@ class Topology:
         self.pg.destroy()
 
     def logs(self) -> list[Path]:
-        return sorted(self.root.glob("*.log")) + [a.log_path for a in self.agents.values()]
+        nginx = self.root / "nginx" / "error.log"
+        return sorted(self.root.glob("*.log")) + [nginx] + [a.log_path for a in self.agents.values()]
