@@ -17,7 +17,18 @@ from pathlib import Path
 
 from tests.support.ports import free_port, wait_for_port
 
-PG_BIN = Path(os.environ.get("STREAMSPACE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _server_binaries() -> Path:
+    """``STREAMSPACE_PG_BIN``, else the newest ``/usr/lib/postgresql/<version>/bin`` (Debian's layout)."""
+    if os.environ.get("STREAMSPACE_PG_BIN"):
+        return Path(os.environ["STREAMSPACE_PG_BIN"])
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
+    )
+    return found[-1] if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _server_binaries()
 
 
 def available() -> bool:
