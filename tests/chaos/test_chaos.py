@@ -360,7 +360,8 @@ async def test_sessions_survive_the_faults(topology, docker_client):
     lines.append(f"API probe: {len(probe.samples)} reads, failures by cause {dict(probe.reasons)}")
     for began, seconds in probe.failures():
         cause = max(((m, n) for n, m in faults if m <= began), default=(began, "no fault yet"))
-        lines.append(f"API failing {seconds:.2f} s from {began - cause[0]:.1f} s after {cause[1]}")
+        length = f"{seconds:.2f} s" if seconds != float("inf") else "until the probe stopped"
+        lines.append(f"API failing {length} from {began - cause[0]:.1f} s after {cause[1]}")
     print("\n[chaos] " + "\n[chaos] ".join(lines))
 
 
