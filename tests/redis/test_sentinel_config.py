@@ -3,6 +3,7 @@ bad values as a clear error at startup (manage.py and the agent's CLI)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -113,3 +114,40 @@ def test_agent_refuses_to_start_on_bad_sentinels(tmp_path) -> None:
     assert result.returncode != 0
     assert "REDIS_SENTINELS='foo': 'foo' is not host:port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_settings_give_every_redis_user_the_sentinels(tmp_path) -> None:
+    """What streamspace/settings.py builds from the variables: the channel layer's host, the
+    cache's pool, Celery's broker URL and master_name, and a REDIS_URL default."""
+    probe = (
+        "import json, django; django.setup(); from django.conf import settings as s; "
+        "host = s.CHANNEL_LAYERS['default']['CONFIG']['hosts'][0]; "
+        "print(json.dumps({'url': s.REDIS_URL, 'sentinels': s.REDIS_SENTINELS, 'master': s.REDIS_SENTINEL_MASTER, "
+        "'layer': [host['master_name'], host['sentinels'], host['db'], host.get('password')], "
+        "'cache': s.CACHES['default']['OPTIONS'], 'broker': s.CELERY_BROKER_URL, "
+        "'transport': s.CELERY_BROKER_TRANSPORT_OPTIONS['master_name']}))"
+    )
+    result = _run(
+        [sys.executable, "-c", probe],
+        REDIS_URL="redis://:pw@ignored:1/4",
+        REDIS_SENTINELS="s1:26379,s2:26380",
+        REDIS_SENTINEL_MASTER="mymaster",
+        DJANGO_SETTINGS_MODULE="streamspace.settings",
+        STREAMSPACE_DATA_DIR=str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert got["sentinels"] == [["s1", 26379], ["s2", 26380]] and got["master"] == "mymaster"
+    assert got["layer"] == ["mymaster", [["s1", 26379], ["s2", 26380]], 4, "pw"]
+    assert got["cache"] == {"pool_class": "streamspace.redis_client.SentinelCachePool"}
+    assert got["broker"] == "sentinel://:pw@s1:26379/4;sentinel://:pw@s2:26380/4" and got["transport"] == "mymaster"
+    # Without REDIS_URL: database 0, no password; Redis is still on (sessions, caches, registry).
+    result = _run(
+        [sys.executable, "-c", probe],
+        REDIS_SENTINELS="s1:26379",
+        REDIS_SENTINEL_MASTER="mymaster",
+        DJANGO_SETTINGS_MODULE="streamspace.settings",
+        STREAMSPACE_DATA_DIR=str(tmp_path),
+    )
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert got["url"] and got["layer"][2:] == [0, None] and got["broker"] == "sentinel://s1:26379/0"

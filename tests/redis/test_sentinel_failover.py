@@ -112,3 +112,34 @@ async def test_the_agent_lease_is_kept_across_a_failover(cluster: SentinelCluste
     finally:
         await holder.close()
         await other.close()
+
+
+def test_celery_broker_on_sentinels_follows_a_failover(settings, cluster: SentinelCluster) -> None:
+    """The broker URL and transport options settings give Celery (``sentinel://...;...`` and
+    ``master_name``): kombu publishes with Celery's retry, and a consumer reads, on either side
+    of a failover; the queue-length metric reads the same broker."""
+    from kombu import Connection, Exchange, Queue
+
+    broker = target(cluster)
+    queue = Queue(f"ss-test-{uuid.uuid4().hex[:8]}", Exchange("ss-test", type="direct"), routing_key="k")
+    with Connection(broker.celery_url(), transport_options=broker.celery_transport_options()) as connection:
+        producer = connection.Producer()
+
+        def publish(n: int) -> None:
+            producer.publish({"n": n}, exchange=queue.exchange, routing_key="k", declare=[queue], retry=True)
+
+        def take() -> int:
+            with connection.SimpleQueue(queue) as simple:
+                message = simple.get(timeout=10)
+                message.ack()
+                return message.payload["n"]
+
+        settings.CELERY_BROKER_URL = broker.celery_url()
+        settings.CELERY_BROKER_TRANSPORT_OPTIONS = broker.celery_transport_options()
+        publish(1)
+        assert redis_client.broker_client(socket_timeout=5).llen(queue.name) == 1
+        assert take() == 1
+        cluster.failover()
+        publish(2)
+        assert redis_client.broker_client(socket_timeout=5).llen(queue.name) == 1
+        assert take() == 2

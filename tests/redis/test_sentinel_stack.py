@@ -1,7 +1,8 @@
 """A control plane and a local agent on a Redis Sentinel set, all real processes: sessions are
 launched and stopped through the API across a SENTINEL FAILOVER and across a killed master.
 Every command (durable in PostgreSQL, carried by the channel layer) reaches the agent, runs
-exactly once and ends ``succeeded``; every session ends in the state asked for.
+exactly once and ends ``succeeded``; every session ends in the state asked for. The agent holds
+its leader lease in the same Redis (``HA_BACKEND=redis``) through the Sentinels.
 
 The control plane is given ``REDIS_URL`` with a closed port: only the Sentinels lead to Redis.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from django.db import connection
 from rest_framework_simplejwt.tokens import RefreshToken
 
@@ -102,6 +104,8 @@ def commands_done(stack: Stack, instance_id: str) -> Counter:
 def test_launch_and_stop_across_a_failover_and_a_killed_master(stack, api, cluster: SentinelCluster) -> None:
     Template.objects.create(slug="serves", display_name="Serves", platform="local", command=SERVES)
     agent, token = make_agent("local-sentinel", "local")
+    # The agent leads through its Redis lease, on the same Sentinels: it must stay leader.
+    stack.env.update(ENABLE_HA="true", HA_BACKEND="redis", RETRY_PERIOD="1s")
     stack.start_agent(agent, token, "local-sentinel-a")
     wait_until(lambda: agent.instances.filter(connected=True, is_leader=True).exists(), what="the agent leader")
 
@@ -124,3 +128,6 @@ def test_launch_and_stop_across_a_failover_and_a_killed_master(stack, api, clust
     ran = commands_done(stack, "local-sentinel-a")
     assert ran == Counter({str(command_id): 1 for command_id, _, _ in commands}), ran
     assert httpx.get(stack.base + "/readyz", timeout=10).status_code == 200
+    # The lease lives on the master of now, in REDIS_URL's database 2, held by the agent.
+    lease = redis.Redis(host="127.0.0.1", port=cluster.master_port, db=2, password=cluster.password, socket_timeout=5)
+    assert (lease.get("local-agent-leader") or b"").decode().startswith("local-sentinel-a:")
