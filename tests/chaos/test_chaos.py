@@ -301,6 +301,7 @@ async def test_sessions_survive_the_faults(topology, docker_client):
     twice = {cid: count for cid, count in ran.items() if count > 1}
     assert not twice, f"commands executed more than once: {twice}"
     commands = t.query("SELECT id::text, state, attempts FROM agents_app_agentcommand")
+    superseded = t.query("SELECT count(*) FROM agents_app_agentcommand WHERE error LIKE 'superseded%%'")[0][0]
     undelivered = [row for row in commands if row[1] in ("pending", "sent")]
     assert not undelivered, f"commands that never reached an agent: {undelivered}"
     retried = sum(1 for _, _, attempts in commands if attempts > 1)
@@ -349,7 +350,7 @@ async def test_sessions_survive_the_faults(topology, docker_client):
         f"sessions found only in the list afterwards: {len(adopted)}",
         f"sessions: {len(ledger.target)}; quota peak {quota_peak[0]}/{MAX_SESSIONS}",
         f"commands: {len(commands)} rows, {sum(ran.values())} executions, {retried} re-sent (attempts > 1), "
-        f"{results_lost} acked whose result never arrived",
+        f"{results_lost} acked whose result never arrived, {superseded} superseded before they were sent",
         f"agent reconnects: {len(gaps)}, p50 {percentile(gaps, 50):.2f} s, p99 {percentile(gaps, 99):.2f} s",
         f"viewer: {viewer.echoes} echoes, {viewer.connects} connections, outages "
         + ", ".join(f"{s:.2f}" for _, s in viewer.outages)
