@@ -56,7 +56,12 @@ class PostgresCluster:
         return subprocess.run([*prefix, *argv], capture_output=True, text=True, check=check, timeout=timeout)
 
     def init(self) -> None:
-        """``initdb`` (superuser ``postgres``, trust on loopback, settings for a short-lived test)."""
+        """``initdb`` (superuser ``postgres``, trust on loopback, settings for a short-lived test).
+
+        ``fsync`` is off (only an operating-system crash could lose data then, never a killed
+        or restarted server); ``synchronous_commit`` stays on: off, a server stopped with
+        ``-m immediate`` forgets transactions it reported committed, which no test of a
+        restart may allow."""
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")
             os.chown(self.root, user.pw_uid, user.pw_gid)
@@ -64,7 +69,7 @@ class PostgresCluster:
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(
                 f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = ''\n"
-                "max_connections = 200\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+                "max_connections = 200\nfsync = off\nfull_page_writes = off\n"
             )
 
     def start(self, timeout: float = 30) -> None:
