@@ -18,6 +18,7 @@ printed (``-s``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -96,6 +97,9 @@ async def topology(docker_client, tmp_path):
         backend = LocalBackend(agent_id=running.ids["local"], data_dir=root / "agent-local")  # type: ignore[attr-defined]
         for item in await backend.inventory():
             await backend.stop(item.session_id, SessionSpec())
+        for pid in _local_session_processes(root / "agent-local").values():  # orphans the state file lost
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         for log in running.logs():  # kept with pytest's temporary directories, for a post-mortem
             if log.exists():
                 shutil.copy(log, tmp_path / log.name)
