@@ -84,7 +84,8 @@ class RedisTarget:
             return None
         scheme = urlsplit(url).scheme
         if scheme not in ("redis", "rediss", "unix"):
-            raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix:// (got {scheme or url!r}://)")
+            given = f"{scheme}://" if scheme else "no scheme"  # never the URL: it may hold the password
+            raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix:// (got {given})")
         if parsed and scheme == "unix":
             raise ConfigError("REDIS_URL=unix://... cannot be combined with REDIS_SENTINELS")
         target = cls(url=url, sentinels=parsed, master_name=master_name)

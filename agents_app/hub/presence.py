@@ -82,16 +82,17 @@ class MemoryRegistryStore:
 
 
 _memory = MemoryRegistryStore()
-_clients: dict[int, Any] = {}
+_clients: dict[tuple[int, Any], Any] = {}
 
 
 def _redis() -> Any:
-    """One asyncio Redis client per event loop (tests run many loops; daphne runs one)."""
-    loop = asyncio.get_running_loop()
-    client = _clients.get(id(loop))
+    """One asyncio Redis client per event loop and Redis target (tests run many loops and
+    point the settings at other servers; daphne runs one loop on one target)."""
+    key = (id(asyncio.get_running_loop()), redis_client.target())
+    client = _clients.get(key)
     if client is None:
         client = redis_client.client(asyncio=True, decode_responses=True, socket_timeout=5)
-        _clients[id(loop)] = client
+        _clients[key] = client
     return client
 
 

@@ -47,6 +47,9 @@ def test_master_name_and_sentinels_go_together() -> None:
     with pytest.raises(ConfigError, match="database 'x' is not a number"):
         RedisTarget.build("redis://r:6379/x", "s1:1", "m")
     assert RedisTarget.build("", "", "") is None
+    with pytest.raises(ConfigError, match=r"redis://, rediss:// or unix:// \(got http://\)") as error:
+        RedisTarget.build("http://:hunter2@r:6379/0", "", "")
+    assert "hunter2" not in str(error.value)
 
 
 def test_url_gives_password_and_db_but_not_the_address() -> None:

@@ -1,5 +1,6 @@
 """A control plane and a local agent on a Redis Sentinel set, all real processes: sessions are
-launched and stopped through the API across a SENTINEL FAILOVER and across a killed master.
+launched and stopped through the API across a SENTINEL FAILOVER and across a killed master,
+and one is launched while the master is down.
 Every command (durable in PostgreSQL, carried by the channel layer) reaches the agent, runs
 exactly once and ends ``succeeded``; every session ends in the state asked for. The agent holds
 its leader lease in the same Redis (``HA_BACKEND=redis``) through the Sentinels.
@@ -12,6 +13,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,12 +29,14 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from agent_runtime.backends.local import process_start_time
 from agents_app.models import AgentCommand, CommandState
 from sessions_app.models import Session, SessionState, Template
+from tests.support import ROOT
 from tests.support.sentinel import SentinelCluster
 from tests.support.stack import Stack, make_agent, stack_env, wait_for_other_connections_to_close
 from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
+SWEEP = "from agents_app.sweeps import requeue_unacked_commands; requeue_unacked_commands(0)"
 SERVES = ["{python}", "-m", "agent_runtime.demo_app", "--port", "{port}", "--home", "{home}"]
 
 
@@ -66,10 +72,14 @@ def api(stack, alice) -> Iterator[httpx.Client]:
         yield client
 
 
-def launch(api: httpx.Client) -> str:
+def ask_launch(api: httpx.Client) -> str:
     response = api.post("/api/v1/sessions", json={"template": "serves", "persistent_home": False})
     assert response.status_code == 202, response.text
-    session_id = response.json()["id"]
+    return response.json()["id"]
+
+
+def launch(api: httpx.Client, session_id: str | None = None) -> str:
+    session_id = session_id or ask_launch(api)
     wait_until(
         lambda: Session.objects.filter(pk=session_id, state=SessionState.RUNNING, streaming_ready=True).exists(),
         timeout=60,
@@ -118,12 +128,31 @@ def test_launch_and_stop_across_a_failover_and_a_killed_master(stack, api, clust
     third = launch(api)
     stop(api, second)
     cluster.revive(old_master)
-    stop(api, third)
 
-    states = dict(Session.objects.filter(pk__in=[first, second, third]).values_list("pk", "state"))
+    # A launch while the master is down: the API answers 202 (the command is a row); the
+    # send either reaches the new master through the client's retries or is left pending,
+    # and the command sweep (run here once, as Celery beat runs it) sends it.
+    killing = threading.Thread(target=cluster.kill_master)
+    killing.start()
+    fourth = ask_launch(api)
+    killing.join(60)
+    sweep = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", SWEEP],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sweep.returncode == 0, sweep.stderr
+    launch(api, fourth)
+    stop(api, third)
+    stop(api, fourth)
+
+    states = dict(Session.objects.filter(pk__in=[first, second, third, fourth]).values_list("pk", "state"))
     assert set(states.values()) == {SessionState.STOPPED}
     commands = list(AgentCommand.objects.filter(agent=agent).values_list("id", "action", "state"))
-    assert Counter(action for _, action, _ in commands) == {"start_session": 3, "stop_session": 3}, commands
+    assert Counter(action for _, action, _ in commands) == {"start_session": 4, "stop_session": 4}, commands
     assert {state for _, _, state in commands} == {CommandState.SUCCEEDED}, commands
     ran = commands_done(stack, "local-sentinel-a")
     assert ran == Counter({str(command_id): 1 for command_id, _, _ in commands}), ran

@@ -11,7 +11,7 @@ API (kept stable; the chaos suite builds on it)::
                                  #  "REDIS_URL": "redis://[:password@]127.0.0.1:<unused>/2"}
         cluster.sentinels        # [("127.0.0.1", p1), ...] (SentinelCluster.sentinels_env: "h:p,h:p")
         cluster.master_port      # the port of the current master, as the Sentinels report it
-        cluster.replica_ports    # the ports of the servers that are not the master now
+        cluster.replica_ports    # the ports of the running servers that are not the master now
         cluster.client(port)     # a redis.Redis on one server (decode_responses=True)
         new = cluster.failover()     # SENTINEL FAILOVER; returns the new master's port once every
                                      # Sentinel reports it, it says role:master and the old master
@@ -19,8 +19,15 @@ API (kept stable; the chaos suite builds on it)::
                                      # clients left connected: harsher than the Sentinels, who
                                      # close them; a client must notice READONLY / UNBLOCKED)
         new = cluster.kill_master()  # SIGKILL the master; returns the promoted replica's port
-        cluster.revive(old_port)     # start a killed server again (the Sentinels make it a replica)
+        cluster.revive(old_port)     # start a killed server again, as a replica of the master
+        cluster.role(port)           # "master" / "slave" as that server says, None if it is down
+        cluster.master_per_sentinel()  # {sentinel port: the master port it names}
+        cluster.wait_ready()         # until a failover is possible again (as start() does)
         cluster.stop()               # everything down (the ``with`` block does it)
+
+Options: ``SentinelCluster(sentinels=3, master_name="streamspace", *, password=None,
+down_after_ms=1000, failover_timeout_ms=4000)``; with a password the servers require it (and
+replicate with it) and ``env()``'s ``REDIS_URL`` carries it; the Sentinels themselves have none.
 
 Construction starts nothing; ``start()`` (or entering the ``with`` block) starts the servers,
 then the Sentinels, and returns once a failover is possible (every Sentinel sees the replica
@@ -173,8 +180,9 @@ class SentinelCluster:
 
     @property
     def replica_ports(self) -> list[int]:
+        """The running servers that are not the master now (a killed one is not listed)."""
         master = self.master_port
-        return [port for port in self.servers if port != master]
+        return [port for port, process in self.servers.items() if port != master and process is not None]
 
     def role(self, port: int) -> str | None:
         """``master`` / ``slave`` as the server on ``port`` says, or None when it does not answer."""
