@@ -3,7 +3,7 @@
     streamspace-agent --platform docker --control-plane https://cp.example --token ssa_...
 
 Every flag also reads an environment variable (shown in ``--help``). High availability
-is configured by environment only (ENABLE_HA, HA_BACKEND, FILE_LOCK_PATH, REDIS_URL,
+is configured by environment only (ENABLE_HA, HA_BACKEND, FILE_LOCK_PATH, REDIS_URL, REDIS_SENTINELS, REDIS_SENTINEL_MASTER,
 LEASE_KEY, LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD), as in the Helm chart.
 """
 
@@ -28,7 +28,7 @@ def build_parser(env: dict[str, str] | os._Environ[str] = os.environ) -> argpars
     parser = argparse.ArgumentParser(
         prog="streamspace-agent",
         description="Run StreamSpace sessions on this host for a control plane.",
-        epilog="HA: ENABLE_HA=true HA_BACKEND=file|redis|kubernetes|swarm (FILE_LOCK_PATH, REDIS_URL, LEASE_KEY, "
+        epilog="HA: ENABLE_HA=true HA_BACKEND=file|redis|kubernetes|swarm (FILE_LOCK_PATH, REDIS_URL, REDIS_SENTINELS, REDIS_SENTINEL_MASTER, LEASE_KEY, "
         "LEASE_NAMESPACE, LEASE_DURATION=15s, RENEW_DEADLINE=10s, RETRY_PERIOD=2s)",
     )
 

@@ -124,6 +124,11 @@ class CommandExecutor:
         self._launches: dict[str, LaunchProgress] = {}  # sessions being started or woken, until ready
         self._dying: set[str] = set()  # sessions whose failure is being reported
         self.reported: dict[str, InventoryItem] = {}  # last status sent per session
+        # A counter bumped whenever a session is queued work or reported, and the value of it at
+        # each session's last bump: reconcile() leaves alone every session touched after its
+        # inventory snapshot began (the snapshot is older than what the agent knows of it).
+        self._generation = 0
+        self._touched: dict[str, int] = {}
         self.accepting = True
         self.timings: deque[tuple[str, float]] = deque(maxlen=1000)  # (action, seconds) for benchmarks
 
@@ -152,7 +157,12 @@ class CommandExecutor:
             return
         self._enqueue(command.session_id, command)
 
+    def _touch(self, session_id: str) -> None:
+        self._generation += 1
+        self._touched[session_id] = self._generation
+
     def _enqueue(self, session_id: str, item: Command | ExitNotice) -> None:
+        self._touch(session_id)
         self._lanes.setdefault(session_id, deque()).append(item)
         if session_id not in self._workers:
             self._workers[session_id] = asyncio.create_task(self._lane(session_id))
@@ -340,6 +350,7 @@ class CommandExecutor:
         log_tail: str = "",
         progress: list[ProgressStep] | None = None,
     ) -> None:
+        self._touch(item.session_id)
         if item.state == "stopped":
             self.reported.pop(item.session_id, None)
         else:
@@ -391,14 +402,23 @@ class CommandExecutor:
         return session_id in self._workers or session_id in self._watchers
 
     async def reconcile(self) -> None:
-        """Report sessions whose observed state changed behind our back (a crash, a removal)."""
+        """Report sessions whose observed state changed behind our back (a crash, a removal).
+
+        A session that got work or a report while the inventory was being taken is skipped:
+        the snapshot may predate it (a session started meanwhile is absent from it, one stopped
+        meanwhile still in it), and the next reconcile sees it as it is."""
+        snapshot = self._generation
         try:
             observed = {item.session_id: item for item in await self.backend.inventory()}
         except BackendError as exc:
             log.warning("inventory failed", extra={"error": str(exc)})
             return
+
+        def moved(sid: str) -> bool:
+            return self._touched.get(sid, 0) > snapshot
+
         for sid, item in observed.items():
-            if self.busy(sid):
+            if self.busy(sid) or moved(sid):
                 continue
             before = self.reported.get(sid)
             if before is not None and before.state == "running" and item.state != "running":
@@ -410,12 +430,14 @@ class CommandExecutor:
             ):
                 await self.report(item)
         for sid, before in list(self.reported.items()):
-            if sid not in observed and not self.busy(sid) and before.state != "stopped":
+            if sid not in observed and not self.busy(sid) and not moved(sid) and before.state != "stopped":
                 gone = InventoryItem(session_id=sid, state="stopped")
                 if before.state == "running":
                     await self._report_death(sid, gone)
                 else:
                     await self.report(gone, "the workload is gone")
+        # Bumps before this snapshot matter to no later one (those begin later still).
+        self._touched = {sid: generation for sid, generation in self._touched.items() if generation > snapshot}
 
     # --- shutdown -------------------------------------------------------------------------
     @property

@@ -13,8 +13,12 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent_runtime import protocol
+
+if TYPE_CHECKING:
+    from agent_runtime.redis_client import RedisTarget
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -65,11 +69,17 @@ class LeaseConfig:
     retry_period: float = 2.0
     file_lock_path: str = ""
     redis_url: str = ""
+    # REDIS_SENTINELS / REDIS_SENTINEL_MASTER: the lease's master is the one they name; REDIS_URL
+    # then gives only password and db (agent_runtime/redis_client.py).
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = ""
     # HA_BACKEND=kubernetes: the Lease's namespace (LEASE_NAMESPACE, else the sessions' namespace).
     lease_namespace: str = "streamspace"
 
     @classmethod
     def from_env(cls, platform: str, data_dir: Path, env: Mapping[str, str] | None = None) -> LeaseConfig:
+        from agent_runtime.redis_client import parse_sentinels  # noqa: PLC0415 it imports ConfigError from here
+
         env = os.environ if env is None else env
         backend = env.get("HA_BACKEND", "file").strip().lower() or "file"
         # The Kubernetes Lease keeps the name the Helm chart and the design give it.
@@ -83,6 +93,8 @@ class LeaseConfig:
             retry_period=parse_duration(env.get("RETRY_PERIOD", "2s"), name="RETRY_PERIOD"),
             file_lock_path=env.get("FILE_LOCK_PATH") or str(data_dir / f"{platform}-agent-leader.lock"),
             redis_url=env.get("REDIS_URL", ""),
+            redis_sentinels=parse_sentinels(env.get("REDIS_SENTINELS", "")),
+            redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER", "").strip(),
             lease_namespace=env.get("LEASE_NAMESPACE") or env.get("STREAMSPACE_KUBERNETES_NAMESPACE") or "streamspace",
         )
         lease.validate()
@@ -97,8 +109,17 @@ class LeaseConfig:
             raise ConfigError("RENEW_DEADLINE must be shorter than LEASE_DURATION")
         if not self.retry_period < self.renew_deadline:
             raise ConfigError("RETRY_PERIOD must be shorter than RENEW_DEADLINE")
-        if self.enabled and self.backend == "redis" and not self.redis_url:
-            raise ConfigError("HA_BACKEND=redis needs REDIS_URL")
+        redis = self.redis  # validates REDIS_URL / REDIS_SENTINELS / REDIS_SENTINEL_MASTER together
+        if self.enabled and self.backend == "redis" and redis is None:
+            raise ConfigError("HA_BACKEND=redis needs REDIS_URL or REDIS_SENTINELS")
+
+    @property
+    def redis(self) -> RedisTarget | None:
+        """Where the redis lease lives (None without REDIS_URL and REDIS_SENTINELS)."""
+        from agent_runtime.redis_client import RedisTarget  # noqa: PLC0415 it imports ConfigError from here
+
+        sentinels = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.redis_sentinels)
+        return RedisTarget.build(self.redis_url, sentinels, self.redis_sentinel_master)
 
 
 @dataclass(frozen=True)

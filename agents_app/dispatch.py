@@ -14,7 +14,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from agents_app.models import AgentCommand, AgentInstance, CommandState
@@ -68,8 +68,29 @@ def send_frames(channel_name: str, commands: list[AgentCommand]) -> int:
     return len(commands) - len(failed)
 
 
+SUPERSEDED = "superseded: a later command for this session went out first"
+
+
+def expire_superseded(agent_pk: int) -> int:
+    """Expire the agent's pending commands that a later command of the same session has
+    overtaken (it was sent, acked or finished while this one waited, e.g. returned to
+    ``pending`` after its leader went away). Sent now, such a command would undo what the
+    session's later request did: a ``wake_session`` run after the ``stop_session`` that
+    followed it leaves a workload running for a stopped session. Expired this way, no
+    ``command_expired`` signal fires: the session follows the later command."""
+    overtaken = AgentCommand.objects.filter(
+        session_id=OuterRef("session_id"), created_at__gt=OuterRef("created_at")
+    ).exclude(state=CommandState.PENDING)
+    return (
+        AgentCommand.objects.filter(agent_id=agent_pk, state=CommandState.PENDING, session__isnull=False)
+        .filter(Exists(overtaken))
+        .update(state=CommandState.EXPIRED, completed_at=timezone.now(), error=SUPERSEDED)
+    )
+
+
 def _claim_pending(agent_pk: int, instance_id: str) -> list[AgentCommand]:
-    """Move the agent's pending commands to ``sent`` for this caller, oldest first.
+    """Move the agent's pending commands to ``sent`` for this caller, oldest first (those a
+    later command of their session overtook are expired instead: :func:`expire_superseded`).
 
     Rows another replica is claiming at the same moment are skipped (``SKIP LOCKED``), so a
     command is never sent twice by two claimers. On PostgreSQL that is one statement
@@ -77,6 +98,7 @@ def _claim_pending(agent_pk: int, instance_id: str) -> list[AgentCommand]:
     (SQLite) the UPDATE's compare-and-set decides, and the claim time tells which rows this
     caller won.
     """
+    expire_superseded(agent_pk)
     if connection.vendor == "postgresql":
         return _claim_pending_pg(agent_pk, instance_id)
     with transaction.atomic():

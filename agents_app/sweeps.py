@@ -21,11 +21,15 @@ from streamspace import events
 
 def requeue_unacked_commands(timeout_s: float) -> int:
     """Commands ``sent`` longer than ``timeout_s`` ago without an ack go back to ``pending``
-    and are sent again to the current leader (agents de-duplicate by command id)."""
+    and are sent again to the current leader (agents de-duplicate by command id). Commands
+    still ``pending`` after ``timeout_s`` are sent again too: a send the channel layer refused
+    (Redis down or failing over) left them there, and nothing else may ask for them."""
     cutoff = timezone.now() - timedelta(seconds=timeout_s)
     stale = AgentCommand.objects.filter(state=CommandState.SENT, sent_at__lt=cutoff)
     agent_pks = set(stale.values_list("agent_id", flat=True))
     count = stale.update(state=CommandState.PENDING)
+    waiting = AgentCommand.objects.filter(state=CommandState.PENDING, created_at__lt=cutoff)
+    agent_pks |= set(waiting.values_list("agent_id", flat=True))
     for agent_pk in agent_pks:
         send_pending(agent_pk)
     return count

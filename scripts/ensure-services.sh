@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the services the test suite talks to are up on 127.0.0.1:
-# PostgreSQL (5432) and Redis (6379). Installs them from Debian's packages when they are
-# missing and we are root; starts them when they are stopped. Idempotent.
+# PostgreSQL (5432) and Redis (6379); and Debian's redis-sentinel installed (the Sentinel tests
+# start their own, tests/support/sentinel.py). Installs from Debian's packages what is missing
+# when we are root; starts what is stopped. Idempotent.
 set -euo pipefail
 
 log() { printf '[services] %s\n' "$*"; }
@@ -52,3 +53,11 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
   wait_for Redis sh -c 'redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG'
 fi
 log "Redis ready on 127.0.0.1:6379"
+
+# --- Redis Sentinel (binary only: tests/support/sentinel.py starts its own Sentinels) -------
+if ! command -v redis-sentinel >/dev/null; then
+  log "installing redis-sentinel"; apt_install redis-sentinel
+  # The package starts a system Sentinel on 26379; the tests use their own on free ports.
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then as_root systemctl disable --now redis-sentinel >/dev/null 2>&1 || true; fi
+fi
+log "redis-sentinel: $(command -v redis-sentinel)"

@@ -56,7 +56,7 @@ if [ -n "$session_images" ]; then
 fi
 
 # Periodic jobs (idle sweep, command sweep, ...) in-process when no Celery broker is configured.
-if [ -z "${REDIS_URL:-}" ] && $BIN/python manage.py help run_jobs >/dev/null 2>&1; then
+if [ -z "${REDIS_URL:-}" ] && [ -z "${REDIS_SENTINELS:-}" ] && $BIN/python manage.py help run_jobs >/dev/null 2>&1; then
   $BIN/python manage.py run_jobs &
   pids+=($!)
 fi

@@ -103,6 +103,8 @@ def reconcile_inventory(agent: Agent, items: list[protocol.InventoryItem]) -> di
 
     - a session the database expects on the agent (running/hibernated) that the agent lacks
       becomes ``failed``;
+    - a ``stopping`` session the agent lacks is ``stopped``: its workload is gone, whether the
+      stop's result was lost on the way (a replica died with it) or the stop never had to run;
     - an item whose state differs is applied like a ``session_status``;
     - workloads the database does not know (or knows as stopped) are reported in the audit
       log and never deleted.
@@ -114,11 +116,14 @@ def reconcile_inventory(agent: Agent, items: list[protocol.InventoryItem]) -> di
         .exclude(state=SessionState.STOPPED)
         .filter(pk__in=[u for u in map(session_uuid, reported) if u is not None])
     }
-    failed, updated = [], []
+    failed, updated, stopped = [], [], []
     for session in Session.objects.filter(agent=agent, state__in=_EXPECTED_ON_AGENT):
         lost = str(session.pk) not in reported
         if lost and services.fail_session(session, "The agent no longer has this session (lost while disconnected)."):
             failed.append(str(session.pk))
+    for session in Session.objects.filter(agent=agent, state=SessionState.STOPPING):
+        if str(session.pk) not in reported and services.apply_agent_status(session, SessionState.STOPPED):
+            stopped.append(str(session.pk))
     for session_id, item in reported.items():
         session = known.get(session_id)
         if session is None:
@@ -148,4 +153,4 @@ def reconcile_inventory(agent: Agent, items: list[protocol.InventoryItem]) -> di
             details={"session_ids": unknown[:200], "count": len(unknown)},
         )
         log.warning("agent %s reports %d sessions the control plane does not know", agent.agent_id, len(unknown))
-    return {"failed": failed, "updated": updated, "unknown": unknown}
+    return {"failed": failed, "updated": updated, "stopped": stopped, "unknown": unknown}

@@ -1,7 +1,8 @@
 """The Celery application (docs/architecture.md §11).
 
 Configuration comes from Django settings (``CELERY_*``). With a broker configured
-(``CELERY_BROKER_URL``, else ``REDIS_URL``) run ``celery -A streamspace worker -B`` next to the
+(``CELERY_BROKER_URL``, else ``REDIS_URL``, or ``sentinel://`` URLs with ``master_name`` when
+``REDIS_SENTINELS`` is set) run ``celery -A streamspace worker -B`` next to the
 control plane; without one tasks run eagerly and ``manage.py run_jobs`` runs the periodic
 jobs of ``settings.STREAMSPACE_PERIODIC_JOBS`` in-process.
 """

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+
+from streamspace import redis_client
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -26,7 +27,7 @@ def _check_redis() -> str | None:
     if not settings.REDIS_URL:
         return None
     try:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        client = redis_client.client(socket_timeout=2, socket_connect_timeout=2)
         try:
             client.ping()
         finally:

@@ -29,7 +29,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from agents_app.metrics import AgentCollector
 from plugins_app.metrics import WebhookCollector
 from sessions_app.metrics import SessionCollector
-from streamspace import health
+from streamspace import health, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class DependencyCollector:
 
 def broker_is_redis() -> bool:
     url = settings.CELERY_BROKER_URL or ""
-    return not settings.CELERY_TASK_ALWAYS_EAGER and url.startswith(("redis://", "rediss://", "unix://"))
+    return not settings.CELERY_TASK_ALWAYS_EAGER and url.startswith(("redis://", "rediss://", "unix://", "sentinel://"))
 
 
 class CeleryQueueCollector:
@@ -83,7 +83,7 @@ class CeleryQueueCollector:
         if broker_is_redis():
             queue = settings.CELERY_TASK_DEFAULT_QUEUE
             keys = [queue] + [f"{queue}{_KOMBU_PRIORITY_SEPARATOR}{p}" for p in _KOMBU_PRIORITY_STEPS]
-            client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2, socket_connect_timeout=2)
+            client = redis_client.broker_client(socket_timeout=2, socket_connect_timeout=2)
             try:
                 with client.pipeline(transaction=False) as pipe:
                     for key in keys:

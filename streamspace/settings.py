@@ -16,6 +16,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from agent_runtime.redis_client import RedisTarget
 from streamspace.api.client_ip import parse_trusted_proxies
 from streamspace.env import ConfigError, envbool, envint, envlist, envstr
 
@@ -132,14 +133,21 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, cache -------------------------------------------------------
-REDIS_URL = envstr("REDIS_URL")
-if REDIS_URL:
+# REDIS_SENTINELS (comma-separated host:port) + REDIS_SENTINEL_MASTER: the master is whichever
+# server the Sentinels name; REDIS_URL then gives only password, user, db and TLS (its host:port
+# is ignored) and may be left unset (db 0, no password). Every client is made by
+# streamspace/redis_client.py from REDIS_TARGET (agent_runtime/redis_client.py parses).
+REDIS_TARGET = RedisTarget.build(envstr("REDIS_URL"), envstr("REDIS_SENTINELS"), envstr("REDIS_SENTINEL_MASTER"))
+REDIS_URL = REDIS_TARGET.url if REDIS_TARGET else ""
+REDIS_SENTINELS = list(REDIS_TARGET.sentinels) if REDIS_TARGET else []
+REDIS_SENTINEL_MASTER = REDIS_TARGET.master_name if REDIS_TARGET else ""
+if REDIS_TARGET:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "streamspace.channel_layer.RedisChannelLayer",  # send in one trip
             "CONFIG": {
                 # socket_timeout=None: see channels_redis #422 (docs/architecture.md §14).
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                "hosts": [REDIS_TARGET.channels_host(socket_timeout=None)],
                 "capacity": envint("CHANNEL_LAYER_CAPACITY", 1000, minimum=10),
                 "expiry": 60,
             },
@@ -150,6 +158,8 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "streamspace:cache",
+            # With Sentinels the pool asks them for the master (LOCATION gives nothing but the db).
+            "OPTIONS": {"pool_class": "streamspace.redis_client.SentinelCachePool"} if REDIS_SENTINELS else {},
         }
     }
 else:
@@ -511,7 +521,8 @@ STREAMSPACE_ENCRYPTION_KEY = envstr("STREAMSPACE_ENCRYPTION_KEY")
 # With a broker (CELERY_BROKER_URL, else REDIS_URL) run `celery -A streamspace worker -B`.
 # Without one, tasks run eagerly in-process and `manage.py run_jobs` (started by `make run`)
 # runs the same periodic jobs on the same schedule.
-CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", REDIS_URL)
+# With REDIS_SENTINELS the default broker is sentinel://host:port/db;... with master_name.
+CELERY_BROKER_URL = envstr("CELERY_BROKER_URL") or (REDIS_TARGET.celery_url() if REDIS_TARGET else "")
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = envstr("CELERY_QUEUE", "streamspace")
@@ -525,6 +536,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_interval": envint("CELERY_UNACKED_RESTORE_INTERVAL_S", 10, minimum=1),
     "unacked_restore_throttle": envint("CELERY_UNACKED_RESTORE_THROTTLE", 10, minimum=1),
 }
+if CELERY_BROKER_URL.startswith("sentinel://"):
+    if not REDIS_SENTINEL_MASTER:
+        raise ConfigError("CELERY_BROKER_URL=sentinel://... needs REDIS_SENTINEL_MASTER (the master's name)")
+    CELERY_BROKER_TRANSPORT_OPTIONS["master_name"] = REDIS_SENTINEL_MASTER
+    # Results are ignored (no result backend); one set to sentinel:// finds its master the same way.
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"master_name": REDIS_SENTINEL_MASTER}
 CELERY_TIMEZONE = "UTC"
 STREAMSPACE_IDLE_SWEEP_INTERVAL_S = envint("STREAMSPACE_IDLE_SWEEP_INTERVAL_S", 30, minimum=1)
 STREAMSPACE_IDLE_SWEEP_BATCH = envint("STREAMSPACE_IDLE_SWEEP_BATCH", 500, minimum=1)

@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                 "jobs",
                 "celery",
                 "channel_layer",
+                "redis_client",
                 "settings",
             )
         ),

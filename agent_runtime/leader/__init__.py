@@ -168,7 +168,7 @@ def make_elector(config: LeaseConfig, *, identity: str) -> Elector:
         return LeaderElector(lease, config, identity=identity)
     if config.backend == "redis":
         lease = RedisLease(
-            config.redis_url,
+            config.redis,
             config.lease_key,
             lease_duration=config.lease_duration,
             identity=identity,

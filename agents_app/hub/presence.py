@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
 from django.conf import settings
+
+from streamspace import redis_client
 
 PREFIX = "streamspace:agents"
 STALE_AFTER_INTERVALS = 3
@@ -83,21 +83,22 @@ class MemoryRegistryStore:
 
 
 _memory = MemoryRegistryStore()
-_clients: dict[int, Any] = {}
+_clients: dict[tuple[int, Any], Any] = {}
 
 
 def _redis() -> Any:
-    """One asyncio Redis client per event loop (tests run many loops; daphne runs one)."""
-    loop = asyncio.get_running_loop()
-    client = _clients.get(id(loop))
+    """One asyncio Redis client per event loop and Redis target (tests run many loops and
+    point the settings at other servers; daphne runs one loop on one target)."""
+    key = (id(asyncio.get_running_loop()), redis_client.target())
+    client = _clients.get(key)
     if client is None:
-        client = aioredis.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=5)
-        _clients[id(loop)] = client
+        client = redis_client.client(asyncio=True, decode_responses=True, socket_timeout=5)
+        _clients[key] = client
     return client
 
 
 def _sync_redis() -> Any:
-    return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=5)
+    return redis_client.client(decode_responses=True, socket_timeout=5)
 
 
 async def register_instance(

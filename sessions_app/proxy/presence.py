@@ -21,6 +21,8 @@ from typing import Any
 import redis
 from django.conf import settings
 
+from streamspace import redis_client
+
 KEY = "streamspace:sessions:viewers:{session_id}"
 
 _local: dict[str, dict[str, str]] = {}
@@ -33,7 +35,7 @@ def _redis() -> redis.Redis | None:
     if not settings.REDIS_URL:
         return None
     if _client is None:
-        _client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=5)
+        _client = redis_client.client(decode_responses=True, socket_timeout=5)
     return _client
 
 

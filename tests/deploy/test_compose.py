@@ -179,3 +179,62 @@ def test_build_contexts_point_at_the_dockerfiles(project):
         build = project["services"][name]["build"]
         context = (DEPLOY / build["context"]).resolve()
         assert context == REPO and (context / build["dockerfile"]).is_file()
+
+
+# --- deploy/docker-compose.sentinel.yml: Redis Sentinel on top of the same file -----------------
+
+SENTINEL_OVERRIDE = DEPLOY / "docker-compose.sentinel.yml"
+STREAMSPACE_SERVICES = ("migrate", "control-plane-1", "control-plane-2", "celery", "agent")
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Compose's merge of a second -f file for what the override uses: mappings (services,
+    environment, depends_on) merge key by key, anything else (command) is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = merge(base[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@pytest.fixture(scope="module")
+def sentinel_project(project) -> dict:
+    env = {**dotenv(ENV_EXAMPLE), **TEST_SECRETS}
+    return merge(project, yaml.safe_load(interpolate(SENTINEL_OVERRIDE.read_text(), env)))
+
+
+def test_sentinel_override_runs_a_master_a_replica_and_three_sentinels(sentinel_project):
+    from agent_runtime.redis_client import RedisTarget
+
+    compose = PyCompose.from_json(json.dumps(sentinel_project))
+    compose.validate()
+    services = sentinel_project["services"]
+    sentinels = [f"redis-sentinel-{n}" for n in (1, 2, 3)]
+    assert {"redis", "redis-replica", *sentinels} <= set(compose.service_names())
+    assert services["redis-replica"]["command"][3:6] == ["--replicaof", "redis", "6379"]
+    for name in sentinels:
+        script = services[name]["command"][-1]
+        # The master is watched under the name the services ask for, with a majority quorum.
+        assert "'sentinel monitor streamspace redis 6379 2'" in script, script
+        assert "exec redis-sentinel" in script and services[name]["networks"] == ["backend"]
+    for name in STREAMSPACE_SERVICES:
+        env = services[name]["environment"]
+        assert unknown_env_vars(set(env)) == set(), name
+        target = RedisTarget.from_env(env)
+        assert target is not None and target.master_name == "streamspace", name
+        assert [host for host, port in target.sentinels] == sentinels and {p for _, p in target.sentinels} == {26379}
+        assert set(sentinels) <= set(services[name]["depends_on"]), name
+    # The database numbers of REDIS_URL still apply: the agent's lease stays out of the cache's db.
+    assert RedisTarget.from_env(services["agent"]["environment"]).db == 1
+    assert RedisTarget.from_env(services["celery"]["environment"]).db == 0
+
+
+def test_the_agent_accepts_the_sentinel_configuration(sentinel_project, tmp_path):
+    from agent_runtime import cli
+
+    env = {**sentinel_project["services"]["agent"]["environment"], "STREAMSPACE_AGENT_DATA_DIR": str(tmp_path)}
+    config = cli.config_from_args(cli.build_parser(env).parse_args([]), env)
+    assert config.lease.backend == "redis" and config.lease.redis is not None
+    assert config.lease.redis.master_name == "streamspace" and len(config.lease.redis.sentinels) == 3

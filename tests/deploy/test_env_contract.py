@@ -10,6 +10,7 @@ def test_finds_settings_agent_and_backend_variables():
     # streamspace/settings.py (envstr/envint/envbool/envlist)
     assert {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS", "POD_NAME", "POD_URL"} <= names
     assert {"WEBHOOK_MAX_ATTEMPTS", "STREAMSPACE_PUBLIC_URL", "CELERY_BROKER_URL"} <= names
+    assert {"REDIS_SENTINELS", "REDIS_SENTINEL_MASTER"} <= names  # read by settings and the agent alike
     # agent_runtime/cli.py flags and config.py HA variables
     assert {"PLATFORM", "CONTROL_PLANE_URL", "AGENT_TOKEN", "AGENT_ID", "INSTANCE_ID"} <= names
     assert {"ENABLE_HA", "HA_BACKEND", "FILE_LOCK_PATH", "LEASE_KEY", "LEASE_DURATION", "RENEW_DEADLINE"} <= names
@@ -36,3 +37,15 @@ def test_every_daphne_invocation_keeps_websockets_open():
         # the client address comes from STREAMSPACE_TRUSTED_PROXIES instead (streamspace/serve.py).
         commands = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
         assert "--proxy-headers" not in "\n".join(commands), path.name
+
+
+def test_sentinel_variables_are_read_on_both_sides():
+    """The control plane (settings) and the agent (its lease config) each read the Sentinel
+    variables themselves; neither depends on the other's process to parse them."""
+    from tests.deploy.conftest import REPO
+
+    settings = (REPO / "streamspace" / "settings.py").read_text()
+    agent = (REPO / "agent_runtime" / "config.py").read_text()
+    for name in ("REDIS_SENTINELS", "REDIS_SENTINEL_MASTER"):
+        assert f'envstr("{name}")' in settings, name
+        assert f'env.get("{name}"' in agent, name

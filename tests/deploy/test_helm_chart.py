@@ -12,6 +12,7 @@ import pytest
 import yaml
 from helm_python import Chart, HelmError, lint
 
+from agent_runtime.redis_client import RedisTarget
 from tests.deploy.conftest import DEPLOY, REPO, unknown_env_vars
 
 CHART = DEPLOY / "helm" / "streamspace"
@@ -68,7 +69,7 @@ def minimal() -> list[dict]:
     return render(values("minimal"))
 
 
-@pytest.mark.parametrize("name", ["ha", "minimal"])
+@pytest.mark.parametrize("name", ["ha", "minimal", "sentinel"])
 def test_helm_lint_strict_has_no_warnings(name):
     report = lint(CHART, values(name), strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
     assert report["errors"] == []
@@ -76,7 +77,7 @@ def test_helm_lint_strict_has_no_warnings(name):
     assert problems == [], problems
 
 
-@pytest.mark.parametrize("name", ["ha", "minimal"])
+@pytest.mark.parametrize("name", ["ha", "minimal", "sentinel"])
 def test_every_manifest_matches_the_kubernetes_schema(name):
     docs = render(values(name))
     assert len(docs) >= 8
@@ -94,6 +95,38 @@ def test_required_secrets_fail_the_render_with_a_clear_message():
     assert not [
         d for d in render({"secrets": without_token, "agent": {"enabled": False}}) if "agent" in d["metadata"]["name"]
     ]
+
+
+def test_redis_sentinel_values_reach_every_control_plane_process():
+    """redisSentinel.hosts → REDIS_SENTINELS and REDIS_SENTINEL_MASTER in the ConfigMap every
+    control-plane container reads; the control plane's own parser accepts what the chart writes."""
+    docs = render(values("sentinel"))
+    data = one(docs, "ConfigMap", "streamspace")["data"]
+    stored = one(docs, "Secret", "streamspace")["stringData"]
+    target = RedisTarget.from_env({**data, "REDIS_URL": stored["REDIS_URL"]})
+    assert target is not None and target.master_name == "streamspace"
+    assert target.sentinels[0] == ("redis-node-0.redis-headless.db.svc", 26379) and len(target.sentinels) == 3
+    assert target.connection_kwargs() == {"db": 3, "password": "redis-pw"}
+    for doc in find(docs, "Deployment") + find(docs, "Job"):
+        for container in containers(doc):
+            if not any(
+                ref.get("configMapRef", {}).get("name") == "streamspace" for ref in container.get("envFrom", [])
+            ):
+                continue  # the agent (Kubernetes Lease) and the migrations waiter use no Redis
+            names = {e["name"] for e in container.get("env", [])}
+            assert "REDIS_URL" in names, container["name"]
+    # Without Sentinels the ConfigMap names none, and the URL stays required.
+    assert "REDIS_SENTINELS" not in one(render(values("minimal")), "ConfigMap", "streamspace")["data"]
+    no_url = {**values("minimal")["secrets"], "redisUrl": ""}
+    with pytest.raises(HelmError, match=r"secrets.redisUrl is required \(or redisSentinel.hosts\)"):
+        render({"secrets": no_url})
+    # With Sentinels the URL may be empty (database 0, no password); the Secret key is optional.
+    docs = render({"secrets": no_url, "redisSentinel": values("sentinel")["redisSentinel"]})
+    deployment = one(docs, "Deployment", "streamspace")
+    refs = [e for c in containers(deployment) for e in c.get("env", []) if e["name"] == "REDIS_URL"]
+    assert refs and all(ref["valueFrom"]["secretKeyRef"]["optional"] is True for ref in refs)
+    with pytest.raises(HelmError, match="redisSentinel.masterName is required"):
+        render({"secrets": no_url, "redisSentinel": {"hosts": ["s:26379"], "masterName": ""}})
 
 
 def test_existing_secret_replaces_the_chart_secret():
@@ -285,7 +318,9 @@ def test_network_policy_isolates_sessions(ha):
     assert allowed == {"control-plane", "agent"}  # never another session
 
 
-def test_every_env_var_the_chart_sets_is_read_by_the_code(ha):
+@pytest.mark.parametrize("name", ["ha", "sentinel"])
+def test_every_env_var_the_chart_sets_is_read_by_the_code(name):
+    ha = render(values(name))
     names: set[str] = set()
     for doc in find(ha, "Deployment") + find(ha, "Job"):
         for container in containers(doc):

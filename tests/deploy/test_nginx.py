@@ -5,36 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.deploy.conftest import DEPLOY, require_tool
+from tests.deploy.conftest import require_tool
+from tests.support.nginx import write_config
 from tests.support.ports import free_port
-
-CONF = DEPLOY / "nginx" / "streamspace.conf"
-
-
-def write_config(tmp: Path, listen: int, upstreams: tuple[int, int]) -> Path:
-    """The compose config with the replicas' names replaced by local ports, inside a minimal http {}."""
-    conf = CONF.read_text()
-    for n, port in enumerate(upstreams, start=1):
-        assert f"server control-plane-{n}:8000" in conf
-        conf = conf.replace(f"control-plane-{n}:8000", f"127.0.0.1:{port}")
-    assert "listen 80;" in conf
-    conf = conf.replace("listen 80;", f"listen 127.0.0.1:{listen};")
-    (tmp / "streamspace.conf").write_text(conf)
-    temp_paths = "\n".join(
-        f"  {kind}_temp_path {tmp}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    main = tmp / "nginx.conf"
-    main.write_text(
-        f"daemon off;\nworker_processes 1;\npid {tmp}/nginx.pid;\nerror_log {tmp}/error.log;\n"
-        f"events {{}}\nhttp {{\n  access_log off;\n{temp_paths}\n  include {tmp}/streamspace.conf;\n}}\n"
-    )
-    return main
 
 
 def test_nginx_accepts_the_config(tmp_path):

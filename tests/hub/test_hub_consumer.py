@@ -279,7 +279,11 @@ async def test_inventory_reconciliation(make_client, hub_agent, alice, template)
     kept = await database_sync_to_async(make)("running")
     asleep = await database_sync_to_async(make)("hibernated")
     woke = await database_sync_to_async(make)("waking")
+    # A stop whose result was lost (the replica died with it): the workload is gone, so the stop is done.
+    stopped_meanwhile = await database_sync_to_async(make)("stopping")
+    still_stopping = await database_sync_to_async(make)("stopping")
     inventory = [
+        {"session_id": str(still_stopping.pk), "state": "running", "streaming_ready": True, "streaming_port": 8080},
         {"session_id": str(kept.pk), "state": "running", "streaming_ready": True, "streaming_port": 8080},
         {"session_id": str(asleep.pk), "state": "hibernated"},
         {"session_id": str(woke.pk), "state": "running", "streaming_ready": True, "streaming_port": 8080},
@@ -292,6 +296,7 @@ async def test_inventory_reconciliation(make_client, hub_agent, alice, template)
     states = await database_sync_to_async(lambda: {s.pk: s.state for s in Session.objects.filter(agent=agent)})()
     assert states[lost.pk] == "failed" and states[kept.pk] == "running"
     assert states[asleep.pk] == "hibernated" and states[woke.pk] == "running"
+    assert states[stopped_meanwhile.pk] == "stopped" and states[still_stopping.pk] == "stopping"
     from streamspace.audit.models import AuditEvent
 
     event = await get(AuditEvent, action="agent.unknown_sessions")

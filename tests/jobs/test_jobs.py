@@ -6,6 +6,8 @@ import threading
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.core.management import call_command
 from django.utils import timezone
 
@@ -46,6 +48,24 @@ def test_command_sweep_task(alice, template, docker_agent, settings):
     assert AgentCommand.objects.get(pk=command.pk).state == "expired"
     assert Session.objects.get(pk=session.pk).state == "failed"
     assert agent_tasks.command_sweep() == {"requeued": 0, "expired": 0}
+
+
+def test_command_sweep_sends_a_command_a_refused_send_left_pending(alice, template, docker_agent, settings):
+    """A command whose send the channel layer refused (Redis down or failing over) is back in
+    ``pending``; the sweep sends it once it is older than the ack timeout."""
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    AgentInstance.objects.filter(agent=docker_agent).update(channel_name=channel)
+    session = make_session(alice, template, docker_agent, state="starting")
+    command = AgentCommand.objects.create(agent=docker_agent, session=session, action="start_session")
+    settings.AGENT_COMMAND_ACK_TIMEOUT_S = 30
+    agent_tasks.command_sweep()
+    assert AgentCommand.objects.get(pk=command.pk).state == "pending"  # younger than the timeout
+    AgentCommand.objects.filter(pk=command.pk).update(created_at=timezone.now() - timedelta(seconds=60))
+    agent_tasks.command_sweep()
+    assert AgentCommand.objects.get(pk=command.pk).state == "sent"
+    message = async_to_sync(layer.receive)(channel)
+    assert message["payload"]["command_id"] == str(command.pk)
 
 
 def test_stuck_sweep_task(alice, template, docker_agent, settings):

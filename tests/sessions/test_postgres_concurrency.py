@@ -196,3 +196,31 @@ def test_concurrent_launches_never_take_an_agent_past_its_capacity(template, doc
     assert sorted(answers).count((202, "")) == 4, answers
     assert [a for a in answers if a[0] != 202] == [(503, "no_capacity")] * 16
     assert Session.objects.filter(agent=docker_agent).count() == 4
+
+
+def test_a_command_overtaken_by_a_later_one_of_its_session_is_never_sent(alice, template, docker_agent):
+    """A wake returned to ``pending`` (its leader went away unacked) after the stop that followed
+    it went out: sending the wake now would start a workload for a stopped session."""
+    from datetime import timedelta
+
+    from agents_app import dispatch
+    from agents_app.models import AgentCommand
+    from tests.support.factories import make_session
+
+    session, other = make_session(alice, template, docker_agent), make_session(alice, template, docker_agent)
+    now = timezone.now()
+    wake = AgentCommand.objects.create(agent=docker_agent, session=session, action="wake_session")
+    stop = AgentCommand.objects.create(agent=docker_agent, session=session, action="stop_session", state="acked")
+    unrelated = AgentCommand.objects.create(agent=docker_agent, session=other, action="stop_session")
+    AgentCommand.objects.filter(pk=wake.pk).update(created_at=now - timedelta(seconds=2))
+    AgentCommand.objects.filter(pk=stop.pk).update(created_at=now - timedelta(seconds=1))
+    claimed = dispatch._claim_pending(docker_agent.pk, "leader-1")
+    assert [c.pk for c in claimed] == [unrelated.pk]
+    wake.refresh_from_db()
+    assert wake.state == "expired" and wake.error == dispatch.SUPERSEDED
+    stop.refresh_from_db()
+    assert stop.state == "acked"
+    # Both still pending: oldest first, nothing expired.
+    first = AgentCommand.objects.create(agent=docker_agent, session=other, action="wake_session")
+    second = AgentCommand.objects.create(agent=docker_agent, session=other, action="stop_session")
+    assert [c.pk for c in dispatch._claim_pending(docker_agent.pk, "leader-1")] == [first.pk, second.pk]

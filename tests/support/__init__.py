@@ -11,6 +11,10 @@ folder may. Modules here import nothing of ``tests`` outside this package.
 - ``waits``: polling until a condition holds (``wait_until``, ``until`` for coroutines).
 - ``processes``: child processes (daphne as deployments launch it, ``streamspace-agent``).
 - ``stack``: a running control plane plus agents on the test's database, for end-to-end tests.
+- ``sentinel``: a real Redis master, replica and Sentinels on free ports; failover, killed master.
+- ``postgres_cluster``, ``nginx``, ``topology``: a PostgreSQL cluster of a test's own, nginx
+  with the compose config, and the whole production topology on them (replicas, Celery,
+  agent replicas) for fault-injection tests (``tests/chaos/``).
 - ``factories``, ``plugin_factories``, ``clients``: rows and authenticated API clients.
 - ``fakes``, ``agent_client``, ``webhook_receiver``: test doubles on either side of the agent
   protocol and a webhook endpoint.

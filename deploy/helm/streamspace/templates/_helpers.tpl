@@ -89,7 +89,7 @@ env:
       secretKeyRef:
         name: {{ include "streamspace.secretName" $ }}
         key: {{ $key }}
-        {{- if eq $key "STREAMSPACE_ENCRYPTION_KEY" }}
+        {{- if or (eq $key "STREAMSPACE_ENCRYPTION_KEY") (and (eq $key "REDIS_URL") $.Values.redisSentinel.hosts) }}
         optional: true
         {{- end }}
   {{- end }}

@@ -1,0 +1,49 @@
+"""What the agents' JSON logs say: how often each command ran, and how long each agent
+replica was away between a dropped socket and its next registration."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+EXECUTED = {"command done", "command failed", "command crashed"}
+
+
+def log_entries(path: Path) -> Iterable[dict]:
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
+
+
+def executions(paths: Iterable[Path]) -> Counter:
+    """command id -> times an agent replica executed it (across all the logs given)."""
+    counts: Counter = Counter()
+    for path in paths:
+        for entry in log_entries(path):
+            if entry.get("msg") in EXECUTED and entry.get("command_id"):
+                counts[entry["command_id"]] += 1
+    return counts
+
+
+def reconnects(path: Path) -> list[float]:
+    """Seconds from each ``disconnected`` (or failed connection) to the next ``registered``."""
+    gaps, down_since = [], None
+    for entry in log_entries(path):
+        if entry.get("msg") in ("disconnected", "connection failed") and down_since is None:
+            down_since = entry["ts"]
+        elif entry.get("msg") == "registered" and down_since is not None:
+            gaps.append(entry["ts"] - down_since)
+            down_since = None
+    return gaps
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
