@@ -331,7 +331,8 @@ def main() -> None:
             r = ss[key]
             if key == "launch20":
                 print(
-                    f"  SS {name}: wall {r['wall_s']:.2f} s" + (f" (JH {jh['launch20']['wall_s']:.2f} s)" if jh else "")
+                    f"  SS {name}: wall {r['wall_s']:.2f} s, server CPU {r.get('server_cpu_s', float('nan')):.2f} s, "
+                    f"{r.get('polls', 0)} polls" + (f" (JH {jh['launch20']['wall_s']:.2f} s)" if jh else "")
                 )
                 continue
             print(
