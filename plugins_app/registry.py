@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from django.core.cache import cache
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
@@ -21,6 +20,7 @@ import streamspace
 from plugins_app import schemas
 from plugins_app.extension import Extension
 from plugins_app.models import Plugin, PluginType
+from streamspace.accounts.shared_cache import shared_cache
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def extension(name: str) -> Extension | None:
 
 def active() -> dict[str, dict[str, Any]]:
     """Installed, enabled and loadable extensions: name -> effective config (cached)."""
-    cached = cache.get(ACTIVE_CACHE_KEY)
+    cached = shared_cache().get(ACTIVE_CACHE_KEY)
     if cached is not None:
         return cached
     result = {}
@@ -104,13 +104,13 @@ def active() -> dict[str, dict[str, Any]]:
         ext = extension(name)
         if ext is not None:
             result[name] = {**ext.default_settings, **(config or {})}
-    cache.set(ACTIVE_CACHE_KEY, result, 60)
+    shared_cache().set(ACTIVE_CACHE_KEY, result, 60)
     return result
 
 
 def invalidate() -> None:
     """Forget the cached set of active extensions (after a plugin is saved or removed)."""
-    cache.delete(ACTIVE_CACHE_KEY)
+    shared_cache().delete(ACTIVE_CACHE_KEY)
 
 
 def is_active(name: str) -> bool:
