@@ -25,8 +25,9 @@
   status carries every step so far, so a step's status waits ``progress_delay`` seconds and
   is dropped if a newer status of the session (or the launch's end) supersedes it meanwhile:
   a launch whose steps take longer is shown step by step, a fast one costs the control plane
-  no status frames beyond the ones that end it. A step's status never goes out after a
-  newer status of its session.
+  no status frames beyond the ones that end it. The status of a workload that runs but does
+  not answer yet is such a status too. A step's status never goes out after a newer status
+  of its session.
 * **Readiness** is polled from right after the start, first every
   ``READY_POLL_FIRST_S`` and backing off to every ``READY_POLL_S``: most workloads answer
   within a fraction of a second of starting.
@@ -135,6 +136,7 @@ class CommandExecutor:
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._launches: dict[str, LaunchProgress] = {}  # sessions being started or woken, until ready
         self._progress_due: dict[str, asyncio.Task[None]] = {}  # a step's status waiting to go out
+        self._waiting: dict[str, InventoryItem] = {}  # started, not answering yet: said with the steps
         self._dying: set[str] = set()  # sessions whose failure is being reported
         self.reported: dict[str, InventoryItem] = {}  # last status sent per session
         self.accepting = True
@@ -266,7 +268,10 @@ class CommandExecutor:
             await self._ready(sid, item)
         else:
             launch.update(STEP_STREAM, f"Waiting for the session to answer on port {item.streaming_port}")
-            await self.report(item, progress=launch.steps())
+            # Running, not yet answering: said like a step (dropped if the session answers
+            # within the delay, as the ready status then says it all).
+            self.reported[sid] = self._waiting[sid] = item
+            self._progress_soon(sid, launch)
             self._watchers[sid] = asyncio.create_task(self._watch_ready(sid))
 
     async def _run(self, action: str, session_id: str, spec: SessionSpec) -> InventoryItem:
@@ -292,20 +297,29 @@ class CommandExecutor:
         if launch is None:
             return
         launch.update(step, label, state)
+        self._progress_soon(session_id, launch)
+
+    def _progress_soon(self, session_id: str, launch: LaunchProgress) -> None:
         if session_id not in self._progress_due:
             self._progress_due[session_id] = asyncio.create_task(self._send_progress(session_id, launch))
 
     async def _send_progress(self, session_id: str, launch: LaunchProgress) -> None:
-        """After ``progress_delay``: the launch's steps so far, unless a newer status of the
-        session went out meanwhile (it cancelled this) or the launch is over."""
+        """After ``progress_delay``: the launch's steps so far (with the running workload once
+        the start is done), unless a newer status of the session went out meanwhile (it
+        cancelled this) or the launch is over."""
         await asyncio.sleep(self.progress_delay)
         if self._progress_due.get(session_id) is asyncio.current_task():
             del self._progress_due[session_id]  # from here on nothing cancels it: it goes out first
         if self._launches.get(session_id) is launch:
-            await self.send(SessionStatus(session_id=session_id, state=launch.state_name, progress=launch.steps()))
+            item = self._waiting.pop(session_id, None)
+            if item is not None:
+                await self.send(status_frame(item, progress=launch.steps()))
+            else:
+                await self.send(SessionStatus(session_id=session_id, state=launch.state_name, progress=launch.steps()))
 
     def _supersede_progress(self, session_id: str) -> None:
         """A newer status of ``session_id`` goes out now: a step's status still waiting is dropped."""
+        self._waiting.pop(session_id, None)
         task = self._progress_due.pop(session_id, None)
         if task is not None:
             task.cancel()
@@ -462,6 +476,7 @@ class CommandExecutor:
         for task in [*self._watchers.values(), *self._progress_due.values()]:
             task.cancel()
         self._progress_due.clear()
+        self._waiting.clear()
         workers = list(self._workers.values())
         if not workers:
             return True

@@ -5,6 +5,7 @@ order, and sends a launch's step statuses only when no newer status supersedes t
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 from agent_runtime.backends.base import BackendError, SessionSpec
@@ -17,8 +18,12 @@ class ScriptedBackend:
     """Starts that report the workload step, then wait for ``release`` (when ``hold``) or
     ``pause`` seconds, then run ready (or raise ``fail``); every call is logged in order."""
 
-    def __init__(self, *, hold: bool = False, pause: float = 0.0, fail: str | None = None) -> None:
+    def __init__(
+        self, *, hold: bool = False, pause: float = 0.0, fail: str | None = None, answers_after: float = 0.0
+    ) -> None:
         self.hold, self.pause, self.fail = hold, pause, fail
+        self.answers_after = answers_after  # seconds from the end of start() until the port answers
+        self.started_at: dict[str, float] = {}
         self.release = asyncio.Event()
         self.calls: list[tuple[str, str]] = []
         self.running: set[str] = set()  # sessions inside start() now
@@ -40,7 +45,12 @@ class ScriptedBackend:
         finally:
             self.running.discard(session_id)
             self.calls.append(("started", session_id))
-        return InventoryItem(session_id=session_id, state="running", streaming_ready=True, streaming_port=8080)
+        self.started_at[session_id] = time.monotonic()
+        return await self.status(session_id)
+
+    async def status(self, session_id: str) -> InventoryItem:
+        answers = time.monotonic() - self.started_at[session_id] >= self.answers_after
+        return InventoryItem(session_id=session_id, state="running", streaming_ready=answers, streaming_port=8080)
 
     async def stop(self, session_id: str, spec: SessionSpec) -> InventoryItem:
         self.calls.append(("stop", session_id))
@@ -149,4 +159,27 @@ async def test_a_failed_start_reports_its_failed_step_and_result_and_nothing_aft
     assert len(statuses) == 1
     assert [(p.step, p.state) for p in statuses[0].progress] == [("workload", "failed")]
     assert frames.sent.index(statuses[0]) < frames.sent.index(result)
+    await executor.drain(5)
+
+
+async def test_a_workload_that_answers_within_the_delay_is_reported_once_ready():
+    backend, frames = ScriptedBackend(answers_after=0.05), Frames()
+    executor = executor_for(backend, frames, progress_delay=0.3)
+    await executor.submit(command("quick"))
+    await until(lambda: [f for f in frames.of("quick") if isinstance(f, SessionStatus)], 5)
+    await asyncio.sleep(0.5)  # past the delay: the superseded "running, not answering" would be out
+    statuses = [f for f in frames.of("quick") if isinstance(f, SessionStatus)]
+    assert [(s.state, s.streaming_ready) for s in statuses] == [("running", True)]
+    await executor.drain(5)
+
+
+async def test_a_workload_slow_to_answer_is_reported_running_first_then_ready():
+    backend, frames = ScriptedBackend(answers_after=0.6), Frames()
+    executor = executor_for(backend, frames, progress_delay=0.05)
+    await executor.submit(command("late"))
+    ready = await until(lambda: [f for f in frames.of("late") if isinstance(f, SessionStatus) and f.streaming_ready], 5)
+    statuses = [f for f in frames.of("late") if isinstance(f, SessionStatus)]
+    assert [(s.state, s.streaming_ready) for s in statuses] == [("running", False), ("running", True)]
+    assert [(p.step, p.state) for p in statuses[0].progress] == [("workload", "done"), ("stream", "active")]
+    assert ready[-1].progress[-1].step == "ready"
     await executor.drain(5)
