@@ -21,7 +21,16 @@
 * **Launch progress**: a start or wake is timed step by step (:mod:`agent_runtime.progress`):
   the backend's steps (image, workload), then waiting for the stream and ready. Each step
   goes out as a ``session_status`` with ``progress`` (state ``starting`` or ``waking`` while
-  the command runs), and the statuses that end the launch carry the final steps.
+  the command runs), and the statuses that end the launch carry the final steps. Every such
+  status carries every step so far, so a step's status waits ``progress_delay`` seconds and
+  is dropped if a newer status of the session (or the launch's end) supersedes it meanwhile:
+  a launch whose steps take longer is shown step by step, a fast one costs the control plane
+  no status frames beyond the ones that end it. The status of a workload that runs but does
+  not answer yet is such a status too. A step's status never goes out after a newer status
+  of its session.
+* **Readiness** is polled from right after the start, first every
+  ``READY_POLL_FIRST_S`` and backing off to every ``READY_POLL_S``: most workloads answer
+  within a fraction of a second of starting.
 """
 
 from __future__ import annotations
@@ -56,7 +65,9 @@ log = logging.getLogger(__name__)
 ACTIONS = ("start_session", "stop_session", "hibernate_session", "wake_session")
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 SEEN_LIMIT = 4096
+READY_POLL_FIRST_S = 0.05
 READY_POLL_S = 0.25
+PROGRESS_DELAY_S = 0.1
 
 Send = Callable[[Payload], Awaitable[None]]
 
@@ -110,6 +121,7 @@ class CommandExecutor:
         on_refused: Callable[[], None] = lambda: None,
         ready_timeout: float = 300.0,
         seen_limit: int = SEEN_LIMIT,
+        progress_delay: float = PROGRESS_DELAY_S,
     ):
         self.backend = backend
         self.send = send
@@ -117,11 +129,14 @@ class CommandExecutor:
         self.on_refused = on_refused
         self.ready_timeout = ready_timeout
         self.seen_limit = seen_limit
+        self.progress_delay = progress_delay
         self._seen: OrderedDict[str, Result | None] = OrderedDict()  # None while running
         self._lanes: dict[str, deque[Command | ExitNotice]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._launches: dict[str, LaunchProgress] = {}  # sessions being started or woken, until ready
+        self._progress_due: dict[str, asyncio.Task[None]] = {}  # a step's status waiting to go out
+        self._waiting: dict[str, InventoryItem] = {}  # started, not answering yet: said with the steps
         self._dying: set[str] = set()  # sessions whose failure is being reported
         self.reported: dict[str, InventoryItem] = {}  # last status sent per session
         # A counter bumped whenever a session is queued work or reported, and the value of it at
@@ -238,6 +253,7 @@ class CommandExecutor:
                 log.exception("command crashed", extra={"command_id": cid, "action": command.action, "session_id": sid})
             if launch is not None and self._launches.pop(sid, None) is launch and launch.current is not None:
                 launch.fail(error[:200])
+                self._supersede_progress(sid)
                 await self.send(SessionStatus(session_id=sid, state=launch.state_name, progress=launch.steps()))
             await self._finish(command, Result(command_id=cid, ok=False, error=error))
             return
@@ -262,7 +278,10 @@ class CommandExecutor:
             await self._ready(sid, item)
         else:
             launch.update(STEP_STREAM, f"Waiting for the session to answer on port {item.streaming_port}")
-            await self.report(item, progress=launch.steps())
+            # Running, not yet answering: said like a step (dropped if the session answers
+            # within the delay, as the ready status then says it all).
+            self.reported[sid] = self._waiting[sid] = item
+            self._progress_soon(sid, launch)
             self._watchers[sid] = asyncio.create_task(self._watch_ready(sid))
 
     async def _run(self, action: str, session_id: str, spec: SessionSpec) -> InventoryItem:
@@ -288,7 +307,32 @@ class CommandExecutor:
         if launch is None:
             return
         launch.update(step, label, state)
-        await self.send(SessionStatus(session_id=session_id, state=launch.state_name, progress=launch.steps()))
+        self._progress_soon(session_id, launch)
+
+    def _progress_soon(self, session_id: str, launch: LaunchProgress) -> None:
+        if session_id not in self._progress_due:
+            self._progress_due[session_id] = asyncio.create_task(self._send_progress(session_id, launch))
+
+    async def _send_progress(self, session_id: str, launch: LaunchProgress) -> None:
+        """After ``progress_delay``: the launch's steps so far (with the running workload once
+        the start is done), unless a newer status of the session went out meanwhile (it
+        cancelled this) or the launch is over."""
+        await asyncio.sleep(self.progress_delay)
+        if self._progress_due.get(session_id) is asyncio.current_task():
+            del self._progress_due[session_id]  # from here on nothing cancels it: it goes out first
+        if self._launches.get(session_id) is launch:
+            item = self._waiting.pop(session_id, None)
+            if item is not None:
+                await self.send(status_frame(item, progress=launch.steps()))
+            else:
+                await self.send(SessionStatus(session_id=session_id, state=launch.state_name, progress=launch.steps()))
+
+    def _supersede_progress(self, session_id: str) -> None:
+        """A newer status of ``session_id`` goes out now: a step's status still waiting is dropped."""
+        self._waiting.pop(session_id, None)
+        task = self._progress_due.pop(session_id, None)
+        if task is not None:
+            task.cancel()
 
     def exited(self, session_id: str, exit_code: int | None) -> None:
         """A workload ended: checked on the session's lane, after the command running there."""
@@ -355,6 +399,7 @@ class CommandExecutor:
             self.reported.pop(item.session_id, None)
         else:
             self.reported[item.session_id] = item
+        self._supersede_progress(item.session_id)
         await self.send(status_frame(item, message, log_tail=log_tail, progress=progress))
 
     async def _ready(self, session_id: str, item: InventoryItem) -> None:
@@ -371,9 +416,11 @@ class CommandExecutor:
         """Poll until the session's port answers HTTP, then report ``streaming_ready``; a
         workload that ends meanwhile is reported as failed."""
         deadline = time.monotonic() + self.ready_timeout
+        pause = READY_POLL_FIRST_S
         try:
             while time.monotonic() < deadline:
-                await asyncio.sleep(READY_POLL_S)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, READY_POLL_S)
                 item = await self.backend.status(session_id)
                 if item.state != "running":
                     await self._report_death(session_id, item)
@@ -385,6 +432,7 @@ class CommandExecutor:
             launch = self._launches.get(session_id)
             if launch is not None:
                 launch.fail(f"The session did not answer within {self.ready_timeout:.0f} s")
+                self._supersede_progress(session_id)
                 await self.send(status_frame(item, progress=launch.steps()))
         except BackendError as exc:
             log.warning("readiness check failed", extra={"session_id": session_id, "error": str(exc)})
@@ -447,8 +495,10 @@ class CommandExecutor:
     async def drain(self, timeout: float) -> bool:
         """Stop taking commands and wait for running ones. True if all finished in time."""
         self.accepting = False
-        for task in list(self._watchers.values()):
+        for task in [*self._watchers.values(), *self._progress_due.values()]:
             task.cancel()
+        self._progress_due.clear()
+        self._waiting.clear()
         workers = list(self._workers.values())
         if not workers:
             return True

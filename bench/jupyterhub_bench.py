@@ -1,6 +1,7 @@
 """StreamSpace's REST API beside JupyterHub 6.1's, measured in one run on the same machine.
 
     .venv/bin/python bench/jupyterhub_bench.py [--rounds 3] [--seconds 10] [--profile DIR]
+        [--only launch] [--database NAME] [--redis-db N]
 
 The JupyterHub side is the anchor benchmark of ``../shared/bench/jupyterhub`` (copied to
 ``--jupyterhub``, default ``../jhbench``, on first use; its ``run.sh`` installs JupyterHub
@@ -25,7 +26,8 @@ requests; ``pg ms/req`` adds the PostgreSQL backends serving the benchmark datab
 (JupyterHub's SQLite runs inside the hub, so its figure includes its database). Each round
 prints its rows; the last table holds the medians over the rounds. ``--profile DIR`` runs
 the StreamSpace read rows once more under ``py-spy record`` (raw collapsed stacks per row,
-summarised by ``bench/profile_summary.py``).
+summarised by ``bench/profile_summary.py``). ``--only launch`` runs just the launch
+rows (StreamSpace's ``POST`` row and both sides' 20 concurrent launches).
 """
 
 from __future__ import annotations
@@ -114,14 +116,18 @@ def jupyterhub_dir(path: Path) -> Path:
     return path
 
 
-def jupyterhub_round(path: Path, out: Path, seconds: float, warmup: float, quiet_wait: float) -> dict:
+def jupyterhub_round(
+    path: Path, out: Path, seconds: float, warmup: float, quiet_wait: float, only: str | None = None
+) -> dict:
+    if only == "launch":  # the anchor's report needs a load row: one short read row, not used
+        seconds, warmup = 2, 1
     env = dict(
         os.environ,
         N_USERS="1000",
         DURATION=str(int(seconds)),
         WARMUP=str(int(warmup)),
         READ_CONNS=str(CONNECTIONS),
-        LIST_CONNS=str(CONNECTIONS),
+        LIST_CONNS="" if only == "launch" else str(CONNECTIONS),
         PROXY_CONNS="",
         SPAWN_CONCURRENT="20",
         SPAWN_SEQUENTIAL="1",
@@ -137,12 +143,12 @@ def jupyterhub_round(path: Path, out: Path, seconds: float, warmup: float, quiet
     if done.returncode:
         raise RuntimeError("JupyterHub's run.sh failed:\n" + done.stderr[-3000:])
     loads = {r["label"]: r for r in tagged(out / "load.jsonl", "LOADJSON")}
+    result = {}
+    if only != "launch":
+        result.update(one=loads["GET /hub/api/users/{id}"], page=loads["GET /hub/api/users?limit=100"])
     spawn = tagged(out / "spawn.txt", "SPAWNJSON")[-1]
-    return {
-        "one": loads["GET /hub/api/users/{id}"],
-        "page": loads["GET /hub/api/users?limit=100"],
-        "launch20": {"wall_s": spawn["concurrent"]["wall_s"], "ok": spawn["concurrent"]["ok"]},
-    }
+    result["launch20"] = {"wall_s": spawn["concurrent"]["wall_s"], "ok": spawn["concurrent"]["ok"]}
+    return result
 
 
 def tagged(path: Path, tag: str) -> list[dict]:
@@ -203,26 +209,33 @@ def streamspace_round(anchor: Path, work: Path, args: argparse.Namespace, *, pro
         launcher_jwt = side.login(base, "launcher")
         load = Load(anchor, base, proc.pid, env, args)
         one = "/api/v1/sessions/{id}"
-        rows = {
-            "one": load.row("GET /api/v1/sessions/{id} (JWT)", one, auth=f"Authorization: Bearer {jwt}", ids=ids),
-            "one_token": load.row(
-                "GET /api/v1/sessions/{id} (API token)", one, auth=f"Authorization: Token {facts['api_token']}", ids=ids
-            ),
-            "one_portal": load.row(
-                "GET /api/v1/sessions/{id} (portal cookie)",
-                one,
-                cookie=f"Cookie: sessionid={facts['portal_session']}",
-                ids=ids,
-            ),
-            "page": load.row(
-                "GET /api/v1/sessions?page_size=100 (JWT)",
-                "/api/v1/sessions?page_size=100",
-                auth=f"Authorization: Bearer {jwt}",
-            ),
-        }
-        if profile is not None:
+        rows = (
+            {}
+            if args.only == "launch"
+            else {
+                "one": load.row("GET /api/v1/sessions/{id} (JWT)", one, auth=f"Authorization: Bearer {jwt}", ids=ids),
+                "one_token": load.row(
+                    "GET /api/v1/sessions/{id} (API token)",
+                    one,
+                    auth=f"Authorization: Token {facts['api_token']}",
+                    ids=ids,
+                ),
+                "one_portal": load.row(
+                    "GET /api/v1/sessions/{id} (portal cookie)",
+                    one,
+                    cookie=f"Cookie: sessionid={facts['portal_session']}",
+                    ids=ids,
+                ),
+                "page": load.row(
+                    "GET /api/v1/sessions?page_size=100 (JWT)",
+                    "/api/v1/sessions?page_size=100",
+                    auth=f"Authorization: Bearer {jwt}",
+                ),
+            }
+        )
+        if profile is not None and args.only != "launch":
             side.profile_rows(load, proc.pid, profile, jwt, facts, ids, args.seconds + args.warmup)
-        if args.reads_only:
+        if args.only == "reads":
             return rows
         rows["launch"] = load.row(
             "POST /api/v1/sessions (JWT)",
@@ -263,7 +276,7 @@ def report(rounds: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for key, name in ROWS:
-        if key not in rounds[0]["ss"]:  # --reads-only
+        if key not in rounds[0]["ss"]:  # --only
             continue
         ss = [r["ss"][key] for r in rounds]
         jh_key = {"one_token": "one", "one_portal": "one"}.get(key, key)
@@ -297,8 +310,12 @@ def main() -> None:
     parser.add_argument("--jupyterhub", type=Path, default=ROOT.parent / "jhbench")
     parser.add_argument("--skip-jupyterhub", action="store_true", help="StreamSpace rows only")
     parser.add_argument("--profile", type=Path, help="also record py-spy profiles of the read rows here")
-    parser.add_argument("--reads-only", action="store_true", help="the GET rows only (no launches, no spawns)")
-    parser.add_argument("--database", default=DATABASE, help="PostgreSQL database (dropped and created anew)")
+    parser.add_argument(
+        "--only",
+        choices=["reads", "launch"],
+        help="only the GET rows (reads) or only the launch rows (POST and the 20 launches)",
+    )
+    parser.add_argument("--database", default=DATABASE, help="the benchmark's PostgreSQL database (dropped first)")
     parser.add_argument("--redis-db", type=int, default=REDIS_DB)
     args = parser.parse_args()
     anchor = jupyterhub_dir(args.jupyterhub.resolve())
@@ -311,7 +328,9 @@ def main() -> None:
         jh = None
         os.sched_setaffinity(0, every_cpu)  # run.sh pins its own processes (and pins none on one CPU)
         if not args.skip_jupyterhub:
-            jh = jupyterhub_round(anchor, out_root / f"jh-{number}", args.seconds, args.warmup, args.quiet_wait)
+            jh = jupyterhub_round(
+                anchor, out_root / f"jh-{number}", args.seconds, args.warmup, args.quiet_wait, args.only
+            )
         os.sched_setaffinity(0, {0})  # this script's clients share CPU 0 with wrk, as JupyterHub's do
         reset_database(bench_env(args.database, args.redis_db), args.database)
         with tempfile.TemporaryDirectory(prefix="ss-bench-") as work:
@@ -320,12 +339,13 @@ def main() -> None:
         rounds.append({"jh": jh, "ss": ss, "loadavg": os.getloadavg()[0]})
         (out_root / "rounds.json").write_text(json.dumps(rounds, indent=1))
         for key, name in [*ROWS, ("launch20", "20 concurrent local launches")]:
-            if key not in ss:  # --reads-only
+            if key not in ss:  # --only
                 continue
             r = ss[key]
             if key == "launch20":
                 print(
-                    f"  SS {name}: wall {r['wall_s']:.2f} s" + (f" (JH {jh['launch20']['wall_s']:.2f} s)" if jh else "")
+                    f"  SS {name}: wall {r['wall_s']:.2f} s, server CPU {r.get('server_cpu_s', float('nan')):.2f} s, "
+                    f"{r.get('polls', 0)} polls" + (f" (JH {jh['launch20']['wall_s']:.2f} s)" if jh else "")
                 )
                 continue
             print(
@@ -334,7 +354,7 @@ def main() -> None:
                 f"others {r['foreign_pct']:.0f}% of a core"
             )
         if jh:
-            for key in ("one", "page"):
+            for key in ("one", "page") if "one" in jh else ():
                 r = jh[key]
                 cpu = r["server_cpu_ms_per_req"] or float("nan")  # None when no request completed
                 print(f"  JH {key}: {r['rps']:.0f} req/s, p99 {r['p99_ms']:.1f} ms, {cpu:.2f} ms CPU")

@@ -95,20 +95,27 @@ def concurrent_local_launches(
     try:
         with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
             _wait_available(client, "tiny")
-            cpu_before = _ticks(server_pid)
             results: list[dict[str, Any]] = [{} for _ in range(count)]
+            # Clients and threads are ready before the clock starts: the wall time runs from
+            # the moment the 20 POSTs are released together (JupyterHub's row opens no client).
+            own = [httpx.Client(base_url=base, headers=headers, timeout=60) for _ in range(count)]
+            gate = threading.Barrier(count + 1)
 
             def launch(index: int) -> None:
-                with httpx.Client(base_url=base, headers=headers, timeout=60) as own:
-                    results[index] = _launch_until_ready(own)
+                gate.wait()
+                results[index] = _launch_until_ready(own[index])
 
             threads = [threading.Thread(target=launch, args=(i,)) for i in range(count)]
-            started = time.perf_counter()
             for thread in threads:
                 thread.start()
+            cpu_before = _ticks(server_pid)
+            started = time.perf_counter()
+            gate.wait()
             for thread in threads:
                 thread.join(timeout=180)
             wall = time.perf_counter() - started
+            for one in own:
+                one.close()
             server_cpu = (_ticks(server_pid) - cpu_before) / HZ
             failed = [r for r in results if not r.get("ok")]
             if failed:
@@ -127,6 +134,7 @@ def concurrent_local_launches(
         "p50_s": round(statistics.median(ready), 3),
         "max_s": round(max(ready), 3),
         "server_cpu_s": round(server_cpu, 2),
+        "polls": sum(r["polls"] for r in results),
     }
 
 
@@ -142,14 +150,16 @@ def _wait_available(client: httpx.Client, slug: str, timeout: float = 60) -> Non
 
 def _launch_until_ready(client: httpx.Client, timeout: float = 120) -> dict[str, Any]:
     started = time.perf_counter()
+    polls = 0
     response = client.post("/api/v1/sessions", json={"template": "tiny"})
     if response.status_code != 202:
         return {"ok": False, "status": response.status_code, "body": response.text[:200]}
     session_id = response.json()["id"]
     while time.perf_counter() - started < timeout:
         body = client.get(f"/api/v1/sessions/{session_id}").json()
+        polls += 1
         if body["state"] == "running" and body["streaming_ready"]:
-            return {"ok": True, "id": session_id, "ready_s": time.perf_counter() - started}
+            return {"ok": True, "id": session_id, "ready_s": time.perf_counter() - started, "polls": polls}
         if body["state"] == "failed":
             return {"ok": False, "id": session_id, "state": body["state"], "message": body["status_message"]}
         time.sleep(POLL_S)

@@ -23,7 +23,6 @@ from typing import Any
 
 import httpx
 from django.conf import settings
-from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.db.models import Q
@@ -32,6 +31,7 @@ from django.utils import timezone
 from plugins_app import http, secrets, senders
 from plugins_app.models import DeliveryStatus, Plugin, PluginType, WebhookDelivery
 from streamspace import events
+from streamspace.accounts.shared_cache import shared_cache
 
 log = logging.getLogger(__name__)
 
@@ -81,20 +81,20 @@ def _subscriptions() -> list[tuple[int, str, str, list[str]]]:
     sweep): it is cached (Redis with several replicas), dropped whenever a plugin is saved
     or deleted (:func:`invalidate`), and re-read at least every ``SUBSCRIPTIONS_CACHE_S``.
     """
-    cached = events.shared(SUBSCRIPTIONS_CACHE_KEY, lambda: cache.get(SUBSCRIPTIONS_CACHE_KEY))
+    cached = events.shared(SUBSCRIPTIONS_CACHE_KEY, lambda: shared_cache().get(SUBSCRIPTIONS_CACHE_KEY))
     if cached is None:
         rows = Plugin.objects.filter(enabled=True, type__in=DELIVERING_TYPES).order_by("pk")
         cached = [
             (pk, name, type_, list(events or []))
             for pk, name, type_, events in rows.values_list("pk", "name", "type", "events")
         ]
-        cache.set(SUBSCRIPTIONS_CACHE_KEY, cached, SUBSCRIPTIONS_CACHE_S)
+        shared_cache().set(SUBSCRIPTIONS_CACHE_KEY, cached, SUBSCRIPTIONS_CACHE_S)
     return cached
 
 
 def invalidate() -> None:
     """Forget the cached subscriptions (after a plugin is saved or removed)."""
-    cache.delete(SUBSCRIPTIONS_CACHE_KEY)
+    shared_cache().delete(SUBSCRIPTIONS_CACHE_KEY)
 
 
 def subscribed_plugins(event: str) -> list[Plugin]:

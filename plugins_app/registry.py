@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from django.core.cache import cache
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
@@ -22,6 +21,7 @@ from plugins_app import schemas
 from plugins_app.extension import Extension
 from plugins_app.models import Plugin, PluginType
 from streamspace import events
+from streamspace.accounts.shared_cache import shared_cache
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def extension(name: str) -> Extension | None:
 
 def active() -> dict[str, dict[str, Any]]:
     """Installed, enabled and loadable extensions: name -> effective config (cached)."""
-    cached = events.shared(ACTIVE_CACHE_KEY, lambda: cache.get(ACTIVE_CACHE_KEY))
+    cached = events.shared(ACTIVE_CACHE_KEY, lambda: shared_cache().get(ACTIVE_CACHE_KEY))
     if cached is not None:
         return cached
     result = {}
@@ -105,13 +105,13 @@ def active() -> dict[str, dict[str, Any]]:
         ext = extension(name)
         if ext is not None:
             result[name] = {**ext.default_settings, **(config or {})}
-    cache.set(ACTIVE_CACHE_KEY, result, 60)
+    shared_cache().set(ACTIVE_CACHE_KEY, result, 60)
     return result
 
 
 def invalidate() -> None:
     """Forget the cached set of active extensions (after a plugin is saved or removed)."""
-    cache.delete(ACTIVE_CACHE_KEY)
+    shared_cache().delete(ACTIVE_CACHE_KEY)
 
 
 def is_active(name: str) -> bool:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 
 from plugins_app.models import Plugin, PluginType
+from streamspace.accounts.shared_cache import shared_cache
 
 CACHE_KEY = "plugins:theme"
 PRODUCT_NAME = "StreamSpace"
@@ -75,12 +75,12 @@ def theme_from(values: dict[str, Any]) -> Theme:
 
 def current_theme() -> Theme:
     """The active theme (the plugin's values are cached between calls)."""
-    values = cache.get(CACHE_KEY)
+    values = shared_cache().get(CACHE_KEY)
     if values is None:
         values = _plugin_values()
-        cache.set(CACHE_KEY, values, settings.STREAMSPACE_THEME_CACHE_S)
+        shared_cache().set(CACHE_KEY, values, settings.STREAMSPACE_THEME_CACHE_S)
     return theme_from(values)
 
 
 def invalidate() -> None:
-    cache.delete(CACHE_KEY)
+    shared_cache().delete(CACHE_KEY)

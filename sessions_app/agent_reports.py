@@ -53,12 +53,8 @@ def on_command_expired(sender: Any, *, command: AgentCommand, **_: Any) -> None:
 
 def on_session_reported(sender: Any, *, agent: Agent, status: protocol.SessionStatus, **_: Any) -> None:
     with transaction.atomic():
-        session = (
-            Session.objects.select_for_update()
-            .only("id", "user_id", "state", "exit_code", "launch_progress")
-            .filter(pk=session_uuid(status.session_id), agent=agent)
-            .first()
-        )
+        # The whole row, read once: the state machine below uses it as it is.
+        session = Session.objects.select_for_update().filter(pk=session_uuid(status.session_id), agent=agent).first()
         if session is None:
             raise UnknownSession(status.session_id)
         state, message = launch_reports.effective_state(session.state, status.state), status.message
@@ -79,6 +75,7 @@ def on_session_reported(sender: Any, *, agent: Agent, status: protocol.SessionSt
             endpoint=status.endpoint,
             message=message,
             agent=agent,
+            locked=True,
         )
         if stored and not changed:
             launch_reports.refreshed(session)

@@ -24,6 +24,11 @@ def record(sessions: Iterable[Session], state: str, at: datetime) -> None:
     if not sessions:
         return
     SessionPeriod.objects.filter(session__in=[s.pk for s in sessions], ended_at__isnull=True).update(ended_at=at)
+    opened(sessions, state, at)
+
+
+def opened(sessions: Iterable[Session], state: str, at: datetime) -> None:
+    """New ``sessions`` (no period yet) entered ``state`` at ``at``: their first periods."""
     SessionPeriod.objects.bulk_create(
         SessionPeriod(
             session_id=s.pk,

@@ -9,7 +9,10 @@ Both go through :func:`streamspace.fanout.announce`, so a caller on a latency-cr
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -30,6 +33,22 @@ _EVENTS = {
     ("waking", "running"): "session.woken",
 }
 _EVENTS_BY_TARGET = {"hibernated": "session.hibernated", "stopped": "session.stopped", "failed": "session.failed"}
+
+
+_known = threading.local()
+
+
+@contextlib.contextmanager
+def represented(bodies: list[dict[str, Any]]) -> Iterator[None]:
+    """Announcements run in this block (on this thread) broadcast these session
+    representations as they are instead of reading those sessions again: for a caller that
+    has just represented the committed rows (the launch's response)."""
+    outer = getattr(_known, "bodies", None)
+    _known.bodies = {**(outer or {}), **{body["id"]: body for body in bodies}}
+    try:
+        yield
+    finally:
+        _known.bodies = outer
 
 
 def user_group(user_id: Any) -> str:
@@ -61,8 +80,11 @@ def sessions_changed(changes: list[tuple[Any, Any, str | None, str]], *, actor: 
 
 
 def _fan_out(changes: list[Change], actor: Any) -> None:
-
-    bodies = {body["id"]: body for body in represent_many(Session.objects.filter(pk__in=[c[0] for c in changes]))}
+    known = getattr(_known, "bodies", None) or {}
+    bodies = {str(c[0]): known[str(c[0])] for c in changes if str(c[0]) in known}
+    unread = [c[0] for c in changes if str(c[0]) not in bodies]
+    if unread:
+        bodies.update((body["id"], body) for body in represent_many(Session.objects.filter(pk__in=unread)))
     changed = [(bodies[str(c[0])], *c[1:]) for c in changes if str(c[0]) in bodies]
     try:
         async_to_sync(_broadcast)([(user_id, body) for body, user_id, _, _ in changed])

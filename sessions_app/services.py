@@ -122,10 +122,13 @@ def launch_session(
     ``no_capacity``, 409 ``image_missing`` or ``feature_missing``) if no agent can serve the
     template now, ``ServiceError`` (400, ``template_disabled``) for a disabled template.
 
-    The agent is chosen twice: first without locks, so a launch nobody can serve is refused
-    before the quota is touched; then, once the quota allows it, again with the candidate
-    agents' rows locked (:func:`~sessions_app.placement.lock_agents`), so concurrent launches
-    count each other's sessions and never take an agent past its capacity.
+    One transaction, in this order: the user's quota row is locked (every launch and wake of
+    the user serialises on it), then the candidate agents' rows
+    (:func:`~sessions_app.placement.lock_agents`), and the agent is chosen under those locks,
+    so concurrent launches count each other's sessions and never take a user past a limit or
+    an agent past its capacity. A launch nobody can serve is refused before the quota is
+    judged (its refusal wins over ``quota_exceeded``) and leaves nothing behind: the refusal
+    rolls the transaction back.
     """
     if not template.enabled:
         raise ServiceError(f"The template {template.slug} is disabled.", code="template_disabled")
@@ -134,14 +137,13 @@ def launch_session(
     groups = quotas.group_quotas(user)
     policy = policy_idle_timeout(user, template, groups=groups)
     idle = policy if idle_timeout_s is None else min(idle_timeout_s, policy)
-    placement.select_agent(template, cpu=cpu, memory=memory)
     with transaction.atomic():
         override = quotas.lock_user_quota(user)
+        placement.lock_agents(template)
+        agent = placement.select_agent(template, cpu=cpu, memory=memory)
         quota, current = quotas.effective_quota(user, override=override, groups=groups), quotas.usage(user)
         limit = quotas.exceeded(quota, current, sessions=1, cpu=cpu, memory=memory)
         if limit is None:
-            placement.lock_agents(template)
-            agent = placement.select_agent(template, cpu=cpu, memory=memory)
             now = timezone.now()
             session = Session.objects.create(
                 name=name or template.display_name,
@@ -158,7 +160,7 @@ def launch_session(
                 state_changed_at=now,
                 **new_stream_secrets(template),
             )
-            history.record([session], S.PENDING, now)
+            history.opened([session], S.PENDING, now)
             record(
                 "session.create",
                 actor=user,
@@ -289,11 +291,14 @@ def apply_agent_status(
     endpoint: str | None = None,
     message: str | None = None,
     agent: Any = None,
+    locked: bool = False,
 ) -> bool:
     """Apply an agent's ``session_status`` report. Returns True if the session changed.
 
     ``session``: the session or its id (read once, locked). With ``agent``, only a session
-    of that agent is found; ``Session.DoesNotExist`` otherwise.
+    of that agent is found; ``Session.DoesNotExist`` otherwise. With ``locked``, ``session``
+    is a full row the caller read with ``select_for_update`` in its open transaction, and is
+    used as it is (not read again).
 
     Reports arrive out of order and more than once (re-sent commands, reconnects), so one
     that does not fit the current state is ignored rather than refused; a ``running``
@@ -304,11 +309,14 @@ def apply_agent_status(
         fields = {"streaming_ready": streaming_ready, "streaming_port": streaming_port}
         if endpoint is not None:
             fields["endpoint"] = endpoint[:300]
-    locked = Session.objects.select_for_update()
-    if agent is not None:
-        locked = locked.filter(agent=agent)
-    with transaction.atomic():
-        session = locked.get(pk=getattr(session, "pk", session))
+    # No savepoint: nothing here catches a database error and goes on, so an error fails
+    # the caller's whole transaction either way.
+    with transaction.atomic(savepoint=False):
+        if not locked:
+            rows = Session.objects.select_for_update()
+            if agent is not None:
+                rows = rows.filter(agent=agent)
+            session = rows.get(pk=getattr(session, "pk", session))
         current = session.state
         target = _AGENT_REPORTS.get(state, {}).get(current)
         if state == S.FAILED and current not in (S.STOPPED, S.FAILED):

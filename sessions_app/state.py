@@ -67,7 +67,8 @@ def transition(
     _check(current, target)
     entered_current_at = session.__dict__.get("state_changed_at")  # before it is overwritten
     values = _values(target, message, fields)
-    with transaction.atomic():
+    # No savepoint inside a caller's transaction: a failed write fails that transaction anyway.
+    with transaction.atomic(savepoint=False):
         updated = Session.objects.filter(pk=session.pk, state=current).update(**values)
         if updated:
             history.record([session], target, values["state_changed_at"])

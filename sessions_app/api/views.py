@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from sessions_app import access, launch_reports, services, sharing, turn
+from sessions_app import access, launch_reports, notify, services, sharing, turn
 from sessions_app.api.representation import represent, represent_one, session_rows
 from sessions_app.api.serializers import (
     SessionCreateSerializer,
@@ -30,6 +30,7 @@ from sessions_app.api.serializers import (
 from sessions_app.models import Session, SessionState, Template
 from sessions_app.placement import CatalogAvailability
 from sessions_app.viewer import viewer_url
+from streamspace import fanout
 from streamspace.accounts.credentials import epoch_of
 from streamspace.accounts.models import Role
 from streamspace.api.errors import Conflict, ServiceError
@@ -140,7 +141,10 @@ class SessionListView(generics.GenericAPIView):
         if template is None:
             raise ServiceError(f"No enabled template {data['template']!r}.", code="unknown_template")
         resources = data.get("resources") or {}
-        session = services.launch_session(
+        # The launch's broadcast waits for the response's representation and reuses it: the
+        # new session is read once (the command to the agent still goes out on commit).
+        session, announcements = fanout.run_deferred(
+            services.launch_session,
             request.user,
             template,
             cpu_millicores=resources.get("cpu_millicores"),
@@ -150,7 +154,13 @@ class SessionListView(generics.GenericAPIView):
             name=data.get("name"),
             request=request,
         )
-        return Response(represent_one(session.pk), status=status.HTTP_202_ACCEPTED)
+        bodies = []
+        try:
+            bodies.append(represent_one(session.pk))
+        finally:
+            with notify.represented(bodies):
+                fanout.flush(announcements)
+        return Response(bodies[0], status=status.HTTP_202_ACCEPTED)
 
 
 def _one_visible_session(is_operator: bool, *, user_id: Any, session_id: Any) -> QuerySet:

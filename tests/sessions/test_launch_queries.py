@@ -1,0 +1,51 @@
+"""What one launch (``POST /api/v1/sessions``) asks the database, and that its broadcast
+carries the response's own representation of the new session."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from sessions_app.models import SessionPeriod
+from sessions_app.notify import user_group
+from tests.support.clients import client_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REPRESENTATION = 'SELECT "sessions_app_session"."id" AS "id"'  # the values() row of represent()
+
+
+def test_a_launch_reads_its_session_once_places_once_and_broadcasts_its_response(alice, template, docker_agent):
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(user_group(alice.pk), channel)
+    client = client_for(alice)
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post("/api/v1/sessions", {"template": template.slug}, format="json")
+    assert response.status_code == 202, response.content
+    sql = [q["sql"] for q in queries.captured_queries]
+    assert len([q for q in sql if q.startswith(REPRESENTATION)]) == 1, sql  # the response's, reused
+    assert len([q for q in sql if "AS has_leader" in q]) == 1, sql  # placement, under the locks
+    assert not [q for q in sql if q.startswith('UPDATE "sessions_app_sessionperiod"')], sql  # no period to close
+    period = SessionPeriod.objects.get(session_id=response.json()["id"])
+    assert (period.state, period.ended_at) == ("pending", None)
+    message = async_to_sync(layer.receive)(channel)
+    assert message["type"] == "session.update"
+    assert json.loads(json.dumps(message["session"], cls=DjangoJSONEncoder)) == response.json()
+
+
+def test_a_refused_launch_leaves_no_quota_row_and_no_session(alice, template):
+    """No agent serves the template: the refusal (503) rolls the launch's transaction back,
+    the quota row it created and locked included."""
+    from sessions_app.models import Session, UserQuota
+
+    response = client_for(alice).post("/api/v1/sessions", {"template": template.slug}, format="json")
+    assert response.status_code == 503 and response.json()["code"] == "no_agent"
+    assert not UserQuota.objects.filter(user=alice).exists()
+    assert not Session.objects.filter(user=alice).exists()
