@@ -31,7 +31,7 @@ from django.utils import timezone
 from plugins_app import http, secrets, senders
 from plugins_app.models import DeliveryStatus, Plugin, PluginType, WebhookDelivery
 from streamspace import events
-from streamspace.accounts.shared_cache import shared_cache
+from streamspace.shared_cache import shared_cache
 
 log = logging.getLogger(__name__)
 

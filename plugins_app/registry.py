@@ -21,7 +21,7 @@ from plugins_app import schemas
 from plugins_app.extension import Extension
 from plugins_app.models import Plugin, PluginType
 from streamspace import events
-from streamspace.accounts.shared_cache import shared_cache
+from streamspace.shared_cache import shared_cache
 
 log = logging.getLogger(__name__)
 

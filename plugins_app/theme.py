@@ -20,7 +20,7 @@ from typing import Any
 from django.conf import settings
 
 from plugins_app.models import Plugin, PluginType
-from streamspace.accounts.shared_cache import shared_cache
+from streamspace.shared_cache import shared_cache
 
 CACHE_KEY = "plugins:theme"
 PRODUCT_NAME = "StreamSpace"

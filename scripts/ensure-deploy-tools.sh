@@ -43,6 +43,12 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
 fi
 log "nginx: $( (command -v nginx || echo /usr/sbin/nginx) )"
 
+# ss (iproute2): tests/test_serve.py reads the listening socket's backlog with it.
+if ! command -v ss >/dev/null; then
+  log "installing iproute2 (for ss)"; apt_install_quiet iproute2
+fi
+log "ss: $(command -v ss)"
+
 if ! command -v systemd-analyze >/dev/null; then
   log "installing systemd (for systemd-analyze)"; apt_install_quiet systemd
 fi

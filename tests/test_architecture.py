@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                 "celery",
                 "channel_layer",
                 "redis_client",
+                "shared_cache",
                 "settings",
             )
         ),

@@ -1,6 +1,6 @@
 """Portal sessions read from the shared cache, written through to the database.
 
-Django's ``cached_db`` engine, on the process-wide backend of ``accounts.shared_cache``
+Django's ``cached_db`` engine, on the process-wide backend of ``streamspace.shared_cache``
 (Django's own would connect to Redis anew for every request under ASGI). Used with Redis
 only (``settings.SESSION_ENGINE``): every process must see the same cache.
 """
@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib.sessions.backends import cached_db
 
-from streamspace.accounts.shared_cache import shared_cache
+from streamspace.shared_cache import shared_cache
 
 
 class SessionStore(cached_db.SessionStore):

@@ -22,7 +22,7 @@ every replica at once:
 A reader that loaded the row before the change and stores it after :func:`forget` stores
 it under the old generation (read before the row), so it is never served.
 
-Entries live in ``accounts.shared_cache``'s backend (one Redis client per process). The
+Entries live in ``streamspace.shared_cache``'s backend (one Redis client per process). The
 cache is used only where every process shares it (``REDIS_URL``, default 60 s). With the
 embedded default's per-process memory cache, a change made by another process (the job
 runner, ``manage.py changepassword``) could not be forgotten in this one, so users are read
@@ -41,7 +41,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from streamspace.accounts.shared_cache import shared_cache
+from streamspace.shared_cache import shared_cache
 
 # The model is looked up when used: ``accounts.models`` imports this module.
 

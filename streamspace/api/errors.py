@@ -1,14 +1,20 @@
 """One error shape for the whole API: ``{"code": ..., "detail": ...}`` with the right status.
 
 Domain services raise :class:`ServiceError` subclasses; the DRF exception handler below turns
-them, and DRF's own exceptions, into that shape. Anything else is a bug and stays a 500.
+them, and DRF's own exceptions, into that shape. A lost PostgreSQL or Redis connection (a
+restart, a failover) is the client's cue to retry, not a bug: 503 ``dependency_unavailable``
+with ``Retry-After``, still counted as a dependency error (``got_request_exception``, which
+``streamspace.metrics`` listens to). Anything else is a bug and stays a 500.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import redis
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.signals import got_request_exception
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -66,8 +72,22 @@ def _flatten(detail: Any) -> str:
     return str(detail)
 
 
+#: Errors of a dependency that is away for a moment: the connection, not the request, failed.
+_UNAVAILABLE = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError)
+RETRY_AFTER_S = 2
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF ``EXCEPTION_HANDLER``: every error leaves as ``{"code", "detail"}``."""
+    if isinstance(exc, _UNAVAILABLE):
+        # Called inside DRF's ``except``: receivers can still read the error from sys.exc_info().
+        got_request_exception.send(sender=None, request=context.get("request"))
+        dependency = "Redis" if isinstance(exc, redis.RedisError) else "the database"
+        return Response(
+            {"code": "dependency_unavailable", "detail": f"{dependency} is unavailable for a moment; retry"},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
     if isinstance(exc, ServiceError):
         return Response({"code": exc.code, "detail": exc.detail, **exc.extra}, status=exc.status_code)
     if isinstance(exc, Http404):

@@ -23,8 +23,8 @@ from rest_framework.test import APIClient
 from sessions_app.viewer import read_viewer_token
 from streamspace.accounts import user_cache
 from streamspace.accounts.models import ApiToken, Role, User
-from streamspace.accounts.shared_cache import shared_cache
 from streamspace.accounts.tokens import create_token, revoke_token
+from streamspace.shared_cache import shared_cache
 from tests.support.clients import client_for
 from tests.support.factories import make_session
 

@@ -1,9 +1,10 @@
-"""One cache backend per process for the per-request paths: users and portal sessions.
+"""One cache backend per process for the paths that read the cache on every request or event:
+users and API tokens (``accounts.user_cache``), portal sessions (``accounts.session_store``)
+and the plugins' cached subscriptions, extensions and theme (``plugins_app``).
 
 ``django.core.cache.caches`` keeps one backend object per asgiref context, and under ASGI
 each request runs in a context of its own, so every request would build a new backend:
-for Redis, a new client, a new connection pool and a new TCP connection. The user cache
-(``accounts.user_cache``) and the portal's session store (``accounts.session_store``) use
+for Redis, a new client, a new connection pool and a new TCP connection. These paths use
 this process-wide backend instead; redis-py's connection pool is safe to share between
 threads, and the local-memory backend keeps its data per location, shared either way.
 
