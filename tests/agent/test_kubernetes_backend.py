@@ -13,7 +13,7 @@ from agent_runtime.backends.base import BackendError, SessionSpec
 from agent_runtime.backends.kubernetes import KubernetesBackend
 from agent_runtime.backends.kubernetes_objects import home_claim_name
 from agent_runtime.config import ConfigError
-from tests.support.kube_api import KubeAPI
+from tests.support.kube_api import running_kube
 from tests.support.waits import until
 
 NS = "ss-test"
@@ -33,9 +33,7 @@ class Recorder:
 
 @pytest.fixture
 def kube():
-    api = KubeAPI().start()
-    yield api
-    api.stop()
+    yield from running_kube()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from agents_app.models import Agent
 from sessions_app.models import Session, Template
-from tests.support.kube_api import KubeAPI
+from tests.support.kube_api import KubeAPI, running_kube
 from tests.support.stack import (
     Stack,
     make_agent,
@@ -61,9 +61,7 @@ def pod_server() -> Iterator[int]:
 
 @pytest.fixture
 def kube() -> Iterator[KubeAPI]:
-    api = KubeAPI(auto_ready=True).start()
-    yield api
-    api.stop()
+    yield from running_kube(auto_ready=True)
 
 
 @pytest.fixture

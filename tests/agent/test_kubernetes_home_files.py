@@ -31,7 +31,7 @@ from agent_runtime.backends.homefiles import (
 )
 from agent_runtime.backends.kubernetes import KubernetesBackend
 from agent_runtime.backends.kubernetes_objects import home_claim_name
-from tests.support.kube_api import KubeAPI
+from tests.support.kube_api import running_kube
 from tests.support.waits import until
 
 NS = "ss-files"
@@ -41,9 +41,7 @@ UID = 1000
 
 @pytest.fixture
 def kube():
-    api = KubeAPI(auto_ready=True).start()
-    yield api
-    api.stop()
+    yield from running_kube(auto_ready=True)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from agent_runtime.config import ConfigError, LeaseConfig
 from agent_runtime.leader import LeaderElector, make_elector
 from agent_runtime.leader.kubernetes import KubernetesLease
 from tests.support.fakes import FakeControlPlane, leading, link_of
-from tests.support.kube_api import KubeAPI
+from tests.support.kube_api import running_kube
 from tests.support.processes import spawn_agent
 from tests.support.waits import until
 
@@ -27,9 +27,7 @@ FAST = {"LEASE_DURATION": "3s", "RENEW_DEADLINE": "2s", "RETRY_PERIOD": "500ms"}
 
 @pytest.fixture
 def kube():
-    api = KubeAPI().start()
-    yield api
-    api.stop()
+    yield from running_kube()
 
 
 def lease_for(kube, tmp_path, identity: str, duration: float = 1.0) -> KubernetesLease:

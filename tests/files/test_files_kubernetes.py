@@ -24,7 +24,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from agent_runtime.backends.kubernetes_objects import home_claim_name
 from agents_app.models import Agent
 from sessions_app.models import Session, Template
-from tests.support.kube_api import KubeAPI
+from tests.support.kube_api import KubeAPI, running_kube
 from tests.support.stack import Stack, make_agent, running_stack, wait_for_other_connections_to_close
 from tests.support.waits import wait_until
 
@@ -38,9 +38,7 @@ LIMIT = 32 * MIB
 
 @pytest.fixture
 def kube() -> Iterator[KubeAPI]:
-    api = KubeAPI(auto_ready=True).start()
-    yield api
-    api.stop()
+    yield from running_kube(auto_ready=True)
 
 
 @pytest.fixture

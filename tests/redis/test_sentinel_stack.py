@@ -23,7 +23,6 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from django.db import connection
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from agent_runtime.backends.local import process_start_time
@@ -31,7 +30,7 @@ from agents_app.models import AgentCommand, CommandState
 from sessions_app.models import Session, SessionState, Template
 from tests.support import ROOT
 from tests.support.sentinel import SentinelCluster
-from tests.support.stack import Stack, make_agent, stack_env, wait_for_other_connections_to_close
+from tests.support.stack import Stack, make_agent, running_stack, wait_for_other_connections_to_close
 from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -51,17 +50,8 @@ def kill_local_sessions(data_dir: Path) -> None:
 
 @pytest.fixture
 def stack(request, tmp_path, settings, cluster: SentinelCluster) -> Iterator[Stack]:
-    env = stack_env(connection, tmp_path)
-    env.update(cluster.env(db=2))
-    env["SECRET_KEY"] = settings.SECRET_KEY  # the test signs access tokens
-    running = Stack(env=env, data_dir=tmp_path)
-    running.start_control_plane()
-    yield running
-    running.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(running.dump_logs())
-    kill_local_sessions(tmp_path)
+    # The test signs access tokens with the stack's key.
+    yield from running_stack(request, tmp_path, **cluster.env(db=2), SECRET_KEY=settings.SECRET_KEY)
     wait_for_other_connections_to_close()
 
 

@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -364,6 +364,15 @@ class KubeAPI:
             for _, res, n, kind, obj in fresh:
                 if res == resource and n == ns and _matches(obj, selector):
                     emit({"type": kind, "object": obj})
+
+
+def running_kube(*, auto_ready: bool = False) -> Iterator[KubeAPI]:
+    """A started emulator, stopped afterwards; for a fixture: ``yield from running_kube()``."""
+    api = KubeAPI(auto_ready=auto_ready).start()
+    try:
+        yield api
+    finally:
+        api.stop()
 
 
 class _Handler(BaseHTTPRequestHandler):
