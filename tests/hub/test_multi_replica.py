@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import subprocess
 
 import httpx
 import pytest
 from channels.db import database_sync_to_async
-from django.conf import settings
 
 from agent_runtime.backends.base import Backend, SessionSpec
 from agent_runtime.config import AgentConfig
@@ -23,10 +20,9 @@ from agent_runtime.protocol import InventoryItem
 from agents_app.models import Agent, AgentCommand
 from agents_app.tokens import hash_token
 from sessions_app.models import Session
-from tests.support import ROOT
 from tests.support.factories import make_user
 from tests.support.ports import free_port
-from tests.support.processes import database_url, serve_command
+from tests.support.processes import start_replica
 from tests.support.waits import until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -80,25 +76,6 @@ class RecordingBackend(Backend):
         return [self._item(sid) for sid in self.sessions]
 
 
-def start_replica(name: str, port: int) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database_url(),
-        REDIS_URL=settings.REDIS_URL,
-        SECRET_KEY=settings.SECRET_KEY,
-        POD_NAME=name,
-        AGENT_HEARTBEAT_INTERVAL_S="30",  # the agent stays silent between commands (idle socket test)
-        LOG_LEVEL="WARNING",
-    )
-    return subprocess.Popen(
-        serve_command(port),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
 async def http_ready(base: str) -> bool:
     try:
         async with httpx.AsyncClient() as client:
@@ -112,7 +89,11 @@ def replicas():
     procs = {}
     ports = {"a": free_port(), "b": free_port()}
     for name, port in ports.items():
-        procs[name] = start_replica(f"replica-{name}", port)
+        procs[name] = start_replica(
+            f"replica-{name}",
+            port,
+            AGENT_HEARTBEAT_INTERVAL_S="30",  # agents stay silent between commands (idle socket test)
+        )
     yield {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}, procs
     for proc in procs.values():
         with contextlib.suppress(ProcessLookupError):

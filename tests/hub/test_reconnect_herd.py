@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import subprocess
 import time
 
 import pytest
@@ -25,10 +23,9 @@ from agent_runtime.leader import AlwaysLeader
 from agents_app.hub import presence
 from agents_app.models import Agent, AgentInstance
 from agents_app.tokens import hash_token
-from tests.support import ROOT
 from tests.support.fakes import RecordingBackend
 from tests.support.ports import free_port, wait_for_port
-from tests.support.processes import database_url, serve_command
+from tests.support.processes import start_replica
 from tests.support.waits import until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -46,18 +43,6 @@ def reconnect_bound() -> float:
     the survivor again) and one more handshake."""
     windows = [min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2**n) for n in range(3)]
     return sum(windows) + 2 * HANDSHAKE_ALLOWANCE_S
-
-
-def start_replica(name: str, port: int) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database_url(),
-        REDIS_URL=settings.REDIS_URL,
-        SECRET_KEY=settings.SECRET_KEY,
-        POD_NAME=name,
-        LOG_LEVEL="WARNING",
-    )
-    return subprocess.Popen(serve_command(port), cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
 
 
 @pytest.fixture

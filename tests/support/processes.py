@@ -48,6 +48,23 @@ def database_url(db: Any = connection) -> str:
     return f"postgres://{settings['USER']}@{host}:{port}/{settings['NAME']}"
 
 
+def start_replica(name: str, port: int, **env: str) -> subprocess.Popen:
+    """A control-plane replica (``POD_NAME`` = ``name``) on the test's database and Redis, its
+    output on the test's own (shown when the test fails); ``env`` adds or overrides variables."""
+    from django.conf import settings
+
+    child = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "SECRET_KEY": settings.SECRET_KEY,
+        "POD_NAME": name,
+        "LOG_LEVEL": "WARNING",
+        **env,
+    }
+    return subprocess.Popen(serve_command(port), cwd=ROOT, env=child, stdout=subprocess.DEVNULL)
+
+
 @dataclass
 class Daphne:
     port: int
