@@ -151,9 +151,10 @@ async def test_the_batcher_takes_what_queued_during_a_call_in_the_next_and_raise
 def test_subscribers_look_their_subscriptions_up_once_per_batch_of_events(monkeypatch):
     """The plugin subscriptions behind every event are read from the cache once for a batch of
     registrations' ``agent.connected`` events, and once per event outside a batch."""
-    from django.core.cache import cache
-
     from plugins_app import delivery, registry
+    from streamspace.shared_cache import shared_cache
+
+    cache = shared_cache()
 
     reads: list[str] = []
     real_get = cache.get

@@ -151,7 +151,9 @@ def test_pending_commands_go_out_once_in_order(alice, template, docker_agent, le
     created = list(AgentCommand.objects.order_by("created_at").values_list("pk", flat=True))
     with CaptureQueriesContext(connection) as queries:
         assert dispatch.send_pending_commands(docker_agent.pk) == 3
-    assert len(queries) <= 5, [q["sql"] for q in queries.captured_queries]  # not one per command
+    # Not one per command: the leader, the superseded expiry and the claim (on SQLite a
+    # savepoint around a locked read and an UPDATE).
+    assert len(queries) <= 6, [q["sql"] for q in queries.captured_queries]
     assert dispatch.send_pending_commands(docker_agent.pk) == 0
     frames = drain(layer, leader.channel_name)
     assert [f["payload"]["command_id"] for f in frames] == [str(pk) for pk in created]
