@@ -251,10 +251,16 @@ class CommandExecutor:
             else:
                 error = f"internal agent error: {exc!r}"
                 log.exception("command crashed", extra={"command_id": cid, "action": command.action, "session_id": sid})
-            if launch is not None and self._launches.pop(sid, None) is launch and launch.current is not None:
-                launch.fail(error[:200])
-                self._supersede_progress(sid)
-                await self.send(SessionStatus(session_id=sid, state=launch.state_name, progress=launch.steps()))
+            if launch is not None and self._launches.pop(sid, None) is launch:
+                # The steps end with the failure: the active step fails with the error, or the
+                # step the backend already marked failed goes out now if its status is still
+                # waiting (it would otherwise be dropped with the launch).
+                active, unsent = launch.current is not None, sid in self._progress_due
+                if active:
+                    launch.fail(error[:200])
+                if active or unsent:
+                    self._supersede_progress(sid)
+                    await self.send(SessionStatus(session_id=sid, state=launch.state_name, progress=launch.steps()))
             await self._finish(command, Result(command_id=cid, ok=False, error=error))
             return
         elapsed = time.monotonic() - started

@@ -19,9 +19,16 @@ class ScriptedBackend:
     ``pause`` seconds, then run ready (or raise ``fail``); every call is logged in order."""
 
     def __init__(
-        self, *, hold: bool = False, pause: float = 0.0, fail: str | None = None, answers_after: float = 0.0
+        self,
+        *,
+        hold: bool = False,
+        pause: float = 0.0,
+        fail: str | None = None,
+        fails_its_step: bool = False,
+        answers_after: float = 0.0,
     ) -> None:
         self.hold, self.pause, self.fail = hold, pause, fail
+        self.fails_its_step = fails_its_step  # mark the step failed itself before raising (as Docker's image step)
         self.answers_after = answers_after  # seconds from the end of start() until the port answers
         self.started_at: dict[str, float] = {}
         self.release = asyncio.Event()
@@ -40,6 +47,8 @@ class ScriptedBackend:
                 await self.release.wait()
             await asyncio.sleep(self.pause)
             if self.fail:
+                if self.fails_its_step:
+                    await self.listener.step(session_id, STEP_WORKLOAD, "Starting the process failed", "failed")
                 raise BackendError(self.fail)
             await self.listener.step(session_id, STEP_WORKLOAD, "Process started", "done")
         finally:
@@ -159,6 +168,22 @@ async def test_a_failed_start_reports_its_failed_step_and_result_and_nothing_aft
     assert len(statuses) == 1
     assert [(p.step, p.state) for p in statuses[0].progress] == [("workload", "failed")]
     assert frames.sent.index(statuses[0]) < frames.sent.index(result)
+    await executor.drain(5)
+
+
+async def test_a_step_the_backend_failed_itself_goes_out_before_the_result():
+    """The backend marks its step failed and raises within the delay: that step's status,
+    still waiting, is sent with the failure instead of being dropped with the launch."""
+    backend, frames = ScriptedBackend(fail="pulling it failed", fails_its_step=True), Frames()
+    executor = executor_for(backend, frames, progress_delay=0.5)
+    start = command("pull")
+    await executor.submit(start)
+    result = await until(lambda: frames.result(start.command_id), 5)
+    statuses = [f for f in frames.of("pull") if isinstance(f, SessionStatus)]
+    assert len(statuses) == 1 and frames.sent.index(statuses[0]) < frames.sent.index(result)
+    assert [(p.step, p.state, p.label) for p in statuses[0].progress] == [
+        ("workload", "failed", "Starting the process failed")
+    ]
     await executor.drain(5)
 
 

@@ -93,9 +93,12 @@ async def test_a_legacy_volume_mounted_by_another_users_container_is_theirs(back
     """A session created before the upgrade, by a user whose name the old scheme changed."""
     owner, named = f"{docker_agent_id}@corp", f"{docker_agent_id}_corp"
     legacy = f"streamspace-home-{docker_agent_id}_corp"
-    # What an earlier release left: a hibernated session of the owner's mounting the legacy name.
+    # What an earlier release left: a hibernated session of the owner's mounting the legacy name,
+    # on the shared network that release used (here one of this test's, removed with its agent).
+    network = f"{docker_agent_id}-legacy"
+    docker_client.networks.create(network, labels={objects.LABEL_MANAGED_BY: docker_agent_id})
     config = objects.container_config(
-        f"{docker_agent_id}-old", spec(owner), agent_id=docker_agent_id, home_volume=legacy
+        f"{docker_agent_id}-old", spec(owner), agent_id=docker_agent_id, home_volume=legacy, network=network
     )
     docker_client.containers.create(**config)
 
