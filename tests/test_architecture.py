@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                 "redis_client",
                 "shared_cache",
                 "settings",
+                "settings_sso",
             )
         ),
     ),
