@@ -12,6 +12,11 @@ Django's Redis client also builds a ``redis.Redis`` object for every command (ab
 much CPU as the command itself); this backend's client keeps one per connection pool.
 A ``redis.Redis`` on a shared pool is safe to use from any thread (each command checks a
 connection out of the pool).
+
+Keeping one client per pool needs names Django keeps private (``RedisCache._class`` and
+``RedisCacheClient``'s ``_pools``, ``_pool_class``, ``_servers``, ``_pool_options``,
+``_get_connection_pool_index``); they are used here only, and
+``tests/identity/test_django_private_names.py`` ties them to the pinned Django.
 """
 
 from __future__ import annotations

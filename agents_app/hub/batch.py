@@ -33,7 +33,6 @@ class Batcher(Generic[In, Out]):
     awaited on the loop when ``func`` is a coroutine function (Redis)."""
 
     def __init__(self, func: Callable[[list[In]], Any]) -> None:
-        self.func = func
         self.call = func if inspect.iscoroutinefunction(func) else database_sync_to_async(func)
         self.loop = asyncio.get_running_loop()
         self._queue: list[tuple[In, asyncio.Future]] = []

@@ -11,6 +11,10 @@ rows as the queryset would give.
 The stand-ins must be values no real request carries. A shape may leave a placeholder out
 (an operator's query has no user in it), but none may carry a stand-in in its SQL text
 instead of a parameter (checked when the shape is built): such a query cannot be prepared.
+
+Running fixed SQL through a compiler (``SQLCompiler.results_iter`` with ``as_sql`` replaced on
+a per-call copy) relies on how Django's compiler works inside;
+``tests/identity/test_django_private_names.py`` ties it to the pinned Django.
 """
 
 from __future__ import annotations
