@@ -15,6 +15,7 @@ from agents_app.hub import presence as registry
 from streamspace import health, redis_client
 from streamspace.channel_layer import RedisChannelLayer
 from tests.support.sentinel import SentinelCluster
+from tests.support.waits import until
 
 pytestmark = [pytest.mark.slow]
 
@@ -87,7 +88,9 @@ async def test_a_blocked_channel_layer_receiver_recovers_after_a_failover(cluste
     assert (await asyncio.wait_for(receiver.receive(channel), 10))["n"] == 1
 
     waiting = asyncio.create_task(receiver.receive(channel))
-    await asyncio.sleep(0.2)  # let it block on the master about to be demoted
+    master = cluster.client(cluster.master_port)
+    # The receive is blocked on the master about to be demoted (BZPOPMIN counts as blocked).
+    await until(lambda: master.info("clients")["blocked_clients"] >= 1, timeout=10, what="the receive blocked")
     await asyncio.to_thread(cluster.failover)
     await sender.send(channel, {"type": "m", "n": 2})
     assert (await asyncio.wait_for(waiting, 20))["n"] == 2
