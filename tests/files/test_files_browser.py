@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 
 import httpx
 import pytest
-from django.db import connection
 
 from agent_runtime.backends.homes import home_key
 from sessions_app.models import Session, SessionState, Template
 from streamspace.accounts.models import TokenScope
 from streamspace.accounts.tokens import create_token
 from tests.support.browser import TIMEOUT_MS, chromium, make_person, shoot, sign_in
-from tests.support.stack import Stack, make_agent, stack_env, wait_for_other_connections_to_close
+from tests.support.stack import make_agent
 from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -48,19 +46,6 @@ DROP = """async (size) => {
   zone.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true, cancelable: true}));
   return Array.from(new Uint8Array(digest)).map(b => b.toString(16).padStart(2, "0")).join("");
 }"""
-
-
-@pytest.fixture
-def stack(request, tmp_path) -> Iterator[Stack]:
-    running = Stack(env=stack_env(connection, tmp_path), data_dir=tmp_path)
-    running.env["STREAMSPACE_UPLOAD_MAX_BYTES"] = str(64 * MIB)
-    running.start_control_plane()
-    yield running
-    running.stop()
-    wait_for_other_connections_to_close()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(running.dump_logs())
 
 
 def test_upload_by_drop_and_download_back(stack, tmp_path):

@@ -11,33 +11,19 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from django.db import connection
 
 from sessions_app.models import Session, SessionState, Template
 from streamspace.accounts.models import TokenScope
 from streamspace.accounts.tokens import create_token
 from tests.support.browser import make_person
 from tests.support.docker import TEST_IMAGE
-from tests.support.stack import Stack, make_agent, stack_env, wait_for_other_connections_to_close
+from tests.support.stack import make_agent
 from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 MIB = 1024 * 1024
 SIZE = 50 * MIB
-
-
-@pytest.fixture
-def stack(request, tmp_path) -> Iterator[Stack]:
-    running = Stack(env=stack_env(connection, tmp_path), data_dir=tmp_path)
-    running.env["STREAMSPACE_UPLOAD_MAX_BYTES"] = str(64 * MIB)
-    running.start_control_plane()
-    yield running
-    running.stop()
-    wait_for_other_connections_to_close()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(running.dump_logs())
 
 
 def payload_chunks(size: int) -> Iterator[bytes]:
