@@ -5,7 +5,8 @@ The agent hub stores commands and instances and sends every statement about a se
 
 - a finished command: a failed start, wake or hibernate fails the session (the user sees the
   agent's error); a failed stop fails it too; a successful stop makes it ``stopped``;
-- an expired command fails the session that was waiting on it;
+- an expired command fails the session while it still waits on it (a session that reached a
+  state by the agent's other reports is left as it is);
 - a ``session_status`` frame goes through :func:`sessions_app.services.apply_agent_status`,
   with its progress, exit status and output tail stored by :mod:`sessions_app.launch_reports`
   in the same transaction;
@@ -46,9 +47,25 @@ def on_command_finished(sender: Any, *, command: AgentCommand, ok: bool, error: 
         services.apply_agent_status(command.session_id, SessionState.STOPPED)
 
 
+# The states a session waits in for each command's outcome.
+_WAITING_ON = {
+    CommandAction.START: (SessionState.PENDING, SessionState.STARTING),
+    CommandAction.WAKE: (SessionState.WAKING,),
+    CommandAction.HIBERNATE: (SessionState.HIBERNATING,),
+    CommandAction.STOP: (SessionState.STOPPING,),
+}
+
+
 def on_command_expired(sender: Any, *, command: AgentCommand, **_: Any) -> None:
+    """An expired command fails its session only while the session still waits on it. A
+    session that reached a state by other reports (the agent's statuses, a leader's
+    inventory: a start whose result was lost but whose session runs) is left as it is."""
     if command.session_id is not None:
-        services.fail_session(command.session_id, f"{command.action} was not completed by the agent in time.")
+        services.fail_session(
+            command.session_id,
+            f"{command.action} was not completed by the agent in time.",
+            only_in=_WAITING_ON.get(command.action, ()),
+        )
 
 
 def on_session_reported(sender: Any, *, agent: Agent, status: protocol.SessionStatus, **_: Any) -> None:

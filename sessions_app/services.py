@@ -9,6 +9,7 @@ agents report back arrives through ``sessions_app/agent_reports.py``.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
@@ -344,12 +345,13 @@ def apply_agent_status(
     return False
 
 
-def fail_session(session: Session | Any, message: str) -> bool:
+def fail_session(session: Session | Any, message: str, *, only_in: Collection[str] = ()) -> bool:
     """Mark the session (or the session with this id) failed: a command failed, or the agent
-    lost it. Idempotent."""
+    lost it. With ``only_in``, only while its state (read under the row lock) is one of those.
+    Idempotent."""
     with transaction.atomic():
         session = Session.objects.select_for_update().get(pk=getattr(session, "pk", session))
-        if session.state in (S.FAILED, S.STOPPED):
+        if session.state in (S.FAILED, S.STOPPED) or (only_in and session.state not in only_in):
             return False
         transition(session, S.FAILED, message=message)
     return True

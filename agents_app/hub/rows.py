@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agent_runtime import protocol
@@ -56,7 +57,8 @@ def connect_instance(agent: Agent, hello: protocol.Register, *, pod: str, channe
 
 def register(agent: Agent, hello: protocol.Register, *, pod: str, channel_name: str) -> AgentInstance:
     """Everything a ``register`` does to the database, in one thread hop: the instance row,
-    and for a leader the inventory reconciliation and the return of unacked commands."""
+    and for a leader the inventory reconciliation, the return of unacked commands and of the
+    commands it acked whose result never arrived (:func:`_ask_again_for_results`)."""
     took_over_at = timezone.now()
     instance = connect_instance(agent, hello, pod=pod, channel_name=channel_name)
     if hello.is_leader:
@@ -64,6 +66,7 @@ def register(agent: Agent, hello: protocol.Register, *, pod: str, channel_name: 
         items = _vetted_inventory(agent, hello.sessions)
         signals.inventory_reported.send(sender=Agent, agent=agent, items=items)
         requeue_unacked(agent, sent_before=took_over_at)
+        _ask_again_for_results(Q(agent_id=agent.pk, instance_id=hello.instance_id), took_over_at)
     return instance
 
 
@@ -80,7 +83,8 @@ class Registration:
 def register_many(batch: list[Registration]) -> list[tuple[AgentInstance, fanout.Batch] | BaseException]:
     """:func:`register` for many sockets in one thread hop, with the writes they share done
     once: the instance rows in one upsert, the siblings of new leaders demoted, the agents'
-    ``last_seen`` and their unacked commands returned to ``pending`` each in one statement.
+    ``last_seen``, their unacked commands and the commands the new leaders acked without a
+    result (:func:`_ask_again_for_results`) returned to ``pending`` each in one statement.
     What is particular to one agent (its inventory's reconciliation) runs per registration,
     its announcements collected apart (``fanout.run_deferred``) for that socket's fan-out.
 
@@ -125,6 +129,11 @@ def register_many(batch: list[Registration]) -> list[tuple[AgentInstance, fanout
         AgentCommand.objects.filter(agent_id__in=leaders, state=CommandState.SENT, sent_at__lt=took_over_at).update(
             state=CommandState.PENDING
         )
+        ask_again = Q()
+        for index in unique:
+            if batch[index].hello.is_leader:
+                ask_again |= Q(agent_id=batch[index].agent.pk, instance_id=batch[index].hello.instance_id)
+        _ask_again_for_results(ask_again, took_over_at)
     for index in again:
         item = batch[index]
         try:
@@ -288,6 +297,27 @@ def requeue_unacked(agent: Agent, *, sent_before: Any) -> int:
     """
     return AgentCommand.objects.filter(agent=agent, state=CommandState.SENT, sent_at__lt=sent_before).update(
         state=CommandState.PENDING
+    )
+
+
+def _ask_again_for_results(instances: Q, registered_at: Any) -> int:
+    """Commands ``acked`` by the leaders ``instances`` selects (agent and instance id) before
+    they registered go back to ``pending``, so they are sent to them again.
+
+    Such a command's ``result`` may have been lost with the socket it went out on (a replica
+    killed between the ack and the result). The instance that acked it answers a second
+    delivery from its memory of command ids: the stored result when it finished, another ack
+    while it runs; it never runs it twice (docs/architecture.md §6.3, §9.3). Only the
+    instance that acked a command is asked, and only as leader: another instance could run
+    it while the one that acked it still does. A command that a later command of its session
+    overtook meanwhile is expired as superseded when the pending ones are claimed, never
+    sent again (:func:`agents_app.dispatch.expire_superseded`)."""
+    if not instances:
+        return 0
+    return (
+        AgentCommand.objects.filter(instances, state=CommandState.ACKED, acked_at__lt=registered_at)
+        .exclude(instance_id="")
+        .update(state=CommandState.PENDING)
     )
 
 

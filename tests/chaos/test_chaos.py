@@ -1,8 +1,11 @@
 """Issue 17: the production topology under faults, as real processes.
 
 Three control-plane replicas behind nginx (the compose config), a PostgreSQL cluster of the
-test's own, Redis as a master, a replica and two Sentinels of its own, a Celery worker with beat, a Docker agent and a local agent with two
-replicas each (file lease). A user launches, stops, hibernates and wakes sessions through the
+test's own, Redis as a master, a replica and two Sentinels of its own, a Celery worker with
+beat, a Docker agent and a local agent with two replicas each. The agents reach the control
+plane as deployed agents on other hosts do: through nginx, the URL users use (its affinity
+keys them by address), electing their leaders with the Redis lease through the Sentinels, so
+the Redis master kill hits the leases too. A user launches, stops, hibernates and wakes sessions through the
 load balancer while a viewer's WebSocket through the session proxy echoes. Meanwhile a
 control-plane replica is SIGKILLed every few seconds (restarted at once; the next one is
 killed ``REPLICA_KILL_GAP_S`` after it listens again, so one replica is down at a time), the Redis master is
@@ -125,11 +128,14 @@ async def test_sessions_survive_the_faults(topology, docker_client):
     await asyncio.to_thread(t.start_replicas, 3)
     t.start_nginx()
     t.start_celery()
+    # The lease an operator of this topology uses for replicas on different hosts: Redis, through
+    # the Sentinels (the database the compose agent uses, apart from the control plane's).
+    lease = {"HA_BACKEND": "redis", **t.redis.env(db=1)}
     for platform in ("docker", "local"):
         for replica in ("a", "b"):
             await t.start_agent(
                 ids[platform], platform, seeded["agents"][ids[platform]], f"{platform}-{replica}",
-                t.root / f"agent-{platform}", AGENT,
+                t.root / f"agent-{platform}", AGENT, lease,
             )  # fmt: skip
     for platform in ("docker", "local"):
         await until(lambda p=platform: asyncio.to_thread(t.leader, ids[p]), timeout=60, what=f"{platform} leader")
@@ -347,6 +353,9 @@ async def test_sessions_survive_the_faults(topology, docker_client):
 
     # --- figures ----------------------------------------------------------------------------
     gaps = [g for a in t.agents.values() for g in reconnects(a.log_path)]
+    sockets = dict(
+        t.query("SELECT pod, count(*) FROM agents_app_agentinstance WHERE connected GROUP BY pod ORDER BY pod")
+    )
     lines = [
         f"setup {setup_s:.1f} s, run {RUN_S:.0f} s, settle {settle_s:.1f} s (bound {SETTLE_S:.0f} s)",
         f"requests: {dict(sorted((f'{r}:{o}', n) for (r, o), n in ledger.outcomes.items()))}",
@@ -355,7 +364,8 @@ async def test_sessions_survive_the_faults(topology, docker_client):
         f"sessions: {len(ledger.target)}; quota peak {quota_peak[0]}/{MAX_SESSIONS}",
         f"commands: {len(commands)} rows, {sum(ran.values())} executions, {retried} re-sent (attempts > 1), "
         f"{results_lost} acked whose result never arrived, {superseded} superseded before they were sent",
-        f"agent reconnects: {len(gaps)}, p50 {percentile(gaps, 50):.2f} s, p99 {percentile(gaps, 99):.2f} s",
+        f"agent reconnects through nginx: {len(gaps)}, p50 {percentile(gaps, 50):.2f} s, "
+        f"p99 {percentile(gaps, 99):.2f} s; agent sockets per replica at the end: {sockets}",
         f"viewer: {viewer.echoes} echoes, {viewer.connects} connections, outages "
         + ", ".join(f"{s:.2f}" for _, s in viewer.outages)
         + f" s (longest {viewer.longest:.2f} s, target {VIEWER_RESUME_TARGET_S:.0f} s)",

@@ -50,6 +50,23 @@ def test_command_sweep_task(alice, template, docker_agent, settings):
     assert agent_tasks.command_sweep() == {"requeued": 0, "expired": 0}
 
 
+def test_an_expired_command_fails_only_a_session_still_waiting_on_it(alice, template, docker_agent, settings):
+    """A start whose result was lost (acked, never finished) expires; its session, running by
+    the agent's statuses meanwhile, keeps running. A session still waiting on its start fails."""
+    old = timezone.now() - timedelta(hours=2)
+    running = make_session(alice, template, docker_agent, state="running")
+    waiting = make_session(alice, template, docker_agent, state="starting")
+    for session in (running, waiting):
+        command = AgentCommand.objects.create(
+            agent=docker_agent, session=session, action="start_session", state="acked"
+        )
+        AgentCommand.objects.filter(pk=command.pk).update(sent_at=old, acked_at=old, created_at=old)
+    settings.AGENT_COMMAND_MAX_AGE_S = 3600
+    assert agent_tasks.command_sweep()["expired"] == 2
+    assert Session.objects.get(pk=running.pk).state == "running"
+    assert Session.objects.get(pk=waiting.pk).state == "failed"
+
+
 def test_command_sweep_sends_a_command_a_refused_send_left_pending(alice, template, docker_agent, settings):
     """A command whose send the channel layer refused (Redis down or failing over) is back in
     ``pending``; the sweep sends it once it is older than the ack timeout."""

@@ -2,7 +2,8 @@
 PostgreSQL cluster and Redis of the test's own (given as the control plane's Redis settings:
 ``REDIS_URL``, or ``REDIS_SENTINELS`` + ``REDIS_SENTINEL_MASTER`` for a Sentinel set), control-plane replicas
 (``python -m streamspace.serve``) behind nginx with the compose config, a Celery worker with
-beat, and ``streamspace-agent`` replicas electing a leader with the file lease.
+beat, and ``streamspace-agent`` replicas that connect through nginx and elect a leader with the
+lease the test names (the chaos suite: the Redis lease through the Sentinels).
 
 Everything the test needs of the database is read with plain SQL (:meth:`Topology.query`), so
 the test process never shares pytest-django's database with the topology: the cluster is
@@ -28,6 +29,9 @@ from tests.support.postgres_cluster import PostgresCluster
 from tests.support.processes import AgentProcess, serve_command, spawn_agent, stop
 
 CELERY = str(Path(sys.executable).parent / "celery")
+#: The test process's own Redis settings, blanked for agents: an agent's lease lives where the
+#: topology says, never in the Redis the test suite runs against.
+AGENT_ENV_CLEARED = {"REDIS_URL": "", "REDIS_SENTINELS": "", "REDIS_SENTINEL_MASTER": ""}
 
 SEED = """
 import json, sys
@@ -155,15 +159,23 @@ class Topology:
 
     # --- agents -------------------------------------------------------------------------------
     async def start_agent(
-        self, agent_id: str, platform: str, token: str, instance_id: str, data_dir: Path, env: dict[str, str]
+        self,
+        agent_id: str,
+        platform: str,
+        token: str,
+        instance_id: str,
+        data_dir: Path,
+        env: dict[str, str],
+        lease: dict[str, str],
     ) -> AgentProcess:
-        """An agent replica that knows every control-plane replica (its own rotation of them,
-        as the compose agent lists them), with HA on the file lease in ``data_dir``."""
-        n = len(self.agents) % len(self.replicas)
-        urls = [r.base for r in self.replicas[n:] + self.replicas[:n]]
+        """An agent replica that reaches the control plane the way a deployed agent on another
+        host does: through the load balancer (:attr:`base`, the URL users use), with HA on the
+        lease ``lease`` names (``HA_BACKEND`` and where it lives, e.g. the Redis lease through
+        the Sentinels). The control plane's own Redis settings are not passed on: the agent
+        knows only what ``lease`` tells it."""
         process = await spawn_agent(
-            ",".join(urls), token, instance_id=instance_id, data_dir=data_dir, platform=platform,
-            agent_id=agent_id, env={"ENABLE_HA": "true", "HA_BACKEND": "file", "LOG_LEVEL": "info", **env},
+            self.base, token, instance_id=instance_id, data_dir=data_dir, platform=platform, agent_id=agent_id,
+            env={**AGENT_ENV_CLEARED, "ENABLE_HA": "true", "LOG_LEVEL": "info", **lease, **env},
         )  # fmt: skip
         self.agents[instance_id] = process
         return process
