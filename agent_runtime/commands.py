@@ -28,6 +28,10 @@
   no status frames beyond the ones that end it. The status of a workload that runs but does
   not answer yet is such a status too. A step's status never goes out after a newer status
   of its session.
+* **Only the leader reports.** Every ``session_status`` goes out only while this replica
+  leads: a leader paused in the middle of a command (SIGSTOP, a stuck call) that resumes
+  after another took over finishes the command and answers its ``result``, but says nothing
+  about the session, whose workload the new leader may have changed meanwhile.
 * **Readiness** is polled from right after the start, first every
   ``READY_POLL_FIRST_S`` and backing off to every ``READY_POLL_S``: most workloads answer
   within a fraction of a second of starting.
@@ -260,7 +264,9 @@ class CommandExecutor:
                     launch.fail(error[:200])
                 if active or unsent:
                     self._supersede_progress(sid)
-                    await self.send(SessionStatus(session_id=sid, state=launch.state_name, progress=launch.steps()))
+                    await self._send_status(
+                        SessionStatus(session_id=sid, state=launch.state_name, progress=launch.steps())
+                    )
             await self._finish(command, Result(command_id=cid, ok=False, error=error))
             return
         elapsed = time.monotonic() - started
@@ -329,9 +335,11 @@ class CommandExecutor:
         if self._launches.get(session_id) is launch:
             item = self._waiting.pop(session_id, None)
             if item is not None:
-                await self.send(status_frame(item, progress=launch.steps()))
+                await self._send_status(status_frame(item, progress=launch.steps()))
             else:
-                await self.send(SessionStatus(session_id=session_id, state=launch.state_name, progress=launch.steps()))
+                await self._send_status(
+                    SessionStatus(session_id=session_id, state=launch.state_name, progress=launch.steps())
+                )
 
     def _supersede_progress(self, session_id: str) -> None:
         """A newer status of ``session_id`` goes out now: a step's status still waiting is dropped."""
@@ -400,6 +408,10 @@ class CommandExecutor:
         log_tail: str = "",
         progress: list[ProgressStep] | None = None,
     ) -> None:
+        """Send a session's status, and remember it as reported; only while leader (a replica
+        that is not leading knows nothing current: :meth:`_send_status`)."""
+        if not self._leading(item.session_id, item.state):
+            return  # not remembered either: a reconcile as leader again reports it
         self._touch(item.session_id)
         if item.state == "stopped":
             self.reported.pop(item.session_id, None)
@@ -407,6 +419,22 @@ class CommandExecutor:
             self.reported[item.session_id] = item
         self._supersede_progress(item.session_id)
         await self.send(status_frame(item, message, log_tail=log_tail, progress=progress))
+
+    def _leading(self, session_id: str, state: str) -> bool:
+        """Whether this replica may say anything about its sessions now: only the leader may.
+        A replica that lost its mandate in the middle of a command (paused, cut off from the
+        lease) and carries on when it resumes sees what the new leader did meanwhile (a
+        hibernated container looks like a dead one) and must not report it; the new leader
+        reported every session when it took over and reports their changes."""
+        if self.is_leader():
+            return True
+        log.info("status not sent: not the leader", extra={"session_id": session_id, "state": state})
+        return False
+
+    async def _send_status(self, frame: SessionStatus) -> None:
+        """A status that is not a report (a launch's steps): sent only while leader."""
+        if self._leading(frame.session_id, frame.state):
+            await self.send(frame)
 
     async def _ready(self, session_id: str, item: InventoryItem) -> None:
         """The launch is over: the session streams."""
@@ -439,7 +467,7 @@ class CommandExecutor:
             if launch is not None:
                 launch.fail(f"The session did not answer within {self.ready_timeout:.0f} s")
                 self._supersede_progress(session_id)
-                await self.send(status_frame(item, progress=launch.steps()))
+                await self._send_status(status_frame(item, progress=launch.steps()))
         except BackendError as exc:
             log.warning("readiness check failed", extra={"session_id": session_id, "error": str(exc)})
         finally:

@@ -47,3 +47,28 @@ def percentile(values: list[float], p: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def leaderless(paths: Iterable[Path], since: float, until: float) -> float | None:
+    """Seconds one agent (the replicas whose logs ``paths`` are) had no leader, by their own
+    logs, in the first gap that begins between ``since`` and ``until`` (wall-clock times):
+    from the last leader's ``lost leadership`` to the next ``became leader``. None when no
+    gap began then. A paused leader logs nothing, so SIGSTOPs show no gap here."""
+    events = sorted(
+        (entry["ts"], entry["msg"], path)
+        for path in paths
+        for entry in log_entries(path)
+        if entry.get("msg") in ("became leader", "lost leadership")
+    )
+    leaders: set[Path] = set()
+    down_since = None
+    for ts, msg, path in events:
+        if msg == "became leader":
+            leaders.add(path)
+            if down_since is not None:
+                return ts - down_since
+        else:
+            leaders.discard(path)
+            if not leaders and since <= ts <= until and down_since is None:
+                down_since = ts
+    return None

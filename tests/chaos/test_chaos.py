@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.chaos.figures import executions, percentile, reconnects
+from tests.chaos.figures import executions, leaderless, percentile, reconnects
 from tests.chaos.operations import Ledger, OperationStream, Probe
 from tests.chaos.viewer import Viewer
 from tests.support.ci import unavailable
@@ -166,6 +166,7 @@ async def test_sessions_survive_the_faults(topology, docker_client):
         viewer = Viewer(f"ws://127.0.0.1:{t.nginx_port}/api/v1/http/{viewed}/", viewer_bearer)
         quota_peak = [0]
         faults: list[tuple[str, float]] = []
+        redis_killed_at = [0.0]
         figures: dict[str, float] = {}
         stop_at = time.monotonic() + RUN_S
 
@@ -204,6 +205,7 @@ async def test_sessions_survive_the_faults(topology, docker_client):
                 if fault == "redis":
                     old = t.redis.master_port
                     faults.append(("SIGKILL the Redis master", moment))
+                    redis_killed_at[0] = time.time()  # the agents' logs are stamped in wall-clock time
                     await asyncio.to_thread(t.redis.kill_master)
                     figures["Redis master SIGKILL -> replica promoted by the Sentinels, s"] = time.monotonic() - moment
                     revive = asyncio.ensure_future(asyncio.to_thread(t.redis.revive, old))
@@ -372,6 +374,11 @@ async def test_sessions_survive_the_faults(topology, docker_client):
     ]
     for name, value in figures.items():
         lines.append(f"{name}: {value:.2f}")
+    for platform in ("docker", "local"):
+        logs = [a.log_path for name, a in t.agents.items() if name.startswith(platform)]
+        gap = leaderless(logs, redis_killed_at[0], redis_killed_at[0] + 10)
+        said = f"{gap:.2f} s" if gap is not None else "none (the leader kept its mandate)"
+        lines.append(f"Redis master SIGKILL -> {platform} agent without a leader (Redis lease): {said}")
     lines.append(f"API probe: {len(probe.samples)} reads, failures by cause {dict(probe.reasons)}")
     for began, seconds in probe.failures():
         cause = max(((m, n) for n, m in faults if m <= began), default=(began, "no fault yet"))
