@@ -1,7 +1,7 @@
 """Where the one-session read's latency tail comes from: every request timed, on both sides.
 
     .venv/bin/python bench/read_tail.py [--seconds 10] [--connections 50] [--auth jwt|token|portal]
-        [--database ss_read_tail] [--redis-db 9] [--keep DIR]
+        [--database ss_read_tail] [--redis-db 9] [--keep DIR] [--garbage] [--threads N] [--gc-young N]
 
 The setting of ``bench/jupyterhub_bench.py``'s one-session row (``GET
 /api/v1/sessions/{id}`` over 1,000 sessions, PostgreSQL + Redis, DEBUG off, the server
@@ -155,6 +155,7 @@ def main() -> None:
     parser.add_argument(
         "--garbage", action="store_true", help="also list what the collector frees (the cycles requests leave)"
     )
+    parser.add_argument("--threads", type=int, help="the server's request threads, to compare")
     parser.add_argument("--gc-young", type=int, help="the server's young-generation threshold, to compare")
     parser.add_argument("--keep", type=Path, help="write the raw client log and server trace here")
     args = parser.parse_args()
@@ -162,6 +163,8 @@ def main() -> None:
     env.update(JWT_ACCESS_MINUTES="600", LOGIN_FAILURE_LIMIT="1000000")
     if args.garbage:
         env["BENCH_GC_GARBAGE"] = "1"
+    if args.threads:
+        env["BENCH_REQUEST_THREADS"] = str(args.threads)
     if args.gc_young:
         env["BENCH_GC_YOUNG"] = str(args.gc_young)
     reset_database(env, args.database)
