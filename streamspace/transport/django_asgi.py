@@ -18,7 +18,9 @@ fixed pool (``REQUEST_THREADS``). Every piece of a request runs on the same thre
 thread's database connection is the request's and goes back to the pool at
 ``request_finished``, as under Django's own handler. The event loop only reads the body
 and writes the response, with Django's own ``read_body`` and ``send_response``. A streamed
-response (static files) is iterated and closed by Django's code after it is sent.
+response (static files) is iterated and closed by Django's code after it is sent. Once a
+response that is not streamed is closed, :func:`release` unties the request's objects so
+that reference counting frees them (no request leaves work for the cyclic collector).
 
 What Django's handler does that this one does not: it cancels an *async* view when the
 client disconnects mid-request; no view of this application is async (a sync view runs to
