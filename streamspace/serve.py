@@ -81,7 +81,9 @@ logger = logging.getLogger("streamspace.serve")
 # once-a-second sweep (``Server.application_checker``), so a second's worth of requests is
 # alive at any time; a young generation smaller than that promotes all of them and then
 # collects them again as old. 100,000 holds a few thousand requests a second, so young
-# collections stay rare under load; each still frees whatever cycles there are.
+# collections stay rare under load; each still frees whatever cycles there are. An HTTP
+# request leaves none (``transport.django_asgi.release``): a pass over 100,000 objects
+# holds the GIL long enough to show in the latency of every request in flight.
 YOUNG_GC_THRESHOLD = 100_000
 
 # The listen backlog of daphne's TCP endpoints: a reconnect herd's connections queue in the

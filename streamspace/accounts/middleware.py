@@ -2,10 +2,11 @@
 
 ``AuthenticationMiddleware`` is Django's, with the session's user read the way every other
 kind of authentication reads it: from the shared cache, current on every replica after any
-change (deactivation, sign-out, new password). ``MfaEnrolmentMiddleware`` enforces
-``STREAMSPACE_MFA_REQUIRED`` in the portal; API requests are checked by the DRF
-authentication classes instead (they know the user of a bearer or API token, which this
-middleware does not).
+change (deactivation, sign-out, new password); from the user's cache entry the session
+store read with the session, in one round trip, when it did (``accounts.session_store``).
+``MfaEnrolmentMiddleware`` enforces ``STREAMSPACE_MFA_REQUIRED`` in the portal; API requests
+are checked by the DRF authentication classes instead (they know the user of a bearer or
+API token, which this middleware does not).
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ from django.utils.functional import SimpleLazyObject
 from streamspace.accounts import mfa, user_cache
 
 
-def _backend_user(backend: Any, user_id: Any) -> Any:
-    """``backend.get_user(user_id)``, read through the cache when it is ``ModelBackend``'s lookup."""
+def _backend_user(backend: Any, user_id: Any, prefetched: user_cache.Prefetched | None = None) -> Any:
+    """``backend.get_user(user_id)``, read through the cache when it is ``ModelBackend``'s lookup.
+
+    ``prefetched``: the user's cache entry as read with the session (``accounts.session_store``).
+    """
     if type(backend).get_user is not ModelBackend.get_user:  # e.g. OIDC's: its own rules
         return backend.get_user(user_id)
-    user = user_cache.get(user_id)
+    user = user_cache.get(user_id, prefetched)
     return user if user is not None and backend.user_can_authenticate(user) else None
 
 
@@ -51,7 +55,8 @@ def session_user(request: HttpRequest) -> Any:
         return AnonymousUser()
     if backend_path not in settings.AUTHENTICATION_BACKENDS:
         return AnonymousUser()
-    user = _backend_user(auth.load_backend(backend_path), user_id)
+    prefetched = getattr(request.session, "prefetched_user", None)  # with the session, in one round trip
+    user = _backend_user(auth.load_backend(backend_path), user_id, prefetched)
     if hasattr(user, "get_session_auth_hash"):
         session_hash = request.session.get(auth.HASH_SESSION_KEY)
         if not (session_hash and constant_time_compare(session_hash, user.get_session_auth_hash())):
@@ -72,13 +77,16 @@ def _cached_session_user(request: HttpRequest) -> Any:
     return request._cached_user
 
 
+_async_cached_session_user = sync_to_async(_cached_session_user)
+
+
 class AuthenticationMiddleware(django_auth.AuthenticationMiddleware):
     """Django's, with ``request.user`` (and ``request.auser()``) from :func:`session_user`."""
 
     def process_request(self, request: HttpRequest) -> None:
         super().process_request(request)  # its checks
         request.user = SimpleLazyObject(partial(_cached_session_user, request))
-        request.auser = partial(sync_to_async(_cached_session_user), request)
+        request.auser = partial(_async_cached_session_user, request)
 
 
 _ALWAYS_ALLOWED = ("/static/", "/api/", "/healthz", "/readyz", "/metrics", "/favicon")

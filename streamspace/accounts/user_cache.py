@@ -3,7 +3,8 @@
 Every authenticated request loads its user (and an API-token request its token row);
 reading them from Redis costs a fraction of a query through the ORM. Every way in reads
 through here: JWTs (``get``), API tokens (``get_token``, the token and its user in one
-round trip) and the portal's session cookie (``accounts.middleware``). A change shows on
+round trip) and the portal's session cookie (``accounts.middleware``; the session and its
+user in one round trip, see ``accounts.session_store``). A change shows on
 every replica at once:
 
 * each entry is stored with the user's *generation*, a token in the cache that
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from functools import cache as once
 from typing import Any
 
@@ -77,11 +79,40 @@ def enabled() -> bool:
     return settings.STREAMSPACE_USER_CACHE_S > 0
 
 
-def get(user_id: Any) -> Any:
-    """The user with primary key ``user_id`` (any state, active or not), or None."""
+@dataclass(frozen=True)
+class Prefetched:
+    """A user's cache entry and generation, read in the same round trip as something else."""
+
+    user_id: Any
+    found: dict[str, Any]
+
+
+def get_many_with_user(keys: list[str], user_id: Any) -> tuple[dict[str, Any], Prefetched | None]:
+    """``shared_cache().get_many(keys)``, and in the same round trip user ``user_id``'s entry.
+
+    Pass the :class:`Prefetched` to :func:`get` for that user: the generation rule is the
+    same as for a read of its own (the entry counts only under the current generation,
+    both read at one moment, after any change that had committed).
+    """
+    if not enabled():
+        return shared_cache().get_many(keys), None
+    user_keys = _keys(user_id)
+    found = shared_cache().get_many([*keys, *user_keys])
+    mine = {key: found.pop(key) for key in user_keys if key in found}
+    return found, Prefetched(user_id, mine)
+
+
+def get(user_id: Any, prefetched: Prefetched | None = None) -> Any:
+    """The user with primary key ``user_id`` (any state, active or not), or None.
+
+    ``prefetched`` (from :func:`get_many_with_user`) saves the round trip when it is this
+    user's; another user's is ignored.
+    """
     users = get_user_model().objects
     if not enabled():
         return users.filter(pk=user_id).first()
+    if prefetched is not None and prefetched.user_id == user_id:
+        return _user(user_id, prefetched.found)
     return _user(user_id, shared_cache().get_many(_keys(user_id)))
 
 

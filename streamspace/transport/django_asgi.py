@@ -18,7 +18,9 @@ fixed pool (``REQUEST_THREADS``). Every piece of a request runs on the same thre
 thread's database connection is the request's and goes back to the pool at
 ``request_finished``, as under Django's own handler. The event loop only reads the body
 and writes the response, with Django's own ``read_body`` and ``send_response``. A streamed
-response (static files) is iterated and closed by Django's code after it is sent.
+response (static files) is iterated and closed by Django's code after it is sent. Once a
+response that is not streamed is closed, :func:`release` unties the request's objects so
+that reference counting frees them (no request leaves work for the cyclic collector).
 
 What Django's handler does that this one does not: it cancels an *async* view when the
 client disconnects mid-request; no view of this application is async (a sync view runs to
@@ -36,7 +38,7 @@ from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers import base
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
-from django.http import FileResponse, HttpResponseBase
+from django.http import FileResponse, HttpRequest, HttpResponseBase
 from django.urls import set_script_prefix
 
 # Threads that run requests. Requests run on one core's worth of Python anyway (the GIL);
@@ -81,7 +83,33 @@ class SyncRequestHandler(ASGIHandler):
                 response.block_size = self.chunk_size  # as Django's ASGI handler: the server chunks
         if not response.streaming:
             response.close()  # request_finished: this thread's database connection goes back now
+            if request is not None:
+                release(request, response)
         return response
+
+
+def release(request: HttpRequest, response: HttpResponseBase) -> None:
+    """Untie a finished request's objects from one another, so reference counting frees them.
+
+    Django and DRF tie each request's objects in reference cycles: the messages storage
+    and the lazy ``request.user``/``auser`` hold the request that holds them; DRF's view,
+    its ``Request`` and the ``Response`` hold one another (``view.response``,
+    ``response.renderer_context``, ``parser_context["request"]``). Objects in a cycle are
+    freed only by the cyclic garbage collector: about a hundred per request pile up until
+    it runs, and it frees them in one pass that holds the GIL, stopping every request in
+    the process for as long (bench/RESULTS.md, issue 18, "the latency tail").
+
+    Called once Django is done with the request (the response closed, ``request_finished``
+    sent): what goes to the client (status, headers, cookies, content) stays on the
+    response; the request's attributes, the renderer's context and the DRF view's and
+    request's attributes are dropped.
+    """
+    context = response.__dict__.pop("renderer_context", None)  # DRF's Response only
+    if context:
+        for part in (context.get("view"), context.get("request")):
+            if part is not None and hasattr(part, "__dict__"):
+                part.__dict__.clear()
+    request.__dict__.clear()
 
 
 def get_asgi_application() -> SyncRequestHandler:

@@ -7,8 +7,10 @@ one thread (so that thread's database connection is the request's and is release
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
+from uuid import uuid4
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -16,8 +18,13 @@ from asgiref.testing import ApplicationCommunicator
 from django.core import signals
 from django.core.handlers.asgi import ASGIHandler
 from django.db import connections
+from django.http import HttpRequest, HttpResponseBase
+from django.test import Client
+from rest_framework.request import Request
+from rest_framework.views import APIView
 from rest_framework_simplejwt.tokens import AccessToken
 
+from streamspace.accounts.tokens import create_token
 from streamspace.transport import django_asgi
 from streamspace.transport.django_asgi import SyncRequestHandler
 from tests.support.factories import make_session
@@ -129,3 +136,46 @@ async def test_the_request_threads_connection_goes_back_at_request_finished(ours
 
 async def _bearer(user):
     return await sync_to_async(bearer)(user)
+
+
+def _portal_cookie(user) -> tuple[bytes, bytes]:
+    client = Client()
+    client.force_login(user)
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+def _api_token(user) -> tuple[bytes, bytes]:
+    return (b"authorization", f"Token {create_token(user, name='gc', scope='read')[1]}".encode())
+
+
+@pytest.fixture
+def saved_garbage():
+    """What the cyclic collector frees from here on, kept in a list to look at."""
+    gc.collect()
+    gc.garbage.clear()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    found: list = []
+    yield found
+    gc.set_debug(0)
+    gc.garbage.clear()
+
+
+async def test_a_finished_request_leaves_nothing_for_the_cyclic_collector(
+    ours, alice, template, docker_agent, saved_garbage
+):
+    """Reference counting frees every request's Django and DRF objects as soon as it is answered."""
+    session = await sync_to_async(make_session)(alice, template, docker_agent)
+    kinds = [
+        await sync_to_async(bearer)(alice),
+        await sync_to_async(_api_token)(alice),
+        await sync_to_async(_portal_cookie)(alice),
+    ]
+    answers = []
+    for auth in kinds:
+        for path in (f"/api/v1/sessions/{session.pk}", "/api/v1/sessions?page_size=5", f"/api/v1/sessions/{uuid4()}"):
+            answers.append((await call(ours, "GET", path, headers=[auth]))["status"])
+    answers.append((await call(ours, "GET", "/api/v1/sessions"))["status"])  # no credentials
+    assert answers == [200, 200, 404] * 3 + [401]
+    gc.collect()
+    per_request = (HttpRequest, Request, HttpResponseBase, APIView)
+    assert [type(o).__name__ for o in gc.garbage if isinstance(o, per_request)] == []

@@ -21,7 +21,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from sessions_app.viewer import read_viewer_token
-from streamspace.accounts import user_cache
+from streamspace.accounts import session_store, user_cache
 from streamspace.accounts.models import ApiToken, Role, User
 from streamspace.accounts.tokens import create_token, revoke_token
 from streamspace.shared_cache import shared_cache
@@ -250,3 +250,43 @@ def test_the_shared_redis_backend_keeps_one_client_and_shares_it_between_threads
         list(pool.map(lambda n: backend.set(f"shared-cache-test:{n}", n, 30), range(64)))
         found = list(pool.map(lambda n: backend.get(f"shared-cache-test:{n}"), range(64)))
     assert found == list(range(64))
+
+
+class CacheReads:
+    """Counts the round trips to the shared cache (``get`` and ``get_many``) while active."""
+
+    def __init__(self, monkeypatch):
+        self.calls: list[str] = []
+        backend = shared_cache()
+        for name in ("get", "get_many"):
+            original = getattr(backend, name)
+            monkeypatch.setattr(backend, name, self._counting(name, original))
+
+    def _counting(self, name, original):
+        def counted(*args, **kwargs):
+            self.calls.append(name)
+            return original(*args, **kwargs)
+
+        return counted
+
+
+@pytest.mark.postgres
+def test_a_portal_request_reads_its_session_and_user_in_one_round_trip(monkeypatch, alice):
+    """(The Redis session engine: with SQLite the sessions are in the database.)"""
+    client = portal_client(alice)
+    assert client.get("/api/v1/sessions").status_code == 200  # this process learns the session's user
+    reads = CacheReads(monkeypatch)
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/api/v1/sessions").status_code == 200
+    assert reads.calls == ["get_many"] and account_queries(queries) == []
+
+
+@pytest.mark.postgres
+def test_a_wrong_remembered_session_user_costs_a_round_trip_not_the_answer(monkeypatch, alice, bob):
+    client = portal_client(alice)
+    assert client.get("/api/v1/users/me").json()["username"] == "alice"
+    session_store._session_users[client.session.session_key] = bob.pk  # as if bob had held that key
+    reads = CacheReads(monkeypatch)
+    assert client.get("/api/v1/users/me").json()["username"] == "alice"
+    assert reads.calls == ["get_many", "get_many"]  # the session (with bob's entry), then alice
+    assert session_store._session_users[client.session.session_key] == alice.pk
