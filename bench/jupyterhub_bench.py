@@ -363,9 +363,10 @@ def main() -> None:
                     f"{r.get('polls', 0)} polls" + (f" (JH {jh['launch20']['wall_s']:.2f} s)" if jh else "")
                 )
                 continue
+            cpu = r["server_cpu_ms_per_req"] or float("nan")  # None when no request completed
             print(
                 f"  SS {name}: {r['rps']:.0f} req/s, p99 {r['p99_ms']:.1f} ms, "
-                f"{r['server_cpu_ms_per_req']:.2f} ms CPU (+ pg {r['pg_cpu_ms_per_req']:.2f}), "
+                f"{cpu:.2f} ms CPU (+ pg {r['pg_cpu_ms_per_req']:.2f}), "
                 f"others {r['foreign_pct']:.0f}% of a core"
             )
         if jh:
