@@ -36,6 +36,8 @@ REGISTER_TIMEOUT_S = 10.0
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_REGISTER = 4400
 CLOSE_FORBIDDEN = 4403
+DISCONNECT_FRAMES_S = 5.0  # applying the frames queued at a disconnect
+DISCONNECT_BUDGET_S = 9.0  # those frames, then their fan-out
 
 
 def _emit(event: str, data: dict[str, Any]) -> None:
@@ -101,8 +103,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
         for task in (self._register_timer, self._poll_task):
             if task is not None:
                 task.cancel()
-        await self._finish_frames()
-        await self._finish_fan_out()
+        # Both within daphne's 10 s before it cancels a disconnected application.
+        begun = time.monotonic()
+        await self._finish_frames(DISCONNECT_FRAMES_S)
+        await self._finish_fan_out(max(1.0, DISCONNECT_BUDGET_S - (time.monotonic() - begun)))
         if self.instance is None:
             return
         instance, agent = self.instance, self.agent
@@ -303,7 +307,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if self._frame_queue is not None:
             await asyncio.wait_for(self._frame_queue.join(), timeout_s)
 
-    async def _finish_frames(self, timeout_s: float = 10.0) -> None:
+    async def _finish_frames(self, timeout_s: float) -> None:
         """On disconnect: apply what the agent sent before it went, then stop the worker."""
         if self._frame_task is None:
             return
