@@ -169,6 +169,9 @@ class CommandExecutor:
             self.on_refused()
             return
         self._remember(cid, None)
+        log.debug(
+            "command received", extra={"command_id": cid, "action": command.action, "session_id": command.session_id}
+        )
         await self.send(Ack(command_id=cid))
         error = self._validate(command)
         if error:
@@ -444,6 +447,7 @@ class CommandExecutor:
             launch.update(STEP_STREAM, f"The session answers on port {item.streaming_port}", "done")
             launch.update(STEP_READY, "Ready", "done")
             progress = launch.steps()
+        log.info("session ready", extra={"session_id": session_id, "port": item.streaming_port})
         await self.report(item, progress=progress)
 
     async def _watch_ready(self, session_id: str) -> None:

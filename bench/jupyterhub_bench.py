@@ -246,7 +246,14 @@ def streamspace_round(anchor: Path, work: Path, args: argparse.Namespace, *, pro
         manage_shell(env, CLEAR_LAUNCHES)
         try:
             rows["launch20"] = side.concurrent_local_launches(
-                base, launcher_jwt, local_token, proc.pid, work / "agent", count=20
+                base,
+                launcher_jwt,
+                local_token,
+                proc.pid,
+                work / "agent",
+                count=20,
+                trace=args.trace_dir / f"launch20-{time.strftime('%H%M%S')}.json" if args.trace_dir else None,
+                database_url=env["DATABASE_URL"],
             )
         except RuntimeError as exc:  # the other rows still count
             print(f"  20 concurrent local launches failed: {exc}")
@@ -315,6 +322,11 @@ def main() -> None:
         choices=["reads", "launch"],
         help="only the GET rows (reads) or only the launch rows (POST and the 20 launches)",
     )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="also record each of the 20 local launches' timeline (agent logging at debug)",
+    )
     parser.add_argument("--database", default=DATABASE, help="the benchmark's PostgreSQL database (dropped first)")
     parser.add_argument("--redis-db", type=int, default=REDIS_DB)
     args = parser.parse_args()
@@ -322,6 +334,7 @@ def main() -> None:
     every_cpu = os.sched_getaffinity(0)
     out_root = ROOT / ".streamspace" / "bench-jupyterhub" / time.strftime("%Y%m%d-%H%M%S")
     out_root.mkdir(parents=True)
+    args.trace_dir = out_root if args.trace else None
     rounds = []
     for number in range(1, args.rounds + 1):
         print(f"round {number}/{args.rounds}: load average {os.getloadavg()[0]:.1f}", flush=True)
@@ -345,12 +358,15 @@ def main() -> None:
             if key == "launch20":
                 print(
                     f"  SS {name}: wall {r['wall_s']:.2f} s, server CPU {r.get('server_cpu_s', float('nan')):.2f} s, "
+                    f"agent CPU {r.get('agent_cpu_s', float('nan')):.2f} s, "
+                    f"session processes' CPU {r.get('sessions_cpu_s', float('nan')):.2f} s, "
                     f"{r.get('polls', 0)} polls" + (f" (JH {jh['launch20']['wall_s']:.2f} s)" if jh else "")
                 )
                 continue
+            cpu = r["server_cpu_ms_per_req"] or float("nan")  # None when no request completed
             print(
                 f"  SS {name}: {r['rps']:.0f} req/s, p99 {r['p99_ms']:.1f} ms, "
-                f"{r['server_cpu_ms_per_req']:.2f} ms CPU (+ pg {r['pg_cpu_ms_per_req']:.2f}), "
+                f"{cpu:.2f} ms CPU (+ pg {r['pg_cpu_ms_per_req']:.2f}), "
                 f"others {r['foreign_pct']:.0f}% of a core"
             )
         if jh:

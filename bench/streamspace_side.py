@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -35,6 +36,13 @@ def _ticks(pid: int) -> int:
     except OSError:
         return 0
     return int(fields[11]) + int(fields[12])
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(child) for child in task.read_text().split()]
+    return found
 
 
 def postgres_cpu(database_url: str, since: dict[int, int] | None = None) -> Any:
@@ -76,9 +84,18 @@ def profile_rows(load: Any, pid: int, out: Path, jwt: str, facts: dict, ids: Pat
 
 
 def concurrent_local_launches(
-    base: str, jwt: str, agent_token: str, server_pid: int, data_dir: Path, *, count: int
+    base: str,
+    jwt: str,
+    agent_token: str,
+    server_pid: int,
+    data_dir: Path,
+    *,
+    count: int,
+    trace: Path | None = None,
+    database_url: str = "",
 ) -> dict[str, Any]:
-    """``count`` launches of the local template at once; wall time until all are ready."""
+    """``count`` launches of the local template at once; wall time until all are ready.
+    With ``trace`` (a file), also each launch's timeline (:func:`launch_timeline`)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(data_dir / "agent.log", "ab")  # noqa: SIM115  (closed with the agent below)
     agent = subprocess.Popen(
@@ -86,7 +103,7 @@ def concurrent_local_launches(
         + ["--agent-id", "bench-local", "--instance-id", "bench-local-0", "--data-dir", str(data_dir)]
         # As root, like JupyterHub's SimpleLocalProcessSpawner here (the venv's Python is under /root).
         + ["--session-user", "root"],
-        env={**os.environ, "LOG_LEVEL": "warning"},
+        env={**os.environ, "LOG_LEVEL": "debug" if trace else "warning"},
         cwd=ROOT,
         stdout=log,
         stderr=log,
@@ -109,7 +126,8 @@ def concurrent_local_launches(
             for thread in threads:
                 thread.start()
             cpu_before = _ticks(server_pid)
-            started = time.perf_counter()
+            agent_cpu_before = _ticks(agent.pid)
+            started, started_at = time.perf_counter(), time.time()
             gate.wait()
             for thread in threads:
                 thread.join(timeout=180)
@@ -117,9 +135,15 @@ def concurrent_local_launches(
             for one in own:
                 one.close()
             server_cpu = (_ticks(server_pid) - cpu_before) / HZ
+            agent_cpu = (_ticks(agent.pid) - agent_cpu_before) / HZ
+            sessions_cpu = sum(_ticks(child) for child in _children(agent.pid)) / HZ
             failed = [r for r in results if not r.get("ok")]
             if failed:
                 raise RuntimeError(f"{len(failed)} of {count} local launches failed: {failed[:3]}")
+            if trace is not None:
+                timeline = launch_timeline(results, started_at, database_url, data_dir / "agent.log")
+                trace.write_text(json.dumps(timeline, indent=1))
+                print(timeline_table(timeline))
             for r in results:
                 client.delete(f"/api/v1/sessions/{r['id']}")
             _wait_states(client, [r["id"] for r in results], {"stopped"})
@@ -134,6 +158,8 @@ def concurrent_local_launches(
         "p50_s": round(statistics.median(ready), 3),
         "max_s": round(max(ready), 3),
         "server_cpu_s": round(server_cpu, 2),
+        "agent_cpu_s": round(agent_cpu, 2),
+        "sessions_cpu_s": round(sessions_cpu, 2),
         "polls": sum(r["polls"] for r in results),
     }
 
@@ -152,6 +178,7 @@ def _launch_until_ready(client: httpx.Client, timeout: float = 120) -> dict[str,
     started = time.perf_counter()
     polls = 0
     response = client.post("/api/v1/sessions", json={"template": "tiny"})
+    answered = time.time()
     if response.status_code != 202:
         return {"ok": False, "status": response.status_code, "body": response.text[:200]}
     session_id = response.json()["id"]
@@ -159,11 +186,93 @@ def _launch_until_ready(client: httpx.Client, timeout: float = 120) -> dict[str,
         body = client.get(f"/api/v1/sessions/{session_id}").json()
         polls += 1
         if body["state"] == "running" and body["streaming_ready"]:
-            return {"ok": True, "id": session_id, "ready_s": time.perf_counter() - started, "polls": polls}
+            ready_s = time.perf_counter() - started
+            seen = time.time()
+            return {
+                "ok": True,
+                "id": session_id,
+                "ready_s": ready_s,
+                "polls": polls,
+                "answered": answered,
+                "seen": seen,
+            }
         if body["state"] == "failed":
             return {"ok": False, "id": session_id, "state": body["state"], "message": body["status_message"]}
         time.sleep(POLL_S)
     return {"ok": False, "id": session_id, "error": "timeout"}
+
+
+# Each launch's events, in order along its critical path: (name, where it comes from).
+TIMELINE = [
+    ("post_answered", "client: the POST's 202 arrived"),
+    ("created", "db: session row created (the POST's transaction)"),
+    ("command_sent", "db: command sent_at (claimed for the leader)"),
+    ("agent_received", "agent log: command received"),
+    ("acked", "db: command acked_at (the hub applied the ack)"),
+    ("spawned", "agent log: session process started"),
+    ("result_applied", "db: command completed_at (the hub applied the result)"),
+    ("probe_ok", "agent log: session ready (its port answered; the status is sent next)"),
+    ("db_ready", "db: state running + streaming_ready (state_changed_at)"),
+    ("client_seen", "client: a poll saw running + streaming_ready"),
+]
+
+
+def launch_timeline(results: list[dict[str, Any]], started_at: float, database_url: str, agent_log: Path) -> dict:
+    """Per launch, the seconds from the burst's start to each event of :data:`TIMELINE`
+    (client clocks, the database's rows and the agent's JSON log: one host, one clock)."""
+    ids = [r["id"] for r in results]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        sessions = {
+            str(row[0]): row[1:]
+            for row in conn.execute(
+                "SELECT id, created_at, state_changed_at FROM sessions_app_session WHERE id = ANY(%s::uuid[])", [ids]
+            )
+        }
+        commands = {
+            str(row[0]): row[1:]
+            for row in conn.execute(
+                "SELECT session_id, sent_at, acked_at, completed_at FROM agents_app_agentcommand "
+                "WHERE session_id = ANY(%s::uuid[]) AND action = 'start_session'",
+                [ids],
+            )
+        }
+    logged: dict[str, dict[str, float]] = {i: {} for i in ids}
+    names = {"command received": "agent_received", "session process started": "spawned", "session ready": "probe_ok"}
+    for line in agent_log.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        name = names.get(entry.get("msg"))
+        if name and entry.get("session_id") in logged and entry["ts"] >= started_at:
+            logged[entry["session_id"]].setdefault(name, entry["ts"])
+    launches = []
+    for r in results:
+        created, changed = sessions[r["id"]]
+        sent, acked, completed = commands[r["id"]]
+        at = {
+            "post_answered": r["answered"],
+            "created": created.timestamp(),
+            "command_sent": sent and sent.timestamp(),
+            "acked": acked and acked.timestamp(),
+            "result_applied": completed and completed.timestamp(),
+            "db_ready": changed.timestamp(),
+            "client_seen": r["seen"],
+            **logged[r["id"]],
+        }
+        launches.append({name: round(at[name] - started_at, 3) if at.get(name) else None for name, _ in TIMELINE})
+    launches.sort(key=lambda one: one["client_seen"])
+    return {"started_at": started_at, "events": dict(TIMELINE), "launches": launches}
+
+
+def timeline_table(timeline: dict) -> str:
+    """The timeline as text: per event, the first, median and last launch's offset (s)."""
+    lines = [f"  {'event':<16} {'first':>6} {'median':>6} {'last':>6}  source"]
+    for name, source in timeline["events"].items():
+        values = sorted(one[name] for one in timeline["launches"] if one[name] is not None)
+        if values:
+            lines.append(f"  {name:<16} {values[0]:6.3f} {statistics.median(values):6.3f} {values[-1]:6.3f}  {source}")
+    return "\n".join(lines)
 
 
 def _wait_states(client: httpx.Client, ids: list[str], states: set[str], timeout: float = 60) -> None:

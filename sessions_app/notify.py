@@ -86,8 +86,11 @@ def _fan_out(changes: list[Change], actor: Any) -> None:
     if unread:
         bodies.update((body["id"], body) for body in represent_many(Session.objects.filter(pk__in=unread)))
     changed = [(bodies[str(c[0])], *c[1:]) for c in changes if str(c[0]) in bodies]
+    # One broadcast per session: every body is the session as it is now (changes applied
+    # together, e.g. an agent's burst of statuses, would otherwise send the same body again).
+    latest = {body["id"]: (user_id, body) for body, user_id, _, _ in changed}
     try:
-        async_to_sync(_broadcast)([(user_id, body) for body, user_id, _, _ in changed])
+        async_to_sync(_broadcast)(list(latest.values()))
     except Exception:
         log.exception("could not broadcast %d session change(s)", len(changed))
     for body, _, previous, target in changed:

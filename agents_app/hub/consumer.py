@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -22,11 +23,10 @@ from django.utils import timezone
 from agent_runtime import protocol
 from agents_app import dispatch
 from agents_app import services as agent_services
-from agents_app.hub import presence, rows
+from agents_app.hub import frames, presence, rows
 from agents_app.hub.batch import batcher
 from agents_app.metrics import HUB_CONNECTIONS
 from agents_app.models import AgentCommand, CommandState
-from agents_app.signals import UnknownSession
 from streamspace import events, fanout
 from streamspace.api.auth_header import bearer_token
 
@@ -36,6 +36,8 @@ REGISTER_TIMEOUT_S = 10.0
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_REGISTER = 4400
 CLOSE_FORBIDDEN = 4403
+DISCONNECT_FRAMES_S = 5.0  # applying the frames queued at a disconnect
+DISCONNECT_BUDGET_S = 9.0  # those frames, then their fan-out
 
 
 def _emit(event: str, data: dict[str, Any]) -> None:
@@ -60,12 +62,25 @@ class AgentConsumer(AsyncWebsocketConsumer):
     _db_capacity: dict | None = None
     _register_timer: asyncio.Task | None = None
     _poll_task: asyncio.Task | None = None
+    _frame_queue: asyncio.Queue | None = None
+    _frame_task: asyncio.Task | None = None
     _fan_out_queue: asyncio.Queue | None = None
     _fan_out_task: asyncio.Task | None = None
     # Set when the register frame arrives, before it is processed: under a reconnect herd the
     # database work may queue for longer than the timeout, which must not count against it.
     _register_received = False
     _counted = False  # counted in HUB_CONNECTIONS (registered), so the disconnect uncounts it
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its hop to the database thread before every message
+        (``aclose_old_connections``): this consumer uses the ORM only through
+        ``database_sync_to_async``, which closes stale connections around each call, and a
+        frame, or a command on its way to the agent, must not wait there behind the hub's
+        (and every other socket's) database work."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     # --- connection lifecycle -------------------------------------------------------------
     async def connect(self) -> None:
@@ -88,7 +103,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
         for task in (self._register_timer, self._poll_task):
             if task is not None:
                 task.cancel()
-        await self._finish_fan_out()
+        # Both within daphne's 10 s before it cancels a disconnected application.
+        begun = time.monotonic()
+        await self._finish_frames(DISCONNECT_FRAMES_S)
+        await self._finish_fan_out(max(1.0, DISCONNECT_BUDGET_S - (time.monotonic() - begun)))
         if self.instance is None:
             return
         instance, agent = self.instance, self.agent
@@ -196,24 +214,13 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await batcher(rows.record_heartbeats).submit((self.instance.pk, beat))
 
     async def on_ack(self, frame: protocol.Frame) -> None:
-        await database_sync_to_async(rows.acknowledge)(self.agent, frame.payload.command_id)
+        self._queue_frame(frame)
 
     async def on_result(self, frame: protocol.Frame) -> None:
-        command = await self._apply(rows.complete, self.agent, frame.payload)
-        if command is None:
-            await self.send_error("unknown_command", f"no command {frame.payload.command_id}", reply_to=frame.id)
+        self._queue_frame(frame)
 
     async def on_session_status(self, frame: protocol.Frame) -> None:
-        try:
-            if rows.session_uuid(frame.payload.session_id) is None:  # not an id: no database trip
-                raise UnknownSession(frame.payload.session_id)
-            await self._apply(rows.apply_status, self.agent, frame.payload)
-        except UnknownSession:
-            await self.send_error(
-                "unknown_session", f"no session {frame.payload.session_id} on this agent", reply_to=frame.id
-            )
-        except rows.EndpointRefused as exc:  # the status was applied without the endpoint
-            await self.send_error("endpoint_refused", str(exc), reply_to=frame.id)
+        self._queue_frame(frame)
 
     async def on_leader(self, frame: protocol.Frame) -> None:
         await self._leadership(frame.payload.is_leader)
@@ -232,6 +239,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         )
 
     async def _leadership(self, is_leader: bool) -> None:
+        await self._frames_applied()  # what the agent said before this, applied before it
         took_over_at = timezone.now()
         changed = await database_sync_to_async(rows.set_leader)(self.agent, self.instance.pk, is_leader)
         self.is_leader = is_leader
@@ -262,6 +270,52 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(settings.AGENT_PENDING_POLL_S)
             if self.is_leader:
                 await database_sync_to_async(dispatch.send_pending_commands)(self.agent.pk)
+
+    # --- acks, results and statuses: applied in bursts (agents_app/hub/frames.py) ------------
+    def _queue_frame(self, frame: protocol.Frame) -> None:
+        """Queue a frame for :func:`frames.apply`: the consumer goes on reading frames (and
+        forwarding commands) while the worker applies what queued up, in order."""
+        if self._frame_queue is None:
+            self._frame_queue = asyncio.Queue()
+            self._frame_task = asyncio.ensure_future(self._frame_worker(self._frame_queue))
+        self._frame_queue.put_nowait(frame)
+
+    async def _frame_worker(self, queue: asyncio.Queue) -> None:
+        while True:
+            taken = [await queue.get()]
+            while not queue.empty() and len(taken) < frames.MAX_BATCH:
+                taken.append(queue.get_nowait())
+            try:
+                replies = await self._apply(frames.apply, self.agent, taken)
+            except Exception:  # the transaction itself failed: so did every frame of it
+                log.exception("hub failed on %d frames from %s", len(taken), self.agent.agent_id)
+                replies = [
+                    frames.Reply("internal_error", f"the control plane could not process {frame.type}", frame.id)
+                    for frame in taken
+                ]
+            try:
+                for reply in replies:
+                    await self.send_error(reply.code, reply.message, reply_to=reply.reply_to)
+            except Exception:  # the socket is gone: the frames are applied all the same
+                log.info("could not answer %d frames of %s", len(replies), self.agent.agent_id)
+            finally:
+                for _ in taken:
+                    queue.task_done()
+
+    async def _frames_applied(self, timeout_s: float | None = None) -> None:
+        """Wait until every queued frame is applied."""
+        if self._frame_queue is not None:
+            await asyncio.wait_for(self._frame_queue.join(), timeout_s)
+
+    async def _finish_frames(self, timeout_s: float) -> None:
+        """On disconnect: apply what the agent sent before it went, then stop the worker."""
+        if self._frame_task is None:
+            return
+        try:
+            await self._frames_applied(timeout_s)
+        except TimeoutError:
+            log.warning("frames of %s still queued after %.0f s; dropping them", self.agent.agent_id, timeout_s)
+        self._frame_task.cancel()
 
     # --- session changes: applied on the frame path, fanned out behind it ------------------
     async def _apply(self, func: Any, *args: Any, **kwargs: Any) -> Any:

@@ -329,6 +329,13 @@ def acknowledge(agent: Agent, command_id: str) -> bool:
     )
 
 
+def acknowledge_many(agent: Agent, command_ids: list[str]) -> int:
+    """:func:`acknowledge` for several commands in one UPDATE. Returns how many it acked."""
+    return AgentCommand.objects.filter(
+        pk__in=command_ids, agent=agent, state__in=[CommandState.PENDING, CommandState.SENT]
+    ).update(state=CommandState.ACKED, acked_at=timezone.now())
+
+
 NOT_LEADER = "not_leader"
 
 
@@ -350,7 +357,8 @@ def complete(agent: Agent, result: protocol.Result) -> AgentCommand | None:
         return command  # a duplicate result (the agent re-sends for duplicate commands)
     if not result.ok and (result.error or "").startswith(NOT_LEADER):
         AgentCommand.objects.filter(pk=command.pk).update(state=CommandState.PENDING, acked_at=None)
-        dispatch.send_pending_commands(agent.pk)
+        # Once committed: a caller's transaction (the hub's bursts) must not hand the command out first.
+        transaction.on_commit(lambda: dispatch.send_pending_commands(agent.pk))
         return command
     now = timezone.now()
     command.state = CommandState.SUCCEEDED if result.ok else CommandState.FAILED
