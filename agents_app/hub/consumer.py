@@ -99,7 +99,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await database_sync_to_async(rows.disconnect_instance)(instance.pk, self.channel_name)
         try:
             await presence.unregister_instance(
-                platform=agent.platform, agent_id=agent.agent_id, instance_id=instance.instance_id
+                platform=agent.platform,
+                agent_id=agent.agent_id,
+                instance_id=instance.instance_id,
+                channel=self.channel_name,
             )
         except Exception:  # Redis down: the keys expire on their own
             log.exception("presence cleanup failed for %s/%s", agent.agent_id, instance.instance_id)
