@@ -20,6 +20,11 @@ from then on. So every other path, every upgrade and every malformed, oversized 
 unusual request meets daphne's own parser and daphne's answers; the front only ever
 shortens the common path.
 
+An agent's hub handshake (``/api/v1/agents/connect``, an upgrade with a token) is daphne's
+too, but waits for its turn first when the factory has an admission
+(:mod:`streamspace.transport.admission`, ``STREAMSPACE_HUB_ADMISSION``): its complete head
+stays buffered, with no deadline running, until it is let through or the client leaves.
+
 A connection must send each request head within ``STREAMSPACE_PROXY_HEAD_TIMEOUT_S``
 (counted from the connection's start for its first request, from a request's first byte
 for the next ones; idle time between requests is the idle timeout's): one that does not

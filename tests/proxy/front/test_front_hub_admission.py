@@ -93,14 +93,34 @@ async def test_a_stalled_handshake_gives_its_slot_up_at_the_deadline(hub, clock)
     gate, conn = hub(1)
     stalled, waiting = conn(), conn()
     stalled.send(HANDSHAKE)  # let through, then never registers
-    waiting.send(HANDSHAKE)
-    clock.advance(HOLD - 0.01)
+    clock.advance(HOLD * 0.6)
+    waiting.send(HANDSHAKE)  # would go on regardless at HOLD * 1.1 (its longest wait)
+    clock.advance(HOLD * 0.4 - 0.01)
     assert not through(waiting)
     clock.advance(0.01)
     clock.advance(0)
     assert through(waiting) and gate.in_flight == 1
     admission.release_for(asgi_send(stalled))  # late: its slot is already given back
     assert gate.in_flight == 1
+
+
+async def test_a_handshake_waits_at_most_half_the_deadline(hub, clock):
+    gate, conn = hub(1)
+    first, waiting, later = conn(), conn(), conn()
+    first.send(HANDSHAKE)
+    waiting.send(HANDSHAKE)
+    clock.advance(HOLD / 4)
+    later.send(HANDSHAKE)
+    clock.advance(HOLD / 4 - 0.01)
+    assert not through(waiting)
+    clock.advance(0.01)  # its longest wait: it goes on above the limit ...
+    assert through(waiting) and gate.in_flight == 2 and not through(later)
+    admission.release_for(asgi_send(first))
+    clock.advance(0)
+    assert not through(later) and gate.in_flight == 1  # ... and counts against it
+    admission.release_for(asgi_send(waiting))
+    clock.advance(0)
+    assert through(later) and gate.in_flight == 1 and gate.waiting == 0
 
 
 async def test_a_waiting_handshake_is_not_closed_by_the_head_deadline(hub, clock):
@@ -191,10 +211,25 @@ def test_release_for_another_server_is_a_no_op():
 
 async def test_the_factory_takes_the_setting(settings, monkeypatch):
     monkeypatch.setattr(twisted.internet, "reactor", Clock(), raising=False)  # no global reactor needed
-    assert settings.STREAMSPACE_HUB_ADMISSION == 100  # the documented default
+    assert settings.STREAMSPACE_HUB_ADMISSION == 500  # the documented default
     server = FakeServer(App())
     server.websocket_connect_timeout = 7
     factory = FrontFactory(server)
-    assert factory.admission.limit == 100 and factory.admission.hold_s == 7
+    assert factory.admission.limit == 500 and factory.admission.hold_s == 7
     settings.STREAMSPACE_HUB_ADMISSION = 0
     assert FrontFactory(server).admission is None
+
+
+async def test_waiting_handshakes_go_on_together_at_the_low_water_mark(hub, clock):
+    gate, conn = hub(4)
+    conns = [conn() for _ in range(8)]
+    for c in conns:
+        c.send(HANDSHAKE)
+    assert [through(c) for c in conns] == [True] * 4 + [False] * 4
+    admission.release_for(asgi_send(conns[0]))
+    clock.advance(0)
+    assert gate.in_flight == 3 and gate.waiting == 4  # above the low-water mark (2): nobody yet
+    admission.release_for(asgi_send(conns[1]))
+    clock.advance(0)
+    assert [through(c) for c in conns] == [True] * 6 + [False] * 2  # two go on together, up to the limit
+    assert gate.in_flight == 4 and gate.waiting == 2
