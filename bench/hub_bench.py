@@ -293,7 +293,8 @@ async def herd(args: argparse.Namespace, env: dict[str, str]) -> None:
         kinds = ", ".join(f"{why} {dropped.count(why)}" for why in sorted(set(dropped))) or "none"
         print(
             f"herd of {args.agents} (first delay U[0, {args.first_delay:g}] s) onto replica B: "
-            f"reconnect → registered p50 {pct(times, 0.5) / 1000:.2f} s p99 {pct(times, 0.99) / 1000:.2f} s "
+            f"reconnect → registered p10 {pct(times, 0.1) / 1000:.2f} s p25 {pct(times, 0.25) / 1000:.2f} s "
+            f"p50 {pct(times, 0.5) / 1000:.2f} s p75 {pct(times, 0.75) / 1000:.2f} s p99 {pct(times, 0.99) / 1000:.2f} s "
             f"max {max(times):.2f} s; all in {wall:.2f} s after the kill; handshakes dropped and retried: "
             f"{len(dropped)} ({kinds}); B's CPU {cpu:.2f} s ({cpu / wall * 100:.0f} % of a core); "
             f"load average {load0:.2f} → {os.getloadavg()[0]:.2f}; listen queue overflows (whole machine) "

@@ -427,6 +427,12 @@ STREAMSPACE_PROXY_BODY_TIMEOUT_S = envint("STREAMSPACE_PROXY_BODY_TIMEOUT_S", 60
 # (streamspace/front/): from its start for the first request, from a request's first byte
 # after that. Slow-header ("slowloris") connections are closed after it.
 STREAMSPACE_PROXY_HEAD_TIMEOUT_S = envint("STREAMSPACE_PROXY_HEAD_TIMEOUT_S", 10, minimum=1)
+# At most this many agent hub handshakes between their request head and the hub's
+# `registered` at once under the launcher's front (streamspace.transport.admission); more
+# wait in arrival order with their head received and go on in groups (from half the limit
+# up to it), each waiting at most half the WebSocket handshake deadline. The default is one
+# registration batch (agents_app.hub.batch.MAX_BATCH). 0: no bound.
+STREAMSPACE_HUB_ADMISSION = envint("STREAMSPACE_HUB_ADMISSION", 500, minimum=0)
 # How long the browser-side replica waits for the agent's tunnel socket.
 STREAMSPACE_PROXY_TUNNEL_TIMEOUT_S = envint("STREAMSPACE_PROXY_TUNNEL_TIMEOUT_S", 10, minimum=1)
 # Largest WebSocket message relayed from a session (bytes), where daphne terminates the

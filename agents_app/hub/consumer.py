@@ -29,6 +29,7 @@ from agents_app.metrics import HUB_CONNECTIONS
 from agents_app.models import AgentCommand, CommandState
 from streamspace import events, fanout
 from streamspace.api.auth_header import bearer_token
+from streamspace.transport import admission
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_BAD_REGISTER)
 
     async def disconnect(self, code: int) -> None:
+        admission.release_for(self.base_send)  # refused or gone before registering: the slot is free
         for task in (self._register_timer, self._poll_task):
             if task is not None:
                 task.cancel()
@@ -115,7 +117,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await database_sync_to_async(rows.disconnect_instance)(instance.pk, self.channel_name)
         try:
             await presence.unregister_instance(
-                platform=agent.platform, agent_id=agent.agent_id, instance_id=instance.instance_id
+                platform=agent.platform,
+                agent_id=agent.agent_id,
+                instance_id=instance.instance_id,
+                channel=self.channel_name,
             )
         except Exception:  # Redis down: the keys expire on their own
             log.exception("presence cleanup failed for %s/%s", agent.agent_id, instance.instance_id)
@@ -196,6 +201,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 heartbeat_interval_s=float(settings.AGENT_HEARTBEAT_INTERVAL_S), instance_id=hello.instance_id
             )
         )
+        admission.release_for(self.base_send)  # the next waiting handshake goes on (§13.2)
         await batcher(rows.after_register_many).submit((agent, hello))
         HUB_CONNECTIONS.labels(agent.platform).inc()
         self._counted = True

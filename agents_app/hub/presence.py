@@ -230,22 +230,41 @@ async def heartbeats(beats: list[Beat]) -> list[None]:
     return [None] * len(beats)
 
 
-async def unregister_instance(*, platform: str, agent_id: str, instance_id: str) -> None:
-    """Remove the instance on a clean disconnect; the agent's keys go with its last instance."""
+# KEYS = connections hash, heartbeats hash, meta key; ARGV[1] = instance id, ARGV[2] = the
+# channel that must own the entry ('' for any). One atomic step, so a connection that ends late
+# never removes the entry of the connection that replaced it.
+UNREGISTER_SCRIPT = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if raw and ARGV[2] ~= '' and cjson.decode(raw).channel ~= ARGV[2] then
+  return 0
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[3])
+end
+return 1
+"""
+
+
+async def unregister_instance(*, platform: str, agent_id: str, instance_id: str, channel: str = "") -> None:
+    """Remove the instance on a clean disconnect; the agent's keys go with its last instance.
+
+    With ``channel``, only while the entry is that connection's: an agent that gave up on a
+    slow registration and registered again on another socket (same ``instance_id``) keeps the
+    new socket's entry when the old socket's disconnect comes last.
+    """
     if not settings.REDIS_URL:
+        raw = _memory.hgetall(connections_key(agent_id)).get(instance_id)
+        if raw is not None and channel and json.loads(raw).get("channel") != channel:
+            return
         _memory.hdel(connections_key(agent_id), instance_id)
         _memory.hdel(heartbeats_key(agent_id), instance_id)
         if not _memory.hgetall(connections_key(agent_id)):
             _memory.values.pop(meta_key(platform, agent_id), None)
         return
-    client = _redis()
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.hdel(connections_key(agent_id), instance_id)
-        pipe.hdel(heartbeats_key(agent_id), instance_id)
-        pipe.hlen(connections_key(agent_id))
-        results = await pipe.execute()
-    if results[-1] == 0:
-        await client.delete(meta_key(platform, agent_id))
+    keys = (connections_key(agent_id), heartbeats_key(agent_id), meta_key(platform, agent_id))
+    await _redis().eval(UNREGISTER_SCRIPT, 3, *keys, instance_id, channel)
 
 
 # KEYS[1] = connections hash, ARGV[1] = the new leader's instance id. Every other field that

@@ -20,6 +20,11 @@ from then on. So every other path, every upgrade and every malformed, oversized 
 unusual request meets daphne's own parser and daphne's answers; the front only ever
 shortens the common path.
 
+An agent's hub handshake (``/api/v1/agents/connect``, an upgrade with a token) is daphne's
+too, but waits for its turn first when the factory has an admission
+(:mod:`streamspace.transport.admission`, ``STREAMSPACE_HUB_ADMISSION``): its complete head
+stays buffered, with no deadline running, until it is let through or the client leaves.
+
 A connection must send each request head within ``STREAMSPACE_PROXY_HEAD_TIMEOUT_S``
 (counted from the connection's start for its first request, from a request's first byte
 for the next ones; idle time between requests is the idle timeout's): one that does not
@@ -41,13 +46,14 @@ from django.conf import settings
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
 
-from agent_runtime.protocol import TUNNEL_PATH
+from agent_runtime.protocol import CONNECT_PATH, TUNNEL_PATH
 from sessions_app.files.paths import REQUEST_LINE_RE as _FILES_LINE
 from sessions_app.proxy.origins import session_id_for_host
 from sessions_app.proxy.paths import PREFIX_BYTES
 from streamspace.front.handlers import FrontHandler
 from streamspace.front.head import NotServed, parse
-from streamspace.transport.daphne_internals import DaphneHTTPFactory, reactor_loop
+from streamspace.transport.admission import Admission, Ticket
+from streamspace.transport.daphne_internals import DaphneHTTPFactory, reactor_loop, websocket_connect_timeout
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +63,11 @@ MAX_HEAD = 16 * 1024  # Twisted's totalHeadersSize: a longer head goes to daphne
 HEAD_TIMEOUT_S = 10
 _REQUEST_PREFIX = b" " + PREFIX_BYTES
 _TUNNEL_PREFIX = b" " + TUNNEL_PATH.encode()
+_HUB_TARGET = re.compile(rb" " + re.escape(CONNECT_PATH.encode()) + rb"[ ?]")
+# What an agent's hub handshake carries (a WebSocket upgrade with its token): other requests
+# to the hub's path are daphne's at once and never wait for admission.
+_UPGRADE_LINE = re.compile(rb"\n[Uu][Pp][Gg][Rr][Aa][Dd][Ee][ \t]*:[ \t]*[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt]")
+_AUTHORIZATION_LINE = re.compile(rb"\n[Aa][Uu][Tt][Hh][Oo][Rr][Ii][Zz][Aa][Tt][Ii][Oo][Nn][ \t]*:")
 _HOST_LINE = re.compile(rb"\n[Hh][Oo][Ss][Tt][ \t]*:([^\r\n]*)\r?\n")
 # Where Twisted's HTTP channel ends a head: an empty line, CRLF or bare LF line ends.
 _HEAD_END = re.compile(rb"\n\r?\n")
@@ -69,6 +80,7 @@ class FrontFactory(DaphneHTTPFactory):
     websocket_pipe: Any = None
     tunnel_socket: Any = None
     head_timeout: float | None = None  # seconds a connection has for a request head (None: no limit)
+    admission: Admission | None = None  # bounds the hub handshakes in flight (None: no bound)
 
     def __init__(self, server: Any) -> None:
         super().__init__(server)
@@ -83,6 +95,14 @@ class FrontFactory(DaphneHTTPFactory):
             self.websocket_pipe = WebSocketPipe
             self.tunnel_socket = AgentSocket
             self.head_timeout = settings.STREAMSPACE_PROXY_HEAD_TIMEOUT_S
+            self.admit_hub(settings.STREAMSPACE_HUB_ADMISSION)
+
+    def admit_hub(self, limit: int) -> None:
+        """At most ``limit`` agent hub handshakes in flight (0: no bound), each slot held no
+        longer than daphne's WebSocket handshake deadline (``streamspace.transport.admission``)."""
+        self.admission = (
+            Admission(limit, websocket_connect_timeout(self.server), self.reactor.callLater) if limit else None
+        )
 
     def buildProtocol(self, addr: Any) -> FrontProtocol:
         return FrontProtocol(self, addr)
@@ -114,6 +134,7 @@ class FrontProtocol(Protocol):
         self._idle: Any = None
         self._head_deadline: Any = None
         self._head_tail: bytes | None = None  # handed over mid-head: the last bytes passed to daphne
+        self.ticket: Ticket | None = None  # a hub handshake's place in the factory's admission
 
     # -- Twisted protocol --
     def connectionMade(self) -> None:
@@ -148,7 +169,11 @@ class FrontProtocol(Protocol):
             if not data:
                 return
         self.buffer = self.buffer + data if self.buffer else data
-        if handler is None:
+        if self.ticket is not None:  # a hub handshake waiting for its turn: its bytes wait with it
+            if len(self.buffer) > MAX_HEAD and not self.paused:
+                self.paused = True
+                self.transport.pauseProducing()
+        elif handler is None:
             self._next()
         elif len(self.buffer) > MAX_HEAD and not self.paused:
             # A pipelined request waits for the response in flight; do not read without bound.
@@ -159,6 +184,8 @@ class FrontProtocol(Protocol):
         self.lost = True
         self._cancel_idle()
         self._stop_head_deadline()
+        if self.ticket is not None:  # gone while waiting, or before its WebSocket was up
+            self.ticket.release()
         if self.inner is not None:
             self.inner.connectionLost(reason)
             return
@@ -179,10 +206,13 @@ class FrontProtocol(Protocol):
     def _next(self) -> None:
         buf = self.buffer
         line_end = buf.find(b"\n")
+        hub = False
         if line_end >= 0:
             line = buf[:line_end]
+            hub = self.factory.admission is not None and _HUB_TARGET.search(line) is not None
             if (
-                _REQUEST_PREFIX not in line
+                not hub
+                and _REQUEST_PREFIX not in line
                 and (_TUNNEL_PREFIX not in line or self.factory.tunnel_socket is None)
                 and _FILES_LINE.search(line) is None
                 and not self._maybe_session_host(buf, line_end)
@@ -201,6 +231,12 @@ class FrontProtocol(Protocol):
             return
         end = found.end()
         self._stop_head_deadline()
+        if hub:
+            if _UPGRADE_LINE.search(buf, line_end, end) and _AUTHORIZATION_LINE.search(buf, line_end, end):
+                self._wait_for_admission()
+            else:
+                self.hand_over()
+            return
         raw, rest = buf[:end], buf[end:]
         try:
             head = parse(raw, self)
@@ -213,6 +249,22 @@ class FrontProtocol(Protocol):
             rest = handler.feed(rest)
         self.buffer = rest
         handler.start()
+
+    def _wait_for_admission(self) -> None:
+        """A complete hub handshake head: daphne gets it when the admission lets it through."""
+        admission = self.factory.admission
+        assert admission is not None
+        self.ticket = admission.enter(self.transport, self._admitted)
+
+    def _admitted(self, ticket: Ticket) -> None:
+        self.ticket = ticket
+        if not ticket.holding:  # released meanwhile (its hold deadline)
+            return
+        if self.lost:
+            ticket.release()
+            return
+        # The ticket stays: a connection lost before its upgrade gives its slot back here.
+        self.hand_over()
 
     def request_done(self, handler: FrontHandler, *, keep_alive: bool) -> None:
         """``handler``'s response is complete: the next request, or the connection's end."""

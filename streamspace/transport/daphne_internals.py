@@ -48,7 +48,9 @@ daphne's internals (daphne has no documented Python API; every name is internal)
   ``root_path``, ``server_name``, ``application_close_timeout``, ``endpoints`` (the
   Twisted endpoint descriptions ``Server.run`` listens on; the launcher adds a backlog), the three
   ``proxy_forwarded_*_header`` settings, ``log_action``, ``action_logger``,
-  ``verbosity`` and ``http_factory``.
+  ``verbosity``, ``http_factory`` and ``websocket_connect_timeout`` (how long daphne lets a
+  WebSocket handshake wait for the application's accept: :func:`websocket_connect_timeout`,
+  the longest a hub handshake holds an admission slot).
 * ``daphne.utils.HEADER_NAME_RE``, ``INVALID_HEADER_VALUE_BYTES`` and
   ``parse_x_forwarded_for``: daphne's rules for header names and values and its reading
   of ``X-Forwarded-*``, so a request the front serves gets exactly daphne's answer.
@@ -111,6 +113,7 @@ __all__ = [
     "server_class",
     "upgraded_channel",
     "use_http_factory",
+    "websocket_connect_timeout",
 ]
 
 
@@ -181,6 +184,11 @@ def channel_waiting(channel: Any) -> bool:
 
 
 # -- daphne's server and command line --
+
+
+def websocket_connect_timeout(server: Any, default: float = 20.0) -> float:
+    """daphne's WebSocket handshake deadline on ``server`` (seconds; daphne's own default without one)."""
+    return float(getattr(server, "websocket_connect_timeout", default))
 
 
 def use_forwarded_address(parser: Any) -> None:

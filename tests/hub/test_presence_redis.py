@@ -74,3 +74,22 @@ async def test_a_new_leader_demotes_the_old_one_in_the_registry_at_once(make_cli
         k: json.loads(v) for k, v in raw_redis().hgetall(f"streamspace:agents:connections:{agent.agent_id}").items()
     }
     assert [k for k, v in connections.items() if v["is_leader"]] == ["third"]
+
+
+async def test_a_replaced_socket_closing_late_leaves_the_new_sockets_entry(make_client, hub_agent):
+    """An agent gave up on a slow registration and registered the same instance again on a
+    new socket: the old socket's disconnect, coming last, does not remove the new entry."""
+    agent, _ = hub_agent
+    old, new = make_client("same-instance"), make_client("same-instance")
+    await old.register(is_leader=True)
+    await new.register(is_leader=True)
+    r = raw_redis()
+    key = f"streamspace:agents:connections:{agent.agent_id}"
+    new_channel = json.loads(r.hget(key, "same-instance"))["channel"]
+    await old.close()
+    assert json.loads(r.hget(key, "same-instance"))["channel"] == new_channel
+    assert r.hexists(f"streamspace:agents:heartbeats:{agent.agent_id}", "same-instance")
+    assert r.exists(f"streamspace:agents:docker:{agent.agent_id}")
+    await new.close()
+    assert not r.exists(key)
+    r.close()

@@ -221,10 +221,12 @@ def test_daphne_server_has_the_attributes_the_front_reads():
         proxy_forwarded_proto_header="X-Forwarded-Proto",
         action_logger=logger,
         verbosity=1,
+        websocket_connect_timeout=9,
     )
     assert (server.application, server.root_path, server.server_name) == (_app, "/root", "front-test")
     assert server.endpoints == ENDPOINTS  # the descriptions Server.run listens on
     assert server.application_close_timeout == 7 and server.verbosity == 1
+    assert internals.websocket_connect_timeout(server) == 9  # the longest a hub admission slot is held
     assert server.proxy_forwarded_address_header == "X-Forwarded-For"
     assert server.proxy_forwarded_port_header == "X-Forwarded-Port"
     assert server.proxy_forwarded_proto_header == "X-Forwarded-Proto"
