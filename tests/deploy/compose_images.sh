@@ -16,7 +16,7 @@ set -euo pipefail
 SCRIPT=$(realpath "$0")
 ROOT=$(cd "$(dirname "$SCRIPT")/../.." && pwd)
 CACHE=${CACHE:-$ROOT/.streamspace/compose-images}
-PACKAGES="python3,python-is-python3,postgresql-15,postgresql-client-15,redis-server,redis-tools,nginx-light,ca-certificates,xmlsec1,libpq5"
+PACKAGES="python3,python-is-python3,postgresql-15,postgresql-client-15,redis-server,redis-sentinel,redis-tools,nginx-light,ca-certificates,xmlsec1,libpq5"
 log() { printf '[compose-images] %s\n' "$*" >&2; }
 has_image() { docker image inspect "$1" >/dev/null 2>&1; }
 mkdir -p "$CACHE"
@@ -30,6 +30,7 @@ if ! has_image "$BASE"; then
   mmdebstrap --variant=apt --include="$PACKAGES" \
     --customize-hook='rm -f "$1"/etc/nginx/sites-enabled/default' \
     --customize-hook='install -d -o 0 -g 0 "$1"/var/run/postgresql' \
+    --customize-hook='install -d -o 0 -g 0 "$1"/data' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
     bookworm "$CACHE/base.tar" >&2
   docker import "$CACHE/base.tar" "$BASE" >/dev/null
