@@ -54,6 +54,9 @@ class Stack:
     def manage(self, *args: str, service: str = "control-plane-1") -> str:
         return self.compose("exec", "-T", service, "python", "manage.py", *args, timeout=120).stdout
 
+    def print_logs(self) -> None:
+        print(self.compose("logs", "--no-color", "--tail=80", check=False).stdout[-30000:])
+
     def containers(self, docker_client: Any, service: str, *, stopped: bool = False) -> list:
         """The service's running containers (and its stopped ones with ``stopped``)."""
         labels = [f"com.docker.compose.project={self.project}", f"com.docker.compose.service={service}"]
@@ -72,9 +75,12 @@ def build_images() -> dict[str, str]:
 
 
 @contextmanager
-def compose_stack(docker_client: Any, workdir: Path, project: str, files: list[Path]) -> Iterator[Stack]:
+def compose_stack(
+    request: pytest.FixtureRequest, docker_client: Any, workdir: Path, project: str, files: list[Path]
+) -> Iterator[Stack]:
     """deploy/docker-compose.yml, then ``files`` in order (later files override earlier ones),
-    up and answering through nginx; taken down with its volumes and the agent's sessions."""
+    up and answering through nginx; taken down with its volumes and the agent's sessions. The
+    services' logs are printed when it failed to come up or a test that used it failed."""
     compose = require_tool("docker-compose")
     images = build_images()
     lines = (DEPLOY / "docker-compose.yml").read_text().splitlines(keepends=True)
@@ -107,9 +113,12 @@ def compose_stack(docker_client: Any, workdir: Path, project: str, files: list[P
         stack.compose("up", "-d", "--no-build", timeout=900)
         wait_until(lambda: answers(stack.url + "/nginx-health"), timeout=120, what="nginx")
         wait_until(lambda: answers(stack.url + "/healthz"), timeout=120, what="the control planes")
+        failed = request.session.testsfailed
         yield stack
+        if request.session.testsfailed > failed:
+            stack.print_logs()
     except BaseException:
-        print(stack.compose("logs", "--no-color", "--tail=80", check=False).stdout[-20000:])
+        stack.print_logs()
         raise
     finally:
         stack.compose("down", "-v", "--remove-orphans", "-t", "5", check=False, timeout=180)
@@ -140,22 +149,30 @@ class User:
         return self.get(f"/api/v1/templates/{TEMPLATE}").json()["availability"]["available"]
 
     def ask_launch(self) -> str:
-        launched = self.client.post(
-            "/api/v1/sessions", json={"template": TEMPLATE, "persistent_home": False}, headers=self.bearer
-        )
-        assert launched.status_code == 202, launched.text
-        return launched.json()["id"]
+        """The id of a session whose launch the API accepted; a 503 (a dependency such as Redis
+        unavailable for a moment) is asked again, as the API's clients do."""
 
-    def session(self, session_id: str) -> dict:
-        return self.get(f"/api/v1/sessions/{session_id}").json()
+        def accepted() -> str | None:
+            launched = self.client.post(
+                "/api/v1/sessions", json={"template": TEMPLATE, "persistent_home": False}, headers=self.bearer
+            )
+            if launched.status_code == 503:
+                return None
+            assert launched.status_code == 202, launched.text
+            return launched.json()["id"]
 
-    def wait_streaming(self, session_id: str) -> None:
+        return wait_until(accepted, timeout=120, interval=0.5, what="the API to accept a launch")
+
+    def wait_streaming(self, session_id: str, timeout: float = 90) -> None:
         def streaming() -> bool:
-            body = self.session(session_id)
+            response = self.get(f"/api/v1/sessions/{session_id}")
+            if response.status_code == 503:  # a dependency unavailable for a moment
+                return False
+            body = response.json()
             assert body["state"] not in ("failed", "stopped"), body
             return body["state"] == "running" and body["streaming_ready"]
 
-        wait_until(streaming, timeout=90, interval=0.5, what=f"session {session_id} to stream")
+        wait_until(streaming, timeout=timeout, interval=0.5, what=f"session {session_id} to stream")
 
     def launch(self) -> str:
         session_id = self.ask_launch()

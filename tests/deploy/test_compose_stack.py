@@ -25,9 +25,9 @@ CONNECTS = 'timeout 4 nc -w 3 "$1" "$2" </dev/null; rc=$?; [ $rc = 0 ] || [ $rc 
 
 
 @pytest.fixture(scope="module")
-def stack(docker_client, tmp_path_factory) -> Iterator[Stack]:
+def stack(request, docker_client, tmp_path_factory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("compose")
-    with compose_stack(docker_client, workdir, project_name("stream"), [HERE / "stack-override.yml"]) as stack:
+    with compose_stack(request, docker_client, workdir, project_name("stream"), [HERE / "stack-override.yml"]) as stack:
         yield stack
 
 
