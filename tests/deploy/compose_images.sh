@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Build, without pulling any image, what tests/deploy/test_compose_stack.py runs the compose
-# deployment with:
+# Build, without pulling any image, what tests/deploy/test_compose_stack.py and
+# test_compose_sentinel.py run the compose deployment with:
 #
 #   streamspace-stack/base:<hash>           Debian bookworm from Debian's packages (mmdebstrap):
-#                                           python3, PostgreSQL 15, Redis, nginx; it stands in
+#                                           python3, PostgreSQL 15, Redis and its Sentinel, nginx,
+#                                           and /data (redis:7's data directory); it stands in
 #                                           for postgres:16, redis:7 and nginx:1.27
 #   streamspace-stack/control-plane:<hash>  the base + requirements.txt + this checkout, laid out
 #                                           as deploy/docker/Dockerfile.control-plane lays it out

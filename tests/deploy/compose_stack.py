@@ -174,9 +174,9 @@ class User:
 
         wait_until(streaming, timeout=timeout, interval=0.5, what=f"session {session_id} to stream")
 
-    def launch(self) -> str:
+    def launch(self, timeout: float = 90) -> str:
         session_id = self.ask_launch()
-        self.wait_streaming(session_id)
+        self.wait_streaming(session_id, timeout)
         return session_id
 
     def stop(self, session_id: str) -> None:

@@ -40,6 +40,7 @@ from agents_app.models import AgentCommand, AgentInstance
 from sessions_app.models import Session
 print(json.dumps({
     "commands": [[str(i), a, s] for i, a, s in AgentCommand.objects.values_list("id", "action", "state")],
+    "attempts": sorted(AgentCommand.objects.values_list("attempts", flat=True)),
     "sessions": dict((str(i), s) for i, s in Session.objects.values_list("id", "state")),
     "leaders": AgentInstance.objects.filter(connected=True, is_leader=True).count(),
 }))
@@ -94,7 +95,9 @@ def test_a_killed_master_fails_over_without_losing_or_repeating_a_command(stack,
             during, accepted = asking.result(timeout=180)
         wait_until(lambda: answers(stack.url + "/readyz"), timeout=120, interval=0.2, what="a ready control plane")
         answering = time.monotonic()
-        second = user.launch()
+        # A frame the channel layer lost in the switch is sent again by Celery's command sweep
+        # (AGENT_COMMAND_ACK_TIMEOUT_S, then the sweep's next run): up to a minute more.
+        second = user.launch(timeout=180)
         launched = time.monotonic()
         user.wait_streaming(during, timeout=180)
         print(
@@ -114,6 +117,7 @@ def test_a_killed_master_fails_over_without_losing_or_repeating_a_command(stack,
         )
 
     after = state(stack)
+    print(f"commands' attempts: {after['attempts']}")
     assert after["sessions"] == {first: "stopped", during: "stopped", second: "stopped"}
     assert Counter(action for _, action, _ in after["commands"]) == {"start_session": 3, "stop_session": 3}
     assert {command_state for _, _, command_state in after["commands"]} == {"succeeded"}, after["commands"]
