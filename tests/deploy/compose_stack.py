@@ -10,7 +10,6 @@ key, so deploy/docker-compose.yml is given without it and the project is named w
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import subprocess
@@ -24,6 +23,7 @@ import httpx
 import pytest
 
 from tests.deploy.conftest import DEPLOY, require_tool
+from tests.support.agent_logs import executions
 from tests.support.docker import TEST_IMAGE, remove_networks
 from tests.support.ports import free_port
 from tests.support.waits import wait_until
@@ -205,15 +205,9 @@ def signed_in(stack: Stack) -> Iterator[User]:
         yield user
 
 
-def commands_done(stack: Stack, docker_client: Any) -> Counter:
-    """``command_id`` → how many times the agent replicas' logs say they ran the command."""
-    done: Counter = Counter()
+def commands_executed(stack: Stack, docker_client: Any) -> Counter:
+    """``command_id`` → how many times the agent replicas' logs say they executed the command."""
+    lines: list[str] = []
     for container in stack.containers(docker_client, "agent"):
-        for line in container.logs().decode(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and entry.get("msg", entry.get("message")) == "command done":
-                done[entry["command_id"]] += 1
-    return done
+        lines += container.logs().decode(errors="replace").splitlines()
+    return executions(lines)

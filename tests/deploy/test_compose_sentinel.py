@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.deploy.compose_stack import HERE, Stack, answers, commands_done, compose_stack, project_name, signed_in
+from tests.deploy.compose_stack import HERE, Stack, answers, commands_executed, compose_stack, project_name, signed_in
 from tests.deploy.conftest import DEPLOY
 from tests.support.waits import wait_until
 
@@ -121,7 +121,7 @@ def test_a_killed_master_fails_over_without_losing_or_repeating_a_command(stack,
     assert after["sessions"] == {first: "stopped", during: "stopped", second: "stopped"}
     assert Counter(action for _, action, _ in after["commands"]) == {"start_session": 3, "stop_session": 3}
     assert {command_state for _, _, command_state in after["commands"]} == {"succeeded"}, after["commands"]
-    assert commands_done(stack, docker_client) == Counter({command_id: 1 for command_id, _, _ in after["commands"]})
+    assert commands_executed(stack, docker_client) == Counter({command_id: 1 for command_id, _, _ in after["commands"]})
     assert not docker_client.containers.list(all=True, filters={"label": f"streamspace.managed-by={stack.agent_id}"})
 
     # A Sentinel restarted now keeps the master it learned (its own configuration file), even
