@@ -8,8 +8,8 @@ launch is asked at once, while there is no master; the Sentinels promote the rep
 control planes are ready again, a new launch streams, so does the one asked during the outage,
 the agent is connected and leads, and all three sessions stop; every command ran exactly once
 (the database's rows and the agent replicas' logs), every session is in the state asked for.
-A Sentinel restarted after the failover still names the new master, and the old master,
-started again, rejoins as a replica of the new one.
+The Sentinels, stopped and started again after the failover, still name the new master, and
+the old master, started again, rejoins as a replica of the new one.
 """
 
 from __future__ import annotations
@@ -62,6 +62,11 @@ def master_named_by(container) -> str | None:
     )
     lines = out.decode().split()
     return lines[0] if code == 0 and len(lines) == 2 and lines[1] == "6379" else None
+
+
+def quorum(container) -> bool:
+    code, out = container.exec_run(["redis-cli", "-p", "26379", "sentinel", "ckquorum", "streamspace"])
+    return code == 0 and out.startswith(b"OK")
 
 
 def ready(container) -> bool:
@@ -124,12 +129,19 @@ def test_a_killed_master_fails_over_without_losing_or_repeating_a_command(stack,
     assert commands_executed(stack, docker_client) == Counter({command_id: 1 for command_id, _, _ in after["commands"]})
     assert not docker_client.containers.list(all=True, filters={"label": f"streamspace.managed-by={stack.agent_id}"})
 
-    # A Sentinel restarted now keeps the master it learned (its own configuration file), even
-    # though the first master's name no longer resolves.
-    sentinels[0].restart(timeout=5)
-    wait_until(lambda: master_named_by(sentinels[0]) == "redis-replica", timeout=60, what="the restarted Sentinel")
-    code, out = sentinels[0].exec_run(["redis-cli", "-p", "26379", "sentinel", "ckquorum", "streamspace"])
-    assert code == 0 and out.startswith(b"OK"), out
+    # The Sentinels stopped and started together (a host's reboot) keep the master they learned
+    # (their own configuration files): none is left to tell them, and the first master's name
+    # no longer resolves.
+    for sentinel in sentinels:
+        sentinel.stop(timeout=5)
+    for sentinel in sentinels:
+        sentinel.start()
+    wait_until(
+        lambda: all(master_named_by(s) == "redis-replica" for s in sentinels),
+        timeout=60,
+        what="the restarted Sentinels to name the new master",
+    )
+    wait_until(lambda: quorum(sentinels[0]), timeout=60, what="the restarted Sentinels to find each other")
 
     # The old master, started again, is made a replica of the new one.
     assert not stack.containers(docker_client, "redis")  # docker kill is a stop: no restart policy
