@@ -2,8 +2,9 @@
 # Tools the deploy/ tests (tests/deploy) run: promtool (Prometheus rule checks and rule unit
 # tests), nginx (the compose load-balancer config) and systemd-analyze (unit verification);
 # and wrk, which bench/proxy_bench.py drives (nginx is one of that benchmark's targets too);
-# docker-compose and mmdebstrap, with which tests/deploy/test_compose_stack.py brings the compose
-# deployment up from images built here (tests/deploy/compose_images.sh).
+# docker-compose and mmdebstrap, with which tests/deploy/test_compose_stack.py and
+# test_compose_sentinel.py bring the compose deployment up from images built here
+# (tests/deploy/compose_images.sh).
 # Helm rendering, Kubernetes schemas, Compose parsing and hadolint come from PyPI
 # (requirements-dev.txt). Idempotent; installs from Debian's packages only when missing.
 set -euo pipefail
@@ -60,7 +61,7 @@ fi
 log "wrk: $(command -v wrk)"
 
 if ! command -v docker-compose >/dev/null; then
-  log "installing docker-compose (tests/deploy/test_compose_stack.py)"; apt_install_quiet docker-compose
+  log "installing docker-compose (tests/deploy/test_compose_*.py)"; apt_install_quiet docker-compose
 fi
 log "docker-compose: $(docker-compose --version 2>/dev/null | head -1)"
 

@@ -3,30 +3,22 @@ replica was away between a dropped socket and its next registration."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-EXECUTED = {"command done", "command failed", "command crashed"}
+from tests.support import agent_logs
 
 
 def log_entries(path: Path) -> Iterable[dict]:
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue
+    return agent_logs.log_entries(path.read_text(errors="replace").splitlines())
 
 
 def executions(paths: Iterable[Path]) -> Counter:
     """command id -> times an agent replica executed it (across all the logs given)."""
     counts: Counter = Counter()
     for path in paths:
-        for entry in log_entries(path):
-            if entry.get("msg") in EXECUTED and entry.get("command_id"):
-                counts[entry["command_id"]] += 1
+        counts.update(agent_logs.executions(path.read_text(errors="replace").splitlines()))
     return counts
 
 

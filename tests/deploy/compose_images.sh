@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Build, without pulling any image, what tests/deploy/test_compose_stack.py runs the compose
-# deployment with:
+# Build, without pulling any image, what tests/deploy/test_compose_stack.py and
+# test_compose_sentinel.py run the compose deployment with:
 #
 #   streamspace-stack/base:<hash>           Debian bookworm from Debian's packages (mmdebstrap):
-#                                           python3, PostgreSQL 15, Redis, nginx; it stands in
+#                                           python3, PostgreSQL 15, Redis and its Sentinel, nginx,
+#                                           and /data (redis:7's data directory); it stands in
 #                                           for postgres:16, redis:7 and nginx:1.27
 #   streamspace-stack/control-plane:<hash>  the base + requirements.txt + this checkout, laid out
 #                                           as deploy/docker/Dockerfile.control-plane lays it out
@@ -16,7 +17,7 @@ set -euo pipefail
 SCRIPT=$(realpath "$0")
 ROOT=$(cd "$(dirname "$SCRIPT")/../.." && pwd)
 CACHE=${CACHE:-$ROOT/.streamspace/compose-images}
-PACKAGES="python3,python-is-python3,postgresql-15,postgresql-client-15,redis-server,redis-tools,nginx-light,ca-certificates,xmlsec1,libpq5"
+PACKAGES="python3,python-is-python3,postgresql-15,postgresql-client-15,redis-server,redis-sentinel,redis-tools,nginx-light,ca-certificates,xmlsec1,libpq5"
 log() { printf '[compose-images] %s\n' "$*" >&2; }
 has_image() { docker image inspect "$1" >/dev/null 2>&1; }
 mkdir -p "$CACHE"
@@ -30,6 +31,7 @@ if ! has_image "$BASE"; then
   mmdebstrap --variant=apt --include="$PACKAGES" \
     --customize-hook='rm -f "$1"/etc/nginx/sites-enabled/default' \
     --customize-hook='install -d -o 0 -g 0 "$1"/var/run/postgresql' \
+    --customize-hook='install -d -o 0 -g 0 "$1"/data' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
     bookworm "$CACHE/base.tar" >&2
   docker import "$CACHE/base.tar" "$BASE" >/dev/null

@@ -213,7 +213,9 @@ def test_sentinel_override_runs_a_master_a_replica_and_three_sentinels(sentinel_
     services = sentinel_project["services"]
     sentinels = [f"redis-sentinel-{n}" for n in (1, 2, 3)]
     assert {"redis", "redis-replica", *sentinels} <= set(compose.service_names())
-    assert services["redis-replica"]["command"][3:6] == ["--replicaof", "redis", "6379"]
+    replica = services["redis-replica"]["command"]
+    at = replica.index("--replicaof")
+    assert replica[at : at + 3] == ["--replicaof", "redis", "6379"]
     for name in sentinels:
         script = services[name]["command"][-1]
         # The master is watched under the name the services ask for, with a majority quorum.

@@ -29,6 +29,7 @@ from agent_runtime.backends.local import process_start_time
 from agents_app.models import AgentCommand, CommandState
 from sessions_app.models import Session, SessionState, Template
 from tests.support import ROOT
+from tests.support.agent_logs import executions
 from tests.support.sentinel import SentinelCluster
 from tests.support.stack import Stack, make_agent, running_stack, wait_for_other_connections_to_close
 from tests.support.waits import wait_until
@@ -89,16 +90,8 @@ def stop(api: httpx.Client, session_id: str) -> None:
 
 
 def commands_done(stack: Stack, instance_id: str) -> Counter:
-    """``command_id`` → how many times the agent's log says it ran the command."""
-    done: Counter = Counter()
-    for line in (stack.data_dir / f"agent-{instance_id}.log").read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("msg", entry.get("message")) == "command done":
-            done[entry["command_id"]] += 1
-    return done
+    """``command_id`` → how many times the agent's log says it executed the command."""
+    return executions((stack.data_dir / f"agent-{instance_id}.log").read_text().splitlines())
 
 
 def test_launch_and_stop_across_a_failover_and_a_killed_master(stack, api, cluster: SentinelCluster) -> None:
