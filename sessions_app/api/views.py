@@ -35,7 +35,7 @@ from streamspace.accounts.credentials import epoch_of
 from streamspace.accounts.models import Role
 from streamspace.api.errors import Conflict, ServiceError
 from streamspace.api.permissions import NotReadScope, ReadAnyWriteOperator, is_operator
-from streamspace.api.prepared import Placeholder, PreparedValues
+from streamspace.api.prepared import Placeholder, PreparedInstances, PreparedValues
 from streamspace.audit.services import record
 
 
@@ -106,6 +106,14 @@ def _session_for(request: Request, session_id: Any, *, manage: bool) -> Session:
     return get_object_or_404(_visible_sessions(request, manage=manage), pk=session_id)
 
 
+# The launch's template lookup compiled once per process (``streamspace.api.prepared``).
+_enabled_template = PreparedInstances(
+    Template,
+    lambda shape, *, slug: Template.objects.filter(slug=slug, enabled=True).order_by("pk")[:1],
+    slug=Placeholder(Template._meta.get_field("slug"), "\x00stand-in-slug"),
+)
+
+
 class SessionListView(generics.GenericAPIView):
     serializer_class = SessionSerializer
 
@@ -137,7 +145,8 @@ class SessionListView(generics.GenericAPIView):
         body = SessionCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        template = Template.objects.filter(slug=data["template"], enabled=True).first()
+        found = _enabled_template.instances(None, slug=data["template"])
+        template = found[0] if found else None
         if template is None:
             raise ServiceError(f"No enabled template {data['template']!r}.", code="unknown_template")
         resources = data.get("resources") or {}

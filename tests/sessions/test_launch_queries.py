@@ -49,3 +49,27 @@ def test_a_refused_launch_leaves_no_quota_row_and_no_session(alice, template):
     assert response.status_code == 503 and response.json()["code"] == "no_agent"
     assert not UserQuota.objects.filter(user=alice).exists()
     assert not Session.objects.filter(user=alice).exists()
+
+
+def test_a_launch_compiles_no_read_after_the_first(alice, template, docker_agent, monkeypatch, settings):
+    """The launch's reads (template, group quotas, the locked quota row, the agent locks, the
+    user's usage, the leader asked on commit, the response's representation) run as SQL
+    compiled once per process; only its INSERTs are compiled per launch."""
+    from django.core.cache import cache
+    from django.db.models.sql.compiler import SQLCompiler
+
+    settings.STREAMSPACE_USER_CACHE_S = 60  # the caller from the cache, as in production with Redis
+    cache.clear()
+    client = client_for(alice)
+    assert client.post("/api/v1/sessions", {"template": template.slug}, format="json").status_code == 202
+    compiled = []
+    original = SQLCompiler.as_sql
+    monkeypatch.setattr(SQLCompiler, "as_sql", lambda self, *a, **k: compiled.append(self) or original(self, *a, **k))
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post("/api/v1/sessions", {"template": template.slug}, format="json")
+    assert response.status_code == 202, response.content
+    assert compiled == [], [type(c.query).__name__ for c in compiled]
+    selects = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
+    assert len(selects) == 7, selects  # template, groups, quota lock, agent locks, placement, usage, representation
+    assert response.json()["template"] == template.slug and response.json()["state"] == "pending"
+    cache.clear()
