@@ -144,6 +144,23 @@ def represent_many(queryset: QuerySet[Session]) -> list[dict[str, Any]]:
     return [represent(row) for row in session_rows(queryset)]
 
 
+def represent_written(session: Session) -> dict[str, Any]:
+    """The API's object of a session from the instance that has just been written (``user``,
+    ``template`` and ``agent`` loaded), without reading the row back.
+
+    Every field of the object is stored as the instance holds it (no column here rounds,
+    trims or converts on the way in), so this equals :func:`represent_one` of the row as
+    written; ``tests/sessions/test_launch_queries.py`` compares the two.
+    """
+    row: Row = {}
+    for column in _plan().columns:
+        value: Any = session
+        for part in column.split("__"):
+            value = None if value is None else getattr(value, part)
+        row[column] = value
+    return represent(row)
+
+
 # The one-session read of a caller allowed to see it, compiled once per process
 # (``streamspace.api.prepared``): every launch and session action answers with it.
 _by_id = PreparedValues(

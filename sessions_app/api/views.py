@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from sessions_app import access, launch_reports, notify, services, sharing, turn
-from sessions_app.api.representation import represent, represent_one, session_rows
+from sessions_app.api.representation import represent, represent_one, represent_written, session_rows
 from sessions_app.api.serializers import (
     SessionCreateSerializer,
     SessionLogsSerializer,
@@ -150,8 +150,9 @@ class SessionListView(generics.GenericAPIView):
         if template is None:
             raise ServiceError(f"No enabled template {data['template']!r}.", code="unknown_template")
         resources = data.get("resources") or {}
-        # The launch's broadcast waits for the response's representation and reuses it: the
-        # new session is read once (the command to the agent still goes out on commit).
+        # The launch's broadcast waits for the response's representation and reuses it; both
+        # are the session as the launch wrote it, not read back (the command to the agent
+        # still goes out on commit).
         session, announcements = fanout.run_deferred(
             services.launch_session,
             request.user,
@@ -165,7 +166,7 @@ class SessionListView(generics.GenericAPIView):
         )
         bodies = []
         try:
-            bodies.append(represent_one(session.pk))
+            bodies.append(represent_written(session))
         finally:
             with notify.represented(bodies):
                 fanout.flush(announcements)
