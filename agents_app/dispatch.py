@@ -18,19 +18,30 @@ from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from agents_app.models import AgentCommand, AgentInstance, CommandState
+from streamspace.api.prepared import Placeholder, PreparedInstances
 
 log = logging.getLogger(__name__)
 
 COMMAND_MESSAGE_TYPE = "agent.command"
 
 
-def leader_instance(agent_pk: int) -> AgentInstance | None:
-    return (
+# Every command sent without a route asks for the leader: compiled once per process
+# (``streamspace.api.prepared``).
+_leader = PreparedInstances(
+    AgentInstance,
+    lambda shape, *, agent_pk: (
         AgentInstance.objects.filter(agent_id=agent_pk, connected=True, is_leader=True)
         .exclude(channel_name="")
-        .order_by("-connected_at")
-        .first()
-    )
+        .order_by("-connected_at")[:1]
+    ),
+    agent_pk=Placeholder(AgentInstance._meta.get_field("agent").target_field, -2_000_000_039),
+)
+
+
+def leader_instance(agent_pk: int) -> AgentInstance | None:
+    """The agent's connected leader with a channel (the newest, if several claim it), or None."""
+    found = _leader.instances(None, agent_pk=agent_pk)
+    return found[0] if found else None
 
 
 def command_frame_payload(command: AgentCommand) -> dict[str, Any]:

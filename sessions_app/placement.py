@@ -26,6 +26,7 @@ from sessions_app.availability import (
     platforms_of,
 )
 from sessions_app.models import ACTIVE_STATES, RESOURCE_STATES, Session
+from streamspace.api.prepared import PreparedValues
 
 __all__ = [
     "CatalogAvailability",
@@ -44,7 +45,8 @@ __all__ = [
 def _candidates_sql(platform_count: int, strategy: str) -> str:
     """Every enabled agent of the platforms (any platform when ``platform_count`` is 0), in
     placement order for ``strategy`` (spread: least loaded first; pack: most loaded first),
-    with what the rule and :func:`direct_route` need."""
+    with what the rule and :func:`direct_route` need. The candidates' sessions are read in
+    one pass (``held``), which gives each agent's load and the CPU and memory it holds."""
     agent, instance = Agent._meta.db_table, AgentInstance._meta.db_table
     command, session = AgentCommand._meta.db_table, Session._meta.db_table
     connected = f"FROM {instance} i WHERE i.agent_id = a.id AND i.connected"
@@ -52,23 +54,29 @@ def _candidates_sql(platform_count: int, strategy: str) -> str:
     newest = f"{leader} AND i.channel_name <> '' ORDER BY i.connected_at DESC LIMIT 1"
     active = ", ".join(["%s"] * len(ACTIVE_STATES))
     holding = ", ".join(["%s"] * len(RESOURCE_STATES))
-    used = f"FROM {session} s WHERE s.agent_id = a.id AND s.state IN ({holding})"
-    where = "a.enabled"
-    if platform_count:
-        where += f" AND a.platform IN ({', '.join(['%s'] * platform_count)})"
+    platforms = f" AND {{}}.platform IN ({', '.join(['%s'] * platform_count)})" if platform_count else ""
     return f"""
 SELECT a.*,
     EXISTS (SELECT 1 {leader}) AS has_leader,
     EXISTS (SELECT 1 {connected}) AS has_replica,
-    (SELECT COUNT(*) FROM {session} s WHERE s.agent_id = a.id AND s.state IN ({active})) AS load,
-    (SELECT COALESCE(SUM(s.cpu_millicores), 0) {used}) AS cpu_used,
-    (SELECT COALESCE(SUM(s.memory_mb), 0) {used}) AS memory_used,
+    COALESCE(held.sessions, 0) AS load,
+    COALESCE(held.cpu, 0) AS cpu_used,
+    COALESCE(held.memory, 0) AS memory_used,
     (SELECT i.capacity {connected} ORDER BY i.is_leader DESC, i.connected_at DESC LIMIT 1) AS leader_capacity,
     (SELECT i.instance_id {newest}) AS leader_instance_id,
     (SELECT i.channel_name {newest}) AS leader_channel,
     EXISTS (SELECT 1 FROM {command} c WHERE c.agent_id = a.id AND c.state = %s) AS has_pending
 FROM {agent} a
-WHERE {where}
+LEFT JOIN (
+    SELECT s.agent_id,
+        COUNT(*) AS sessions,
+        SUM(CASE WHEN s.state IN ({holding}) THEN s.cpu_millicores ELSE 0 END) AS cpu,
+        SUM(CASE WHEN s.state IN ({holding}) THEN s.memory_mb ELSE 0 END) AS memory
+    FROM {session} s JOIN {agent} b ON b.id = s.agent_id
+    WHERE s.state IN ({active}) AND b.enabled{platforms.format("b")}
+    GROUP BY s.agent_id
+) held ON held.agent_id = a.id
+WHERE a.enabled{platforms.format("a")}
 ORDER BY has_leader DESC, load {"DESC" if strategy == "pack" else "ASC"}, a.agent_id ASC
 """
 
@@ -80,8 +88,16 @@ def candidates(platforms: tuple[str, ...] | None = None) -> list[Agent]:
     memory its sessions hold. One statement written by hand (subqueries and an ordering):
     every launch runs it."""
     platforms = platforms or ()
-    params = [*ACTIVE_STATES, *RESOURCE_STATES, *RESOURCE_STATES, CommandState.PENDING, *platforms]
+    params = [CommandState.PENDING, *RESOURCE_STATES, *RESOURCE_STATES, *ACTIVE_STATES, *platforms, *platforms]
     return list(Agent.objects.raw(_candidates_sql(len(platforms), settings.STREAMSPACE_PLACEMENT), params))
+
+
+# One statement per set of platforms, compiled once per process (``streamspace.api.prepared``).
+_agent_locks = PreparedValues(
+    lambda platforms: (
+        Agent.objects.select_for_update().filter(enabled=True, platform__in=platforms).order_by("pk").values("pk")
+    )
+)
 
 
 def lock_agents(template: Any) -> None:
@@ -92,12 +108,7 @@ def lock_agents(template: Any) -> None:
     the sessions the previous ones created, so concurrent launches never take an agent past
     its reported limits. (SQLite has one writer at a time: the lock is a no-op there.)
     """
-    list(
-        Agent.objects.select_for_update()
-        .filter(enabled=True, platform__in=platforms_of(template.platform))
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
+    _agent_locks.rows(platforms_of(template.platform))
 
 
 def select_agent(template: Any, *, cpu: int | None = None, memory: int | None = None) -> Agent:

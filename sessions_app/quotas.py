@@ -18,9 +18,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import router, transaction
 
 from sessions_app.models import GroupQuota, Session, UserQuota
+from streamspace.api.prepared import Placeholder, PreparedInstances, PreparedValues
 from streamspace.audit.services import record
 
 LIMITS = ("max_sessions", "max_cpu_millicores", "max_memory_mb")
@@ -49,10 +52,35 @@ class Usage:
 
 _UNREAD: Any = object()
 
+# The launch path's reads of one user, compiled once per process (``streamspace.api.prepared``):
+# every launch runs them, and building each queryset costs more CPU than PostgreSQL running it.
+_USER = Placeholder(get_user_model()._meta.pk, -2_000_000_029)
+_GROUP_FIELDS = tuple(field.attname for field in GroupQuota._meta.concrete_fields)
+_group_quota_rows = PreparedValues(
+    lambda shape, *, user_id: (
+        GroupQuota.objects.filter(group__user=user_id).order_by("pk").values(*_GROUP_FIELDS, "group__name")
+    ),
+    user_id=_USER,
+)
+_locked_user_quota = PreparedInstances(
+    UserQuota, lambda shape, *, user_id: UserQuota.objects.select_for_update().filter(user=user_id)[:1], user_id=_USER
+)
+
+
+# ``usage()`` as a ``values()`` query: one row, or none when the user has no live session.
+_usage_rows = PreparedValues(
+    lambda shape, *, user_id: Session.objects.filter(user=user_id).usage_by_user(), user_id=_USER
+)
+
 
 def group_quotas(user: Any) -> list[GroupQuota]:
-    """The quota rows of every group ``user`` belongs to (one query)."""
-    return list(GroupQuota.objects.filter(group__user=user).select_related("group"))
+    """The quota rows of every group ``user`` belongs to, each with its group (one query)."""
+    quotas = []
+    for row in _group_quota_rows.rows(None, user_id=user.pk):
+        quota = GroupQuota.from_db(router.db_for_read(GroupQuota), _GROUP_FIELDS, [row[name] for name in _GROUP_FIELDS])
+        quota.group = Group(pk=row["group_id"], name=row["group__name"])
+        quotas.append(quota)
+    return quotas
 
 
 def effective_quota(user: Any, *, override: Any = _UNREAD, groups: list[GroupQuota] | None = None) -> EffectiveQuota:
@@ -84,10 +112,10 @@ def usage(user: Any, *, exclude_session_id: Any = None) -> Usage:
     """What the user's sessions hold now (one aggregate query)."""
     # only live rows (usage() filters on the state): the (user, state) index skips a long
     # history of stopped sessions
-    sessions = Session.objects.filter(user=user)
-    if exclude_session_id is not None:
-        sessions = sessions.exclude(pk=exclude_session_id)
-    return Usage(**sessions.usage())
+    if exclude_session_id is None:
+        rows = _usage_rows.rows(None, user_id=user.pk)
+        return Usage(**{key: rows[0][key] if rows else 0 for key in ("sessions", "cpu_millicores", "memory_mb")})
+    return Usage(**Session.objects.filter(user=user).exclude(pk=exclude_session_id).usage())
 
 
 def lock_user_quota(user: Any) -> UserQuota:
@@ -96,7 +124,8 @@ def lock_user_quota(user: Any) -> UserQuota:
     Every launch and wake of one user serialises on this row, so concurrent requests cannot
     both see room under the limit.
     """
-    row = UserQuota.objects.select_for_update().filter(user=user).first()
+    found = _locked_user_quota.instances(None, user_id=user.pk)
+    row = found[0] if found else None
     if row is None:  # first launch: create the row (a racing creator wins), then lock it
         UserQuota.objects.get_or_create(user=user)
         row = UserQuota.objects.select_for_update().get(user=user)

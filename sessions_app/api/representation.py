@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,7 @@ from rest_framework.settings import api_settings
 
 from sessions_app.api.serializers import SessionSerializer, session_resources
 from sessions_app.models import Session, viewer_path
+from streamspace.api.prepared import Placeholder, PreparedValues
 
 Row = dict[str, Any]
 
@@ -142,5 +144,34 @@ def represent_many(queryset: QuerySet[Session]) -> list[dict[str, Any]]:
     return [represent(row) for row in session_rows(queryset)]
 
 
+def represent_written(session: Session) -> dict[str, Any]:
+    """The API's object of a session from the instance that has just been written (``user``,
+    ``template`` and ``agent`` loaded), without reading the row back.
+
+    Every field of the object is stored as the instance holds it (no column here rounds,
+    trims or converts on the way in), so this equals :func:`represent_one` of the row as
+    written; ``tests/sessions/test_launch_queries.py`` compares the two.
+    """
+    row: Row = {}
+    for column in _plan().columns:
+        value: Any = session
+        for part in column.split("__"):
+            value = None if value is None else getattr(value, part)
+        row[column] = value
+    return represent(row)
+
+
+# The one-session read of a caller allowed to see it, compiled once per process
+# (``streamspace.api.prepared``): every launch and session action answers with it.
+_by_id = PreparedValues(
+    lambda shape, *, session_id: session_rows(Session.objects.filter(pk=session_id)),
+    session_id=Placeholder(Session._meta.pk, uuid.UUID("5e55105e-0000-4000-8000-00000000d1d1")),
+)
+
+
 def represent_one(session_id: Any) -> dict[str, Any]:
-    return represent(session_rows(Session.objects.filter(pk=session_id)).get())
+    """The API's object of the session ``session_id``; ``Session.DoesNotExist`` if there is none."""
+    rows = _by_id.rows(None, session_id=session_id)
+    if not rows:
+        raise Session.DoesNotExist(f"No session {session_id}.")
+    return represent(rows[0])

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from sessions_app import access, launch_reports, notify, services, sharing, turn
-from sessions_app.api.representation import represent, represent_one, session_rows
+from sessions_app.api.representation import represent, represent_one, represent_written, session_rows
 from sessions_app.api.serializers import (
     SessionCreateSerializer,
     SessionLogsSerializer,
@@ -35,7 +35,7 @@ from streamspace.accounts.credentials import epoch_of
 from streamspace.accounts.models import Role
 from streamspace.api.errors import Conflict, ServiceError
 from streamspace.api.permissions import NotReadScope, ReadAnyWriteOperator, is_operator
-from streamspace.api.prepared import Placeholder, PreparedValues
+from streamspace.api.prepared import Placeholder, PreparedInstances, PreparedValues
 from streamspace.audit.services import record
 
 
@@ -106,6 +106,14 @@ def _session_for(request: Request, session_id: Any, *, manage: bool) -> Session:
     return get_object_or_404(_visible_sessions(request, manage=manage), pk=session_id)
 
 
+# The launch's template lookup compiled once per process (``streamspace.api.prepared``).
+_enabled_template = PreparedInstances(
+    Template,
+    lambda shape, *, slug: Template.objects.filter(slug=slug, enabled=True).order_by("pk")[:1],
+    slug=Placeholder(Template._meta.get_field("slug"), "\x00stand-in-slug"),
+)
+
+
 class SessionListView(generics.GenericAPIView):
     serializer_class = SessionSerializer
 
@@ -137,12 +145,14 @@ class SessionListView(generics.GenericAPIView):
         body = SessionCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        template = Template.objects.filter(slug=data["template"], enabled=True).first()
+        found = _enabled_template.instances(None, slug=data["template"])
+        template = found[0] if found else None
         if template is None:
             raise ServiceError(f"No enabled template {data['template']!r}.", code="unknown_template")
         resources = data.get("resources") or {}
-        # The launch's broadcast waits for the response's representation and reuses it: the
-        # new session is read once (the command to the agent still goes out on commit).
+        # The launch's broadcast waits for the response's representation and reuses it; both
+        # are the session as the launch wrote it, not read back (the command to the agent
+        # still goes out on commit).
         session, announcements = fanout.run_deferred(
             services.launch_session,
             request.user,
@@ -156,7 +166,7 @@ class SessionListView(generics.GenericAPIView):
         )
         bodies = []
         try:
-            bodies.append(represent_one(session.pk))
+            bodies.append(represent_written(session))
         finally:
             with notify.represented(bodies):
                 fanout.flush(announcements)

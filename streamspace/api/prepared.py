@@ -6,7 +6,8 @@ changes, only its parameters do. :class:`PreparedValues` builds the query once p
 (e.g. operator or not: another ``WHERE``) from stand-in values, finds where those values sit
 among the compiled parameters, and runs the same SQL with the request's values in their
 place, through Django's own compiler: the same statement, the same converters, the same
-rows as the queryset would give.
+rows as the queryset would give. :class:`PreparedInstances` does the same for a queryset of a
+model's own rows and hands back instances, as iterating the queryset would.
 
 The stand-ins must be values no real request carries. A shape may leave a placeholder out
 (an operator's query has no user in it), but none may carry a stand-in in its SQL text
@@ -22,11 +23,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
-from django.db.models import Field, QuerySet
+from django.db.models import Field, Model, QuerySet
 from django.db.models.sql.compiler import SQLCompiler
 
 
@@ -61,6 +62,10 @@ class PreparedValues:
 
     def rows(self, shape: Any, **values: Any) -> list[dict[str, Any]]:
         """The rows for ``values`` (one per placeholder) of the query of ``shape``."""
+        return self._run(shape, values)[1]
+
+    def _run(self, shape: Any, values: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+        """The database alias the query of ``shape`` runs on, and its rows for ``values``."""
         prepared = self._shapes.get(shape) or self._prepare(shape)
         connection = connections[prepared.alias]
         db_values = {name: self._placeholders[name].db_value(value, connection) for name, value in values.items()}
@@ -70,7 +75,7 @@ class PreparedValues:
         run = copy.copy(prepared.compiler)  # per call: compilers are not shared between threads
         run.connection = connection  # this thread's
         run.as_sql = lambda *args, **kwargs: (prepared.sql, params)  # type: ignore[method-assign]
-        return [dict(zip(prepared.names, row, strict=True)) for row in run.results_iter()]
+        return prepared.alias, [dict(zip(prepared.names, row, strict=True)) for row in run.results_iter()]
 
     def _prepare(self, shape: Any) -> _Shape:
         queryset = self._build(shape, **{name: p.stand_in for name, p in self._placeholders.items()})
@@ -89,3 +94,26 @@ class PreparedValues:
         prepared = _Shape(compiler, queryset.db, sql, tuple(params), slots, names)
         self._shapes[shape] = prepared
         return prepared
+
+
+M = TypeVar("M", bound=Model)
+
+
+class PreparedInstances(PreparedValues, Generic[M]):
+    """:class:`PreparedValues` whose rows come back as instances of ``model``.
+
+    ``build(shape, **stand_ins)`` gives a queryset of ``model``'s own rows (no
+    ``select_related``, no deferred fields); its ``values()`` are every concrete field, and
+    each row becomes an instance through ``Model.from_db``, as the queryset's iteration
+    makes it. Locks (``select_for_update``) and ordering stay part of the compiled SQL.
+    """
+
+    def __init__(self, model: type[M], build: Callable[..., QuerySet], **placeholders: Placeholder) -> None:
+        self._model = model
+        self._attnames = tuple(field.attname for field in model._meta.concrete_fields)
+        super().__init__(lambda shape, **kw: build(shape, **kw).values(*self._attnames), **placeholders)
+
+    def instances(self, shape: Any, **values: Any) -> list[M]:
+        """The instances for ``values`` (one per placeholder) of the query of ``shape``."""
+        alias, rows = self._run(shape, values)
+        return [self._model.from_db(alias, self._attnames, [row[name] for name in self._attnames]) for row in rows]

@@ -85,3 +85,30 @@ def test_a_stand_in_in_the_sql_text_is_refused():
 
 def test_an_unknown_session_is_no_row(alice):
     assert client_for(alice).get(f"/api/v1/sessions/{uuid.uuid4()}").status_code == 404
+
+
+def test_instances_are_the_querysets_objects_and_locks_stay_in_the_sql(alice, template, docker_agent):
+    from django.db import transaction
+
+    from sessions_app.models import UserQuota
+    from streamspace.api.prepared import PreparedInstances
+
+    UserQuota.objects.create(user=alice, max_sessions=3)
+    prepared = PreparedInstances(
+        UserQuota,
+        lambda shape, *, user_id: UserQuota.objects.select_for_update().filter(user=user_id)[:1],
+        user_id=Placeholder(User._meta.pk, -2_000_000_041),
+    )
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        (found,) = prepared.instances(None, user_id=alice.pk)
+        assert prepared.instances(None, user_id=-1) == []
+    expected_row = UserQuota.objects.get(user=alice)
+    assert found == expected_row and found._state.adding is False and found._state.db == "default"
+    assert {f.attname: getattr(found, f.attname) for f in UserQuota._meta.concrete_fields} == {
+        f.attname: getattr(expected_row, f.attname) for f in UserQuota._meta.concrete_fields
+    }
+    if connection.features.has_select_for_update:
+        assert all(q["sql"].endswith("FOR UPDATE") for q in queries.captured_queries)
+    found.max_sessions = 4
+    found.save()  # an instance like any other: saved as an UPDATE of its row
+    assert UserQuota.objects.get(user=alice).max_sessions == 4 and UserQuota.objects.count() == 1
