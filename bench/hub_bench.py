@@ -279,6 +279,7 @@ async def herd(args: argparse.Namespace, env: dict[str, str]) -> None:
             profiler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             await asyncio.sleep(1)
         cpu0, load0, overflows0 = cpu_seconds(proc_b.pid), os.getloadavg()[0], listen_overflows()
+        own0 = time.process_time()
         killed = time.perf_counter()
         proc_a.kill()
         for agent in agents:
@@ -288,6 +289,7 @@ async def herd(args: argparse.Namespace, env: dict[str, str]) -> None:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(30)
         cpu = cpu_seconds(proc_b.pid) - cpu0
+        own = time.process_time() - own0
         times = [agent.reconnect_seconds for agent in agents]
         dropped = [why for agent in agents for why in agent.dropped]
         kinds = ", ".join(f"{why} {dropped.count(why)}" for why in sorted(set(dropped))) or "none"
@@ -297,6 +299,7 @@ async def herd(args: argparse.Namespace, env: dict[str, str]) -> None:
             f"p50 {pct(times, 0.5) / 1000:.2f} s p75 {pct(times, 0.75) / 1000:.2f} s p99 {pct(times, 0.99) / 1000:.2f} s "
             f"max {max(times):.2f} s; all in {wall:.2f} s after the kill; handshakes dropped and retried: "
             f"{len(dropped)} ({kinds}); B's CPU {cpu:.2f} s ({cpu / wall * 100:.0f} % of a core); "
+            f"the simulated agents' CPU {own:.2f} s ({own / wall * 100:.0f} % of a core); "
             f"load average {load0:.2f} → {os.getloadavg()[0]:.2f}; listen queue overflows (whole machine) "
             f"{listen_overflows() - overflows0}",
             flush=True,
