@@ -30,6 +30,26 @@ SENTINEL_DEFAULT_URL = "redis://sentinel-master/0"
 #: Seconds a question to one Sentinel may take before the next Sentinel is asked.
 SENTINEL_TIMEOUT_S = 5.0
 
+# A master that vanishes without a word (its host or container gone: no RST, no FIN) must not
+# stall its clients: a blocked receive would wait forever and a written command for TCP's
+# retransmission timeout (minutes). Every master connection therefore probes an idle peer
+# (TCP keepalive) and gives up on data the peer has not acknowledged (TCP_USER_TIMEOUT, which
+# also ends the keepalive once probes go unanswered that long); a live server's kernel answers
+# both however busy the server is, so an idle blocking receive (channels_redis #422,
+# docs/architecture.md §14) is never torn down. A dead master is noticed within about
+# DEAD_PEER_TIMEOUT_S + KEEPALIVE_INTERVAL_S of its last packet (docs/architecture.md §13.4).
+
+#: Seconds without traffic before the first keepalive probe.
+KEEPALIVE_IDLE_S = 5
+#: Seconds between keepalive probes.
+KEEPALIVE_INTERVAL_S = 2
+#: Unanswered probes before the connection is dropped (where TCP_USER_TIMEOUT is missing).
+KEEPALIVE_COUNT = 3
+#: Seconds the peer may leave sent data or probes unacknowledged before the connection fails.
+DEAD_PEER_TIMEOUT_S = 10
+#: Seconds a new connection to the master may take (a silent address drops the SYN).
+CONNECT_TIMEOUT_S = 5.0
+
 
 def parse_sentinels(value: str, *, name: str = "REDIS_SENTINELS") -> tuple[tuple[str, int], ...]:
     """``"s1:26379, s2:26379"`` → ``(("s1", 26379), ("s2", 26379))``; ``""`` → ``()``."""
@@ -130,10 +150,16 @@ class RedisTarget:
             kwargs["ssl"] = True
         return kwargs
 
+    def socket_options(self) -> dict[str, Any]:
+        """redis-py options that make a connection to a vanished master fail instead of hang
+        (see :func:`dead_peer_options`); none for a ``unix://`` socket."""
+        return {} if urlsplit(self.url).scheme == "unix" else dead_peer_options()
+
     def sentinel_pool_kwargs(self, *, asyncio: bool = False) -> dict[str, Any]:
-        """Options of a ``SentinelConnectionPool`` on the master: :meth:`connection_kwargs`, the
-        reconnect retry (:func:`reconnect_retry`) and a connection class that asks the Sentinels
-        on every reconnect (agent_runtime/redis_sentinel_connection.py)."""
+        """Options of a ``SentinelConnectionPool`` on the master: :meth:`connection_kwargs`,
+        :meth:`socket_options`, the reconnect retry (:func:`reconnect_retry`) and a connection
+        class that asks the Sentinels on every reconnect (agent_runtime/redis_sentinel_connection.py).
+        Merge a caller's options over it (``{**kwargs, **options}``): theirs win."""
         from agent_runtime import redis_sentinel_connection as classes  # noqa: PLC0415 needs redis
 
         kwargs = self.connection_kwargs()
@@ -142,12 +168,18 @@ class RedisTarget:
             connection_class = classes.AsyncSentinelSSLConnection if ssl else classes.AsyncSentinelConnection
         else:
             connection_class = classes.SentinelSSLConnection if ssl else classes.SentinelConnection
-        return {"connection_class": connection_class, "retry": reconnect_retry(asyncio=asyncio), **kwargs}
+        return {
+            "connection_class": connection_class,
+            "retry": reconnect_retry(asyncio=asyncio),
+            **self.socket_options(),
+            **kwargs,
+        }
 
     # --- clients -------------------------------------------------------------------------
     def client(self, *, asyncio: bool = False, **options: Any) -> Any:
         """A ``redis.Redis`` (or ``redis.asyncio.Redis`` with ``asyncio=True``) on the master;
-        ``options`` are redis-py client options (``decode_responses``, ``socket_timeout``...)."""
+        ``options`` are redis-py client options (``decode_responses``, ``socket_timeout``...),
+        over :meth:`socket_options`."""
         try:
             if asyncio:
                 import redis.asyncio as redis_module  # noqa: PLC0415 optional in the agent
@@ -158,14 +190,14 @@ class RedisTarget:
         except ImportError as exc:  # the agent's optional dependency: streamspace-agent[redis]
             raise ConfigError("Redis needs the 'redis' package (pip install streamspace-agent[redis])") from exc
         if not self.sentinels:
-            return redis_module.Redis.from_url(self.url, **options)
+            return redis_module.Redis.from_url(self.url, **{**self.socket_options(), **options})
         sentinel = Sentinel(list(self.sentinels), sentinel_kwargs=sentinel_kwargs(options))
-        return sentinel.master_for(self.master_name, **self.sentinel_pool_kwargs(asyncio=asyncio), **options)
+        return sentinel.master_for(self.master_name, **{**self.sentinel_pool_kwargs(asyncio=asyncio), **options})
 
     def channels_host(self, **options: Any) -> dict[str, Any]:
-        """One entry of channels-redis' ``hosts``."""
+        """One entry of channels-redis' ``hosts`` (``options`` over :meth:`socket_options`)."""
         if not self.sentinels:
-            return {"address": self.url, **options}
+            return {"address": self.url, **self.socket_options(), **options}
         return {
             "sentinels": list(self.sentinels),
             "master_name": self.master_name,
@@ -211,6 +243,27 @@ def reconnect_retry(*, asyncio: bool = False) -> Any:
     else:
         from redis.retry import Retry  # noqa: PLC0415
     return Retry(ExponentialWithJitterBackoff(base=1, cap=10), 3)
+
+
+def dead_peer_options() -> dict[str, Any]:
+    """``socket_keepalive``, its probe timings (plus ``TCP_USER_TIMEOUT`` where the platform has
+    it) and ``socket_connect_timeout``: the module constants above, as redis-py options."""
+    import socket  # noqa: PLC0415 only the option numbers
+
+    probes: dict[int, int] = {}
+    for name, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+        ("TCP_USER_TIMEOUT", DEAD_PEER_TIMEOUT_S * 1000),  # milliseconds
+    ):
+        if hasattr(socket, name):
+            probes[getattr(socket, name)] = value
+    return {
+        "socket_keepalive": True,
+        "socket_keepalive_options": probes,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+    }
 
 
 def sentinel_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:

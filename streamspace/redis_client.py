@@ -73,5 +73,5 @@ class SentinelCachePool:
         redis_target = target()
         sentinel = Sentinel(list(redis_target.sentinels), sentinel_kwargs=sentinel_kwargs(options))
         return SentinelConnectionPool(
-            redis_target.master_name, sentinel, **redis_target.sentinel_pool_kwargs(), **options
+            redis_target.master_name, sentinel, **{**redis_target.sentinel_pool_kwargs(), **options}
         )

@@ -146,7 +146,8 @@ if REDIS_TARGET:
         "default": {
             "BACKEND": "streamspace.channel_layer.RedisChannelLayer",  # send in one trip
             "CONFIG": {
-                # socket_timeout=None: see channels_redis #422 (docs/architecture.md §14).
+                # socket_timeout=None: see channels_redis #422 (docs/architecture.md §14); a dead
+                # master is noticed by the TCP options channels_host adds (§13.4).
                 "hosts": [REDIS_TARGET.channels_host(socket_timeout=None)],
                 "capacity": envint("CHANNEL_LAYER_CAPACITY", 1000, minimum=10),
                 "expiry": 60,
@@ -158,8 +159,13 @@ if REDIS_TARGET:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "streamspace:cache",
-            # With Sentinels the pool asks them for the master (LOCATION gives nothing but the db).
-            "OPTIONS": {"pool_class": "streamspace.redis_client.SentinelCachePool"} if REDIS_SENTINELS else {},
+            # With Sentinels the pool asks them for the master (LOCATION gives nothing but the db)
+            # and sets the dead-master options itself; without, they are given here.
+            "OPTIONS": (
+                {"pool_class": "streamspace.redis_client.SentinelCachePool"}
+                if REDIS_SENTINELS
+                else REDIS_TARGET.socket_options()
+            ),
         }
     }
 else:

@@ -154,3 +154,27 @@ def test_settings_give_every_redis_user_the_sentinels(tmp_path) -> None:
     )
     got = json.loads(result.stdout.strip().splitlines()[-1])
     assert got["url"] and got["layer"][2:] == [0, None] and got["broker"] == "sentinel://s1:26379/0"
+
+
+def test_every_master_connection_detects_a_dead_peer() -> None:
+    """Keepalive probes, TCP_USER_TIMEOUT and a connect timeout on every master connection
+    (docs/architecture.md §13.4), with or without Sentinels; a caller's own option wins; a
+    unix socket gets none (it has no TCP)."""
+    import socket
+
+    from django.conf import settings
+
+    for target in (RedisTarget.build("redis://r:6379/1", "", ""), RedisTarget.build("", "s1:26379", "m")):
+        assert target is not None
+        options = target.socket_options()
+        assert options["socket_keepalive"] is True and options["socket_connect_timeout"] > 0
+        assert options["socket_keepalive_options"][socket.TCP_USER_TIMEOUT] > 0  # Linux
+        for pool in (target.client().connection_pool, target.client(asyncio=True).connection_pool):
+            assert pool.connection_kwargs["socket_keepalive_options"] == options["socket_keepalive_options"]
+        host = target.channels_host(socket_timeout=None)
+        assert host["socket_keepalive"] is True and host["socket_timeout"] is None
+        assert target.client(socket_connect_timeout=1).connection_pool.connection_kwargs["socket_connect_timeout"] == 1
+    unix = RedisTarget.build("unix:///run/redis.sock?db=1", "", "")
+    assert unix is not None and unix.socket_options() == {}
+    if not settings.REDIS_SENTINELS and settings.REDIS_URL.startswith("redis"):
+        assert settings.CACHES["default"]["OPTIONS"]["socket_keepalive"] is True

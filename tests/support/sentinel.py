@@ -19,6 +19,9 @@ API (kept stable; the chaos suite builds on it)::
                                      # clients left connected: harsher than the Sentinels, who
                                      # close them; a client must notice READONLY / UNBLOCKED)
         new = cluster.kill_master()  # SIGKILL the master; returns the promoted replica's port
+        new = cluster.vanish_master()  # with master_netns: the master's host vanishes without
+                                       # RST or FIN (tests/support/netns.py); returns the
+                                       # promoted replica's port
         cluster.revive(old_port)     # start a killed server again, as a replica of the master
         cluster.role(port)           # "master" / "slave" as that server says, None if it is down
         cluster.master_per_sentinel()  # {sentinel port: the master port it names}
@@ -26,8 +29,10 @@ API (kept stable; the chaos suite builds on it)::
         cluster.stop()               # everything down (the ``with`` block does it)
 
 Options: ``SentinelCluster(sentinels=3, master_name="streamspace", *, password=None,
-down_after_ms=1000, failover_timeout_ms=4000)``; with a password the servers require it (and
+down_after_ms=1000, failover_timeout_ms=4000, master_netns=None)``; with a password the servers require it (and
 replicate with it) and ``env()``'s ``REDIS_URL`` carries it; the Sentinels themselves have none.
+With ``master_netns`` (a started :class:`tests.support.netns.Netns`) the first master runs in
+that namespace, at its address; everything else stays on loopback.
 
 Construction starts nothing; ``start()`` (or entering the ``with`` block) starts the servers,
 then the Sentinels, and returns once a failover is possible (every Sentinel sees the replica
@@ -51,6 +56,7 @@ from types import TracebackType
 import redis
 
 from tests.support.ci import unavailable
+from tests.support.netns import Netns
 from tests.support.ports import free_port, wait_for_port
 from tests.support.waits import wait_until
 
@@ -76,6 +82,7 @@ class SentinelCluster:
         password: str | None = None,
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 4000,
+        master_netns: Netns | None = None,
     ) -> None:
         if sentinels < 1:
             raise ValueError("at least one Sentinel")
@@ -84,6 +91,8 @@ class SentinelCluster:
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
         self.sentinel_count = sentinels
+        self.master_netns = master_netns
+        self.hosts: dict[int, str] = {}  # server port -> the address it listens on
         self.quorum = sentinels // 2 + 1
         self.directory: Path | None = None
         self.servers: dict[int, subprocess.Popen | None] = {}
@@ -105,7 +114,7 @@ class SentinelCluster:
         self.directory = Path(self._tmp.name)
         try:
             master = free_port()
-            self._start_server(master, replica_of=None)
+            self._start_server(master, replica_of=None, netns=self.master_netns)
             replica = free_port()
             self._start_server(replica, replica_of=master)
             for _ in range(self.sentinel_count):
@@ -151,7 +160,8 @@ class SentinelCluster:
     # --- observing ---------------------------------------------------------------------
     def client(self, port: int) -> redis.Redis:
         """A client of the server on ``port`` (with the password)."""
-        return redis.Redis(host=HOST, port=port, password=self.password, decode_responses=True, socket_timeout=5)
+        host = self.hosts.get(port, HOST)
+        return redis.Redis(host=host, port=port, password=self.password, decode_responses=True, socket_timeout=5)
 
     def sentinel_client(self, port: int) -> redis.Redis:
         return redis.Redis(host=HOST, port=port, decode_responses=True, socket_timeout=5)
@@ -237,6 +247,16 @@ class SentinelCluster:
         self.servers[old] = None
         return self._wait_promoted(old, timeout)
 
+    def vanish_master(self, timeout: float = 30.0) -> int:
+        """The master's namespace vanishes (:meth:`tests.support.netns.Netns.vanish`); returns the
+        promoted replica's port once every Sentinel names it and it reports role:master."""
+        old = self.master_port
+        if self.master_netns is None or self.hosts.get(old) != self.master_netns.address:
+            raise RuntimeError("vanish_master needs the master in master_netns")
+        self.master_netns.vanish()
+        self.servers[old] = None
+        return self._wait_promoted(old, timeout)
+
     def revive(self, port: int, timeout: float = 30.0) -> None:
         """Start the killed server on ``port`` again as a replica of the current master and wait
         until it replicates (the Sentinels would reconfigure it that way too)."""
@@ -287,22 +307,30 @@ class SentinelCluster:
             self._closed = free_port()
         return self._closed
 
-    def _start_server(self, port: int, replica_of: int | None) -> None:
+    def _start_server(self, port: int, replica_of: int | None, netns: Netns | None = None) -> None:
         assert self.directory is not None
         data = self.directory / f"redis-{port}"
         data.mkdir(exist_ok=True)
+        host = netns.address if netns else HOST
         command = [
-            *("redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"),
+            *("redis-server", "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no"),
             *("--dir", str(data), "--logfile", str(self.directory / f"redis-{port}.log")),
-            *("--replica-announce-ip", HOST),
+            *("--replica-announce-ip", host),
         ]
+        if netns:  # reached from outside the namespace's loopback
+            command += ["--protected-mode", "no"]
         if self.password:
             command += ["--requirepass", self.password, "--masterauth", self.password]
         if replica_of is not None:
-            command += ["--replicaof", HOST, str(replica_of)]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            command += ["--replicaof", self.hosts[replica_of], str(replica_of)]
+        self.hosts[port] = host
+        if netns:
+            process = netns.popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_until(lambda: self.role(port) == "master", 30, 0.05, f"redis-server on {host}:{port}")
+        else:
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_for_port(port, process)
         self.servers[port] = process
-        wait_for_port(port, process)
 
     def _start_sentinel(self, binary: str, port: int, master: int) -> None:
         assert self.directory is not None
@@ -314,7 +342,7 @@ class SentinelCluster:
             f"dir {self.directory}",
             f"logfile {self.directory / f'sentinel-{port}.log'}",
             f"sentinel announce-ip {HOST}",
-            f"sentinel monitor {name} {HOST} {master} {self.quorum}",
+            f"sentinel monitor {name} {self.hosts[master]} {master} {self.quorum}",
             f"sentinel down-after-milliseconds {name} {self.down_after_ms}",
             f"sentinel failover-timeout {name} {self.failover_timeout_ms}",
             f"sentinel parallel-syncs {name} 1",
