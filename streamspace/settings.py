@@ -16,7 +16,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from agent_runtime.redis_client import RedisTarget
+from agent_runtime.redis_client import RedisTarget, dead_peer_options
 from streamspace.api.client_ip import parse_trusted_proxies
 from streamspace.env import ConfigError, envbool, envint, envlist, envstr
 
@@ -514,6 +514,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_interval": envint("CELERY_UNACKED_RESTORE_INTERVAL_S", 10, minimum=1),
     "unacked_restore_throttle": envint("CELERY_UNACKED_RESTORE_THROTTLE", 10, minimum=1),
 }
+# A broker that dies without closing its connections (a lost host, a killed container) is
+# noticed as the control plane's other Redis clients notice it (docs/architecture.md §13.4).
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "sentinel://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(dead_peer_options())
 if CELERY_BROKER_URL.startswith("sentinel://"):
     if not REDIS_SENTINEL_MASTER:
         raise ConfigError("CELERY_BROKER_URL=sentinel://... needs REDIS_SENTINEL_MASTER (the master's name)")

@@ -178,3 +178,29 @@ def test_every_master_connection_detects_a_dead_peer() -> None:
     assert unix is not None and unix.socket_options() == {}
     if not settings.REDIS_SENTINELS and settings.REDIS_URL.startswith("redis"):
         assert settings.CACHES["default"]["OPTIONS"]["socket_keepalive"] is True
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/3", "sentinel://127.0.0.1:26379/3"])
+def test_the_celery_broker_notices_a_dead_master_like_every_other_client(url, tmp_path) -> None:
+    """kombu's Redis connections carry the dead-peer TCP options (keepalive probes and
+    TCP_USER_TIMEOUT) of ``dead_peer_options``: the pool kombu builds from the settings has them."""
+    probe = (
+        "import json, django; django.setup(); from streamspace.celery import app; "
+        "from agent_runtime.redis_client import dead_peer_options; "
+        "options = app.conf.broker_transport_options; "
+        "conn = app.connection_for_write(); channel = conn.default_channel if conn.transport_cls == 'redis' else None; "
+        "kwargs = channel.client.connection_pool.connection_kwargs if channel else {}; "
+        "expected = dead_peer_options(); "
+        "print(json.dumps({'options': all(options.get(k) == v for k, v in expected.items()), "
+        "'pool': (not channel) or all(kwargs.get(k) == v for k, v in expected.items())}))"
+    )
+    env = {
+        "CELERY_BROKER_URL": url,
+        "DJANGO_SETTINGS_MODULE": "streamspace.settings",
+        "STREAMSPACE_DATA_DIR": str(tmp_path),
+    }
+    if url.startswith("sentinel://"):  # the broker URL the settings derive from the Sentinels
+        env.update(REDIS_SENTINELS="127.0.0.1:26379", REDIS_SENTINEL_MASTER="mymaster")
+    result = _run([sys.executable, "-c", probe], **env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"options": True, "pool": True}
