@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, bench_env, reset_database
+from common import ROOT, django_in_process
 
 sys.path.insert(0, str(ROOT))
 BLOCK = 100
@@ -72,17 +72,9 @@ def main() -> None:
     parser.add_argument("--redis-db", type=int, default=5)
     parser.add_argument("--profile", type=Path)
     args = parser.parse_args()
-    env = bench_env(args.database, args.redis_db)
-    reset_database(env, args.database)
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "streamspace.settings"
-    import django
-
-    django.setup()
-    from django.core.cache import cache
+    django_in_process(args.database, args.redis_db)
     from django.test import Client
 
-    cache.clear()
     facts = setup_data(args.sessions)
     ids = facts["ids"]
     client = Client(HTTP_HOST="127.0.0.1")

@@ -44,6 +44,21 @@ def reset_database(env: dict[str, str], database: str = "streamspace_bench") -> 
     subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
 
 
+def django_in_process(database: str, redis_db: int) -> None:
+    """Reset ``database`` and set Django up in this process on it and on Redis db
+    ``redis_db``, with the cache cleared: the in-process benches' common start."""
+    env = bench_env(database, redis_db)
+    reset_database(env, database)
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "streamspace.settings"
+    import django  # after the environment is set
+
+    django.setup()
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 def manage_shell(env: dict[str, str], code: str) -> str:
     done = subprocess.run([PYTHON, "manage.py", "shell", "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode:
