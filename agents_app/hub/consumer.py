@@ -295,10 +295,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 replies = await self._apply(frames.apply, self.agent, taken)
             except Exception:  # the transaction itself failed: so did every frame of it
                 log.exception("hub failed on %d frames from %s", len(taken), self.agent.agent_id)
-                replies = [
-                    frames.Reply("internal_error", f"the control plane could not process {frame.type}", frame.id)
-                    for frame in taken
-                ]
+                replies = [frames.internal_error(frame) for frame in taken]
             try:
                 for reply in replies:
                     await self.send_error(reply.code, reply.message, reply_to=reply.reply_to)

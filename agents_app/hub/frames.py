@@ -48,9 +48,15 @@ class Reply:
     reply_to: str | None
 
 
+def internal_error(frame: protocol.Frame) -> Reply:
+    """The reply to a frame the control plane failed on."""
+    return Reply("internal_error", f"the control plane could not process {frame.type}", frame.id)
+
+
 def apply(agent: Agent, frames: list[protocol.Frame]) -> list[Reply]:
-    """Apply ``frames`` (all of :data:`APPLIED`, from ``agent``'s connection) in order, in one
-    transaction when it can (see the module docstring); the error replies, in frame order."""
+    """Apply ``frames`` (``ack``, ``result`` and ``session_status`` from ``agent``'s
+    connection) in order, in one transaction when it can (see the module docstring); the
+    error replies, in frame order."""
     if len(frames) > 1:
         try:
             with transaction.atomic():
@@ -69,7 +75,7 @@ def apply(agent: Agent, frames: list[protocol.Frame]) -> list[Reply]:
                 reply = _apply_one(agent, frame)
         except Exception:
             log.exception("hub failed on %s frame from %s", frame.type, agent.agent_id)
-            reply = Reply("internal_error", f"the control plane could not process {frame.type}", frame.id)
+            reply = internal_error(frame)
         if reply is not None:
             replies.append(reply)
     return replies

@@ -322,11 +322,8 @@ def _ask_again_for_results(instances: Q, registered_at: Any) -> int:
 
 
 def acknowledge(agent: Agent, command_id: str) -> bool:
-    return bool(
-        AgentCommand.objects.filter(
-            pk=command_id, agent=agent, state__in=[CommandState.PENDING, CommandState.SENT]
-        ).update(state=CommandState.ACKED, acked_at=timezone.now())
-    )
+    """Mark the agent's command acked unless it already was (or has ended); whether it did."""
+    return bool(acknowledge_many(agent, [command_id]))
 
 
 def acknowledge_many(agent: Agent, command_ids: list[str]) -> int:

@@ -6,8 +6,8 @@ and a consumer's setup before its registration; served all at once, the loop doe
 handshake before the first registration's results come back, so every agent of the herd
 waits for the last. :class:`Admission` lets at most ``limit`` hub connections be in that
 stretch at a time: the rest wait in order, each with its request head received and nothing
-else done for it, and go on as earlier ones finish. Early agents register early; the herd
-as a whole takes no longer.
+else done for it, and go on as earlier ones finish. Early agents register early; the
+work done for the whole herd is the same.
 
 A connection holds its slot from its admission until the first of:
 
@@ -67,7 +67,7 @@ class Ticket:
         return self.state == "holding"
 
     def release(self) -> None:
-        """The connection no longer needs its slot, or its place in the queue (idempotent)."""
+        """Give back the connection's slot, or its place in the queue; a second call does nothing."""
         self.admission._release(self)
 
 

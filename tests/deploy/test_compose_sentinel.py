@@ -130,8 +130,8 @@ def test_a_killed_master_fails_over_without_losing_or_repeating_a_command(stack,
     assert not docker_client.containers.list(all=True, filters={"label": f"streamspace.managed-by={stack.agent_id}"})
 
     # The Sentinels stopped and started together (a host's reboot) keep the master they learned
-    # (their own configuration files): none is left to tell them, and the first master's name
-    # no longer resolves.
+    # (their own configuration files): none is left to tell them, and the first master's
+    # container is gone, so its name does not resolve.
     for sentinel in sentinels:
         sentinel.stop(timeout=5)
     for sentinel in sentinels:
