@@ -164,7 +164,7 @@ def main() -> None:
     if args.garbage:
         env["BENCH_GC_GARBAGE"] = "1"
     if args.threads:
-        env["BENCH_REQUEST_THREADS"] = str(args.threads)
+        env["STREAMSPACE_REQUEST_THREADS"] = str(args.threads)
     if args.gc_young:
         env["BENCH_GC_YOUNG"] = str(args.gc_young)
     reset_database(env, args.database)

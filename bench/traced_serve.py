@@ -127,8 +127,6 @@ if __name__ == "__main__":
     if not serve.install_uvloop():
         raise SystemExit("uvloop is required for this bench (as the real server uses it)")
     _patch_process()
-    if os.environ.get("BENCH_REQUEST_THREADS"):  # another request-thread pool size, to compare
-        django_asgi.REQUEST_THREADS = int(os.environ["BENCH_REQUEST_THREADS"])
     if os.environ.get("BENCH_GC_YOUNG"):  # another young-generation threshold, to compare
         serve.YOUNG_GC_THRESHOLD = int(os.environ["BENCH_GC_YOUNG"])
     serve.install_uvloop = lambda: True  # already installed; serve.main() must not import daphne first

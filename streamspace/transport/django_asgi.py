@@ -14,7 +14,7 @@ more CPU than the API's own work (bench/RESULTS.md, "API beside JupyterHub").
 Django builds it under WSGI, and the whole request — ``request_started``, the request
 object, middleware, URL resolution, the view, and (for a response that is not streamed)
 ``response.close()`` with ``request_finished`` — run in one call on a worker thread of a
-fixed pool (``REQUEST_THREADS``). Every piece of a request runs on the same thread, so the
+fixed pool (``STREAMSPACE_REQUEST_THREADS`` threads). Every piece of a request runs on the same thread, so the
 thread's database connection is the request's and goes back to the pool at
 ``request_finished``, as under Django's own handler. The event loop only reads the body
 and writes the response, with Django's own ``read_body`` and ``send_response``. A streamed
@@ -34,6 +34,7 @@ from typing import Any
 
 import django
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers import base
@@ -41,19 +42,19 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import FileResponse, HttpRequest, HttpResponseBase
 from django.urls import set_script_prefix
 
-# Threads that run requests. Requests run on one core's worth of Python anyway (the GIL);
-# more than one thread lets a request's database round trips overlap with other requests'
-# work, and a slow request (a launch waiting on its quota row lock) does not hold up the rest.
-REQUEST_THREADS = 8
-
 
 class SyncRequestHandler(ASGIHandler):
-    """Django's ``ASGIHandler`` for an application whose views and middleware are all sync."""
+    """Django's ``ASGIHandler`` for an application whose views and middleware are all sync.
 
-    def __init__(self) -> None:
+    ``threads`` (default ``settings.STREAMSPACE_REQUEST_THREADS``) is the size of the pool
+    that runs requests; requests beyond it wait their turn in arrival order.
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
         base.BaseHandler.__init__(self)  # not ASGIHandler's: that builds the chain in async mode
         self.load_middleware(is_async=False)
-        self.executor = ThreadPoolExecutor(max_workers=REQUEST_THREADS, thread_name_prefix="django-request")
+        self.threads = threads or settings.STREAMSPACE_REQUEST_THREADS
+        self.executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="django-request")
         self._respond = sync_to_async(self.respond, thread_sensitive=False, executor=self.executor)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:

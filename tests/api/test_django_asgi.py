@@ -7,6 +7,7 @@ one thread (so that thread's database connection is the request's and is release
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import threading
@@ -25,7 +26,6 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.tokens import AccessToken
 
 from streamspace.accounts.tokens import create_token
-from streamspace.transport import django_asgi
 from streamspace.transport.django_asgi import SyncRequestHandler
 from tests.support.factories import make_session
 
@@ -33,10 +33,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def ours(monkeypatch):
+def ours():
     """A handler with one request thread, whose database connection is closed at the end."""
-    monkeypatch.setattr(django_asgi, "REQUEST_THREADS", 1)
-    handler = SyncRequestHandler()
+    handler = SyncRequestHandler(threads=1)
     yield handler
     handler.executor.submit(connections.close_all).result()
     handler.executor.shutdown()
@@ -124,6 +123,30 @@ async def test_a_request_runs_on_one_reused_thread(ours, alice):
     assert [kind for kind, _ in seen] == ["started", "finished"] * 5
     threads = {ident for _, ident in seen}
     assert len(threads) == 1 and threading.get_ident() not in threads
+
+
+async def test_the_pool_runs_as_many_requests_at_once_as_the_setting_says(settings):
+    """Six requests at once on a pool of ``STREAMSPACE_REQUEST_THREADS`` = 3: each waits in
+    ``request_started`` until three are there, so a smaller pool would never fill the
+    barrier (its requests would fail) and a larger one would run them on more threads."""
+    settings.STREAMSPACE_REQUEST_THREADS = 3
+    handler = SyncRequestHandler()
+    together = threading.Barrier(3, timeout=10)
+    threads: set[int] = set()
+
+    def started(**kwargs):
+        threads.add(threading.get_ident())
+        together.wait()
+
+    signals.request_started.connect(started)
+    try:
+        answers = await asyncio.gather(*(call(handler, "GET", "/healthz") for _ in range(6)))
+    finally:
+        signals.request_started.disconnect(started)
+        handler.executor.shutdown()
+    assert handler.threads == 3
+    assert [answer["status"] for answer in answers] == [200] * 6
+    assert len(threads) == 3
 
 
 @pytest.mark.postgres
