@@ -367,6 +367,9 @@ class DockerBackend(Backend):
             except BackendError as exc:
                 if "Conflict" not in str(exc) and "already in use" not in str(exc):
                     await self.report_step(session_id, STEP_WORKLOAD, "Creating the container failed", "failed")
+                    await self._fence(
+                        session_id, "create", created, started
+                    )  # a deposed leader's failure is not_leader
                     raise
                 # 409: the name is taken by a container another replica (or an earlier
                 # launch) created; it is taken as the session's, and is never this call's to undo.
@@ -390,6 +393,7 @@ class DockerBackend(Backend):
                     raise BackendError(
                         f"session {session_id}'s container was removed while it was being started"
                     ) from None
+                await self._fence(session_id, "start", created, started)
                 raise
             await self._fence(session_id, "start", created, started)
         item = await self._item(session_id, await self._reload(container))
