@@ -44,6 +44,14 @@ of memory), the backend
 "present" or "pulling", ``workload`` for creating and starting the container, pod or
 process); the agent adds the steps that follow (waiting for the stream, ready), times them
 and sends them to the control plane.
+
+**Fencing.** ``start`` and ``wake`` call :meth:`Backend.require_mandate` immediately before
+each side-effecting call (create, start, scale) and check :meth:`Backend.holds_mandate` right
+after it returns. A backend whose agent lost the leader's mandate meanwhile undoes only what
+that call did, identified by what only it knows (the id the platform returned to its create,
+the platform's word that its call started the workload), never by the session's
+deterministic name, and raises :class:`MandateLost`: the replica that leads now may have
+created, adopted, stopped or hibernated the same session's workload meanwhile.
 """
 
 from __future__ import annotations
