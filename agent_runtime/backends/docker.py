@@ -381,7 +381,7 @@ class DockerBackend(Backend):
                 log.info("container created", extra={"session_id": session_id, "container": config["name"]})
         if container.status != "running":
             await self.report_step(session_id, STEP_WORKLOAD, "Starting the container")
-            await self._fence(session_id, "create", created, started)  # undoes the create if lost since
+            await self._fence(session_id, "start", created, started)  # lost since the create: undo it
             self.require_mandate(session_id, "start")
             try:
                 if await self._run(fence.start_container, await self.client(), container.id):
