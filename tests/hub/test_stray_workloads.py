@@ -72,7 +72,7 @@ async def test_an_inventory_with_a_running_workload_of_a_stopped_session_queues_
     inventory = [
         {"session_id": str(stopped.pk), **RUNNING},
         {"session_id": str(asleep.pk), **RUNNING},
-        {"session_id": str(exited.pk), "state": "hibernated"},  # not running: only audited, as before
+        {"session_id": str(exited.pk), "state": "hibernated"},  # not running: only audited
     ]
     await client.register(sessions=inventory)
     received = {(await client.recv_type("command"))["session_id"] for _ in range(2)}
