@@ -291,3 +291,43 @@ async def test_a_leader_paused_inside_a_start_leaves_no_container_for_the_sessio
     assert "launch fenced" in first.log()
     assert docker_client.containers.list(all=True, filters={"name": f"streamspace-{session_id}"}) == []
     assert (await sync_to_async(api.get)(f"/api/v1/sessions/{session_id}")).json()["state"] == "stopped"
+
+
+@pytest.mark.docker
+async def test_a_container_running_for_a_stopped_session_is_stopped_by_the_control_plane(
+    api, agents, docker_template, docker_agent_id, docker_client
+):
+    """Issue 17, the control plane's half: a deposed leader paused after its last mandate check
+    still gets its container created and started (the call was on its way to the engine). The
+    test makes that container itself, for a session the user stopped; the leader reports it
+    running, and the control plane queues its stop instead of moving the session back."""
+    from agents_app.models import AgentCommand
+    from streamspace.audit.models import AuditEvent
+
+    agent, token = await sync_to_async(create_agent)(docker_agent_id, "docker")
+    await agents(token, "solo", agent_id=docker_agent_id)
+    await until(sync_to_async(lambda: leader_of(docker_agent_id)), what="agent registered as leader")
+    session_id = await launch(api, docker_template.slug)
+    await session_where(api, session_id, state="running")
+    assert (await sync_to_async(api.delete)(f"/api/v1/sessions/{session_id}")).status_code in (200, 202, 204)
+    await session_where(api, session_id, state="stopped")
+    stray = docker_client.containers.run(
+        TEST_IMAGE,
+        name=f"streamspace-{session_id}",
+        labels={"streamspace.managed-by": docker_agent_id, "streamspace.session-id": session_id},
+        detach=True,
+    )
+    await until(
+        lambda: not docker_client.containers.list(all=True, filters={"id": stray.id}),
+        what="the stray container stopped and removed",
+    )
+    assert (await sync_to_async(api.get)(f"/api/v1/sessions/{session_id}")).json()["state"] == "stopped"
+
+    def stops() -> list[str]:
+        rows = AgentCommand.objects.filter(session_id=session_id, action="stop_session").order_by("created_at")
+        return list(rows.values_list("state", flat=True))
+
+    # The user's stop, then the correction (its result follows the removal).
+    await until(sync_to_async(lambda: stops() == ["succeeded", "succeeded"]), what="both stops succeeded")
+    event = await sync_to_async(AuditEvent.objects.get)(action="session.stray_workload", target_id=session_id)
+    assert event.details["command"] == "stop_session" and event.details["state"] == "stopped"
