@@ -9,6 +9,14 @@
   out) is not acknowledged, so the control plane's command sweep sends it again to the
   real leader; a leader that loses its mandate between ack and execution answers
   ``result`` ok=false ``not_leader``.
+* **A launch is fenced.** The backend checks the mandate (:meth:`leading`) immediately
+  before each side-effecting call of a start or wake (create, start) and right after it
+  returns; a leader that lost it meanwhile (paused by SIGSTOP or a stuck call while another
+  replica took over and acted on the session) undoes only what that call did, identified by
+  what it alone knows (the id the platform returned for the workload it created, the
+  platform's word that this call started it), and answers ``result`` ok=false
+  ``not_leader`` (:class:`~agent_runtime.backends.base.MandateLost`). The command is
+  forgotten, so it runs if it comes back while this replica leads again.
 * Malformed commands (unknown action, bad session id, invalid spec, bad image) get a
   ``result`` with ok=false and an error the user can act on; nothing here raises out.
 * **A dead workload is reported as failed**, with its exit status and the tail of its
@@ -49,7 +57,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent_runtime.backends.base import Backend, BackendError, SessionSpec, WorkloadExit
+from agent_runtime.backends.base import Backend, BackendError, MandateLost, SessionSpec, WorkloadExit
 from agent_runtime.progress import LaunchProgress
 from agent_runtime.protocol import (
     STEP_READY,
@@ -248,6 +256,15 @@ class CommandExecutor:
         try:
             spec = SessionSpec.parse(command.spec)
             item = await self._run(command.action, sid, spec)
+        except MandateLost as exc:
+            log.warning("launch fenced: leadership lost", extra={"command_id": cid, "session_id": sid})
+            if self._launches.get(sid) is launch:
+                self._launches.pop(sid, None)
+            self._supersede_progress(sid)
+            self.on_refused()
+            self._seen.pop(cid, None)  # as for a command refused before it ran: it may come back
+            await self.send(Result(command_id=cid, ok=False, error=str(exc)))
+            return
         except Exception as exc:
             if isinstance(exc, BackendError):
                 error = str(exc)
@@ -316,6 +333,10 @@ class CommandExecutor:
         await self.send(result)
 
     # --- what the backend reports on its own (BackendListener) ------------------------------
+    def leading(self) -> bool:
+        """Whether this replica leads now: the mandate a backend checks around a launch's steps."""
+        return self.is_leader()
+
     async def step(self, session_id: str, step: str, label: str, state: str) -> None:
         """A step of a start or wake: sent at once, with every step of the launch so far."""
         launch = self._launches.get(session_id)

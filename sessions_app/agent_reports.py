@@ -10,7 +10,10 @@ The agent hub stores commands and instances and sends every statement about a se
 - a ``session_status`` frame goes through :func:`sessions_app.services.apply_agent_status`,
   with its progress, exit status and output tail stored by :mod:`sessions_app.launch_reports`
   in the same transaction;
-- a leader's inventory on ``register`` is reconciled (docs/architecture.md §6.4).
+- a leader's inventory on ``register`` is reconciled (docs/architecture.md §6.4);
+- a workload reported running for a session held as stopped, failed or hibernated is
+  brought back to that state by a queued command (:mod:`sessions_app.stray_workloads`); the
+  session is never moved back to running.
 
 A session the control plane holds as ``running`` whose workload an agent reports stopped
 (``hibernated``: a container that exited looks like a hibernated one) stopped on its own:
@@ -28,7 +31,7 @@ from agent_runtime import protocol
 from agents_app.hub.rows import session_uuid
 from agents_app.models import Agent, AgentCommand, CommandAction
 from agents_app.signals import UnknownSession
-from sessions_app import launch_reports, services
+from sessions_app import launch_reports, services, stray_workloads
 from sessions_app.models import Session, SessionState
 from streamspace.audit.services import record
 
@@ -96,6 +99,8 @@ def on_session_reported(sender: Any, *, agent: Agent, status: protocol.SessionSt
         )
         if stored and not changed:
             launch_reports.refreshed(session)
+        if not changed:
+            stray_workloads.correct(session, status.state, agent=agent)
 
 
 def on_inventory_reported(sender: Any, *, agent: Agent, items: list[protocol.InventoryItem], **_: Any) -> None:
@@ -120,8 +125,10 @@ def reconcile_inventory(agent: Agent, items: list[protocol.InventoryItem]) -> di
     - a ``stopping`` session the agent lacks is ``stopped``: its workload is gone, whether the
       stop's result was lost on the way (a replica died with it) or the stop never had to run;
     - an item whose state differs is applied like a ``session_status``;
-    - workloads the database does not know (or knows as stopped) are reported in the audit
-      log and never deleted.
+    - a workload reported running for a session held as stopped, failed or hibernated gets
+      the command that brings it to that state (:mod:`sessions_app.stray_workloads`);
+    - other workloads the database does not know (or knows as stopped) are reported in the
+      audit log and never deleted.
     """
     reported = {item.session_id: item for item in items}
     known = {
@@ -130,6 +137,7 @@ def reconcile_inventory(agent: Agent, items: list[protocol.InventoryItem]) -> di
         .exclude(state=SessionState.STOPPED)
         .filter(pk__in=[u for u in map(session_uuid, reported) if u is not None])
     }
+    corrected = _correct_stray(agent, reported)
     failed, updated, stopped = [], [], []
     for session in Session.objects.filter(agent=agent, state__in=_EXPECTED_ON_AGENT):
         lost = str(session.pk) not in reported
@@ -158,7 +166,7 @@ def reconcile_inventory(agent: Agent, items: list[protocol.InventoryItem]) -> di
             )
         if changed:
             updated.append(session_id)
-    unknown = sorted(set(reported) - set(known))
+    unknown = sorted(set(reported) - set(known) - set(corrected))
     if unknown:
         record(
             "agent.unknown_sessions",
@@ -167,4 +175,18 @@ def reconcile_inventory(agent: Agent, items: list[protocol.InventoryItem]) -> di
             details={"session_ids": unknown[:200], "count": len(unknown)},
         )
         log.warning("agent %s reports %d sessions the control plane does not know", agent.agent_id, len(unknown))
-    return {"failed": failed, "updated": updated, "stopped": stopped, "unknown": unknown}
+    return {"failed": failed, "updated": updated, "stopped": stopped, "unknown": unknown, "corrected": corrected}
+
+
+def _correct_stray(agent: Agent, reported: dict[str, protocol.InventoryItem]) -> list[str]:
+    """Queue a stop or hibernation for each workload the inventory shows running while its
+    session is held as stopped, failed or hibernated (:mod:`sessions_app.stray_workloads`)."""
+    running = [u for sid, item in reported.items() if item.state == SessionState.RUNNING and (u := session_uuid(sid))]
+    corrected = []
+    candidates = Session.objects.filter(agent=agent, pk__in=running, state__in=list(stray_workloads.CORRECTIONS))
+    for pk in candidates.values_list("pk", flat=True):
+        with transaction.atomic():
+            session = Session.objects.select_for_update().filter(pk=pk, agent=agent).first()
+            if session is not None and stray_workloads.correct(session, SessionState.RUNNING, agent=agent):
+                corrected.append(str(pk))
+    return corrected

@@ -44,6 +44,14 @@ of memory), the backend
 "present" or "pulling", ``workload`` for creating and starting the container, pod or
 process); the agent adds the steps that follow (waiting for the stream, ready), times them
 and sends them to the control plane.
+
+**Fencing.** ``start`` and ``wake`` call :meth:`Backend.require_mandate` immediately before
+each side-effecting call (create, start, scale) and check :meth:`Backend.holds_mandate` right
+after it returns. A backend whose agent lost the leader's mandate meanwhile undoes only what
+that call did, identified by what only it knows (the id the platform returned to its create,
+the platform's word that its call started the workload), never by the session's
+deterministic name, and raises :class:`MandateLost`: the replica that leads now may have
+created, adopted, stopped or hibernated the same session's workload meanwhile.
 """
 
 from __future__ import annotations
@@ -69,6 +77,12 @@ MAX_SHM_MB = 65536  # the largest /dev/shm a spec may ask for (64 GiB)
 
 class BackendError(Exception):
     """A command the backend cannot carry out; the message goes to the user as is."""
+
+
+class MandateLost(BackendError):
+    """The agent stopped leading around a side-effecting step of a start or wake, and the
+    backend undid what that step did. The message starts with ``not_leader``: the control
+    plane then hands the command to whoever leads now (docs/architecture.md §6.5)."""
 
 
 class WorkloadExit(msgspec.Struct, frozen=True):
@@ -97,6 +111,10 @@ class BackendListener(Protocol):
         Called on the event loop's thread; must not block.
         """
 
+    def leading(self) -> bool:
+        """Whether this replica holds its leader's mandate at this instant (a side-effecting
+        step of a launch is taken only while it does)."""
+
 
 class _NobodyListens:
     async def step(self, session_id: str, step: str, label: str, state: str) -> None:
@@ -104,6 +122,22 @@ class _NobodyListens:
 
     def exited(self, session_id: str, exit_code: int | None) -> None:
         return None
+
+    def leading(self) -> bool:
+        return True
+
+
+#: Test-only: the name of a fenced step (``create``, ``start``) at which the agent process stops
+#: itself (SIGSTOP) once, right after the mandate check and before the call, so a test can hold
+#: a leader in that window while another replica takes over. Unset in production.
+PAUSE_AT_ENV = "STREAMSPACE_AGENT_TEST_PAUSE_AT"
+_paused: set[str] = set()
+
+
+def _test_pause(step: str) -> None:
+    if os.environ.get(PAUSE_AT_ENV) == step and step not in _paused:
+        _paused.add(step)
+        os.kill(os.getpid(), signal_module.SIGSTOP)
 
 
 def signal_exit_code(returncode: int) -> int:
@@ -227,6 +261,22 @@ class Backend(ABC):
     def workload_exited(self, session_id: str, exit_code: int | None = None) -> None:
         """Tell the agent that ``session_id``'s workload ended; call on the event loop's thread."""
         self.listener.exited(session_id, exit_code)
+
+    # --- fencing a launch (docs/architecture.md §6.5) ----------------------------------------
+    def holds_mandate(self) -> bool:
+        """Whether the agent leads at this instant (always, for an agent without HA)."""
+        return self.listener.leading()
+
+    def require_mandate(self, session_id: str, step: str) -> None:
+        """Raise :class:`MandateLost` unless the agent leads at this instant.
+
+        Called immediately before each side-effecting call of a start or wake (``step``: what
+        the call does, e.g. ``create``); the backend checks :meth:`holds_mandate` again right
+        after the call returns and undoes what the call did if the mandate ended meanwhile.
+        """
+        if not self.holds_mandate():
+            raise MandateLost(f"not_leader: leadership lost before the {step} step of session {session_id}")
+        _test_pause(step)
 
     async def prepare(self, lease: LeaseConfig) -> LeaseConfig:
         """Check the platform before the agent connects and return the lease to elect on.

@@ -61,11 +61,13 @@ except ImportError:
     docker = None
 
 from agent_runtime.backends import docker_daemon, homes
+from agent_runtime.backends import docker_fence as fence
 from agent_runtime.backends import docker_networks as networks
 from agent_runtime.backends import docker_objects as objects
 from agent_runtime.backends.base import (
     Backend,
     BackendError,
+    MandateLost,
     SessionSpec,
     WorkloadExit,
     describe_exit,
@@ -347,31 +349,53 @@ class DockerBackend(Backend):
             home_volume=home_volume,
         )
         container = await self._container(session_id)
+        created: str | None = None  # the id of the container this call created
+        started: str | None = None  # the id of the container this call started
         if container is None:
             await self._ensure_image(session_id, config["image"])
+            self.require_mandate(session_id, "network")
             if self.isolation == "session":
                 await self.networks.ensure(session_id)
             else:
                 await self._ensure_network()
             await self.report_step(session_id, STEP_WORKLOAD, "Creating the container")
             client = await self.client()
+            self.require_mandate(session_id, "create")
             try:
                 container = await self._run(client.containers.create, **config)
+                created = container.id
             except BackendError as exc:
                 if "Conflict" not in str(exc) and "already in use" not in str(exc):
                     await self.report_step(session_id, STEP_WORKLOAD, "Creating the container failed", "failed")
+                    await self._fence(
+                        session_id, "create", created, started
+                    )  # a deposed leader's failure is not_leader
                     raise
-                container = await self._container(session_id)  # created concurrently: take it
+                # 409: the name is taken by a container another replica (or an earlier
+                # launch) created; it is taken as the session's, and is never this call's to undo.
+                container = await self._container(session_id)
                 if container is None:
                     raise
-            log.info("container created", extra={"session_id": session_id, "container": config["name"]})
+            await self._fence(session_id, "create", created, started)
+            if created:
+                log.info("container created", extra={"session_id": session_id, "container": config["name"]})
         if container.status != "running":
             await self.report_step(session_id, STEP_WORKLOAD, "Starting the container")
+            await self._fence(session_id, "start", created, started)  # lost since the create: undo it
+            self.require_mandate(session_id, "start")
             try:
-                await self._run(container.start)
-            except BackendError:
+                if await self._run(fence.start_container, await self.client(), container.id):
+                    started = container.id
+            except (BackendError, docker.errors.NotFound) as exc:
                 await self.report_step(session_id, STEP_WORKLOAD, "Starting the container failed", "failed")
+                if isinstance(exc, docker.errors.NotFound):  # removed meanwhile (a stop by the new leader)
+                    await self._fence(session_id, "start", created, started)
+                    raise BackendError(
+                        f"session {session_id}'s container was removed while it was being started"
+                    ) from None
+                await self._fence(session_id, "start", created, started)
                 raise
+            await self._fence(session_id, "start", created, started)
         item = await self._item(session_id, await self._reload(container))
         if item.state != "running":  # it ended as soon as it started
             await self.report_step(session_id, STEP_WORKLOAD, "The container exited at once", "failed")
@@ -380,6 +404,17 @@ class DockerBackend(Backend):
             )
         await self.report_step(session_id, STEP_WORKLOAD, "Container started", "done")
         return item
+
+    async def _fence(self, session_id: str, step: str, created: str | None, started: str | None) -> None:
+        """Right after a side-effecting step of a launch: if the mandate ended meanwhile, undo
+        what this launch itself did (:mod:`.docker_fence`) and raise :class:`MandateLost`."""
+        if self.holds_mandate():
+            return
+        undone = await self._run(
+            fence.undo_launch, await self.client(), created=created, started=started, stop_timeout=self.stop_timeout
+        )
+        log.warning("launch fenced: leadership lost", extra={"session_id": session_id, "step": step, "undone": undone})
+        raise MandateLost(f"not_leader: leadership lost during the {step} step of session {session_id}")
 
     async def wake(self, session_id: str, spec: SessionSpec) -> InventoryItem:
         return await self.start(session_id, spec)

@@ -46,7 +46,7 @@ import docker.errors
 from agent_runtime.backends import docker_objects as objects
 from agent_runtime.backends import docker_swarm_objects as swarm
 from agent_runtime.backends import homes
-from agent_runtime.backends.base import BackendError, SessionSpec, WorkloadExit, http_answers
+from agent_runtime.backends.base import BackendError, MandateLost, SessionSpec, WorkloadExit, http_answers
 from agent_runtime.backends.docker import DockerBackend
 from agent_runtime.config import LeaseConfig
 from agent_runtime.logtail import tail
@@ -234,6 +234,7 @@ class DockerSwarmBackend(DockerBackend):
             await self.report_step(session_id, STEP_IMAGE, f"Image {config['image']}: the Swarm node pulls it", "done")
             await self.report_step(session_id, STEP_WORKLOAD, "Creating the Swarm service")
             client = await self.client()
+            self.require_mandate(session_id, "create")
             try:
                 await self._run(client.services.create, **config)
             except BackendError as exc:
@@ -241,10 +242,13 @@ class DockerSwarmBackend(DockerBackend):
                     await self.report_step(session_id, STEP_WORKLOAD, "Creating the Swarm service failed", "failed")
                     raise
             log.info("swarm service created", extra={"session_id": session_id, "service": config["name"]})
+            self._fenced(session_id, "create")
         elif swarm.replicas_of(service) == 0:
             old = {task["ID"] for task in await self._tasks(service)}
             await self.report_step(session_id, STEP_WORKLOAD, "Scaling the Swarm service to 1")
+            self.require_mandate(session_id, "start")
             await self._update(service, replicas=1)
+            self._fenced(session_id, "start")
         elif swarm.session_state(service, tasks := await self._tasks(service)) == "failed":
             old = {task["ID"] for task in tasks}
             await self.report_step(session_id, STEP_WORKLOAD, "Starting a new task for the Swarm service")
@@ -261,6 +265,14 @@ class DockerSwarmBackend(DockerBackend):
             await self._record_home_node(spec.user, task["NodeID"])
         await self.report_step(session_id, STEP_WORKLOAD, "Swarm task running", "done")
         return item
+
+    def _fenced(self, session_id: str, step: str) -> None:
+        """After a side-effecting step: a deposed leader answers not_leader. Nothing is undone:
+        a Swarm service running for the session cannot be told from one the successor adopted
+        meanwhile; the control plane stops or hibernates a workload running against its
+        session's state (docs/architecture.md §6.5)."""
+        if not self.holds_mandate():
+            raise MandateLost(f"not_leader: leadership lost during the {step} step of session {session_id}")
 
     async def wake(self, session_id: str, spec: SessionSpec) -> InventoryItem:
         return await self.start(session_id, spec)

@@ -40,7 +40,7 @@ from typing import Any
 
 from agent_runtime.backends import kubernetes_client as kc
 from agent_runtime.backends import kubernetes_objects as objects
-from agent_runtime.backends.base import Backend, BackendError, SessionSpec, WorkloadExit
+from agent_runtime.backends.base import Backend, BackendError, MandateLost, SessionSpec, WorkloadExit
 from agent_runtime.backends.homefiles import HomeEntry, HomeFile, HomeNotAvailable, HomePathNotFound
 from agent_runtime.backends.kubernetes_cache import Informer
 from agent_runtime.backends.kubernetes_files import PodHome
@@ -336,18 +336,33 @@ class KubernetesBackend(Backend):
         )
         if current is None:
             await self.report_step(session_id, STEP_WORKLOAD, "Creating the session's Deployment")
+            self.require_mandate(session_id, "create")
             try:
-                created = await self._create(
-                    "creating the Deployment", "create_namespaced_deployment", "apps", deployment
+                created = await self._call(
+                    "creating the Deployment",
+                    "create_namespaced_deployment",
+                    "apps",
+                    self.namespace,
+                    deployment,
+                    exists_ok=True,  # 409: another replica's (or an earlier attempt's), never this call's
                 )
             except BackendError:
                 await self.report_step(session_id, STEP_WORKLOAD, "Creating the Deployment failed", "failed")
                 raise
+            uid = ((created or {}).get("metadata") or {}).get("uid")
+            if not self.holds_mandate():
+                await self._undo_create(session_id, name, uid)
             if created:
                 log.info("deployment created", extra={"session_id": session_id, "deployment": name})
         elif int((current.get("spec") or {}).get("replicas") or 0) == 0:
             await self.report_step(session_id, STEP_WORKLOAD, "Scaling the session's Deployment to 1")
+            self.require_mandate(session_id, "start")
             await self._scale(name, 1)
+            if not self.holds_mandate():
+                # A scale cannot tell whose it was (the successor may have woken the session
+                # meanwhile): nothing is undone; the control plane stops or hibernates a
+                # workload running against the session's state (docs/architecture.md §6.5).
+                raise MandateLost(f"not_leader: leadership lost during the start step of session {session_id}")
         await self.report_step(session_id, STEP_WORKLOAD, "The session's pod is scheduled", "done")
         return await self._fresh_item(session_id)
 
@@ -360,6 +375,25 @@ class KubernetesBackend(Backend):
             "reading the Deployment", "read_namespaced_deployment", "apps", name, self.namespace, missing_ok=True
         )
         return await self._item(session_id, deployment)
+
+    async def _undo_create(self, session_id: str, name: str, uid: str | None) -> None:
+        """A deposed leader's create: delete the Deployment it created, by the uid the API
+        returned to that create (a delete precondition: a Deployment of the same name that the
+        successor created has another uid, and the API refuses with 409), and raise."""
+        if uid:
+            await self._call(
+                "deleting the Deployment this agent created",
+                "delete_namespaced_deployment",
+                "apps",
+                name,
+                self.namespace,
+                body={"preconditions": {"uid": uid}},
+                missing_ok=True,
+                exists_ok=True,
+                propagation_policy="Background",
+            )
+        log.warning("launch fenced: leadership lost", extra={"session_id": session_id, "undone": bool(uid)})
+        raise MandateLost(f"not_leader: leadership lost during the create step of session {session_id}")
 
     async def _scale(self, name: str, replicas: int) -> None:
         await self._call(

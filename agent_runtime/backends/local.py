@@ -51,6 +51,7 @@ from agent_runtime.backends import homes, local_session
 from agent_runtime.backends.base import (
     Backend,
     BackendError,
+    MandateLost,
     SessionSpec,
     WorkloadExit,
     describe_exit,
@@ -310,7 +311,12 @@ class LocalBackend(Backend):
                 return await self._item(session_id, record)
             preferred = record.get("port") if record else None
             await self.report_step(session_id, STEP_WORKLOAD, "Starting the process")
-            state[session_id] = await self._spawn(session_id, spec, preferred, state)
+            self.require_mandate(session_id, "start")
+            spawned = await self._spawn(session_id, spec, preferred, state)
+            if not self.holds_mandate():  # deposed meanwhile: end the process this call spawned (its pid)
+                await self._terminate(spawned)
+                raise MandateLost(f"not_leader: leadership lost during the start step of session {session_id}")
+            state[session_id] = spawned
             self._save(state)
             await self.report_step(
                 session_id, STEP_WORKLOAD, f"Process started (pid {state[session_id]['pid']})", "done"

@@ -151,6 +151,9 @@ async def test_a_task_that_exits_later_is_reported_without_being_asked(swarm_bac
         def exited(self, session_id, exit_code):
             exited.append((session_id, exit_code))
 
+        def leading(self) -> bool:
+            return True
+
     swarm_backend.listen(Listener())
     watcher = asyncio.create_task(swarm_backend.watch())
     try:

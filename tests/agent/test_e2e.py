@@ -229,3 +229,105 @@ def _endpoint_of(session_id: str) -> str:
     from sessions_app.models import Session
 
     return Session.objects.get(pk=session_id).endpoint
+
+
+def _stopped(pid: int) -> bool:
+    """Whether the process is stopped by a signal (state ``T`` in /proc)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.docker
+async def test_a_leader_paused_inside_a_start_leaves_no_container_for_the_session_stopped_meanwhile(
+    api, agents, docker_template, docker_agent_id, docker_client
+):
+    """Issue 17: the leader stops itself (SIGSTOP, the test-only hook of
+    agent_runtime/backends/base.py) inside the start, after its mandate check and before the
+    container's create; the other replica takes over and runs the user's stop; resumed, the
+    paused one's create reaches the engine, it finds its mandate gone, removes the container it
+    created and answers not_leader. The session stays stopped and no container is left."""
+    need_redis()
+    env = {
+        "ENABLE_HA": "true",
+        "HA_BACKEND": "redis",
+        "REDIS_URL": REDIS_URL,
+        "LEASE_KEY": f"e2e-{secrets.token_hex(4)}",
+        **FAST,
+        # One shared network: the successor's stop removes no network the paused create needs.
+        "STREAMSPACE_DOCKER_ISOLATION": "shared",
+        "STREAMSPACE_DOCKER_NETWORK": f"fence-net-{docker_agent_id}",
+    }
+    from agent_runtime.backends.base import PAUSE_AT_ENV
+    from agents_app.models import AgentCommand, CommandState
+
+    agent, token = await sync_to_async(create_agent)(docker_agent_id, "docker")
+    first = await agents(token, "first", {**env, PAUSE_AT_ENV: "create"}, agent_id=docker_agent_id)
+    await until(sync_to_async(lambda: leader_of(docker_agent_id) == "first"), what="first is leader")
+    await agents(token, "second", env, agent_id=docker_agent_id)
+    await until(
+        sync_to_async(
+            lambda: AgentInstance.objects.filter(instance_id="second", connected=True, is_leader=False).exists()
+        ),
+        what="second connected as follower",
+    )
+    session_id = await launch(api, docker_template.slug)
+    await until(lambda: _stopped(first.pid), what="the leader paused before the container's create")
+    await until(sync_to_async(lambda: leader_of(docker_agent_id) == "second"), what="second took over")
+    response = await sync_to_async(api.delete)(f"/api/v1/sessions/{session_id}")
+    assert response.status_code in (200, 202, 204), response.text
+    await session_where(api, session_id, state="stopped")
+
+    def start_command() -> AgentCommand:
+        return AgentCommand.objects.get(session_id=session_id, action="start_session")
+
+    assert (await sync_to_async(start_command)()).state == CommandState.ACKED  # by the paused leader
+    first.signal(signal.SIGCONT)
+    unfinished = (CommandState.PENDING, CommandState.SENT, CommandState.ACKED)
+    done = await until(
+        sync_to_async(lambda: (c := start_command()).state not in unfinished and c), what="the start answered"
+    )
+    # Not carried out: answered not_leader, it is superseded by the stop that finished before it.
+    assert done.state == CommandState.EXPIRED, (done.state, done.error)
+    assert "launch fenced" in first.log()
+    assert docker_client.containers.list(all=True, filters={"name": f"streamspace-{session_id}"}) == []
+    assert (await sync_to_async(api.get)(f"/api/v1/sessions/{session_id}")).json()["state"] == "stopped"
+
+
+@pytest.mark.docker
+async def test_a_container_running_for_a_stopped_session_is_stopped_by_the_control_plane(
+    api, agents, docker_template, docker_agent_id, docker_client
+):
+    """Issue 17, the control plane's half: a deposed leader paused after its last mandate check
+    still gets its container created and started (the call was on its way to the engine). The
+    test makes that container itself, for a session the user stopped; the leader reports it
+    running, and the control plane queues its stop instead of moving the session back."""
+    from agents_app.models import AgentCommand
+    from streamspace.audit.models import AuditEvent
+
+    agent, token = await sync_to_async(create_agent)(docker_agent_id, "docker")
+    await agents(token, "solo", agent_id=docker_agent_id)
+    await until(sync_to_async(lambda: leader_of(docker_agent_id)), what="agent registered as leader")
+    session_id = await launch(api, docker_template.slug)
+    await session_where(api, session_id, state="running")
+    assert (await sync_to_async(api.delete)(f"/api/v1/sessions/{session_id}")).status_code in (200, 202, 204)
+    await session_where(api, session_id, state="stopped")
+    stray = docker_client.containers.run(
+        TEST_IMAGE,
+        name=f"streamspace-{session_id}",
+        labels={"streamspace.managed-by": docker_agent_id, "streamspace.session-id": session_id},
+        detach=True,
+    )
+    await until(
+        lambda: not docker_client.containers.list(all=True, filters={"id": stray.id}),
+        what="the stray container stopped and removed",
+    )
+    assert (await sync_to_async(api.get)(f"/api/v1/sessions/{session_id}")).json()["state"] == "stopped"
+
+    def stops() -> list[str]:
+        rows = AgentCommand.objects.filter(session_id=session_id, action="stop_session").order_by("created_at")
+        return list(rows.values_list("state", flat=True))
+
+    # The user's stop, then the correction (its result follows the removal).
+    await until(sync_to_async(lambda: stops() == ["succeeded", "succeeded"]), what="both stops succeeded")
+    event = await sync_to_async(AuditEvent.objects.get)(action="session.stray_workload", target_id=session_id)
+    assert event.details["command"] == "stop_session" and event.details["state"] == "stopped"

@@ -30,6 +30,9 @@ class Recorder:
     def exited(self, session_id, exit_code):
         self.exits.append((session_id, exit_code))
 
+    def leading(self) -> bool:
+        return True
+
 
 @pytest.fixture
 def kube():
@@ -247,3 +250,55 @@ def test_where_the_client_config_comes_from(kube, tmp_path, monkeypatch):
     config = kube.write_kubeconfig(tmp_path / "kubeconfig")
     monkeypatch.setenv("KUBECONFIG", str(config))  # an explicit kubeconfig wins over in-cluster
     assert kc.api_client({}).configuration.host == kube.url
+
+
+class Deposed(Recorder):
+    """Leads until check number ``lost_at``; ``successor`` runs at that check (what the new
+    leader did in the window before it)."""
+
+    def __init__(self, lost_at: int, successor=lambda: None):
+        super().__init__()
+        self.lost_at, self.successor, self.checks = lost_at, successor, 0
+
+    def leading(self) -> bool:
+        self.checks += 1
+        if self.checks == self.lost_at:
+            self.successor()
+        return self.checks < self.lost_at
+
+
+async def test_a_deployment_created_after_the_mandate_ended_is_deleted(kube, backend):
+    """Issue 17: the check right after the create finds the mandate gone; the Deployment that
+    create made is deleted (by its uid) and the start answers not_leader."""
+    from agent_runtime.backends.base import MandateLost
+
+    sid = str(uuid.uuid4())
+    backend.listen(deposed := Deposed(2))  # the check before the create, then the one after it
+    with pytest.raises(MandateLost, match="^not_leader"):
+        await backend.start(sid, spec())
+    assert deposed.checks == 2
+    with pytest.raises(Exception, match="not found"):
+        kube.get("deployments", NS, f"ss-{sid}")
+
+
+async def test_a_deployment_the_successor_recreated_is_kept(kube, backend):
+    """Between this create and its check the successor deleted that Deployment and created its
+    own under the same name: the delete's uid precondition fails, and the successor's stays."""
+    from agent_runtime.backends.base import MandateLost
+
+    sid = str(uuid.uuid4())
+    name = f"ss-{sid}"
+    replaced = []
+
+    def recreate() -> None:
+        with kube.cond:  # the emulator's storage, as its request handlers use it
+            mine = kube.get("deployments", NS, name)
+            kube.delete("deployments", NS, name)
+            theirs = {key: value for key, value in mine.items() if key != "status"}
+            theirs["metadata"] = {"name": name, "labels": mine["metadata"].get("labels") or {}}
+            replaced.append(kube.create("deployments", NS, theirs)["metadata"]["uid"])
+
+    backend.listen(Deposed(2, recreate))
+    with pytest.raises(MandateLost, match="^not_leader"):
+        await backend.start(sid, spec())
+    assert kube.get("deployments", NS, name)["metadata"]["uid"] == replaced[0]

@@ -158,3 +158,36 @@ async def test_stubborn_process_is_killed(backend, monkeypatch):
     started = time.monotonic()
     await backend.hibernate("s7")
     assert process_start_time(pid) is None and time.monotonic() - started < 3
+
+
+async def test_a_process_spawned_after_the_mandate_ended_is_ended_and_not_recorded(backend):
+    """A leader deposed while its start spawned the session's process ends that process (by
+    its pid, which only this call knows) and answers not_leader (issue 17)."""
+    from agent_runtime.backends.base import MandateLost
+
+    class Deposed:  # the agent: leads at the check before the spawn, not at the one after it
+        answers = iter([True, False])
+
+        async def step(self, *args) -> None:
+            return None
+
+        def exited(self, *args) -> None:
+            return None
+
+        def leading(self) -> bool:
+            return next(self.answers)
+
+    spawned = []
+    spawn = backend._spawn
+
+    async def recording_spawn(*args):
+        spawned.append(record := await spawn(*args))
+        return record
+
+    backend._spawn = recording_spawn
+    backend.listen(Deposed())
+    with pytest.raises(MandateLost, match="^not_leader"):
+        await backend.start("s9", demo_spec())
+    [record] = spawned
+    assert not backend._alive(record), "the spawned process outlived the fenced start"
+    assert await backend.inventory() == []

@@ -168,6 +168,9 @@ async def test_a_process_adopted_after_an_agent_restart_is_watched_too(agent, tm
         def exited(self, session_id: str, exit_code: int | None) -> None:
             exits.put_nowait((session_id, exit_code))
 
+        def leading(self) -> bool:
+            return True
+
     restarted.listen(Listener())
     pidfds = _pidfds()
     watch = asyncio.create_task(restarted.watch())

@@ -6,7 +6,8 @@ resumption from a version or scale subresource; the backend and the Lease electi
 exactly those. This one implements, with the API server's semantics:
 
 * create (``409 AlreadyExists``), get, list with ``labelSelector`` (equality terms), replace
-  (``409 Conflict`` on a stale ``metadata.resourceVersion``), merge patch, delete (404);
+  (``409 Conflict`` on a stale ``metadata.resourceVersion``), merge patch, delete (404; ``409
+  Conflict`` when the body's ``preconditions.uid`` is not the object's);
 * one cluster-wide ``resourceVersion`` counter; watches (``?watch=true``) replay every event
   after the given version, then stream new ones until ``timeoutSeconds``; a version older
   than the retained history answers an ``ERROR`` event with code 410, as etcd compaction does;
@@ -226,8 +227,12 @@ class KubeAPI:
             obj["data"] = {**obj.get("data", {}), **encoded}
         return self._put(resource, ns, obj, "MODIFIED")
 
-    def delete(self, resource: str, ns: str, name: str) -> dict:
+    def delete(self, resource: str, ns: str, name: str, body: dict | None = None) -> dict:
         obj = self.get(resource, ns, name)
+        wanted = ((body or {}).get("preconditions") or {}).get("uid")
+        if wanted and wanted != obj["metadata"]["uid"]:
+            raise ApiError(409, "Conflict", f"Precondition failed: UID in precondition: {wanted}, "
+                           f"UID in object meta: {obj['metadata']['uid']}")  # fmt: skip
         del self.objects[(resource, ns, name)]
         self._record(resource, ns, "DELETED", obj)
         if resource == "deployments":  # the garbage collector
@@ -417,7 +422,7 @@ class _Handler(BaseHTTPRequestHandler):
         resource, ns, name, sub = match["res"], match["ns"], match["name"], match["sub"]
         if sub == "exec" and resource == "pods":
             return self._exec(ns, name, parse_qs(url.query))
-        body = self._body() if self.command in ("POST", "PUT", "PATCH") else {}
+        body = self._body() if self.command in ("POST", "PUT", "PATCH", "DELETE") else {}
         with kube.cond:
             for fault in kube.faults:
                 if fault[:3] == (self.command, resource, name):
@@ -447,7 +452,7 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ApiError(415, "UnsupportedMediaType", "json-patch is not emulated")
                 result = kube.patch(resource, ns, name, body)
             elif self.command == "DELETE":
-                result = kube.delete(resource, ns, name)
+                result = kube.delete(resource, ns, name, body)
             else:
                 raise ApiError(405, "MethodNotAllowed", self.command)
             self._send(200, result)
