@@ -9,6 +9,12 @@ once (``--first-delay S``: each first waits a uniform [0, S] s, the agent's firs
 Both replicas are pinned to CPU 0 (A is dead before the herd reaches B), the agents run on
 CPU 1. Reported per agent, from its reconnect attempt to the hub's ``registered`` frame:
 p50 / p99 / max, handshakes dropped (refused, reset or timed out) and retried, and B's CPU.
+``--trace`` runs B as ``bench/traced_hub_serve.py`` and prints each agent's way through the
+herd (``STAGES``: the agent's own timestamps and B's, on one monotonic clock): first /
+median / last per stage over all agents, and the median of the first tenth to register.
+The simulated agents share one process and one core: their own work (connecting, writing
+the handshake) is part of what they measure, which real agents on their own hosts do not
+share; ``connected`` and ``head_sent`` show it.
 
 Two daphne replicas (A, B) share PostgreSQL and Redis. A (all the agents) is pinned to CPU 0,
 B to CPU 1, as replicas on separate nodes would be; the simulated agents and the load
