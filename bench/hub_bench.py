@@ -364,7 +364,7 @@ STAGES = [
     ("tcp", "B", "TCP accepted (front protocol made)"),
     ("head_sent", "agent", "handshake request written"),
     ("head", "B", "request head complete, asks admission"),
-    ("admitted", "B", "admitted, handed to daphne"),
+    ("admitted", "B", "admitted: to the hub socket (daphne before it)"),
     ("ws_connect", "B", "consumer connect() runs"),
     ("authed", "B", "token looked up, accept()"),
     ("open", "agent", "101 seen by the agent"),
