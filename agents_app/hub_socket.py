@@ -22,7 +22,9 @@ ASGI ``receive`` and ``send`` of its own:
   ``application_close_timeout`` seconds later is cancelled, as daphne does;
 * pings are answered, and the socket is pinged after ``--ping-interval`` seconds without
   a frame from the agent and dropped if nothing arrives within ``--ping-timeout`` after
-  that (daphne's keepalive, so a vanished host's socket ends).
+  that (daphne's keepalive, so a vanished host's socket ends);
+* writes are not paced (neither are daphne's): what goes to an agent is its commands and
+  replies, small frames it reads as they come.
 
 A handshake the front cannot take (not a plain-TCP socket, a malformed key or version) goes
 to daphne with its bytes unchanged, which answers it as it answers any. This module sits
@@ -222,7 +224,14 @@ class HubSocket:
         early = front.become(self)
         sock = detach(front.transport)
         loop = asyncio.get_running_loop()
-        _, self.agent = await loop.connect_accepted_socket(lambda: _AgentEnd(self, b"".join(lines), early), sock=sock)
+        try:
+            _, self.agent = await loop.connect_accepted_socket(
+                lambda: _AgentEnd(self, b"".join(lines), early), sock=sock
+            )
+        except OSError:  # the socket is unusable (the agent reset it meanwhile)
+            sock.close()
+            self.ended(1006)
+            return
         log_websocket(front.server, self.scope, "connected")
         self.heard()
 

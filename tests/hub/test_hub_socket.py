@@ -1,9 +1,11 @@
 """The agent hub's WebSocket served by the front under the launcher (``agents_app/hub_socket.py``,
 docs/architecture.md §7.1): the handshake is answered by the front, not by daphne's autobahn,
 and the same consumer behind it registers the agent, gets messages split over several frames
-whole, answers pings, closes an oversized message with 1009, refuses a bad token with 403
-before any upgrade and marks the instance disconnected when the agent goes. With and without
-the hub admission (``STREAMSPACE_HUB_ADMISSION``). Real replica, PostgreSQL and Redis; the
+whole, answers pings, closes an oversized message with 1009 (one far over the limit as soon as
+its header is read), refuses a bad token with 403 before any upgrade, pings a silent agent and
+drops it when it does not answer (daphne's ``--ping-interval``/``--ping-timeout``) and marks
+the instance disconnected when the agent goes. With and without the hub admission
+(``STREAMSPACE_HUB_ADMISSION``). Real replica, PostgreSQL and Redis; the
 agent speaks RFC 6455 by hand (``tests/support/raw_websocket.py``) to break it on purpose."""
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import pytest
 from channels.db import database_sync_to_async
 
 from agent_runtime.protocol import CONNECT_PATH, MAX_FRAME_BYTES
+from agents_app.hub_socket import MAX_MESSAGE
 from agents_app.models import Agent, AgentInstance
 from agents_app.tokens import hash_token
 from tests.support.ports import free_port, wait_for_port
 from tests.support.processes import start_replica, stop
-from tests.support.raw_websocket import BOUND, CLOSE, CONT, FRONT_101, PING, PONG, TEXT, RawAgent, close_code
+from tests.support.raw_websocket import BINARY, BOUND, CLOSE, CONT, FRONT_101, PING, PONG, TEXT, RawAgent, close_code
 from tests.support.waits import until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -115,5 +118,45 @@ async def test_a_wrong_token_is_refused_before_the_upgrade(replica):
     try:
         assert agent.status == 403, agent.head
         assert await asyncio.wait_for(agent.reader.read(), BOUND) == b"Access denied"
+    finally:
+        agent.close()
+
+
+@pytest.fixture
+def quick_ping_replica():
+    port = free_port()
+    proc = start_replica("hub-socket-ping", port, "--ping-interval", "1", "--ping-timeout", "1")
+    try:
+        wait_for_port(port, proc, timeout=60)
+        yield f"ws://127.0.0.1:{port}{CONNECT_PATH}"
+    finally:
+        stop(proc)
+
+
+async def test_a_silent_agent_is_pinged_and_dropped_when_it_does_not_answer(quick_ping_replica):
+    await database_sync_to_async(_make_agent)()
+    agent = await RawAgent.dial(quick_ping_replica, "hs-token-1")
+    try:
+        agent.send(TEXT, _register_frame())
+        assert (await _recv_json(agent))["type"] == "registered"
+        # Silent for --ping-interval: pinged; the ping unanswered for --ping-timeout: dropped.
+        frames = await agent.until_eof()
+        assert [opcode for opcode, _ in frames] == [PING], frames
+        assert await until(lambda: _is_connected(False), what="the instance row disconnected")
+    finally:
+        agent.close()
+
+
+async def test_a_message_far_over_the_limit_fails_the_socket_before_it_is_read(replica):
+    await database_sync_to_async(_make_agent)()
+    agent = await RawAgent.dial(replica, "hs-token-1")
+    try:
+        agent.send(TEXT, _register_frame())
+        assert (await _recv_json(agent))["type"] == "registered"
+        # Only the header of a frame announcing more than the socket buffers is sent.
+        agent.send(BINARY, b"", length=MAX_MESSAGE + 1)
+        frames = await agent.until_eof()
+        assert [(opcode, close_code(payload)) for opcode, payload in frames] == [(CLOSE, 1009)]
+        assert await until(lambda: _is_connected(False), what="the instance row disconnected")
     finally:
         agent.close()
