@@ -67,10 +67,21 @@ def manage_shell(env: dict[str, str], code: str) -> str:
 
 
 @contextlib.contextmanager
-def daphne(env: dict[str, str], port: int | None = None, *, cpu: int | None = None, start_timeout: float = 120):
-    """A daphne process serving the control plane; pinned to one core with ``cpu``."""
+def daphne(
+    env: dict[str, str],
+    port: int | None = None,
+    *,
+    cpu: int | None = None,
+    start_timeout: float = 120,
+    launcher: list[str] | None = None,
+):
+    """A daphne process serving the control plane; pinned to one core with ``cpu``.
+
+    ``launcher``: what runs it instead of ``-m streamspace.serve`` (a traced server:
+    ``["bench/traced_hub_serve.py", "out.json"]``), followed by daphne's arguments."""
     port = port or free_port()
-    cmd = [PYTHON, "-m", "streamspace.serve", "-b", "127.0.0.1", "-p", str(port), "streamspace.asgi:application"]
+    launcher = launcher or ["-m", "streamspace.serve"]
+    cmd = [PYTHON, *launcher, "-b", "127.0.0.1", "-p", str(port), "streamspace.asgi:application"]
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu), *cmd]
     # stderr goes to a file: an unread pipe fills up and blocks daphne's logging (and daphne).

@@ -9,6 +9,12 @@ once (``--first-delay S``: each first waits a uniform [0, S] s, the agent's firs
 Both replicas are pinned to CPU 0 (A is dead before the herd reaches B), the agents run on
 CPU 1. Reported per agent, from its reconnect attempt to the hub's ``registered`` frame:
 p50 / p99 / max, handshakes dropped (refused, reset or timed out) and retried, and B's CPU.
+``--trace`` runs B as ``bench/traced_hub_serve.py`` and prints each agent's way through the
+herd (``STAGES``: the agent's own timestamps and B's, on one monotonic clock): first /
+median / last per stage over all agents, and the median of the first tenth to register.
+The simulated agents share one process and one core: their own work (connecting, writing
+the handshake) is part of what they measure, which real agents on their own hosts do not
+share; ``connected`` and ``head_sent`` show it.
 
 Two daphne replicas (A, B) share PostgreSQL and Redis. A (all the agents) is pinned to CPU 0,
 B to CPU 1, as replicas on separate nodes would be; the simulated agents and the load
@@ -32,10 +38,12 @@ import statistics
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import websockets
-from common import bench_env, daphne, manage_shell, reset_database
+from common import ROOT, bench_env, daphne, manage_shell, reset_database
+from websockets.asyncio.client import ClientConnection
 
 DB = "streamspace_hubbench"
 REDIS_DB = 13
@@ -185,6 +193,19 @@ def command_times(env: dict[str, str], result: dict[str, list]) -> tuple[list[fl
 
 
 # --- the reconnect herd ---------------------------------------------------------------------
+class TracedConnection(ClientConnection):
+    """websockets' client connection, noting when its TCP connection was made and when it
+    wrote its handshake request (``time.monotonic()``), for ``--trace``."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.bench_times = {"connected": time.monotonic()}
+        super().connection_made(transport)
+
+    async def handshake(self, *args, **kwargs) -> None:
+        self.bench_times["head_sent"] = time.monotonic()  # the request is written before the first await
+        await super().handshake(*args, **kwargs)
+
+
 class HerdAgent:
     """A simulated agent that registers on ``urls[0]`` and, once that socket dies, reconnects
     to ``urls[1]``: like the real agent (agent_runtime/connection.py) it times a handshake
@@ -195,13 +216,18 @@ class HerdAgent:
         self.registered = [asyncio.Event(), asyncio.Event()]
         self.reconnect_started = 0.0
         self.reconnect_seconds: float | None = None
+        # --trace: time.monotonic() when the socket to A was seen closed, when the reconnect
+        # began, when B's handshake completed (101 seen) and when ``registered`` arrived.
+        self.times: dict[str, float] = {}
         self.dropped: list[str] = []  # why each failed attempt on the second replica failed
 
     async def run(self, stop: asyncio.Event) -> None:
         for phase, url in enumerate(self.urls):
             if phase:
+                self.times["drop"] = time.monotonic()
                 await asyncio.sleep(random.uniform(0, self.first_delay))
                 self.reconnect_started = time.perf_counter()
+                self.times["start"] = time.monotonic()
             attempt = 0
             while not stop.is_set():
                 try:
@@ -211,13 +237,17 @@ class HerdAgent:
                         max_size=2**20,
                         open_timeout=10,
                         ping_interval=None,
+                        proxy=None,  # no proxy lookup in the environment per connection
+                        create_connection=TracedConnection,
                     ) as ws:
+                        opened = time.monotonic()
                         await ws.send(register(f"sim-{self.index}", "local"))
                         reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
                         if reply["type"] != "registered":  # e.g. register_timeout: retried like a drop
                             raise websockets.InvalidHandshake(reply["payload"]["code"])
                         if phase:
                             self.reconnect_seconds = time.perf_counter() - self.reconnect_started
+                            self.times.update(ws.bench_times, open=opened, registered=time.monotonic())
                         self.registered[phase].set()
                         await self._heartbeat(ws, stop)
                         break
@@ -257,9 +287,11 @@ async def herd(args: argparse.Namespace, env: dict[str, str]) -> None:
     for key in client.scan_iter("streamspace:agents:*"):  # a previous run's registry
         client.delete(key)
     client.close()
+    trace_path = ROOT / ".streamspace" / f"herd-trace-{os.getpid()}.json"
+    launcher = [str(ROOT / "bench" / "traced_hub_serve.py"), str(trace_path)] if args.trace else None
     with (
         daphne({**env, "POD_NAME": "herd-a"}, cpu=0) as (base_a, proc_a),
-        daphne({**env, "POD_NAME": "herd-b"}, cpu=0) as (base_b, proc_b),
+        daphne({**env, "POD_NAME": "herd-b"}, cpu=0, launcher=launcher) as (base_b, proc_b),
     ):
         urls = [base.replace("http", "ws") + "/api/v1/agents/connect" for base in (base_a, base_b)]
         agents = [HerdAgent(i, urls, args.first_delay) for i in range(args.agents)]
@@ -280,7 +312,7 @@ async def herd(args: argparse.Namespace, env: dict[str, str]) -> None:
             await asyncio.sleep(1)
         cpu0, load0, overflows0 = cpu_seconds(proc_b.pid), os.getloadavg()[0], listen_overflows()
         own0 = time.process_time()
-        killed = time.perf_counter()
+        killed, killed_monotonic = time.perf_counter(), time.monotonic()
         proc_a.kill()
         for agent in agents:
             await asyncio.wait_for(agent.registered[1].wait(), 600)
@@ -305,8 +337,64 @@ async def herd(args: argparse.Namespace, env: dict[str, str]) -> None:
             flush=True,
         )
         await check_registry(env, args.agents)
+        if args.trace:
+            print_trace(agents, await server_trace(proc_b, trace_path), killed_monotonic)
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def server_trace(proc: subprocess.Popen, path: Path) -> dict[int, dict[str, float]]:
+    """The traced replica's stages per agent (bench/traced_hub_serve.py writes them on SIGUSR1)."""
+    path.unlink(missing_ok=True)
+    proc.send_signal(signal.SIGUSR1)
+    for _ in range(300):
+        await asyncio.sleep(0.1)
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            data = json.loads(path.read_text())
+            path.unlink()
+            return {int(key): value for key, value in data.items()}
+    raise RuntimeError("the traced replica wrote no trace")
+
+
+# Each agent's way through the herd, in order: (stage, where it is timed, what it is).
+STAGES = [
+    ("drop", "agent", "socket to A seen closed"),
+    ("start", "agent", "reconnect attempt begins"),
+    ("connected", "agent", "TCP connected"),
+    ("tcp", "B", "TCP accepted (front protocol made)"),
+    ("head_sent", "agent", "handshake request written"),
+    ("head", "B", "request head complete, asks admission"),
+    ("admitted", "B", "admitted: to the hub socket (daphne before it)"),
+    ("ws_connect", "B", "consumer connect() runs"),
+    ("authed", "B", "token looked up, accept()"),
+    ("open", "agent", "101 seen by the agent"),
+    ("register_in", "B", "register frame in on_register"),
+    ("db_start", "B", "its registration batch starts (DB thread)"),
+    ("db_end", "B", "its registration batch committed"),
+    ("redis_end", "B", "its registry pipeline done"),
+    ("registered_sent", "B", "registered handed to the server"),
+    ("registered", "agent", "registered received by the agent"),
+]
+
+
+def print_trace(agents: list[HerdAgent], server: dict[int, dict[str, float]], killed: float) -> None:
+    """First / median / last time of each stage after the kill, over all agents, and the
+    medians of the first tenth of the agents to register (where a herd's head waits)."""
+    timelines = [{**server.get(agent.index, {}), **agent.times} for agent in agents]
+    first = sorted(timelines, key=lambda t: t.get("registered", float("inf")))[: max(1, len(timelines) // 10)]
+    print(
+        "  timeline, seconds after the kill: first / median / last of all agents | median of the first 10 % registered"
+    )
+    for stage, where, what in STAGES:
+        seen = sorted(t[stage] - killed for t in timelines if stage in t)
+        early = sorted(t[stage] - killed for t in first if stage in t)
+        if not seen:
+            print(f"    {stage:<16}{where:<6} (not recorded) {what}")
+            continue
+        print(
+            f"    {stage:<16}{where:<6}{seen[0]:6.3f} / {statistics.median(seen):6.3f} / {seen[-1]:6.3f} "
+            f"| {statistics.median(early) if early else float('nan'):6.3f}  (n={len(seen)}) {what}"
+        )
 
 
 def listen_overflows() -> int:
@@ -418,6 +506,9 @@ def main() -> None:
     parser.add_argument("--herd", action="store_true", help="measure the reconnect herd (see the module's doc)")
     parser.add_argument("--first-delay", type=float, default=0.0, help="--herd: first reconnect waits U[0, S] s")
     parser.add_argument("--profile", help="--herd: write a py-spy raw profile of replica B here")
+    parser.add_argument(
+        "--trace", action="store_true", help="--herd: per-agent stage timeline (B runs bench/traced_hub_serve.py)"
+    )
     parser.add_argument("--database", default=DB, help="PostgreSQL database (dropped and created)")
     parser.add_argument("--redis-db", type=int, default=REDIS_DB)
     args = parser.parse_args()

@@ -27,8 +27,9 @@ and is measured in bench/RESULTS.md ("Proxy"):
   pipes WebSockets the session accepts as bytes and closes connections that do not send
   a request head within ``STREAMSPACE_PROXY_HEAD_TIMEOUT_S``; anything else is handed to
   daphne's own HTTP protocol with the bytes received so far. Agents' hub handshakes are
-  handed over at most ``STREAMSPACE_HUB_ADMISSION`` at a time until they are registered
-  (:mod:`streamspace.transport.admission`), so a reconnect herd's first agents register first.
+  let through at most ``STREAMSPACE_HUB_ADMISSION`` at a time until they are registered
+  (:mod:`streamspace.transport.admission`), so a reconnect herd's first agents register first,
+  and their WebSockets are served by the front (``agents_app.hub_socket``), not by autobahn.
   ``STREAMSPACE_PROXY_FRONT=0`` leaves every request to daphne.
 * **One client-address rule.** daphne's ``--proxy-headers`` believes the leftmost
   ``X-Forwarded-For`` entry from anyone, which the client writes. Under this launcher

@@ -2,13 +2,13 @@
 
 The front (:class:`~streamspace.front.protocol.FrontProtocol`) reads a request head,
 :func:`~streamspace.front.head.parse` turns it into one :class:`RequestHead` naming the
-handler class for it, and the connection builds and starts that handler. Three kinds
+handler class for it, and the connection builds and starts that handler. Four kinds
 exist: :class:`~streamspace.front.exchange.Exchange` (an HTTP request run through the ASGI
 application), :class:`~streamspace.front.pipe.WebSocketPipe` (a browser's WebSocket piped
-to its session) and ``agents_app.agent_socket.AgentSocket`` (an agent's tunnel socket).
-The last lives in a lower layer that does not import the front: it satisfies
-:class:`FrontHandler` structurally, and ``tests/proxy/front/test_front_handlers.py``
-checks that all three do.
+to its session), ``agents_app.agent_socket.AgentSocket`` (an agent's tunnel socket) and
+``agents_app.hub_socket.HubSocket`` (an agent's hub socket). The last two live in a lower
+layer that does not import the front: they satisfy :class:`FrontHandler` structurally, and
+``tests/proxy/front/test_front_handlers.py`` checks that all four do.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ smuggling needs two parsers that disagree about where a request ends).
 On top of that, :func:`parse` keeps for the front only the requests it answers exactly as
 daphne would, and raises :class:`NotServed` for the rest (daphne's too):
 
-* HTTP/1.1, a target in origin form under ``/api/v1/http/`` (or the agents' tunnel path);
+* HTTP/1.1, a target in origin form under ``/api/v1/http/`` (or the agents' tunnel or hub
+  path, when the front has a handler for it);
 * a ``Content-Length`` body or none: no ``Transfer-Encoding``, no ``Expect``;
 * header values daphne accepts (``INVALID_HEADER_VALUE_BYTES``, which llhttp allows as
   obs-text) and at most ``MAX_HEADERS`` header lines;
@@ -31,7 +32,7 @@ from urllib.parse import unquote
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from agent_runtime.protocol import TUNNEL_PATH
+from agent_runtime.protocol import CONNECT_PATH, TUNNEL_PATH
 from sessions_app.files.paths import TARGET_RE as FILES_TARGET
 from sessions_app.proxy.origins import session_id_for_host
 from sessions_app.proxy.paths import PREFIX_BYTES
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 MAX_HEADERS = 100  # header lines; a head with more is daphne's (Twisted allows 500, then refuses)
 TUNNEL_BYTES = TUNNEL_PATH.encode()
+CONNECT_BYTES = CONNECT_PATH.encode()
 _DAPHNE_REFUSES = re.compile(b"[" + re.escape(bytes(sorted(INVALID_HEADER_VALUE_BYTES))) + b"]")
 _PUNTED_HEADERS = frozenset({b"transfer-encoding", b"expect"})
 
@@ -110,11 +112,13 @@ def parse(raw: bytes, front: FrontProtocol) -> RequestHead:
     target = reader.target
     factory = front.factory
     tunnel = target.startswith(TUNNEL_BYTES)
+    hub = target.partition(b"?")[0] == CONNECT_BYTES and factory.hub_socket is not None
     files = FILES_TARGET.match(target) is not None  # session files stream both ways (§23)
     if not (
         target.startswith(PREFIX_BYTES)
         or files
         or (tunnel and factory.tunnel_socket is not None)
+        or hub
         or (target.startswith(b"/") and _on_session_host(reader.headers))
     ):
         raise NotServed("not a path or host the front serves")
@@ -161,10 +165,10 @@ def parse(raw: bytes, front: FrontProtocol) -> RequestHead:
             raise NotServed("X-Forwarded-* daphne cannot read") from None
     if files and (websocket or connection_upgrade or reader.upgrade):
         raise NotServed("the files endpoint takes no upgrade")
-    if websocket or connection_upgrade or reader.upgrade or tunnel:
+    if websocket or connection_upgrade or reader.upgrade or tunnel or hub:
         # A WebSocket handshake (GET, no body) may go to its handler; any other upgrade is
-        # daphne's, and so is anything but a WebSocket handshake on the tunnel path.
-        handler = factory.tunnel_socket if tunnel else factory.websocket_pipe
+        # daphne's, and so is anything but a WebSocket handshake on the tunnel and hub paths.
+        handler = factory.tunnel_socket if tunnel else factory.hub_socket if hub else factory.websocket_pipe
         if not (websocket and reader.upgrade) or method != b"GET" or length or handler is None:
             raise NotServed("not a WebSocket handshake the front takes")
     else:

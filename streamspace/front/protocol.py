@@ -20,10 +20,12 @@ from then on. So every other path, every upgrade and every malformed, oversized 
 unusual request meets daphne's own parser and daphne's answers; the front only ever
 shortens the common path.
 
-An agent's hub handshake (``/api/v1/agents/connect``, an upgrade with a token) is daphne's
-too, but waits for its turn first when the factory has an admission
-(:mod:`streamspace.transport.admission`, ``STREAMSPACE_HUB_ADMISSION``): its complete head
-stays buffered, with no deadline running, until it is let through or the client leaves.
+An agent's hub handshake (``/api/v1/agents/connect``, an upgrade with a token) waits for its
+turn first when the factory has an admission (:mod:`streamspace.transport.admission`,
+``STREAMSPACE_HUB_ADMISSION``): its complete head stays buffered, with no deadline running,
+until it is let through or the client leaves. Then the factory's hub socket
+(``agents_app.hub_socket``) serves it, or daphne when there is none or the head is one
+:func:`parse` leaves to daphne.
 
 A connection must send each request head within ``STREAMSPACE_PROXY_HEAD_TIMEOUT_S``
 (counted from the connection's start for its first request, from a request's first byte
@@ -79,6 +81,7 @@ class FrontFactory(DaphneHTTPFactory):
     # What serves WebSocket handshakes under the prefix, and agents' tunnel sockets (None: daphne).
     websocket_pipe: Any = None
     tunnel_socket: Any = None
+    hub_socket: Any = None
     head_timeout: float | None = None  # seconds a connection has for a request head (None: no limit)
     admission: Admission | None = None  # bounds the hub handshakes in flight (None: no bound)
 
@@ -90,10 +93,12 @@ class FrontFactory(DaphneHTTPFactory):
         self.head_timeout = HEAD_TIMEOUT_S
         if apps.ready:  # the StreamSpace application (not, say, a bare ASGI app under the launcher)
             from agents_app.agent_socket import AgentSocket  # noqa: PLC0415 imports Django models
+            from agents_app.hub_socket import HubSocket  # noqa: PLC0415 imports Django models
             from streamspace.front.pipe import WebSocketPipe  # noqa: PLC0415 imports Django models
 
             self.websocket_pipe = WebSocketPipe
             self.tunnel_socket = AgentSocket
+            self.hub_socket = HubSocket
             self.head_timeout = settings.STREAMSPACE_PROXY_HEAD_TIMEOUT_S
             self.admit_hub(settings.STREAMSPACE_HUB_ADMISSION)
 
@@ -209,7 +214,10 @@ class FrontProtocol(Protocol):
         hub = False
         if line_end >= 0:
             line = buf[:line_end]
-            hub = self.factory.admission is not None and _HUB_TARGET.search(line) is not None
+            factory = self.factory
+            hub = (factory.admission is not None or factory.hub_socket is not None) and _HUB_TARGET.search(
+                line
+            ) is not None
             if (
                 not hub
                 and _REQUEST_PREFIX not in line
@@ -232,10 +240,12 @@ class FrontProtocol(Protocol):
         end = found.end()
         self._stop_head_deadline()
         if hub:
-            if _UPGRADE_LINE.search(buf, line_end, end) and _AUTHORIZATION_LINE.search(buf, line_end, end):
+            if not (_UPGRADE_LINE.search(buf, line_end, end) and _AUTHORIZATION_LINE.search(buf, line_end, end)):
+                self.hand_over()
+            elif self.factory.admission is not None:
                 self._wait_for_admission()
             else:
-                self.hand_over()
+                self._serve_hub()
             return
         raw, rest = buf[:end], buf[end:]
         try:
@@ -264,7 +274,28 @@ class FrontProtocol(Protocol):
             ticket.release()
             return
         # The ticket stays: a connection lost before its upgrade gives its slot back here.
-        self.hand_over()
+        self._serve_hub()
+
+    def _serve_hub(self) -> None:
+        """A hub handshake's complete head, its turn come: the hub socket takes it, else daphne."""
+        buf = self.buffer
+        found = _HEAD_END.search(buf)
+        if self.factory.hub_socket is None or found is None:
+            self.hand_over()
+            return
+        end = found.end()
+        try:
+            head = parse(buf[:end], self)
+        except NotServed:
+            self.hand_over()
+            return
+        if head.handler is not self.factory.hub_socket:
+            self.hand_over()
+            return
+        self.buffer = buf[end:]
+        handler = head.handler(self, head)
+        self.handler = handler
+        handler.start()
 
     def request_done(self, handler: FrontHandler, *, keep_alive: bool) -> None:
         """``handler``'s response is complete: the next request, or the connection's end."""

@@ -172,8 +172,14 @@ class Admission:
 def release_for(send: Any) -> None:
     """The hub connection whose ASGI ``send`` this is is registered (or ended): its slot is
     free. Nothing happens for a connection that holds none (another server, a test's
-    communicator, a slot already given back)."""
-    transport = client_transport(daphne_protocol(send))
+    communicator, a slot already given back).
+
+    The connection is found by its Twisted transport: through daphne's protocol for a
+    socket daphne serves, or as the ``admission_key`` of the object whose bound method
+    ``send`` is (the front's own hub sockets, ``agents_app.hub_socket``)."""
+    transport = client_transport(daphne_protocol(send)) or getattr(
+        getattr(send, "__self__", None), "admission_key", None
+    )
     if transport is not None:
         ticket = _holders.get(transport)
         if ticket is not None:

@@ -48,9 +48,10 @@ def database_url(db: Any = connection) -> str:
     return f"postgres://{settings['USER']}@{host}:{port}/{settings['NAME']}"
 
 
-def start_replica(name: str, port: int, **env: str) -> subprocess.Popen:
+def start_replica(name: str, port: int, *options: str, **env: str) -> subprocess.Popen:
     """A control-plane replica (``POD_NAME`` = ``name``) on the test's database and Redis, its
-    output on the test's own (shown when the test fails); ``env`` adds or overrides variables."""
+    output on the test's own (shown when the test fails); ``options`` are daphne's
+    (``--ping-interval 1``), ``env`` adds or overrides variables."""
     from django.conf import settings
 
     child = {
@@ -62,7 +63,7 @@ def start_replica(name: str, port: int, **env: str) -> subprocess.Popen:
         "LOG_LEVEL": "WARNING",
         **env,
     }
-    return subprocess.Popen(serve_command(port), cwd=ROOT, env=child, stdout=subprocess.DEVNULL)
+    return subprocess.Popen(serve_command(port, *options), cwd=ROOT, env=child, stdout=subprocess.DEVNULL)
 
 
 @dataclass

@@ -1,7 +1,7 @@
-"""The front's three handler kinds against the one contract (``streamspace/front/handlers.py``).
+"""The front's four handler kinds against the one contract (``streamspace/front/handlers.py``).
 
-``AgentSocket`` lives in ``agents_app``, below the front, and never imports it: nothing
-but this test ties it to :class:`FrontHandler`, so the test checks what a type checker
+``AgentSocket`` and ``HubSocket`` live in ``agents_app``, below the front, and never import
+it: nothing but this test ties them to :class:`FrontHandler`, so the test checks what a type checker
 would (every member present, the methods' parameters as the contract declares them, the
 constructor the connection calls) on real instances.
 """
@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 
 from agents_app.agent_socket import AgentSocket
+from agents_app.hub_socket import HubSocket
 from streamspace.front.exchange import Exchange
 from streamspace.front.handlers import FrontConnection, FrontHandler, RequestHead
 from streamspace.front.pipe import WebSocketPipe
 from tests.proxy.front.harness import Transport
 
-HANDLERS = [Exchange, WebSocketPipe, AgentSocket]
+HANDLERS = [Exchange, WebSocketPipe, AgentSocket, HubSocket]
 METHODS = ["start", "feed", "disconnected"]
 
 
@@ -64,7 +65,7 @@ def test_each_handler_satisfies_the_front_handler_protocol(handler):
     assert [name for name, _, _ in _parameters(handler.__init__)] == ["self", "front", "head"]
 
 
-@pytest.mark.parametrize("handler", [WebSocketPipe, AgentSocket], ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("handler", [WebSocketPipe, AgentSocket, HubSocket], ids=lambda cls: cls.__name__)
 def test_a_handshake_has_no_body_so_feed_leaves_every_byte(handler):
     head = head_for(handler)
     built = handler(StubFront(), head)
