@@ -162,6 +162,21 @@ async def test_post_session_runs_a_container(api, agents, docker_template, docke
     assert not docker_client.containers.list(all=True, filters={"name": f"streamspace-{session_id}"})
 
 
+async def leader_and_follower(agents, token: str, agent_id: str, env: dict, *, leader_env: dict | None = None):
+    """Two replicas of ``agent_id``: ``first`` (with ``leader_env`` added to ``env``) once it
+    leads, then ``second`` once connected as its follower. Returns the first's process."""
+    first = await agents(token, "first", {**env, **(leader_env or {})}, agent_id=agent_id)
+    await until(sync_to_async(lambda: leader_of(agent_id) == "first"), what="first is leader")
+    await agents(token, "second", env, agent_id=agent_id)
+    await until(
+        sync_to_async(
+            lambda: AgentInstance.objects.filter(instance_id="second", connected=True, is_leader=False).exists()
+        ),
+        what="second connected as follower",
+    )
+    return first
+
+
 @pytest.mark.docker
 @pytest.mark.parametrize("backend", ["file", "redis"])
 async def test_ha_failover_routes_to_the_new_leader(
@@ -175,15 +190,7 @@ async def test_ha_failover_routes_to_the_new_leader(
     else:
         env["REDIS_URL"] = REDIS_URL
     agent, token = await sync_to_async(create_agent)(docker_agent_id, "docker")
-    first = await agents(token, "first", env, agent_id=docker_agent_id)
-    await until(sync_to_async(lambda: leader_of(docker_agent_id) == "first"), what="first is leader")
-    await agents(token, "second", env, agent_id=docker_agent_id)
-    await until(
-        sync_to_async(
-            lambda: AgentInstance.objects.filter(instance_id="second", connected=True, is_leader=False).exists()
-        ),
-        what="second connected as follower",
-    )
+    first = await leader_and_follower(agents, token, docker_agent_id, env)
     before = await launch(api, docker_template.slug)
     await session_where(api, before, state="running", streaming_ready=True)
 
@@ -261,15 +268,7 @@ async def test_a_leader_paused_inside_a_start_leaves_no_container_for_the_sessio
     from agents_app.models import AgentCommand, CommandState
 
     agent, token = await sync_to_async(create_agent)(docker_agent_id, "docker")
-    first = await agents(token, "first", {**env, PAUSE_AT_ENV: "create"}, agent_id=docker_agent_id)
-    await until(sync_to_async(lambda: leader_of(docker_agent_id) == "first"), what="first is leader")
-    await agents(token, "second", env, agent_id=docker_agent_id)
-    await until(
-        sync_to_async(
-            lambda: AgentInstance.objects.filter(instance_id="second", connected=True, is_leader=False).exists()
-        ),
-        what="second connected as follower",
-    )
+    first = await leader_and_follower(agents, token, docker_agent_id, env, leader_env={PAUSE_AT_ENV: "create"})
     session_id = await launch(api, docker_template.slug)
     await until(lambda: _stopped(first.pid), what="the leader paused before the container's create")
     await until(sync_to_async(lambda: leader_of(docker_agent_id) == "second"), what="second took over")

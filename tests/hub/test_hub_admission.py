@@ -20,8 +20,7 @@ from channels.db import database_sync_to_async
 from agent_runtime.protocol import CONNECT_PATH
 from agents_app.models import Agent
 from agents_app.tokens import hash_token
-from tests.support.ports import free_port, wait_for_port
-from tests.support.processes import start_replica, stop
+from tests.support.processes import running_replica
 from tests.support.waits import until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -31,13 +30,8 @@ AGENTS = 5
 
 @pytest.fixture
 def replica():
-    port = free_port()
-    proc = start_replica("admission-replica", port, STREAMSPACE_HUB_ADMISSION="2")
-    try:
-        wait_for_port(port, proc, timeout=60)
+    with running_replica("admission-replica", STREAMSPACE_HUB_ADMISSION="2") as port:
         yield f"127.0.0.1:{port}"
-    finally:
-        stop(proc)
 
 
 def _make_agents() -> None:

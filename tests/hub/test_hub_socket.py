@@ -22,8 +22,7 @@ from agent_runtime.protocol import CONNECT_PATH, MAX_FRAME_BYTES
 from agents_app.hub_socket import MAX_MESSAGE
 from agents_app.models import Agent, AgentInstance
 from agents_app.tokens import hash_token
-from tests.support.ports import free_port, wait_for_port
-from tests.support.processes import start_replica, stop
+from tests.support.processes import running_replica
 from tests.support.raw_websocket import BINARY, BOUND, CLOSE, CONT, FRONT_101, PING, PONG, TEXT, RawAgent, close_code
 from tests.support.waits import until
 
@@ -32,13 +31,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True), pyt
 
 @pytest.fixture(params=["500", "0"], ids=["admission", "no-admission"])
 def replica(request):
-    port = free_port()
-    proc = start_replica("hub-socket-replica", port, STREAMSPACE_HUB_ADMISSION=request.param)
-    try:
-        wait_for_port(port, proc, timeout=60)
+    with running_replica("hub-socket-replica", STREAMSPACE_HUB_ADMISSION=request.param) as port:
         yield f"ws://127.0.0.1:{port}{CONNECT_PATH}"
-    finally:
-        stop(proc)
 
 
 def _make_agent() -> None:
@@ -124,13 +118,8 @@ async def test_a_wrong_token_is_refused_before_the_upgrade(replica):
 
 @pytest.fixture
 def quick_ping_replica():
-    port = free_port()
-    proc = start_replica("hub-socket-ping", port, "--ping-interval", "1", "--ping-timeout", "1")
-    try:
-        wait_for_port(port, proc, timeout=60)
+    with running_replica("hub-socket-ping", "--ping-interval", "1", "--ping-timeout", "1") as port:
         yield f"ws://127.0.0.1:{port}{CONNECT_PATH}"
-    finally:
-        stop(proc)
 
 
 async def test_a_silent_agent_is_pinged_and_dropped_when_it_does_not_answer(quick_ping_replica):

@@ -8,10 +8,12 @@ round."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,19 @@ def start_replica(name: str, port: int, *options: str, **env: str) -> subprocess
         **env,
     }
     return subprocess.Popen(serve_command(port, *options), cwd=ROOT, env=child, stdout=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def running_replica(name: str, *options: str, **env: str) -> Iterator[int]:
+    """:func:`start_replica` on a free port, listening before the body runs and stopped after
+    it; yields the port."""
+    port = free_port()
+    process = start_replica(name, port, *options, **env)
+    try:
+        wait_for_port(port, process, timeout=60)
+        yield port
+    finally:
+        stop(process)
 
 
 @dataclass
