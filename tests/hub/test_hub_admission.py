@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
-import uuid
 
 import httpx
 import pytest
@@ -20,6 +18,7 @@ from channels.db import database_sync_to_async
 from agent_runtime.protocol import CONNECT_PATH
 from agents_app.models import Agent
 from agents_app.tokens import hash_token
+from tests.support.agent_client import frame, register_payload
 from tests.support.processes import running_replica
 from tests.support.waits import until
 
@@ -50,17 +49,7 @@ def _connect(address: str, i: int):
 
 
 async def _register(ws, i: int) -> dict:
-    payload = {
-        "agent_id": f"adm-{i}",
-        "instance_id": f"adm-{i}-0",
-        "platform": "docker",
-        "version": "test",
-        "hostname": "test",
-        "is_leader": True,
-        "capacity": {"cpu_millicores": 1000, "memory_mb": 1024, "sessions": 1},
-        "sessions": [],
-    }
-    await ws.send(json.dumps({"type": "register", "id": uuid.uuid4().hex, "ts": time.time(), "payload": payload}))
+    await ws.send(frame("register", **register_payload(Agent(agent_id=f"adm-{i}", platform="docker"), f"adm-{i}-0")))
     return json.loads(await ws.recv())
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-import uuid
 
 import pytest
 from channels.db import database_sync_to_async
@@ -22,6 +20,7 @@ from agent_runtime.protocol import CONNECT_PATH, MAX_FRAME_BYTES
 from agents_app.hub_socket import MAX_MESSAGE
 from agents_app.models import Agent, AgentInstance
 from agents_app.tokens import hash_token
+from tests.support.agent_client import frame, register_payload
 from tests.support.processes import running_replica
 from tests.support.raw_websocket import BINARY, BOUND, CLOSE, CONT, FRONT_101, PING, PONG, TEXT, RawAgent, close_code
 from tests.support.waits import until
@@ -40,17 +39,7 @@ def _make_agent() -> None:
 
 
 def _register_frame() -> bytes:
-    payload = {
-        "agent_id": "hs-1",
-        "instance_id": "hs-1-0",
-        "platform": "docker",
-        "version": "test",
-        "hostname": "test",
-        "is_leader": True,
-        "capacity": {"cpu_millicores": 1000, "memory_mb": 1024, "sessions": 1},
-        "sessions": [],
-    }
-    return json.dumps({"type": "register", "id": uuid.uuid4().hex, "ts": time.time(), "payload": payload}).encode()
+    return frame("register", **register_payload(Agent(agent_id="hs-1", platform="docker"), "hs-1-0")).encode()
 
 
 def _connected() -> bool:
