@@ -228,7 +228,8 @@ def launch_timeline(results: list[dict[str, Any]], started_at: float, database_u
         sessions = {
             str(row[0]): row[1:]
             for row in conn.execute(
-                "SELECT id, created_at, state_changed_at, updated_at FROM sessions_app_session WHERE id = ANY(%s::uuid[])", [ids]
+                "SELECT id, created_at, state_changed_at, updated_at FROM sessions_app_session WHERE id = ANY(%s::uuid[])",
+                [ids],
             )
         }
         commands = {

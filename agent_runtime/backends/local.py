@@ -47,7 +47,7 @@ from typing import Any
 import msgspec
 
 from agent_runtime import desktop
-from agent_runtime.backends import homes, local_session
+from agent_runtime.backends import homes, listening, local_session
 from agent_runtime.backends.base import (
     Backend,
     BackendError,
@@ -128,6 +128,7 @@ class LocalBackend(Backend):
         self._children: dict[int, asyncio.subprocess.Process] = {}
         self._exit_codes: dict[str, tuple[int, int]] = {}  # session_id -> (pid, exit status) of children
         self._terminating: set[int] = set()  # pids this backend is ending: their exit is no news
+        self._listen_watch = listening.ListenWatch()
 
     # --- state file ---------------------------------------------------------------------
     def _load(self) -> dict[str, dict[str, Any]]:
@@ -306,16 +307,15 @@ class LocalBackend(Backend):
         async with self._lock:
             state = self._load()
             record = state.get(session_id)
-            if record is not None and record["state"] == "running" and self._alive(record):
-                return await self._item(session_id, record)
-            preferred = record.get("port") if record else None
-            await self.report_step(session_id, STEP_WORKLOAD, "Starting the process")
-            state[session_id] = await self._spawn(session_id, spec, preferred, state)
-            self._save(state)
-            await self.report_step(
-                session_id, STEP_WORKLOAD, f"Process started (pid {state[session_id]['pid']})", "done"
-            )
-            return await self._item(session_id, state[session_id])
+            if record is None or record["state"] != "running" or not self._alive(record):
+                preferred = record.get("port") if record else None
+                await self.report_step(session_id, STEP_WORKLOAD, "Starting the process")
+                record = state[session_id] = await self._spawn(session_id, spec, preferred, state)
+                self._save(state)
+                await self.report_step(session_id, STEP_WORKLOAD, f"Process started (pid {record['pid']})", "done")
+        # Observed outside the lock (the session's own commands run one at a time): other
+        # sessions' starts do not wait for this probe.
+        return await self._item(session_id, record)
 
     async def wake(self, session_id: str, spec: SessionSpec) -> InventoryItem:
         return await self.start(session_id, spec)
@@ -346,6 +346,16 @@ class LocalBackend(Backend):
 
     async def status(self, session_id: str) -> InventoryItem:
         return await self._item(session_id, self._load().get(session_id))
+
+    async def until_answering(self, session_id: str, item: InventoryItem, within: float) -> None:
+        """Returns as soon as the session's port begins to listen (checked every
+        :data:`~.listening.LISTEN_POLL_S`); a port that listens already (the server is up
+        and its HTTP answer is late) or none waits ``within``."""
+        port = item.streaming_port
+        if port is None or listening.accepts(port):
+            await asyncio.sleep(within)
+            return
+        await self._listen_watch.wait(port, within)
 
     async def inventory(self) -> list[InventoryItem]:
         state = self._load()
