@@ -12,7 +12,6 @@ from agents_app.models import AgentCommand
 from sessions_app.models import Session, SessionPeriod
 from streamspace.api.inserts import insert_together
 from streamspace.audit.models import AuditEvent
-from tests.conftest import on_postgres
 
 pytestmark = pytest.mark.django_db
 
@@ -56,7 +55,7 @@ def test_the_rows_are_what_save_writes_in_one_statement_on_postgresql(alice, tem
     # The period before its session: foreign keys are checked when the transaction commits.
     with CaptureQueriesContext(connection) as queries:
         insert_together(together[1], together[0], together[2], together[3])
-    assert len(queries) == (1 if on_postgres() else 4)
+    assert len(queries) == (1 if connection.vendor == "postgresql" else 4)
     for mine, theirs in zip(together, saved, strict=True):
         assert mine.pk is not None and not mine._state.adding and mine._state.db == "default"
         model = type(mine)

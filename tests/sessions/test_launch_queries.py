@@ -90,7 +90,6 @@ def test_a_launch_writes_its_four_rows_in_one_statement_under_the_locks(alice, t
     """While the user's quota row is held the launch sends only SQL: the agent locks, the
     placement, the usage and, on PostgreSQL, one statement for the session, its first period,
     its audit event and its command (elsewhere one INSERT each)."""
-    from tests.conftest import on_postgres
 
     client = client_for(alice)
     assert client.post("/api/v1/sessions", {"template": template.slug}, format="json").status_code == 202
@@ -99,10 +98,10 @@ def test_a_launch_writes_its_four_rows_in_one_statement_under_the_locks(alice, t
     assert response.status_code == 202, response.content
     sql = [q["sql"] for q in queries.captured_queries]
     locked = next(i for i, q in enumerate(sql) if '"sessions_app_userquota"' in q)  # FOR UPDATE on PostgreSQL
-    held = sql[locked : sql.index("COMMIT", locked)] if on_postgres() else sql[locked:]
+    held = sql[locked : sql.index("COMMIT", locked)] if connection.vendor == "postgresql" else sql[locked:]
     writes = [q for q in held if q.startswith(("INSERT", "WITH"))]
     tables = ["sessions_app_session", "sessions_app_sessionperiod", "audit_auditevent", "agents_app_agentcommand"]
-    if on_postgres():
+    if connection.vendor == "postgresql":
         assert len(writes) == 1, writes
         assert all(f'INSERT INTO "{table}"' in writes[0] for table in tables), writes
         assert len(held) == 5, held  # quota lock, agent locks, placement, usage, the rows
