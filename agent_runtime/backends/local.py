@@ -1,7 +1,7 @@
 """Local backend: each session is a child process on this host (``make run``, development).
 
 A template's ``command`` is an argv list; ``{python}`` becomes this interpreter,
-``{port}`` a free loopback port and ``{home}`` the session's home directory (per user under
+``{port}`` a free loopback port (not one of the other sessions') and ``{home}`` the session's home directory (per user under
 ``<data dir>/homes/`` when ``persistent_home``, else per session and removed on stop).
 
 A user's home is ``homes/<slug>-<digest>`` (:mod:`.homes`: one per exact user name). Earlier
@@ -41,6 +41,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -88,16 +89,23 @@ def substitute(argv: list[str], *, port: int, home: Path) -> list[str]:
     return result
 
 
-def free_port(preferred: int | None = None) -> int:
-    """A loopback TCP port nobody listens on (``preferred`` if it is still free)."""
-    candidates = [preferred, 0] if preferred else [0]
-    for candidate in candidates:
+FREE_PORT_TRIES = 64
+
+
+def free_port(preferred: int | None = None, *, taken: Collection[int] = ()) -> int:
+    """A loopback TCP port nobody listens on and not in ``taken`` (``preferred`` if it
+    qualifies). ``taken``: the ports of this backend's other sessions; a session that is
+    starting has not bound its port yet, and the kernel may offer that port again."""
+    candidates = [preferred] if preferred and preferred not in taken else []
+    for candidate in [*candidates, *[0] * FREE_PORT_TRIES]:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", candidate))
             except OSError:
                 continue
-            return sock.getsockname()[1]
+            port = sock.getsockname()[1]
+        if port not in taken:
+            return port
     raise BackendError("no free loopback port")
 
 
@@ -217,7 +225,8 @@ class LocalBackend(Backend):
         home = self._home_for(session_id, spec, state)
         home.mkdir(parents=True, exist_ok=True)
         local_session.give_home(home, user)
-        port = free_port(preferred_port)
+        taken = {r["port"] for sid, r in state.items() if sid != session_id and r.get("port")}
+        port = free_port(preferred_port, taken=taken)
         argv = substitute(spec.command, port=port, home=home)
         env = local_session.session_environment(
             os.environ,
