@@ -1,8 +1,9 @@
 """Local backend: each session is a child process on this host (``make run``, development).
 
-A template's ``command`` is an argv list; ``{python}`` becomes this interpreter,
-``{port}`` a free loopback port (not one of the other sessions') and ``{home}`` the session's home directory (per user under
-``<data dir>/homes/`` when ``persistent_home``, else per session and removed on stop).
+A template's ``command`` is an argv list; ``{python}`` becomes this interpreter, ``{port}``
+a free loopback port (not one of the other sessions') and ``{home}`` the session's home
+directory (per user under ``<data dir>/homes/`` when ``persistent_home``, else per session
+and removed on stop).
 
 A user's home is ``homes/<slug>-<digest>`` (:mod:`.homes`: one per exact user name). Earlier
 releases named it ``homes/<cleaned name>``, shared by users whose names differ only by
