@@ -140,6 +140,11 @@ def concurrent_local_launches(
             sessions_cpu = sum(_ticks(child) for child in _children(agent.pid)) / HZ
             failed = [r for r in results if not r.get("ok")]
             if failed:
+                # Sessions outlive their agent: stop the ones that started before giving up.
+                for r in results:
+                    if r.get("id"):
+                        client.delete(f"/api/v1/sessions/{r['id']}")
+                _wait_states(client, [r["id"] for r in results if r.get("id")], {"stopped", "failed"})
                 raise RuntimeError(f"{len(failed)} of {count} local launches failed: {failed[:3]}")
             if trace is not None:
                 timeline = launch_timeline(results, started_at, database_url, data_dir / "agent.log")
