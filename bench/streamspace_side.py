@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -144,7 +145,8 @@ def concurrent_local_launches(
                 for r in results:
                     if r.get("id"):
                         client.delete(f"/api/v1/sessions/{r['id']}")
-                _wait_states(client, [r["id"] for r in results if r.get("id")], {"stopped", "failed"})
+                with contextlib.suppress(RuntimeError):  # the launches' failure is the one to report
+                    _wait_states(client, [r["id"] for r in results if r.get("id")], {"stopped", "failed"})
                 raise RuntimeError(f"{len(failed)} of {count} local launches failed: {failed[:3]}")
             if trace is not None:
                 timeline = launch_timeline(results, started_at, database_url, data_dir / "agent.log")
