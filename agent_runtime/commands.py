@@ -42,7 +42,8 @@
   about the session, whose workload the new leader may have changed meanwhile.
 * **Readiness** is polled from right after the start, first every
   ``READY_POLL_FIRST_S`` and backing off to every ``READY_POLL_S``: most workloads answer
-  within a fraction of a second of starting.
+  within a fraction of a second of starting. A backend that sees the workload's port open
+  cheaply (the local one) cuts the pause short, so the probe follows the port's opening.
 """
 
 from __future__ import annotations
@@ -314,7 +315,7 @@ class CommandExecutor:
             # within the delay, as the ready status then says it all).
             self.reported[sid] = self._waiting[sid] = item
             self._progress_soon(sid, launch)
-            self._watchers[sid] = asyncio.create_task(self._watch_ready(sid))
+            self._watchers[sid] = asyncio.create_task(self._watch_ready(sid, item))
 
     async def _run(self, action: str, session_id: str, spec: SessionSpec) -> InventoryItem:
         if action == "start_session":
@@ -471,14 +472,16 @@ class CommandExecutor:
         log.info("session ready", extra={"session_id": session_id, "port": item.streaming_port})
         await self.report(item, progress=progress)
 
-    async def _watch_ready(self, session_id: str) -> None:
-        """Poll until the session's port answers HTTP, then report ``streaming_ready``; a
-        workload that ends meanwhile is reported as failed."""
+    async def _watch_ready(self, session_id: str, item: InventoryItem) -> None:
+        """Probe until the session's port answers HTTP, then report ``streaming_ready``; a
+        workload that ends meanwhile is reported as failed. Between probes the backend
+        waits (:meth:`~agent_runtime.backends.base.Backend.until_answering`): at most the
+        back-off's pause, less when it sees the port open."""
         deadline = time.monotonic() + self.ready_timeout
         pause = READY_POLL_FIRST_S
         try:
             while time.monotonic() < deadline:
-                await asyncio.sleep(pause)
+                await self.backend.until_answering(session_id, item, pause)
                 pause = min(pause * 2, READY_POLL_S)
                 item = await self.backend.status(session_id)
                 if item.state != "running":

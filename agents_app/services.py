@@ -72,23 +72,34 @@ def enqueue_command(session: Any, action: str, spec: dict[str, Any], *, route: R
 def enqueue_commands(items: list[tuple[Any, str, dict[str, Any]]], *, route: Route | None = None) -> list[AgentCommand]:
     """:func:`enqueue_command` for many ``(session, action, spec)`` at once: one INSERT for all
     the rows and, on commit, one send per agent (each send takes every pending command)."""
+    commands = AgentCommand.objects.bulk_create(new_commands(items, route=route))
+    send_on_commit(commands, route=route)
+    return commands
+
+
+def new_commands(items: list[tuple[Any, str, dict[str, Any]]], *, route: Route | None = None) -> list[AgentCommand]:
+    """The rows :func:`enqueue_commands` writes, built and not saved: for a caller that writes
+    them together with rows of its own, in its transaction, and then calls
+    :func:`send_on_commit` with them."""
     claimed: dict[str, Any] = {}
     if route is not None:
         if len({session.agent_id for session, _, _ in items}) != 1:
             raise ValueError("a route belongs to one agent")
         claimed = {"state": CommandState.SENT, "attempts": 1, "sent_at": timezone.now(), "instance_id": route[0]}
-    commands = AgentCommand.objects.bulk_create(
-        [
-            AgentCommand(agent_id=session.agent_id, session=session, action=action, spec=spec, **claimed)
-            for session, action, spec in items
-        ]
-    )
+    return [
+        AgentCommand(agent_id=session.agent_id, session=session, action=action, spec=spec, **claimed)
+        for session, action, spec in items
+    ]
+
+
+def send_on_commit(commands: list[AgentCommand], *, route: Route | None = None) -> None:
+    """Send the written ``commands`` once the transaction commits: to ``route``'s leader
+    (they were built for it), else each agent's pending commands to its leader."""
     if route is not None:
         transaction.on_commit(lambda: dispatch.send_frames(route[1], commands))
-        return commands
+        return
     for agent_pk in dict.fromkeys(command.agent_id for command in commands):
         transaction.on_commit(lambda agent_pk=agent_pk: send_pending(agent_pk))
-    return commands
 
 
 def send_pending(agent_pk: int) -> int:

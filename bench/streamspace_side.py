@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import threading
@@ -139,10 +141,17 @@ def concurrent_local_launches(
             sessions_cpu = sum(_ticks(child) for child in _children(agent.pid)) / HZ
             failed = [r for r in results if not r.get("ok")]
             if failed:
+                # Sessions outlive their agent: stop the ones that started before giving up.
+                for r in results:
+                    if r.get("id"):
+                        client.delete(f"/api/v1/sessions/{r['id']}")
+                with contextlib.suppress(RuntimeError):  # the launches' failure is the one to report
+                    _wait_states(client, [r["id"] for r in results if r.get("id")], {"stopped", "failed"})
                 raise RuntimeError(f"{len(failed)} of {count} local launches failed: {failed[:3]}")
             if trace is not None:
                 timeline = launch_timeline(results, started_at, database_url, data_dir / "agent.log")
                 trace.write_text(json.dumps(timeline, indent=1))
+                shutil.copyfile(data_dir / "agent.log", trace.with_suffix(".agent.log"))
                 print(timeline_table(timeline))
             for r in results:
                 client.delete(f"/api/v1/sessions/{r['id']}")
@@ -212,7 +221,8 @@ TIMELINE = [
     ("spawned", "agent log: session process started"),
     ("result_applied", "db: command completed_at (the hub applied the result)"),
     ("probe_ok", "agent log: session ready (its port answered; the status is sent next)"),
-    ("db_ready", "db: state running + streaming_ready (state_changed_at)"),
+    ("db_running", "db: state running (state_changed_at: the result, or a status before it)"),
+    ("db_ready", "db: streaming_ready written (updated_at: the launch's last write)"),
     ("client_seen", "client: a poll saw running + streaming_ready"),
 ]
 
@@ -225,7 +235,8 @@ def launch_timeline(results: list[dict[str, Any]], started_at: float, database_u
         sessions = {
             str(row[0]): row[1:]
             for row in conn.execute(
-                "SELECT id, created_at, state_changed_at FROM sessions_app_session WHERE id = ANY(%s::uuid[])", [ids]
+                "SELECT id, created_at, state_changed_at, updated_at FROM sessions_app_session WHERE id = ANY(%s::uuid[])",
+                [ids],
             )
         }
         commands = {
@@ -248,7 +259,7 @@ def launch_timeline(results: list[dict[str, Any]], started_at: float, database_u
             logged[entry["session_id"]].setdefault(name, entry["ts"])
     launches = []
     for r in results:
-        created, changed = sessions[r["id"]]
+        created, changed, updated = sessions[r["id"]]
         sent, acked, completed = commands[r["id"]]
         at = {
             "post_answered": r["answered"],
@@ -256,7 +267,8 @@ def launch_timeline(results: list[dict[str, Any]], started_at: float, database_u
             "command_sent": sent and sent.timestamp(),
             "acked": acked and acked.timestamp(),
             "result_applied": completed and completed.timestamp(),
-            "db_ready": changed.timestamp(),
+            "db_running": changed.timestamp(),
+            "db_ready": updated.timestamp(),
             "client_seen": r["seen"],
             **logged[r["id"]],
         }

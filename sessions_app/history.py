@@ -29,17 +29,19 @@ def record(sessions: Iterable[Session], state: str, at: datetime) -> None:
 
 def opened(sessions: Iterable[Session], state: str, at: datetime) -> None:
     """New ``sessions`` (no period yet) entered ``state`` at ``at``: their first periods."""
-    SessionPeriod.objects.bulk_create(
-        SessionPeriod(
-            session_id=s.pk,
-            user_id=s.user_id,
-            template_id=s.template_id,
-            state=state,
-            started_at=at,
-            cpu_millicores=s.cpu_millicores,
-            memory_mb=s.memory_mb,
-        )
-        for s in sessions
+    SessionPeriod.objects.bulk_create(first_period(s, state, at) for s in sessions)
+
+
+def first_period(session: Session, state: str, at: datetime) -> SessionPeriod:
+    """The period :func:`opened` writes for ``session``, built and not saved."""
+    return SessionPeriod(
+        session_id=session.pk,
+        user_id=session.user_id,
+        template_id=session.template_id,
+        state=state,
+        started_at=at,
+        cpu_millicores=session.cpu_millicores,
+        memory_mb=session.memory_mb,
     )
 
 

@@ -26,6 +26,7 @@ from sessions_app.notify import session_changed, sessions_changed
 from sessions_app.state import IllegalTransition, transition, transition_many
 from streamspace import events
 from streamspace.api.errors import Forbidden, ServiceError
+from streamspace.api.inserts import insert_together
 from streamspace.audit.services import event as audit_event
 from streamspace.audit.services import record, record_many
 
@@ -138,6 +139,21 @@ def launch_session(
     groups = quotas.group_quotas(user)
     policy = policy_idle_timeout(user, template, groups=groups)
     idle = policy if idle_timeout_s is None else min(idle_timeout_s, policy)
+    # Everything that does not depend on the locks is built before them: while the quota
+    # row is held, the launch runs its SQL and little else.
+    session = Session(
+        name=name or template.display_name,
+        user=user,
+        template=template,
+        state=S.PENDING,
+        cpu_millicores=cpu,
+        memory_mb=memory,
+        persistent_home=persistent_home,
+        idle_timeout_s=idle,
+        **new_stream_secrets(template),
+    )
+    spec = start_spec(session)
+    details = {"template": template.slug, "agent": "", "cpu_millicores": cpu, "memory_mb": memory}
     with transaction.atomic():
         override = quotas.lock_user_quota(user)
         placement.lock_agents(template)
@@ -146,37 +162,19 @@ def launch_session(
         limit = quotas.exceeded(quota, current, sessions=1, cpu=cpu, memory=memory)
         if limit is None:
             now = timezone.now()
-            session = Session.objects.create(
-                name=name or template.display_name,
-                user=user,
-                template=template,
-                state=S.PENDING,
-                platform=agent.platform,
-                agent=agent,
-                cpu_millicores=cpu,
-                memory_mb=memory,
-                persistent_home=persistent_home,
-                idle_timeout_s=idle,
-                last_activity=now,
-                state_changed_at=now,
-                **new_stream_secrets(template),
+            session.agent, session.platform = agent, agent.platform
+            session.last_activity = session.state_changed_at = now
+            details["agent"] = agent.agent_id
+            route = placement.direct_route(agent)
+            commands = agents.new_commands([(session, CommandAction.START, spec)], route=route)
+            # The session, its first period, its audit event and its command: one round trip.
+            insert_together(
+                session,
+                history.first_period(session, S.PENDING, now),
+                audit_event("session.create", actor=user, target=session, request=request, details=details),
+                *commands,
             )
-            history.opened([session], S.PENDING, now)
-            record(
-                "session.create",
-                actor=user,
-                target=session,
-                request=request,
-                details={
-                    "template": template.slug,
-                    "agent": agent.agent_id,
-                    "cpu_millicores": cpu,
-                    "memory_mb": memory,
-                },
-            )
-            agents.enqueue_command(
-                session, CommandAction.START, start_spec(session), route=placement.direct_route(agent)
-            )
+            agents.send_on_commit(commands, route=route)
             session_id, user_id = session.pk, user.pk
             transaction.on_commit(lambda: session_changed(session_id, user_id, None, S.PENDING, actor=user))
     if limit is not None:

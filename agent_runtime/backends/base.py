@@ -327,6 +327,16 @@ class Backend(ABC):
     async def inventory(self) -> list[InventoryItem]:
         """Every session this agent manages on this platform, without changing anything."""
 
+    async def until_answering(self, session_id: str, item: InventoryItem, within: float) -> None:
+        """Return when ``session_id``'s workload (last seen as ``item``: running, not
+        answering) may have begun to answer, at the latest after ``within`` seconds.
+
+        The agent's readiness watcher waits here between two :meth:`status` probes. This
+        waits ``within``; a backend that can see the workload's port open at little cost
+        returns as soon as it does, so the probe that finds it ready follows at once.
+        """
+        await asyncio.sleep(within)
+
     async def capacity(self) -> Capacity:
         """What this host offers (reported in ``register`` and heartbeats)."""
         return host_capacity()

@@ -1,8 +1,9 @@
 """Local backend: each session is a child process on this host (``make run``, development).
 
-A template's ``command`` is an argv list; ``{python}`` becomes this interpreter,
-``{port}`` a free loopback port and ``{home}`` the session's home directory (per user under
-``<data dir>/homes/`` when ``persistent_home``, else per session and removed on stop).
+A template's ``command`` is an argv list; ``{python}`` becomes this interpreter, ``{port}``
+a free loopback port (not one of the other sessions') and ``{home}`` the session's home
+directory (per user under ``<data dir>/homes/`` when ``persistent_home``, else per session
+and removed on stop).
 
 A user's home is ``homes/<slug>-<digest>`` (:mod:`.homes`: one per exact user name). Earlier
 releases named it ``homes/<cleaned name>``, shared by users whose names differ only by
@@ -41,13 +42,14 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from agent_runtime import desktop
-from agent_runtime.backends import homes, local_session
+from agent_runtime.backends import homes, listening, local_session
 from agent_runtime.backends.base import (
     Backend,
     BackendError,
@@ -89,16 +91,23 @@ def substitute(argv: list[str], *, port: int, home: Path) -> list[str]:
     return result
 
 
-def free_port(preferred: int | None = None) -> int:
-    """A loopback TCP port nobody listens on (``preferred`` if it is still free)."""
-    candidates = [preferred, 0] if preferred else [0]
-    for candidate in candidates:
+FREE_PORT_TRIES = 64
+
+
+def free_port(preferred: int | None = None, *, taken: Collection[int] = ()) -> int:
+    """A loopback TCP port nobody listens on and not in ``taken`` (``preferred`` if it
+    qualifies). ``taken``: the ports of this backend's other sessions; a session that is
+    starting has not bound its port yet, and the kernel may offer that port again."""
+    candidates = [preferred] if preferred and preferred not in taken else []
+    for candidate in [*candidates, *[0] * FREE_PORT_TRIES]:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", candidate))
             except OSError:
                 continue
-            return sock.getsockname()[1]
+            port = sock.getsockname()[1]
+        if port not in taken:
+            return port
     raise BackendError("no free loopback port")
 
 
@@ -129,6 +138,7 @@ class LocalBackend(Backend):
         self._children: dict[int, asyncio.subprocess.Process] = {}
         self._exit_codes: dict[str, tuple[int, int]] = {}  # session_id -> (pid, exit status) of children
         self._terminating: set[int] = set()  # pids this backend is ending: their exit is no news
+        self._listen_watch = listening.ListenWatch()
 
     # --- state file ---------------------------------------------------------------------
     def _load(self) -> dict[str, dict[str, Any]]:
@@ -217,7 +227,8 @@ class LocalBackend(Backend):
         home = self._home_for(session_id, spec, state)
         home.mkdir(parents=True, exist_ok=True)
         local_session.give_home(home, user)
-        port = free_port(preferred_port)
+        taken = {r["port"] for sid, r in state.items() if sid != session_id and r.get("port")}
+        port = free_port(preferred_port, taken=taken)
         argv = substitute(spec.command, port=port, home=home)
         env = local_session.session_environment(
             os.environ,
@@ -307,21 +318,20 @@ class LocalBackend(Backend):
         async with self._lock:
             state = self._load()
             record = state.get(session_id)
-            if record is not None and record["state"] == "running" and self._alive(record):
-                return await self._item(session_id, record)
-            preferred = record.get("port") if record else None
-            await self.report_step(session_id, STEP_WORKLOAD, "Starting the process")
-            self.require_mandate(session_id, "start")
-            spawned = await self._spawn(session_id, spec, preferred, state)
-            if not self.holds_mandate():  # deposed meanwhile: end the process this call spawned (its pid)
-                await self._terminate(spawned)
-                raise MandateLost(f"not_leader: leadership lost during the start step of session {session_id}")
-            state[session_id] = spawned
-            self._save(state)
-            await self.report_step(
-                session_id, STEP_WORKLOAD, f"Process started (pid {state[session_id]['pid']})", "done"
-            )
-            return await self._item(session_id, state[session_id])
+            if record is None or record["state"] != "running" or not self._alive(record):
+                preferred = record.get("port") if record else None
+                await self.report_step(session_id, STEP_WORKLOAD, "Starting the process")
+                self.require_mandate(session_id, "start")
+                spawned = await self._spawn(session_id, spec, preferred, state)
+                if not self.holds_mandate():  # deposed meanwhile: end the process this call spawned (its pid)
+                    await self._terminate(spawned)
+                    raise MandateLost(f"not_leader: leadership lost during the start step of session {session_id}")
+                record = state[session_id] = spawned
+                self._save(state)
+                await self.report_step(session_id, STEP_WORKLOAD, f"Process started (pid {record['pid']})", "done")
+        # Observed outside the lock (the session's own commands run one at a time): other
+        # sessions' starts do not wait for this probe.
+        return await self._item(session_id, record)
 
     async def wake(self, session_id: str, spec: SessionSpec) -> InventoryItem:
         return await self.start(session_id, spec)
@@ -352,6 +362,16 @@ class LocalBackend(Backend):
 
     async def status(self, session_id: str) -> InventoryItem:
         return await self._item(session_id, self._load().get(session_id))
+
+    async def until_answering(self, session_id: str, item: InventoryItem, within: float) -> None:
+        """Returns as soon as the session's port begins to listen (checked every
+        :data:`~.listening.LISTEN_POLL_S`); a port that listens already (the server is up
+        and its HTTP answer is late) or none waits ``within``."""
+        port = item.streaming_port
+        if port is None or listening.accepts(port):
+            await asyncio.sleep(within)
+            return
+        await self._listen_watch.wait(port, within)
 
     async def inventory(self) -> list[InventoryItem]:
         state = self._load()

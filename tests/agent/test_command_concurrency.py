@@ -61,6 +61,9 @@ class ScriptedBackend:
         answers = time.monotonic() - self.started_at[session_id] >= self.answers_after
         return InventoryItem(session_id=session_id, state="running", streaming_ready=answers, streaming_port=8080)
 
+    async def until_answering(self, session_id: str, item: InventoryItem, within: float) -> None:
+        await asyncio.sleep(within)
+
     async def stop(self, session_id: str, spec: SessionSpec) -> InventoryItem:
         self.calls.append(("stop", session_id))
         return InventoryItem(session_id=session_id, state="stopped")

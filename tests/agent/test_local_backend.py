@@ -191,3 +191,54 @@ async def test_a_process_spawned_after_the_mandate_ended_is_ended_and_not_record
     [record] = spawned
     assert not backend._alive(record), "the spawned process outlived the fenced start"
     assert await backend.inventory() == []
+
+
+class OfferedPorts:
+    """A stand-in for ``socket.socket`` whose ``bind`` to port 0 gets ``ports`` in turn."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = iter(ports)
+
+    def __call__(self, *args):
+        offered = self
+
+        class Sock:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def bind(self, address):
+                self.port = address[1] or next(offered.ports)
+
+            def getsockname(self):
+                return ("127.0.0.1", self.port)
+
+        return Sock()
+
+
+def test_a_port_another_session_holds_is_never_handed_out_again(monkeypatch):
+    """The kernel may offer the port of a session that has not bound it yet: it is skipped."""
+    from agent_runtime.backends import local
+
+    monkeypatch.setattr(local.socket, "socket", OfferedPorts([41000, 41001]))
+    assert local.free_port(taken={41000}) == 41001
+    monkeypatch.setattr(local.socket, "socket", OfferedPorts([41000, 41002]))
+    assert local.free_port(41000, taken={41000}) == 41002  # preferred, but another session's now
+
+
+async def test_a_start_passes_the_other_sessions_ports_as_taken(backend, monkeypatch):
+    from agent_runtime.backends import local
+
+    first = await backend.start("s1", demo_spec())
+    seen = []
+    real = local.free_port
+
+    def recording(preferred=None, *, taken=()):
+        seen.append(set(taken))
+        return real(preferred, taken=taken)
+
+    monkeypatch.setattr(local, "free_port", recording)
+    second = await backend.start("s2", demo_spec())
+    assert seen == [{first.streaming_port}] and second.streaming_port != first.streaming_port

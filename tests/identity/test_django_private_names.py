@@ -1,6 +1,6 @@
-"""The Django internals two modules rely on, tied to the pinned Django: a new Django release
+"""The Django internals three modules rely on, tied to the pinned Django: a new Django release
 fails here first, naming what to re-check (``streamspace/shared_cache.py``,
-``streamspace/api/prepared.py``)."""
+``streamspace/api/prepared.py``, ``streamspace/api/inserts.py``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 
 import django
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
-from django.db.models.sql.compiler import SQLCompiler
+from django.db.models import Model
+from django.db.models.sql import InsertQuery
+from django.db.models.sql.compiler import SQLCompiler, SQLInsertCompiler
 
 PINNED = next(
     line.split("==", 1)[1].strip()
@@ -35,3 +37,13 @@ def test_the_compiler_runs_the_sql_its_as_sql_returns():
     source = inspect.getsource(SQLCompiler.execute_sql)
     assert "self.as_sql()" in source  # prepared.py replaces as_sql on a per-call copy
     assert "execute_sql" in inspect.getsource(SQLCompiler.results_iter)
+
+
+def test_an_insert_compiles_as_save_writes_it():
+    """inserts.py compiles ``InsertQuery.insert_values`` with the fields and returning fields
+    ``Model._save_table`` uses, and reads back what ``execute_sql`` would set."""
+    save_table = inspect.getsource(Model._save_table)
+    assert "if not f.generated and (pk_set or f is not meta.auto_field)" in save_table
+    assert "returning_fields = meta.db_returning_fields" in save_table
+    assert "self.pre_save_val(field, obj)" in inspect.getsource(SQLInsertCompiler.as_sql)  # auto_now values
+    assert inspect.signature(InsertQuery.insert_values).parameters.keys() >= {"fields", "objs"}

@@ -84,3 +84,32 @@ def test_a_launch_compiles_no_read_after_the_first(alice, template, docker_agent
     assert len(selects) == 6, selects  # template, groups, quota lock, agent locks, placement, usage
     assert response.json()["template"] == template.slug and response.json()["state"] == "pending"
     cache.clear()
+
+
+def test_a_launch_writes_its_four_rows_in_one_statement_under_the_locks(alice, template, docker_agent):
+    """While the user's quota row is held the launch sends only SQL: the agent locks, the
+    placement, the usage and, on PostgreSQL, one statement for the session, its first period,
+    its audit event and its command (elsewhere one INSERT each)."""
+
+    client = client_for(alice)
+    assert client.post("/api/v1/sessions", {"template": template.slug}, format="json").status_code == 202
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post("/api/v1/sessions", {"template": template.slug}, format="json")
+    assert response.status_code == 202, response.content
+    sql = [q["sql"] for q in queries.captured_queries]
+    locked = next(i for i, q in enumerate(sql) if '"sessions_app_userquota"' in q)  # FOR UPDATE on PostgreSQL
+    held = sql[locked : sql.index("COMMIT", locked)] if connection.vendor == "postgresql" else sql[locked:]
+    writes = [q for q in held if q.startswith(("INSERT", "WITH"))]
+    tables = ["sessions_app_session", "sessions_app_sessionperiod", "audit_auditevent", "agents_app_agentcommand"]
+    if connection.vendor == "postgresql":
+        assert len(writes) == 1, writes
+        assert all(f'INSERT INTO "{table}"' in writes[0] for table in tables), writes
+        assert len(held) == 5, held  # quota lock, agent locks, placement, usage, the rows
+    else:
+        assert [next(t for t in tables if f'INSERT INTO "{t}"' in w) for w in writes] == tables
+    period = SessionPeriod.objects.get(session_id=response.json()["id"])
+    assert (period.state, period.user_id, period.cpu_millicores) == (
+        "pending",
+        alice.pk,
+        template.default_cpu_millicores,
+    )
