@@ -433,12 +433,14 @@ STREAMSPACE_PROXY_BODY_TIMEOUT_S = envint("STREAMSPACE_PROXY_BODY_TIMEOUT_S", 60
 # (streamspace/front/): from its start for the first request, from a request's first byte
 # after that. Slow-header ("slowloris") connections are closed after it.
 STREAMSPACE_PROXY_HEAD_TIMEOUT_S = envint("STREAMSPACE_PROXY_HEAD_TIMEOUT_S", 10, minimum=1)
-# Threads that run Django's requests under ASGI (streamspace.transport.django_asgi). Python
-# runs one thread at a time (the GIL): more than one lets a request's database round trips
-# overlap with other requests' work, and a request waiting on a row lock (a launch on its
-# user's quota row) does not hold up the rest; each thread more also competes with the event
-# loop that reads requests and writes responses, which widens the latency spread under load.
-STREAMSPACE_REQUEST_THREADS = envint("STREAMSPACE_REQUEST_THREADS", 8, minimum=1)
+# Threads that run Django's requests under ASGI (streamspace.transport.django_asgi); more
+# requests wait their turn in arrival order. Python runs one thread at a time (the GIL): more
+# than one lets a request's database round trips overlap with other requests' work, and a
+# request waiting on a row lock (a launch on its user's quota row) or on another service (an
+# OIDC provider) does not hold up the rest; but each thread more competes for the GIL with the
+# event loop that reads requests and writes responses, which widens the latency spread under
+# load. Four keep a replica's core busy with a narrow spread (bench/RESULTS.md, issue 18).
+STREAMSPACE_REQUEST_THREADS = envint("STREAMSPACE_REQUEST_THREADS", 4, minimum=1)
 # At most this many agent hub handshakes between their request head and the hub's
 # `registered` at once under the launcher's front (streamspace.transport.admission); more
 # wait in arrival order with their head received and go on in groups (from half the limit
