@@ -29,18 +29,8 @@ stopped container is what a hibernated session looks like, so ``status`` cannot 
 crash from a hibernation by itself: the agent knows which of its sessions it hibernated,
 and the control plane fails a session it holds as running whose container stopped.
 
-Persistent homes: each user's home is the volume ``streamspace-home-<slug>-<digest>``
-(:mod:`.homes`: one per exact user name), created by the agent with the label
-``streamspace.user=<exact user name>``. Homes of earlier releases were named
-``streamspace-home-<cleaned name>`` and were shared by users whose names differ only by
-``_ . - @ +``. Such a legacy volume is kept as the home of the one user it provably belongs
-to (:func:`.docker_objects.legacy_home_is_theirs`: its own owner label, else the owner
-labels of the containers that mount it, else its name naming exactly that user), and of no
-one else. The decision is made once per user and recorded: the user's own volume is created
-as a pointer labelled ``streamspace.home-legacy=<legacy volume>``, which later starts follow
-and which stops any other user from adopting the same legacy volume. Everyone else gets a
-fresh home of their own; docs/persistent-homes.md tells operators how to hand a legacy
-volume to a user by hand.
+Persistent homes: each user's home is a volume of their own; a home volume of an earlier
+release is kept for the one user it provably belongs to (:mod:`.docker_homes`).
 """
 
 from __future__ import annotations
@@ -60,7 +50,7 @@ try:  # optional dependency: pip install streamspace-agent[docker]
 except ImportError:
     docker = None
 
-from agent_runtime.backends import docker_daemon, homes
+from agent_runtime.backends import docker_daemon
 from agent_runtime.backends import docker_fence as fence
 from agent_runtime.backends import docker_networks as networks
 from agent_runtime.backends import docker_objects as objects
@@ -75,6 +65,7 @@ from agent_runtime.backends.base import (
     http_answers,
 )
 from agent_runtime.backends.docker_files import DockerHome
+from agent_runtime.backends.docker_homes import HomeVolumes
 from agent_runtime.backends.homefiles import HomeEntry, HomeFile, HomeNotAvailable, HomePathNotFound
 from agent_runtime.config import LeaseConfig
 from agent_runtime.images import missing_image_hint
@@ -135,6 +126,7 @@ class DockerBackend(Backend):
         self._events_stream: Any = None
         self._client: Any = None
         self._network_ready = False
+        self.home_volumes = HomeVolumes(self._run, self.client, self.agent_id)
         self.networks = networks.SessionNetworks(
             self._run,
             self.client,
@@ -281,55 +273,6 @@ class DockerBackend(Backend):
             return None
         return f"{address}:{port}"
 
-    async def _volume(self, name: str) -> Any | None:
-        client = await self.client()
-        try:
-            return await self._run(client.volumes.get, name)
-        except docker.errors.NotFound:
-            return None
-
-    async def _home_volume(self, username: str) -> str:
-        """The volume holding ``username``'s home, deciding (once) whether a legacy one is theirs.
-
-        Creates the user's own labelled volume when it is missing: as their home, or as the
-        pointer to the legacy volume they keep.
-        """
-        own_name = objects.home_volume_name(username)
-        own = await self._volume(own_name)
-        if own is not None:
-            legacy = (own.attrs.get("Labels") or {}).get(objects.LABEL_HOME_LEGACY)
-            if legacy and await self._volume(legacy) is not None:
-                return legacy
-            return own_name
-        adopted = await self._adoptable_legacy(username)
-        client = await self.client()
-        labels = objects.home_volume_labels(username, self.agent_id, legacy=adopted)
-        await self._run(client.volumes.create, name=own_name, driver="local", labels=labels)
-        if adopted:
-            log.info("legacy home kept", extra={"user": username, "volume": adopted})
-            return adopted
-        return own_name
-
-    async def _adoptable_legacy(self, username: str) -> str | None:
-        """The legacy home volume of ``username`` if it exists and is provably theirs."""
-        legacy = homes.legacy_docker_volume(username)
-        volume = await self._volume(legacy) if legacy else None
-        if volume is None:
-            return None
-        client = await self.client()
-        pointers = await self._run(client.volumes.list, filters={"label": f"{objects.LABEL_HOME_LEGACY}={legacy}"})
-        mounting = await self._run(
-            client.containers.list, all=True, filters={"label": f"{objects.LABEL_HOME}={legacy}"}
-        )
-        theirs = objects.legacy_home_is_theirs(
-            username,
-            legacy,
-            volume_labels=volume.attrs.get("Labels") or {},
-            container_users={(c.labels or {}).get(objects.LABEL_USER, "") for c in mounting},
-            claimed_by={(v.attrs.get("Labels") or {}).get(objects.LABEL_USER, "") for v in pointers},
-        )
-        return legacy if theirs else None
-
     async def _reload(self, container: Any) -> Any:
         await self._run(container.reload)
         return container
@@ -338,7 +281,7 @@ class DockerBackend(Backend):
     async def start(self, session_id: str, spec: SessionSpec) -> InventoryItem:
         # Resolved on every start and wake, also for an existing container: that records
         # (once) which home the user keeps while the evidence (this container) still exists.
-        home_volume = await self._home_volume(spec.require_user()) if spec.persistent_home else None
+        home_volume = await self.home_volumes.for_user(spec.require_user()) if spec.persistent_home else None
         config = objects.container_config(
             session_id,
             spec,
@@ -438,33 +381,8 @@ class DockerBackend(Backend):
         if self.isolation == "session":
             await self.networks.remove(session_id)
         if spec.delete_home:
-            await self._delete_home(spec.user, home_volume)
+            await self.home_volumes.delete_home(spec.user, home_volume)
         return InventoryItem(session_id=session_id, state="stopped")
-
-    async def _delete_home(self, username: str, mounted: str | None) -> None:
-        """Remove the user's home: the volume the container mounted, the user's own volume
-        and the legacy volume it points to (never another user's)."""
-        names = [mounted] if mounted else []
-        if username:
-            own_name = objects.home_volume_name(username)
-            own = await self._volume(own_name)
-            if own is not None:
-                legacy = (own.attrs.get("Labels") or {}).get(objects.LABEL_HOME_LEGACY)
-                names += [legacy, own_name] if legacy else [own_name]
-        for name in dict.fromkeys(names):
-            await self._delete_volume(name)
-
-    async def _delete_volume(self, name: str | None) -> None:
-        if not name:
-            return
-        client = await self.client()
-        try:
-            volume = await self._run(client.volumes.get, name)
-            await self._run(volume.remove)
-        except docker.errors.NotFound:
-            pass
-        except BackendError as exc:  # still mounted by another of the user's sessions: keep it
-            log.warning("home volume kept", extra={"volume": name, "reason": str(exc)})
 
     async def status(self, session_id: str) -> InventoryItem:
         return await self._item(session_id, await self._container(session_id))

@@ -320,7 +320,7 @@ class DockerSwarmBackend(DockerBackend):
                 names.append(objects.home_volume_name(spec.user))
                 await self._forget_home_node(spec.user)
             for name in dict.fromkeys(names):  # on this node; a home on another node stays (see docs)
-                await self._delete_volume(name)
+                await self.home_volumes.delete(name)
         return InventoryItem(session_id=session_id, state="stopped")
 
     async def status(self, session_id: str) -> InventoryItem:
