@@ -9,6 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from agents_app.models import AgentCommand
+from sessions_app import history
 from sessions_app.models import Session, SessionPeriod
 from streamspace.api.inserts import insert_together
 from streamspace.audit.models import AuditEvent
@@ -33,15 +34,7 @@ def rows(alice, template, docker_agent, name: str, now=NOW):
         last_activity=now,
         state_changed_at=now,
     )
-    period = SessionPeriod(
-        session_id=session.pk,
-        user_id=alice.pk,
-        template_id=template.pk,
-        state="pending",
-        started_at=now,
-        cpu_millicores=250,
-        memory_mb=300,
-    )
+    period = history.first_period(session, "pending", now)
     event = AuditEvent(actor=alice, actor_repr="alice", action="session.create", target_id=str(session.pk))
     command = AgentCommand(agent=docker_agent, session=session, action="start_session", spec={"image": "x"})
     return session, period, event, command
