@@ -11,7 +11,9 @@ agent speaks RFC 6455 by hand (``tests/support/raw_websocket.py``) to break it o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 from channels.db import database_sync_to_async
@@ -56,6 +58,19 @@ async def _recv_json(agent: RawAgent) -> dict:
     return json.loads(payload)
 
 
+@contextlib.asynccontextmanager
+async def _registered(url: str) -> AsyncIterator[RawAgent]:
+    """An agent (``hs-1``) dialled to ``url`` and registered; its socket closed at the end."""
+    await database_sync_to_async(_make_agent)()
+    agent = await RawAgent.dial(url, "hs-token-1")
+    try:
+        agent.send(TEXT, _register_frame())
+        assert (await _recv_json(agent))["type"] == "registered"
+        yield agent
+    finally:
+        agent.close()
+
+
 async def test_the_front_serves_the_hub_socket_from_handshake_to_disconnect(replica):
     await database_sync_to_async(_make_agent)()
     agent = await RawAgent.dial(replica, "hs-token-1")
@@ -82,17 +97,11 @@ async def test_the_front_serves_the_hub_socket_from_handshake_to_disconnect(repl
 
 
 async def test_a_clean_close_from_the_agent_ends_the_consumer(replica):
-    await database_sync_to_async(_make_agent)()
-    agent = await RawAgent.dial(replica, "hs-token-1")
-    try:
-        agent.send(TEXT, _register_frame())
-        assert (await _recv_json(agent))["type"] == "registered"
+    async with _registered(replica) as agent:
         agent.send(CLOSE, (1000).to_bytes(2, "big"))
         frames = await agent.until_eof()
         assert frames and frames[-1][0] == CLOSE and close_code(frames[-1][1]) == 1000, frames
         assert await until(lambda: _is_connected(False), what="the instance row disconnected")
-    finally:
-        agent.close()
 
 
 async def test_a_wrong_token_is_refused_before_the_upgrade(replica):
@@ -112,29 +121,17 @@ def quick_ping_replica():
 
 
 async def test_a_silent_agent_is_pinged_and_dropped_when_it_does_not_answer(quick_ping_replica):
-    await database_sync_to_async(_make_agent)()
-    agent = await RawAgent.dial(quick_ping_replica, "hs-token-1")
-    try:
-        agent.send(TEXT, _register_frame())
-        assert (await _recv_json(agent))["type"] == "registered"
+    async with _registered(quick_ping_replica) as agent:
         # Silent for --ping-interval: pinged; the ping unanswered for --ping-timeout: dropped.
         frames = await agent.until_eof()
         assert [opcode for opcode, _ in frames] == [PING], frames
         assert await until(lambda: _is_connected(False), what="the instance row disconnected")
-    finally:
-        agent.close()
 
 
 async def test_a_message_far_over_the_limit_fails_the_socket_before_it_is_read(replica):
-    await database_sync_to_async(_make_agent)()
-    agent = await RawAgent.dial(replica, "hs-token-1")
-    try:
-        agent.send(TEXT, _register_frame())
-        assert (await _recv_json(agent))["type"] == "registered"
+    async with _registered(replica) as agent:
         # Only the header of a frame announcing more than the socket buffers is sent.
         agent.send(BINARY, b"", length=MAX_MESSAGE + 1)
         frames = await agent.until_eof()
         assert [(opcode, close_code(payload)) for opcode, payload in frames] == [(CLOSE, 1009)]
         assert await until(lambda: _is_connected(False), what="the instance row disconnected")
-    finally:
-        agent.close()
